@@ -1,0 +1,94 @@
+//! `[kafka]`: how services reach the broker.
+
+use std::collections::BTreeMap;
+
+use omni_runtime::{Problems, Validate};
+use rdkafka::ClientConfig;
+use serde::Deserialize;
+
+/// `[kafka]` section.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Comma-separated `host:port` list of brokers.
+    pub bootstrap_servers: String,
+    /// Topic creation at start-up.
+    pub topics: TopicsConfig,
+    /// Producer tuning.
+    pub producer: ProducerConfig,
+    /// Consumer tuning.
+    pub consumer: ConsumerConfig,
+    /// Extra librdkafka properties passed as is to every client, for example
+    /// `"security.protocol" = "SASL_SSL"`. They cannot override the delivery settings omni
+    /// relies on (`enable.idempotence`, `acks`, `enable.auto.offset.store`).
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+}
+
+/// `[kafka.topics]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicsConfig {
+    /// Create missing omni topics at start-up (needs the broker's CreateTopics permission).
+    pub create: bool,
+    /// Partitions of each topic created; conversations spread over them by key.
+    pub partitions: i32,
+    /// Replication factor of each topic created (3 on a production cluster).
+    pub replication_factor: i32,
+}
+
+/// `[kafka.producer]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProducerConfig {
+    /// How long the producer waits to batch records (librdkafka `linger.ms`). Larger batches
+    /// raise throughput and add latency to every acknowledged send.
+    pub linger_ms: u32,
+    /// The most a send waits for the broker's acknowledgement before failing
+    /// (librdkafka `message.timeout.ms`); a webhook answers 503 after it.
+    pub message_timeout_ms: u32,
+    /// Bound on records waiting in the producer (`queue.buffering.max.messages`).
+    pub queue_max_messages: u32,
+    /// Bound on bytes waiting in the producer, in KiB (`queue.buffering.max.kbytes`).
+    pub queue_max_kbytes: u32,
+}
+
+/// `[kafka.consumer]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsumerConfig {
+    /// Group session timeout (`session.timeout.ms`): a crashed replica's partitions move after it.
+    pub session_timeout_ms: u32,
+    /// Bound on prefetched bytes per partition, in KiB (`queued.max.messages.kbytes`).
+    pub queue_max_kbytes: u32,
+}
+
+impl Validate for KafkaConfig {
+    fn validate(&self, prefix: &str, problems: &mut Problems) {
+        problems.check(!self.bootstrap_servers.trim().is_empty(), format!("{prefix}.bootstrap_servers"), "must name at least one broker");
+        problems.check(self.topics.partitions >= 1, format!("{prefix}.topics.partitions"), "must be at least 1");
+        problems.check(self.topics.replication_factor >= 1, format!("{prefix}.topics.replication_factor"), "must be at least 1");
+        problems.check(self.producer.message_timeout_ms >= 1000, format!("{prefix}.producer.message_timeout_ms"), "must be at least 1000");
+        problems.check(self.producer.linger_ms <= 1000, format!("{prefix}.producer.linger_ms"), "must be at most 1000");
+        problems.check(self.producer.queue_max_messages >= 1, format!("{prefix}.producer.queue_max_messages"), "must be at least 1");
+        problems.check(self.producer.queue_max_kbytes >= 1, format!("{prefix}.producer.queue_max_kbytes"), "must be at least 1");
+        problems.check(self.consumer.session_timeout_ms >= 1000, format!("{prefix}.consumer.session_timeout_ms"), "must be at least 1000");
+        for key in self.properties.keys() {
+            problems.check(!PROTECTED.contains(&key.as_str()), format!("{prefix}.properties.{key}"), "omni sets this itself; it cannot be overridden");
+        }
+    }
+}
+
+const PROTECTED: &[&str] = &["enable.idempotence", "acks", "enable.auto.offset.store", "bootstrap.servers"];
+
+impl KafkaConfig {
+    /// A librdkafka client config with the brokers and extra properties set.
+    pub fn client_config(&self, client_id: &str) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", &self.bootstrap_servers).set("client.id", client_id);
+        for (key, value) in &self.properties {
+            config.set(key, value);
+        }
+        config
+    }
+}

@@ -1,0 +1,25 @@
+//! Kafka plumbing shared by every omni service.
+//!
+//! Guarantees this crate gives its callers:
+//! - [`Producer::send`] resolves only once the broker acknowledged the record (idempotent
+//!   producer, `acks=all`), or fails within `message_timeout_ms`. Connectors acknowledge
+//!   upstream only after it resolved.
+//! - Consumers made by [`consumer::group_consumer`] never store an offset by themselves:
+//!   the caller stores a record's offset with [`consumer::store_handled`] once it was fully
+//!   handled (delivered, or dead-lettered). rdkafka stores `offset + 1`, the next record to read,
+//!   which is what a restarted consumer resumes from.
+//! - [`topics::ensure_topics`] creates every omni topic that is missing at start-up.
+//! - [`headers`] writes CloudEvents Kafka binding headers on every record.
+
+pub mod config;
+pub mod consumer;
+pub mod deadletter;
+pub mod headers;
+pub mod producer;
+pub mod state;
+pub mod topics;
+
+pub use config::KafkaConfig;
+pub use deadletter::DeadLetterWriter;
+pub use headers::CloudEvent;
+pub use producer::{ProduceError, Producer};

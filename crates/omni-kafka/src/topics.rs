@@ -1,0 +1,196 @@
+//! The omni topics, and their creation at start-up.
+
+use std::time::Duration;
+
+use omni_proto::v1::Channel;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::types::RDKafkaErrorCode;
+
+use crate::config::KafkaConfig;
+
+/// Unified conversation events (`omni.v1.ConversationEvent`), keyed by conversation id.
+pub const CONVERSATIONS: &str = "omni.conversations.v1";
+/// Routing outcomes (`omni.v1.Delivery`), keyed by event id.
+pub const DELIVERIES: &str = "omni.deliveries.v1";
+/// Records a stage could not handle (`omni.v1.DeadLetter`), keyed like the original.
+pub const DEADLETTER: &str = "omni.deadletter.v1";
+/// The router's state (`omni.v1.RouterState`), compacted; see `state.proto` for keys.
+pub const STATE_ROUTER: &str = "omni.state.router.v1";
+
+/// A channel family: each has its own raw topic `omni.raw.<family>.v1`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    /// IMAP mailboxes.
+    Email,
+    /// The generic HTTP API.
+    Api,
+    /// Website chat, Telegram, Slack.
+    Chat,
+    /// WhatsApp, Messenger, Instagram, X.
+    Social,
+    /// Text messages.
+    Sms,
+    /// Calls.
+    Voice,
+}
+
+impl Family {
+    /// Every family, in topic-table order.
+    pub const ALL: [Family; 6] = [Family::Email, Family::Api, Family::Chat, Family::Social, Family::Sms, Family::Voice];
+
+    /// The family a channel belongs to.
+    pub fn of(channel: Channel) -> Option<Family> {
+        Some(match channel {
+            Channel::Unspecified => return None,
+            Channel::Email => Family::Email,
+            Channel::Api => Family::Api,
+            Channel::WebChat | Channel::Telegram | Channel::Slack => Family::Chat,
+            Channel::Whatsapp | Channel::Messenger | Channel::Instagram | Channel::X => Family::Social,
+            Channel::Sms => Family::Sms,
+            Channel::Voice => Family::Voice,
+        })
+    }
+
+    /// The family's name in topic names.
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::Email => "email",
+            Family::Api => "api",
+            Family::Chat => "chat",
+            Family::Social => "social",
+            Family::Sms => "sms",
+            Family::Voice => "voice",
+        }
+    }
+
+    /// The family's raw topic, for example `omni.raw.api.v1`.
+    pub fn raw_topic(self) -> String {
+        format!("omni.raw.{}.v1", self.name())
+    }
+}
+
+/// Every raw topic.
+pub fn raw_topics() -> Vec<String> {
+    Family::ALL.iter().map(|family| family.raw_topic()).collect()
+}
+
+/// A topic omni uses: its name, record type and clean-up policy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TopicSpec {
+    /// The topic name.
+    pub name: String,
+    /// Full protobuf name of the record values, for example `omni.v1.RawRecord`.
+    pub message_type: &'static str,
+    /// `cleanup.policy=compact` (state topics) rather than time retention.
+    pub compacted: bool,
+}
+
+/// Every topic omni reads or writes.
+pub fn all_topics() -> Vec<TopicSpec> {
+    let mut topics: Vec<TopicSpec> =
+        raw_topics().into_iter().map(|name| TopicSpec { name, message_type: "omni.v1.RawRecord", compacted: false }).collect();
+    topics.push(TopicSpec { name: CONVERSATIONS.into(), message_type: "omni.v1.ConversationEvent", compacted: false });
+    topics.push(TopicSpec { name: DELIVERIES.into(), message_type: "omni.v1.Delivery", compacted: false });
+    topics.push(TopicSpec { name: DEADLETTER.into(), message_type: "omni.v1.DeadLetter", compacted: false });
+    topics.push(TopicSpec { name: STATE_ROUTER.into(), message_type: "omni.v1.RouterState", compacted: true });
+    topics
+}
+
+/// The record type a topic carries, by its name.
+pub fn message_type_of(topic: &str) -> Option<&'static str> {
+    all_topics().into_iter().find(|spec| spec.name == topic).map(|spec| spec.message_type)
+}
+
+/// Why topics could not be ensured.
+#[derive(Debug, thiserror::Error)]
+pub enum TopicsError {
+    /// The admin client could not be created (bad librdkafka property).
+    #[error("cannot create kafka admin client: {0}")]
+    Client(#[source] rdkafka::error::KafkaError),
+    /// The broker did not answer or refused (retry later).
+    #[error("cannot create topics: {0}")]
+    Request(#[source] rdkafka::error::KafkaError),
+    /// The broker refused to create one topic.
+    #[error("cannot create topic `{topic}`: {code}")]
+    Refused {
+        /// The topic.
+        topic: String,
+        /// The broker's error code.
+        code: RDKafkaErrorCode,
+    },
+}
+
+/// Creates every omni topic that does not exist yet, when `[kafka.topics] create` is set.
+pub async fn ensure_topics(config: &KafkaConfig, client_id: &str) -> Result<(), TopicsError> {
+    if !config.topics.create {
+        return Ok(());
+    }
+    let admin: AdminClient<DefaultClientContext> = config.client_config(client_id).create().map_err(TopicsError::Client)?;
+    let specs = all_topics();
+    let new_topics: Vec<NewTopic<'_>> = specs
+        .iter()
+        .map(|spec| {
+            let topic = NewTopic::new(&spec.name, config.topics.partitions, TopicReplication::Fixed(config.topics.replication_factor));
+            if spec.compacted { topic.set("cleanup.policy", "compact") } else { topic }
+        })
+        .collect();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))).request_timeout(Some(Duration::from_secs(15)));
+    let results = admin.create_topics(&new_topics, &options).await.map_err(TopicsError::Request)?;
+    for result in results {
+        match result {
+            Ok(topic) => tracing::info!(topic, "created topic"),
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => return Err(TopicsError::Refused { topic, code }),
+        }
+    }
+    Ok(())
+}
+
+/// Creates missing topics, retrying with backoff until the broker answers, so a service can
+/// start before the broker. Marks the `kafka` readiness check meanwhile.
+pub async fn ensure_topics_until_ready(config: &KafkaConfig, client_id: &str, context: &omni_runtime::ServiceContext) -> Result<(), TopicsError> {
+    context.readiness.register("kafka");
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match ensure_topics(config, client_id).await {
+            Ok(()) => {
+                context.readiness.ready("kafka");
+                return Ok(());
+            }
+            Err(error @ (TopicsError::Client(_) | TopicsError::Refused { .. })) => return Err(error),
+            Err(error) => {
+                context.readiness.not_ready("kafka", error.to_string());
+                tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "broker not ready");
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = context.shutdown.cancelled() => return Ok(()),
+        }
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_channel_has_a_raw_topic() {
+        for value in 1..=11 {
+            let channel = Channel::try_from(value).unwrap();
+            let family = Family::of(channel).unwrap_or_else(|| panic!("{channel:?} has no family"));
+            assert!(raw_topics().contains(&family.raw_topic()));
+        }
+        assert_eq!(Family::of(Channel::Api).unwrap().raw_topic(), "omni.raw.api.v1");
+    }
+
+    #[test]
+    fn only_state_topics_are_compacted() {
+        for spec in all_topics() {
+            assert_eq!(spec.compacted, spec.name.starts_with("omni.state."), "{}", spec.name);
+            assert!(omni_proto::message_descriptor(spec.message_type).is_some(), "{}", spec.message_type);
+        }
+    }
+}
