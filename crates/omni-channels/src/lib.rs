@@ -1,0 +1,63 @@
+//! Channel adapters.
+//!
+//! Each adapter is one module (one folder) that knows one provider's payloads: how to check a
+//! payload when it comes in (so the gateway can answer 400 before storing anything), which
+//! deterministic ids to give it, and how to turn its [`RawRecord`] into a [`ConversationEvent`].
+//! The normalizer finds an adapter by the record's `provider` through [`normalizer_for`], an
+//! explicit list: adding an adapter means adding its module and one line there.
+//!
+//! Normalization is a pure function of the raw record, so replaying the raw topic rebuilds the
+//! same conversation events.
+
+pub mod api;
+pub mod ids;
+
+use omni_proto::v1::{ConversationEvent, RawRecord};
+
+/// Turns raw records of one provider into conversation events.
+pub trait Normalize: Send + Sync {
+    /// The `provider` value of the raw records this adapter reads.
+    fn provider(&self) -> &'static str;
+
+    /// Normalizes one record. Must be deterministic: the same record gives the same event
+    /// (apart from `normalized_at`, which the caller sets).
+    fn normalize(&self, raw: &RawRecord) -> Result<ConversationEvent, NormalizeError>;
+}
+
+/// Why a raw record could not be normalized. Both go to the dead-letter topic: neither is
+/// helped by retrying the same record with the same code.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum NormalizeError {
+    /// The payload is not what the provider sends; the message says what is wrong.
+    #[error("malformed {provider} payload: {reason}")]
+    Malformed {
+        /// The provider.
+        provider: &'static str,
+        /// What is wrong, without message content.
+        reason: String,
+    },
+    /// No adapter reads this provider's records.
+    #[error("no adapter for provider `{0}`")]
+    UnknownProvider(String),
+}
+
+/// Every adapter, explicitly listed.
+pub fn normalizers() -> &'static [&'static dyn Normalize] {
+    &[&api::ApiNormalizer]
+}
+
+/// The adapter for a record's `provider`.
+pub fn normalizer_for(provider: &str) -> Result<&'static dyn Normalize, NormalizeError> {
+    normalizers().iter().copied().find(|n| n.provider() == provider).ok_or_else(|| NormalizeError::UnknownProvider(provider.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn adapters_are_found_by_provider() {
+        assert_eq!(normalizer_for(api::PROVIDER).unwrap().provider(), "http-api");
+        assert_eq!(normalizer_for("carrier-pigeon").err(), Some(NormalizeError::UnknownProvider("carrier-pigeon".into())));
+    }
+}

@@ -1,0 +1,105 @@
+//! `[gateway]` configuration.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use omni_kafka::KafkaConfig;
+use omni_runtime::service::ServiceConfig;
+use omni_runtime::settings::check_socket_addr;
+use omni_runtime::{Problems, Settings, Validate};
+use serde::Deserialize;
+
+/// The documented development token of `config/default.toml`.
+pub const DEVELOPMENT_TOKEN: &str = "omni-dev-token";
+
+/// `[gateway]` section.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// Where the HTTP channels listen.
+    pub listen: String,
+    /// Where `/healthz`, `/readyz` and `/metrics` listen.
+    pub admin_listen: String,
+    /// Written into every raw record's `connector_id` and the CloudEvents source.
+    pub connector_id: String,
+    /// Larger request bodies get 413.
+    pub max_body_bytes: usize,
+    /// Seconds to finish in-flight requests after SIGTERM.
+    pub drain_timeout_secs: u64,
+    /// Bearer tokens of `POST /v1/messages`: account name -> token.
+    pub api_tokens: BTreeMap<String, String>,
+}
+
+impl Validate for GatewayConfig {
+    fn validate(&self, prefix: &str, problems: &mut Problems) {
+        check_socket_addr(&self.listen, format!("{prefix}.listen"), problems);
+        check_socket_addr(&self.admin_listen, format!("{prefix}.admin_listen"), problems);
+        problems.check(!self.connector_id.is_empty(), format!("{prefix}.connector_id"), "must not be empty");
+        problems.check(self.max_body_bytes >= 1024, format!("{prefix}.max_body_bytes"), "must be at least 1024");
+        problems.check(!self.api_tokens.is_empty(), format!("{prefix}.api_tokens"), "needs at least one account = token");
+        let loopback = self.listen.parse::<SocketAddr>().is_ok_and(|addr| addr.ip().is_loopback());
+        for (account, token) in &self.api_tokens {
+            problems.check(token.len() >= 8, format!("{prefix}.api_tokens.{account}"), "token must be at least 8 characters");
+            problems.check(
+                loopback || token != DEVELOPMENT_TOKEN,
+                format!("{prefix}.api_tokens.{account}"),
+                "the development token is only accepted while the gateway listens on loopback; set a real token",
+            );
+        }
+    }
+}
+
+/// Everything the gateway reads.
+#[derive(Clone, Debug)]
+pub struct GatewayServiceConfig {
+    /// `[kafka]`.
+    pub kafka: KafkaConfig,
+    /// `[gateway]`.
+    pub gateway: GatewayConfig,
+}
+
+impl ServiceConfig for GatewayServiceConfig {
+    fn from_settings(settings: &Settings, problems: &mut Problems) -> Option<Self> {
+        let kafka = settings.section("kafka", problems);
+        let gateway = settings.section("gateway", problems);
+        Some(Self { kafka: kafka?, gateway: gateway? })
+    }
+
+    fn admin_listen(&self) -> SocketAddr {
+        self.gateway.admin_listen.parse().expect("validated")
+    }
+
+    fn drain_timeout(&self) -> Duration {
+        Duration::from_secs(self.gateway.drain_timeout_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(listen: &str, token: &str) -> GatewayConfig {
+        GatewayConfig {
+            listen: listen.into(),
+            admin_listen: "127.0.0.1:9181".into(),
+            connector_id: "test".into(),
+            max_body_bytes: 4096,
+            drain_timeout_secs: 1,
+            api_tokens: [("default".to_owned(), token.to_owned())].into(),
+        }
+    }
+
+    #[test]
+    fn the_development_token_is_refused_off_loopback() {
+        let mut problems = Problems::default();
+        config("127.0.0.1:8080", DEVELOPMENT_TOKEN).validate("gateway", &mut problems);
+        assert!(problems.is_empty(), "{problems}");
+        config("0.0.0.0:8080", DEVELOPMENT_TOKEN).validate("gateway", &mut problems);
+        assert_eq!(problems.items().len(), 1, "{problems}");
+        assert_eq!(problems.items()[0].0, "gateway.api_tokens.default");
+        let mut problems = Problems::default();
+        config("0.0.0.0:8080", "a-long-production-token").validate("gateway", &mut problems);
+        assert!(problems.is_empty(), "{problems}");
+    }
+}

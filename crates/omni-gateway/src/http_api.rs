@@ -1,0 +1,99 @@
+//! `POST /v1/messages`: the generic HTTP API channel (see `omni_channels::api`).
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use omni_channels::api;
+use omni_kafka::topics::Family;
+use omni_kafka::{CloudEvent, ProduceError};
+use omni_proto::v1::{Channel, RawRecord};
+use prost::Message as _;
+use serde_json::json;
+
+use crate::GatewayState;
+
+pub(crate) fn routes() -> axum::Router<Arc<GatewayState>> {
+    axum::Router::new().route("/v1/messages", post(post_message))
+}
+
+async fn post_message(State(state): State<Arc<GatewayState>>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
+    let started = Instant::now();
+    let response = accept(&state, &headers, body).await;
+    let status = response.status();
+    metrics::counter!("omni_gateway_requests_total", "route" => "/v1/messages", "status" => status.as_str().to_owned()).increment(1);
+    metrics::histogram!("omni_gateway_request_seconds", "route" => "/v1/messages").record(started.elapsed().as_secs_f64());
+    response
+}
+
+async fn accept(state: &GatewayState, headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
+    let Some(account) = bearer_token(headers).and_then(|token| state.account_for_token(token)) else {
+        let mut response = error(StatusCode::UNAUTHORIZED, "missing or invalid bearer token", &[]);
+        response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"omni\""));
+        return response;
+    };
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return error(StatusCode::PAYLOAD_TOO_LARGE, "request body is larger than the gateway accepts", &[]);
+        }
+        Err(rejection) => return error(StatusCode::BAD_REQUEST, &format!("cannot read request body: {rejection}"), &[]),
+    };
+    let message = match api::parse(&body) {
+        Ok(message) => message,
+        Err(problems) => return error(StatusCode::BAD_REQUEST, "invalid message", &problems),
+    };
+    let ids = api::ids(account, &message, &body);
+    let now = SystemTime::now();
+    let record = RawRecord {
+        event_id: ids.event_id.clone(),
+        channel: Channel::Api as i32,
+        provider: api::PROVIDER.to_owned(),
+        account: account.to_owned(),
+        connector_id: state.connector_id.clone(),
+        received_at: Some(now.into()),
+        provider_message_id: message.external_id.clone().unwrap_or_default(),
+        content_type: "application/json".to_owned(),
+        payload: body.to_vec(),
+        attributes: Default::default(),
+    };
+    let topic = Family::Api.raw_topic();
+    let ce = CloudEvent { id: &ids.event_id, kind: "omni.v1.RawRecord", source: &state.source, subject: None, time: now };
+    match state.producer.send(&topic, ids.partition_key.as_bytes(), &record.encode_to_vec(), ce.to_headers()).await {
+        Ok(stored) => {
+            tracing::debug!(event_id = %ids.event_id, account, partition = stored.partition, offset = stored.offset, "message stored");
+            (StatusCode::ACCEPTED, Json(json!({ "event_id": ids.event_id, "status": "accepted" }))).into_response()
+        }
+        Err(ProduceError::Refused(cause)) => {
+            tracing::warn!(event_id = %ids.event_id, error = %cause, "broker refused the record");
+            error(StatusCode::PAYLOAD_TOO_LARGE, "the broker refused the record", &[])
+        }
+        Err(failure) => {
+            if matches!(failure, ProduceError::Fatal(_)) {
+                tracing::error!(error = %failure, "producer failed fatally; stopping so the gateway restarts");
+                state.shutdown.cancel();
+            } else {
+                tracing::warn!(event_id = %ids.event_id, error = %failure, "message not stored");
+            }
+            let mut response = error(StatusCode::SERVICE_UNAVAILABLE, "message not stored: the broker is unavailable, retry later", &[]);
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            response
+        }
+    }
+}
+
+fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then_some(token.trim())
+}
+
+fn error(status: StatusCode, message: &str, details: &[String]) -> Response {
+    (status, Json(json!({ "error": message, "details": details }))).into_response()
+}

@@ -1,0 +1,60 @@
+//! `[normalizer]` configuration.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use omni_kafka::KafkaConfig;
+use omni_runtime::service::ServiceConfig;
+use omni_runtime::settings::check_socket_addr;
+use omni_runtime::{Problems, Settings, Validate};
+use serde::Deserialize;
+
+/// `[normalizer]` section.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NormalizerConfig {
+    /// Where `/healthz`, `/readyz` and `/metrics` listen.
+    pub admin_listen: String,
+    /// Consumer group shared by the normalizer replicas.
+    pub group_id: String,
+    /// This replica's id, in the CloudEvents source.
+    pub instance_id: String,
+    /// Records handled concurrently; offsets are still stored in order.
+    pub max_in_flight: usize,
+    /// Seconds to finish in-flight records after SIGTERM.
+    pub drain_timeout_secs: u64,
+}
+
+impl Validate for NormalizerConfig {
+    fn validate(&self, prefix: &str, problems: &mut Problems) {
+        check_socket_addr(&self.admin_listen, format!("{prefix}.admin_listen"), problems);
+        problems.check(!self.group_id.is_empty(), format!("{prefix}.group_id"), "must not be empty");
+        problems.check(!self.instance_id.is_empty(), format!("{prefix}.instance_id"), "must not be empty");
+        problems.check((1..=10_000).contains(&self.max_in_flight), format!("{prefix}.max_in_flight"), "must be between 1 and 10000");
+    }
+}
+
+/// Everything the normalizer reads.
+#[derive(Clone, Debug)]
+pub struct NormalizerServiceConfig {
+    /// `[kafka]`.
+    pub kafka: KafkaConfig,
+    /// `[normalizer]`.
+    pub normalizer: NormalizerConfig,
+}
+
+impl ServiceConfig for NormalizerServiceConfig {
+    fn from_settings(settings: &Settings, problems: &mut Problems) -> Option<Self> {
+        let kafka = settings.section("kafka", problems);
+        let normalizer = settings.section("normalizer", problems);
+        Some(Self { kafka: kafka?, normalizer: normalizer? })
+    }
+
+    fn admin_listen(&self) -> SocketAddr {
+        self.normalizer.admin_listen.parse().expect("validated")
+    }
+
+    fn drain_timeout(&self) -> Duration {
+        Duration::from_secs(self.normalizer.drain_timeout_secs)
+    }
+}
