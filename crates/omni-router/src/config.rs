@@ -1,0 +1,89 @@
+//! `[router]` configuration.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use omni_kafka::KafkaConfig;
+use omni_runtime::service::ServiceConfig;
+use omni_runtime::settings::check_socket_addr;
+use omni_runtime::{Problems, Settings, Validate};
+use serde::Deserialize;
+
+use crate::helpdesk::request_tracker::RequestTrackerConfig;
+
+/// `[router]` section.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouterConfig {
+    /// Where `/healthz`, `/readyz` and `/metrics` listen.
+    pub admin_listen: String,
+    /// Consumer group shared by the router replicas.
+    pub group_id: String,
+    /// This replica's id, in the CloudEvents source.
+    pub instance_id: String,
+    /// Seconds to finish the event in hand after SIGTERM.
+    pub drain_timeout_secs: u64,
+    /// Longest time to read the state topic at start-up, in seconds.
+    pub state_restore_timeout_secs: u64,
+    /// The destination every event goes to.
+    pub default_destination: String,
+    /// Helpdesk destinations by name.
+    pub destinations: BTreeMap<String, DestinationConfig>,
+}
+
+/// One helpdesk destination; `kind` picks the adapter.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum DestinationConfig {
+    /// Request Tracker 5, REST2 API.
+    RequestTracker(RequestTrackerConfig),
+}
+
+impl Validate for RouterConfig {
+    fn validate(&self, prefix: &str, problems: &mut Problems) {
+        check_socket_addr(&self.admin_listen, format!("{prefix}.admin_listen"), problems);
+        problems.check(!self.group_id.is_empty(), format!("{prefix}.group_id"), "must not be empty");
+        problems.check(!self.instance_id.is_empty(), format!("{prefix}.instance_id"), "must not be empty");
+        problems.check(
+            self.destinations.contains_key(&self.default_destination),
+            format!("{prefix}.default_destination"),
+            format!("`{}` is not one of [router.destinations]", self.default_destination),
+        );
+        for (name, destination) in &self.destinations {
+            problems.check(
+                !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'),
+                format!("{prefix}.destinations.{name}"),
+                "names use letters, digits, `_` and `-` only",
+            );
+            match destination {
+                DestinationConfig::RequestTracker(rt) => rt.validate(&format!("{prefix}.destinations.{name}"), problems),
+            }
+        }
+    }
+}
+
+/// Everything the router reads.
+#[derive(Clone, Debug)]
+pub struct RouterServiceConfig {
+    /// `[kafka]`.
+    pub kafka: KafkaConfig,
+    /// `[router]`.
+    pub router: RouterConfig,
+}
+
+impl ServiceConfig for RouterServiceConfig {
+    fn from_settings(settings: &Settings, problems: &mut Problems) -> Option<Self> {
+        let kafka = settings.section("kafka", problems);
+        let router = settings.section("router", problems);
+        Some(Self { kafka: kafka?, router: router? })
+    }
+
+    fn admin_listen(&self) -> SocketAddr {
+        self.router.admin_listen.parse().expect("validated")
+    }
+
+    fn drain_timeout(&self) -> Duration {
+        Duration::from_secs(self.router.drain_timeout_secs)
+    }
+}

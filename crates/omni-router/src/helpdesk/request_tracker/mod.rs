@@ -1,0 +1,263 @@
+//! Request Tracker 5, through its REST2 API (`/REST/2.0/`).
+//!
+//! What omni records in RT, so the router can find its work again after a crash:
+//! - ticket custom field `omni Conversation`: the conversation id (found with TicketSQL);
+//! - ticket custom field `omni Origin Event`: the event that opened the ticket;
+//! - transaction custom field `omni Event` on each correspondence: its event id (found with
+//!   TransactionSQL).
+//!
+//! Load them once with `rt-setup-database --action insert --datafile
+//! deploy/request-tracker/omni-initialdata`; the router's readiness check fails with a clear
+//! message until they exist.
+//!
+//! The customer becomes the ticket's requestor by email address. A customer known only by phone
+//! becomes the address `<E.164 number>@phone.invalid` (the `.invalid` top-level domain can never
+//! receive mail, RFC 2606), so agents see the number and RT never mails a stranger.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use omni_proto::v1::contact_identifier::Kind;
+use omni_proto::v1::{ConversationEvent, participant::Role};
+use omni_runtime::{Problems, Validate};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{FoundTicket, Helpdesk, HelpdeskError, TicketRef, error_for_status, error_for_transport};
+
+/// Custom field holding the conversation id on tickets.
+pub const CF_CONVERSATION: &str = "omni Conversation";
+/// Custom field holding the opening event id on tickets.
+pub const CF_ORIGIN_EVENT: &str = "omni Origin Event";
+/// Transaction custom field holding the event id of each correspondence.
+pub const CF_EVENT: &str = "omni Event";
+
+/// `kind = "request_tracker"` destination.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestTrackerConfig {
+    /// RT's base URL; REST2 is at `<base_url>/REST/2.0/`.
+    pub base_url: String,
+    /// User for basic auth (with `password`).
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Password for basic auth.
+    #[serde(default)]
+    pub password: Option<String>,
+    /// An RT auth token, instead of username and password.
+    #[serde(default)]
+    pub token: Option<String>,
+    /// Queue new tickets go to.
+    pub queue: String,
+    /// Seconds per HTTP request.
+    pub timeout_secs: u64,
+}
+
+impl Validate for RequestTrackerConfig {
+    fn validate(&self, prefix: &str, problems: &mut Problems) {
+        if reqwest::Url::parse(&self.base_url).map(|url| !url.scheme().starts_with("http")).unwrap_or(true) {
+            problems.push(format!("{prefix}.base_url"), format!("`{}` is not an http(s) URL", self.base_url));
+        }
+        let basic = self.username.is_some() && self.password.is_some();
+        problems.check(basic ^ self.token.is_some(), format!("{prefix}"), "set either `token`, or `username` and `password`");
+        problems.check(!self.queue.is_empty(), format!("{prefix}.queue"), "must not be empty");
+        problems.check(self.timeout_secs >= 1, format!("{prefix}.timeout_secs"), "must be at least 1");
+    }
+}
+
+/// The Request Tracker adapter.
+pub struct RequestTracker {
+    config: RequestTrackerConfig,
+    api: String,
+    client: reqwest::Client,
+}
+
+impl RequestTracker {
+    /// Creates the adapter (no request is made).
+    pub fn new(config: RequestTrackerConfig) -> Result<Self, reqwest::Error> {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(config.timeout_secs))
+            .user_agent(concat!("omni-router/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        let api = format!("{}/REST/2.0", config.base_url.trim_end_matches('/'));
+        Ok(Self { config, api, client })
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let builder = self.client.request(method, format!("{}{path}", self.api));
+        match (&self.config.token, &self.config.username) {
+            (Some(token), _) => builder.header(reqwest::header::AUTHORIZATION, format!("token {token}")),
+            (None, Some(user)) => builder.basic_auth(user, self.config.password.as_deref()),
+            (None, None) => builder,
+        }
+    }
+
+    async fn send(&self, builder: reqwest::RequestBuilder) -> Result<Value, HelpdeskError> {
+        let response = builder.send().await.map_err(error_for_transport)?;
+        let status = response.status();
+        let retry_after = response.headers().get(reqwest::header::RETRY_AFTER).cloned();
+        let body = response.text().await.map_err(error_for_transport)?;
+        if !status.is_success() {
+            return Err(error_for_status(status, retry_after.as_ref(), &body));
+        }
+        serde_json::from_str(&body).map_err(|error| HelpdeskError::Unavailable(format!("response is not json: {error}")))
+    }
+
+    fn ticket_ref(&self, id: &str) -> TicketRef {
+        TicketRef { id: id.to_owned(), url: format!("{}/Ticket/Display.html?id={id}", self.config.base_url.trim_end_matches('/')) }
+    }
+
+    async fn search_total(&self, path: &str, query: &str) -> Result<(u64, Value), HelpdeskError> {
+        let found = self.send(self.request(reqwest::Method::GET, path).query(&[("query", query)])).await?;
+        Ok((found["total"].as_u64().or_else(|| found["count"].as_u64()).unwrap_or(0), found))
+    }
+}
+
+/// Quotes a value for TicketSQL / TransactionSQL.
+fn sql_quote(value: &str) -> String {
+    format!("'{}'", value.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+/// The requestor address of the event's customer.
+pub fn requestor(event: &ConversationEvent) -> Option<String> {
+    let customer = event.participants.iter().find(|p| p.role == Role::Customer as i32)?;
+    let by_kind = |kind: Kind| customer.identifiers.iter().find(|i| i.kind == kind as i32).map(|i| i.value.clone());
+    by_kind(Kind::Email).or_else(|| by_kind(Kind::Phone).map(|phone| format!("{phone}@phone.invalid")))
+}
+
+/// The ticket subject: the event's, else the start of its text.
+pub fn subject(event: &ConversationEvent) -> String {
+    if !event.subject.trim().is_empty() {
+        return event.subject.clone();
+    }
+    let text = event.body.as_ref().map(|b| b.text.as_str()).unwrap_or_default();
+    let first_line = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("(no subject)").trim();
+    let mut subject: String = first_line.chars().take(80).collect();
+    if first_line.chars().count() > 80 {
+        subject.push('…');
+    }
+    subject
+}
+
+fn content(event: &ConversationEvent) -> String {
+    let body = event.body.as_ref();
+    let text = body.map(|b| if b.new_text.is_empty() { b.text.as_str() } else { b.new_text.as_str() }).unwrap_or_default();
+    if text.is_empty() { "(no text)".to_owned() } else { text.to_owned() }
+}
+
+#[async_trait]
+impl Helpdesk for RequestTracker {
+    async fn check(&self) -> Result<(), HelpdeskError> {
+        let queue = self.send(self.request(reqwest::Method::GET, &format!("/queue/{}", self.config.queue))).await.map_err(|error| match error {
+            HelpdeskError::Rejected { status: 404, .. } => HelpdeskError::Misconfigured(format!("queue `{}` does not exist", self.config.queue)),
+            other => other,
+        })?;
+        if queue["id"].is_null() {
+            return Err(HelpdeskError::Misconfigured(format!("queue `{}` does not exist", self.config.queue)));
+        }
+        let fields = self.send(self.request(reqwest::Method::GET, "/customfields").query(&[("fields", "Name"), ("per_page", "100")])).await?;
+        let names: Vec<&str> = fields["items"].as_array().into_iter().flatten().filter_map(|item| item["Name"].as_str()).collect();
+        let missing: Vec<&str> = [CF_CONVERSATION, CF_ORIGIN_EVENT, CF_EVENT].into_iter().filter(|cf| !names.contains(cf)).collect();
+        if !missing.is_empty() {
+            return Err(HelpdeskError::Misconfigured(format!(
+                "custom fields {missing:?} missing: load deploy/request-tracker/omni-initialdata with rt-setup-database"
+            )));
+        }
+        Ok(())
+    }
+
+    async fn find_ticket(&self, conversation_id: &str) -> Result<Option<FoundTicket>, HelpdeskError> {
+        let query = format!("'CF.{{{CF_CONVERSATION}}}' = {}", sql_quote(conversation_id));
+        let (total, found) = self.search_total("/tickets", &query).await?;
+        if total == 0 {
+            return Ok(None);
+        }
+        // Several would mean someone else opened one by hand with our field: take the oldest.
+        let id = found["items"].as_array().into_iter().flatten().filter_map(|item| item["id"].as_str()?.parse::<u64>().ok()).min();
+        let Some(id) = id else { return Ok(None) };
+        let ticket = self.send(self.request(reqwest::Method::GET, &format!("/ticket/{id}"))).await?;
+        let origin_event_id = ticket["CustomFields"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|cf| cf["name"] == CF_ORIGIN_EVENT)
+            .and_then(|cf| cf["values"].get(0))
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        Ok(Some(FoundTicket { ticket: self.ticket_ref(&id.to_string()), origin_event_id }))
+    }
+
+    async fn has_event(&self, ticket: &TicketRef, event_id: &str) -> Result<bool, HelpdeskError> {
+        let query = format!("ObjectType = 'RT::Ticket' AND ObjectId = {} AND 'CF.{{{CF_EVENT}}}' = {}", sql_quote(&ticket.id), sql_quote(event_id));
+        Ok(self.search_total("/transactions", &query).await?.0 > 0)
+    }
+
+    async fn create_ticket(&self, event: &ConversationEvent) -> Result<TicketRef, HelpdeskError> {
+        let requestor = requestor(event)
+            .ok_or_else(|| HelpdeskError::Rejected { status: 0, detail: "the event names no customer with an email or phone".into() })?;
+        let body = json!({
+            "Queue": self.config.queue,
+            "Subject": subject(event),
+            "Requestor": requestor,
+            "Content": content(event),
+            "ContentType": "text/plain",
+            "CustomFields": { CF_CONVERSATION: event.conversation_id, CF_ORIGIN_EVENT: event.event_id },
+        });
+        let created = self.send(self.request(reqwest::Method::POST, "/ticket").json(&body)).await?;
+        let id = created["id"].as_str().map(str::to_owned).or_else(|| created["id"].as_u64().map(|n| n.to_string()));
+        id.map(|id| self.ticket_ref(&id)).ok_or_else(|| HelpdeskError::Unavailable(format!("ticket created without an id in the response: {created}")))
+    }
+
+    async fn append(&self, ticket: &TicketRef, event: &ConversationEvent) -> Result<(), HelpdeskError> {
+        let body = json!({
+            "Content": content(event),
+            "ContentType": "text/plain",
+            "TxnCustomFields": { CF_EVENT: event.event_id },
+        });
+        self.send(self.request(reqwest::Method::POST, &format!("/ticket/{}/correspond", ticket.id)).json(&body)).await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use omni_proto::v1::{Body, ContactIdentifier, Participant};
+
+    use super::*;
+
+    fn event_with(identifiers: Vec<ContactIdentifier>, subject: &str, text: &str) -> ConversationEvent {
+        ConversationEvent {
+            subject: subject.into(),
+            body: Some(Body { text: text.into(), ..Default::default() }),
+            participants: vec![Participant { role: Role::Customer as i32, display_name: String::new(), identifiers }],
+            ..Default::default()
+        }
+    }
+
+    fn id(kind: Kind, value: &str) -> ContactIdentifier {
+        ContactIdentifier { kind: kind as i32, value: value.into(), platform: String::new() }
+    }
+
+    #[test]
+    fn requestor_is_the_email_else_a_phone_address_that_cannot_receive_mail() {
+        let both = event_with(vec![id(Kind::Phone, "+905551112233"), id(Kind::Email, "ayse@example.com")], "", "");
+        assert_eq!(requestor(&both).as_deref(), Some("ayse@example.com"));
+        let phone = event_with(vec![id(Kind::Phone, "+905551112233")], "", "");
+        assert_eq!(requestor(&phone).as_deref(), Some("+905551112233@phone.invalid"));
+        assert_eq!(requestor(&event_with(vec![], "", "")), None);
+    }
+
+    #[test]
+    fn subject_falls_back_to_the_first_line_of_text() {
+        assert_eq!(subject(&event_with(vec![], "Siparişim nerede?", "x")), "Siparişim nerede?");
+        assert_eq!(subject(&event_with(vec![], " ", "\n  Waar is mijn pakket?\nGroet")), "Waar is mijn pakket?");
+        let long = "ب".repeat(100);
+        assert_eq!(subject(&event_with(vec![], "", &long)).chars().count(), 81);
+    }
+
+    #[test]
+    fn sql_values_are_quoted() {
+        assert_eq!(sql_quote("a'b"), "'a\\'b'");
+    }
+}

@@ -1,0 +1,276 @@
+//! The router: `omni.conversations.v1` into the team's helpdesk, effectively once.
+//!
+//! Delivery to a helpdesk is at least once (a crash can come after the helpdesk took an event
+//! and before the offset was stored); the router makes it effectively once with its state in
+//! the compacted topic `omni.state.router.v1`:
+//!
+//! 1. an event marked `DONE` for the destination is skipped (outcome `DUPLICATE`);
+//! 2. before calling the helpdesk, the event is marked `PENDING` (acknowledged by the broker);
+//! 3. when the conversation has no known ticket, the helpdesk is searched for one carrying the
+//!    conversation id (so a ticket created just before a crash is found, not created again);
+//! 4. an event found `PENDING` (a crash came after step 2) is looked up in the ticket before
+//!    being appended again;
+//! 5. after the helpdesk answered, the event is marked `DONE` and the conversation's ticket
+//!    recorded; then the outcome goes to `omni.deliveries.v1`; only then is the offset stored.
+//!
+//! Events are handled one at a time per replica, in partition order, so one conversation's
+//! follow-ups reach the ticket in order. Transient failures (helpdesk down, 429, 5xx, broker
+//! unavailable) are retried with jittered exponential backoff without moving on; a helpdesk's
+//! permanent refusal (a 4xx other than 401/403/408/429) sends the event to the dead-letter topic.
+
+pub mod config;
+pub mod helpdesk;
+pub mod state;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use backon::{ExponentialBuilder, Retryable};
+use omni_kafka::{CloudEvent, DeadLetterWriter, ProduceError, Producer, consumer, topics};
+use omni_proto::v1::{ConversationEvent, Delivery, dead_letter::Fault, delivery::Outcome, event_delivery::Status, participant::Role};
+use omni_runtime::ServiceContext;
+use prost::Message as _;
+use rdkafka::Message;
+use rdkafka::message::BorrowedMessage;
+
+pub use config::{DestinationConfig, RouterConfig, RouterServiceConfig};
+use helpdesk::{Helpdesk, HelpdeskError, TicketRef};
+use state::StateStore;
+
+/// Why delivering one event did not finish.
+#[derive(Debug, thiserror::Error)]
+pub enum DeliverError {
+    /// The helpdesk failed; see [`HelpdeskError::is_transient`].
+    #[error(transparent)]
+    Helpdesk(#[from] HelpdeskError),
+    /// The state or delivery record could not be written: retry.
+    #[error("cannot write router state: {0}")]
+    Kafka(#[from] ProduceError),
+}
+
+impl DeliverError {
+    fn is_transient(&self) -> bool {
+        match self {
+            Self::Helpdesk(error) => error.is_transient(),
+            Self::Kafka(error) => !matches!(error, ProduceError::Refused(_)),
+        }
+    }
+}
+
+/// Builds the configured helpdesk adapters.
+pub fn destinations(config: &RouterConfig) -> anyhow::Result<BTreeMap<String, Arc<dyn Helpdesk>>> {
+    config
+        .destinations
+        .iter()
+        .map(|(name, destination)| {
+            let helpdesk: Arc<dyn Helpdesk> = match destination {
+                DestinationConfig::RequestTracker(rt) => Arc::new(helpdesk::request_tracker::RequestTracker::new(rt.clone())?),
+            };
+            Ok((name.clone(), helpdesk))
+        })
+        .collect()
+}
+
+/// Runs the router until shutdown.
+pub async fn run(config: RouterServiceConfig, context: ServiceContext) -> anyhow::Result<()> {
+    let client_id = format!("omni-router-{}", config.router.instance_id);
+    let source = format!("omni/router/{}", config.router.instance_id);
+    topics::ensure_topics_until_ready(&config.kafka, &client_id, &context).await?;
+    let destinations = destinations(&config.router)?;
+    let destination_name = config.router.default_destination.clone();
+    let helpdesk = destinations[&destination_name].clone();
+    wait_for_helpdesk(&destination_name, helpdesk.as_ref(), &context).await;
+
+    let producer = Producer::new(&config.kafka, &client_id)?;
+    context.readiness.register("state");
+    let timeout = Duration::from_secs(config.router.state_restore_timeout_secs);
+    let mut state = StateStore::restore(&config.kafka, &client_id, producer.clone(), source.clone(), timeout).await?;
+    let (conversations, events) = state.len();
+    tracing::info!(conversations, events, "router state restored");
+    context.readiness.ready("state");
+
+    let consumer = consumer::group_consumer(&config.kafka, &client_id, &config.router.group_id, &[topics::CONVERSATIONS])?;
+    let dead_letters = DeadLetterWriter::new(producer.clone(), "router", source.clone());
+    let router = Router { producer, source, destination: destination_name, helpdesk, dead_letters };
+    loop {
+        let message = tokio::select! {
+            () = context.shutdown.cancelled() => break,
+            received = consumer.recv() => match received {
+                Ok(message) => message,
+                Err(error) => { tracing::warn!(%error, "consumer error"); continue; }
+            },
+        };
+        // Not stored when shutdown interrupted the retries: the event is delivered again later.
+        let handled = tokio::select! {
+            () = context.shutdown.cancelled() => false,
+            result = router.handle(&mut state, &message) => match result {
+                Ok(()) => true,
+                Err(error) => { tracing::error!(%error, "event not handled; stopping"); return Err(error.into()); }
+            },
+        };
+        if !handled {
+            break;
+        }
+        consumer::store_handled(&consumer, &message);
+    }
+    router.producer.flush(Duration::from_secs(5)).ok();
+    Ok(())
+}
+
+async fn wait_for_helpdesk(name: &str, helpdesk: &dyn Helpdesk, context: &ServiceContext) {
+    let check = format!("destination:{name}");
+    context.readiness.register(&check);
+    let mut delay = Duration::from_millis(500);
+    loop {
+        match helpdesk.check().await {
+            Ok(()) => {
+                context.readiness.ready(&check);
+                return;
+            }
+            Err(error) => {
+                tracing::warn!(destination = name, %error, retry_in_ms = delay.as_millis() as u64, "helpdesk not ready");
+                context.readiness.not_ready(&check, error.to_string());
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = context.shutdown.cancelled() => return,
+        }
+        delay = (delay * 2).min(Duration::from_secs(30));
+    }
+}
+
+struct Router {
+    producer: Producer,
+    source: String,
+    destination: String,
+    helpdesk: Arc<dyn Helpdesk>,
+    dead_letters: DeadLetterWriter,
+}
+
+impl Router {
+    /// Handles one record fully: delivered, or dead-lettered. Errors only on a dead-letter write
+    /// refused for good.
+    async fn handle(&self, state: &mut StateStore, message: &BorrowedMessage<'_>) -> Result<(), ProduceError> {
+        let event = match ConversationEvent::decode(message.payload().unwrap_or_default()) {
+            Ok(event) if !event.event_id.is_empty() && !event.conversation_id.is_empty() => event,
+            Ok(_) => return self.dead_letter(message, Fault::Input, "conversation event without event_id or conversation_id", "").await,
+            Err(error) => return self.dead_letter(message, Fault::Input, &format!("not an omni.v1.ConversationEvent: {error}"), "").await,
+        };
+        let backoff = ExponentialBuilder::default().with_min_delay(Duration::from_millis(200)).with_max_delay(Duration::from_secs(30)).with_jitter().without_max_times();
+        let state = tokio::sync::Mutex::new(state);
+        let result = (|| async { self.deliver(&mut **state.lock().await, &event).await })
+            .retry(backoff)
+            .when(DeliverError::is_transient)
+            .adjust(|error, delay| match error {
+                DeliverError::Helpdesk(HelpdeskError::RateLimited { retry_after: Some(wait) }) => Some(*wait),
+                _ => delay,
+            })
+            .notify(|error, delay| {
+                metrics::counter!("omni_router_retries_total", "destination" => self.destination.clone()).increment(1);
+                tracing::warn!(destination = %self.destination, event_id = %event.event_id, %error, retry_in_ms = delay.as_millis() as u64, "delivery failed, retrying");
+            })
+            .await;
+        let (outcome, ticket, error) = match result {
+            Ok((outcome, ticket)) => (outcome, Some(ticket), None),
+            Err(DeliverError::Kafka(error)) => return Err(error),
+            Err(error) => {
+                self.dead_letter(message, Fault::External, &error.to_string(), &event.event_id).await?;
+                (Outcome::DeadLettered, None, Some(error.to_string()))
+            }
+        };
+        metrics::counter!("omni_router_events_total", "destination" => self.destination.clone(), "outcome" => outcome.as_str_name()).increment(1);
+        tracing::debug!(destination = %self.destination, event_id = %event.event_id, conversation_id = %event.conversation_id, outcome = outcome.as_str_name(), "event routed");
+        self.record_delivery(&event, outcome, ticket.as_ref(), error).await
+    }
+
+    /// One attempt at delivering `event`, following the steps in the crate docs.
+    async fn deliver(&self, state: &mut StateStore, event: &ConversationEvent) -> Result<(Outcome, TicketRef), DeliverError> {
+        let destination = self.destination.as_str();
+        let (event_id, conversation_id) = (event.event_id.as_str(), event.conversation_id.as_str());
+        let status = state.event(destination, event_id);
+        let mut ticket = state.ticket(destination, conversation_id).cloned();
+        if status == Status::Done {
+            if let Some(ticket) = ticket {
+                return Ok((Outcome::Duplicate, ticket));
+            }
+        }
+        if ticket.is_none()
+            && let Some(found) = self.helpdesk.find_ticket(conversation_id).await?
+        {
+            if found.origin_event_id == event_id {
+                state.mark_done(destination, conversation_id, event_id, &found.ticket).await?;
+                return Ok((Outcome::Duplicate, found.ticket));
+            }
+            ticket = Some(found.ticket);
+        }
+        match ticket {
+            None => {
+                state.mark_pending(destination, event_id).await?;
+                let ticket = self.helpdesk.create_ticket(event).await?;
+                fault_point("after_create").await;
+                state.mark_done(destination, conversation_id, event_id, &ticket).await?;
+                Ok((Outcome::Created, ticket))
+            }
+            Some(ticket) => {
+                if status == Status::Pending && self.helpdesk.has_event(&ticket, event_id).await? {
+                    state.mark_done(destination, conversation_id, event_id, &ticket).await?;
+                    return Ok((Outcome::Duplicate, ticket));
+                }
+                if status != Status::Pending {
+                    state.mark_pending(destination, event_id).await?;
+                }
+                self.helpdesk.append(&ticket, event).await?;
+                fault_point("after_append").await;
+                state.mark_done(destination, conversation_id, event_id, &ticket).await?;
+                Ok((Outcome::Appended, ticket))
+            }
+        }
+    }
+
+    async fn record_delivery(&self, event: &ConversationEvent, outcome: Outcome, ticket: Option<&TicketRef>, error: Option<String>) -> Result<(), ProduceError> {
+        let now = SystemTime::now();
+        let ingest_to_delivery = event
+            .received_at
+            .and_then(|received| SystemTime::try_from(received).ok())
+            .and_then(|received| now.duration_since(received).ok());
+        if let Some(latency) = ingest_to_delivery
+            && outcome != Outcome::Duplicate
+        {
+            metrics::histogram!("omni_router_ingest_to_delivery_seconds", "destination" => self.destination.clone()).record(latency.as_secs_f64());
+        }
+        let delivery = Delivery {
+            event_id: event.event_id.clone(),
+            conversation_id: event.conversation_id.clone(),
+            destination: self.destination.clone(),
+            outcome: outcome as i32,
+            ticket_id: ticket.map(|t| t.id.clone()).unwrap_or_default(),
+            ticket_url: ticket.map(|t| t.url.clone()).unwrap_or_default(),
+            delivered_at: Some(now.into()),
+            ingest_to_delivery: ingest_to_delivery.and_then(|d| prost_types::Duration::try_from(d).ok()),
+            channel: event.channel,
+            customer: event.participants.iter().find(|p| p.role == Role::Customer as i32).cloned(),
+            error: error.unwrap_or_default(),
+        };
+        let headers = CloudEvent { id: &event.event_id, kind: "omni.v1.Delivery", source: &self.source, subject: Some(&event.conversation_id), time: now }.to_headers();
+        self.producer.send(topics::DELIVERIES, event.event_id.as_bytes(), &delivery.encode_to_vec(), headers).await?;
+        Ok(())
+    }
+
+    async fn dead_letter(&self, message: &BorrowedMessage<'_>, fault: Fault, reason: &str, event_id: &str) -> Result<(), ProduceError> {
+        let backoff = ExponentialBuilder::default().with_max_delay(Duration::from_secs(10)).with_jitter().without_max_times();
+        (|| self.dead_letters.send(message, fault, reason, event_id)).retry(backoff).when(ProduceError::is_transient).await
+    }
+}
+
+/// Test hook for crash tests: with `OMNI_FAULT_PAUSE_AT=after_create,after_append` in the
+/// environment, the router stops at those points (the helpdesk has the event, the router's
+/// state does not say so yet, the offset is not stored) and logs it, so a test can SIGKILL it in
+/// exactly that window. Without the variable it does nothing.
+async fn fault_point(point: &str) {
+    if std::env::var("OMNI_FAULT_PAUSE_AT").is_ok_and(|points| points.split(',').any(|p| p.trim() == point)) {
+        tracing::warn!(point, "fault injection: paused until killed");
+        std::future::pending::<()>().await;
+    }
+}

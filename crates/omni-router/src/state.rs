@@ -1,0 +1,102 @@
+//! The router's durable state: which ticket holds each conversation, and how far each event's
+//! delivery got. Kept in the compacted topic `omni.state.router.v1` (keys in `state.proto`) and a
+//! local map; every change is acknowledged by the broker before the router acts on it.
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime};
+
+use omni_kafka::{CloudEvent, KafkaConfig, ProduceError, Producer, topics};
+use omni_proto::v1::{EventDelivery, RouterState, TicketRef as StoredTicket, event_delivery::Status, router_state::Entry};
+use prost::Message as _;
+
+use crate::helpdesk::TicketRef;
+
+/// The state of one router replica.
+pub struct StateStore {
+    producer: Producer,
+    source: String,
+    tickets: HashMap<String, TicketRef>,
+    events: HashMap<String, Status>,
+}
+
+fn ticket_key(destination: &str, conversation_id: &str) -> String {
+    format!("ticket/{destination}/{conversation_id}")
+}
+
+fn event_key(destination: &str, event_id: &str) -> String {
+    format!("event/{destination}/{event_id}")
+}
+
+impl StateStore {
+    /// Reads the whole state topic.
+    pub async fn restore(kafka: &KafkaConfig, client_id: &str, producer: Producer, source: String, timeout: Duration) -> Result<Self, omni_kafka::state::StateError> {
+        let records = omni_kafka::state::read_all(kafka, client_id, topics::STATE_ROUTER, timeout).await?;
+        let mut store = Self { producer, source, tickets: HashMap::new(), events: HashMap::new() };
+        for (key, value) in records {
+            let Ok(key) = String::from_utf8(key) else { continue };
+            store.apply(&key, &value);
+        }
+        Ok(store)
+    }
+
+    fn apply(&mut self, key: &str, value: &[u8]) {
+        match RouterState::decode(value).map(|state| state.entry) {
+            Ok(Some(Entry::Ticket(ticket))) => {
+                self.tickets.insert(key.to_owned(), TicketRef { id: ticket.ticket_id, url: ticket.ticket_url });
+            }
+            Ok(Some(Entry::Event(event))) => {
+                self.events.insert(key.to_owned(), event.status());
+            }
+            Ok(None) | Err(_) => tracing::warn!(key, "unreadable state record skipped"),
+        }
+    }
+
+    /// Number of conversations and events known.
+    pub fn len(&self) -> (usize, usize) {
+        (self.tickets.len(), self.events.len())
+    }
+
+    /// The ticket holding a conversation at a destination.
+    pub fn ticket(&self, destination: &str, conversation_id: &str) -> Option<&TicketRef> {
+        self.tickets.get(&ticket_key(destination, conversation_id))
+    }
+
+    /// How far delivery of an event to a destination got.
+    pub fn event(&self, destination: &str, event_id: &str) -> Status {
+        self.events.get(&event_key(destination, event_id)).copied().unwrap_or(Status::Unspecified)
+    }
+
+    /// Records that the router is about to call the helpdesk for this event.
+    pub async fn mark_pending(&mut self, destination: &str, event_id: &str) -> Result<(), ProduceError> {
+        let entry = Entry::Event(EventDelivery { status: Status::Pending as i32, ticket_id: String::new(), updated_at: Some(SystemTime::now().into()) });
+        self.write(vec![(event_key(destination, event_id), entry)]).await
+    }
+
+    /// Records that the helpdesk has the event, in `ticket`, which holds the conversation.
+    pub async fn mark_done(&mut self, destination: &str, conversation_id: &str, event_id: &str, ticket: &TicketRef) -> Result<(), ProduceError> {
+        let now = Some(SystemTime::now().into());
+        let mut entries = vec![(event_key(destination, event_id), Entry::Event(EventDelivery { status: Status::Done as i32, ticket_id: ticket.id.clone(), updated_at: now }))];
+        if self.ticket(destination, conversation_id) != Some(ticket) {
+            entries.push((ticket_key(destination, conversation_id), Entry::Ticket(StoredTicket { ticket_id: ticket.id.clone(), ticket_url: ticket.url.clone(), updated_at: now })));
+        }
+        self.write(entries).await
+    }
+
+    async fn write(&mut self, entries: Vec<(String, Entry)>) -> Result<(), ProduceError> {
+        let mut pending = Vec::with_capacity(entries.len());
+        let mut encoded = Vec::with_capacity(entries.len());
+        for (key, entry) in entries {
+            let value = RouterState { entry: Some(entry) }.encode_to_vec();
+            let headers = CloudEvent { id: &key, kind: "omni.v1.RouterState", source: &self.source, subject: None, time: SystemTime::now() }.to_headers();
+            pending.push(self.producer.enqueue(topics::STATE_ROUTER, key.as_bytes(), &value, headers)?);
+            encoded.push((key, value));
+        }
+        for acknowledgement in pending {
+            acknowledgement.acknowledged().await?;
+        }
+        for (key, value) in encoded {
+            self.apply(&key, &value);
+        }
+        Ok(())
+    }
+}
