@@ -1,0 +1,44 @@
+# omni: `make help` lists the targets. CI (.ci/run) calls the same targets.
+SHELL := /bin/bash
+export PATH := $(HOME)/.cargo/bin:$(PATH)
+# The Request Tracker instance the end-to-end tests use (separate from `make run`'s 8099).
+TEST_RT_PORT ?= 8098
+
+.PHONY: help deps build run up down test test-unit lint fmt clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+deps: ## install the broker, Request Tracker and python test packages (cached after the first time)
+	@deploy/local/install.sh
+
+build: ## build every service and the omni CLI
+	cargo build --workspace --bins
+
+run: deps build ## run the whole pipeline in the foreground on the embedded defaults; Ctrl-C stops it
+	@deploy/local/run.sh
+
+up: deps build ## start the whole pipeline in the background, return once everything is ready
+	@deploy/local/run.sh --detach
+
+down: ## stop what `make up` started
+	@deploy/local/run.sh --stop
+
+test: deps build ## run every test: unit tests, then end-to-end tests against tansu and Request Tracker
+	@deploy/local/rt.sh reset $(TEST_RT_PORT)
+	OMNI_TEST_RT_URL=http://127.0.0.1:$(TEST_RT_PORT) cargo test --workspace --no-fail-fast; \
+	  status=$$?; deploy/local/rt.sh stop $(TEST_RT_PORT); exit $$status
+
+test-unit: ## run the unit tests only (no servers needed)
+	cargo test --workspace --exclude omni-e2e
+
+lint: ## formatting and clippy, warnings are errors
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+fmt: ## format the code
+	cargo fmt --all
+
+clean: ## remove build output and local state (.omni)
+	cargo clean
+	rm -rf .omni

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs what the embedded defaults and the tests need, once; later runs find it and return
+# at once. Used by `make run`, `make test` and .ci/run.
+#   - the tansu broker (a Kafka-compatible broker in Rust, built from crates.io: ~12 min once,
+#     then cached in ~/.cargo/bin);
+#   - Request Tracker 5 with SQLite from Debian's packages (the local helpdesk);
+#   - Python packages for the independent protobuf consumer used in tests.
+set -euo pipefail
+TANSU_VERSION=0.6.0
+export PATH="$HOME/.cargo/bin:$PATH"
+
+need_apt=()
+[ -x /usr/share/request-tracker5/libexec/rt-server ] || need_apt+=(request-tracker5 rt5-db-sqlite rt5-standalone)
+command -v curl >/dev/null || need_apt+=(curl)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "installing from Debian: ${need_apt[*]} (about 2 minutes, once)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+if ! tansu --version 2>/dev/null | grep -q "$TANSU_VERSION"; then
+  echo "building the tansu $TANSU_VERSION broker from crates.io (about 12 minutes on 2 cores, once)"
+  cargo install --quiet tansu --version "$TANSU_VERSION" --features dynostore,libsql --locked
+fi
+
+if ! python3 -c 'import confluent_kafka, google.protobuf, grpc_tools' 2>/dev/null; then
+  echo "installing python packages for the independent consumer check"
+  python3 -m pip install --quiet --disable-pip-version-check confluent-kafka protobuf grpcio-tools
+fi
+echo "dependencies ready"
