@@ -1,0 +1,532 @@
+//! The end-to-end harness: real servers, real binaries, no mocks.
+//!
+//! - [`Broker`]: a tansu broker (Kafka protocol) on a free loopback port with SQLite storage in a
+//!   temporary directory, so it can be SIGKILLed and restarted with its data;
+//! - [`Service`]: one omni service binary (`target/<profile>/omni-<name>`, built by `make build`)
+//!   as a child process, with its log lines captured so a test can wait for one;
+//! - [`Rt`]: the Request Tracker instance named by `OMNI_TEST_RT_URL` (`make test` starts one);
+//! - [`Pipeline`]: all of it wired together on free ports.
+//!
+//! Tests take [`serial`] first: each starts several processes, and on two cores they are more
+//! reliable one at a time.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use base64::Engine;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Headers;
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use serde_json::Value;
+
+/// Runs end-to-end tests one at a time.
+pub fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A free TCP port on loopback.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("bind an ephemeral port")
+}
+
+/// A short random string, to keep ids unique across runs against the shared RT.
+pub fn nonce() -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    format!("{:x}{:x}", nanos, std::process::id())
+}
+
+/// Where cargo put the binaries of this workspace.
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    exe.parent().and_then(|deps| deps.parent()).expect("target/<profile>/deps").to_path_buf()
+}
+
+fn binary(name: &str) -> PathBuf {
+    let path = bin_dir().join(name);
+    assert!(path.is_file(), "{} is missing: run `make build` (cargo build --workspace --bins) before the end-to-end tests", path.display());
+    path
+}
+
+/// Waits until `probe` returns true, polling.
+pub async fn eventually<F, Fut>(what: &str, timeout: Duration, mut probe: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<bool>>,
+{
+    let started = Instant::now();
+    let mut last_error = None;
+    while started.elapsed() < timeout {
+        match probe().await {
+            Ok(true) => return Ok(()),
+            Ok(false) => {}
+            Err(error) => last_error = Some(error),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    match last_error {
+        Some(error) => bail!("timed out after {timeout:?} waiting for {what}; last error: {error:#}"),
+        None => bail!("timed out after {timeout:?} waiting for {what}"),
+    }
+}
+
+/// A child process whose output lines are kept.
+struct Process {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Process {
+    fn spawn(mut command: Command, label: &str) -> Self {
+        command.stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(Stdio::null());
+        let mut child = command.spawn().unwrap_or_else(|error| panic!("cannot start {label}: {error}"));
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        for stream in [child.stdout.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>), child.stderr.take().map(|s| Box::new(s) as _)]
+            .into_iter()
+            .flatten()
+        {
+            let lines = lines.clone();
+            let verbose = std::env::var("OMNI_TEST_VERBOSE").is_ok();
+            let label = label.to_owned();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    if verbose {
+                        eprintln!("[{label}] {line}");
+                    }
+                    lines.lock().unwrap().push(line);
+                }
+            });
+        }
+        Self { child, lines }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn log(&self) -> String {
+        self.lines.lock().unwrap().join("\n")
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A tansu broker on loopback with SQLite storage that survives restarts.
+pub struct Broker {
+    process: Option<Process>,
+    /// Its port.
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Broker {
+    /// Starts a broker and waits until it accepts connections.
+    pub async fn start() -> Self {
+        let mut broker = Self { process: None, port: free_port(), dir: tempfile::tempdir().expect("temp dir") };
+        broker.launch().await;
+        broker
+    }
+
+    async fn launch(&mut self) {
+        let tansu = which("tansu").expect("tansu is not installed: run `make deps`");
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let mut command = Command::new(tansu);
+        command
+            .arg("broker")
+            .args(["--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", &format!("sqlite://{}/tansu.db", self.dir.path().display())]);
+        self.process = Some(Process::spawn(command, "tansu"));
+        let address = format!("127.0.0.1:{}", self.port);
+        let started = Instant::now();
+        while tokio::net::TcpStream::connect(&address).await.is_err() {
+            assert!(started.elapsed() < Duration::from_secs(30), "tansu did not listen on {address}:\n{}", self.log());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// `host:port` for clients.
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// SIGKILLs the broker.
+    pub fn kill(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            process.kill();
+        }
+    }
+
+    /// Starts it again on the same port and storage.
+    pub async fn restart(&mut self) {
+        self.kill();
+        self.launch().await;
+    }
+
+    /// What the broker printed.
+    pub fn log(&self) -> String {
+        self.process.as_ref().map(Process::log).unwrap_or_default()
+    }
+}
+
+fn which(program: &str) -> Option<PathBuf> {
+    let home_bin = std::env::var("HOME").ok().map(|home| PathBuf::from(home).join(".cargo/bin"));
+    std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .chain(home_bin)
+        .map(|dir| dir.join(program))
+        .find(|path| path.is_file())
+}
+
+/// One omni service binary running as a child process.
+pub struct Service {
+    name: String,
+    env: Vec<(String, String)>,
+    admin_port: u16,
+    process: Option<Process>,
+}
+
+impl Service {
+    /// Starts `omni-<name>` with the given `OMNI__...` environment (and nothing else of ours).
+    pub fn spawn(name: &str, admin_port: u16, env: &[(String, String)]) -> Self {
+        let mut service = Self { name: name.to_owned(), env: env.to_vec(), admin_port, process: None };
+        service.launch(&[]);
+        service
+    }
+
+    fn launch(&mut self, extra_env: &[(&str, &str)]) {
+        let mut command = Command::new(binary(&format!("omni-{}", self.name)));
+        command.env_remove("OMNI_CONFIG").envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        command.envs(extra_env.iter().copied());
+        self.process = Some(Process::spawn(command, &self.name));
+    }
+
+    /// Waits until `/readyz` answers 200.
+    pub async fn wait_ready(&mut self) -> anyhow::Result<()> {
+        let url = format!("http://127.0.0.1:{}/readyz", self.admin_port);
+        let client = reqwest::Client::new();
+        let name = self.name.clone();
+        let result = eventually(&format!("omni-{name} to be ready"), Duration::from_secs(60), || {
+            let request = client.get(&url).send();
+            async move { Ok(request.await.map(|r| r.status().is_success()).unwrap_or(false)) }
+        })
+        .await;
+        result.with_context(|| format!("omni-{name} log:\n{}", self.log()))
+    }
+
+    /// SIGKILLs it.
+    pub fn sigkill(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            process.kill();
+        }
+    }
+
+    /// Starts it again with the same environment plus `extra_env`.
+    pub async fn restart_with(&mut self, extra_env: &[(&str, &str)]) -> anyhow::Result<()> {
+        self.sigkill();
+        self.launch(extra_env);
+        self.wait_ready().await
+    }
+
+    /// Sends SIGTERM and waits for the exit.
+    pub fn sigterm(&mut self) -> Option<ExitStatus> {
+        let process = self.process.as_mut()?;
+        Command::new("kill").args(["-TERM", &process.child.id().to_string()]).status().ok()?;
+        let status = process.child.wait().ok();
+        self.process = None;
+        status
+    }
+
+    /// Waits until the service printed a line containing `needle`.
+    pub async fn wait_for_log(&self, needle: &str, timeout: Duration) -> anyhow::Result<()> {
+        let lines = self.process.as_ref().map(|p| p.lines.clone()).context("not running")?;
+        let result = eventually(&format!("omni-{} to log `{needle}`", self.name), timeout, || {
+            let found = lines.lock().unwrap().iter().any(|line| line.contains(needle));
+            async move { Ok(found) }
+        })
+        .await;
+        result.with_context(|| format!("omni-{} log:\n{}", self.name, self.log()))
+    }
+
+    /// What it printed so far.
+    pub fn log(&self) -> String {
+        self.process.as_ref().map(Process::log).unwrap_or_default()
+    }
+}
+
+/// The shared Request Tracker test instance.
+#[derive(Clone)]
+pub struct Rt {
+    /// Base URL.
+    pub url: String,
+    client: reqwest::Client,
+}
+
+impl Rt {
+    /// From `OMNI_TEST_RT_URL` (default `http://127.0.0.1:8098`), checked to answer.
+    pub async fn from_env() -> Self {
+        let url = std::env::var("OMNI_TEST_RT_URL").unwrap_or_else(|_| "http://127.0.0.1:8098".into());
+        let rt = Self { url, client: reqwest::Client::new() };
+        if let Err(error) = rt.get("/queue/1").await {
+            panic!("Request Tracker does not answer at {}: {error:#}\nstart it with `deploy/local/rt.sh start 8098` (make test does)", rt.url);
+        }
+        rt
+    }
+
+    /// GET a REST2 path, as JSON.
+    pub async fn get(&self, path_and_query: &str) -> anyhow::Result<Value> {
+        let response = self.client.get(format!("{}/REST/2.0{path_and_query}", self.url)).basic_auth("root", Some("password")).send().await?;
+        let status = response.status();
+        let body = response.text().await?;
+        if !status.is_success() {
+            bail!("GET {path_and_query}: {status}: {body}");
+        }
+        Ok(serde_json::from_str(&body)?)
+    }
+
+    async fn search(&self, collection: &str, query: &str) -> anyhow::Result<Vec<String>> {
+        let url = format!("{}/REST/2.0/{collection}", self.url);
+        let found: Value = self
+            .client
+            .get(url)
+            .basic_auth("root", Some("password"))
+            .query(&[("query", query), ("per_page", "100")])
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        Ok(found["items"].as_array().into_iter().flatten().filter_map(|item| item["id"].as_str().map(str::to_owned)).collect())
+    }
+
+    /// Ids of the tickets holding an omni conversation.
+    pub async fn tickets_of_conversation(&self, conversation_id: &str) -> anyhow::Result<Vec<String>> {
+        self.search("tickets", &format!("'CF.{{omni Conversation}}' = '{conversation_id}'")).await
+    }
+
+    /// Ids of the tickets whose requestor has this address.
+    pub async fn tickets_of_requestor(&self, email: &str) -> anyhow::Result<Vec<String>> {
+        self.search("tickets", &format!("Requestor.EmailAddress = '{email}'")).await
+    }
+
+    /// Ids of the ticket's transactions of a type (`Create`, `Correspond`, ...).
+    pub async fn transactions(&self, ticket: &str, kind: &str) -> anyhow::Result<Vec<String>> {
+        self.search("transactions", &format!("ObjectType = 'RT::Ticket' AND ObjectId = {ticket} AND Type = '{kind}'")).await
+    }
+
+    /// Ids of the ticket's transactions recording an omni event.
+    pub async fn transactions_of_event(&self, ticket: &str, event_id: &str) -> anyhow::Result<Vec<String>> {
+        self.search("transactions", &format!("ObjectType = 'RT::Ticket' AND ObjectId = {ticket} AND 'CF.{{omni Event}}' = '{event_id}'")).await
+    }
+
+    /// The text/plain contents of the ticket's attachments, oldest first.
+    pub async fn texts(&self, ticket: &str) -> anyhow::Result<Vec<String>> {
+        let found = self.get(&format!("/ticket/{ticket}/attachments?fields=Content,ContentType&per_page=100&order=ASC&orderby=id")).await?;
+        let mut texts = Vec::new();
+        for item in found["items"].as_array().into_iter().flatten() {
+            if item["ContentType"].as_str() == Some("text/plain")
+                && let Some(content) = item["Content"].as_str()
+            {
+                let bytes = base64::engine::general_purpose::STANDARD.decode(content.replace(['\n', '\r'], ""))?;
+                texts.push(String::from_utf8(bytes)?);
+            }
+        }
+        Ok(texts)
+    }
+
+    /// The ticket's requestor addresses.
+    pub async fn requestors(&self, ticket: &str) -> anyhow::Result<Vec<String>> {
+        let found = self.get(&format!("/ticket/{ticket}")).await?;
+        Ok(found["Requestor"].as_array().into_iter().flatten().filter_map(|r| r["id"].as_str().map(str::to_owned)).collect())
+    }
+}
+
+/// One record read back from a topic.
+#[derive(Debug, Clone)]
+pub struct Record {
+    /// Key.
+    pub key: Vec<u8>,
+    /// Value.
+    pub value: Vec<u8>,
+    /// Headers as text.
+    pub headers: Vec<(String, String)>,
+}
+
+impl Record {
+    /// A header's value.
+    pub fn header(&self, key: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+}
+
+/// Reads every record of a topic, from the beginning to its current end.
+pub fn read_topic(bootstrap: &str, topic: &str) -> anyhow::Result<Vec<Record>> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "omni-e2e-reader")
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let timeout = Duration::from_secs(10);
+    let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
+    let mut assignment = TopicPartitionList::new();
+    let mut remaining = std::collections::HashMap::new();
+    for partition in metadata.topics().iter().flat_map(|t| t.partitions().iter().map(|p| p.id())) {
+        let (low, high) = consumer.fetch_watermarks(topic, partition, timeout)?;
+        if high > low {
+            assignment.add_partition_offset(topic, partition, Offset::Beginning)?;
+            remaining.insert(partition, high);
+        }
+    }
+    let mut records = Vec::new();
+    if remaining.is_empty() {
+        return Ok(records);
+    }
+    consumer.assign(&assignment)?;
+    let started = Instant::now();
+    while !remaining.is_empty() {
+        if started.elapsed() > Duration::from_secs(30) {
+            bail!("could not read {topic} to its end");
+        }
+        let Some(message) = consumer.poll(Duration::from_millis(200)) else { continue };
+        let message = message?;
+        if remaining.get(&message.partition()).is_some_and(|high| message.offset() + 1 >= *high) {
+            remaining.remove(&message.partition());
+        }
+        let headers = message
+            .headers()
+            .map(|h| h.iter().map(|h| (h.key.to_owned(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned())).collect())
+            .unwrap_or_default();
+        records.push(Record { key: message.key().unwrap_or_default().to_vec(), value: message.payload().unwrap_or_default().to_vec(), headers });
+    }
+    Ok(records)
+}
+
+/// Writes raw bytes to a topic (to inject input no connector would write).
+pub async fn produce(bootstrap: &str, topic: &str, key: &[u8], value: &[u8]) -> anyhow::Result<()> {
+    let producer: rdkafka::producer::FutureProducer = ClientConfig::new().set("bootstrap.servers", bootstrap).create()?;
+    producer
+        .send(rdkafka::producer::FutureRecord::to(topic).key(key).payload(value), Duration::from_secs(10))
+        .await
+        .map_err(|(error, _)| anyhow::anyhow!("produce to {topic}: {error}"))?;
+    Ok(())
+}
+
+/// The whole pipeline: broker, gateway, normalizer, router, against the shared RT.
+pub struct Pipeline {
+    /// The broker.
+    pub broker: Broker,
+    /// `omni-gateway`.
+    pub gateway: Service,
+    /// `omni-normalizer`.
+    pub normalizer: Service,
+    /// `omni-router`.
+    pub router: Service,
+    /// Request Tracker.
+    pub rt: Rt,
+    /// Base URL of the gateway.
+    pub gateway_url: String,
+    /// The environment every service got.
+    pub env: Vec<(String, String)>,
+    http: reqwest::Client,
+}
+
+/// The development token of the default config.
+pub const DEV_TOKEN: &str = "omni-dev-token";
+
+impl Pipeline {
+    /// Starts everything and waits until every service is ready. `extra_env` is added to every
+    /// service's environment.
+    pub async fn start(extra_env: &[(&str, &str)]) -> anyhow::Result<Self> {
+        let broker = Broker::start().await;
+        let rt = Rt::from_env().await;
+        let gateway_port = free_port();
+        let admin = [free_port(), free_port(), free_port()];
+        let mut env: Vec<(String, String)> = vec![
+            ("OMNI__KAFKA__BOOTSTRAP_SERVERS".into(), broker.bootstrap()),
+            ("OMNI__GATEWAY__LISTEN".into(), format!("127.0.0.1:{gateway_port}")),
+            ("OMNI__GATEWAY__ADMIN_LISTEN".into(), format!("127.0.0.1:{}", admin[0])),
+            ("OMNI__NORMALIZER__ADMIN_LISTEN".into(), format!("127.0.0.1:{}", admin[1])),
+            ("OMNI__ROUTER__ADMIN_LISTEN".into(), format!("127.0.0.1:{}", admin[2])),
+            ("OMNI__ROUTER__DESTINATIONS__RT__BASE_URL".into(), rt.url.clone()),
+            ("OMNI__TELEMETRY__LOG_FILTER".into(), "info,omni_router=debug".into()),
+            ("RUST_LOG".into(), "info,omni_router=debug".into()),
+        ];
+        env.extend(extra_env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let mut gateway = Service::spawn("gateway", admin[0], &env);
+        let mut normalizer = Service::spawn("normalizer", admin[1], &env);
+        let mut router = Service::spawn("router", admin[2], &env);
+        gateway.wait_ready().await?;
+        normalizer.wait_ready().await?;
+        router.wait_ready().await?;
+        Ok(Self { broker, gateway, normalizer, router, rt, gateway_url: format!("http://127.0.0.1:{gateway_port}"), env, http: reqwest::Client::new() })
+    }
+
+    /// Posts a body to `/v1/messages` with a token; returns status and JSON answer.
+    pub async fn post(&self, token: &str, body: &str) -> anyhow::Result<(u16, Value)> {
+        let response = self
+            .http
+            .post(format!("{}/v1/messages", self.gateway_url))
+            .bearer_auth(token)
+            .header("content-type", "application/json")
+            .body(body.to_owned())
+            .send()
+            .await?;
+        let status = response.status().as_u16();
+        let text = response.text().await?;
+        Ok((status, serde_json::from_str(&text).unwrap_or(Value::String(text))))
+    }
+
+    /// Posts with the development token and expects 202; returns the event id.
+    pub async fn post_ok(&self, body: &str) -> anyhow::Result<String> {
+        let (status, answer) = self.post(DEV_TOKEN, body).await?;
+        if status != 202 {
+            bail!("expected 202, got {status}: {answer}");
+        }
+        answer["event_id"].as_str().map(str::to_owned).context("answer has no event_id")
+    }
+
+    /// Records of a topic.
+    pub fn topic(&self, topic: &str) -> anyhow::Result<Vec<Record>> {
+        read_topic(&self.broker.bootstrap(), topic)
+    }
+
+    /// The decoded deliveries recorded so far.
+    pub fn deliveries(&self) -> anyhow::Result<Vec<omni_proto::v1::Delivery>> {
+        use prost::Message as _;
+        self.topic("omni.deliveries.v1")?.iter().map(|r| Ok(omni_proto::v1::Delivery::decode(r.value.as_slice())?)).collect()
+    }
+
+    /// Waits until the router recorded an outcome for `event_id`, and returns the latest one.
+    pub async fn delivery_of(&self, event_id: &str, timeout: Duration) -> anyhow::Result<omni_proto::v1::Delivery> {
+        let found = Arc::new(Mutex::new(None));
+        eventually(&format!("a delivery of {event_id}"), timeout, || {
+            let found = found.clone();
+            let deliveries = self.deliveries();
+            async move {
+                let latest = deliveries?.into_iter().rev().find(|d| d.event_id == event_id);
+                let done = latest.is_some();
+                *found.lock().unwrap() = latest;
+                Ok(done)
+            }
+        })
+        .await
+        .with_context(|| format!("router log:\n{}", self.router.log()))?;
+        Ok(found.lock().unwrap().take().expect("found"))
+    }
+
+    /// The conversation events normalized so far.
+    pub fn conversation_events(&self) -> anyhow::Result<Vec<omni_proto::v1::ConversationEvent>> {
+        use prost::Message as _;
+        self.topic("omni.conversations.v1")?.iter().map(|r| Ok(omni_proto::v1::ConversationEvent::decode(r.value.as_slice())?)).collect()
+    }
+}
