@@ -36,11 +36,23 @@ impl Validate for GatewayConfig {
         check_socket_addr(&self.listen, format!("{prefix}.listen"), problems);
         check_socket_addr(&self.admin_listen, format!("{prefix}.admin_listen"), problems);
         problems.check(!self.connector_id.is_empty(), format!("{prefix}.connector_id"), "must not be empty");
-        problems.check(self.max_body_bytes >= 1024, format!("{prefix}.max_body_bytes"), "must be at least 1024");
-        problems.check(!self.api_tokens.is_empty(), format!("{prefix}.api_tokens"), "needs at least one account = token");
+        problems.check(
+            self.max_body_bytes >= 1024,
+            format!("{prefix}.max_body_bytes"),
+            "must be at least 1024",
+        );
+        problems.check(
+            !self.api_tokens.is_empty(),
+            format!("{prefix}.api_tokens"),
+            "needs at least one account = token",
+        );
         let loopback = self.listen.parse::<SocketAddr>().is_ok_and(|addr| addr.ip().is_loopback());
         for (account, token) in &self.api_tokens {
-            problems.check(token.len() >= 8, format!("{prefix}.api_tokens.{account}"), "token must be at least 8 characters");
+            problems.check(
+                token.len() >= 8,
+                format!("{prefix}.api_tokens.{account}"),
+                "token must be at least 8 characters",
+            );
             problems.check(
                 loopback || token != DEVELOPMENT_TOKEN,
                 format!("{prefix}.api_tokens.{account}"),
@@ -63,7 +75,10 @@ impl ServiceConfig for GatewayServiceConfig {
     fn from_settings(settings: &Settings, problems: &mut Problems) -> Option<Self> {
         let kafka = settings.section("kafka", problems);
         let gateway = settings.section("gateway", problems);
-        Some(Self { kafka: kafka?, gateway: gateway? })
+        Some(Self {
+            kafka: kafka?,
+            gateway: gateway?,
+        })
     }
 
     fn admin_listen(&self) -> SocketAddr {

@@ -5,8 +5,8 @@ use std::time::{Instant, SystemTime};
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -35,13 +35,19 @@ async fn post_message(State(state): State<Arc<GatewayState>>, headers: HeaderMap
 async fn accept(state: &GatewayState, headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
     let Some(account) = bearer_token(headers).and_then(|token| state.account_for_token(token)) else {
         let mut response = error(StatusCode::UNAUTHORIZED, "missing or invalid bearer token", &[]);
-        response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"omni\""));
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"omni\""));
         return response;
     };
     let body = match body {
         Ok(body) => body,
         Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            return error(StatusCode::PAYLOAD_TOO_LARGE, "request body is larger than the gateway accepts", &[]);
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "request body is larger than the gateway accepts",
+                &[],
+            );
         }
         Err(rejection) => return error(StatusCode::BAD_REQUEST, &format!("cannot read request body: {rejection}"), &[]),
     };
@@ -64,24 +70,37 @@ async fn accept(state: &GatewayState, headers: &HeaderMap, body: Result<Bytes, B
         attributes: Default::default(),
     };
     let topic = Family::Api.raw_topic();
-    let ce = CloudEvent { id: &ids.event_id, kind: "omni.v1.RawRecord", source: &state.source, subject: None, time: now };
-    match state.producer.send(&topic, ids.partition_key.as_bytes(), &record.encode_to_vec(), ce.to_headers()).await {
+    let ce = CloudEvent {
+        id: &ids.event_id,
+        kind: "omni.v1.RawRecord",
+        source: &state.source,
+        subject: None,
+        time: now,
+    };
+    match state
+        .producer
+        .send(&topic, ids.partition_key.as_bytes(), &record.encode_to_vec(), ce.to_headers())
+        .await
+    {
         Ok(stored) => {
             tracing::debug!(event_id = %ids.event_id, account, partition = stored.partition, offset = stored.offset, "message stored");
-            (StatusCode::ACCEPTED, Json(json!({ "event_id": ids.event_id, "status": "accepted" }))).into_response()
+            (
+                StatusCode::ACCEPTED,
+                Json(json!({ "event_id": ids.event_id, "status": "accepted" })),
+            )
+                .into_response()
         }
         Err(ProduceError::Refused(cause)) => {
             tracing::warn!(event_id = %ids.event_id, error = %cause, "broker refused the record");
             error(StatusCode::PAYLOAD_TOO_LARGE, "the broker refused the record", &[])
         }
         Err(failure) => {
-            if matches!(failure, ProduceError::Fatal(_)) {
-                tracing::error!(error = %failure, "producer failed fatally; stopping so the gateway restarts");
-                state.shutdown.cancel();
-            } else {
-                tracing::warn!(event_id = %ids.event_id, error = %failure, "message not stored");
-            }
-            let mut response = error(StatusCode::SERVICE_UNAVAILABLE, "message not stored: the broker is unavailable, retry later", &[]);
+            tracing::warn!(event_id = %ids.event_id, error = %failure, "message not stored");
+            let mut response = error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "message not stored: the broker is unavailable, retry later",
+                &[],
+            );
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
             response
         }

@@ -32,7 +32,6 @@ pub struct GatewayState {
     source: String,
     /// SHA-256 of each API token, by account; digests compare in constant time at equal length.
     api_tokens: BTreeMap<String, [u8; 32]>,
-    shutdown: tokio_util::sync::CancellationToken,
 }
 
 impl GatewayState {
@@ -50,28 +49,39 @@ impl GatewayState {
 }
 
 /// Builds the HTTP application.
-pub fn app(config: &GatewayConfig, producer: Producer, shutdown: tokio_util::sync::CancellationToken) -> Router {
+pub fn app(config: &GatewayConfig, producer: Producer) -> Router {
     let state = Arc::new(GatewayState {
         producer,
         connector_id: config.connector_id.clone(),
         source: format!("omni/gateway/{}", config.connector_id),
-        api_tokens: config.api_tokens.iter().map(|(account, token)| (account.clone(), Sha256::digest(token.as_bytes()).into())).collect(),
-        shutdown,
+        api_tokens: config
+            .api_tokens
+            .iter()
+            .map(|(account, token)| (account.clone(), Sha256::digest(token.as_bytes()).into()))
+            .collect(),
     });
-    Router::new().merge(http_api::routes()).layer(DefaultBodyLimit::max(config.max_body_bytes)).with_state(state)
+    Router::new()
+        .merge(http_api::routes())
+        .layer(DefaultBodyLimit::max(config.max_body_bytes))
+        .with_state(state)
 }
 
 /// Runs the gateway until shutdown.
 pub async fn run(config: GatewayServiceConfig, context: ServiceContext) -> anyhow::Result<()> {
     let client_id = format!("omni-gateway-{}", config.gateway.connector_id);
+    context.readiness.register("kafka");
+    context.readiness.register("listener");
     let producer = Producer::new(&config.kafka, &client_id)?;
     topics::ensure_topics_until_ready(&config.kafka, &client_id, &context).await?;
     let listener = tokio::net::TcpListener::bind(&config.gateway.listen)
         .await
         .map_err(|error| anyhow::anyhow!("cannot listen on {}: {error}", config.gateway.listen))?;
     tracing::info!(listen = %config.gateway.listen, "gateway listening");
-    let app = app(&config.gateway, producer.clone(), context.shutdown.clone());
-    axum::serve(listener, app).with_graceful_shutdown(context.shutdown.clone().cancelled_owned()).await?;
+    context.readiness.ready("listener");
+    let app = app(&config.gateway, producer.clone());
+    axum::serve(listener, app)
+        .with_graceful_shutdown(context.shutdown.clone().cancelled_owned())
+        .await?;
     producer.flush(Duration::from_secs(5)).ok();
     Ok(())
 }

@@ -1,5 +1,7 @@
 //! The acknowledged producer.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -11,9 +13,21 @@ use crate::config::KafkaConfig;
 
 /// An idempotent producer (`enable.idempotence=true`, `acks=all`) with bounded memory, whose
 /// sends resolve only once the broker acknowledged the record.
+///
+/// It heals itself: when the broker rejects the producer's identity (unknown producer id, out of
+/// order sequence, an unknown server error) or librdkafka reports a fatal idempotence error, the
+/// librdkafka client is replaced by a fresh one, which gets a new producer id. The failed record
+/// is reported failed; the caller's retry goes through the new client. Seen with tansu 0.6, which
+/// after a restart answers an existing producer with UNKNOWN_SERVER_ERROR forever.
 #[derive(Clone)]
 pub struct Producer {
-    inner: FutureProducer,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    client_config: rdkafka::ClientConfig,
+    current: RwLock<(u64, FutureProducer)>,
+    generation: AtomicU64,
 }
 
 /// Why a record was not stored. Every variant leaves the caller free to retry the same record:
@@ -29,8 +43,8 @@ pub enum ProduceError {
     /// The record was refused for good (too large, unknown topic, authorization).
     #[error("broker refused the record: {0}")]
     Refused(#[source] KafkaError),
-    /// The producer is unusable (fatal idempotence error): the process must restart it.
-    #[error("producer failed fatally: {0}")]
+    /// The Kafka client could not be created or used at all (bad configuration).
+    #[error("kafka client failed: {0}")]
     Fatal(#[source] KafkaError),
 }
 
@@ -40,10 +54,7 @@ impl ProduceError {
         matches!(self, Self::QueueFull | Self::Unavailable(_))
     }
 
-    fn classify(error: KafkaError, fatal: bool) -> Self {
-        if fatal {
-            return Self::Fatal(error);
-        }
+    fn classify(error: KafkaError) -> Self {
         match error.rdkafka_error_code() {
             Some(RDKafkaErrorCode::QueueFull) => Self::QueueFull,
             Some(
@@ -82,6 +93,7 @@ pub struct Stored {
 pub struct Pending {
     future: DeliveryFuture,
     producer: Producer,
+    generation: u64,
     topic: String,
 }
 
@@ -89,8 +101,11 @@ impl Pending {
     /// Waits for the broker's acknowledgement.
     pub async fn acknowledged(self) -> Result<Stored, ProduceError> {
         let outcome = match self.future.await {
-            Ok(Ok(delivery)) => Ok(Stored { partition: delivery.partition, offset: delivery.offset }),
-            Ok(Err((error, _))) => Err(self.producer.error(error)),
+            Ok(Ok(delivery)) => Ok(Stored {
+                partition: delivery.partition,
+                offset: delivery.offset,
+            }),
+            Ok(Err((error, _))) => Err(self.producer.error(error, self.generation)),
             // The producer was dropped before the delivery report: treat as not stored.
             Err(_canceled) => Err(ProduceError::Unavailable(KafkaError::Canceled)),
         };
@@ -103,17 +118,44 @@ impl Producer {
     /// Creates the producer. Fails only on an invalid librdkafka property.
     pub fn new(config: &KafkaConfig, client_id: &str) -> Result<Self, KafkaError> {
         let producer = &config.producer;
-        let inner: FutureProducer = config
-            .client_config(client_id)
+        let mut client_config = config.client_config(client_id);
+        client_config
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", producer.linger_ms.to_string())
             .set("message.timeout.ms", producer.message_timeout_ms.to_string())
             .set("queue.buffering.max.messages", producer.queue_max_messages.to_string())
             .set("queue.buffering.max.kbytes", producer.queue_max_kbytes.to_string())
-            .set("compression.type", "lz4")
-            .create()?;
-        Ok(Self { inner })
+            .set("compression.type", "lz4");
+        let inner: FutureProducer = client_config.create()?;
+        Ok(Self {
+            shared: Arc::new(Shared {
+                client_config,
+                current: RwLock::new((0, inner)),
+                generation: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    fn current(&self) -> (u64, FutureProducer) {
+        self.shared.current.read().expect("producer lock").clone()
+    }
+
+    /// Replaces the client of `generation` with a fresh one, once per generation.
+    fn replace(&self, generation: u64) {
+        let mut current = self.shared.current.write().expect("producer lock");
+        if current.0 != generation {
+            return;
+        }
+        match self.shared.client_config.create::<FutureProducer>() {
+            Ok(fresh) => {
+                let next = self.shared.generation.fetch_add(1, Ordering::Relaxed) + 1;
+                *current = (next, fresh);
+                metrics::counter!("omni_kafka_producer_replaced_total").increment(1);
+                tracing::warn!(generation = next, "kafka producer replaced after the broker rejected its identity");
+            }
+            Err(error) => tracing::error!(%error, "cannot create a replacement kafka producer"),
+        }
     }
 
     /// Stores one record and waits for the broker's acknowledgement.
@@ -125,10 +167,16 @@ impl Producer {
     /// within a partition, so a pipeline can enqueue in input order and await in any order.
     pub fn enqueue(&self, topic: &str, key: &[u8], payload: &[u8], headers: OwnedHeaders) -> Result<Pending, ProduceError> {
         let record = FutureRecord::to(topic).key(key).payload(payload).headers(headers);
-        match self.inner.send_result(record) {
-            Ok(future) => Ok(Pending { future, producer: self.clone(), topic: topic.to_owned() }),
+        let (generation, producer) = self.current();
+        match producer.send_result(record) {
+            Ok(future) => Ok(Pending {
+                future,
+                producer: self.clone(),
+                generation,
+                topic: topic.to_owned(),
+            }),
             Err((error, _)) => {
-                let error = self.error(error);
+                let error = self.error(error, generation);
                 self.record(topic, &Err::<Stored, _>(&error));
                 Err(error)
             }
@@ -137,24 +185,36 @@ impl Producer {
 
     /// Waits up to `timeout` for every enqueued record to be acknowledged.
     pub fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
-        self.inner.flush(Timeout::After(timeout))
+        self.current().1.flush(Timeout::After(timeout))
     }
 
-    /// Asks the brokers for metadata, to tell whether they are reachable.
-    pub fn check_reachable(&self, timeout: Duration) -> Result<(), KafkaError> {
-        self.inner.client().fetch_metadata(None, timeout).map(|_| ())
-    }
-
-    fn error(&self, error: KafkaError) -> ProduceError {
-        let fatal = self.inner.client().fatal_error().is_some();
-        ProduceError::classify(error, fatal)
+    fn error(&self, error: KafkaError, generation: u64) -> ProduceError {
+        let (current_generation, producer) = self.current();
+        let fatal = current_generation == generation && producer.client().fatal_error().is_some();
+        let rejected_identity = matches!(
+            error.rdkafka_error_code(),
+            Some(
+                RDKafkaErrorCode::Unknown
+                    | RDKafkaErrorCode::UnknownProducerId
+                    | RDKafkaErrorCode::OutOfOrderSequenceNumber
+                    | RDKafkaErrorCode::InvalidProducerEpoch
+                    | RDKafkaErrorCode::InvalidProducerIdMapping
+            )
+        );
+        if fatal || rejected_identity {
+            self.replace(generation);
+            // The record failed, but the replacement can take the retry: not fatal for the caller.
+            return ProduceError::Unavailable(error);
+        }
+        ProduceError::classify(error)
     }
 
     fn record<E: std::borrow::Borrow<ProduceError>>(&self, topic: &str, outcome: &Result<Stored, E>) {
         match outcome {
             Ok(_) => metrics::counter!("omni_kafka_produced_total", "topic" => topic.to_owned()).increment(1),
             Err(error) => {
-                metrics::counter!("omni_kafka_produce_errors_total", "topic" => topic.to_owned(), "kind" => error.borrow().kind()).increment(1)
+                metrics::counter!("omni_kafka_produce_errors_total", "topic" => topic.to_owned(), "kind" => error.borrow().kind())
+                    .increment(1)
             }
         }
     }
@@ -166,13 +226,11 @@ mod tests {
 
     #[test]
     fn classification_tells_retry_from_give_up() {
-        let queue_full = ProduceError::classify(KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), false);
+        let queue_full = ProduceError::classify(KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull));
         assert!(queue_full.is_transient());
-        let timeout = ProduceError::classify(KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut), false);
+        let timeout = ProduceError::classify(KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut));
         assert!(timeout.is_transient());
-        let too_large = ProduceError::classify(KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge), false);
+        let too_large = ProduceError::classify(KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge));
         assert!(!too_large.is_transient());
-        let fatal = ProduceError::classify(KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut), true);
-        assert!(matches!(fatal, ProduceError::Fatal(_)));
     }
 }
