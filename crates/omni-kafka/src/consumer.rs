@@ -1,7 +1,7 @@
 //! Consumer groups that store offsets only when the caller says a record was handled.
 
-use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::Message;
+use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::BorrowedMessage;
 
@@ -9,13 +9,27 @@ use crate::config::KafkaConfig;
 
 /// A group consumer subscribed to `topics`, with automatic offset *storing* off.
 ///
+/// `instance_id` makes it a static group member (KIP-345, `group.instance.id`): a replica
+/// restarted with the same id takes its partitions back at once, without a rebalance of the whole
+/// group, and a crashed replica's partitions move only after `session_timeout_ms`. Each replica
+/// needs its own id; a second consumer with the same id fences the first, which then fails with a
+/// fatal error (see [`fatal_error`]). Static membership also avoids a tansu 0.6 bug in which a
+/// dynamic member killed while joining leaves the group without assignments for good.
+///
 /// Stored offsets are committed in the background (`enable.auto.commit`) and when the consumer
 /// is closed; only offsets the caller stored with [`store_handled`] are ever committed, so a crash
 /// replays every record whose handling was not finished.
-pub fn group_consumer(config: &KafkaConfig, client_id: &str, group_id: &str, topics: &[&str]) -> Result<StreamConsumer, KafkaError> {
+pub fn group_consumer(
+    config: &KafkaConfig,
+    client_id: &str,
+    group_id: &str,
+    instance_id: &str,
+    topics: &[&str],
+) -> Result<StreamConsumer, KafkaError> {
     let consumer: StreamConsumer = config
         .client_config(client_id)
         .set("group.id", group_id)
+        .set("group.instance.id", instance_id)
         .set("enable.auto.commit", "true")
         .set("auto.commit.interval.ms", "1000")
         .set("enable.auto.offset.store", "false")
@@ -34,4 +48,10 @@ pub fn store_handled(consumer: &StreamConsumer, message: &BorrowedMessage<'_>) {
     if let Err(error) = consumer.store_offset_from_message(message) {
         tracing::debug!(%error, topic = message.topic(), partition = message.partition(), offset = message.offset(), "offset not stored");
     }
+}
+
+/// The consumer's fatal error, if it has one (for example fenced by another replica with the same
+/// instance id): it cannot consume any more and the service must stop.
+pub fn fatal_error(consumer: &StreamConsumer) -> Option<String> {
+    consumer.client().fatal_error().map(|(code, reason)| format!("{code}: {reason}"))
 }

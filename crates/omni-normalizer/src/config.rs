@@ -17,7 +17,8 @@ pub struct NormalizerConfig {
     pub admin_listen: String,
     /// Consumer group shared by the normalizer replicas.
     pub group_id: String,
-    /// This replica's id, in the CloudEvents source.
+    /// This replica's id: its static consumer group member id (`group.instance.id`) and part of
+    /// the CloudEvents source. Unique per replica (for example the pod name).
     pub instance_id: String,
     /// Records handled concurrently; offsets are still stored in order.
     pub max_in_flight: usize,
@@ -30,7 +31,11 @@ impl Validate for NormalizerConfig {
         check_socket_addr(&self.admin_listen, format!("{prefix}.admin_listen"), problems);
         problems.check(!self.group_id.is_empty(), format!("{prefix}.group_id"), "must not be empty");
         problems.check(!self.instance_id.is_empty(), format!("{prefix}.instance_id"), "must not be empty");
-        problems.check((1..=10_000).contains(&self.max_in_flight), format!("{prefix}.max_in_flight"), "must be between 1 and 10000");
+        problems.check(
+            (1..=10_000).contains(&self.max_in_flight),
+            format!("{prefix}.max_in_flight"),
+            "must be between 1 and 10000",
+        );
     }
 }
 
@@ -47,7 +52,10 @@ impl ServiceConfig for NormalizerServiceConfig {
     fn from_settings(settings: &Settings, problems: &mut Problems) -> Option<Self> {
         let kafka = settings.section("kafka", problems);
         let normalizer = settings.section("normalizer", problems);
-        Some(Self { kafka: kafka?, normalizer: normalizer? })
+        Some(Self {
+            kafka: kafka?,
+            normalizer: normalizer?,
+        })
     }
 
     fn admin_listen(&self) -> SocketAddr {

@@ -32,12 +32,15 @@ pub use config::{NormalizerConfig, NormalizerServiceConfig};
 /// Runs the normalizer until shutdown.
 pub async fn run(config: NormalizerServiceConfig, context: ServiceContext) -> anyhow::Result<()> {
     let client_id = format!("omni-normalizer-{}", config.normalizer.instance_id);
+    context.readiness.register("kafka");
+    context.readiness.register("pipeline");
     topics::ensure_topics_until_ready(&config.kafka, &client_id, &context).await?;
     let mut delay = Duration::from_millis(500);
     while !context.shutdown.is_cancelled() {
         match run_pipeline(&config, &client_id, &context).await {
             Ok(()) => break,
-            Err(error) => {
+            Err(PipelineError::Fatal(reason)) => anyhow::bail!("normalizer cannot go on: {reason}"),
+            Err(PipelineError::Produce(error)) => {
                 context.readiness.not_ready("pipeline", error.to_string());
                 tracing::warn!(%error, restart_in_ms = delay.as_millis() as u64, "pipeline stopped; restarting from the last stored offset");
             }
@@ -51,17 +54,43 @@ pub async fn run(config: NormalizerServiceConfig, context: ServiceContext) -> an
     Ok(())
 }
 
+/// Why the pipeline stopped before shutdown.
+#[derive(Debug)]
+enum PipelineError {
+    /// A write failed: restart the pipeline from the last stored offset.
+    Produce(ProduceError),
+    /// The Kafka clients cannot be used (bad config, fenced by another replica): stop.
+    Fatal(String),
+}
+
+impl std::fmt::Display for PipelineError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Produce(error) => write!(f, "{error}"),
+            Self::Fatal(reason) => write!(f, "{reason}"),
+        }
+    }
+}
+
 /// What became of one raw record.
 enum Handled {
     Normalized,
     DeadLettered,
 }
 
-async fn run_pipeline(config: &NormalizerServiceConfig, client_id: &str, context: &ServiceContext) -> Result<(), ProduceError> {
-    let producer = Producer::new(&config.kafka, client_id).map_err(ProduceError::Fatal)?;
+async fn run_pipeline(config: &NormalizerServiceConfig, client_id: &str, context: &ServiceContext) -> Result<(), PipelineError> {
+    let producer =
+        Producer::new(&config.kafka, client_id).map_err(|error| PipelineError::Fatal(format!("cannot create producer: {error}")))?;
     let raw_topics = topics::raw_topics();
     let raw_topics: Vec<&str> = raw_topics.iter().map(String::as_str).collect();
-    let consumer = consumer::group_consumer(&config.kafka, client_id, &config.normalizer.group_id, &raw_topics).map_err(ProduceError::Fatal)?;
+    let consumer = consumer::group_consumer(
+        &config.kafka,
+        client_id,
+        &config.normalizer.group_id,
+        &config.normalizer.instance_id,
+        &raw_topics,
+    )
+    .map_err(|error| PipelineError::Fatal(format!("cannot create consumer: {error}")))?;
     let source = format!("omni/normalizer/{}", config.normalizer.instance_id);
     let dead_letters = DeadLetterWriter::new(producer.clone(), "normalizer", source.clone());
     context.readiness.ready("pipeline");
@@ -73,7 +102,7 @@ async fn run_pipeline(config: &NormalizerServiceConfig, client_id: &str, context
             biased;
             Some((message, outcome)) = in_flight.next(), if !in_flight.is_empty() => {
                 if let Err(error) = finish(&consumer, &message, outcome) {
-                    failure = Some(error);
+                    failure = Some(PipelineError::Produce(error));
                     break;
                 }
             }
@@ -84,7 +113,13 @@ async fn run_pipeline(config: &NormalizerServiceConfig, client_id: &str, context
                     let pending = start(&producer, &dead_letters, &source, message);
                     in_flight.push_back(pending);
                 }
-                Err(error) => tracing::warn!(%error, "consumer error"),
+                Err(error) => {
+                    if let Some(fatal) = consumer::fatal_error(&consumer) {
+                        failure = Some(PipelineError::Fatal(format!("consumer failed fatally: {fatal}")));
+                        break;
+                    }
+                    tracing::warn!(%error, "consumer error");
+                }
             },
         }
     }
@@ -92,7 +127,7 @@ async fn run_pipeline(config: &NormalizerServiceConfig, client_id: &str, context
     if failure.is_none() {
         while let Some((message, outcome)) = in_flight.next().await {
             if let Err(error) = finish(&consumer, &message, outcome) {
-                failure = Some(error);
+                failure = Some(PipelineError::Produce(error));
                 break;
             }
         }
@@ -140,9 +175,18 @@ fn start(
                 time: SystemTime::now(),
             }
             .to_headers();
-            match producer.enqueue(topics::CONVERSATIONS, event.conversation_id.as_bytes(), &event.encode_to_vec(), headers) {
+            match producer.enqueue(
+                topics::CONVERSATIONS,
+                event.conversation_id.as_bytes(),
+                &event.encode_to_vec(),
+                headers,
+            ) {
                 Ok(pending) => Ok(pending),
-                Err(ProduceError::Refused(error)) => Err((Fault::Internal, format!("conversation event refused by the broker: {error}"), event.event_id)),
+                Err(ProduceError::Refused(error)) => Err((
+                    Fault::Internal,
+                    format!("conversation event refused by the broker: {error}"),
+                    event.event_id,
+                )),
                 Err(error) => return futures::future::Either::Left(std::future::ready((message, Err(error)))),
             }
         }
@@ -152,9 +196,10 @@ fn start(
     futures::future::Either::Right(async move {
         let outcome = match enqueued {
             Ok(pending) => pending.acknowledged().await.map(|_| Handled::Normalized),
-            Err((fault, reason, event_id)) => {
-                dead_letters.send(&message, fault, &reason, &event_id).await.map(|()| Handled::DeadLettered)
-            }
+            Err((fault, reason, event_id)) => dead_letters
+                .send(&message, fault, &reason, &event_id)
+                .await
+                .map(|()| Handled::DeadLettered),
         };
         (message, outcome)
     })
@@ -193,7 +238,12 @@ mod tests {
 
     #[test]
     fn unknown_provider_keeps_the_event_id() {
-        let raw = RawRecord { event_id: "e1".into(), provider: "fax".into(), channel: Channel::Api as i32, ..Default::default() };
+        let raw = RawRecord {
+            event_id: "e1".into(),
+            provider: "fax".into(),
+            channel: Channel::Api as i32,
+            ..Default::default()
+        };
         let (fault, reason, event_id) = normalize(&raw.encode_to_vec()).unwrap_err();
         assert_eq!((fault, event_id.as_str()), (Fault::Input, "e1"));
         assert_eq!(reason, "no adapter for provider `fax`");
@@ -202,7 +252,13 @@ mod tests {
     #[test]
     fn a_valid_record_is_normalized_and_stamped() {
         let body = br#"{"customer":{"email":"jan@example.nl"},"text":"Waar blijft mijn bestelling?","thread_id":"o-9"}"#;
-        let raw = RawRecord { event_id: "e2".into(), provider: "http-api".into(), account: "default".into(), payload: body.to_vec(), ..Default::default() };
+        let raw = RawRecord {
+            event_id: "e2".into(),
+            provider: "http-api".into(),
+            account: "default".into(),
+            payload: body.to_vec(),
+            ..Default::default()
+        };
         let event = normalize(&raw.encode_to_vec()).unwrap();
         assert_eq!(event.event_id, "e2");
         assert_eq!(event.body.unwrap().text, "Waar blijft mijn bestelling?");

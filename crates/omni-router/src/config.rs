@@ -20,7 +20,8 @@ pub struct RouterConfig {
     pub admin_listen: String,
     /// Consumer group shared by the router replicas.
     pub group_id: String,
-    /// This replica's id, in the CloudEvents source.
+    /// This replica's id: its static consumer group member id (`group.instance.id`) and part of
+    /// the CloudEvents source. Unique per replica (for example the pod name).
     pub instance_id: String,
     /// Seconds to finish the event in hand after SIGTERM.
     pub drain_timeout_secs: u64,
@@ -76,7 +77,10 @@ impl ServiceConfig for RouterServiceConfig {
     fn from_settings(settings: &Settings, problems: &mut Problems) -> Option<Self> {
         let kafka = settings.section("kafka", problems);
         let router = settings.section("router", problems);
-        Some(Self { kafka: kafka?, router: router? })
+        Some(Self {
+            kafka: kafka?,
+            router: router?,
+        })
     }
 
     fn admin_listen(&self) -> SocketAddr {
