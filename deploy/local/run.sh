@@ -41,10 +41,11 @@ if [ "${1:-}" = "--stop" ]; then stop_all; echo "stopped"; exit 0; fi
 
 "$here/deploy/local/rt.sh" start 8099
 if ! (exec 3<>/dev/tcp/127.0.0.1/9092) 2>/dev/null; then
-  nohup tansu broker \
+  # tansu reads the path of a sqlite:// URL relative to its working directory.
+  (cd "$state" && exec nohup tansu broker \
     --listener-url tcp://127.0.0.1:9092 \
     --advertised-listener-url tcp://127.0.0.1:9092 \
-    --storage-engine "sqlite://$state/tansu.db" > "$state/logs/broker.log" 2>&1 &
+    --storage-engine "sqlite://tansu.db" > "$state/logs/broker.log" 2>&1) &
   echo $! > "$state/broker.pid"
 fi
 for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/9092) 2>/dev/null && break; sleep 0.1; done

@@ -13,42 +13,55 @@
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use base64::Engine;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Headers;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use serde_json::Value;
 
-/// Runs end-to-end tests one at a time.
-pub fn serial() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+/// Runs end-to-end tests one at a time (each test has its own runtime, so an async lock that
+/// works across runtimes).
+pub async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
+    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    LOCK.lock().await
 }
 
 /// A free TCP port on loopback.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("bind an ephemeral port")
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind an ephemeral port")
 }
 
 /// A short random string, to keep ids unique across runs against the shared RT.
 pub fn nonce() -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
     format!("{:x}{:x}", nanos, std::process::id())
 }
 
 /// Where cargo put the binaries of this workspace.
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    exe.parent().and_then(|deps| deps.parent()).expect("target/<profile>/deps").to_path_buf()
+    exe.parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>/deps")
+        .to_path_buf()
 }
 
 fn binary(name: &str) -> PathBuf {
     let path = bin_dir().join(name);
-    assert!(path.is_file(), "{} is missing: run `make build` (cargo build --workspace --bins) before the end-to-end tests", path.display());
+    assert!(
+        path.is_file(),
+        "{} is missing: run `make build` (cargo build --workspace --bins) before the end-to-end tests",
+        path.display()
+    );
     path
 }
 
@@ -85,9 +98,12 @@ impl Process {
         command.stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(Stdio::null());
         let mut child = command.spawn().unwrap_or_else(|error| panic!("cannot start {label}: {error}"));
         let lines = Arc::new(Mutex::new(Vec::new()));
-        for stream in [child.stdout.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>), child.stderr.take().map(|s| Box::new(s) as _)]
-            .into_iter()
-            .flatten()
+        for stream in [
+            child.stdout.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+            child.stderr.take().map(|s| Box::new(s) as _),
+        ]
+        .into_iter()
+        .flatten()
         {
             let lines = lines.clone();
             let verbose = std::env::var("OMNI_TEST_VERBOSE").is_ok();
@@ -131,7 +147,11 @@ pub struct Broker {
 impl Broker {
     /// Starts a broker and waits until it accepts connections.
     pub async fn start() -> Self {
-        let mut broker = Self { process: None, port: free_port(), dir: tempfile::tempdir().expect("temp dir") };
+        let mut broker = Self {
+            process: None,
+            port: free_port(),
+            dir: tempfile::tempdir().expect("temp dir"),
+        };
         broker.launch().await;
         broker
     }
@@ -143,12 +163,18 @@ impl Broker {
         command
             .arg("broker")
             .args(["--listener-url", &url, "--advertised-listener-url", &url])
-            .args(["--storage-engine", &format!("sqlite://{}/tansu.db", self.dir.path().display())]);
+            // tansu reads the path of a sqlite:// URL relative to its working directory.
+            .args(["--storage-engine", "sqlite://tansu.db"])
+            .current_dir(self.dir.path());
         self.process = Some(Process::spawn(command, "tansu"));
         let address = format!("127.0.0.1:{}", self.port);
         let started = Instant::now();
         while tokio::net::TcpStream::connect(&address).await.is_err() {
-            assert!(started.elapsed() < Duration::from_secs(30), "tansu did not listen on {address}:\n{}", self.log());
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "tansu did not listen on {address}:\n{}",
+                self.log()
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -199,14 +225,21 @@ pub struct Service {
 impl Service {
     /// Starts `omni-<name>` with the given `OMNI__...` environment (and nothing else of ours).
     pub fn spawn(name: &str, admin_port: u16, env: &[(String, String)]) -> Self {
-        let mut service = Self { name: name.to_owned(), env: env.to_vec(), admin_port, process: None };
+        let mut service = Self {
+            name: name.to_owned(),
+            env: env.to_vec(),
+            admin_port,
+            process: None,
+        };
         service.launch(&[]);
         service
     }
 
     fn launch(&mut self, extra_env: &[(&str, &str)]) {
         let mut command = Command::new(binary(&format!("omni-{}", self.name)));
-        command.env_remove("OMNI_CONFIG").envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        command
+            .env_remove("OMNI_CONFIG")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         command.envs(extra_env.iter().copied());
         self.process = Some(Process::spawn(command, &self.name));
     }
@@ -241,7 +274,10 @@ impl Service {
     /// Sends SIGTERM and waits for the exit.
     pub fn sigterm(&mut self) -> Option<ExitStatus> {
         let process = self.process.as_mut()?;
-        Command::new("kill").args(["-TERM", &process.child.id().to_string()]).status().ok()?;
+        Command::new("kill")
+            .args(["-TERM", &process.child.id().to_string()])
+            .status()
+            .ok()?;
         let status = process.child.wait().ok();
         self.process = None;
         status
@@ -276,16 +312,27 @@ impl Rt {
     /// From `OMNI_TEST_RT_URL` (default `http://127.0.0.1:8098`), checked to answer.
     pub async fn from_env() -> Self {
         let url = std::env::var("OMNI_TEST_RT_URL").unwrap_or_else(|_| "http://127.0.0.1:8098".into());
-        let rt = Self { url, client: reqwest::Client::new() };
+        let rt = Self {
+            url,
+            client: reqwest::Client::new(),
+        };
         if let Err(error) = rt.get("/queue/1").await {
-            panic!("Request Tracker does not answer at {}: {error:#}\nstart it with `deploy/local/rt.sh start 8098` (make test does)", rt.url);
+            panic!(
+                "Request Tracker does not answer at {}: {error:#}\nstart it with `deploy/local/rt.sh start 8098` (make test does)",
+                rt.url
+            );
         }
         rt
     }
 
     /// GET a REST2 path, as JSON.
     pub async fn get(&self, path_and_query: &str) -> anyhow::Result<Value> {
-        let response = self.client.get(format!("{}/REST/2.0{path_and_query}", self.url)).basic_auth("root", Some("password")).send().await?;
+        let response = self
+            .client
+            .get(format!("{}/REST/2.0{path_and_query}", self.url))
+            .basic_auth("root", Some("password"))
+            .send()
+            .await?;
         let status = response.status();
         let body = response.text().await?;
         if !status.is_success() {
@@ -306,12 +353,18 @@ impl Rt {
             .error_for_status()?
             .json()
             .await?;
-        Ok(found["items"].as_array().into_iter().flatten().filter_map(|item| item["id"].as_str().map(str::to_owned)).collect())
+        Ok(found["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|item| item["id"].as_str().map(str::to_owned))
+            .collect())
     }
 
     /// Ids of the tickets holding an omni conversation.
     pub async fn tickets_of_conversation(&self, conversation_id: &str) -> anyhow::Result<Vec<String>> {
-        self.search("tickets", &format!("'CF.{{omni Conversation}}' = '{conversation_id}'")).await
+        self.search("tickets", &format!("'CF.{{omni Conversation}}' = '{conversation_id}'"))
+            .await
     }
 
     /// Ids of the tickets whose requestor has this address.
@@ -321,24 +374,43 @@ impl Rt {
 
     /// Ids of the ticket's transactions of a type (`Create`, `Correspond`, ...).
     pub async fn transactions(&self, ticket: &str, kind: &str) -> anyhow::Result<Vec<String>> {
-        self.search("transactions", &format!("ObjectType = 'RT::Ticket' AND ObjectId = {ticket} AND Type = '{kind}'")).await
+        self.search(
+            "transactions",
+            &format!("ObjectType = 'RT::Ticket' AND ObjectId = {ticket} AND Type = '{kind}'"),
+        )
+        .await
     }
 
     /// Ids of the ticket's transactions recording an omni event.
     pub async fn transactions_of_event(&self, ticket: &str, event_id: &str) -> anyhow::Result<Vec<String>> {
-        self.search("transactions", &format!("ObjectType = 'RT::Ticket' AND ObjectId = {ticket} AND 'CF.{{omni Event}}' = '{event_id}'")).await
+        self.search(
+            "transactions",
+            &format!("ObjectType = 'RT::Ticket' AND ObjectId = {ticket} AND 'CF.{{omni Event}}' = '{event_id}'"),
+        )
+        .await
     }
 
-    /// The text/plain contents of the ticket's attachments, oldest first.
+    /// The text/plain contents the customer's messages left on the ticket (the Create and
+    /// Correspond transactions, not RT's own autoreplies), oldest first.
     pub async fn texts(&self, ticket: &str) -> anyhow::Result<Vec<String>> {
-        let found = self.get(&format!("/ticket/{ticket}/attachments?fields=Content,ContentType&per_page=100&order=ASC&orderby=id")).await?;
+        let mut transactions = self.transactions(ticket, "Create").await?;
+        transactions.extend(self.transactions(ticket, "Correspond").await?);
+        let found = self
+            .get(&format!(
+                "/ticket/{ticket}/attachments?fields=Content,ContentType,TransactionId&per_page=100&orderby=id"
+            ))
+            .await?;
         let mut texts = Vec::new();
         for item in found["items"].as_array().into_iter().flatten() {
+            let transaction = item["TransactionId"]["id"]
+                .as_str()
+                .or(item["TransactionId"].as_str())
+                .unwrap_or_default();
             if item["ContentType"].as_str() == Some("text/plain")
+                && transactions.iter().any(|t| t == transaction)
                 && let Some(content) = item["Content"].as_str()
             {
-                let bytes = base64::engine::general_purpose::STANDARD.decode(content.replace(['\n', '\r'], ""))?;
-                texts.push(String::from_utf8(bytes)?);
+                texts.push(content.trim_end().to_owned());
             }
         }
         Ok(texts)
@@ -347,7 +419,12 @@ impl Rt {
     /// The ticket's requestor addresses.
     pub async fn requestors(&self, ticket: &str) -> anyhow::Result<Vec<String>> {
         let found = self.get(&format!("/ticket/{ticket}")).await?;
-        Ok(found["Requestor"].as_array().into_iter().flatten().filter_map(|r| r["id"].as_str().map(str::to_owned)).collect())
+        Ok(found["Requestor"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r["id"].as_str().map(str::to_owned))
+            .collect())
     }
 }
 
@@ -397,16 +474,29 @@ pub fn read_topic(bootstrap: &str, topic: &str) -> anyhow::Result<Vec<Record>> {
         if started.elapsed() > Duration::from_secs(30) {
             bail!("could not read {topic} to its end");
         }
-        let Some(message) = consumer.poll(Duration::from_millis(200)) else { continue };
+        let Some(message) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
         let message = message?;
-        if remaining.get(&message.partition()).is_some_and(|high| message.offset() + 1 >= *high) {
+        if remaining
+            .get(&message.partition())
+            .is_some_and(|high| message.offset() + 1 >= *high)
+        {
             remaining.remove(&message.partition());
         }
         let headers = message
             .headers()
-            .map(|h| h.iter().map(|h| (h.key.to_owned(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned())).collect())
+            .map(|h| {
+                h.iter()
+                    .map(|h| (h.key.to_owned(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned()))
+                    .collect()
+            })
             .unwrap_or_default();
-        records.push(Record { key: message.key().unwrap_or_default().to_vec(), value: message.payload().unwrap_or_default().to_vec(), headers });
+        records.push(Record {
+            key: message.key().unwrap_or_default().to_vec(),
+            value: message.payload().unwrap_or_default().to_vec(),
+            headers,
+        });
     }
     Ok(records)
 }
@@ -415,7 +505,10 @@ pub fn read_topic(bootstrap: &str, topic: &str) -> anyhow::Result<Vec<Record>> {
 pub async fn produce(bootstrap: &str, topic: &str, key: &[u8], value: &[u8]) -> anyhow::Result<()> {
     let producer: rdkafka::producer::FutureProducer = ClientConfig::new().set("bootstrap.servers", bootstrap).create()?;
     producer
-        .send(rdkafka::producer::FutureRecord::to(topic).key(key).payload(value), Duration::from_secs(10))
+        .send(
+            rdkafka::producer::FutureRecord::to(topic).key(key).payload(value),
+            Duration::from_secs(10),
+        )
         .await
         .map_err(|(error, _)| anyhow::anyhow!("produce to {topic}: {error}"))?;
     Ok(())
@@ -468,7 +561,16 @@ impl Pipeline {
         gateway.wait_ready().await?;
         normalizer.wait_ready().await?;
         router.wait_ready().await?;
-        Ok(Self { broker, gateway, normalizer, router, rt, gateway_url: format!("http://127.0.0.1:{gateway_port}"), env, http: reqwest::Client::new() })
+        Ok(Self {
+            broker,
+            gateway,
+            normalizer,
+            router,
+            rt,
+            gateway_url: format!("http://127.0.0.1:{gateway_port}"),
+            env,
+            http: reqwest::Client::new(),
+        })
     }
 
     /// Posts a body to `/v1/messages` with a token; returns status and JSON answer.
@@ -503,7 +605,10 @@ impl Pipeline {
     /// The decoded deliveries recorded so far.
     pub fn deliveries(&self) -> anyhow::Result<Vec<omni_proto::v1::Delivery>> {
         use prost::Message as _;
-        self.topic("omni.deliveries.v1")?.iter().map(|r| Ok(omni_proto::v1::Delivery::decode(r.value.as_slice())?)).collect()
+        self.topic("omni.deliveries.v1")?
+            .iter()
+            .map(|r| Ok(omni_proto::v1::Delivery::decode(r.value.as_slice())?))
+            .collect()
     }
 
     /// Waits until the router recorded an outcome for `event_id`, and returns the latest one.
@@ -527,6 +632,9 @@ impl Pipeline {
     /// The conversation events normalized so far.
     pub fn conversation_events(&self) -> anyhow::Result<Vec<omni_proto::v1::ConversationEvent>> {
         use prost::Message as _;
-        self.topic("omni.conversations.v1")?.iter().map(|r| Ok(omni_proto::v1::ConversationEvent::decode(r.value.as_slice())?)).collect()
+        self.topic("omni.conversations.v1")?
+            .iter()
+            .map(|r| Ok(omni_proto::v1::ConversationEvent::decode(r.value.as_slice())?))
+            .collect()
     }
 }

@@ -10,19 +10,31 @@ use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_gateway_rejects_bad_requests_with_clear_errors_and_stores_nothing() -> anyhow::Result<()> {
-    let _serial = serial();
+    let _serial = serial().await;
     let pipeline = Pipeline::start(&[("OMNI__GATEWAY__MAX_BODY_BYTES", "4096")]).await?;
     let valid = json!({ "customer": { "email": "a@example.com" }, "text": "hello" }).to_string();
 
     let (status, answer) = pipeline.post("wrong-token", &valid).await?;
     assert_eq!(status, 401, "{answer}");
-    let (status, answer) = pipeline.post(DEV_TOKEN, r#"{"customer":{"name":"x"},"text":" ","thread_id":""}"#).await?;
+    let (status, answer) = pipeline
+        .post(DEV_TOKEN, r#"{"customer":{"name":"x"},"text":" ","thread_id":""}"#)
+        .await?;
     assert_eq!(status, 400);
     let details: Vec<&str> = answer["details"].as_array().unwrap().iter().map(|d| d.as_str().unwrap()).collect();
-    assert_eq!(details, ["customer: needs an email or a phone", "text: must not be blank", "thread_id: must not be blank when given"]);
+    assert_eq!(
+        details,
+        [
+            "customer: needs an email or a phone",
+            "text: must not be blank",
+            "thread_id: must not be blank when given"
+        ]
+    );
     let (status, answer) = pipeline.post(DEV_TOKEN, "{not json").await?;
     assert_eq!(status, 400);
-    assert!(answer["details"][0].as_str().unwrap().starts_with("body is not a valid message"), "{answer}");
+    assert!(
+        answer["details"][0].as_str().unwrap().starts_with("body is not a valid message"),
+        "{answer}"
+    );
     let oversized = json!({ "customer": { "email": "a@example.com" }, "text": "x".repeat(5000) }).to_string();
     let (status, _) = pipeline.post(DEV_TOKEN, &oversized).await?;
     assert_eq!(status, 413);
@@ -36,13 +48,20 @@ async fn the_gateway_rejects_bad_requests_with_clear_errors_and_stores_nothing()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_gateway_answers_503_while_the_broker_is_down_and_stores_nothing() -> anyhow::Result<()> {
-    let _serial = serial();
+    let _serial = serial().await;
     let mut pipeline = Pipeline::start(&[("OMNI__KAFKA__PRODUCER__MESSAGE_TIMEOUT_MS", "2000")]).await?;
     pipeline.broker.kill();
     let lost = json!({ "customer": { "email": "b@example.com" }, "text": "during outage", "external_id": "outage-1" }).to_string();
     let (status, answer) = pipeline.post(DEV_TOKEN, &lost).await?;
     assert_eq!(status, 503, "{answer}");
+    // Work-around for a tansu 0.6 bug, not an omni behaviour: an idempotent producer whose record
+    // timed out bumps its epoch, and tansu's SQLite storage then panics on the next produce
+    // ("more or less than one row" after OutOfOrderSequenceNumber) and accepts no produce from
+    // any client until restarted. So the gateway that saw the outage is restarted together with
+    // the broker. Against Kafka the same producer recovers by itself.
+    pipeline.gateway.sigkill();
     pipeline.broker.restart().await;
+    pipeline.gateway.restart_with(&[]).await?;
     // After the broker is back the gateway stores again; the failed request was not stored.
     let body = json!({ "customer": { "email": "b@example.com" }, "text": "after outage", "external_id": "outage-2" }).to_string();
     let started = std::time::Instant::now();
@@ -52,10 +71,18 @@ async fn the_gateway_answers_503_while_the_broker_is_down_and_stores_nothing() -
             break;
         }
         assert_eq!(status, 503, "{answer}");
-        assert!(started.elapsed() < Duration::from_secs(60), "the gateway did not recover:\n{}", pipeline.gateway.log());
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the gateway did not recover:\n{}",
+            pipeline.gateway.log()
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let raw: Vec<RawRecord> = pipeline.topic("omni.raw.api.v1")?.iter().map(|r| RawRecord::decode(r.value.as_slice()).unwrap()).collect();
+    let raw: Vec<RawRecord> = pipeline
+        .topic("omni.raw.api.v1")?
+        .iter()
+        .map(|r| RawRecord::decode(r.value.as_slice()).unwrap())
+        .collect();
     let ids: Vec<&str> = raw.iter().map(|r| r.provider_message_id.as_str()).collect();
     assert!(!ids.contains(&"outage-1"), "the request answered 503 was stored: {ids:?}");
     assert!(ids.contains(&"outage-2"));
@@ -64,23 +91,42 @@ async fn the_gateway_answers_503_while_the_broker_is_down_and_stores_nothing() -
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn undecodable_raw_records_are_dead_lettered_and_the_stream_goes_on() -> anyhow::Result<()> {
-    let _serial = serial();
+    let _serial = serial().await;
     let pipeline = Pipeline::start(&[]).await?;
     let bootstrap = pipeline.broker.bootstrap();
     let run = nonce();
     // Garbage, then a RawRecord of an unknown provider, then a malformed API payload, all on
     // the same partition key as a good message that follows them.
     produce(&bootstrap, "omni.raw.api.v1", b"k", b"\xff\xff not protobuf").await?;
-    let unknown = RawRecord { event_id: format!("unknown-{run}"), provider: "fax".into(), ..Default::default() };
+    let unknown = RawRecord {
+        event_id: format!("unknown-{run}"),
+        provider: "fax".into(),
+        ..Default::default()
+    };
     produce(&bootstrap, "omni.raw.api.v1", b"k", &unknown.encode_to_vec()).await?;
-    let malformed = RawRecord { event_id: format!("malformed-{run}"), provider: "http-api".into(), payload: b"{}".to_vec(), ..Default::default() };
+    let malformed = RawRecord {
+        event_id: format!("malformed-{run}"),
+        provider: "http-api".into(),
+        payload: b"{}".to_vec(),
+        ..Default::default()
+    };
     produce(&bootstrap, "omni.raw.api.v1", b"k", &malformed.encode_to_vec()).await?;
-    let good = pipeline.post_ok(&json!({ "customer": { "email": format!("c+{run}@example.com") }, "text": "still flowing" }).to_string()).await?;
+    let good = pipeline
+        .post_ok(&json!({ "customer": { "email": format!("c+{run}@example.com") }, "text": "still flowing" }).to_string())
+        .await?;
 
     pipeline.delivery_of(&good, Duration::from_secs(60)).await?;
-    let letters: Vec<DeadLetter> = pipeline.topic("omni.deadletter.v1")?.iter().map(|r| DeadLetter::decode(r.value.as_slice()).unwrap()).collect();
+    let letters: Vec<DeadLetter> = pipeline
+        .topic("omni.deadletter.v1")?
+        .iter()
+        .map(|r| DeadLetter::decode(r.value.as_slice()).unwrap())
+        .collect();
     assert_eq!(letters.len(), 3, "{letters:?}");
-    assert!(letters.iter().all(|l| l.stage == "normalizer" && l.fault() == Fault::Input && l.source_topic == "omni.raw.api.v1"));
+    assert!(
+        letters
+            .iter()
+            .all(|l| l.stage == "normalizer" && l.fault() == Fault::Input && l.source_topic == "omni.raw.api.v1")
+    );
     assert!(letters[0].reason.starts_with("not an omni.v1.RawRecord"), "{}", letters[0].reason);
     assert_eq!(letters[0].original_value, b"\xff\xff not protobuf");
     assert_eq!(letters[1].reason, "no adapter for provider `fax`");
@@ -104,6 +150,9 @@ fn a_bad_config_exits_64_and_lists_every_problem() {
     }
     assert!(!stderr.contains("short"), "a token value was printed:\n{stderr}");
 
-    let output = std::process::Command::new(omni_e2e::bin_dir().join("omni")).args(["config", "check"]).output().expect("run omni");
+    let output = std::process::Command::new(omni_e2e::bin_dir().join("omni"))
+        .args(["config", "check"])
+        .output()
+        .expect("run omni");
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
 }

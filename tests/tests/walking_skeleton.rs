@@ -26,7 +26,7 @@ fn form(email: &str, thread: Option<&str>, external: Option<&str>, text: &str) -
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_becomes_a_ticket_follow_ups_join_it_and_repeats_change_nothing() -> anyhow::Result<()> {
-    let _serial = serial();
+    let _serial = serial().await;
     let pipeline = Pipeline::start(&[]).await?;
     let run = nonce();
     let email = format!("ayse+{run}@example.com");
@@ -34,19 +34,23 @@ async fn a_message_becomes_a_ticket_follow_ups_join_it_and_repeats_change_nothin
 
     // First message: a new ticket, the customer as requestor, the text as content.
     let first_text = "Merhaba, 1042 numaralı siparişim hâlâ kargoya verilmedi. Ne zaman gelir?";
-    let first = pipeline.post_ok(&form(&email, Some(&thread), Some(&format!("form-77-{run}")), first_text)).await?;
+    let first = pipeline
+        .post_ok(&form(&email, Some(&thread), Some(&format!("form-77-{run}")), first_text))
+        .await?;
     let delivery = pipeline.delivery_of(&first, DELIVERY_TIMEOUT).await?;
     assert_eq!(delivery.outcome(), omni_proto::v1::delivery::Outcome::Created, "{delivery:?}");
     let ticket = delivery.ticket_id.clone();
-    assert_eq!(pipeline.rt.tickets_of_requestor(&email).await?, [ticket.clone()]);
-    assert_eq!(pipeline.rt.requestors(&ticket).await?, [email.clone()]);
+    assert_eq!(pipeline.rt.tickets_of_requestor(&email).await?, [ticket.as_str()]);
+    assert_eq!(pipeline.rt.requestors(&ticket).await?, [email.as_str()]);
     let ticket_json = pipeline.rt.get(&format!("/ticket/{ticket}")).await?;
     assert_eq!(ticket_json["Subject"], "Siparişim nerede?");
     assert_eq!(pipeline.rt.texts(&ticket).await?, [first_text]);
 
     // A follow-up in the same thread: correspondence on the same ticket.
     let second_text = "Kargo takip numarasını da paylaşır mısınız?";
-    let second = pipeline.post_ok(&form(&email, Some(&thread), Some(&format!("form-78-{run}")), second_text)).await?;
+    let second = pipeline
+        .post_ok(&form(&email, Some(&thread), Some(&format!("form-78-{run}")), second_text))
+        .await?;
     let delivery = pipeline.delivery_of(&second, DELIVERY_TIMEOUT).await?;
     assert_eq!(delivery.outcome(), omni_proto::v1::delivery::Outcome::Appended, "{delivery:?}");
     assert_eq!(delivery.ticket_id, ticket);
@@ -54,18 +58,27 @@ async fn a_message_becomes_a_ticket_follow_ups_join_it_and_repeats_change_nothin
     assert_eq!(pipeline.rt.texts(&ticket).await?, [first_text, second_text]);
 
     // The same POST again (same external_id): same event id, nothing new in RT.
-    let again = pipeline.post_ok(&form(&email, Some(&thread), Some(&format!("form-78-{run}")), second_text)).await?;
+    let again = pipeline
+        .post_ok(&form(&email, Some(&thread), Some(&format!("form-78-{run}")), second_text))
+        .await?;
     assert_eq!(again, second);
     omni_e2e::eventually("the repeat to be recorded as a duplicate", DELIVERY_TIMEOUT, || async {
-        let outcomes: Vec<_> = pipeline.deliveries()?.into_iter().filter(|d| d.event_id == second).map(|d| d.outcome()).collect();
+        let outcomes: Vec<_> = pipeline
+            .deliveries()?
+            .into_iter()
+            .filter(|d| d.event_id == second)
+            .map(|d| d.outcome())
+            .collect();
         Ok(outcomes.contains(&omni_proto::v1::delivery::Outcome::Duplicate))
     })
     .await?;
     assert_eq!(pipeline.rt.transactions(&ticket, "Correspond").await?.len(), 1);
-    assert_eq!(pipeline.rt.tickets_of_requestor(&email).await?, [ticket.clone()]);
+    assert_eq!(pipeline.rt.tickets_of_requestor(&email).await?, [ticket.as_str()]);
 
     // A different thread of the same customer: a second ticket.
-    let other = pipeline.post_ok(&form(&email, Some(&format!("{thread}-b")), None, "Bir de iade talebim var.")).await?;
+    let other = pipeline
+        .post_ok(&form(&email, Some(&format!("{thread}-b")), None, "Bir de iade talebim var."))
+        .await?;
     let delivery = pipeline.delivery_of(&other, DELIVERY_TIMEOUT).await?;
     assert_eq!(delivery.outcome(), omni_proto::v1::delivery::Outcome::Created);
     assert_ne!(delivery.ticket_id, ticket);
@@ -87,17 +100,24 @@ async fn a_message_becomes_a_ticket_follow_ups_join_it_and_repeats_change_nothin
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_customer_known_only_by_phone_gets_a_ticket() -> anyhow::Result<()> {
-    let _serial = serial();
+    let _serial = serial().await;
     let pipeline = Pipeline::start(&[]).await?;
     let run = nonce();
     // A unique, valid Dutch mobile number per run, so the shared RT has no earlier ticket for it.
-    let digits: String = run.chars().filter(char::is_ascii_hexdigit).map(|c| char::from(b'0' + (c.to_digit(16).unwrap() % 10) as u8)).collect();
+    let digits: String = run
+        .chars()
+        .filter(char::is_ascii_hexdigit)
+        .map(|c| char::from(b'0' + (c.to_digit(16).unwrap() % 10) as u8))
+        .collect();
     let phone = format!("+316{}", &digits[digits.len() - 8..]);
     let body = json!({ "customer": { "phone": phone }, "text": "Bel mij terug over mijn retour.", "thread_id": run }).to_string();
     let event_id = pipeline.post_ok(&body).await?;
     let delivery = pipeline.delivery_of(&event_id, DELIVERY_TIMEOUT).await?;
     assert_eq!(delivery.outcome(), omni_proto::v1::delivery::Outcome::Created, "{delivery:?}");
-    assert_eq!(pipeline.rt.requestors(&delivery.ticket_id).await?, [format!("{phone}@phone.invalid")]);
+    assert_eq!(
+        pipeline.rt.requestors(&delivery.ticket_id).await?,
+        [format!("{phone}@phone.invalid")]
+    );
     let ticket_json = pipeline.rt.get(&format!("/ticket/{}", delivery.ticket_id)).await?;
     assert_eq!(ticket_json["Subject"], "Bel mij terug over mijn retour.");
     Ok(())
@@ -105,11 +125,13 @@ async fn a_customer_known_only_by_phone_gets_a_ticket() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn omni_tail_and_an_independent_python_client_decode_the_event() -> anyhow::Result<()> {
-    let _serial = serial();
+    let _serial = serial().await;
     let pipeline = Pipeline::start(&[]).await?;
     let run = nonce();
     let text = "أين طلبي؟ Where is my order 1042?";
-    let event_id = pipeline.post_ok(&form(&format!("ahmed+{run}@example.com"), Some(&run), None, text)).await?;
+    let event_id = pipeline
+        .post_ok(&form(&format!("ahmed+{run}@example.com"), Some(&run), None, text))
+        .await?;
     omni_e2e::eventually("the event on the conversation topic", DELIVERY_TIMEOUT, || async {
         Ok(pipeline.conversation_events()?.iter().any(|e| e.event_id == event_id))
     })
@@ -120,7 +142,11 @@ async fn omni_tail_and_an_independent_python_client_decode_the_event() -> anyhow
         .args(["tail", "omni.conversations.v1"])
         .env("OMNI__KAFKA__BOOTSTRAP_SERVERS", pipeline.broker.bootstrap())
         .output()?;
-    assert!(output.status.success(), "omni tail failed: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "omni tail failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let stdout = String::from_utf8(output.stdout)?;
     let line = stdout.lines().find(|l| l.contains(&event_id)).expect("omni tail printed the event");
     let line: serde_json::Value = serde_json::from_str(line)?;
@@ -132,7 +158,9 @@ async fn omni_tail_and_an_independent_python_client_decode_the_event() -> anyhow
     // A client that is not ours: confluent-kafka + classes generated by protoc from proto/.
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/decode_conversation.py");
     let proto_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../proto");
-    let output = std::process::Command::new("python3").args([script, &pipeline.broker.bootstrap(), proto_dir, &event_id]).output()?;
+    let output = std::process::Command::new("python3")
+        .args([script, &pipeline.broker.bootstrap(), proto_dir, &event_id])
+        .output()?;
     assert!(
         output.status.success(),
         "python consumer failed:\n{}\n{}",

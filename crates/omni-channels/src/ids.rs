@@ -43,8 +43,14 @@ mod tests {
 
     #[test]
     fn same_input_same_id_and_fields_do_not_run_together() {
-        assert_eq!(event_id("api", "default", Some("form-77"), b"x"), event_id("api", "default", Some("form-77"), b"y"));
-        assert_ne!(event_id("api", "default", Some("form-77"), b""), event_id("api", "default", Some("form-78"), b""));
+        assert_eq!(
+            event_id("api", "default", Some("form-77"), b"x"),
+            event_id("api", "default", Some("form-77"), b"y")
+        );
+        assert_ne!(
+            event_id("api", "default", Some("form-77"), b""),
+            event_id("api", "default", Some("form-78"), b"")
+        );
         assert_ne!(event_id("api", "de", Some("fault"), b""), event_id("api", "def", Some("ault"), b""));
         assert_ne!(event_id("api", "default", None, b"a"), event_id("api", "default", None, b"b"));
         assert_ne!(conversation_id(&["a", "bc"]), conversation_id(&["ab", "c"]));

@@ -48,7 +48,11 @@ pub fn normalizers() -> &'static [&'static dyn Normalize] {
 
 /// The adapter for a record's `provider`.
 pub fn normalizer_for(provider: &str) -> Result<&'static dyn Normalize, NormalizeError> {
-    normalizers().iter().copied().find(|n| n.provider() == provider).ok_or_else(|| NormalizeError::UnknownProvider(provider.to_owned()))
+    normalizers()
+        .iter()
+        .copied()
+        .find(|n| n.provider() == provider)
+        .ok_or_else(|| NormalizeError::UnknownProvider(provider.to_owned()))
 }
 
 #[cfg(test)]
@@ -58,6 +62,9 @@ mod tests {
     #[test]
     fn adapters_are_found_by_provider() {
         assert_eq!(normalizer_for(api::PROVIDER).unwrap().provider(), "http-api");
-        assert_eq!(normalizer_for("carrier-pigeon").err(), Some(NormalizeError::UnknownProvider("carrier-pigeon".into())));
+        assert_eq!(
+            normalizer_for("carrier-pigeon").err(),
+            Some(NormalizeError::UnknownProvider("carrier-pigeon".into()))
+        );
     }
 }

@@ -55,8 +55,16 @@ enum ConfigCommand {
 
 fn main() -> ExitCode {
     match Cli::parse().command {
-        Command::Config { command: ConfigCommand::Check } => config_check(),
-        Command::Tail { topic, follow, from_end, max, message_type } => match tail(&topic, follow || from_end, from_end, max, message_type) {
+        Command::Config {
+            command: ConfigCommand::Check,
+        } => config_check(),
+        Command::Tail {
+            topic,
+            follow,
+            from_end,
+            max,
+            message_type,
+        } => match tail(&topic, follow || from_end, from_end, max, message_type) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
                 eprintln!("omni tail: {error:#}");
@@ -112,7 +120,11 @@ fn tail(topic: &str, follow: bool, from_end: bool, max: Option<u64>, message_typ
         .create()?;
     let timeout = Duration::from_secs(10);
     let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
-    let partitions: Vec<i32> = metadata.topics().iter().flat_map(|t| t.partitions().iter().map(|p| p.id())).collect();
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
     if partitions.is_empty() {
         anyhow::bail!("topic `{topic}` does not exist on {}", kafka.bootstrap_servers);
     }

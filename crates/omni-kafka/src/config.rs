@@ -65,16 +65,52 @@ pub struct ConsumerConfig {
 
 impl Validate for KafkaConfig {
     fn validate(&self, prefix: &str, problems: &mut Problems) {
-        problems.check(!self.bootstrap_servers.trim().is_empty(), format!("{prefix}.bootstrap_servers"), "must name at least one broker");
-        problems.check(self.topics.partitions >= 1, format!("{prefix}.topics.partitions"), "must be at least 1");
-        problems.check(self.topics.replication_factor >= 1, format!("{prefix}.topics.replication_factor"), "must be at least 1");
-        problems.check(self.producer.message_timeout_ms >= 1000, format!("{prefix}.producer.message_timeout_ms"), "must be at least 1000");
-        problems.check(self.producer.linger_ms <= 1000, format!("{prefix}.producer.linger_ms"), "must be at most 1000");
-        problems.check(self.producer.queue_max_messages >= 1, format!("{prefix}.producer.queue_max_messages"), "must be at least 1");
-        problems.check(self.producer.queue_max_kbytes >= 1, format!("{prefix}.producer.queue_max_kbytes"), "must be at least 1");
-        problems.check(self.consumer.session_timeout_ms >= 1000, format!("{prefix}.consumer.session_timeout_ms"), "must be at least 1000");
+        problems.check(
+            !self.bootstrap_servers.trim().is_empty(),
+            format!("{prefix}.bootstrap_servers"),
+            "must name at least one broker",
+        );
+        problems.check(
+            self.topics.partitions >= 1,
+            format!("{prefix}.topics.partitions"),
+            "must be at least 1",
+        );
+        problems.check(
+            self.topics.replication_factor >= 1,
+            format!("{prefix}.topics.replication_factor"),
+            "must be at least 1",
+        );
+        problems.check(
+            self.producer.message_timeout_ms >= 1000,
+            format!("{prefix}.producer.message_timeout_ms"),
+            "must be at least 1000",
+        );
+        problems.check(
+            self.producer.linger_ms <= 1000,
+            format!("{prefix}.producer.linger_ms"),
+            "must be at most 1000",
+        );
+        problems.check(
+            self.producer.queue_max_messages >= 1,
+            format!("{prefix}.producer.queue_max_messages"),
+            "must be at least 1",
+        );
+        problems.check(
+            self.producer.queue_max_kbytes >= 1,
+            format!("{prefix}.producer.queue_max_kbytes"),
+            "must be at least 1",
+        );
+        problems.check(
+            self.consumer.session_timeout_ms >= 1000,
+            format!("{prefix}.consumer.session_timeout_ms"),
+            "must be at least 1000",
+        );
         for key in self.properties.keys() {
-            problems.check(!PROTECTED.contains(&key.as_str()), format!("{prefix}.properties.{key}"), "omni sets this itself; it cannot be overridden");
+            problems.check(
+                !PROTECTED.contains(&key.as_str()),
+                format!("{prefix}.properties.{key}"),
+                "omni sets this itself; it cannot be overridden",
+            );
         }
     }
 }

@@ -41,11 +41,32 @@ impl DeadLetterWriter {
             event_id: event_id.to_owned(),
             failed_at: Some(now.into()),
         };
-        let id = if event_id.is_empty() { format!("{}-{}-{}", message.topic(), message.partition(), message.offset()) } else { event_id.to_owned() };
-        let headers = CloudEvent { id: &id, kind: "omni.v1.DeadLetter", source: &self.source, subject: None, time: now }.to_headers();
-        self.producer.send(DEADLETTER, message.key().unwrap_or_default(), &letter.encode_to_vec(), headers).await?;
+        let id = if event_id.is_empty() {
+            format!("{}-{}-{}", message.topic(), message.partition(), message.offset())
+        } else {
+            event_id.to_owned()
+        };
+        let headers = CloudEvent {
+            id: &id,
+            kind: "omni.v1.DeadLetter",
+            source: &self.source,
+            subject: None,
+            time: now,
+        }
+        .to_headers();
+        self.producer
+            .send(DEADLETTER, message.key().unwrap_or_default(), &letter.encode_to_vec(), headers)
+            .await?;
         metrics::counter!("omni_deadletters_total", "stage" => self.stage, "fault" => fault.as_str_name()).increment(1);
-        tracing::warn!(stage = self.stage, topic = message.topic(), partition = message.partition(), offset = message.offset(), event_id, reason, "record dead-lettered");
+        tracing::warn!(
+            stage = self.stage,
+            topic = message.topic(),
+            partition = message.partition(),
+            offset = message.offset(),
+            event_id,
+            reason,
+            "record dead-lettered"
+        );
         Ok(())
     }
 }

@@ -29,14 +29,35 @@ impl CloudEvent<'_> {
     pub fn to_headers(&self) -> OwnedHeaders {
         let time = prost_types::Timestamp::from(self.time).to_string();
         let headers = OwnedHeaders::new_with_capacity(7)
-            .insert(Header { key: "ce_specversion", value: Some("1.0") })
-            .insert(Header { key: "ce_id", value: Some(self.id) })
-            .insert(Header { key: "ce_type", value: Some(self.kind) })
-            .insert(Header { key: "ce_source", value: Some(self.source) })
-            .insert(Header { key: "ce_time", value: Some(time.as_str()) })
-            .insert(Header { key: "content-type", value: Some(CONTENT_TYPE) });
+            .insert(Header {
+                key: "ce_specversion",
+                value: Some("1.0"),
+            })
+            .insert(Header {
+                key: "ce_id",
+                value: Some(self.id),
+            })
+            .insert(Header {
+                key: "ce_type",
+                value: Some(self.kind),
+            })
+            .insert(Header {
+                key: "ce_source",
+                value: Some(self.source),
+            })
+            .insert(Header {
+                key: "ce_time",
+                value: Some(time.as_str()),
+            })
+            .insert(Header {
+                key: "content-type",
+                value: Some(CONTENT_TYPE),
+            });
         match self.subject {
-            Some(subject) => headers.insert(Header { key: "ce_subject", value: Some(subject) }),
+            Some(subject) => headers.insert(Header {
+                key: "ce_subject",
+                value: Some(subject),
+            }),
             None => headers,
         }
     }
@@ -44,14 +65,23 @@ impl CloudEvent<'_> {
 
 /// Reads one header as UTF-8 text.
 pub fn header_str<'a, H: Headers>(headers: &'a H, key: &str) -> Option<&'a str> {
-    headers.iter().find(|header| header.key == key).and_then(|header| header.value).and_then(|value| std::str::from_utf8(value).ok())
+    headers
+        .iter()
+        .find(|header| header.key == key)
+        .and_then(|header| header.value)
+        .and_then(|value| std::str::from_utf8(value).ok())
 }
 
 /// Every header as text (values that are not UTF-8 are rendered lossily).
 pub fn headers_map<H: Headers>(headers: &H) -> std::collections::BTreeMap<String, String> {
     headers
         .iter()
-        .map(|header| (header.key.to_owned(), header.value.map(|v| String::from_utf8_lossy(v).into_owned()).unwrap_or_default()))
+        .map(|header| {
+            (
+                header.key.to_owned(),
+                header.value.map(|v| String::from_utf8_lossy(v).into_owned()).unwrap_or_default(),
+            )
+        })
         .collect()
 }
 

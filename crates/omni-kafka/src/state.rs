@@ -39,15 +39,30 @@ pub enum StateError {
 
 /// Reads `topic` from the beginning to its current end and returns the latest value per key
 /// (tombstones remove the key).
-pub async fn read_all(config: &KafkaConfig, client_id: &str, topic: &str, timeout: Duration) -> Result<HashMap<Vec<u8>, Vec<u8>>, StateError> {
+pub async fn read_all(
+    config: &KafkaConfig,
+    client_id: &str,
+    topic: &str,
+    timeout: Duration,
+) -> Result<HashMap<Vec<u8>, Vec<u8>>, StateError> {
     let config = config.clone();
     let client_id = client_id.to_owned();
     let topic = topic.to_owned();
-    tokio::task::spawn_blocking(move || read_all_blocking(&config, &client_id, &topic, timeout)).await.expect("state reader panicked")
+    tokio::task::spawn_blocking(move || read_all_blocking(&config, &client_id, &topic, timeout))
+        .await
+        .expect("state reader panicked")
 }
 
-fn read_all_blocking(config: &KafkaConfig, client_id: &str, topic: &str, timeout: Duration) -> Result<HashMap<Vec<u8>, Vec<u8>>, StateError> {
-    let kafka = |source| StateError::Kafka { topic: topic.to_owned(), source };
+fn read_all_blocking(
+    config: &KafkaConfig,
+    client_id: &str,
+    topic: &str,
+    timeout: Duration,
+) -> Result<HashMap<Vec<u8>, Vec<u8>>, StateError> {
+    let kafka = |source| StateError::Kafka {
+        topic: topic.to_owned(),
+        source,
+    };
     let started = Instant::now();
     let consumer: BaseConsumer = config
         .client_config(client_id)
@@ -57,13 +72,19 @@ fn read_all_blocking(config: &KafkaConfig, client_id: &str, topic: &str, timeout
         .create()
         .map_err(kafka)?;
     let metadata = consumer.fetch_metadata(Some(topic), timeout).map_err(kafka)?;
-    let partitions: Vec<i32> = metadata.topics().iter().flat_map(|t| t.partitions().iter().map(|p| p.id())).collect();
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
     let mut assignment = TopicPartitionList::new();
     let mut remaining: HashMap<i32, i64> = HashMap::new();
     for partition in partitions {
         let (low, high) = consumer.fetch_watermarks(topic, partition, timeout).map_err(kafka)?;
         if high > low {
-            assignment.add_partition_offset(topic, partition, Offset::Beginning).map_err(kafka)?;
+            assignment
+                .add_partition_offset(topic, partition, Offset::Beginning)
+                .map_err(kafka)?;
             remaining.insert(partition, high);
         }
     }
@@ -75,9 +96,14 @@ fn read_all_blocking(config: &KafkaConfig, client_id: &str, topic: &str, timeout
     let mut records = 0_u64;
     while !remaining.is_empty() {
         if started.elapsed() > timeout {
-            return Err(StateError::Timeout { topic: topic.to_owned(), timeout });
+            return Err(StateError::Timeout {
+                topic: topic.to_owned(),
+                timeout,
+            });
         }
-        let Some(result) = consumer.poll(Duration::from_millis(200)) else { continue };
+        let Some(result) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
         let message = result.map_err(kafka)?;
         records += 1;
         if let Some(key) = message.key() {
@@ -92,6 +118,12 @@ fn read_all_blocking(config: &KafkaConfig, client_id: &str, topic: &str, timeout
             remaining.remove(&message.partition());
         }
     }
-    tracing::info!(topic, records, keys = state.len(), elapsed_ms = started.elapsed().as_millis() as u64, "state restored");
+    tracing::info!(
+        topic,
+        records,
+        keys = state.len(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "state restored"
+    );
     Ok(state)
 }

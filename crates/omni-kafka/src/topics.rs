@@ -88,18 +88,43 @@ pub struct TopicSpec {
 
 /// Every topic omni reads or writes.
 pub fn all_topics() -> Vec<TopicSpec> {
-    let mut topics: Vec<TopicSpec> =
-        raw_topics().into_iter().map(|name| TopicSpec { name, message_type: "omni.v1.RawRecord", compacted: false }).collect();
-    topics.push(TopicSpec { name: CONVERSATIONS.into(), message_type: "omni.v1.ConversationEvent", compacted: false });
-    topics.push(TopicSpec { name: DELIVERIES.into(), message_type: "omni.v1.Delivery", compacted: false });
-    topics.push(TopicSpec { name: DEADLETTER.into(), message_type: "omni.v1.DeadLetter", compacted: false });
-    topics.push(TopicSpec { name: STATE_ROUTER.into(), message_type: "omni.v1.RouterState", compacted: true });
+    let mut topics: Vec<TopicSpec> = raw_topics()
+        .into_iter()
+        .map(|name| TopicSpec {
+            name,
+            message_type: "omni.v1.RawRecord",
+            compacted: false,
+        })
+        .collect();
+    topics.push(TopicSpec {
+        name: CONVERSATIONS.into(),
+        message_type: "omni.v1.ConversationEvent",
+        compacted: false,
+    });
+    topics.push(TopicSpec {
+        name: DELIVERIES.into(),
+        message_type: "omni.v1.Delivery",
+        compacted: false,
+    });
+    topics.push(TopicSpec {
+        name: DEADLETTER.into(),
+        message_type: "omni.v1.DeadLetter",
+        compacted: false,
+    });
+    topics.push(TopicSpec {
+        name: STATE_ROUTER.into(),
+        message_type: "omni.v1.RouterState",
+        compacted: true,
+    });
     topics
 }
 
 /// The record type a topic carries, by its name.
 pub fn message_type_of(topic: &str) -> Option<&'static str> {
-    all_topics().into_iter().find(|spec| spec.name == topic).map(|spec| spec.message_type)
+    all_topics()
+        .into_iter()
+        .find(|spec| spec.name == topic)
+        .map(|spec| spec.message_type)
 }
 
 /// Why topics could not be ensured.
@@ -131,11 +156,21 @@ pub async fn ensure_topics(config: &KafkaConfig, client_id: &str) -> Result<(), 
     let new_topics: Vec<NewTopic<'_>> = specs
         .iter()
         .map(|spec| {
-            let topic = NewTopic::new(&spec.name, config.topics.partitions, TopicReplication::Fixed(config.topics.replication_factor));
-            if spec.compacted { topic.set("cleanup.policy", "compact") } else { topic }
+            let topic = NewTopic::new(
+                &spec.name,
+                config.topics.partitions,
+                TopicReplication::Fixed(config.topics.replication_factor),
+            );
+            if spec.compacted {
+                topic.set("cleanup.policy", "compact")
+            } else {
+                topic
+            }
         })
         .collect();
-    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))).request_timeout(Some(Duration::from_secs(15)));
+    let options = AdminOptions::new()
+        .operation_timeout(Some(Duration::from_secs(10)))
+        .request_timeout(Some(Duration::from_secs(15)));
     let results = admin.create_topics(&new_topics, &options).await.map_err(TopicsError::Request)?;
     for result in results {
         match result {
@@ -148,9 +183,12 @@ pub async fn ensure_topics(config: &KafkaConfig, client_id: &str) -> Result<(), 
 }
 
 /// Creates missing topics, retrying with backoff until the broker answers, so a service can
-/// start before the broker. Marks the `kafka` readiness check meanwhile.
-pub async fn ensure_topics_until_ready(config: &KafkaConfig, client_id: &str, context: &omni_runtime::ServiceContext) -> Result<(), TopicsError> {
-    context.readiness.register("kafka");
+/// start before the broker. Sets the `kafka` readiness check (register it first).
+pub async fn ensure_topics_until_ready(
+    config: &KafkaConfig,
+    client_id: &str,
+    context: &omni_runtime::ServiceContext,
+) -> Result<(), TopicsError> {
     let mut delay = Duration::from_millis(200);
     loop {
         match ensure_topics(config, client_id).await {

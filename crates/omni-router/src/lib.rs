@@ -76,6 +76,11 @@ pub fn destinations(config: &RouterConfig) -> anyhow::Result<BTreeMap<String, Ar
 pub async fn run(config: RouterServiceConfig, context: ServiceContext) -> anyhow::Result<()> {
     let client_id = format!("omni-router-{}", config.router.instance_id);
     let source = format!("omni/router/{}", config.router.instance_id);
+    context.readiness.register("kafka");
+    context
+        .readiness
+        .register(&format!("destination:{}", config.router.default_destination));
+    context.readiness.register("state");
     topics::ensure_topics_until_ready(&config.kafka, &client_id, &context).await?;
     let destinations = destinations(&config.router)?;
     let destination_name = config.router.default_destination.clone();
@@ -83,22 +88,39 @@ pub async fn run(config: RouterServiceConfig, context: ServiceContext) -> anyhow
     wait_for_helpdesk(&destination_name, helpdesk.as_ref(), &context).await;
 
     let producer = Producer::new(&config.kafka, &client_id)?;
-    context.readiness.register("state");
     let timeout = Duration::from_secs(config.router.state_restore_timeout_secs);
     let mut state = StateStore::restore(&config.kafka, &client_id, producer.clone(), source.clone(), timeout).await?;
     let (conversations, events) = state.len();
     tracing::info!(conversations, events, "router state restored");
     context.readiness.ready("state");
 
-    let consumer = consumer::group_consumer(&config.kafka, &client_id, &config.router.group_id, &[topics::CONVERSATIONS])?;
+    let consumer = consumer::group_consumer(
+        &config.kafka,
+        &client_id,
+        &config.router.group_id,
+        &config.router.instance_id,
+        &[topics::CONVERSATIONS],
+    )?;
     let dead_letters = DeadLetterWriter::new(producer.clone(), "router", source.clone());
-    let router = Router { producer, source, destination: destination_name, helpdesk, dead_letters };
+    let router = Router {
+        producer,
+        source,
+        destination: destination_name,
+        helpdesk,
+        dead_letters,
+    };
     loop {
         let message = tokio::select! {
             () = context.shutdown.cancelled() => break,
             received = consumer.recv() => match received {
                 Ok(message) => message,
-                Err(error) => { tracing::warn!(%error, "consumer error"); continue; }
+                Err(error) => {
+                    if let Some(fatal) = consumer::fatal_error(&consumer) {
+                        anyhow::bail!("consumer failed fatally: {fatal}");
+                    }
+                    tracing::warn!(%error, "consumer error");
+                    continue;
+                }
             },
         };
         // Not stored when shutdown interrupted the retries: the event is delivered again later.
@@ -120,7 +142,6 @@ pub async fn run(config: RouterServiceConfig, context: ServiceContext) -> anyhow
 
 async fn wait_for_helpdesk(name: &str, helpdesk: &dyn Helpdesk, context: &ServiceContext) {
     let check = format!("destination:{name}");
-    context.readiness.register(&check);
     let mut delay = Duration::from_millis(500);
     loop {
         match helpdesk.check().await {
@@ -155,10 +176,22 @@ impl Router {
     async fn handle(&self, state: &mut StateStore, message: &BorrowedMessage<'_>) -> Result<(), ProduceError> {
         let event = match ConversationEvent::decode(message.payload().unwrap_or_default()) {
             Ok(event) if !event.event_id.is_empty() && !event.conversation_id.is_empty() => event,
-            Ok(_) => return self.dead_letter(message, Fault::Input, "conversation event without event_id or conversation_id", "").await,
-            Err(error) => return self.dead_letter(message, Fault::Input, &format!("not an omni.v1.ConversationEvent: {error}"), "").await,
+            Ok(_) => {
+                return self
+                    .dead_letter(message, Fault::Input, "conversation event without event_id or conversation_id", "")
+                    .await;
+            }
+            Err(error) => {
+                return self
+                    .dead_letter(message, Fault::Input, &format!("not an omni.v1.ConversationEvent: {error}"), "")
+                    .await;
+            }
         };
-        let backoff = ExponentialBuilder::default().with_min_delay(Duration::from_millis(200)).with_max_delay(Duration::from_secs(30)).with_jitter().without_max_times();
+        let backoff = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(200))
+            .with_max_delay(Duration::from_secs(30))
+            .with_jitter()
+            .without_max_times();
         let state = tokio::sync::Mutex::new(state);
         let result = (|| async { self.deliver(&mut **state.lock().await, &event).await })
             .retry(backoff)
@@ -176,11 +209,13 @@ impl Router {
             Ok((outcome, ticket)) => (outcome, Some(ticket), None),
             Err(DeliverError::Kafka(error)) => return Err(error),
             Err(error) => {
-                self.dead_letter(message, Fault::External, &error.to_string(), &event.event_id).await?;
+                self.dead_letter(message, Fault::External, &error.to_string(), &event.event_id)
+                    .await?;
                 (Outcome::DeadLettered, None, Some(error.to_string()))
             }
         };
-        metrics::counter!("omni_router_events_total", "destination" => self.destination.clone(), "outcome" => outcome.as_str_name()).increment(1);
+        metrics::counter!("omni_router_events_total", "destination" => self.destination.clone(), "outcome" => outcome.as_str_name())
+            .increment(1);
         tracing::debug!(destination = %self.destination, event_id = %event.event_id, conversation_id = %event.conversation_id, outcome = outcome.as_str_name(), "event routed");
         self.record_delivery(&event, outcome, ticket.as_ref(), error).await
     }
@@ -191,10 +226,10 @@ impl Router {
         let (event_id, conversation_id) = (event.event_id.as_str(), event.conversation_id.as_str());
         let status = state.event(destination, event_id);
         let mut ticket = state.ticket(destination, conversation_id).cloned();
-        if status == Status::Done {
-            if let Some(ticket) = ticket {
-                return Ok((Outcome::Duplicate, ticket));
-            }
+        if status == Status::Done
+            && let Some(ticket) = ticket
+        {
+            return Ok((Outcome::Duplicate, ticket));
         }
         if ticket.is_none()
             && let Some(found) = self.helpdesk.find_ticket(conversation_id).await?
@@ -229,7 +264,13 @@ impl Router {
         }
     }
 
-    async fn record_delivery(&self, event: &ConversationEvent, outcome: Outcome, ticket: Option<&TicketRef>, error: Option<String>) -> Result<(), ProduceError> {
+    async fn record_delivery(
+        &self,
+        event: &ConversationEvent,
+        outcome: Outcome,
+        ticket: Option<&TicketRef>,
+        error: Option<String>,
+    ) -> Result<(), ProduceError> {
         let now = SystemTime::now();
         let ingest_to_delivery = event
             .received_at
@@ -238,7 +279,8 @@ impl Router {
         if let Some(latency) = ingest_to_delivery
             && outcome != Outcome::Duplicate
         {
-            metrics::histogram!("omni_router_ingest_to_delivery_seconds", "destination" => self.destination.clone()).record(latency.as_secs_f64());
+            metrics::histogram!("omni_router_ingest_to_delivery_seconds", "destination" => self.destination.clone())
+                .record(latency.as_secs_f64());
         }
         let delivery = Delivery {
             event_id: event.event_id.clone(),
@@ -253,14 +295,29 @@ impl Router {
             customer: event.participants.iter().find(|p| p.role == Role::Customer as i32).cloned(),
             error: error.unwrap_or_default(),
         };
-        let headers = CloudEvent { id: &event.event_id, kind: "omni.v1.Delivery", source: &self.source, subject: Some(&event.conversation_id), time: now }.to_headers();
-        self.producer.send(topics::DELIVERIES, event.event_id.as_bytes(), &delivery.encode_to_vec(), headers).await?;
+        let headers = CloudEvent {
+            id: &event.event_id,
+            kind: "omni.v1.Delivery",
+            source: &self.source,
+            subject: Some(&event.conversation_id),
+            time: now,
+        }
+        .to_headers();
+        self.producer
+            .send(topics::DELIVERIES, event.event_id.as_bytes(), &delivery.encode_to_vec(), headers)
+            .await?;
         Ok(())
     }
 
     async fn dead_letter(&self, message: &BorrowedMessage<'_>, fault: Fault, reason: &str, event_id: &str) -> Result<(), ProduceError> {
-        let backoff = ExponentialBuilder::default().with_max_delay(Duration::from_secs(10)).with_jitter().without_max_times();
-        (|| self.dead_letters.send(message, fault, reason, event_id)).retry(backoff).when(ProduceError::is_transient).await
+        let backoff = ExponentialBuilder::default()
+            .with_max_delay(Duration::from_secs(10))
+            .with_jitter()
+            .without_max_times();
+        (|| self.dead_letters.send(message, fault, reason, event_id))
+            .retry(backoff)
+            .when(ProduceError::is_transient)
+            .await
     }
 }
 

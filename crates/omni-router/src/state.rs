@@ -29,9 +29,20 @@ fn event_key(destination: &str, event_id: &str) -> String {
 
 impl StateStore {
     /// Reads the whole state topic.
-    pub async fn restore(kafka: &KafkaConfig, client_id: &str, producer: Producer, source: String, timeout: Duration) -> Result<Self, omni_kafka::state::StateError> {
+    pub async fn restore(
+        kafka: &KafkaConfig,
+        client_id: &str,
+        producer: Producer,
+        source: String,
+        timeout: Duration,
+    ) -> Result<Self, omni_kafka::state::StateError> {
         let records = omni_kafka::state::read_all(kafka, client_id, topics::STATE_ROUTER, timeout).await?;
-        let mut store = Self { producer, source, tickets: HashMap::new(), events: HashMap::new() };
+        let mut store = Self {
+            producer,
+            source,
+            tickets: HashMap::new(),
+            events: HashMap::new(),
+        };
         for (key, value) in records {
             let Ok(key) = String::from_utf8(key) else { continue };
             store.apply(&key, &value);
@@ -42,7 +53,13 @@ impl StateStore {
     fn apply(&mut self, key: &str, value: &[u8]) {
         match RouterState::decode(value).map(|state| state.entry) {
             Ok(Some(Entry::Ticket(ticket))) => {
-                self.tickets.insert(key.to_owned(), TicketRef { id: ticket.ticket_id, url: ticket.ticket_url });
+                self.tickets.insert(
+                    key.to_owned(),
+                    TicketRef {
+                        id: ticket.ticket_id,
+                        url: ticket.ticket_url,
+                    },
+                );
             }
             Ok(Some(Entry::Event(event))) => {
                 self.events.insert(key.to_owned(), event.status());
@@ -63,21 +80,48 @@ impl StateStore {
 
     /// How far delivery of an event to a destination got.
     pub fn event(&self, destination: &str, event_id: &str) -> Status {
-        self.events.get(&event_key(destination, event_id)).copied().unwrap_or(Status::Unspecified)
+        self.events
+            .get(&event_key(destination, event_id))
+            .copied()
+            .unwrap_or(Status::Unspecified)
     }
 
     /// Records that the router is about to call the helpdesk for this event.
     pub async fn mark_pending(&mut self, destination: &str, event_id: &str) -> Result<(), ProduceError> {
-        let entry = Entry::Event(EventDelivery { status: Status::Pending as i32, ticket_id: String::new(), updated_at: Some(SystemTime::now().into()) });
+        let entry = Entry::Event(EventDelivery {
+            status: Status::Pending as i32,
+            ticket_id: String::new(),
+            updated_at: Some(SystemTime::now().into()),
+        });
         self.write(vec![(event_key(destination, event_id), entry)]).await
     }
 
     /// Records that the helpdesk has the event, in `ticket`, which holds the conversation.
-    pub async fn mark_done(&mut self, destination: &str, conversation_id: &str, event_id: &str, ticket: &TicketRef) -> Result<(), ProduceError> {
+    pub async fn mark_done(
+        &mut self,
+        destination: &str,
+        conversation_id: &str,
+        event_id: &str,
+        ticket: &TicketRef,
+    ) -> Result<(), ProduceError> {
         let now = Some(SystemTime::now().into());
-        let mut entries = vec![(event_key(destination, event_id), Entry::Event(EventDelivery { status: Status::Done as i32, ticket_id: ticket.id.clone(), updated_at: now }))];
+        let mut entries = vec![(
+            event_key(destination, event_id),
+            Entry::Event(EventDelivery {
+                status: Status::Done as i32,
+                ticket_id: ticket.id.clone(),
+                updated_at: now,
+            }),
+        )];
         if self.ticket(destination, conversation_id) != Some(ticket) {
-            entries.push((ticket_key(destination, conversation_id), Entry::Ticket(StoredTicket { ticket_id: ticket.id.clone(), ticket_url: ticket.url.clone(), updated_at: now })));
+            entries.push((
+                ticket_key(destination, conversation_id),
+                Entry::Ticket(StoredTicket {
+                    ticket_id: ticket.id.clone(),
+                    ticket_url: ticket.url.clone(),
+                    updated_at: now,
+                }),
+            ));
         }
         self.write(entries).await
     }
@@ -87,7 +131,14 @@ impl StateStore {
         let mut encoded = Vec::with_capacity(entries.len());
         for (key, entry) in entries {
             let value = RouterState { entry: Some(entry) }.encode_to_vec();
-            let headers = CloudEvent { id: &key, kind: "omni.v1.RouterState", source: &self.source, subject: None, time: SystemTime::now() }.to_headers();
+            let headers = CloudEvent {
+                id: &key,
+                kind: "omni.v1.RouterState",
+                source: &self.source,
+                subject: None,
+                time: SystemTime::now(),
+            }
+            .to_headers();
             pending.push(self.producer.enqueue(topics::STATE_ROUTER, key.as_bytes(), &value, headers)?);
             encoded.push((key, value));
         }

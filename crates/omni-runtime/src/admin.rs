@@ -14,7 +14,8 @@ use axum::{Json, Router};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio_util::sync::CancellationToken;
 
-/// Named readiness checks; the service is ready when all of them are.
+/// Named readiness checks; the service is ready when at least one is registered and all of them
+/// pass, so a service is not reported ready before it declared what it waits for.
 #[derive(Clone, Debug, Default)]
 pub struct Readiness {
     checks: Arc<Mutex<BTreeMap<String, Result<(), String>>>>,
@@ -42,15 +43,20 @@ impl Readiness {
 
     /// Whether every check passes.
     pub fn is_ready(&self) -> bool {
-        self.checks.lock().expect("readiness lock").values().all(Result::is_ok)
+        self.report().0
     }
 
     fn report(&self) -> (bool, serde_json::Value) {
         let checks = self.checks.lock().expect("readiness lock");
-        let ready = checks.values().all(Result::is_ok);
+        let ready = !checks.is_empty() && checks.values().all(Result::is_ok);
         let detail: serde_json::Map<String, serde_json::Value> = checks
             .iter()
-            .map(|(name, state)| (name.clone(), serde_json::Value::String(state.clone().err().unwrap_or_else(|| "ok".into()))))
+            .map(|(name, state)| {
+                (
+                    name.clone(),
+                    serde_json::Value::String(state.clone().err().unwrap_or_else(|| "ok".into())),
+                )
+            })
             .collect();
         (ready, serde_json::json!({ "ready": ready, "checks": detail }))
     }
@@ -85,11 +91,17 @@ pub async fn serve(listen: SocketAddr, readiness: Readiness, shutdown: Cancellat
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|error| anyhow::anyhow!("cannot listen for admin endpoints on {listen}: {error}"))?;
-    let state = AdminState { readiness, metrics: metrics_handle() };
+    let state = AdminState {
+        readiness,
+        metrics: metrics_handle(),
+    };
     let app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(|State(state): State<AdminState>| async move { state.metrics.render() }))
+        .route(
+            "/metrics",
+            get(|State(state): State<AdminState>| async move { state.metrics.render() }),
+        )
         .with_state(state);
     tracing::info!(%listen, "admin endpoints listening");
     Ok(tokio::spawn(async move {
@@ -111,6 +123,7 @@ mod tests {
     #[test]
     fn ready_only_when_every_check_is() {
         let readiness = Readiness::default();
+        assert!(!readiness.is_ready(), "nothing registered yet");
         readiness.register("kafka");
         readiness.register("helpdesk");
         assert!(!readiness.is_ready());

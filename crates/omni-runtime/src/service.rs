@@ -63,7 +63,10 @@ where
         let readiness = Readiness::default();
         let admin_task = admin::serve(config.admin_listen(), readiness.clone(), shutdown.child_token()).await?;
         let drain_timeout = config.drain_timeout();
-        let context = ServiceContext { shutdown: shutdown.clone(), readiness };
+        let context = ServiceContext {
+            shutdown: shutdown.clone(),
+            readiness,
+        };
         let mut service = tokio::spawn(run(config, context));
         tracing::info!(service = name, version = env!("CARGO_PKG_VERSION"), "started");
         let outcome = tokio::select! {
@@ -107,7 +110,10 @@ pub fn load<C: ServiceConfig>() -> Result<(C, TelemetryConfig), SettingsError> {
     let telemetry: Option<TelemetryConfig> = settings.section("telemetry", &mut problems);
     let config = C::from_settings(&settings, &mut problems);
     problems.into_result()?;
-    Ok((config.expect("no problems means the section was read"), telemetry.expect("no problems means the section was read")))
+    Ok((
+        config.expect("no problems means the section was read"),
+        telemetry.expect("no problems means the section was read"),
+    ))
 }
 
 async fn wait_for_signal() {

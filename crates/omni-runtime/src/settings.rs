@@ -58,10 +58,17 @@ impl Settings {
         }
         let env: std::collections::HashMap<String, String> = env.into_iter().filter(|(key, _)| key.starts_with("OMNI__")).collect();
         builder = builder.add_source(
-            config::Environment::with_prefix("OMNI").prefix_separator("__").separator("__").try_parsing(true).source(Some(env)),
+            config::Environment::with_prefix("OMNI")
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true)
+                .source(Some(env)),
         );
         let merged = builder.build().map_err(|error| SettingsError::Load(error.to_string()))?;
-        Ok(Self { merged, file: file.map(str::to_owned) })
+        Ok(Self {
+            merged,
+            file: file.map(str::to_owned),
+        })
     }
 
     /// Reads one section as a typed struct, recording a problem instead of failing so the
@@ -109,7 +116,11 @@ impl Problems {
 
     /// `Ok(())` when nothing was found, else every problem.
     pub fn into_result(self) -> Result<(), SettingsError> {
-        if self.is_empty() { Ok(()) } else { Err(SettingsError::Invalid(self)) }
+        if self.is_empty() {
+            Ok(())
+        } else {
+            Err(SettingsError::Invalid(self))
+        }
     }
 }
 
@@ -179,7 +190,11 @@ mod tests {
 
     #[test]
     fn every_problem_is_reported_at_once() {
-        let env = env(&[("OMNI__SAMPLE__LISTEN", "nowhere"), ("OMNI__SAMPLE__LIMIT", "0"), ("OMNI__OTHER__X", "1")]);
+        let env = env(&[
+            ("OMNI__SAMPLE__LISTEN", "nowhere"),
+            ("OMNI__SAMPLE__LIMIT", "0"),
+            ("OMNI__OTHER__X", "1"),
+        ]);
         let settings = Settings::load_from(None, env).unwrap();
         let mut problems = Problems::default();
         let _: Option<Sample> = settings.section("sample", &mut problems);

@@ -21,7 +21,7 @@ use omni_proto::v1::{Body, Channel, ConversationEvent, Direction, ProviderRefere
 
 pub use payload::{ApiMessage, Customer, ValidMessage, parse};
 
-use crate::{NormalizeError, Normalize, ids};
+use crate::{Normalize, NormalizeError, ids};
 
 /// The `provider` of raw records from this channel.
 pub const PROVIDER: &str = "http-api";
@@ -48,7 +48,11 @@ pub fn ids(account: &str, message: &ValidMessage, body: &[u8]) -> MessageIds {
         None => ids::conversation_id(&[CHANNEL, account, "event", &event_id]),
     };
     let partition_key = ids::partition_key(&[CHANNEL, account, customer]);
-    MessageIds { event_id, conversation_id, partition_key }
+    MessageIds {
+        event_id,
+        conversation_id,
+        partition_key,
+    }
 }
 
 /// Normalizes raw records of the HTTP API channel.
@@ -60,9 +64,17 @@ impl Normalize for ApiNormalizer {
     }
 
     fn normalize(&self, raw: &RawRecord) -> Result<ConversationEvent, NormalizeError> {
-        let message = parse(&raw.payload).map_err(|problems| NormalizeError::Malformed { provider: PROVIDER, reason: problems.join("; ") })?;
+        let message = parse(&raw.payload).map_err(|problems| NormalizeError::Malformed {
+            provider: PROVIDER,
+            reason: problems.join("; "),
+        })?;
         let ids = ids(&raw.account, &message, &raw.payload);
-        let reply_to = message.customer.email.clone().or_else(|| message.customer.phone.clone()).unwrap_or_default();
+        let reply_to = message
+            .customer
+            .email
+            .clone()
+            .or_else(|| message.customer.phone.clone())
+            .unwrap_or_default();
         Ok(ConversationEvent {
             event_id: raw.event_id.clone(),
             conversation_id: ids.conversation_id,
@@ -70,7 +82,11 @@ impl Normalize for ApiNormalizer {
             direction: Direction::Inbound as i32,
             participants: vec![message.customer.participant()],
             subject: message.subject.clone().unwrap_or_default(),
-            body: Some(Body { text: message.text.clone(), html: String::new(), new_text: message.text.clone() }),
+            body: Some(Body {
+                text: message.text.clone(),
+                html: String::new(),
+                new_text: message.text.clone(),
+            }),
             attachments: Vec::new(),
             call: None,
             language: message.language.clone().unwrap_or_default(),
@@ -103,7 +119,10 @@ mod tests {
             provider: PROVIDER.into(),
             account: "default".into(),
             payload: body.as_bytes().to_vec(),
-            received_at: Some(prost_types::Timestamp { seconds: 1_700_000_000, nanos: 0 }),
+            received_at: Some(prost_types::Timestamp {
+                seconds: 1_700_000_000,
+                nanos: 0,
+            }),
             ..Default::default()
         }
     }
@@ -114,11 +133,17 @@ mod tests {
     fn contact_form_normalizes_to_a_readable_event() {
         let event = ApiNormalizer.normalize(&raw(FORM)).unwrap();
         assert_eq!(event.subject, "Siparişim nerede?");
-        assert_eq!(event.body.as_ref().unwrap().text, "Merhaba, 1042 numaralı siparişim hâlâ kargoya verilmedi. Ne zaman gelir?");
+        assert_eq!(
+            event.body.as_ref().unwrap().text,
+            "Merhaba, 1042 numaralı siparişim hâlâ kargoya verilmedi. Ne zaman gelir?"
+        );
         let customer = &event.participants[0];
         assert_eq!(customer.display_name, "Ayşe Yılmaz");
         let kinds: Vec<(i32, &str)> = customer.identifiers.iter().map(|i| (i.kind, i.value.as_str())).collect();
-        assert_eq!(kinds, [(Kind::Email as i32, "ayse@example.com"), (Kind::Phone as i32, "+905551112233")]);
+        assert_eq!(
+            kinds,
+            [(Kind::Email as i32, "ayse@example.com"), (Kind::Phone as i32, "+905551112233")]
+        );
         assert_eq!(event.provider.as_ref().unwrap().message_id, "form-77");
         assert_eq!(event.provider.as_ref().unwrap().reply_to, "ayse@example.com");
         assert_eq!(event.channel, Channel::Api as i32);
@@ -151,8 +176,14 @@ mod tests {
         let a = parse(FORM.as_bytes()).unwrap();
         let edited = FORM.replace("Ne zaman gelir?", "Ne zaman?");
         let b = parse(edited.as_bytes()).unwrap();
-        assert_eq!(ids("default", &a, FORM.as_bytes()).event_id, ids("default", &b, edited.as_bytes()).event_id);
-        assert_ne!(ids("default", &a, FORM.as_bytes()).event_id, ids("other", &a, FORM.as_bytes()).event_id);
+        assert_eq!(
+            ids("default", &a, FORM.as_bytes()).event_id,
+            ids("default", &b, edited.as_bytes()).event_id
+        );
+        assert_ne!(
+            ids("default", &a, FORM.as_bytes()).event_id,
+            ids("other", &a, FORM.as_bytes()).event_id
+        );
     }
 
     #[test]

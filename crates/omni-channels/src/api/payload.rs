@@ -63,12 +63,24 @@ impl Customer {
     pub fn participant(&self) -> Participant {
         let mut identifiers = Vec::new();
         if let Some(email) = &self.email {
-            identifiers.push(ContactIdentifier { kind: Kind::Email as i32, value: email.clone(), platform: String::new() });
+            identifiers.push(ContactIdentifier {
+                kind: Kind::Email as i32,
+                value: email.clone(),
+                platform: String::new(),
+            });
         }
         if let Some(phone) = &self.phone {
-            identifiers.push(ContactIdentifier { kind: Kind::Phone as i32, value: phone.clone(), platform: String::new() });
+            identifiers.push(ContactIdentifier {
+                kind: Kind::Phone as i32,
+                value: phone.clone(),
+                platform: String::new(),
+            });
         }
-        Participant { role: Role::Customer as i32, display_name: self.name.clone().unwrap_or_default(), identifiers }
+        Participant {
+            role: Role::Customer as i32,
+            display_name: self.name.clone().unwrap_or_default(),
+            identifiers,
+        }
     }
 }
 
@@ -133,7 +145,12 @@ pub fn parse(body: &[u8]) -> Result<ValidMessage, Vec<String>> {
     if message.tags.len() > MAX_TAGS {
         problems.push(format!("tags: at most {MAX_TAGS}"));
     }
-    message.tags = message.tags.iter().map(|t| t.trim().to_lowercase()).filter(|t| !t.is_empty()).collect();
+    message.tags = message
+        .tags
+        .iter()
+        .map(|t| t.trim().to_lowercase())
+        .filter(|t| !t.is_empty())
+        .collect();
     if problems.is_empty() { Ok(message) } else { Err(problems) }
 }
 
@@ -178,7 +195,8 @@ mod tests {
 
     #[test]
     fn arabic_and_japanese_text_pass_unchanged() {
-        let body = r#"{"customer":{"email":"a@example.com","name":"أحمد"},"subject":"注文について","text":"أين طلبي؟ 注文番号は1042です。"}"#;
+        let body =
+            r#"{"customer":{"email":"a@example.com","name":"أحمد"},"subject":"注文について","text":"أين طلبي؟ 注文番号は1042です。"}"#;
         let message = parse(body.as_bytes()).unwrap();
         assert_eq!(message.text, "أين طلبي؟ 注文番号は1042です。");
         assert_eq!(message.customer.name.as_deref(), Some("أحمد"));

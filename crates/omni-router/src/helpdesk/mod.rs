@@ -83,11 +83,18 @@ pub trait Helpdesk: Send + Sync {
 }
 
 /// Classifies an HTTP error status.
-pub(crate) fn error_for_status(status: reqwest::StatusCode, retry_after: Option<&reqwest::header::HeaderValue>, body: &str) -> HelpdeskError {
+pub(crate) fn error_for_status(
+    status: reqwest::StatusCode,
+    retry_after: Option<&reqwest::header::HeaderValue>,
+    body: &str,
+) -> HelpdeskError {
     let detail: String = body.chars().take(512).collect();
     match status.as_u16() {
         429 => HelpdeskError::RateLimited {
-            retry_after: retry_after.and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok()).map(Duration::from_secs),
+            retry_after: retry_after
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(Duration::from_secs),
         },
         401 | 403 => HelpdeskError::Misconfigured(format!("credentials refused (status {status})")),
         500..=599 | 408 => HelpdeskError::Unavailable(format!("status {status}")),

@@ -55,11 +55,18 @@ pub struct RequestTrackerConfig {
 
 impl Validate for RequestTrackerConfig {
     fn validate(&self, prefix: &str, problems: &mut Problems) {
-        if reqwest::Url::parse(&self.base_url).map(|url| !url.scheme().starts_with("http")).unwrap_or(true) {
+        if reqwest::Url::parse(&self.base_url)
+            .map(|url| !url.scheme().starts_with("http"))
+            .unwrap_or(true)
+        {
             problems.push(format!("{prefix}.base_url"), format!("`{}` is not an http(s) URL", self.base_url));
         }
         let basic = self.username.is_some() && self.password.is_some();
-        problems.check(basic ^ self.token.is_some(), format!("{prefix}"), "set either `token`, or `username` and `password`");
+        problems.check(
+            basic ^ self.token.is_some(),
+            prefix,
+            "set either `token`, or `username` and `password`",
+        );
         problems.check(!self.queue.is_empty(), format!("{prefix}.queue"), "must not be empty");
         problems.check(self.timeout_secs >= 1, format!("{prefix}.timeout_secs"), "must be at least 1");
     }
@@ -104,11 +111,16 @@ impl RequestTracker {
     }
 
     fn ticket_ref(&self, id: &str) -> TicketRef {
-        TicketRef { id: id.to_owned(), url: format!("{}/Ticket/Display.html?id={id}", self.config.base_url.trim_end_matches('/')) }
+        TicketRef {
+            id: id.to_owned(),
+            url: format!("{}/Ticket/Display.html?id={id}", self.config.base_url.trim_end_matches('/')),
+        }
     }
 
     async fn search_total(&self, path: &str, query: &str) -> Result<(u64, Value), HelpdeskError> {
-        let found = self.send(self.request(reqwest::Method::GET, path).query(&[("query", query)])).await?;
+        let found = self
+            .send(self.request(reqwest::Method::GET, path).query(&[("query", query)]))
+            .await?;
         Ok((found["total"].as_u64().or_else(|| found["count"].as_u64()).unwrap_or(0), found))
     }
 }
@@ -141,23 +153,55 @@ pub fn subject(event: &ConversationEvent) -> String {
 
 fn content(event: &ConversationEvent) -> String {
     let body = event.body.as_ref();
-    let text = body.map(|b| if b.new_text.is_empty() { b.text.as_str() } else { b.new_text.as_str() }).unwrap_or_default();
+    let text = body
+        .map(|b| {
+            if b.new_text.is_empty() {
+                b.text.as_str()
+            } else {
+                b.new_text.as_str()
+            }
+        })
+        .unwrap_or_default();
     if text.is_empty() { "(no text)".to_owned() } else { text.to_owned() }
 }
 
 #[async_trait]
 impl Helpdesk for RequestTracker {
     async fn check(&self) -> Result<(), HelpdeskError> {
-        let queue = self.send(self.request(reqwest::Method::GET, &format!("/queue/{}", self.config.queue))).await.map_err(|error| match error {
-            HelpdeskError::Rejected { status: 404, .. } => HelpdeskError::Misconfigured(format!("queue `{}` does not exist", self.config.queue)),
-            other => other,
-        })?;
+        let queue = self
+            .send(self.request(reqwest::Method::GET, &format!("/queue/{}", self.config.queue)))
+            .await
+            .map_err(|error| match error {
+                HelpdeskError::Rejected { status: 404, .. } => {
+                    HelpdeskError::Misconfigured(format!("queue `{}` does not exist", self.config.queue))
+                }
+                other => other,
+            })?;
         if queue["id"].is_null() {
-            return Err(HelpdeskError::Misconfigured(format!("queue `{}` does not exist", self.config.queue)));
+            return Err(HelpdeskError::Misconfigured(format!(
+                "queue `{}` does not exist",
+                self.config.queue
+            )));
         }
-        let fields = self.send(self.request(reqwest::Method::GET, "/customfields").query(&[("fields", "Name"), ("per_page", "100")])).await?;
-        let names: Vec<&str> = fields["items"].as_array().into_iter().flatten().filter_map(|item| item["Name"].as_str()).collect();
-        let missing: Vec<&str> = [CF_CONVERSATION, CF_ORIGIN_EVENT, CF_EVENT].into_iter().filter(|cf| !names.contains(cf)).collect();
+        // A JSON search (POST); a plain GET of /customfields lists nothing.
+        let search = json!([{ "field": "Name", "operator": "LIKE", "value": "omni" }]);
+        let fields = self
+            .send(
+                self.request(reqwest::Method::POST, "/customfields")
+                    .query(&[("fields", "Name"), ("per_page", "100")])
+                    .json(&search),
+            )
+            .await?;
+        let names: Vec<&str> = fields["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|item| item["Name"].as_str())
+            .collect();
+        let missing: Vec<&str> = [CF_CONVERSATION, CF_ORIGIN_EVENT, CF_EVENT]
+            .into_iter()
+            .filter(|cf| !names.contains(cf))
+            .collect();
         if !missing.is_empty() {
             return Err(HelpdeskError::Misconfigured(format!(
                 "custom fields {missing:?} missing: load deploy/request-tracker/omni-initialdata with rt-setup-database"
@@ -173,7 +217,12 @@ impl Helpdesk for RequestTracker {
             return Ok(None);
         }
         // Several would mean someone else opened one by hand with our field: take the oldest.
-        let id = found["items"].as_array().into_iter().flatten().filter_map(|item| item["id"].as_str()?.parse::<u64>().ok()).min();
+        let id = found["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|item| item["id"].as_str()?.parse::<u64>().ok())
+            .min();
         let Some(id) = id else { return Ok(None) };
         let ticket = self.send(self.request(reqwest::Method::GET, &format!("/ticket/{id}"))).await?;
         let origin_event_id = ticket["CustomFields"]
@@ -185,17 +234,26 @@ impl Helpdesk for RequestTracker {
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_owned();
-        Ok(Some(FoundTicket { ticket: self.ticket_ref(&id.to_string()), origin_event_id }))
+        Ok(Some(FoundTicket {
+            ticket: self.ticket_ref(&id.to_string()),
+            origin_event_id,
+        }))
     }
 
     async fn has_event(&self, ticket: &TicketRef, event_id: &str) -> Result<bool, HelpdeskError> {
-        let query = format!("ObjectType = 'RT::Ticket' AND ObjectId = {} AND 'CF.{{{CF_EVENT}}}' = {}", sql_quote(&ticket.id), sql_quote(event_id));
+        let query = format!(
+            "ObjectType = 'RT::Ticket' AND ObjectId = {} AND 'CF.{{{CF_EVENT}}}' = {}",
+            sql_quote(&ticket.id),
+            sql_quote(event_id)
+        );
         Ok(self.search_total("/transactions", &query).await?.0 > 0)
     }
 
     async fn create_ticket(&self, event: &ConversationEvent) -> Result<TicketRef, HelpdeskError> {
-        let requestor = requestor(event)
-            .ok_or_else(|| HelpdeskError::Rejected { status: 0, detail: "the event names no customer with an email or phone".into() })?;
+        let requestor = requestor(event).ok_or_else(|| HelpdeskError::Rejected {
+            status: 0,
+            detail: "the event names no customer with an email or phone".into(),
+        })?;
         let body = json!({
             "Queue": self.config.queue,
             "Subject": subject(event),
@@ -205,8 +263,12 @@ impl Helpdesk for RequestTracker {
             "CustomFields": { CF_CONVERSATION: event.conversation_id, CF_ORIGIN_EVENT: event.event_id },
         });
         let created = self.send(self.request(reqwest::Method::POST, "/ticket").json(&body)).await?;
-        let id = created["id"].as_str().map(str::to_owned).or_else(|| created["id"].as_u64().map(|n| n.to_string()));
-        id.map(|id| self.ticket_ref(&id)).ok_or_else(|| HelpdeskError::Unavailable(format!("ticket created without an id in the response: {created}")))
+        let id = created["id"]
+            .as_str()
+            .map(str::to_owned)
+            .or_else(|| created["id"].as_u64().map(|n| n.to_string()));
+        id.map(|id| self.ticket_ref(&id))
+            .ok_or_else(|| HelpdeskError::Unavailable(format!("ticket created without an id in the response: {created}")))
     }
 
     async fn append(&self, ticket: &TicketRef, event: &ConversationEvent) -> Result<(), HelpdeskError> {
@@ -215,7 +277,11 @@ impl Helpdesk for RequestTracker {
             "ContentType": "text/plain",
             "TxnCustomFields": { CF_EVENT: event.event_id },
         });
-        self.send(self.request(reqwest::Method::POST, &format!("/ticket/{}/correspond", ticket.id)).json(&body)).await?;
+        self.send(
+            self.request(reqwest::Method::POST, &format!("/ticket/{}/correspond", ticket.id))
+                .json(&body),
+        )
+        .await?;
         Ok(())
     }
 }
@@ -229,14 +295,25 @@ mod tests {
     fn event_with(identifiers: Vec<ContactIdentifier>, subject: &str, text: &str) -> ConversationEvent {
         ConversationEvent {
             subject: subject.into(),
-            body: Some(Body { text: text.into(), ..Default::default() }),
-            participants: vec![Participant { role: Role::Customer as i32, display_name: String::new(), identifiers }],
+            body: Some(Body {
+                text: text.into(),
+                ..Default::default()
+            }),
+            participants: vec![Participant {
+                role: Role::Customer as i32,
+                display_name: String::new(),
+                identifiers,
+            }],
             ..Default::default()
         }
     }
 
     fn id(kind: Kind, value: &str) -> ContactIdentifier {
-        ContactIdentifier { kind: kind as i32, value: value.into(), platform: String::new() }
+        ContactIdentifier {
+            kind: kind as i32,
+            value: value.into(),
+            platform: String::new(),
+        }
     }
 
     #[test]
@@ -251,7 +328,10 @@ mod tests {
     #[test]
     fn subject_falls_back_to_the_first_line_of_text() {
         assert_eq!(subject(&event_with(vec![], "Siparişim nerede?", "x")), "Siparişim nerede?");
-        assert_eq!(subject(&event_with(vec![], " ", "\n  Waar is mijn pakket?\nGroet")), "Waar is mijn pakket?");
+        assert_eq!(
+            subject(&event_with(vec![], " ", "\n  Waar is mijn pakket?\nGroet")),
+            "Waar is mijn pakket?"
+        );
         let long = "ب".repeat(100);
         assert_eq!(subject(&event_with(vec![], "", &long)).chars().count(), 81);
     }
