@@ -1,11 +1,35 @@
 //! Consumer groups that store offsets only when the caller says a record was handled.
 
 use rdkafka::Message;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::ClientContext;
+use rdkafka::consumer::{Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::BorrowedMessage;
 
 use crate::config::KafkaConfig;
+
+/// The consumer type [`group_consumer`] makes.
+pub type GroupConsumer = StreamConsumer<RebalanceLog>;
+
+/// Logs partition assignments and revocations, so operators see who reads what.
+pub struct RebalanceLog {
+    group_id: String,
+}
+
+impl ClientContext for RebalanceLog {}
+
+impl ConsumerContext for RebalanceLog {
+    fn post_rebalance(&self, _consumer: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let describe = |list: &rdkafka::TopicPartitionList| {
+            list.elements().iter().map(|e| format!("{}/{}", e.topic(), e.partition())).collect::<Vec<_>>().join(",")
+        };
+        match rebalance {
+            Rebalance::Assign(list) => tracing::info!(group = %self.group_id, partitions = %describe(list), "partitions assigned"),
+            Rebalance::Revoke(list) => tracing::info!(group = %self.group_id, partitions = %describe(list), "partitions revoked"),
+            Rebalance::Error(error) => tracing::warn!(group = %self.group_id, %error, "rebalance failed"),
+        }
+    }
+}
 
 /// A group consumer subscribed to `topics`, with automatic offset *storing* off.
 ///
@@ -25,8 +49,8 @@ pub fn group_consumer(
     group_id: &str,
     instance_id: &str,
     topics: &[&str],
-) -> Result<StreamConsumer, KafkaError> {
-    let consumer: StreamConsumer = config
+) -> Result<GroupConsumer, KafkaError> {
+    let consumer: GroupConsumer = config
         .client_config(client_id)
         .set("group.id", group_id)
         .set("group.instance.id", instance_id)
@@ -36,7 +60,7 @@ pub fn group_consumer(
         .set("auto.offset.reset", "earliest")
         .set("session.timeout.ms", config.consumer.session_timeout_ms.to_string())
         .set("queued.max.messages.kbytes", config.consumer.queue_max_kbytes.to_string())
-        .create()?;
+        .create_with_context(RebalanceLog { group_id: group_id.to_owned() })?;
     consumer.subscribe(topics)?;
     Ok(consumer)
 }
@@ -44,7 +68,7 @@ pub fn group_consumer(
 /// Stores the offset after `message` (rdkafka adds the +1): call only once the record was fully
 /// handled. A store for a partition this replica no longer owns is refused by librdkafka and
 /// harmless: the new owner replays the record, and downstream dedupes on the event id.
-pub fn store_handled(consumer: &StreamConsumer, message: &BorrowedMessage<'_>) {
+pub fn store_handled(consumer: &GroupConsumer, message: &BorrowedMessage<'_>) {
     if let Err(error) = consumer.store_offset_from_message(message) {
         tracing::debug!(%error, topic = message.topic(), partition = message.partition(), offset = message.offset(), "offset not stored");
     }
@@ -52,6 +76,6 @@ pub fn store_handled(consumer: &StreamConsumer, message: &BorrowedMessage<'_>) {
 
 /// The consumer's fatal error, if it has one (for example fenced by another replica with the same
 /// instance id): it cannot consume any more and the service must stop.
-pub fn fatal_error(consumer: &StreamConsumer) -> Option<String> {
+pub fn fatal_error(consumer: &GroupConsumer) -> Option<String> {
     consumer.client().fatal_error().map(|(code, reason)| format!("{code}: {reason}"))
 }

@@ -24,7 +24,8 @@ use omni_proto::v1::{ConversationEvent, RawRecord, dead_letter::Fault};
 use omni_runtime::ServiceContext;
 use prost::Message as _;
 use rdkafka::Message;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use omni_kafka::consumer::GroupConsumer;
+use rdkafka::consumer::Consumer;
 use rdkafka::message::OwnedMessage;
 
 pub use config::{NormalizerConfig, NormalizerServiceConfig};
@@ -142,7 +143,7 @@ async fn run_pipeline(config: &NormalizerServiceConfig, client_id: &str, context
 }
 
 /// Stores the record's offset when it was handled; otherwise reports the failure.
-fn finish(consumer: &StreamConsumer, message: &OwnedMessage, outcome: Result<Handled, ProduceError>) -> Result<(), ProduceError> {
+fn finish(consumer: &GroupConsumer, message: &OwnedMessage, outcome: Result<Handled, ProduceError>) -> Result<(), ProduceError> {
     let outcome_label = match &outcome {
         Ok(Handled::Normalized) => "normalized",
         Ok(Handled::DeadLettered) => "dead_lettered",
