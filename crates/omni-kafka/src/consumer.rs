@@ -1,7 +1,7 @@
 //! Consumer groups that store offsets only when the caller says a record was handled.
 
-use rdkafka::Message;
 use rdkafka::ClientContext;
+use rdkafka::Message;
 use rdkafka::consumer::{Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::BorrowedMessage;
@@ -21,7 +21,11 @@ impl ClientContext for RebalanceLog {}
 impl ConsumerContext for RebalanceLog {
     fn post_rebalance(&self, _consumer: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let describe = |list: &rdkafka::TopicPartitionList| {
-            list.elements().iter().map(|e| format!("{}/{}", e.topic(), e.partition())).collect::<Vec<_>>().join(",")
+            list.elements()
+                .iter()
+                .map(|e| format!("{}/{}", e.topic(), e.partition()))
+                .collect::<Vec<_>>()
+                .join(",")
         };
         match rebalance {
             Rebalance::Assign(list) => tracing::info!(group = %self.group_id, partitions = %describe(list), "partitions assigned"),
@@ -60,7 +64,9 @@ pub fn group_consumer(
         .set("auto.offset.reset", "earliest")
         .set("session.timeout.ms", config.consumer.session_timeout_ms.to_string())
         .set("queued.max.messages.kbytes", config.consumer.queue_max_kbytes.to_string())
-        .create_with_context(RebalanceLog { group_id: group_id.to_owned() })?;
+        .create_with_context(RebalanceLog {
+            group_id: group_id.to_owned(),
+        })?;
     consumer.subscribe(topics)?;
     Ok(consumer)
 }

@@ -18,13 +18,13 @@ use std::time::{Duration, SystemTime};
 use futures::StreamExt;
 use futures::stream::FuturesOrdered;
 use omni_channels::NormalizeError;
+use omni_kafka::consumer::GroupConsumer;
 use omni_kafka::producer::Pending;
 use omni_kafka::{CloudEvent, DeadLetterWriter, ProduceError, Producer, consumer, topics};
 use omni_proto::v1::{ConversationEvent, RawRecord, dead_letter::Fault};
 use omni_runtime::ServiceContext;
 use prost::Message as _;
 use rdkafka::Message;
-use omni_kafka::consumer::GroupConsumer;
 use rdkafka::consumer::Consumer;
 use rdkafka::message::OwnedMessage;
 
