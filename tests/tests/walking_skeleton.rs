@@ -103,13 +103,14 @@ async fn a_customer_known_only_by_phone_gets_a_ticket() -> anyhow::Result<()> {
     let _serial = serial().await;
     let pipeline = Pipeline::start(&[]).await?;
     let run = nonce();
-    // A unique, valid Dutch mobile number per run, so the shared RT has no earlier ticket for it.
+    // A unique number per run in an allocated mobile range (Turkcell, +90 532), so the shared RT
+    // has no earlier ticket for it.
     let digits: String = run
         .chars()
         .filter(char::is_ascii_hexdigit)
         .map(|c| char::from(b'0' + (c.to_digit(16).unwrap() % 10) as u8))
         .collect();
-    let phone = format!("+316{}", &digits[digits.len() - 8..]);
+    let phone = format!("+90532{}", &digits[digits.len() - 7..]);
     let body = json!({ "customer": { "phone": phone }, "text": "Bel mij terug over mijn retour.", "thread_id": run }).to_string();
     let event_id = pipeline.post_ok(&body).await?;
     let delivery = pipeline.delivery_of(&event_id, DELIVERY_TIMEOUT).await?;

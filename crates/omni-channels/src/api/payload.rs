@@ -202,3 +202,16 @@ mod tests {
         assert_eq!(message.customer.name.as_deref(), Some("أحمد"));
     }
 }
+
+#[cfg(test)]
+mod phone_ranges {
+    use super::parse;
+
+    #[test]
+    fn every_number_in_the_range_the_e2e_test_draws_from_is_valid() {
+        for suffix in ["0000000", "1234567", "9999999", "5050505"] {
+            let body = format!(r#"{{"customer":{{"phone":"+90532{suffix}"}},"text":"x"}}"#);
+            assert!(parse(body.as_bytes()).is_ok(), "+90532{suffix}");
+        }
+    }
+}
