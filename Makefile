@@ -1,8 +1,9 @@
 # omni: `make help` lists the targets. CI (.ci/run) calls the same targets.
 SHELL := /bin/bash
 export PATH := $(HOME)/.cargo/bin:$(PATH)
-# The Request Tracker instance the end-to-end tests use (separate from `make run`'s 8099).
+# The Request Tracker and Dovecot instances the end-to-end tests use (separate from `make run`'s).
 TEST_RT_PORT ?= 8098
+TEST_IMAP_PORT ?= 11143
 
 .PHONY: help deps build run up down test test-unit lint fmt clean
 
@@ -24,10 +25,13 @@ up: deps build ## start the whole pipeline in the background, return once everyt
 down: ## stop what `make up` started
 	@deploy/local/run.sh --stop
 
-test: deps build ## run every test: unit tests, then end-to-end tests against tansu and Request Tracker
+test: deps build ## run every test: unit tests, then end-to-end tests against tansu, Request Tracker and Dovecot
 	@deploy/local/rt.sh reset $(TEST_RT_PORT)
-	OMNI_TEST_RT_URL=http://127.0.0.1:$(TEST_RT_PORT) cargo test --workspace --no-fail-fast; \
-	  status=$$?; deploy/local/rt.sh stop $(TEST_RT_PORT); exit $$status
+	@deploy/local/dovecot.sh reset $(TEST_IMAP_PORT)
+	OMNI_TEST_RT_URL=http://127.0.0.1:$(TEST_RT_PORT) OMNI_TEST_IMAP_PORT=$(TEST_IMAP_PORT) \
+	  OMNI_TEST_DOVECOT_CONF=$(CURDIR)/.omni/dovecot-$(TEST_IMAP_PORT)/dovecot.conf \
+	  cargo test --workspace --no-fail-fast; \
+	  status=$$?; deploy/local/rt.sh stop $(TEST_RT_PORT); deploy/local/dovecot.sh stop $(TEST_IMAP_PORT); exit $$status
 
 test-unit: ## run the unit tests only (no servers needed)
 	cargo test --workspace --exclude omni-e2e

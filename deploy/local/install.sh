@@ -4,6 +4,7 @@
 #   - the tansu broker (a Kafka-compatible broker in Rust, built from crates.io: ~12 min once,
 #     then cached in ~/.cargo/bin);
 #   - Request Tracker 5 with SQLite from Debian's packages (the local helpdesk);
+#   - Dovecot from Debian's packages (the local IMAP mailbox);
 #   - Python packages for the independent protobuf consumer used in tests.
 set -euo pipefail
 TANSU_VERSION=0.6.0
@@ -11,6 +12,7 @@ export PATH="$HOME/.cargo/bin:$PATH"
 
 need_apt=()
 [ -x /usr/share/request-tracker5/libexec/rt-server ] || need_apt+=(request-tracker5 rt5-db-sqlite rt5-standalone)
+command -v dovecot >/dev/null || need_apt+=(dovecot-imapd)
 command -v curl >/dev/null || need_apt+=(curl)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing from Debian: ${need_apt[*]} (about 2 minutes, once)"

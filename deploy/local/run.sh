@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole pipeline on the embedded defaults: the tansu broker (SQLite storage under
-# .omni/, so data survives a broker restart), Request Tracker on 127.0.0.1:8099, and every omni
-# service.
+# .omni/, so data survives a broker restart), Request Tracker on 127.0.0.1:8099, Dovecot on
+# 127.0.0.1:1143, and every omni service.
 #   deploy/local/run.sh            foreground; Ctrl-C stops everything
 #   deploy/local/run.sh --detach   background; returns once every service is ready (make up)
 #   deploy/local/run.sh --stop     stops what --detach started (make down)
@@ -12,8 +12,8 @@ bin=${OMNI_BIN_DIR:-$here/target/debug}
 export PATH="$HOME/.cargo/bin:$PATH"
 export OMNI_STATE_DIR="$state"
 mkdir -p "$state/logs"
-services=(gateway normalizer router)
-admin_ports=(9181 9182 9183)
+services=(gateway email normalizer router)
+admin_ports=(9181 9184 9182 9183)
 
 stop_all() {
   for name in "${services[@]}" broker; do
@@ -30,6 +30,7 @@ stop_all() {
     fi
   done
   "$here/deploy/local/rt.sh" stop 8099
+  "$here/deploy/local/dovecot.sh" stop 1143
 }
 
 wait_http() { # url what
@@ -40,6 +41,7 @@ wait_http() { # url what
 if [ "${1:-}" = "--stop" ]; then stop_all; echo "stopped"; exit 0; fi
 
 "$here/deploy/local/rt.sh" start 8099
+"$here/deploy/local/dovecot.sh" start 1143
 if ! (exec 3<>/dev/tcp/127.0.0.1/9092) 2>/dev/null; then
   # tansu reads the path of a sqlite:// URL relative to its working directory.
   (cd "$state" && exec nohup tansu broker \
@@ -65,6 +67,8 @@ cat <<MSG
 omni is running. Send a message:
   curl -sS -X POST http://127.0.0.1:8080/v1/messages -H 'Authorization: Bearer omni-dev-token' \\
     -H 'Content-Type: application/json' -d @crates/omni-channels/tests/fixtures/api/contact-form-tr.json
+Or drop a mail into the local mailbox (IMAP 127.0.0.1:1143, support / support):
+  deploy/local/dovecot.sh deliver 1143 crates/omni-channels/tests/fixtures/email/tr-windows-1254.eml
 Tickets: http://127.0.0.1:8099/REST/2.0/tickets?query=id>0 (root / password)
 Logs: $state/logs
 MSG

@@ -164,7 +164,11 @@ impl Broker {
             .arg("broker")
             .args(["--listener-url", &url, "--advertised-listener-url", &url])
             // tansu reads the path of a sqlite:// URL relative to its working directory.
-            .args(["--storage-engine", "sqlite://tansu.db"])
+            // OMNI_TEST_TANSU_STORAGE overrides it (memory://tansu/ keeps nothing across restarts).
+            .args([
+                "--storage-engine",
+                &std::env::var("OMNI_TEST_TANSU_STORAGE").unwrap_or_else(|_| "sqlite://tansu.db".into()),
+            ])
             .current_dir(self.dir.path());
         self.process = Some(Process::spawn(command, "tansu"));
         let address = format!("127.0.0.1:{}", self.port);
@@ -341,24 +345,34 @@ impl Rt {
         Ok(serde_json::from_str(&body)?)
     }
 
+    /// Every item of a paged REST2 collection (RT serves at most 100 per page).
+    async fn all_pages(&self, path: &str, params: &[(&str, &str)]) -> anyhow::Result<Vec<Value>> {
+        let mut items = Vec::new();
+        for page in 1.. {
+            let page = page.to_string();
+            let mut query: Vec<(&str, &str)> = params.to_vec();
+            query.extend([("per_page", "100"), ("page", page.as_str())]);
+            let found: Value = self
+                .client
+                .get(format!("{}/REST/2.0{path}", self.url))
+                .basic_auth("root", Some("password"))
+                .query(&query)
+                .send()
+                .await?
+                .error_for_status()?
+                .json()
+                .await?;
+            items.extend(found["items"].as_array().cloned().unwrap_or_default());
+            if found["pages"].as_f64().unwrap_or(0.0) <= page.parse::<f64>()? {
+                break;
+            }
+        }
+        Ok(items)
+    }
+
     async fn search(&self, collection: &str, query: &str) -> anyhow::Result<Vec<String>> {
-        let url = format!("{}/REST/2.0/{collection}", self.url);
-        let found: Value = self
-            .client
-            .get(url)
-            .basic_auth("root", Some("password"))
-            .query(&[("query", query), ("per_page", "100")])
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
-        Ok(found["items"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|item| item["id"].as_str().map(str::to_owned))
-            .collect())
+        let items = self.all_pages(&format!("/{collection}"), &[("query", query)]).await?;
+        Ok(items.iter().filter_map(|item| item["id"].as_str().map(str::to_owned)).collect())
     }
 
     /// Ids of the tickets holding an omni conversation.
@@ -395,13 +409,10 @@ impl Rt {
     pub async fn texts(&self, ticket: &str) -> anyhow::Result<Vec<String>> {
         let mut transactions = self.transactions(ticket, "Create").await?;
         transactions.extend(self.transactions(ticket, "Correspond").await?);
-        let found = self
-            .get(&format!(
-                "/ticket/{ticket}/attachments?fields=Content,ContentType,TransactionId&per_page=100&orderby=id"
-            ))
-            .await?;
+        let params = [("fields", "Content,ContentType,TransactionId"), ("orderby", "id")];
+        let items = self.all_pages(&format!("/ticket/{ticket}/attachments"), &params).await?;
         let mut texts = Vec::new();
-        for item in found["items"].as_array().into_iter().flatten() {
+        for item in &items {
             let transaction = item["TransactionId"]["id"]
                 .as_str()
                 .or(item["TransactionId"].as_str())
@@ -514,7 +525,74 @@ pub async fn produce(bootstrap: &str, topic: &str, key: &[u8], value: &[u8]) -> 
     Ok(())
 }
 
-/// The whole pipeline: broker, gateway, normalizer, router, against the shared RT.
+/// A folder of its own in the shared Dovecot test instance (`make test` starts it; account
+/// `support`), filled the way mail really arrives: `doveadm save`, Dovecot's local delivery.
+pub struct Mailbox {
+    conf: String,
+    /// The IMAP port.
+    pub port: u16,
+    /// The folder, unique per test run.
+    pub folder: String,
+}
+
+impl Mailbox {
+    /// Creates a fresh folder.
+    pub fn create() -> Self {
+        let conf = std::env::var("OMNI_TEST_DOVECOT_CONF")
+            .unwrap_or_else(|_| format!("{}/../.omni/dovecot-11143/dovecot.conf", env!("CARGO_MANIFEST_DIR")));
+        assert!(
+            std::path::Path::new(&conf).is_file(),
+            "no dovecot config at {conf}: start it with `deploy/local/dovecot.sh start 11143` (make test does)"
+        );
+        let port = std::env::var("OMNI_TEST_IMAP_PORT")
+            .ok()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(11143);
+        let mailbox = Self {
+            conf,
+            port,
+            folder: format!("t{}", nonce()),
+        };
+        mailbox.doveadm(&["mailbox", "create", "-u", "support", &mailbox.folder], None);
+        mailbox
+    }
+
+    fn doveadm(&self, args: &[&str], stdin: Option<&[u8]>) {
+        use std::io::Write;
+        let mut child = Command::new("doveadm")
+            .arg("-c")
+            .arg(&self.conf)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run doveadm");
+        if let Some(bytes) = stdin {
+            child.stdin.take().unwrap().write_all(bytes).expect("write to doveadm");
+        }
+        drop(child.stdin.take());
+        let output = child.wait_with_output().expect("doveadm");
+        assert!(
+            output.status.success(),
+            "doveadm {args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    /// Delivers one message to the folder.
+    pub fn deliver(&self, message: &[u8]) {
+        self.doveadm(&["save", "-u", "support", "-m", &self.folder], Some(message));
+    }
+
+    /// Deletes and creates the folder again: the server gives it a new UIDVALIDITY.
+    pub fn recreate(&self) {
+        self.doveadm(&["mailbox", "delete", "-u", "support", &self.folder], None);
+        self.doveadm(&["mailbox", "create", "-u", "support", &self.folder], None);
+    }
+}
+
+/// The whole pipeline: broker, gateway, email connector, normalizer, router, against the
+/// shared RT and Dovecot.
 pub struct Pipeline {
     /// The broker.
     pub broker: Broker,
@@ -524,6 +602,10 @@ pub struct Pipeline {
     pub normalizer: Service,
     /// `omni-router`.
     pub router: Service,
+    /// `omni-email`, reading [`Pipeline::mailbox`].
+    pub email: Service,
+    /// The folder the email connector reads.
+    pub mailbox: Mailbox,
     /// Request Tracker.
     pub rt: Rt,
     /// Base URL of the gateway.
@@ -540,16 +622,24 @@ impl Pipeline {
     /// Starts everything and waits until every service is ready. `extra_env` is added to every
     /// service's environment.
     pub async fn start(extra_env: &[(&str, &str)]) -> anyhow::Result<Self> {
+        Self::start_with_mailbox(Mailbox::create(), extra_env).await
+    }
+
+    /// Like [`Pipeline::start`], with the email connector reading `mailbox`.
+    pub async fn start_with_mailbox(mailbox: Mailbox, extra_env: &[(&str, &str)]) -> anyhow::Result<Self> {
         let broker = Broker::start().await;
         let rt = Rt::from_env().await;
         let gateway_port = free_port();
-        let admin = [free_port(), free_port(), free_port()];
+        let admin = [free_port(), free_port(), free_port(), free_port()];
         let mut env: Vec<(String, String)> = vec![
             ("OMNI__KAFKA__BOOTSTRAP_SERVERS".into(), broker.bootstrap()),
             ("OMNI__GATEWAY__LISTEN".into(), format!("127.0.0.1:{gateway_port}")),
             ("OMNI__GATEWAY__ADMIN_LISTEN".into(), format!("127.0.0.1:{}", admin[0])),
             ("OMNI__NORMALIZER__ADMIN_LISTEN".into(), format!("127.0.0.1:{}", admin[1])),
             ("OMNI__ROUTER__ADMIN_LISTEN".into(), format!("127.0.0.1:{}", admin[2])),
+            ("OMNI__EMAIL__ADMIN_LISTEN".into(), format!("127.0.0.1:{}", admin[3])),
+            ("OMNI__EMAIL__MAILBOXES__SUPPORT__PORT".into(), mailbox.port.to_string()),
+            ("OMNI__EMAIL__MAILBOXES__SUPPORT__FOLDER".into(), mailbox.folder.clone()),
             ("OMNI__ROUTER__DESTINATIONS__RT__BASE_URL".into(), rt.url.clone()),
             ("OMNI__TELEMETRY__LOG_FILTER".into(), "info,omni_router=debug".into()),
             ("RUST_LOG".into(), "info,omni_router=debug".into()),
@@ -558,14 +648,18 @@ impl Pipeline {
         let mut gateway = Service::spawn("gateway", admin[0], &env);
         let mut normalizer = Service::spawn("normalizer", admin[1], &env);
         let mut router = Service::spawn("router", admin[2], &env);
+        let mut email = Service::spawn("email", admin[3], &env);
         gateway.wait_ready().await?;
         normalizer.wait_ready().await?;
         router.wait_ready().await?;
+        email.wait_ready().await?;
         Ok(Self {
             broker,
             gateway,
             normalizer,
             router,
+            email,
+            mailbox,
             rt,
             gateway_url: format!("http://127.0.0.1:{gateway_port}"),
             env,
@@ -611,16 +705,18 @@ impl Pipeline {
             .collect()
     }
 
-    /// Waits until the router recorded an outcome for `event_id`, and returns the latest one.
+    /// Waits until the router recorded an outcome for `event_id`, and returns the first one.
+    /// Delivery records are at least once: a record stored twice upstream is recorded again
+    /// later as `DUPLICATE`, so the first outcome is the one that says what the helpdesk got.
     pub async fn delivery_of(&self, event_id: &str, timeout: Duration) -> anyhow::Result<omni_proto::v1::Delivery> {
         let found = Arc::new(Mutex::new(None));
         eventually(&format!("a delivery of {event_id}"), timeout, || {
             let found = found.clone();
             let deliveries = self.deliveries();
             async move {
-                let latest = deliveries?.into_iter().rev().find(|d| d.event_id == event_id);
-                let done = latest.is_some();
-                *found.lock().unwrap() = latest;
+                let first = deliveries?.into_iter().find(|d| d.event_id == event_id);
+                let done = first.is_some();
+                *found.lock().unwrap() = first;
                 Ok(done)
             }
         })

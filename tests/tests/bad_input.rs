@@ -49,7 +49,7 @@ async fn the_gateway_rejects_bad_requests_with_clear_errors_and_stores_nothing()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_gateway_answers_503_while_the_broker_is_down_and_stores_nothing() -> anyhow::Result<()> {
     let _serial = serial().await;
-    let mut pipeline = Pipeline::start(&[("OMNI__KAFKA__PRODUCER__MESSAGE_TIMEOUT_MS", "2000")]).await?;
+    let mut pipeline = Pipeline::start(&[("OMNI__GATEWAY__ACK_TIMEOUT_MS", "2000")]).await?;
     pipeline.broker.kill();
     let lost = json!({ "customer": { "email": "b@example.com" }, "text": "during outage", "external_id": "outage-1" }).to_string();
     let (status, answer) = pipeline.post(DEV_TOKEN, &lost).await?;

@@ -10,6 +10,7 @@
 //! same conversation events.
 
 pub mod api;
+pub mod email;
 pub mod ids;
 
 use omni_proto::v1::{ConversationEvent, RawRecord};
@@ -43,7 +44,11 @@ pub enum NormalizeError {
 
 /// Every adapter, explicitly listed.
 pub fn normalizers() -> &'static [&'static dyn Normalize] {
-    &[&api::ApiNormalizer]
+    static EMAIL: email::EmailNormalizer = email::EmailNormalizer {
+        inline_attachment_limit: email::DEFAULT_INLINE_ATTACHMENT_LIMIT,
+    };
+    static ALL: [&dyn Normalize; 2] = [&api::ApiNormalizer, &EMAIL];
+    &ALL
 }
 
 /// The adapter for a record's `provider`.

@@ -89,6 +89,7 @@ fn config_check() -> ExitCode {
     let mut service_problems = Problems::default();
     let _ = omni_normalizer::NormalizerServiceConfig::from_settings(&settings, &mut service_problems);
     let _ = omni_router::RouterServiceConfig::from_settings(&settings, &mut service_problems);
+    let _ = omni_email::EmailServiceConfig::from_settings(&settings, &mut service_problems);
     for (key, problem) in service_problems.items() {
         if !key.starts_with("kafka") {
             problems.push(key.clone(), problem.clone());

@@ -2,12 +2,10 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::time::Duration;
 
-use omni_kafka::KafkaConfig;
-use omni_runtime::service::ServiceConfig;
+use omni_kafka::{KafkaService, ServiceSection};
 use omni_runtime::settings::check_socket_addr;
-use omni_runtime::{Problems, Settings, Validate};
+use omni_runtime::{Problems, Validate};
 use serde::Deserialize;
 
 /// The documented development token of `config/default.toml`.
@@ -25,6 +23,9 @@ pub struct GatewayConfig {
     pub connector_id: String,
     /// Larger request bodies get 413.
     pub max_body_bytes: usize,
+    /// The most a request waits for the broker's acknowledgement before it answers 503; the
+    /// record is then not written later either (it is the producer's `message.timeout.ms`).
+    pub ack_timeout_ms: u32,
     /// Seconds to finish in-flight requests after SIGTERM.
     pub drain_timeout_secs: u64,
     /// Bearer tokens of `POST /v1/messages`: account name -> token.
@@ -62,34 +63,20 @@ impl Validate for GatewayConfig {
     }
 }
 
-/// Everything the gateway reads.
-#[derive(Clone, Debug)]
-pub struct GatewayServiceConfig {
-    /// `[kafka]`.
-    pub kafka: KafkaConfig,
-    /// `[gateway]`.
-    pub gateway: GatewayConfig,
-}
+/// Everything the gateway reads: `[kafka]` and `[gateway]`.
+pub type GatewayServiceConfig = KafkaService<GatewayConfig>;
 
-impl ServiceConfig for GatewayServiceConfig {
-    fn from_settings(settings: &Settings, problems: &mut Problems) -> Option<Self> {
-        let kafka = settings.section("kafka", problems);
-        let gateway = settings.section("gateway", problems);
-        Some(Self {
-            kafka: kafka?,
-            gateway: gateway?,
-        })
+impl ServiceSection for GatewayConfig {
+    const NAME: &'static str = "gateway";
+
+    fn admin_listen(&self) -> &str {
+        &self.admin_listen
     }
 
-    fn admin_listen(&self) -> SocketAddr {
-        self.gateway.admin_listen.parse().expect("validated")
-    }
-
-    fn drain_timeout(&self) -> Duration {
-        Duration::from_secs(self.gateway.drain_timeout_secs)
+    fn drain_timeout_secs(&self) -> u64 {
+        self.drain_timeout_secs
     }
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -100,6 +87,7 @@ mod tests {
             admin_listen: "127.0.0.1:9181".into(),
             connector_id: "test".into(),
             max_body_bytes: 4096,
+            ack_timeout_ms: 5000,
             drain_timeout_secs: 1,
             api_tokens: [("default".to_owned(), token.to_owned())].into(),
         }

@@ -7,7 +7,8 @@
 //! a retried message gets the same deterministic event id and is recognised downstream.
 //!
 //! Status codes: 202 stored; 400 bad body (every problem listed); 401 bad or missing token;
-//! 413 body over `max_body_bytes`; 503 broker unreachable or slow (with `Retry-After`).
+//! 413 body over `max_body_bytes`; 503 when the broker did not acknowledge within
+//! `ack_timeout_ms` (with `Retry-After`).
 
 pub mod config;
 mod http_api;
@@ -68,17 +69,17 @@ pub fn app(config: &GatewayConfig, producer: Producer) -> Router {
 
 /// Runs the gateway until shutdown.
 pub async fn run(config: GatewayServiceConfig, context: ServiceContext) -> anyhow::Result<()> {
-    let client_id = format!("omni-gateway-{}", config.gateway.connector_id);
+    let client_id = format!("omni-gateway-{}", config.service.connector_id);
     context.readiness.register("kafka");
     context.readiness.register("listener");
-    let producer = Producer::new(&config.kafka, &client_id)?;
+    let producer = Producer::with_ack_timeout(&config.kafka, &client_id, config.service.ack_timeout_ms)?;
     topics::ensure_topics_until_ready(&config.kafka, &client_id, &context).await?;
-    let listener = tokio::net::TcpListener::bind(&config.gateway.listen)
+    let listener = tokio::net::TcpListener::bind(&config.service.listen)
         .await
-        .map_err(|error| anyhow::anyhow!("cannot listen on {}: {error}", config.gateway.listen))?;
-    tracing::info!(listen = %config.gateway.listen, "gateway listening");
+        .map_err(|error| anyhow::anyhow!("cannot listen on {}: {error}", config.service.listen))?;
+    tracing::info!(listen = %config.service.listen, "gateway listening");
     context.readiness.ready("listener");
-    let app = app(&config.gateway, producer.clone());
+    let app = app(&config.service, producer.clone());
     axum::serve(listener, app)
         .with_graceful_shutdown(context.shutdown.clone().cancelled_owned())
         .await?;

@@ -45,7 +45,7 @@ pub struct ProducerConfig {
     /// raise throughput and add latency to every acknowledged send.
     pub linger_ms: u32,
     /// The most a send waits for the broker's acknowledgement before failing
-    /// (librdkafka `message.timeout.ms`); a webhook answers 503 after it.
+    /// (librdkafka `message.timeout.ms`). The gateway uses its own `ack_timeout_ms` instead.
     pub message_timeout_ms: u32,
     /// Bound on records waiting in the producer (`queue.buffering.max.messages`).
     pub queue_max_messages: u32,

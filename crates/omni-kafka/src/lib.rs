@@ -16,6 +16,7 @@ pub mod consumer;
 pub mod deadletter;
 pub mod headers;
 pub mod producer;
+pub mod service;
 pub mod state;
 pub mod topics;
 
@@ -23,3 +24,4 @@ pub use config::KafkaConfig;
 pub use deadletter::DeadLetterWriter;
 pub use headers::CloudEvent;
 pub use producer::{ProduceError, Producer};
+pub use service::{KafkaService, ServiceSection};

@@ -117,13 +117,19 @@ impl Pending {
 impl Producer {
     /// Creates the producer. Fails only on an invalid librdkafka property.
     pub fn new(config: &KafkaConfig, client_id: &str) -> Result<Self, KafkaError> {
+        Self::with_ack_timeout(config, client_id, config.producer.message_timeout_ms)
+    }
+
+    /// Creates the producer with its own acknowledgement deadline (`message.timeout.ms`), for a
+    /// service that answers a caller within a deadline of its own (the gateway).
+    pub fn with_ack_timeout(config: &KafkaConfig, client_id: &str, message_timeout_ms: u32) -> Result<Self, KafkaError> {
         let producer = &config.producer;
         let mut client_config = config.client_config(client_id);
         client_config
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", producer.linger_ms.to_string())
-            .set("message.timeout.ms", producer.message_timeout_ms.to_string())
+            .set("message.timeout.ms", message_timeout_ms.to_string())
             .set("queue.buffering.max.messages", producer.queue_max_messages.to_string())
             .set("queue.buffering.max.kbytes", producer.queue_max_kbytes.to_string())
             .set("compression.type", "lz4");

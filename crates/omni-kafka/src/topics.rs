@@ -17,6 +17,8 @@ pub const DELIVERIES: &str = "omni.deliveries.v1";
 pub const DEADLETTER: &str = "omni.deadletter.v1";
 /// The router's state (`omni.v1.RouterState`), compacted; see `state.proto` for keys.
 pub const STATE_ROUTER: &str = "omni.state.router.v1";
+/// The email connector's checkpoints (`omni.v1.EmailCheckpoint`), compacted.
+pub const STATE_EMAIL: &str = "omni.state.email.v1";
 
 /// A channel family: each has its own raw topic `omni.raw.<family>.v1`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -114,6 +116,11 @@ pub fn all_topics() -> Vec<TopicSpec> {
     topics.push(TopicSpec {
         name: STATE_ROUTER.into(),
         message_type: "omni.v1.RouterState",
+        compacted: true,
+    });
+    topics.push(TopicSpec {
+        name: STATE_EMAIL.into(),
+        message_type: "omni.v1.EmailCheckpoint",
         compacted: true,
     });
     topics
@@ -222,6 +229,15 @@ mod tests {
             assert!(raw_topics().contains(&family.raw_topic()));
         }
         assert_eq!(Family::of(Channel::Api).unwrap().raw_topic(), "omni.raw.api.v1");
+    }
+
+    #[test]
+    fn every_topic_constant_is_created() {
+        let names: Vec<String> = all_topics().into_iter().map(|spec| spec.name).collect();
+        for topic in [CONVERSATIONS, DELIVERIES, DEADLETTER, STATE_ROUTER, STATE_EMAIL] {
+            assert!(names.iter().any(|name| name == topic), "{topic} is not in all_topics()");
+        }
+        assert_eq!(message_type_of(STATE_EMAIL), Some("omni.v1.EmailCheckpoint"));
     }
 
     #[test]

@@ -1,12 +1,8 @@
 //! `[normalizer]` configuration.
 
-use std::net::SocketAddr;
-use std::time::Duration;
-
-use omni_kafka::KafkaConfig;
-use omni_runtime::service::ServiceConfig;
+use omni_kafka::{KafkaService, ServiceSection};
 use omni_runtime::settings::check_socket_addr;
-use omni_runtime::{Problems, Settings, Validate};
+use omni_runtime::{Problems, Validate};
 use serde::Deserialize;
 
 /// `[normalizer]` section.
@@ -39,30 +35,17 @@ impl Validate for NormalizerConfig {
     }
 }
 
-/// Everything the normalizer reads.
-#[derive(Clone, Debug)]
-pub struct NormalizerServiceConfig {
-    /// `[kafka]`.
-    pub kafka: KafkaConfig,
-    /// `[normalizer]`.
-    pub normalizer: NormalizerConfig,
-}
+/// Everything the normalizer reads: `[kafka]` and `[normalizer]`.
+pub type NormalizerServiceConfig = KafkaService<NormalizerConfig>;
 
-impl ServiceConfig for NormalizerServiceConfig {
-    fn from_settings(settings: &Settings, problems: &mut Problems) -> Option<Self> {
-        let kafka = settings.section("kafka", problems);
-        let normalizer = settings.section("normalizer", problems);
-        Some(Self {
-            kafka: kafka?,
-            normalizer: normalizer?,
-        })
+impl ServiceSection for NormalizerConfig {
+    const NAME: &'static str = "normalizer";
+
+    fn admin_listen(&self) -> &str {
+        &self.admin_listen
     }
 
-    fn admin_listen(&self) -> SocketAddr {
-        self.normalizer.admin_listen.parse().expect("validated")
-    }
-
-    fn drain_timeout(&self) -> Duration {
-        Duration::from_secs(self.normalizer.drain_timeout_secs)
+    fn drain_timeout_secs(&self) -> u64 {
+        self.drain_timeout_secs
     }
 }

@@ -32,7 +32,7 @@ pub use config::{NormalizerConfig, NormalizerServiceConfig};
 
 /// Runs the normalizer until shutdown.
 pub async fn run(config: NormalizerServiceConfig, context: ServiceContext) -> anyhow::Result<()> {
-    let client_id = format!("omni-normalizer-{}", config.normalizer.instance_id);
+    let client_id = format!("omni-normalizer-{}", config.service.instance_id);
     context.readiness.register("kafka");
     context.readiness.register("pipeline");
     topics::ensure_topics_until_ready(&config.kafka, &client_id, &context).await?;
@@ -87,12 +87,12 @@ async fn run_pipeline(config: &NormalizerServiceConfig, client_id: &str, context
     let consumer = consumer::group_consumer(
         &config.kafka,
         client_id,
-        &config.normalizer.group_id,
-        &config.normalizer.instance_id,
+        &config.service.group_id,
+        &config.service.instance_id,
         &raw_topics,
     )
     .map_err(|error| PipelineError::Fatal(format!("cannot create consumer: {error}")))?;
-    let source = format!("omni/normalizer/{}", config.normalizer.instance_id);
+    let source = format!("omni/normalizer/{}", config.service.instance_id);
     let dead_letters = DeadLetterWriter::new(producer.clone(), "normalizer", source.clone());
     context.readiness.ready("pipeline");
 
@@ -108,7 +108,7 @@ async fn run_pipeline(config: &NormalizerServiceConfig, client_id: &str, context
                 }
             }
             () = context.shutdown.cancelled() => break,
-            received = consumer.recv(), if in_flight.len() < config.normalizer.max_in_flight => match received {
+            received = consumer.recv(), if in_flight.len() < config.service.max_in_flight => match received {
                 Ok(message) => {
                     let message = message.detach();
                     let pending = start(&producer, &dead_letters, &source, message);

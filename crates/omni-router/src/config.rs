@@ -1,14 +1,10 @@
 //! `[router]` configuration.
 
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use std::time::Duration;
-
-use omni_kafka::KafkaConfig;
-use omni_runtime::service::ServiceConfig;
+use omni_kafka::{KafkaService, ServiceSection};
 use omni_runtime::settings::check_socket_addr;
-use omni_runtime::{Problems, Settings, Validate};
+use omni_runtime::{Problems, Validate};
 use serde::Deserialize;
+use std::collections::BTreeMap;
 
 use crate::helpdesk::request_tracker::RequestTrackerConfig;
 
@@ -64,30 +60,17 @@ impl Validate for RouterConfig {
     }
 }
 
-/// Everything the router reads.
-#[derive(Clone, Debug)]
-pub struct RouterServiceConfig {
-    /// `[kafka]`.
-    pub kafka: KafkaConfig,
-    /// `[router]`.
-    pub router: RouterConfig,
-}
+/// Everything the router reads: `[kafka]` and `[router]`.
+pub type RouterServiceConfig = KafkaService<RouterConfig>;
 
-impl ServiceConfig for RouterServiceConfig {
-    fn from_settings(settings: &Settings, problems: &mut Problems) -> Option<Self> {
-        let kafka = settings.section("kafka", problems);
-        let router = settings.section("router", problems);
-        Some(Self {
-            kafka: kafka?,
-            router: router?,
-        })
+impl ServiceSection for RouterConfig {
+    const NAME: &'static str = "router";
+
+    fn admin_listen(&self) -> &str {
+        &self.admin_listen
     }
 
-    fn admin_listen(&self) -> SocketAddr {
-        self.router.admin_listen.parse().expect("validated")
-    }
-
-    fn drain_timeout(&self) -> Duration {
-        Duration::from_secs(self.router.drain_timeout_secs)
+    fn drain_timeout_secs(&self) -> u64 {
+        self.drain_timeout_secs
     }
 }

@@ -17,6 +17,9 @@
 //! follow-ups reach the ticket in order. Transient failures (helpdesk down, 429, 5xx, broker
 //! unavailable) are retried with jittered exponential backoff without moving on; a helpdesk's
 //! permanent refusal (a 4xx other than 401/403/408/429) sends the event to the dead-letter topic.
+//!
+//! Automated messages (tagged `auto-reply` or `bounce` by their channel adapter) are added to
+//! their conversation's ticket when it has one, and never open a ticket (outcome `SKIPPED`).
 
 pub mod config;
 pub mod helpdesk;
@@ -74,21 +77,21 @@ pub fn destinations(config: &RouterConfig) -> anyhow::Result<BTreeMap<String, Ar
 
 /// Runs the router until shutdown.
 pub async fn run(config: RouterServiceConfig, context: ServiceContext) -> anyhow::Result<()> {
-    let client_id = format!("omni-router-{}", config.router.instance_id);
-    let source = format!("omni/router/{}", config.router.instance_id);
+    let client_id = format!("omni-router-{}", config.service.instance_id);
+    let source = format!("omni/router/{}", config.service.instance_id);
     context.readiness.register("kafka");
     context
         .readiness
-        .register(&format!("destination:{}", config.router.default_destination));
+        .register(&format!("destination:{}", config.service.default_destination));
     context.readiness.register("state");
     topics::ensure_topics_until_ready(&config.kafka, &client_id, &context).await?;
-    let destinations = destinations(&config.router)?;
-    let destination_name = config.router.default_destination.clone();
+    let destinations = destinations(&config.service)?;
+    let destination_name = config.service.default_destination.clone();
     let helpdesk = destinations[&destination_name].clone();
     wait_for_helpdesk(&destination_name, helpdesk.as_ref(), &context).await;
 
     let producer = Producer::new(&config.kafka, &client_id)?;
-    let timeout = Duration::from_secs(config.router.state_restore_timeout_secs);
+    let timeout = Duration::from_secs(config.service.state_restore_timeout_secs);
     let mut state = StateStore::restore(&config.kafka, &client_id, producer.clone(), source.clone(), timeout).await?;
     let (conversations, events) = state.len();
     tracing::info!(conversations, events, "router state restored");
@@ -97,8 +100,8 @@ pub async fn run(config: RouterServiceConfig, context: ServiceContext) -> anyhow
     let consumer = consumer::group_consumer(
         &config.kafka,
         &client_id,
-        &config.router.group_id,
-        &config.router.instance_id,
+        &config.service.group_id,
+        &config.service.instance_id,
         &[topics::CONVERSATIONS],
     )?;
     let dead_letters = DeadLetterWriter::new(producer.clone(), "router", source.clone());
@@ -206,7 +209,7 @@ impl Router {
             })
             .await;
         let (outcome, ticket, error) = match result {
-            Ok((outcome, ticket)) => (outcome, Some(ticket), None),
+            Ok((outcome, ticket)) => (outcome, ticket, None),
             Err(DeliverError::Kafka(error)) => return Err(error),
             Err(error) => {
                 self.dead_letter(message, Fault::External, &error.to_string(), &event.event_id)
@@ -221,7 +224,7 @@ impl Router {
     }
 
     /// One attempt at delivering `event`, following the steps in the crate docs.
-    async fn deliver(&self, state: &mut StateStore, event: &ConversationEvent) -> Result<(Outcome, TicketRef), DeliverError> {
+    async fn deliver(&self, state: &mut StateStore, event: &ConversationEvent) -> Result<(Outcome, Option<TicketRef>), DeliverError> {
         let destination = self.destination.as_str();
         let (event_id, conversation_id) = (event.event_id.as_str(), event.conversation_id.as_str());
         let status = state.event(destination, event_id);
@@ -229,29 +232,30 @@ impl Router {
         if status == Status::Done
             && let Some(ticket) = ticket
         {
-            return Ok((Outcome::Duplicate, ticket));
+            return Ok((Outcome::Duplicate, Some(ticket)));
         }
         if ticket.is_none()
             && let Some(found) = self.helpdesk.find_ticket(conversation_id).await?
         {
             if found.origin_event_id == event_id {
                 state.mark_done(destination, conversation_id, event_id, &found.ticket).await?;
-                return Ok((Outcome::Duplicate, found.ticket));
+                return Ok((Outcome::Duplicate, Some(found.ticket)));
             }
             ticket = Some(found.ticket);
         }
         match ticket {
+            None if is_automated(event) => Ok((Outcome::Skipped, None)),
             None => {
                 state.mark_pending(destination, event_id).await?;
                 let ticket = self.helpdesk.create_ticket(event).await?;
                 fault_point("after_create").await;
                 state.mark_done(destination, conversation_id, event_id, &ticket).await?;
-                Ok((Outcome::Created, ticket))
+                Ok((Outcome::Created, Some(ticket)))
             }
             Some(ticket) => {
                 if status == Status::Pending && self.helpdesk.has_event(&ticket, event_id).await? {
                     state.mark_done(destination, conversation_id, event_id, &ticket).await?;
-                    return Ok((Outcome::Duplicate, ticket));
+                    return Ok((Outcome::Duplicate, Some(ticket)));
                 }
                 if status != Status::Pending {
                     state.mark_pending(destination, event_id).await?;
@@ -259,7 +263,7 @@ impl Router {
                 self.helpdesk.append(&ticket, event).await?;
                 fault_point("after_append").await;
                 state.mark_done(destination, conversation_id, event_id, &ticket).await?;
-                Ok((Outcome::Appended, ticket))
+                Ok((Outcome::Appended, Some(ticket)))
             }
         }
     }
@@ -319,6 +323,11 @@ impl Router {
             .when(ProduceError::is_transient)
             .await
     }
+}
+
+/// Auto-replies and bounces join an existing ticket but never open one (mail loops, noise).
+fn is_automated(event: &ConversationEvent) -> bool {
+    event.tags.iter().any(|tag| tag == "auto-reply" || tag == "bounce")
 }
 
 /// Test hook for crash tests: with `OMNI_FAULT_PAUSE_AT=after_create,after_append` in the

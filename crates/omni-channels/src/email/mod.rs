@@ -1,0 +1,252 @@
+//! The email channel: RFC 5322 messages from IMAP mailboxes.
+//!
+//! The raw record keeps the exact message bytes (`message/rfc822`). Normalization uses
+//! `mail-parser` for MIME, charsets (UTF-8, ISO-8859-*, windows-125*, ISO-2022-JP, ...), RFC 2047
+//! encoded words, quoted-printable and base64; this module adds what a helpdesk needs on top:
+//!
+//! - ids: the event id is over the mailbox account and the Message-ID (or the exact bytes when
+//!   there is none); the conversation id is over the account and the thread root, the first
+//!   `References` id, else `In-Reply-To`, else the message's own Message-ID, so a whole thread
+//!   lands in one conversation on any replica without a look-up;
+//! - readable text: the text part, or the HTML part converted to text when there is none, and
+//!   [`reply::new_text`] without the quoted history and the signature;
+//! - attachments with name, media type, size and SHA-256, inline parts marked inline;
+//! - loops and noise: auto-replies (`Auto-Submitted`, `X-Autoreply`, `Precedence`) are tagged
+//!   `auto-reply`, delivery reports (`multipart/report`) `bounce`; the router never opens a
+//!   ticket for either.
+
+pub mod reply;
+
+use std::borrow::Cow;
+
+use mail_parser::{Address, HeaderValue, Message, MessageParser, MimeHeaders};
+use omni_proto::v1::contact_identifier::Kind;
+use omni_proto::v1::participant::Role;
+use omni_proto::v1::{
+    Attachment, Body, Channel, ContactIdentifier, ConversationEvent, Direction, Participant, ProviderReference, RawRecord,
+};
+use sha2::{Digest, Sha256};
+
+use crate::{Normalize, NormalizeError, ids};
+
+/// The `provider` of raw records from IMAP mailboxes.
+pub const PROVIDER: &str = "imap";
+/// The channel name used in ids.
+const CHANNEL: &str = "email";
+/// Tag of auto-replies (out of office, vacation).
+pub const TAG_AUTO_REPLY: &str = "auto-reply";
+/// Tag of bounces and delivery reports.
+pub const TAG_BOUNCE: &str = "bounce";
+
+/// The ids of one message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MessageIds {
+    /// Deterministic event id.
+    pub event_id: String,
+    /// Deterministic conversation id.
+    pub conversation_id: String,
+    /// The Message-ID, without angle brackets, when the message has one.
+    pub message_id: Option<String>,
+}
+
+/// Parses just enough of a message to compute its ids (connectors call this before storing).
+pub fn ids(account: &str, bytes: &[u8]) -> MessageIds {
+    match MessageParser::new().parse_headers(bytes) {
+        Some(message) => ids_of(account, &message, bytes),
+        None => {
+            let event_id = ids::event_id(CHANNEL, account, None, bytes);
+            let conversation_id = ids::conversation_id(&[CHANNEL, account, "event", &event_id]);
+            MessageIds {
+                event_id,
+                conversation_id,
+                message_id: None,
+            }
+        }
+    }
+}
+
+fn ids_of(account: &str, message: &Message<'_>, bytes: &[u8]) -> MessageIds {
+    let message_id = message.message_id().map(str::trim).filter(|id| !id.is_empty()).map(str::to_owned);
+    let event_id = ids::event_id(CHANNEL, account, message_id.as_deref(), bytes);
+    let root = first_id(message.references())
+        .or_else(|| first_id(message.in_reply_to()))
+        .or(message_id.clone());
+    let conversation_id = match root {
+        Some(root) => ids::conversation_id(&[CHANNEL, account, "thread", &root]),
+        None => ids::conversation_id(&[CHANNEL, account, "event", &event_id]),
+    };
+    MessageIds {
+        event_id,
+        conversation_id,
+        message_id,
+    }
+}
+
+fn first_id(value: &HeaderValue<'_>) -> Option<String> {
+    match value {
+        HeaderValue::Text(id) => Some(id.trim().to_owned()),
+        HeaderValue::TextList(ids) => ids.first().map(|id| id.trim().to_owned()),
+        _ => None,
+    }
+    .filter(|id| !id.is_empty())
+}
+
+/// What kind of automated message this is, if any.
+pub fn automated_kind(message: &Message<'_>) -> Option<&'static str> {
+    let is_report = message
+        .content_type()
+        .is_some_and(|ct| ct.ctype().eq_ignore_ascii_case("multipart") && ct.subtype().is_some_and(|s| s.eq_ignore_ascii_case("report")));
+    if is_report {
+        return Some(TAG_BOUNCE);
+    }
+    let header = |name: &str| message.header_raw(name).map(|v| v.trim().to_ascii_lowercase());
+    let auto_submitted = header("Auto-Submitted").is_some_and(|v| !v.starts_with("no"));
+    let x_autoreply = header("X-Autoreply").is_some() || header("X-Autorespond").is_some();
+    let precedence = header("Precedence").is_some_and(|v| matches!(v.as_str(), "bulk" | "auto_reply" | "junk"));
+    (auto_submitted || x_autoreply || precedence).then_some(TAG_AUTO_REPLY)
+}
+
+fn sender(message: &Message<'_>) -> Participant {
+    let from = message.from().and_then(Address::first);
+    let address = from.and_then(|addr| addr.address()).map(str::to_owned);
+    let name = from.and_then(|addr| addr.name()).unwrap_or_default().to_owned();
+    let identifiers = address
+        .into_iter()
+        .map(|value| ContactIdentifier {
+            kind: Kind::Email as i32,
+            value,
+            platform: String::new(),
+        })
+        .collect();
+    let role = if automated_kind(message).is_some() {
+        Role::System
+    } else {
+        Role::Customer
+    };
+    Participant {
+        role: role as i32,
+        display_name: name,
+        identifiers,
+    }
+}
+
+fn attachment(part: &mail_parser::MessagePart<'_>, inline_limit: usize) -> Attachment {
+    let contents = part.contents();
+    let media_type = part
+        .content_type()
+        .map(|ct| match ct.subtype() {
+            Some(sub) => format!("{}/{}", ct.ctype(), sub),
+            None => ct.ctype().to_owned(),
+        })
+        .unwrap_or_else(|| "application/octet-stream".to_owned())
+        .to_ascii_lowercase();
+    let inline = part.content_disposition().is_some_and(|cd| cd.is_inline()) || part.content_id().is_some();
+    Attachment {
+        name: part.attachment_name().unwrap_or_default().to_owned(),
+        media_type,
+        size_bytes: contents.len() as u64,
+        sha256: hex::encode(Sha256::digest(contents)),
+        content: (contents.len() <= inline_limit).then(|| omni_proto::v1::attachment::Content::Data(contents.to_vec())),
+        inline,
+        content_id: part.content_id().unwrap_or_default().trim_matches(['<', '>']).to_owned(),
+    }
+}
+
+/// Normalizes raw records from IMAP mailboxes.
+pub struct EmailNormalizer {
+    /// Attachments up to this size travel inside the event; larger ones keep name, size and
+    /// digest, and are fetched from the raw record when needed.
+    pub inline_attachment_limit: usize,
+}
+
+/// Attachments up to 1 MiB travel inside the event by default.
+pub const DEFAULT_INLINE_ATTACHMENT_LIMIT: usize = 1024 * 1024;
+
+impl Default for EmailNormalizer {
+    fn default() -> Self {
+        Self {
+            inline_attachment_limit: DEFAULT_INLINE_ATTACHMENT_LIMIT,
+        }
+    }
+}
+
+impl Normalize for EmailNormalizer {
+    fn provider(&self) -> &'static str {
+        PROVIDER
+    }
+
+    fn normalize(&self, raw: &RawRecord) -> Result<ConversationEvent, NormalizeError> {
+        let malformed = |reason: &str| NormalizeError::Malformed {
+            provider: PROVIDER,
+            reason: reason.to_owned(),
+        };
+        let message = MessageParser::default()
+            .parse(&raw.payload)
+            .ok_or_else(|| malformed("not an RFC 5322 message"))?;
+        if message.from().is_none() && message.message_id().is_none() && message.subject().is_none() {
+            return Err(malformed("no From, Message-ID or Subject header: not an email"));
+        }
+        let ids = ids_of(&raw.account, &message, &raw.payload);
+        let text: Cow<'_, str> = message.body_text(0).unwrap_or_default();
+        let html = if message.html_body_count() > 0 && message.text_body_count() > 0 || message.text_body_count() == 0 {
+            message.body_html(0).map(Cow::into_owned).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        let text = text.trim_end().replace("\r\n", "\n");
+        let new_text = reply::new_text(&text);
+        let mut tags = Vec::new();
+        if let Some(kind) = automated_kind(&message) {
+            tags.push(kind.to_owned());
+        }
+        let attachments = message
+            .attachments()
+            .map(|part| attachment(part, self.inline_attachment_limit))
+            .collect();
+        let occurred_at = message
+            .date()
+            .map(|date| prost_types::Timestamp {
+                seconds: date.to_timestamp(),
+                nanos: 0,
+            })
+            .or(raw.received_at);
+        let sender = sender(&message);
+        let reply_to = message
+            .reply_to()
+            .and_then(Address::first)
+            .and_then(|a| a.address())
+            .map(str::to_owned)
+            .or_else(|| sender.identifiers.first().map(|i| i.value.clone()))
+            .unwrap_or_default();
+        let language = message
+            .header_raw("Content-Language")
+            .map(|v| v.trim().to_owned())
+            .unwrap_or_default();
+        Ok(ConversationEvent {
+            event_id: raw.event_id.clone(),
+            conversation_id: ids.conversation_id,
+            channel: Channel::Email as i32,
+            direction: Direction::Inbound as i32,
+            participants: vec![sender],
+            subject: message.subject().unwrap_or_default().trim().to_owned(),
+            body: Some(Body { text, html, new_text }),
+            attachments,
+            call: None,
+            language,
+            tags,
+            occurred_at,
+            received_at: raw.received_at,
+            normalized_at: None,
+            provider: Some(ProviderReference {
+                provider: PROVIDER.to_owned(),
+                account: raw.account.clone(),
+                message_id: ids.message_id.unwrap_or_default(),
+                thread_id: String::new(),
+                reply_to,
+            }),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,97 @@
+//! Separating what the sender wrote this time from the quoted history and the signature.
+//!
+//! Mail clients quote in a few recognisable ways: `>`-prefixed lines, an attribution line
+//! ("On … wrote:", "Op … schreef …:", "… tarihinde … yazdı:", "Am … schrieb …:", "Le … a écrit :",
+//! "… كتب:"), an Outlook header block ("-----Original Message-----", "From: … Sent: …"), and
+//! the signature separator "-- ". The new text is everything above the first of these; when that
+//! would leave nothing, the whole text is kept.
+
+/// The text above the first quote or signature marker.
+pub fn new_text(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    let cut = lines
+        .iter()
+        .enumerate()
+        .position(|(index, line)| starts_history(line, lines.get(index + 1).copied()))
+        .unwrap_or(lines.len());
+    let kept = lines[..cut].join("\n");
+    let kept = kept.trim();
+    if kept.is_empty() { text.trim().to_owned() } else { kept.to_owned() }
+}
+
+fn starts_history(line: &str, next: Option<&str>) -> bool {
+    let trimmed = line.trim();
+    if line == "-- " || trimmed == "--" || trimmed.starts_with('>') {
+        return true;
+    }
+    let lower = trimmed.to_lowercase();
+    if lower.starts_with("-----original message-----")
+        || lower.starts_with("-----oorspronkelijk bericht-----")
+        || lower.starts_with("________________________________")
+    {
+        return true;
+    }
+    // Outlook: "From: …" followed by "Sent: …" / "Date: …".
+    if (lower.starts_with("from:") || lower.starts_with("van:") || lower.starts_with("kimden:"))
+        && next.is_some_and(|n| {
+            let n = n.trim().to_lowercase();
+            n.starts_with("sent:") || n.starts_with("date:") || n.starts_with("verzonden:") || n.starts_with("gönderildi:")
+        })
+    {
+        return true;
+    }
+    // An attribution line ends with ':' and names the quoting verb, whatever sits between
+    // ("schreef Klantenservice <k@shop.example>:").
+    let attribution_end = lower.ends_with(':')
+        && [
+            "wrote",
+            "schreef",
+            "schrieb",
+            "a écrit",
+            "yazdı",
+            "كتب",
+            "のメッセージ",
+            "書きました",
+            "escribió",
+        ]
+        .iter()
+        .any(|verb| lower.contains(verb));
+    attribution_end && trimmed.chars().count() < 300
+}
+
+#[cfg(test)]
+mod tests {
+    use super::new_text;
+
+    #[test]
+    fn quoted_history_and_signature_are_cut() {
+        let text = "Hi,\n\nI want size L.\n\n-- \nMaria\n\nOn Sat, 14 Nov 2026, Shop <s@shop.example> wrote:\n> Thanks";
+        assert_eq!(new_text(text), "Hi,\n\nI want size L.");
+    }
+
+    #[test]
+    fn attribution_lines_in_several_languages() {
+        for attribution in [
+            "Op 15 nov. 2026 om 10:00 schreef Klantenservice <k@shop.example>:",
+            "15 Kas 2026 Pzt, 10:00 tarihinde Destek <d@shop.example> şunu yazdı:",
+            "Am 15.11.2026 um 10:00 schrieb Kundendienst:",
+            "Le 15 nov. 2026 à 10:00, Service client a écrit :",
+        ] {
+            let text = format!("Nieuw bericht.\n\n{attribution}\nOud bericht.");
+            assert_eq!(new_text(&text), "Nieuw bericht.", "{attribution}");
+        }
+    }
+
+    #[test]
+    fn outlook_header_blocks_are_cut() {
+        let text = "Please cancel.\r\n\r\nFrom: Shop Support\r\nSent: Friday, 13 November 2026\r\nSubject: Order";
+        assert_eq!(new_text(&text.replace("\r\n", "\n")), "Please cancel.");
+        assert_eq!(new_text("Yes.\n-----Original Message-----\nold"), "Yes.");
+    }
+
+    #[test]
+    fn a_message_that_is_only_a_quote_is_kept_whole() {
+        assert_eq!(new_text("> forwarded text\n> more"), "> forwarded text\n> more");
+        assert_eq!(new_text("No quote at all.\nSecond line."), "No quote at all.\nSecond line.");
+    }
+}

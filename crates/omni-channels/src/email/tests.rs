@@ -1,0 +1,158 @@
+//! Golden fixtures: real-world shaped MIME messages in their own charsets, and what each must
+//! produce.
+
+use omni_proto::v1::participant::Role;
+use omni_proto::v1::{ConversationEvent, RawRecord};
+
+use super::*;
+
+fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(format!("{}/tests/fixtures/email/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+}
+
+fn normalize(name: &str) -> ConversationEvent {
+    let bytes = fixture(name);
+    let ids = ids("support@shop", &bytes);
+    let raw = RawRecord {
+        event_id: ids.event_id,
+        provider: PROVIDER.into(),
+        account: "support@shop".into(),
+        payload: bytes,
+        ..Default::default()
+    };
+    EmailNormalizer::default()
+        .normalize(&raw)
+        .unwrap_or_else(|error| panic!("{name}: {error}"))
+}
+
+fn text(event: &ConversationEvent) -> &str {
+    &event.body.as_ref().unwrap().text
+}
+
+#[test]
+fn turkish_windows_1254_quoted_printable_with_encoded_words() {
+    let event = normalize("tr-windows-1254.eml");
+    assert_eq!(event.subject, "Siparişim nerede?");
+    assert_eq!(event.participants[0].display_name, "Ayşe Yılmaz");
+    assert_eq!(event.participants[0].identifiers[0].value, "ayse@example.com");
+    assert_eq!(
+        text(&event),
+        "Merhaba,\n\nSiparişim 1042 hâlâ gelmedi. İade etmek istiyorum.\n\nTeşekkürler,\nAyşe"
+    );
+    assert_eq!(event.provider.as_ref().unwrap().message_id, "tr-1@mail.example.com");
+    assert_eq!(event.occurred_at.unwrap().seconds, 1_794_809_700, "2026-11-16 06:15:00 UTC");
+}
+
+#[test]
+fn arabic_windows_1256_base64() {
+    let event = normalize("ar-windows-1256.eml");
+    assert_eq!(event.subject, "استرداد المبلغ");
+    assert_eq!(event.participants[0].display_name, "أحمد");
+    assert_eq!(text(&event), "مرحبا،\nأين طلبي رقم 1042؟ أريد استرداد المبلغ.");
+}
+
+#[test]
+fn japanese_iso_2022_jp() {
+    let event = normalize("ja-iso-2022-jp.eml");
+    assert_eq!(event.subject, "配送について");
+    assert_eq!(event.participants[0].display_name, "山田太郎");
+    assert_eq!(text(&event), "お世話になっております。\n注文番号1042の配送状況を教えてください。");
+}
+
+#[test]
+fn dutch_html_only_reply_becomes_readable_text_in_its_thread() {
+    let event = normalize("nl-html-only-reply.eml");
+    let body = event.body.as_ref().unwrap();
+    assert!(
+        body.text.contains("Ik heb €49,95 betaald maar mijn pakket is niet aangekomen."),
+        "{}",
+        body.text
+    );
+    assert!(!body.text.contains("<p>"), "{}", body.text);
+    assert!(body.html.contains("<blockquote>"));
+    assert!(!body.new_text.contains("Uw pakket is onderweg"), "{}", body.new_text);
+    // The thread root is the first References id: the customer's first mail.
+    let first = ids(
+        "support@shop",
+        b"Message-ID: <nl-1@mail.example.nl>\r\nSubject: Uw bestelling 1042\r\n\r\nx",
+    );
+    assert_eq!(event.conversation_id, first.conversation_id);
+}
+
+#[test]
+fn multipart_with_alternative_inline_image_attachment_quote_and_signature() {
+    let event = normalize("en-multipart-attachments.eml");
+    assert_eq!(event.participants[0].display_name, "María García");
+    let body = event.body.as_ref().unwrap();
+    assert_eq!(body.new_text, "Hi,\n\nThe jacket is too small, I want to exchange it for size L.");
+    assert!(body.text.contains("> Your order number is 1042."));
+    let names: Vec<(&str, &str, bool)> = event
+        .attachments
+        .iter()
+        .map(|a| (a.name.as_str(), a.media_type.as_str(), a.inline))
+        .collect();
+    assert_eq!(
+        names,
+        [("jacket.png", "image/png", true), ("invoice-1042.pdf", "application/pdf", false)]
+    );
+    let png = &event.attachments[0];
+    assert_eq!(png.content_id, "photo1@example.es");
+    assert_eq!(png.size_bytes, 70);
+    assert_eq!(png.sha256.len(), 64);
+    assert!(matches!(png.content, Some(omni_proto::v1::attachment::Content::Data(ref d)) if d.starts_with(b"\x89PNG")));
+}
+
+#[test]
+fn replies_share_the_conversation_of_their_thread_root_and_new_mail_does_not() {
+    let root = ids("a", b"Message-ID: <root@x>\r\nSubject: Order\r\n\r\nx");
+    let reply = ids("a", b"Message-ID: <r1@x>\r\nIn-Reply-To: <root@x>\r\nSubject: Re: Order\r\n\r\nx");
+    let reply_new_subject = ids(
+        "a",
+        b"Message-ID: <r2@x>\r\nReferences: <root@x> <r1@x>\r\nSubject: something else\r\n\r\nx",
+    );
+    let new_mail_old_subject = ids("a", b"Message-ID: <n1@x>\r\nSubject: Re: Order\r\n\r\nx");
+    assert_eq!(root.conversation_id, reply.conversation_id);
+    assert_eq!(root.conversation_id, reply_new_subject.conversation_id);
+    assert_ne!(root.conversation_id, new_mail_old_subject.conversation_id);
+    assert_ne!(
+        root.conversation_id,
+        ids("b", b"Message-ID: <root@x>\r\n\r\nx").conversation_id,
+        "mailboxes are separate"
+    );
+}
+
+#[test]
+fn event_id_is_the_message_id_else_the_bytes() {
+    assert_eq!(
+        ids("a", b"Message-ID: <m@x>\r\n\r\none").event_id,
+        ids("a", b"Message-ID: <m@x>\r\nX-Extra: 1\r\n\r\ntwo").event_id
+    );
+    assert_ne!(
+        ids("a", b"Subject: s\r\n\r\none").event_id,
+        ids("a", b"Subject: s\r\n\r\ntwo").event_id
+    );
+}
+
+#[test]
+fn auto_replies_and_bounces_are_tagged_and_not_customers() {
+    let auto = normalize("auto-reply.eml");
+    assert_eq!(auto.tags, [TAG_AUTO_REPLY]);
+    assert_eq!(auto.participants[0].role, Role::System as i32);
+    let bounce = normalize("bounce.eml");
+    assert_eq!(bounce.tags, [TAG_BOUNCE]);
+    let customer = normalize("tr-windows-1254.eml");
+    assert!(customer.tags.is_empty());
+    assert_eq!(customer.participants[0].role, Role::Customer as i32);
+}
+
+#[test]
+fn bytes_that_are_not_an_email_are_malformed() {
+    let raw = RawRecord {
+        event_id: "e".into(),
+        provider: PROVIDER.into(),
+        payload: b"\x00\x01\x02 binary junk".to_vec(),
+        ..Default::default()
+    };
+    let error = EmailNormalizer::default().normalize(&raw).unwrap_err();
+    assert!(matches!(error, NormalizeError::Malformed { .. }), "{error}");
+}

@@ -1,0 +1,258 @@
+//! One mailbox: connect, backfill, wait for new mail, repeat; checkpoint after acknowledgement.
+
+use std::time::{Duration, SystemTime};
+
+use async_imap::Session;
+use futures::TryStreamExt;
+use omni_kafka::producer::Pending;
+use omni_kafka::topics::Family;
+use omni_kafka::{CloudEvent, ProduceError, Producer, topics};
+use omni_proto::v1::{Channel, EmailCheckpoint, RawRecord};
+use omni_runtime::Readiness;
+use prost::Message as _;
+use sha2::{Digest, Sha256};
+use tokio::net::TcpStream;
+
+use crate::config::{EmailConfig, MailboxConfig};
+
+type ImapSession = Session<TcpStream>;
+
+/// Why a mailbox session ended.
+#[derive(Debug, thiserror::Error)]
+enum SessionError {
+    #[error("imap: {0}")]
+    Imap(#[from] async_imap::error::Error),
+    #[error("cannot connect to {0}: {1}")]
+    Connect(String, std::io::Error),
+    #[error("the server refused the login: {0}")]
+    Login(async_imap::error::Error),
+    #[error("folder has no UIDVALIDITY")]
+    NoUidValidity,
+    #[error("broker: {0}")]
+    Broker(#[from] ProduceError),
+}
+
+pub(crate) struct MailboxReader {
+    pub name: String,
+    pub mailbox: MailboxConfig,
+    pub settings: EmailConfig,
+    pub producer: Producer,
+    pub checkpoint: EmailCheckpoint,
+    pub checkpoint_key: String,
+    pub readiness: Readiness,
+}
+
+impl MailboxReader {
+    pub async fn run(mut self, shutdown: tokio_util::sync::CancellationToken) {
+        let check = format!("mailbox:{}", self.name);
+        let mut delay = Duration::from_secs(1);
+        while !shutdown.is_cancelled() {
+            let outcome = tokio::select! {
+                outcome = self.session(&check) => outcome,
+                () = shutdown.cancelled() => break,
+            };
+            if let Err(error) = outcome {
+                self.readiness.not_ready(&check, error.to_string());
+                tracing::warn!(mailbox = %self.name, %error, retry_in_ms = delay.as_millis() as u64, "mailbox session ended");
+                metrics::counter!("omni_email_session_errors_total", "mailbox" => self.name.clone()).increment(1);
+            }
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = shutdown.cancelled() => break,
+            }
+            delay = (delay * 2).min(Duration::from_secs(60));
+        }
+    }
+
+    async fn session(&mut self, check: &str) -> Result<(), SessionError> {
+        let address = format!("{}:{}", self.mailbox.host, self.mailbox.port);
+        let tcp = TcpStream::connect(&address)
+            .await
+            .map_err(|error| SessionError::Connect(address.clone(), error))?;
+        let mut client = async_imap::Client::new(tcp);
+        client
+            .read_response()
+            .await
+            .map_err(|error| SessionError::Connect(address.clone(), error))?;
+        let mut session = client
+            .login(&self.mailbox.username, &self.mailbox.password)
+            .await
+            .map_err(|(error, _)| SessionError::Login(error))?;
+        let selected = session.select(&self.mailbox.folder).await?;
+        let uid_validity = selected.uid_validity.ok_or(SessionError::NoUidValidity)?;
+        if self.checkpoint.uid_validity != uid_validity {
+            if self.checkpoint.uid_validity != 0 {
+                tracing::warn!(mailbox = %self.name, old = self.checkpoint.uid_validity, new = uid_validity, "uidvalidity changed: reading the folder again; event ids keep it free of doubles");
+            }
+            self.checkpoint = EmailCheckpoint {
+                uid_validity,
+                last_uid: 0,
+                updated_at: None,
+            };
+        }
+        let idle = session.capabilities().await?.has_str("IDLE");
+        self.readiness.ready(check);
+        tracing::info!(mailbox = %self.name, folder = %self.mailbox.folder, uid_validity, last_uid = self.checkpoint.last_uid, idle, "mailbox selected");
+        loop {
+            self.store_new(&mut session).await?;
+            session = if idle {
+                self.wait_idle(session).await?
+            } else {
+                self.wait_poll(session).await?
+            };
+        }
+    }
+
+    /// Stores every message above the checkpoint, in UID order, batch by batch.
+    async fn store_new(&mut self, session: &mut ImapSession) -> Result<(), SessionError> {
+        let mut uids: Vec<u32> = session
+            .uid_search(format!("UID {}:*", self.checkpoint.last_uid + 1))
+            .await?
+            .into_iter()
+            .collect();
+        // "N:*" always matches the highest UID, even below N.
+        uids.retain(|uid| *uid > self.checkpoint.last_uid);
+        uids.sort_unstable();
+        let total = uids.len();
+        if total == 0 {
+            return Ok(());
+        }
+        tracing::info!(mailbox = %self.name, messages = total, "storing new messages");
+        let gauge = metrics::gauge!("omni_email_backlog_messages", "mailbox" => self.name.clone());
+        gauge.set(total as f64);
+        for (batch_index, batch) in uids.chunks(self.settings.fetch_batch as usize).enumerate() {
+            let set = batch.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+            let fetched: Vec<_> = session.uid_fetch(&set, "(UID BODY.PEEK[])").await?.try_collect().await?;
+            let mut pending: Vec<(u32, Pending)> = Vec::with_capacity(fetched.len());
+            for fetch in &fetched {
+                let (Some(uid), Some(body)) = (fetch.uid, fetch.body()) else {
+                    continue;
+                };
+                pending.push((uid, self.enqueue(uid, body)?));
+            }
+            // Only UIDs that came back and were acknowledged, contiguous from the start of the
+            // batch, move the checkpoint: a message the server did not return is fetched again.
+            let mut stored_up_to = None;
+            let mut acknowledged = pending
+                .into_iter()
+                .map(|(uid, p)| async move { (uid, p.acknowledged().await) })
+                .collect::<futures::stream::FuturesOrdered<_>>();
+            let mut expected = batch.iter();
+            let mut contiguous = true;
+            while let Some((uid, result)) = futures::StreamExt::next(&mut acknowledged).await {
+                result?;
+                if contiguous && expected.next() == Some(&uid) {
+                    stored_up_to = Some(uid);
+                } else {
+                    contiguous = false;
+                }
+            }
+            let Some(last) = stored_up_to else {
+                tracing::warn!(mailbox = %self.name, "fetch returned nothing usable; will retry");
+                return Ok(());
+            };
+            self.save_checkpoint(last).await?;
+            let done = (batch_index * self.settings.fetch_batch as usize + batch.len()).min(total);
+            gauge.set((total - done) as f64);
+            tracing::info!(mailbox = %self.name, stored = done, of = total, last_uid = last, "backfill progress");
+            if !contiguous {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    fn enqueue(&self, uid: u32, body: &[u8]) -> Result<Pending, ProduceError> {
+        let ids = omni_channels::email::ids(&self.name, body);
+        let now = SystemTime::now();
+        let mut attributes = std::collections::HashMap::from([
+            ("imap_uid".to_owned(), uid.to_string()),
+            ("imap_uid_validity".to_owned(), self.checkpoint.uid_validity.to_string()),
+            ("imap_folder".to_owned(), self.mailbox.folder.clone()),
+            ("size_bytes".to_owned(), body.len().to_string()),
+        ]);
+        let payload = if body.len() > self.settings.max_inline_bytes {
+            // Too large for a record: keep the header, say so, and point at the message on the server.
+            attributes.insert("truncated".to_owned(), "true".to_owned());
+            attributes.insert("sha256".to_owned(), hex::encode(Sha256::digest(body)));
+            let end = body
+                .windows(4)
+                .position(|w| w == b"\r\n\r\n")
+                .map(|p| p + 4)
+                .unwrap_or(0)
+                .min(self.settings.max_inline_bytes);
+            body[..end].to_vec()
+        } else {
+            body.to_vec()
+        };
+        let record = RawRecord {
+            event_id: ids.event_id.clone(),
+            channel: Channel::Email as i32,
+            provider: omni_channels::email::PROVIDER.to_owned(),
+            account: self.name.clone(),
+            connector_id: self.settings.connector_id.clone(),
+            received_at: Some(now.into()),
+            provider_message_id: ids.message_id.unwrap_or_default(),
+            content_type: "message/rfc822".to_owned(),
+            payload,
+            attributes,
+        };
+        let source = format!("omni/email/{}", self.settings.connector_id);
+        let headers = CloudEvent {
+            id: &ids.event_id,
+            kind: "omni.v1.RawRecord",
+            source: &source,
+            subject: None,
+            time: now,
+        }
+        .to_headers();
+        metrics::counter!("omni_email_messages_total", "mailbox" => self.name.clone()).increment(1);
+        self.producer.enqueue(
+            &Family::Email.raw_topic(),
+            ids.conversation_id.as_bytes(),
+            &record.encode_to_vec(),
+            headers,
+        )
+    }
+
+    async fn save_checkpoint(&mut self, last_uid: u32) -> Result<(), ProduceError> {
+        let checkpoint = EmailCheckpoint {
+            uid_validity: self.checkpoint.uid_validity,
+            last_uid,
+            updated_at: Some(SystemTime::now().into()),
+        };
+        let source = format!("omni/email/{}", self.settings.connector_id);
+        let headers = CloudEvent {
+            id: &self.checkpoint_key,
+            kind: "omni.v1.EmailCheckpoint",
+            source: &source,
+            subject: None,
+            time: SystemTime::now(),
+        }
+        .to_headers();
+        self.producer
+            .send(
+                topics::STATE_EMAIL,
+                self.checkpoint_key.as_bytes(),
+                &checkpoint.encode_to_vec(),
+                headers,
+            )
+            .await?;
+        self.checkpoint = checkpoint;
+        Ok(())
+    }
+
+    async fn wait_idle(&self, session: ImapSession) -> Result<ImapSession, SessionError> {
+        let mut handle = session.idle();
+        handle.init().await?;
+        let (wait, _interrupt) = handle.wait_with_timeout(Duration::from_secs(self.settings.idle_renew_secs));
+        wait.await?;
+        Ok(handle.done().await?)
+    }
+
+    async fn wait_poll(&self, mut session: ImapSession) -> Result<ImapSession, SessionError> {
+        tokio::time::sleep(Duration::from_secs(self.settings.poll_interval_secs)).await;
+        session.noop().await?;
+        Ok(session)
+    }
+}
