@@ -43,9 +43,6 @@ pub enum ProduceError {
     /// The record was refused for good (too large, unknown topic, authorization).
     #[error("broker refused the record: {0}")]
     Refused(#[source] KafkaError),
-    /// The Kafka client could not be created or used at all (bad configuration).
-    #[error("kafka client failed: {0}")]
-    Fatal(#[source] KafkaError),
 }
 
 impl ProduceError {
@@ -75,7 +72,6 @@ impl ProduceError {
             Self::QueueFull => "queue_full",
             Self::Unavailable(_) => "unavailable",
             Self::Refused(_) => "refused",
-            Self::Fatal(_) => "fatal",
         }
     }
 }
