@@ -17,9 +17,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::BaseConsumer;
 use rdkafka::message::Headers;
-use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use rdkafka::{ClientConfig, Message, Offset};
 use serde_json::Value;
 
 /// Runs end-to-end tests one at a time (each test has its own runtime, so an async lock that
@@ -464,24 +464,10 @@ pub fn read_topic(bootstrap: &str, topic: &str) -> anyhow::Result<Vec<Record>> {
         .set("group.id", "omni-e2e-reader")
         .set("enable.auto.commit", "false")
         .create()?;
-    let timeout = Duration::from_secs(10);
-    let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
-    let mut assignment = TopicPartitionList::new();
-    let mut remaining = std::collections::HashMap::new();
-    for partition in metadata.topics().iter().flat_map(|t| t.partitions().iter().map(|p| p.id())) {
-        let (low, high) = consumer.fetch_watermarks(topic, partition, timeout)?;
-        if high > low {
-            assignment.add_partition_offset(topic, partition, Offset::Beginning)?;
-            remaining.insert(partition, high);
-        }
-    }
+    let mut ends = omni_kafka::reader::assign_whole_topic(&consumer, topic, Offset::Beginning, Duration::from_secs(10))?;
     let mut records = Vec::new();
-    if remaining.is_empty() {
-        return Ok(records);
-    }
-    consumer.assign(&assignment)?;
     let started = Instant::now();
-    while !remaining.is_empty() {
+    while !ends.caught_up() {
         if started.elapsed() > Duration::from_secs(30) {
             bail!("could not read {topic} to its end");
         }
@@ -489,12 +475,7 @@ pub fn read_topic(bootstrap: &str, topic: &str) -> anyhow::Result<Vec<Record>> {
             continue;
         };
         let message = message?;
-        if remaining
-            .get(&message.partition())
-            .is_some_and(|high| message.offset() + 1 >= *high)
-        {
-            remaining.remove(&message.partition());
-        }
+        ends.read(message.partition(), message.offset());
         let headers = message
             .headers()
             .map(|h| {

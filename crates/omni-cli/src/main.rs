@@ -11,8 +11,8 @@ use clap::{Parser, Subcommand};
 use omni_kafka::{KafkaConfig, headers::headers_map, topics};
 use omni_runtime::service::{EXIT_BAD_CONFIG, ServiceConfig};
 use omni_runtime::{Problems, Settings};
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{Message, Offset, TopicPartitionList};
+use rdkafka::consumer::BaseConsumer;
+use rdkafka::{Message, Offset};
 
 #[derive(Parser)]
 #[command(name = "omni", version, about = "omni: omnichannel message pipeline tools")]
@@ -120,29 +120,15 @@ fn tail(topic: &str, follow: bool, from_end: bool, max: Option<u64>, message_typ
         .set("enable.auto.offset.store", "false")
         .create()?;
     let timeout = Duration::from_secs(10);
-    let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .iter()
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
-    if partitions.is_empty() {
+    let start = if from_end { Offset::End } else { Offset::Beginning };
+    let mut ends = omni_kafka::reader::assign_whole_topic(&consumer, topic, start, timeout)?;
+    if ends.partitions() == 0 {
         anyhow::bail!("topic `{topic}` does not exist on {}", kafka.bootstrap_servers);
     }
-    let mut assignment = TopicPartitionList::new();
-    let mut ends = std::collections::HashMap::new();
-    for partition in &partitions {
-        let (low, high) = consumer.fetch_watermarks(topic, *partition, timeout)?;
-        assignment.add_partition_offset(topic, *partition, if from_end { Offset::End } else { Offset::Beginning })?;
-        if high > low {
-            ends.insert(*partition, high);
-        }
-    }
-    consumer.assign(&assignment)?;
     let mut printed = 0_u64;
     let mut last_record = Instant::now();
     loop {
-        if max.is_some_and(|max| printed >= max) || (!follow && ends.is_empty()) {
+        if max.is_some_and(|max| printed >= max) || (!follow && ends.caught_up()) {
             return Ok(());
         }
         let Some(result) = consumer.poll(Duration::from_millis(200)) else {
@@ -153,11 +139,7 @@ fn tail(topic: &str, follow: bool, from_end: bool, max: Option<u64>, message_typ
         };
         let message = result?;
         last_record = Instant::now();
-        if let Some(high) = ends.get(&message.partition())
-            && message.offset() + 1 >= *high
-        {
-            ends.remove(&message.partition());
-        }
+        ends.read(message.partition(), message.offset());
         let value = match message.payload() {
             None => serde_json::Value::Null,
             Some(bytes) => omni_proto::decode_to_json(&message_type, bytes)

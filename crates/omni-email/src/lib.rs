@@ -57,6 +57,7 @@ pub async fn run(config: EmailServiceConfig, context: ServiceContext) -> anyhow:
             producer: producer.clone(),
             checkpoint: checkpoints.get(&key).cloned().unwrap_or_default(),
             checkpoint_key: key,
+            source: format!("omni/email/{}", config.service.connector_id),
             readiness: context.readiness.clone(),
         };
         context.readiness.register(&format!("mailbox:{name}"));

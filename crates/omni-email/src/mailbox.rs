@@ -39,6 +39,8 @@ pub(crate) struct MailboxReader {
     pub producer: Producer,
     pub checkpoint: EmailCheckpoint,
     pub checkpoint_key: String,
+    /// CloudEvents source of every record this reader writes.
+    pub source: String,
     pub readiness: Readiness,
 }
 
@@ -197,11 +199,10 @@ impl MailboxReader {
             payload,
             attributes,
         };
-        let source = format!("omni/email/{}", self.settings.connector_id);
         let headers = CloudEvent {
             id: &ids.event_id,
             kind: "omni.v1.RawRecord",
-            source: &source,
+            source: &self.source,
             subject: None,
             time: now,
         }
@@ -221,11 +222,10 @@ impl MailboxReader {
             last_uid,
             updated_at: Some(SystemTime::now().into()),
         };
-        let source = format!("omni/email/{}", self.settings.connector_id);
         let headers = CloudEvent {
             id: &self.checkpoint_key,
             kind: "omni.v1.EmailCheckpoint",
-            source: &source,
+            source: &self.source,
             subject: None,
             time: SystemTime::now(),
         }

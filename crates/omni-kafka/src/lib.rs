@@ -16,6 +16,7 @@ pub mod consumer;
 pub mod deadletter;
 pub mod headers;
 pub mod producer;
+pub mod reader;
 pub mod service;
 pub mod state;
 pub mod topics;

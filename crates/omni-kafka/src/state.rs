@@ -9,9 +9,9 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::BaseConsumer;
 use rdkafka::error::KafkaError;
-use rdkafka::{Message, Offset, TopicPartitionList};
+use rdkafka::{Message, Offset};
 
 use crate::config::KafkaConfig;
 
@@ -71,30 +71,10 @@ fn read_all_blocking(
         .set("enable.auto.offset.store", "false")
         .create()
         .map_err(kafka)?;
-    let metadata = consumer.fetch_metadata(Some(topic), timeout).map_err(kafka)?;
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .iter()
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
-    let mut assignment = TopicPartitionList::new();
-    let mut remaining: HashMap<i32, i64> = HashMap::new();
-    for partition in partitions {
-        let (low, high) = consumer.fetch_watermarks(topic, partition, timeout).map_err(kafka)?;
-        if high > low {
-            assignment
-                .add_partition_offset(topic, partition, Offset::Beginning)
-                .map_err(kafka)?;
-            remaining.insert(partition, high);
-        }
-    }
+    let mut ends = crate::reader::assign_whole_topic(&consumer, topic, Offset::Beginning, timeout).map_err(kafka)?;
     let mut state = HashMap::new();
-    if remaining.is_empty() {
-        return Ok(state);
-    }
-    consumer.assign(&assignment).map_err(kafka)?;
     let mut records = 0_u64;
-    while !remaining.is_empty() {
+    while !ends.caught_up() {
         if started.elapsed() > timeout {
             return Err(StateError::Timeout {
                 topic: topic.to_owned(),
@@ -112,11 +92,7 @@ fn read_all_blocking(
                 None => state.remove(key),
             };
         }
-        if let Some(high) = remaining.get(&message.partition())
-            && message.offset() + 1 >= *high
-        {
-            remaining.remove(&message.partition());
-        }
+        ends.read(message.partition(), message.offset());
     }
     tracing::info!(
         topic,
