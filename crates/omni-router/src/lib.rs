@@ -307,22 +307,32 @@ impl Router {
             time: now,
         }
         .to_headers();
-        self.producer
-            .send(topics::DELIVERIES, event.event_id.as_bytes(), &delivery.encode_to_vec(), headers)
-            .await?;
+        let value = delivery.encode_to_vec();
+        (|| {
+            self.producer
+                .send(topics::DELIVERIES, event.event_id.as_bytes(), &value, headers.clone())
+        })
+        .retry(kafka_backoff())
+        .when(ProduceError::is_transient)
+        .await?;
         Ok(())
     }
 
     async fn dead_letter(&self, message: &BorrowedMessage<'_>, fault: Fault, reason: &str, event_id: &str) -> Result<(), ProduceError> {
-        let backoff = ExponentialBuilder::default()
-            .with_max_delay(Duration::from_secs(10))
-            .with_jitter()
-            .without_max_times();
         (|| self.dead_letters.send(message, fault, reason, event_id))
-            .retry(backoff)
+            .retry(kafka_backoff())
             .when(ProduceError::is_transient)
             .await
     }
+}
+
+/// Retries of a broker write that failed transiently (broker unavailable, queue full): the
+/// offset is not stored until the write succeeds, so the router waits rather than moves on.
+fn kafka_backoff() -> ExponentialBuilder {
+    ExponentialBuilder::default()
+        .with_max_delay(Duration::from_secs(10))
+        .with_jitter()
+        .without_max_times()
 }
 
 /// Auto-replies and bounces join an existing ticket but never open one (mail loops, noise).
