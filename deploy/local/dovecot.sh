@@ -59,7 +59,9 @@ start() {
   if answers; then echo "dovecot already answers on 127.0.0.1:$port"; return 0; fi
   command -v dovecot >/dev/null || { echo "dovecot is not installed: run deploy/local/install.sh" >&2; exit 1; }
   write_config
-  dovecot -c "$conf"
+  # Detach its stdio: the daemon would otherwise hold the caller's stdout open (a pipe reading
+  # `make up` would never end).
+  dovecot -c "$conf" </dev/null >>"$state/dovecot.log" 2>&1
   for _ in $(seq 100); do
     if answers; then echo "dovecot answers on 127.0.0.1:$port (support / support)"; return 0; fi
     sleep 0.1
