@@ -302,6 +302,18 @@ impl Service {
     pub fn log(&self) -> String {
         self.process.as_ref().map(Process::log).unwrap_or_default()
     }
+
+    /// The sum of the Prometheus samples whose name and labels start with `series`, for example
+    /// `omni_normalizer_records_total{outcome="duplicate"`; 0 when there are none.
+    pub async fn metric(&self, series: &str) -> anyhow::Result<f64> {
+        let url = format!("http://127.0.0.1:{}/metrics", self.admin_port);
+        let text = reqwest::get(&url).await?.text().await?;
+        Ok(text
+            .lines()
+            .filter(|line| line.starts_with(series))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum())
+    }
 }
 
 /// The shared Request Tracker test instance.

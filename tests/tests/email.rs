@@ -56,28 +56,34 @@ async fn a_thread_of_mails_becomes_one_ticket_and_an_auto_reply_opens_none() -> 
         &format!("<tr-{run}@mail.example.com>\r\nIn-Reply-To: <{root_id}>\r\nReferences: <{root_id}>"),
     );
     let turkish = replace(&turkish, "ayse@example.com", &format!("ayse+{run}@example.com"));
-    // A client that drops References and keeps only In-Reply-To.
+    // A client that drops References and keeps only In-Reply-To, naming the Turkish message
+    // (not the root): joined through the normalizer's known events.
     let mobile = plain(
         &sender,
         &format!("mobile-{run}@mail.example.com"),
-        &format!("In-Reply-To: <{root_id}>\r\n"),
+        &format!("In-Reply-To: <tr-{run}@mail.example.com>\r\n"),
         "Re: Siparişim nerede?",
         "Telefondan yazıyorum: acil lütfen.\n\nSent from my phone",
     );
-    // An out-of-office reply to something that has no ticket.
+    // An out-of-office reply to something that has no ticket, and one to the thread.
     let auto = replace(
         &fixture("auto-reply.eml"),
         "<auto-1@mail.example.com>",
         &format!("<auto-{run}@mail.example.com>"),
     );
+    let auto_in_thread = replace(
+        &replace(&auto, &format!("<auto-{run}@"), &format!("<auto-thread-{run}@")),
+        "<shop-reply-9@shop.example>",
+        &format!("<{root_id}>"),
+    );
 
-    for message in [&first, &turkish, &mobile, &auto] {
+    for message in [&first, &turkish, &mobile, &auto, &auto_in_thread] {
         pipeline.mailbox.deliver(message);
     }
     let first_delivery = pipeline.delivery_of(&event_id_of(&first), TIMEOUT).await?;
     assert_eq!(first_delivery.outcome(), Outcome::Created, "{first_delivery:?}");
     let ticket = first_delivery.ticket_id.clone();
-    for message in [&turkish, &mobile] {
+    for message in [&turkish, &mobile, &auto_in_thread] {
         let delivery = pipeline.delivery_of(&event_id_of(message), TIMEOUT).await?;
         assert_eq!(
             (delivery.outcome(), delivery.ticket_id.as_str()),
@@ -89,19 +95,36 @@ async fn a_thread_of_mails_becomes_one_ticket_and_an_auto_reply_opens_none() -> 
         Outcome::Skipped
     );
 
+    // A mail without thread headers whose subject carries RT's ticket reference joins the ticket.
+    let by_subject = plain(
+        &sender,
+        &format!("subject-{run}@mail.example.com"),
+        "",
+        &format!("Re: [omni-local #{ticket}] Siparişim nerede?"),
+        "Kargo numarası nedir?",
+    );
+    pipeline.mailbox.deliver(&by_subject);
+    let delivery = pipeline.delivery_of(&event_id_of(&by_subject), TIMEOUT).await?;
+    assert_eq!(
+        (delivery.outcome(), delivery.ticket_id.as_str()),
+        (Outcome::Appended, ticket.as_str())
+    );
+
     assert_eq!(
         pipeline.rt.tickets_of_requestor(&format!("ayse+{run}@example.com")).await?,
         [ticket.as_str()]
     );
     assert_eq!(pipeline.rt.requestors(&ticket).await?, [format!("ayse+{run}@example.com")]);
     let texts = pipeline.rt.texts(&ticket).await?;
-    assert_eq!(texts.len(), 3, "{texts:?}");
+    assert_eq!(texts.len(), 5, "{texts:?}");
     assert_eq!(texts[0], "Merhaba, 1042 numaralı siparişim nerede?");
     assert_eq!(
         texts[1],
         "Merhaba,\n\nSiparişim 1042 hâlâ gelmedi. İade etmek istiyorum.\n\nTeşekkürler,\nAyşe"
     );
     assert_eq!(texts[2], "Telefondan yazıyorum: acil lütfen.\n\nSent from my phone");
+    assert_eq!(texts[3], "I am out of office until Monday.");
+    assert_eq!(texts[4], "Kargo numarası nedir?");
     let subject = pipeline.rt.get(&format!("/ticket/{ticket}")).await?["Subject"].clone();
     assert_eq!(subject, "Siparişim nerede?");
     Ok(())
@@ -165,24 +188,77 @@ async fn a_backfill_survives_connector_kills_and_a_uidvalidity_change_without_do
         }
     };
     check(&pipeline).await?;
-    let events = pipeline.conversation_events()?;
-    for id in &ids {
-        assert!(events.iter().any(|e| &e.event_id == id), "{id} missing from the conversation topic");
-    }
+    let once_each = |pipeline: &Pipeline| -> anyhow::Result<()> {
+        let events = pipeline.conversation_events()?;
+        for id in &ids {
+            let copies = events.iter().filter(|e| &e.event_id == id).count();
+            assert_eq!(copies, 1, "{id} is {copies} times in the conversation topic");
+        }
+        Ok(())
+    };
+    once_each(&pipeline)?;
 
-    // The folder is recreated with the same mail: new UIDVALIDITY, everything read again, and
-    // the helpdesk still has every message once.
+    // The folder is recreated with the same mail: new UIDVALIDITY, everything read again; the
+    // normalizer knows every event id, so neither the conversation topic nor the helpdesk gets
+    // a second copy.
+    let skipped_before = pipeline.normalizer.metric(DUPLICATES).await?;
     pipeline.mailbox.recreate();
     for message in &messages {
         pipeline.mailbox.deliver(message);
     }
     pipeline.email.restart_with(&[]).await?;
-    omni_e2e::eventually("the re-read mailbox to reach the router", TIMEOUT, || async {
-        let last = ids.last().unwrap();
-        Ok(pipeline.deliveries()?.iter().filter(|d| &d.event_id == last).count() >= 2)
+    omni_e2e::eventually("the re-read mailbox to reach the normalizer", TIMEOUT, || async {
+        Ok(pipeline.normalizer.metric(DUPLICATES).await? >= skipped_before + count as f64)
     })
     .await
     .map_err(|error| anyhow::anyhow!("{error:#}\nemail log:\n{}", pipeline.email.log()))?;
+    once_each(&pipeline)?;
     check(&pipeline).await?;
+    Ok(())
+}
+
+const DUPLICATES: &str = "omni_normalizer_records_total{outcome=\"duplicate\"";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_message_is_dead_lettered_and_the_mailbox_goes_on() -> anyhow::Result<()> {
+    use prost::Message as _;
+    let _serial = serial().await;
+    let pipeline = Pipeline::start(&[]).await?;
+    let run = nonce();
+    let before = plain(
+        &format!("<piet+{run}@example.nl>"),
+        &format!("before-{run}@example.nl"),
+        "",
+        "Retour",
+        "Eerste bericht",
+    );
+    // Junk with no header at all: IMAP servers store whatever they are given.
+    let junk = [b"\xff\xfe\x01 ".as_slice(), run.as_bytes(), b" ;; \x7f not mail\r\n"].concat();
+    let after = plain(
+        &format!("<piet+{run}@example.nl>"),
+        &format!("after-{run}@example.nl"),
+        "",
+        "Retour 2",
+        "Tweede bericht",
+    );
+    for message in [&before, &junk, &after] {
+        pipeline.mailbox.deliver(message);
+    }
+    pipeline.delivery_of(&event_id_of(&before), TIMEOUT).await?;
+    pipeline.delivery_of(&event_id_of(&after), TIMEOUT).await?;
+    let letters: Vec<omni_proto::v1::DeadLetter> = pipeline
+        .topic("omni.deadletter.v1")?
+        .iter()
+        .map(|r| omni_proto::v1::DeadLetter::decode(r.value.as_slice()))
+        .collect::<Result<_, _>>()?;
+    let junk_id = event_id_of(&junk);
+    let letter = letters
+        .iter()
+        .find(|l| l.event_id == junk_id)
+        .unwrap_or_else(|| panic!("no dead letter for the junk message: {letters:?}"));
+    assert_eq!(letter.fault(), omni_proto::v1::dead_letter::Fault::Input);
+    assert!(letter.reason.starts_with("malformed imap payload"), "{}", letter.reason);
+    let raw = omni_proto::v1::RawRecord::decode(letter.original_value.as_slice())?;
+    assert_eq!(raw.payload, junk, "the dead letter keeps the exact bytes");
     Ok(())
 }

@@ -6,8 +6,8 @@
 //! The normalizer finds an adapter by the record's `provider` through [`normalizer_for`], an
 //! explicit list: adding an adapter means adding its module and one line there.
 //!
-//! Normalization is a pure function of the raw record, so replaying the raw topic rebuilds the
-//! same conversation events.
+//! Normalization is a function of the raw record and of the events normalized before it (see
+//! [`KnownEvents`]), so replaying the raw topics in order rebuilds the same conversation events.
 
 pub mod api;
 pub mod email;
@@ -20,9 +20,31 @@ pub trait Normalize: Send + Sync {
     /// The `provider` value of the raw records this adapter reads.
     fn provider(&self) -> &'static str;
 
-    /// Normalizes one record. Must be deterministic: the same record gives the same event
-    /// (apart from `normalized_at`, which the caller sets).
-    fn normalize(&self, raw: &RawRecord) -> Result<ConversationEvent, NormalizeError>;
+    /// Normalizes one record. Must be deterministic: the same record, with the same events
+    /// known before it, gives the same event (apart from `normalized_at`, which the caller sets).
+    fn normalize(&self, raw: &RawRecord, known: &dyn KnownEvents) -> Result<ConversationEvent, NormalizeError>;
+}
+
+/// The events already normalized, by event id: what an adapter may look up to join a message to
+/// the conversation of an earlier one (an email reply whose client dropped the thread root).
+pub trait KnownEvents {
+    /// The conversation the event with this id joined, if it was normalized.
+    fn conversation_of(&self, event_id: &str) -> Option<String>;
+}
+
+/// No events known: every message is threaded by its own content alone.
+pub struct NoKnownEvents;
+
+impl KnownEvents for NoKnownEvents {
+    fn conversation_of(&self, _event_id: &str) -> Option<String> {
+        None
+    }
+}
+
+impl<S: std::hash::BuildHasher> KnownEvents for std::collections::HashMap<String, String, S> {
+    fn conversation_of(&self, event_id: &str) -> Option<String> {
+        self.get(event_id).cloned()
+    }
 }
 
 /// Why a raw record could not be normalized. Both go to the dead-letter topic: neither is

@@ -58,6 +58,7 @@ pub async fn run(config: EmailServiceConfig, context: ServiceContext) -> anyhow:
             checkpoint: checkpoints.get(&key).cloned().unwrap_or_default(),
             checkpoint_key: key,
             source: format!("omni/email/{}", config.service.connector_id),
+            partition_key: omni_channels::ids::partition_key(&["email", name]),
             readiness: context.readiness.clone(),
         };
         context.readiness.register(&format!("mailbox:{name}"));

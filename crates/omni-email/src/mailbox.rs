@@ -41,6 +41,8 @@ pub(crate) struct MailboxReader {
     pub checkpoint_key: String,
     /// CloudEvents source of every record this reader writes.
     pub source: String,
+    /// Key of this mailbox's raw records.
+    pub partition_key: String,
     pub readiness: Readiness,
 }
 
@@ -208,9 +210,11 @@ impl MailboxReader {
         }
         .to_headers();
         metrics::counter!("omni_email_messages_total", "mailbox" => self.name.clone()).increment(1);
+        // Keyed by mailbox: its messages stay in UID order in one partition, so the normalizer
+        // has seen a message before the reply that names it (threading by known events).
         self.producer.enqueue(
             &Family::Email.raw_topic(),
-            ids.conversation_id.as_bytes(),
+            self.partition_key.as_bytes(),
             &record.encode_to_vec(),
             headers,
         )

@@ -19,6 +19,8 @@ pub const DEADLETTER: &str = "omni.deadletter.v1";
 pub const STATE_ROUTER: &str = "omni.state.router.v1";
 /// The email connector's checkpoints (`omni.v1.EmailCheckpoint`), compacted.
 pub const STATE_EMAIL: &str = "omni.state.email.v1";
+/// The events the normalizer wrote and their conversations (`omni.v1.NormalizedEvent`), compacted.
+pub const STATE_NORMALIZER: &str = "omni.state.normalizer.v1";
 
 /// A channel family: each has its own raw topic `omni.raw.<family>.v1`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -121,6 +123,11 @@ pub fn all_topics() -> Vec<TopicSpec> {
     topics.push(TopicSpec {
         name: STATE_EMAIL.into(),
         message_type: "omni.v1.EmailCheckpoint",
+        compacted: true,
+    });
+    topics.push(TopicSpec {
+        name: STATE_NORMALIZER.into(),
+        message_type: "omni.v1.NormalizedEvent",
         compacted: true,
     });
     topics
@@ -234,7 +241,7 @@ mod tests {
     #[test]
     fn every_topic_constant_is_created() {
         let names: Vec<String> = all_topics().into_iter().map(|spec| spec.name).collect();
-        for topic in [CONVERSATIONS, DELIVERIES, DEADLETTER, STATE_ROUTER, STATE_EMAIL] {
+        for topic in [CONVERSATIONS, DELIVERIES, DEADLETTER, STATE_ROUTER, STATE_EMAIL, STATE_NORMALIZER] {
             assert!(names.iter().any(|name| name == topic), "{topic} is not in all_topics()");
         }
         assert_eq!(message_type_of(STATE_EMAIL), Some("omni.v1.EmailCheckpoint"));

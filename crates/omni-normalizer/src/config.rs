@@ -20,6 +20,9 @@ pub struct NormalizerConfig {
     pub max_in_flight: usize,
     /// Seconds to finish in-flight records after SIGTERM.
     pub drain_timeout_secs: u64,
+    /// Longest time to read the known events (`omni.state.normalizer.v1`) when the pipeline
+    /// starts, in seconds.
+    pub state_restore_timeout_secs: u64,
 }
 
 impl Validate for NormalizerConfig {
@@ -31,6 +34,11 @@ impl Validate for NormalizerConfig {
             (1..=10_000).contains(&self.max_in_flight),
             format!("{prefix}.max_in_flight"),
             "must be between 1 and 10000",
+        );
+        problems.check(
+            self.state_restore_timeout_secs >= 1,
+            format!("{prefix}.state_restore_timeout_secs"),
+            "must be at least 1",
         );
     }
 }

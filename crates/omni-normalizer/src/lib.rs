@@ -5,14 +5,25 @@
 //! `RawRecord`, unknown provider, malformed payload) goes to `omni.deadletter.v1` with the reason
 //! and the original bytes, and the stream goes on.
 //!
-//! Delivery: at least once. Records are handled up to `max_in_flight` at a time, but their
-//! outputs are enqueued in input order (so one conversation's events keep their order) and
-//! offsets are stored strictly in input order, each only after its output was acknowledged.
-//! When a write fails, the pipeline stops at that record, stores nothing past it, and starts
-//! again from the last stored offset; records handled twice this way carry the same event id.
+//! Known events: every event written is recorded in the compacted topic
+//! `omni.state.normalizer.v1` (event id -> conversation id) once the broker acknowledged it, and
+//! in a local map restored from that topic whenever the pipeline starts. A raw record whose event
+//! id is known is not written again (outcome `duplicate`): a connector that read a mailbox again
+//! after a crash or a UIDVALIDITY change, or a provider's retried webhook, adds nothing to
+//! `omni.conversations.v1`. Adapters also look up earlier events to thread replies (an email
+//! whose client dropped the thread root joins the conversation of the message it answers).
+//!
+//! Delivery: records are handled up to `max_in_flight` at a time, but their outputs are enqueued
+//! in input order (so one conversation's events keep their order) and offsets are stored
+//! strictly in input order, each only after its output and its known-event record were
+//! acknowledged. When a write fails, the pipeline stops at that record, stores nothing past it,
+//! restores the known events and starts again from the last stored offset. An event is written
+//! twice only when the normalizer dies between the broker's acknowledgement of the event and of
+//! its known-event record; both copies carry the same event id, which the router deduplicates.
 
 mod config;
 
+use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
 use futures::StreamExt;
@@ -21,7 +32,7 @@ use omni_channels::NormalizeError;
 use omni_kafka::consumer::GroupConsumer;
 use omni_kafka::producer::Pending;
 use omni_kafka::{CloudEvent, DeadLetterWriter, ProduceError, Producer, consumer, topics};
-use omni_proto::v1::{ConversationEvent, RawRecord, dead_letter::Fault};
+use omni_proto::v1::{ConversationEvent, NormalizedEvent, RawRecord, dead_letter::Fault};
 use omni_runtime::ServiceContext;
 use prost::Message as _;
 use rdkafka::Message;
@@ -41,7 +52,7 @@ pub async fn run(config: NormalizerServiceConfig, context: ServiceContext) -> an
         match run_pipeline(&config, &client_id, &context).await {
             Ok(()) => break,
             Err(PipelineError::Fatal(reason)) => anyhow::bail!("normalizer cannot go on: {reason}"),
-            Err(PipelineError::Produce(error)) => {
+            Err(error) => {
                 context.readiness.not_ready("pipeline", error.to_string());
                 tracing::warn!(%error, restart_in_ms = delay.as_millis() as u64, "pipeline stopped; restarting from the last stored offset");
             }
@@ -60,6 +71,8 @@ pub async fn run(config: NormalizerServiceConfig, context: ServiceContext) -> an
 enum PipelineError {
     /// A write failed: restart the pipeline from the last stored offset.
     Produce(ProduceError),
+    /// The known events could not be restored: try again.
+    State(omni_kafka::state::StateError),
     /// The Kafka clients cannot be used (bad config, fenced by another replica): stop.
     Fatal(String),
 }
@@ -68,6 +81,7 @@ impl std::fmt::Display for PipelineError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Produce(error) => write!(f, "{error}"),
+            Self::State(error) => write!(f, "{error}"),
             Self::Fatal(reason) => write!(f, "{reason}"),
         }
     }
@@ -76,7 +90,31 @@ impl std::fmt::Display for PipelineError {
 /// What became of one raw record.
 enum Handled {
     Normalized,
+    /// Its event id was already written: nothing to do.
+    Duplicate,
     DeadLettered,
+}
+
+/// Event id -> conversation id of every event written, from `omni.state.normalizer.v1`.
+type Known = HashMap<String, String>;
+
+const KNOWN_KEY_PREFIX: &str = "event/";
+
+async fn restore_known(config: &NormalizerServiceConfig, client_id: &str) -> Result<Known, omni_kafka::state::StateError> {
+    let timeout = Duration::from_secs(config.service.state_restore_timeout_secs);
+    let records = omni_kafka::state::read_all(&config.kafka, client_id, topics::STATE_NORMALIZER, timeout).await?;
+    let mut known = Known::with_capacity(records.len());
+    for (key, value) in records {
+        let event_id = String::from_utf8_lossy(&key).strip_prefix(KNOWN_KEY_PREFIX).map(str::to_owned);
+        match (event_id, NormalizedEvent::decode(value.as_slice())) {
+            (Some(event_id), Ok(entry)) => {
+                known.insert(event_id, entry.conversation_id);
+            }
+            _ => tracing::warn!(key = %String::from_utf8_lossy(&key), "unreadable known-event record skipped"),
+        }
+    }
+    metrics::gauge!("omni_normalizer_known_events").set(known.len() as f64);
+    Ok(known)
 }
 
 async fn run_pipeline(config: &NormalizerServiceConfig, client_id: &str, context: &ServiceContext) -> Result<(), PipelineError> {
@@ -94,6 +132,8 @@ async fn run_pipeline(config: &NormalizerServiceConfig, client_id: &str, context
     .map_err(|error| PipelineError::Fatal(format!("cannot create consumer: {error}")))?;
     let source = format!("omni/normalizer/{}", config.service.instance_id);
     let dead_letters = DeadLetterWriter::new(producer.clone(), "normalizer", source.clone());
+    let mut known = restore_known(config, client_id).await.map_err(PipelineError::State)?;
+    tracing::info!(known_events = known.len(), "known events restored");
     context.readiness.ready("pipeline");
 
     let mut in_flight = FuturesOrdered::new();
@@ -111,7 +151,7 @@ async fn run_pipeline(config: &NormalizerServiceConfig, client_id: &str, context
             received = consumer.recv(), if in_flight.len() < config.service.max_in_flight => match received {
                 Ok(message) => {
                     let message = message.detach();
-                    let pending = start(&producer, &dead_letters, &source, message);
+                    let pending = start(&producer, &dead_letters, &source, &mut known, message);
                     in_flight.push_back(pending);
                 }
                 Err(error) => {
@@ -146,6 +186,7 @@ async fn run_pipeline(config: &NormalizerServiceConfig, client_id: &str, context
 fn finish(consumer: &GroupConsumer, message: &OwnedMessage, outcome: Result<Handled, ProduceError>) -> Result<(), ProduceError> {
     let outcome_label = match &outcome {
         Ok(Handled::Normalized) => "normalized",
+        Ok(Handled::Duplicate) => "duplicate",
         Ok(Handled::DeadLettered) => "dead_lettered",
         Err(_) => "failed",
     };
@@ -159,44 +200,64 @@ fn finish(consumer: &GroupConsumer, message: &OwnedMessage, outcome: Result<Hand
 }
 
 /// Normalizes one record and enqueues its output right away (keeping input order), returning a
-/// future that resolves once the output was acknowledged.
+/// future that resolves once the output and its known-event record were acknowledged.
 fn start(
     producer: &Producer,
     dead_letters: &DeadLetterWriter,
     source: &str,
+    known: &mut Known,
     message: OwnedMessage,
 ) -> impl std::future::Future<Output = (OwnedMessage, Result<Handled, ProduceError>)> + use<> {
-    let enqueued: Result<Pending, (Fault, String, String)> = match normalize(message.payload().unwrap_or_default()) {
-        Ok(event) => {
-            let headers = CloudEvent {
-                id: &event.event_id,
-                kind: "omni.v1.ConversationEvent",
-                source,
-                subject: Some(&event.conversation_id),
-                time: SystemTime::now(),
-            }
-            .to_headers();
-            match producer.enqueue(
-                topics::CONVERSATIONS,
-                event.conversation_id.as_bytes(),
-                &event.encode_to_vec(),
-                headers,
-            ) {
-                Ok(pending) => Ok(pending),
-                Err(ProduceError::Refused(error)) => Err((
-                    Fault::Internal,
-                    format!("conversation event refused by the broker: {error}"),
-                    event.event_id,
-                )),
-                Err(error) => return futures::future::Either::Left(std::future::ready((message, Err(error)))),
-            }
+    use futures::future::Either;
+    let done = |message, outcome| Either::Left(std::future::ready((message, outcome)));
+    let enqueued: Result<(Pending, ConversationEvent), (Fault, String, String)> = match decode(message.payload().unwrap_or_default()) {
+        Ok(raw) if known.contains_key(&raw.event_id) => {
+            tracing::debug!(event_id = %raw.event_id, "event already written; skipped");
+            return done(message, Ok(Handled::Duplicate));
         }
+        Ok(raw) => match normalize_raw(&raw, known) {
+            Ok(event) => {
+                let headers = CloudEvent {
+                    id: &event.event_id,
+                    kind: "omni.v1.ConversationEvent",
+                    source,
+                    subject: Some(&event.conversation_id),
+                    time: SystemTime::now(),
+                }
+                .to_headers();
+                match producer.enqueue(
+                    topics::CONVERSATIONS,
+                    event.conversation_id.as_bytes(),
+                    &event.encode_to_vec(),
+                    headers,
+                ) {
+                    Ok(pending) => {
+                        // Known from now on, so a copy of the record further on in this batch is
+                        // skipped; a failed write restores the map from the topic.
+                        known.insert(event.event_id.clone(), event.conversation_id.clone());
+                        Ok((pending, event))
+                    }
+                    Err(ProduceError::Refused(error)) => Err((
+                        Fault::Internal,
+                        format!("conversation event refused by the broker: {error}"),
+                        event.event_id,
+                    )),
+                    Err(error) => return done(message, Err(error)),
+                }
+            }
+            Err(rejection) => Err(rejection),
+        },
         Err(rejection) => Err(rejection),
     };
     let dead_letters = dead_letters.clone();
-    futures::future::Either::Right(async move {
+    let producer = producer.clone();
+    let source = source.to_owned();
+    Either::Right(async move {
         let outcome = match enqueued {
-            Ok(pending) => pending.acknowledged().await.map(|_| Handled::Normalized),
+            Ok((pending, event)) => match pending.acknowledged().await {
+                Ok(_) => record_known(&producer, &source, &event).await.map(|()| Handled::Normalized),
+                Err(error) => Err(error),
+            },
             Err((fault, reason, event_id)) => dead_letters
                 .send(&message, fault, &reason, &event_id)
                 .await
@@ -206,14 +267,40 @@ fn start(
     })
 }
 
-/// Decodes a raw record and normalizes it, or says why not: `(fault, reason, event id)`.
-pub fn normalize(payload: &[u8]) -> Result<ConversationEvent, (Fault, String, String)> {
+/// Records that `event` was written, in `omni.state.normalizer.v1`.
+async fn record_known(producer: &Producer, source: &str, event: &ConversationEvent) -> Result<(), ProduceError> {
+    let key = format!("{KNOWN_KEY_PREFIX}{}", event.event_id);
+    let value = NormalizedEvent {
+        conversation_id: event.conversation_id.clone(),
+        updated_at: Some(SystemTime::now().into()),
+    };
+    let headers = CloudEvent {
+        id: &key,
+        kind: "omni.v1.NormalizedEvent",
+        source,
+        subject: Some(&event.conversation_id),
+        time: SystemTime::now(),
+    }
+    .to_headers();
+    producer
+        .send(topics::STATE_NORMALIZER, key.as_bytes(), &value.encode_to_vec(), headers)
+        .await
+        .map(|_| ())
+}
+
+/// Decodes a raw record, or says why not: `(fault, reason, event id)`.
+fn decode(payload: &[u8]) -> Result<RawRecord, (Fault, String, String)> {
     let raw = RawRecord::decode(payload).map_err(|error| (Fault::Input, format!("not an omni.v1.RawRecord: {error}"), String::new()))?;
     if raw.event_id.is_empty() {
         return Err((Fault::Input, "raw record has no event_id".to_owned(), String::new()));
     }
+    Ok(raw)
+}
+
+/// Normalizes a decoded raw record, or says why not: `(fault, reason, event id)`.
+fn normalize_raw(raw: &RawRecord, known: &dyn omni_channels::KnownEvents) -> Result<ConversationEvent, (Fault, String, String)> {
     let adapter = omni_channels::normalizer_for(&raw.provider).map_err(|error| (Fault::Input, error.to_string(), raw.event_id.clone()))?;
-    let mut event = adapter.normalize(&raw).map_err(|error| {
+    let mut event = adapter.normalize(raw, known).map_err(|error| {
         let fault = match error {
             NormalizeError::Malformed { .. } | NormalizeError::UnknownProvider(_) => Fault::Input,
         };
@@ -221,6 +308,12 @@ pub fn normalize(payload: &[u8]) -> Result<ConversationEvent, (Fault, String, St
     })?;
     event.normalized_at = Some(SystemTime::now().into());
     Ok(event)
+}
+
+/// Decodes a raw record and normalizes it with the given known events, or says why not:
+/// `(fault, reason, event id)`.
+pub fn normalize(payload: &[u8], known: &dyn omni_channels::KnownEvents) -> Result<ConversationEvent, (Fault, String, String)> {
+    normalize_raw(&decode(payload)?, known)
 }
 
 #[cfg(test)]
@@ -231,7 +324,7 @@ mod tests {
 
     #[test]
     fn garbage_is_an_input_fault() {
-        let (fault, reason, event_id) = normalize(b"\xff\xfe garbage").unwrap_err();
+        let (fault, reason, event_id) = normalize(b"\xff\xfe garbage", &omni_channels::NoKnownEvents).unwrap_err();
         assert_eq!(fault, Fault::Input);
         assert!(reason.starts_with("not an omni.v1.RawRecord"), "{reason}");
         assert!(event_id.is_empty());
@@ -245,7 +338,7 @@ mod tests {
             channel: Channel::Api as i32,
             ..Default::default()
         };
-        let (fault, reason, event_id) = normalize(&raw.encode_to_vec()).unwrap_err();
+        let (fault, reason, event_id) = normalize(&raw.encode_to_vec(), &omni_channels::NoKnownEvents).unwrap_err();
         assert_eq!((fault, event_id.as_str()), (Fault::Input, "e1"));
         assert_eq!(reason, "no adapter for provider `fax`");
     }
@@ -260,7 +353,7 @@ mod tests {
             payload: body.to_vec(),
             ..Default::default()
         };
-        let event = normalize(&raw.encode_to_vec()).unwrap();
+        let event = normalize(&raw.encode_to_vec(), &omni_channels::NoKnownEvents).unwrap();
         assert_eq!(event.event_id, "e2");
         assert_eq!(event.body.unwrap().text, "Waar blijft mijn bestelling?");
         assert!(event.normalized_at.is_some());

@@ -25,8 +25,23 @@ pub struct RouterConfig {
     pub state_restore_timeout_secs: u64,
     /// The destination every event goes to.
     pub default_destination: String,
+    /// What becomes of auto-replies and bounces (events tagged `auto-reply` or `bounce`).
+    pub automated_messages: AutomatedMessages,
     /// Helpdesk destinations by name.
     pub destinations: BTreeMap<String, DestinationConfig>,
+}
+
+/// What becomes of auto-replies and bounces.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum AutomatedMessages {
+    /// Added to their conversation's ticket when it has one; never open a ticket (outcome
+    /// `SKIPPED` when there is none).
+    AttachToExisting,
+    /// Never delivered (outcome `SKIPPED`).
+    Skip,
+    /// Delivered like any message, opening a ticket when needed.
+    Deliver,
 }
 
 /// One helpdesk destination; `kind` picks the adapter.

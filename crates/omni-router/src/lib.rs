@@ -18,8 +18,13 @@
 //! unavailable) are retried with jittered exponential backoff without moving on; a helpdesk's
 //! permanent refusal (a 4xx other than 401/403/408/429) sends the event to the dead-letter topic.
 //!
-//! Automated messages (tagged `auto-reply` or `bounce` by their channel adapter) are added to
-//! their conversation's ticket when it has one, and never open a ticket (outcome `SKIPPED`).
+//! A conversation with no ticket yet whose subject carries the helpdesk's own ticket reference
+//! (RT: `[rtname #123]`) joins that ticket, so a reply from a client that broke the thread
+//! headers still lands where the agent answered.
+//!
+//! Automated messages (tagged `auto-reply` or `bounce` by their channel adapter) follow
+//! `automated_messages`: by default they are added to their conversation's ticket when it has one
+//! and never open a ticket (outcome `SKIPPED`).
 
 pub mod config;
 pub mod helpdesk;
@@ -37,7 +42,7 @@ use prost::Message as _;
 use rdkafka::Message;
 use rdkafka::message::BorrowedMessage;
 
-pub use config::{DestinationConfig, RouterConfig, RouterServiceConfig};
+pub use config::{AutomatedMessages, DestinationConfig, RouterConfig, RouterServiceConfig};
 use helpdesk::{Helpdesk, HelpdeskError, TicketRef};
 use state::StateStore;
 
@@ -111,6 +116,7 @@ pub async fn run(config: RouterServiceConfig, context: ServiceContext) -> anyhow
         destination: destination_name,
         helpdesk,
         dead_letters,
+        automated_messages: config.service.automated_messages,
     };
     loop {
         let message = tokio::select! {
@@ -171,6 +177,7 @@ struct Router {
     destination: String,
     helpdesk: Arc<dyn Helpdesk>,
     dead_letters: DeadLetterWriter,
+    automated_messages: AutomatedMessages,
 }
 
 impl Router {
@@ -227,6 +234,10 @@ impl Router {
     async fn deliver(&self, state: &mut StateStore, event: &ConversationEvent) -> Result<(Outcome, Option<TicketRef>), DeliverError> {
         let destination = self.destination.as_str();
         let (event_id, conversation_id) = (event.event_id.as_str(), event.conversation_id.as_str());
+        let automated = is_automated(event);
+        if automated && self.automated_messages == AutomatedMessages::Skip {
+            return Ok((Outcome::Skipped, None));
+        }
         let status = state.event(destination, event_id);
         let mut ticket = state.ticket(destination, conversation_id).cloned();
         if status == Status::Done
@@ -243,8 +254,11 @@ impl Router {
             }
             ticket = Some(found.ticket);
         }
+        if ticket.is_none() && !event.subject.is_empty() {
+            ticket = self.helpdesk.ticket_in_subject(&event.subject).await?;
+        }
         match ticket {
-            None if is_automated(event) => Ok((Outcome::Skipped, None)),
+            None if automated && self.automated_messages == AutomatedMessages::AttachToExisting => Ok((Outcome::Skipped, None)),
             None => {
                 state.mark_pending(destination, event_id).await?;
                 let ticket = self.helpdesk.create_ticket(event).await?;
@@ -335,7 +349,7 @@ fn kafka_backoff() -> ExponentialBuilder {
         .without_max_times()
 }
 
-/// Auto-replies and bounces join an existing ticket but never open one (mail loops, noise).
+/// Auto-replies and bounces (mail loops, noise), handled per `automated_messages`.
 fn is_automated(event: &ConversationEvent) -> bool {
     event.tags.iter().any(|tag| tag == "auto-reply" || tag == "bounce")
 }

@@ -5,9 +5,13 @@
 //! encoded words, quoted-printable and base64; this module adds what a helpdesk needs on top:
 //!
 //! - ids: the event id is over the mailbox account and the Message-ID (or the exact bytes when
-//!   there is none); the conversation id is over the account and the thread root, the first
-//!   `References` id, else `In-Reply-To`, else the message's own Message-ID, so a whole thread
-//!   lands in one conversation on any replica without a look-up;
+//!   there is none). The conversation is the one of the nearest earlier message the reply names
+//!   that omni already normalized (`In-Reply-To`, then `References` from the last id back), so a
+//!   reply from a client that dropped the thread root from `References` (Outlook, mobile
+//!   clients) still joins its thread; when none is known, the conversation id is over the
+//!   account and the thread root: the first `References` id, else `In-Reply-To`, else the
+//!   message's own Message-ID. The subject is never used: a reply with a new subject stays in its
+//!   thread and a new mail with an old subject opens its own;
 //! - readable text: the text part, or the HTML part converted to text when there is none, and
 //!   [`reply::new_text`] without the quoted history and the signature;
 //! - attachments with name, media type, size and SHA-256, inline parts marked inline;
@@ -50,9 +54,11 @@ pub struct MessageIds {
 }
 
 /// Parses just enough of a message to compute its ids (connectors call this before storing).
+/// The conversation id here is the thread root's: what the normalizer gives when it knows none
+/// of the messages the reply names.
 pub fn ids(account: &str, bytes: &[u8]) -> MessageIds {
     match MessageParser::new().parse_headers(bytes) {
-        Some(message) => ids_of(account, &message, bytes),
+        Some(message) => ids_of(account, &message, bytes, &crate::NoKnownEvents),
         None => {
             let event_id = ids::event_id(CHANNEL, account, None, bytes);
             let conversation_id = ids::conversation_id(&[CHANNEL, account, "event", &event_id]);
@@ -65,15 +71,21 @@ pub fn ids(account: &str, bytes: &[u8]) -> MessageIds {
     }
 }
 
-fn ids_of(account: &str, message: &Message<'_>, bytes: &[u8]) -> MessageIds {
+fn ids_of(account: &str, message: &Message<'_>, bytes: &[u8], known: &dyn crate::KnownEvents) -> MessageIds {
     let message_id = message.message_id().map(str::trim).filter(|id| !id.is_empty()).map(str::to_owned);
     let event_id = ids::event_id(CHANNEL, account, message_id.as_deref(), bytes);
-    let root = first_id(message.references())
-        .or_else(|| first_id(message.in_reply_to()))
-        .or(message_id.clone());
-    let conversation_id = match root {
-        Some(root) => ids::conversation_id(&[CHANNEL, account, "thread", &root]),
-        None => ids::conversation_id(&[CHANNEL, account, "event", &event_id]),
+    let references = all_ids(message.references());
+    let in_reply_to = all_ids(message.in_reply_to());
+    let known_parent = in_reply_to
+        .iter()
+        .chain(references.iter().rev())
+        .filter(|parent| Some(parent.as_str()) != message_id.as_deref())
+        .find_map(|parent| known.conversation_of(&ids::event_id(CHANNEL, account, Some(parent), b"")));
+    let root = references.first().or(in_reply_to.first()).cloned().or(message_id.clone());
+    let conversation_id = match (known_parent, root) {
+        (Some(conversation_id), _) => conversation_id,
+        (None, Some(root)) => ids::conversation_id(&[CHANNEL, account, "thread", &root]),
+        (None, None) => ids::conversation_id(&[CHANNEL, account, "event", &event_id]),
     };
     MessageIds {
         event_id,
@@ -82,13 +94,14 @@ fn ids_of(account: &str, message: &Message<'_>, bytes: &[u8]) -> MessageIds {
     }
 }
 
-fn first_id(value: &HeaderValue<'_>) -> Option<String> {
-    match value {
-        HeaderValue::Text(id) => Some(id.trim().to_owned()),
-        HeaderValue::TextList(ids) => ids.first().map(|id| id.trim().to_owned()),
-        _ => None,
-    }
-    .filter(|id| !id.is_empty())
+/// The message ids in a `References` or `In-Reply-To` header, in header order.
+fn all_ids(value: &HeaderValue<'_>) -> Vec<String> {
+    let ids: Vec<&str> = match value {
+        HeaderValue::Text(id) => vec![id.as_ref()],
+        HeaderValue::TextList(ids) => ids.iter().map(|id| id.as_ref()).collect(),
+        _ => Vec::new(),
+    };
+    ids.into_iter().map(str::trim).filter(|id| !id.is_empty()).map(str::to_owned).collect()
 }
 
 /// What kind of automated message this is, if any.
@@ -175,7 +188,7 @@ impl Normalize for EmailNormalizer {
         PROVIDER
     }
 
-    fn normalize(&self, raw: &RawRecord) -> Result<ConversationEvent, NormalizeError> {
+    fn normalize(&self, raw: &RawRecord, known: &dyn crate::KnownEvents) -> Result<ConversationEvent, NormalizeError> {
         let malformed = |reason: &str| NormalizeError::Malformed {
             provider: PROVIDER,
             reason: reason.to_owned(),
@@ -186,7 +199,7 @@ impl Normalize for EmailNormalizer {
         if message.from().is_none() && message.message_id().is_none() && message.subject().is_none() {
             return Err(malformed("no From, Message-ID or Subject header: not an email"));
         }
-        let ids = ids_of(&raw.account, &message, &raw.payload);
+        let ids = ids_of(&raw.account, &message, &raw.payload, known);
         let text: Cow<'_, str> = message.body_text(0).unwrap_or_default();
         let html = if message.html_body_count() > 0 && message.text_body_count() > 0 || message.text_body_count() == 0 {
             message.body_html(0).map(Cow::into_owned).unwrap_or_default()

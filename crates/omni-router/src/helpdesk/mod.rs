@@ -72,6 +72,13 @@ pub trait Helpdesk: Send + Sync {
     /// Finds the ticket holding a conversation, if one exists.
     async fn find_ticket(&self, conversation_id: &str) -> Result<Option<FoundTicket>, HelpdeskError>;
 
+    /// The ticket a subject line refers to by the helpdesk's own reference (for example RT's
+    /// `[rtname #123]`), when there is one and the ticket exists. A reply whose client broke
+    /// the thread headers still reaches its ticket this way.
+    async fn ticket_in_subject(&self, _subject: &str) -> Result<Option<TicketRef>, HelpdeskError> {
+        Ok(None)
+    }
+
     /// Whether a follow-up for `event_id` was already added to the ticket.
     async fn has_event(&self, ticket: &TicketRef, event_id: &str) -> Result<bool, HelpdeskError>;
 

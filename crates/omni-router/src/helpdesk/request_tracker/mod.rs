@@ -51,6 +51,10 @@ pub struct RequestTrackerConfig {
     pub queue: String,
     /// Seconds per HTTP request.
     pub timeout_secs: u64,
+    /// RT's `$rtname`: a subject carrying `[<subject_tag> #<id>]` (what RT puts in the subject of
+    /// its mail) joins ticket `<id>`. Empty: subjects are not looked at.
+    #[serde(default)]
+    pub subject_tag: String,
 }
 
 impl Validate for RequestTrackerConfig {
@@ -123,6 +127,24 @@ impl RequestTracker {
             .await?;
         Ok((found["total"].as_u64().or_else(|| found["count"].as_u64()).unwrap_or(0), found))
     }
+}
+
+/// The ticket number in `[<tag> #<id>]` inside a subject, when there is one.
+pub fn ticket_number_in_subject(tag: &str, subject: &str) -> Option<u64> {
+    if tag.is_empty() {
+        return None;
+    }
+    let opening = format!("[{tag} #");
+    let mut rest = subject;
+    while let Some(start) = rest.find(&opening) {
+        let after = &rest[start + opening.len()..];
+        let digits: &str = &after[..after.find(|c: char| !c.is_ascii_digit()).unwrap_or(after.len())];
+        if !digits.is_empty() && after[digits.len()..].starts_with(']') {
+            return digits.parse().ok();
+        }
+        rest = after;
+    }
+    None
 }
 
 /// Quotes a value for TicketSQL / TransactionSQL.
@@ -240,6 +262,17 @@ impl Helpdesk for RequestTracker {
         }))
     }
 
+    async fn ticket_in_subject(&self, subject: &str) -> Result<Option<TicketRef>, HelpdeskError> {
+        let Some(id) = ticket_number_in_subject(&self.config.subject_tag, subject) else {
+            return Ok(None);
+        };
+        match self.send(self.request(reqwest::Method::GET, &format!("/ticket/{id}"))).await {
+            Ok(_) => Ok(Some(self.ticket_ref(&id.to_string()))),
+            Err(HelpdeskError::Rejected { status: 404, .. }) => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
     async fn has_event(&self, ticket: &TicketRef, event_id: &str) -> Result<bool, HelpdeskError> {
         let query = format!(
             "ObjectType = 'RT::Ticket' AND ObjectId = {} AND 'CF.{{{CF_EVENT}}}' = {}",
@@ -334,6 +367,16 @@ mod tests {
         );
         let long = "ب".repeat(100);
         assert_eq!(subject(&event_with(vec![], "", &long)).chars().count(), 81);
+    }
+
+    #[test]
+    fn ticket_reference_in_subject() {
+        let tag = "omni-local";
+        assert_eq!(ticket_number_in_subject(tag, "Re: [omni-local #42] Siparişim nerede?"), Some(42));
+        assert_eq!(ticket_number_in_subject(tag, "AW: [omni-local #] x [omni-local #7]"), Some(7));
+        assert_eq!(ticket_number_in_subject(tag, "[other #42] x"), None);
+        assert_eq!(ticket_number_in_subject(tag, "[omni-local #42 x"), None);
+        assert_eq!(ticket_number_in_subject("", "[ #42]"), None);
     }
 
     #[test]
