@@ -156,9 +156,13 @@ mod tests {
         let second = ApiNormalizer.normalize(&raw(&follow_up), &crate::NoKnownEvents).unwrap();
         assert_eq!(first.conversation_id, second.conversation_id);
         assert_ne!(first.event_id, second.event_id);
-        let other_thread = ApiNormalizer.normalize(&raw(&FORM.replace("order-1042", "order-1043")), &crate::NoKnownEvents).unwrap();
+        let other_thread = ApiNormalizer
+            .normalize(&raw(&FORM.replace("order-1042", "order-1043")), &crate::NoKnownEvents)
+            .unwrap();
         assert_ne!(first.conversation_id, other_thread.conversation_id);
-        let other_customer = ApiNormalizer.normalize(&raw(&FORM.replace("ayse@", "fatma@")), &crate::NoKnownEvents).unwrap();
+        let other_customer = ApiNormalizer
+            .normalize(&raw(&FORM.replace("ayse@", "fatma@")), &crate::NoKnownEvents)
+            .unwrap();
         assert_ne!(first.conversation_id, other_customer.conversation_id);
     }
 
@@ -166,7 +170,10 @@ mod tests {
     fn without_thread_each_message_starts_a_conversation() {
         let a = r#"{"customer":{"phone":"+31 20 123 4567"},"text":"Waar is mijn pakket?"}"#;
         let b = r#"{"customer":{"phone":"+31 20 123 4567"},"text":"Ik wil retourneren."}"#;
-        let (a, b) = (ApiNormalizer.normalize(&raw(a), &crate::NoKnownEvents).unwrap(), ApiNormalizer.normalize(&raw(b), &crate::NoKnownEvents).unwrap());
+        let (a, b) = (
+            ApiNormalizer.normalize(&raw(a), &crate::NoKnownEvents).unwrap(),
+            ApiNormalizer.normalize(&raw(b), &crate::NoKnownEvents).unwrap(),
+        );
         assert_ne!(a.conversation_id, b.conversation_id);
         assert_eq!(a.participants[0].identifiers[0].value, "+31201234567");
     }

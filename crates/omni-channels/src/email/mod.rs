@@ -101,7 +101,11 @@ fn all_ids(value: &HeaderValue<'_>) -> Vec<String> {
         HeaderValue::TextList(ids) => ids.iter().map(|id| id.as_ref()).collect(),
         _ => Vec::new(),
     };
-    ids.into_iter().map(str::trim).filter(|id| !id.is_empty()).map(str::to_owned).collect()
+    ids.into_iter()
+        .map(str::trim)
+        .filter(|id| !id.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 /// What kind of automated message this is, if any.

@@ -158,10 +158,8 @@ fn bytes_that_are_not_an_email_are_malformed() {
 }
 
 fn mail(message_id: &str, thread_headers: &str, subject: &str) -> RawRecord {
-    let payload = format!(
-        "From: Jan <jan@example.nl>\r\nSubject: {subject}\r\nMessage-ID: <{message_id}>\r\n{thread_headers}\r\nHoi\r\n"
-    )
-    .into_bytes();
+    let payload = format!("From: Jan <jan@example.nl>\r\nSubject: {subject}\r\nMessage-ID: <{message_id}>\r\n{thread_headers}\r\nHoi\r\n")
+        .into_bytes();
     RawRecord {
         event_id: ids("support@shop", &payload).event_id,
         provider: PROVIDER.into(),
@@ -178,7 +176,14 @@ fn a_reply_that_dropped_the_root_joins_the_conversation_of_the_message_it_names(
     let root = normalizer.normalize(&mail("root@x", "", "Bestelling 1042"), &known).unwrap();
     known.insert(root.event_id.clone(), root.conversation_id.clone());
     let second = normalizer
-        .normalize(&mail("second@x", "In-Reply-To: <root@x>\r\nReferences: <root@x>\r\n", "Re: Bestelling 1042"), &known)
+        .normalize(
+            &mail(
+                "second@x",
+                "In-Reply-To: <root@x>\r\nReferences: <root@x>\r\n",
+                "Re: Bestelling 1042",
+            ),
+            &known,
+        )
         .unwrap();
     assert_eq!(second.conversation_id, root.conversation_id);
     known.insert(second.event_id.clone(), second.conversation_id.clone());
@@ -187,11 +192,20 @@ fn a_reply_that_dropped_the_root_joins_the_conversation_of_the_message_it_names(
     let broken = mail("third@x", "In-Reply-To: <second@x>\r\n", "AW: Bestelling 1042");
     assert_eq!(normalizer.normalize(&broken, &known).unwrap().conversation_id, root.conversation_id);
     // Without the known events the same message would start a thread of its own.
-    assert_ne!(normalizer.normalize(&broken, &crate::NoKnownEvents).unwrap().conversation_id, root.conversation_id);
+    assert_ne!(
+        normalizer.normalize(&broken, &crate::NoKnownEvents).unwrap().conversation_id,
+        root.conversation_id
+    );
 
     // A new subject in the thread stays; an old subject without thread headers does not.
     let renamed = mail("fourth@x", "References: <unknown@elsewhere> <second@x>\r\n", "Nieuwe vraag");
-    assert_eq!(normalizer.normalize(&renamed, &known).unwrap().conversation_id, root.conversation_id);
+    assert_eq!(
+        normalizer.normalize(&renamed, &known).unwrap().conversation_id,
+        root.conversation_id
+    );
     let new_mail = mail("fifth@x", "", "Re: Bestelling 1042");
-    assert_ne!(normalizer.normalize(&new_mail, &known).unwrap().conversation_id, root.conversation_id);
+    assert_ne!(
+        normalizer.normalize(&new_mail, &known).unwrap().conversation_id,
+        root.conversation_id
+    );
 }
