@@ -15,8 +15,12 @@
 //!   event ids likewise.
 //!
 //! Messages are fetched with `BODY.PEEK[]`: nothing is marked seen, flagged or deleted.
+//!
+//! Each mailbox connects with `security = "plain" | "tls" | "starttls"` (rustls; the system's
+//! roots plus an optional `ca_file`) and logs in with `auth = "password" | "xoauth2"`.
 
 pub mod config;
+mod connect;
 mod mailbox;
 
 use std::collections::HashMap;

@@ -2,7 +2,6 @@
 
 use std::time::{Duration, SystemTime};
 
-use async_imap::Session;
 use futures::TryStreamExt;
 use omni_kafka::producer::Pending;
 use omni_kafka::topics::Family;
@@ -11,21 +10,17 @@ use omni_proto::v1::{Channel, EmailCheckpoint, RawRecord};
 use omni_runtime::Readiness;
 use prost::Message as _;
 use sha2::{Digest, Sha256};
-use tokio::net::TcpStream;
 
-use crate::config::{EmailConfig, MailboxConfig};
-
-type ImapSession = Session<TcpStream>;
+use crate::config::{EmailConfig, MailboxConfig, Security, is_loopback};
+use crate::connect::{self, ConnectError, ImapSession};
 
 /// Why a mailbox session ended.
 #[derive(Debug, thiserror::Error)]
 enum SessionError {
     #[error("imap: {0}")]
     Imap(#[from] async_imap::error::Error),
-    #[error("cannot connect to {0}: {1}")]
-    Connect(String, std::io::Error),
-    #[error("the server refused the login: {0}")]
-    Login(async_imap::error::Error),
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
     #[error("folder has no UIDVALIDITY")]
     NoUidValidity,
     #[error("broker: {0}")]
@@ -49,6 +44,9 @@ pub(crate) struct MailboxReader {
 impl MailboxReader {
     pub async fn run(mut self, shutdown: tokio_util::sync::CancellationToken) {
         let check = format!("mailbox:{}", self.name);
+        if self.mailbox.security == Security::Plain && !is_loopback(&self.mailbox.host) {
+            tracing::warn!(mailbox = %self.name, host = %self.mailbox.host, "security = plain: the login and the mail cross the network unencrypted (allow_plain_remote = true)");
+        }
         let mut delay = Duration::from_secs(1);
         while !shutdown.is_cancelled() {
             let outcome = tokio::select! {
@@ -69,19 +67,7 @@ impl MailboxReader {
     }
 
     async fn session(&mut self, check: &str) -> Result<(), SessionError> {
-        let address = format!("{}:{}", self.mailbox.host, self.mailbox.port);
-        let tcp = TcpStream::connect(&address)
-            .await
-            .map_err(|error| SessionError::Connect(address.clone(), error))?;
-        let mut client = async_imap::Client::new(tcp);
-        client
-            .read_response()
-            .await
-            .map_err(|error| SessionError::Connect(address.clone(), error))?;
-        let mut session = client
-            .login(&self.mailbox.username, &self.mailbox.password)
-            .await
-            .map_err(|(error, _)| SessionError::Login(error))?;
+        let mut session = connect::open(&self.mailbox).await?;
         let selected = session.select(&self.mailbox.folder).await?;
         let uid_validity = selected.uid_validity.ok_or(SessionError::NoUidValidity)?;
         if self.checkpoint.uid_validity != uid_validity {
@@ -96,7 +82,7 @@ impl MailboxReader {
         }
         let idle = session.capabilities().await?.has_str("IDLE");
         self.readiness.ready(check);
-        tracing::info!(mailbox = %self.name, folder = %self.mailbox.folder, uid_validity, last_uid = self.checkpoint.last_uid, idle, "mailbox selected");
+        tracing::info!(mailbox = %self.name, folder = %self.mailbox.folder, security = %self.mailbox.security, auth = %self.mailbox.auth, uid_validity, last_uid = self.checkpoint.last_uid, idle, "mailbox selected");
         loop {
             self.store_new(&mut session).await?;
             session = if idle {
