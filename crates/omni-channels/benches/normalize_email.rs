@@ -12,16 +12,18 @@ use omni_channels::email::{self, EmailNormalizer};
 use omni_proto::v1::RawRecord;
 
 fn main() {
-    let seconds: u64 = std::env::args()
-        .skip(1)
-        .find_map(|arg| arg.parse().ok())
-        .unwrap_or(5);
+    let seconds: u64 = std::env::args().skip(1).find_map(|arg| arg.parse().ok()).unwrap_or(5);
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/email");
     let mut fixtures: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
         .expect("fixture directory")
         .map(|entry| entry.expect("fixture").path())
         .filter(|path| path.extension().is_some_and(|e| e == "eml"))
-        .map(|path| (path.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read(&path).unwrap()))
+        .map(|path| {
+            (
+                path.file_name().unwrap().to_string_lossy().into_owned(),
+                std::fs::read(&path).unwrap(),
+            )
+        })
         .collect();
     fixtures.sort();
     let normalizer = EmailNormalizer::default();
