@@ -4,8 +4,12 @@ export PATH := $(HOME)/.cargo/bin:$(PATH)
 # The Request Tracker and Dovecot instances the end-to-end tests use (separate from `make run`'s).
 TEST_RT_PORT ?= 8098
 TEST_IMAP_PORT ?= 11143
+# Size of the backfill test's mailbox in `make test` (`make test-backfill` uses 10,000).
+TEST_BACKFILL_MESSAGES ?= 300
+TEST_ENV = OMNI_TEST_RT_URL=http://127.0.0.1:$(TEST_RT_PORT) OMNI_TEST_IMAP_PORT=$(TEST_IMAP_PORT) \
+  OMNI_TEST_DOVECOT_CONF=$(CURDIR)/.omni/dovecot-$(TEST_IMAP_PORT)/dovecot.conf
 
-.PHONY: help deps build run up down test test-unit lint fmt clean
+.PHONY: help deps build run up down test test-unit test-backfill bench-email lint fmt clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -28,10 +32,22 @@ down: ## stop what `make up` started
 test: deps build ## run every test: unit tests, then end-to-end tests against tansu, Request Tracker and Dovecot
 	@deploy/local/rt.sh reset $(TEST_RT_PORT)
 	@deploy/local/dovecot.sh reset $(TEST_IMAP_PORT)
-	OMNI_TEST_RT_URL=http://127.0.0.1:$(TEST_RT_PORT) OMNI_TEST_IMAP_PORT=$(TEST_IMAP_PORT) \
-	  OMNI_TEST_DOVECOT_CONF=$(CURDIR)/.omni/dovecot-$(TEST_IMAP_PORT)/dovecot.conf \
+	$(TEST_ENV) OMNI_TEST_BACKFILL_MESSAGES=$(TEST_BACKFILL_MESSAGES) OMNI_TEST_BACKFILL_THREAD=30 \
 	  cargo test --workspace --no-fail-fast; \
 	  status=$$?; deploy/local/rt.sh stop $(TEST_RT_PORT); deploy/local/dovecot.sh stop $(TEST_IMAP_PORT); exit $$status
+
+test-backfill: deps build ## the 10,000-message mailbox through connector kills (long: RT takes ~0.4 s per correspondence)
+	@deploy/local/rt.sh reset $(TEST_RT_PORT)
+	@deploy/local/dovecot.sh reset $(TEST_IMAP_PORT)
+	$(TEST_ENV) OMNI_TEST_BACKFILL_MESSAGES=10000 OMNI_TEST_BACKFILL_THREAD=100 \
+	  cargo test -p omni-e2e --test email_backfill -- --nocapture a_large_mailbox; \
+	  status=$$?; deploy/local/rt.sh stop $(TEST_RT_PORT); deploy/local/dovecot.sh stop $(TEST_IMAP_PORT); exit $$status
+
+bench-email: deps build ## print email normalization and backfill rates (figures, not a test)
+	cargo bench -p omni-channels --bench normalize_email
+	@deploy/local/dovecot.sh reset $(TEST_IMAP_PORT)
+	$(TEST_ENV) cargo test -p omni-e2e --test email_backfill -- --ignored --nocapture backfill_and_normalization_benchmark; \
+	  status=$$?; deploy/local/dovecot.sh stop $(TEST_IMAP_PORT); exit $$status
 
 test-unit: ## run the unit tests only (no servers needed)
 	cargo test --workspace --exclude omni-e2e

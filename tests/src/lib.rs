@@ -577,6 +577,21 @@ impl Mailbox {
         self.doveadm(&["save", "-u", "support", "-m", &self.folder], Some(message));
     }
 
+    /// Files every message file in `dir` (by name) into the folder over IMAP APPEND, with
+    /// `omni mail append`, the command the README gives newcomers.
+    pub fn append_dir(&self, dir: &std::path::Path) -> anyhow::Result<()> {
+        let output = Command::new(binary("omni"))
+            .env_remove("OMNI_CONFIG")
+            .env("OMNI__EMAIL__MAILBOXES__SUPPORT__PORT", self.port.to_string())
+            .args(["mail", "append", "--folder", &self.folder])
+            .arg(dir)
+            .output()?;
+        if !output.status.success() {
+            bail!("omni mail append failed: {}", String::from_utf8_lossy(&output.stderr));
+        }
+        Ok(())
+    }
+
     /// Deletes and creates the folder again: the server gives it a new UIDVALIDITY.
     pub fn recreate(&self) {
         self.doveadm(&["mailbox", "delete", "-u", "support", &self.folder], None);

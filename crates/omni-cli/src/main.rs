@@ -2,7 +2,9 @@
 //!
 //! - `omni tail <topic>`: prints records as JSON lines, values decoded with the omni schema;
 //! - `omni config check`: validates the configuration every service would load, listing every
-//!   problem at once (exit 64 when there is one).
+//!   problem at once (exit 64 when there is one);
+//! - `omni mail append FILE|DIR...`: files messages into a configured mailbox with IMAP APPEND,
+//!   as a mail client would (for trying the email channel, and for loading test mailboxes).
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -45,6 +47,28 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Mailbox commands.
+    Mail {
+        #[command(subcommand)]
+        command: MailCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum MailCommand {
+    /// Append RFC 5322 messages (one per file; a directory means every file in it, by name) to a
+    /// mailbox of [email.mailboxes], over IMAP with its security and login.
+    Append {
+        /// The mailbox's name in [email.mailboxes].
+        #[arg(long, default_value = "support")]
+        mailbox: String,
+        /// The folder to append to (default: the mailbox's configured folder).
+        #[arg(long)]
+        folder: Option<String>,
+        /// Message files or directories of message files.
+        #[arg(required = true)]
+        paths: Vec<std::path::PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -55,6 +79,15 @@ enum ConfigCommand {
 
 fn main() -> ExitCode {
     match Cli::parse().command {
+        Command::Mail {
+            command: MailCommand::Append { mailbox, folder, paths },
+        } => match mail_append(&mailbox, folder, &paths) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("omni mail append: {error:#}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Config {
             command: ConfigCommand::Check,
         } => config_check(),
@@ -103,6 +136,56 @@ fn config_check() -> ExitCode {
         eprintln!("invalid configuration (file: {file}):\n{problems}");
         ExitCode::from(EXIT_BAD_CONFIG)
     }
+}
+
+fn mail_append(name: &str, folder: Option<String>, paths: &[std::path::PathBuf]) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let settings = Settings::load()?;
+    let mut problems = Problems::default();
+    let email: Option<omni_email::EmailConfig> = settings.section("email", &mut problems);
+    let email = email.ok_or_else(|| anyhow::anyhow!("invalid configuration:\n{problems}"))?;
+    let mailbox = email.mailboxes.get(name).with_context(|| {
+        format!(
+            "no mailbox `{name}` in [email.mailboxes] (configured: {:?})",
+            email.mailboxes.keys()
+        )
+    })?;
+    let folder = folder.unwrap_or_else(|| mailbox.folder.clone());
+    let mut files = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            let mut entries: Vec<_> = std::fs::read_dir(path)
+                .with_context(|| format!("cannot read {}", path.display()))?
+                .map(|entry| entry.map(|e| e.path()))
+                .collect::<Result<_, _>>()?;
+            entries.retain(|p| p.is_file());
+            entries.sort();
+            files.extend(entries);
+        } else {
+            files.push(path.clone());
+        }
+    }
+    let total = files.len();
+    let messages = files.into_iter().map(|file| {
+        std::fs::read(&file).unwrap_or_else(|error| {
+            eprintln!("omni mail append: cannot read {}: {error}", file.display());
+            std::process::exit(1)
+        })
+    });
+    let started = Instant::now();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let appended = runtime.block_on(omni_email::append_messages(mailbox, &folder, messages, |done| {
+        if done % 1000 == 0 && done < total {
+            eprintln!("appended {done} of {total}");
+        }
+    }))?;
+    println!(
+        "appended {appended} messages to {folder} of mailbox {name} ({}:{}) in {:.1} s",
+        mailbox.host,
+        mailbox.port,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
 }
 
 fn tail(topic: &str, follow: bool, from_end: bool, max: Option<u64>, message_type: Option<String>) -> anyhow::Result<()> {

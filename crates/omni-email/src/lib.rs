@@ -74,3 +74,26 @@ pub async fn run(config: EmailServiceConfig, context: ServiceContext) -> anyhow:
     producer.flush(Duration::from_secs(5)).ok();
     Ok(())
 }
+
+/// Appends messages to a folder of a configured mailbox with IMAP APPEND, the way a mail client
+/// files mail (`omni mail append`). Connects with the mailbox's security and login; `progress`
+/// is called with the number appended so far. Returns the number appended.
+pub async fn append_messages(
+    mailbox: &config::MailboxConfig,
+    folder: &str,
+    messages: impl IntoIterator<Item = Vec<u8>>,
+    mut progress: impl FnMut(usize),
+) -> anyhow::Result<usize> {
+    let mut session = connect::open(mailbox).await?;
+    let mut appended = 0;
+    for message in messages {
+        session
+            .append(folder, None, None, &message)
+            .await
+            .map_err(|error| anyhow::anyhow!("APPEND to `{folder}` failed after {appended} messages: {error}"))?;
+        appended += 1;
+        progress(appended);
+    }
+    session.logout().await.ok();
+    Ok(appended)
+}

@@ -228,6 +228,7 @@ impl MailboxReader {
                 headers,
             )
             .await?;
+        metrics::gauge!("omni_email_checkpoint_uid", "mailbox" => self.name.clone()).set(f64::from(last_uid));
         self.checkpoint = checkpoint;
         Ok(())
     }
