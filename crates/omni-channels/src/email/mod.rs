@@ -169,6 +169,35 @@ fn attachment(part: &mail_parser::MessagePart<'_>, inline_limit: usize) -> Attac
     }
 }
 
+/// Tag of a message too large to store whole: the raw record holds its header only, and the
+/// event carries a reference to the message on the IMAP server.
+pub const TAG_TRUNCATED: &str = "truncated";
+
+/// For a message the connector stored as its header only (attribute `truncated`), the whole
+/// message as an attachment that points at it on the IMAP server (an RFC 5092 IMAP URL path:
+/// `imap://<account>/<folder>;UIDVALIDITY=<v>/;UID=<uid>`) with its size and SHA-256.
+fn truncated_message(raw: &RawRecord) -> Option<Attachment> {
+    let attribute = |name: &str| raw.attributes.get(name).map(String::as_str).unwrap_or_default();
+    if attribute("truncated") != "true" {
+        return None;
+    }
+    Some(Attachment {
+        name: "message.eml".to_owned(),
+        media_type: "message/rfc822".to_owned(),
+        size_bytes: attribute("size_bytes").parse().unwrap_or(0),
+        sha256: attribute("sha256").to_owned(),
+        content: Some(omni_proto::v1::attachment::Content::Reference(format!(
+            "imap://{}/{};UIDVALIDITY={}/;UID={}",
+            raw.account,
+            attribute("imap_folder"),
+            attribute("imap_uid_validity"),
+            attribute("imap_uid")
+        ))),
+        inline: false,
+        content_id: String::new(),
+    })
+}
+
 /// Normalizes raw records from IMAP mailboxes.
 pub struct EmailNormalizer {
     /// Attachments up to this size travel inside the event; larger ones keep name, size and
@@ -216,10 +245,14 @@ impl Normalize for EmailNormalizer {
         if let Some(kind) = automated_kind(&message) {
             tags.push(kind.to_owned());
         }
-        let attachments = message
+        let mut attachments: Vec<Attachment> = message
             .attachments()
             .map(|part| attachment(part, self.inline_attachment_limit))
             .collect();
+        if let Some(whole) = truncated_message(raw) {
+            tags.push(TAG_TRUNCATED.to_owned());
+            attachments.push(whole);
+        }
         let occurred_at = message
             .date()
             .map(|date| prost_types::Timestamp {

@@ -209,3 +209,40 @@ fn a_reply_that_dropped_the_root_joins_the_conversation_of_the_message_it_names(
         root.conversation_id
     );
 }
+
+#[test]
+fn a_message_stored_as_its_header_says_so_and_points_at_the_server() {
+    let mut raw = mail("big@x", "", "Foto's van de schade");
+    raw.attributes = [
+        ("truncated", "true"),
+        ("size_bytes", "31457280"),
+        ("sha256", "ab12"),
+        ("imap_folder", "INBOX"),
+        ("imap_uid_validity", "1700000000"),
+        ("imap_uid", "42"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    let event = EmailNormalizer::default().normalize(&raw, &crate::NoKnownEvents).unwrap();
+    assert!(event.tags.contains(&TAG_TRUNCATED.to_owned()), "{:?}", event.tags);
+    let whole = event.attachments.last().unwrap();
+    assert_eq!(
+        (whole.media_type.as_str(), whole.size_bytes, whole.sha256.as_str()),
+        ("message/rfc822", 31_457_280, "ab12")
+    );
+    assert_eq!(
+        whole.content,
+        Some(omni_proto::v1::attachment::Content::Reference(
+            "imap://support@shop/INBOX;UIDVALIDITY=1700000000/;UID=42".into()
+        ))
+    );
+    let whole_message = mail("small@x", "", "x");
+    assert!(
+        EmailNormalizer::default()
+            .normalize(&whole_message, &crate::NoKnownEvents)
+            .unwrap()
+            .tags
+            .is_empty()
+    );
+}

@@ -184,7 +184,24 @@ fn content(event: &ConversationEvent) -> String {
             }
         })
         .unwrap_or_default();
-    if text.is_empty() { "(no text)".to_owned() } else { text.to_owned() }
+    let mut content = if text.is_empty() { "(no text)".to_owned() } else { text.to_owned() };
+    // RT gets the text only (attachments over REST2 are issue 5's work): list what came with it,
+    // so the agent knows, with where to fetch what was too large to store.
+    if !event.attachments.is_empty() {
+        content.push_str("\n\n-- \nAttachments:");
+        for attachment in &event.attachments {
+            let name = if attachment.name.is_empty() {
+                "(unnamed)"
+            } else {
+                &attachment.name
+            };
+            content.push_str(&format!("\n- {name} ({}, {} bytes)", attachment.media_type, attachment.size_bytes));
+            if let Some(omni_proto::v1::attachment::Content::Reference(reference)) = &attachment.content {
+                content.push_str(&format!(": {reference}"));
+            }
+        }
+    }
+    content
 }
 
 #[async_trait]
@@ -367,6 +384,33 @@ mod tests {
         );
         let long = "ب".repeat(100);
         assert_eq!(subject(&event_with(vec![], "", &long)).chars().count(), 81);
+    }
+
+    #[test]
+    fn content_lists_attachments_with_references() {
+        let mut event = event_with(vec![], "x", "Zie bijlage");
+        assert_eq!(content(&event), "Zie bijlage");
+        event.attachments = vec![
+            omni_proto::v1::Attachment {
+                name: "factuur.pdf".into(),
+                media_type: "application/pdf".into(),
+                size_bytes: 2048,
+                ..Default::default()
+            },
+            omni_proto::v1::Attachment {
+                name: "message.eml".into(),
+                media_type: "message/rfc822".into(),
+                size_bytes: 31_457_280,
+                content: Some(omni_proto::v1::attachment::Content::Reference(
+                    "imap://support/INBOX;UIDVALIDITY=7/;UID=42".into(),
+                )),
+                ..Default::default()
+            },
+        ];
+        assert_eq!(
+            content(&event),
+            "Zie bijlage\n\n-- \nAttachments:\n- factuur.pdf (application/pdf, 2048 bytes)\n- message.eml (message/rfc822, 31457280 bytes): imap://support/INBOX;UIDVALIDITY=7/;UID=42"
+        );
     }
 
     #[test]
