@@ -13,6 +13,8 @@ export PATH="$HOME/.cargo/bin:$PATH"
 need_apt=()
 [ -x /usr/share/request-tracker5/libexec/rt-server ] || need_apt+=(request-tracker5 rt5-db-sqlite rt5-standalone)
 command -v dovecot >/dev/null || need_apt+=(dovecot-imapd)
+# sqlite3 adds the index tansu 0.6 lacks on its record headers (deploy/local/tansu-index.sh).
+command -v sqlite3 >/dev/null || need_apt+=(sqlite3)
 command -v curl >/dev/null || need_apt+=(curl)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing from Debian: ${need_apt[*]} (about 2 minutes, once)"

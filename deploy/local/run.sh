@@ -51,6 +51,7 @@ if ! (exec 3<>/dev/tcp/127.0.0.1/9092) 2>/dev/null; then
   echo $! > "$state/broker.pid"
 fi
 for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/9092) 2>/dev/null && break; sleep 0.1; done
+"$here/deploy/local/tansu-index.sh" "$state/tansu.db"
 echo "broker listening on 127.0.0.1:9092 (storage $state/tansu.db)"
 
 for i in "${!services[@]}"; do

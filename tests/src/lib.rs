@@ -159,16 +159,14 @@ impl Broker {
     async fn launch(&mut self) {
         let tansu = which("tansu").expect("tansu is not installed: run `make deps`");
         let url = format!("tcp://127.0.0.1:{}", self.port);
+        // tansu reads the path of a sqlite:// URL relative to its working directory.
+        // OMNI_TEST_TANSU_STORAGE overrides it (memory://tansu/ keeps nothing across restarts).
+        let storage = std::env::var("OMNI_TEST_TANSU_STORAGE").unwrap_or_else(|_| "sqlite://tansu.db".into());
         let mut command = Command::new(tansu);
         command
             .arg("broker")
             .args(["--listener-url", &url, "--advertised-listener-url", &url])
-            // tansu reads the path of a sqlite:// URL relative to its working directory.
-            // OMNI_TEST_TANSU_STORAGE overrides it (memory://tansu/ keeps nothing across restarts).
-            .args([
-                "--storage-engine",
-                &std::env::var("OMNI_TEST_TANSU_STORAGE").unwrap_or_else(|_| "sqlite://tansu.db".into()),
-            ])
+            .args(["--storage-engine", &storage])
             .current_dir(self.dir.path());
         self.process = Some(Process::spawn(command, "tansu"));
         let address = format!("127.0.0.1:{}", self.port);
@@ -180,6 +178,15 @@ impl Broker {
                 self.log()
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if let Some(db) = storage.strip_prefix("sqlite://") {
+            // The index tansu 0.6 lacks: without it every fetched record scans all headers.
+            let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/local/tansu-index.sh");
+            let status = Command::new(script)
+                .arg(self.dir.path().join(db))
+                .status()
+                .expect("run tansu-index.sh");
+            assert!(status.success(), "tansu-index.sh failed");
         }
     }
 
