@@ -558,6 +558,23 @@ impl Mailbox {
     }
 
     fn doveadm(&self, args: &[&str], stdin: Option<&[u8]>) {
+        // Right after a folder was recreated, a save can meet the connector's session noticing
+        // the deletion ("Mailbox was deleted under us"); the same save then succeeds.
+        let mut attempt = 1;
+        loop {
+            match self.try_doveadm(args, stdin) {
+                Ok(()) => return,
+                Err(error) if attempt < 5 => {
+                    eprintln!("doveadm {args:?} failed, retrying: {error}");
+                    attempt += 1;
+                    std::thread::sleep(Duration::from_millis(300));
+                }
+                Err(error) => panic!("doveadm {args:?} failed: {error}"),
+            }
+        }
+    }
+
+    fn try_doveadm(&self, args: &[&str], stdin: Option<&[u8]>) -> Result<(), String> {
         use std::io::Write;
         let mut child = Command::new("doveadm")
             .arg("-c")
@@ -572,11 +589,11 @@ impl Mailbox {
         }
         drop(child.stdin.take());
         let output = child.wait_with_output().expect("doveadm");
-        assert!(
-            output.status.success(),
-            "doveadm {args:?} failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        if output.status.success() {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&output.stderr).into_owned())
+        }
     }
 
     /// Delivers one message to the folder.
