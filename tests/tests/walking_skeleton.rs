@@ -62,16 +62,19 @@ async fn a_message_becomes_a_ticket_follow_ups_join_it_and_repeats_change_nothin
         .post_ok(&form(&email, Some(&thread), Some(&format!("form-78-{run}")), second_text))
         .await?;
     assert_eq!(again, second);
-    omni_e2e::eventually("the repeat to be recorded as a duplicate", DELIVERY_TIMEOUT, || async {
-        let outcomes: Vec<_> = pipeline
-            .deliveries()?
-            .into_iter()
-            .filter(|d| d.event_id == second)
-            .map(|d| d.outcome())
-            .collect();
-        Ok(outcomes.contains(&omni_proto::v1::delivery::Outcome::Duplicate))
+    // The normalizer knows the event id: it skips the repeat, so no second conversation event
+    // and no second delivery.
+    omni_e2e::eventually("the normalizer to skip the repeat", DELIVERY_TIMEOUT, || async {
+        Ok(pipeline
+            .normalizer
+            .metric("omni_normalizer_records_total{outcome=\"duplicate\"")
+            .await?
+            >= 1.0)
     })
     .await?;
+    let events = pipeline.conversation_events()?;
+    assert_eq!(events.iter().filter(|e| e.event_id == second).count(), 1);
+    assert_eq!(pipeline.deliveries()?.iter().filter(|d| d.event_id == second).count(), 1);
     assert_eq!(pipeline.rt.transactions(&ticket, "Correspond").await?.len(), 1);
     assert_eq!(pipeline.rt.tickets_of_requestor(&email).await?, [ticket.as_str()]);
 
