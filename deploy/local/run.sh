@@ -69,7 +69,7 @@ omni is running. Send a message:
   curl -sS -X POST http://127.0.0.1:8080/v1/messages -H 'Authorization: Bearer omni-dev-token' \\
     -H 'Content-Type: application/json' -d @crates/omni-channels/tests/fixtures/api/contact-form-tr.json
 Or drop a mail into the local mailbox (IMAP 127.0.0.1:1143, support / support):
-  deploy/local/dovecot.sh deliver 1143 crates/omni-channels/tests/fixtures/email/tr-windows-1254.eml
+  ./target/debug/omni mail append crates/omni-channels/tests/fixtures/email/tr-windows-1254.eml
 Tickets: http://127.0.0.1:8099/REST/2.0/tickets?query=id>0 (root / password)
 Logs: $state/logs
 MSG
