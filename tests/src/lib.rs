@@ -647,6 +647,12 @@ pub struct Pipeline {
     http: reqwest::Client,
 }
 
+/// The normalizer's count of raw records skipped because their event was already written, for
+/// [`Service::metric`].
+pub const NORMALIZER_DUPLICATES: &str = "omni_normalizer_records_total{outcome=\"duplicate\"";
+/// The normalizer's count of raw records normalized, for [`Service::metric`].
+pub const NORMALIZER_NORMALIZED: &str = "omni_normalizer_records_total{outcome=\"normalized\"";
+
 /// The development token of the default config.
 pub const DEV_TOKEN: &str = "omni-dev-token";
 

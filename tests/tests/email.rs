@@ -201,14 +201,14 @@ async fn a_backfill_survives_connector_kills_and_a_uidvalidity_change_without_do
     // The folder is recreated with the same mail: new UIDVALIDITY, everything read again; the
     // normalizer knows every event id, so neither the conversation topic nor the helpdesk gets
     // a second copy.
-    let skipped_before = pipeline.normalizer.metric(DUPLICATES).await?;
+    let skipped_before = pipeline.normalizer.metric(omni_e2e::NORMALIZER_DUPLICATES).await?;
     pipeline.mailbox.recreate();
     for message in &messages {
         pipeline.mailbox.deliver(message);
     }
     pipeline.email.restart_with(&[]).await?;
     omni_e2e::eventually("the re-read mailbox to reach the normalizer", TIMEOUT, || async {
-        Ok(pipeline.normalizer.metric(DUPLICATES).await? >= skipped_before + count as f64)
+        Ok(pipeline.normalizer.metric(omni_e2e::NORMALIZER_DUPLICATES).await? >= skipped_before + count as f64)
     })
     .await
     .map_err(|error| anyhow::anyhow!("{error:#}\nemail log:\n{}", pipeline.email.log()))?;
@@ -216,8 +216,6 @@ async fn a_backfill_survives_connector_kills_and_a_uidvalidity_change_without_do
     check(&pipeline).await?;
     Ok(())
 }
-
-const DUPLICATES: &str = "omni_normalizer_records_total{outcome=\"duplicate\"";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_malformed_message_is_dead_lettered_and_the_mailbox_goes_on() -> anyhow::Result<()> {

@@ -9,7 +9,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use omni_e2e::{Broker, Mailbox, Pipeline, Service, eventually, free_port, nonce, serial};
+use omni_e2e::{Broker, Mailbox, NORMALIZER_DUPLICATES, NORMALIZER_NORMALIZED, Pipeline, Service, eventually, free_port, nonce, serial};
 
 fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -126,8 +126,8 @@ async fn a_large_mailbox_is_ingested_exactly_once_through_connector_kills() -> a
                 "{:>5.0} s: checkpoint uid {}, normalized {} (skipped as already written {}), delivered {} of {messages}",
                 started.elapsed().as_secs_f64(),
                 pipeline.email.metric(CHECKPOINT).await.unwrap_or(0.0),
-                pipeline.normalizer.metric(NORMALIZED).await.unwrap_or(0.0),
-                pipeline.normalizer.metric(DUPLICATES).await.unwrap_or(0.0),
+                pipeline.normalizer.metric(NORMALIZER_NORMALIZED).await.unwrap_or(0.0),
+                pipeline.normalizer.metric(NORMALIZER_DUPLICATES).await.unwrap_or(0.0),
                 delivered.len()
             );
         }
@@ -145,7 +145,7 @@ async fn a_large_mailbox_is_ingested_exactly_once_through_connector_kills() -> a
     for id in &corpus.event_ids {
         assert_eq!(copies.get(id), Some(&1), "{id} in the conversation topic");
     }
-    let duplicates_skipped = pipeline.normalizer.metric(DUPLICATES).await?;
+    let duplicates_skipped = pipeline.normalizer.metric(NORMALIZER_DUPLICATES).await?;
     eprintln!("the normalizer skipped {duplicates_skipped} records the connector stored twice");
 
     for (customer, texts) in &corpus.threads {
@@ -164,8 +164,6 @@ async fn a_large_mailbox_is_ingested_exactly_once_through_connector_kills() -> a
 }
 
 const CHECKPOINT: &str = "omni_email_checkpoint_uid";
-const NORMALIZED: &str = "omni_normalizer_records_total{outcome=\"normalized\"";
-const DUPLICATES: &str = "omni_normalizer_records_total{outcome=\"duplicate\"";
 
 fn tail(log: &str) -> String {
     let lines: Vec<&str> = log.lines().collect();

@@ -65,11 +65,7 @@ async fn a_message_becomes_a_ticket_follow_ups_join_it_and_repeats_change_nothin
     // The normalizer knows the event id: it skips the repeat, so no second conversation event
     // and no second delivery.
     omni_e2e::eventually("the normalizer to skip the repeat", DELIVERY_TIMEOUT, || async {
-        Ok(pipeline
-            .normalizer
-            .metric("omni_normalizer_records_total{outcome=\"duplicate\"")
-            .await?
-            >= 1.0)
+        Ok(pipeline.normalizer.metric(omni_e2e::NORMALIZER_DUPLICATES).await? >= 1.0)
     })
     .await?;
     let events = pipeline.conversation_events()?;
