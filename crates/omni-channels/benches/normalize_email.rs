@@ -57,7 +57,7 @@ fn measure(normalizer: &EmailNormalizer, messages: &[Vec<u8>], duration: Duratio
                 payload,
                 ..Default::default()
             };
-            let event = normalizer.normalize(&raw, &known).expect("fixtures normalize");
+            let event = normalizer.event(&raw, &known).expect("fixtures normalize");
             known.insert(event.event_id, event.conversation_id);
             bytes += raw.payload.len() as u64;
             count += 1;

@@ -9,9 +9,19 @@
 //! Normalization is a function of the raw record and of the events normalized before it (see
 //! [`KnownEvents`]), so replaying the raw topics in order rebuilds the same conversation events.
 
+pub mod aircall;
 pub mod api;
 pub mod email;
 pub mod ids;
+pub mod instagram;
+pub mod messenger;
+pub mod slack;
+pub mod telegram;
+pub mod twilio_sms;
+pub mod twilio_voice;
+pub mod webhook;
+pub mod whatsapp;
+pub mod x;
 
 use omni_proto::v1::{ConversationEvent, RawRecord};
 
@@ -22,7 +32,9 @@ pub trait Normalize: Send + Sync {
 
     /// Normalizes one record. Must be deterministic: the same record, with the same events
     /// known before it, gives the same event (apart from `normalized_at`, which the caller sets).
-    fn normalize(&self, raw: &RawRecord, known: &dyn KnownEvents) -> Result<ConversationEvent, NormalizeError>;
+    /// `None`: the record means nothing to an agent (a delivery receipt, a read, typing); it
+    /// stays in the raw topic only.
+    fn normalize(&self, raw: &RawRecord, known: &dyn KnownEvents) -> Result<Option<ConversationEvent>, NormalizeError>;
 }
 
 /// The events already normalized, by event id: what an adapter may look up to join a message to
@@ -69,7 +81,19 @@ pub fn normalizers() -> &'static [&'static dyn Normalize] {
     static EMAIL: email::EmailNormalizer = email::EmailNormalizer {
         inline_attachment_limit: email::DEFAULT_INLINE_ATTACHMENT_LIMIT,
     };
-    static ALL: [&dyn Normalize; 2] = [&api::ApiNormalizer, &EMAIL];
+    static ALL: [&dyn Normalize; 11] = [
+        &api::ApiNormalizer,
+        &EMAIL,
+        &whatsapp::WhatsApp,
+        &messenger::MESSENGER,
+        &instagram::INSTAGRAM,
+        &x::X,
+        &telegram::Telegram,
+        &slack::Slack,
+        &twilio_sms::TwilioSms,
+        &twilio_voice::TwilioVoice,
+        &aircall::Aircall,
+    ];
     &ALL
 }
 

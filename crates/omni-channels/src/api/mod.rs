@@ -63,7 +63,14 @@ impl Normalize for ApiNormalizer {
         PROVIDER
     }
 
-    fn normalize(&self, raw: &RawRecord, _known: &dyn crate::KnownEvents) -> Result<ConversationEvent, NormalizeError> {
+    fn normalize(&self, raw: &RawRecord, known: &dyn crate::KnownEvents) -> Result<Option<ConversationEvent>, NormalizeError> {
+        self.event(raw, known).map(Some)
+    }
+}
+
+impl ApiNormalizer {
+    /// Normalizes one record; every record of this channel is a message.
+    pub fn event(&self, raw: &RawRecord, _known: &dyn crate::KnownEvents) -> Result<ConversationEvent, NormalizeError> {
         let message = parse(&raw.payload).map_err(|problems| NormalizeError::Malformed {
             provider: PROVIDER,
             reason: problems.join("; "),
@@ -100,7 +107,9 @@ impl Normalize for ApiNormalizer {
                 message_id: message.external_id.clone().unwrap_or_default(),
                 thread_id: message.thread_id.clone().unwrap_or_default(),
                 reply_to,
+                ..Default::default()
             }),
+            ..Default::default()
         })
     }
 }
@@ -131,7 +140,7 @@ mod tests {
 
     #[test]
     fn contact_form_normalizes_to_a_readable_event() {
-        let event = ApiNormalizer.normalize(&raw(FORM), &crate::NoKnownEvents).unwrap();
+        let event = ApiNormalizer.event(&raw(FORM), &crate::NoKnownEvents).unwrap();
         assert_eq!(event.subject, "Siparişim nerede?");
         assert_eq!(
             event.body.as_ref().unwrap().text,
@@ -151,17 +160,17 @@ mod tests {
 
     #[test]
     fn same_customer_and_thread_is_one_conversation() {
-        let first = ApiNormalizer.normalize(&raw(FORM), &crate::NoKnownEvents).unwrap();
+        let first = ApiNormalizer.event(&raw(FORM), &crate::NoKnownEvents).unwrap();
         let follow_up = FORM.replace("form-77", "form-78").replace("Ne zaman gelir?", "Cevap bekliyorum.");
-        let second = ApiNormalizer.normalize(&raw(&follow_up), &crate::NoKnownEvents).unwrap();
+        let second = ApiNormalizer.event(&raw(&follow_up), &crate::NoKnownEvents).unwrap();
         assert_eq!(first.conversation_id, second.conversation_id);
         assert_ne!(first.event_id, second.event_id);
         let other_thread = ApiNormalizer
-            .normalize(&raw(&FORM.replace("order-1042", "order-1043")), &crate::NoKnownEvents)
+            .event(&raw(&FORM.replace("order-1042", "order-1043")), &crate::NoKnownEvents)
             .unwrap();
         assert_ne!(first.conversation_id, other_thread.conversation_id);
         let other_customer = ApiNormalizer
-            .normalize(&raw(&FORM.replace("ayse@", "fatma@")), &crate::NoKnownEvents)
+            .event(&raw(&FORM.replace("ayse@", "fatma@")), &crate::NoKnownEvents)
             .unwrap();
         assert_ne!(first.conversation_id, other_customer.conversation_id);
     }
@@ -171,8 +180,8 @@ mod tests {
         let a = r#"{"customer":{"phone":"+31 20 123 4567"},"text":"Waar is mijn pakket?"}"#;
         let b = r#"{"customer":{"phone":"+31 20 123 4567"},"text":"Ik wil retourneren."}"#;
         let (a, b) = (
-            ApiNormalizer.normalize(&raw(a), &crate::NoKnownEvents).unwrap(),
-            ApiNormalizer.normalize(&raw(b), &crate::NoKnownEvents).unwrap(),
+            ApiNormalizer.event(&raw(a), &crate::NoKnownEvents).unwrap(),
+            ApiNormalizer.event(&raw(b), &crate::NoKnownEvents).unwrap(),
         );
         assert_ne!(a.conversation_id, b.conversation_id);
         assert_eq!(a.participants[0].identifiers[0].value, "+31201234567");
@@ -197,7 +206,7 @@ mod tests {
     fn a_payload_that_is_not_the_api_shape_is_malformed() {
         let mut record = raw(FORM);
         record.payload = b"\x00\x01not json".to_vec();
-        let error = ApiNormalizer.normalize(&record, &crate::NoKnownEvents).unwrap_err();
+        let error = ApiNormalizer.event(&record, &crate::NoKnownEvents).unwrap_err();
         assert!(matches!(error, NormalizeError::Malformed { .. }), "{error}");
     }
 }

@@ -221,7 +221,14 @@ impl Normalize for EmailNormalizer {
         PROVIDER
     }
 
-    fn normalize(&self, raw: &RawRecord, known: &dyn crate::KnownEvents) -> Result<ConversationEvent, NormalizeError> {
+    fn normalize(&self, raw: &RawRecord, known: &dyn crate::KnownEvents) -> Result<Option<ConversationEvent>, NormalizeError> {
+        self.event(raw, known).map(Some)
+    }
+}
+
+impl EmailNormalizer {
+    /// Normalizes one record; every record of this channel is a message.
+    pub fn event(&self, raw: &RawRecord, known: &dyn crate::KnownEvents) -> Result<ConversationEvent, NormalizeError> {
         let malformed = |reason: &str| NormalizeError::Malformed {
             provider: PROVIDER,
             reason: reason.to_owned(),
@@ -293,7 +300,9 @@ impl Normalize for EmailNormalizer {
                 message_id: ids.message_id.unwrap_or_default(),
                 thread_id: String::new(),
                 reply_to,
+                ..Default::default()
             }),
+            ..Default::default()
         })
     }
 }

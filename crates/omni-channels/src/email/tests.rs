@@ -21,7 +21,7 @@ fn normalize(name: &str) -> ConversationEvent {
         ..Default::default()
     };
     EmailNormalizer::default()
-        .normalize(&raw, &crate::NoKnownEvents)
+        .event(&raw, &crate::NoKnownEvents)
         .unwrap_or_else(|error| panic!("{name}: {error}"))
 }
 
@@ -153,7 +153,7 @@ fn bytes_that_are_not_an_email_are_malformed() {
         payload: b"\x00\x01\x02 binary junk".to_vec(),
         ..Default::default()
     };
-    let error = EmailNormalizer::default().normalize(&raw, &crate::NoKnownEvents).unwrap_err();
+    let error = EmailNormalizer::default().event(&raw, &crate::NoKnownEvents).unwrap_err();
     assert!(matches!(error, NormalizeError::Malformed { .. }), "{error}");
 }
 
@@ -173,10 +173,10 @@ fn mail(message_id: &str, thread_headers: &str, subject: &str) -> RawRecord {
 fn a_reply_that_dropped_the_root_joins_the_conversation_of_the_message_it_names() {
     let normalizer = EmailNormalizer::default();
     let mut known = std::collections::HashMap::new();
-    let root = normalizer.normalize(&mail("root@x", "", "Bestelling 1042"), &known).unwrap();
+    let root = normalizer.event(&mail("root@x", "", "Bestelling 1042"), &known).unwrap();
     known.insert(root.event_id.clone(), root.conversation_id.clone());
     let second = normalizer
-        .normalize(
+        .event(
             &mail(
                 "second@x",
                 "In-Reply-To: <root@x>\r\nReferences: <root@x>\r\n",
@@ -190,22 +190,22 @@ fn a_reply_that_dropped_the_root_joins_the_conversation_of_the_message_it_names(
 
     // Outlook-style: only In-Reply-To, naming the second message, not the root.
     let broken = mail("third@x", "In-Reply-To: <second@x>\r\n", "AW: Bestelling 1042");
-    assert_eq!(normalizer.normalize(&broken, &known).unwrap().conversation_id, root.conversation_id);
+    assert_eq!(normalizer.event(&broken, &known).unwrap().conversation_id, root.conversation_id);
     // Without the known events the same message would start a thread of its own.
     assert_ne!(
-        normalizer.normalize(&broken, &crate::NoKnownEvents).unwrap().conversation_id,
+        normalizer.event(&broken, &crate::NoKnownEvents).unwrap().conversation_id,
         root.conversation_id
     );
 
     // A new subject in the thread stays; an old subject without thread headers does not.
     let renamed = mail("fourth@x", "References: <unknown@elsewhere> <second@x>\r\n", "Nieuwe vraag");
     assert_eq!(
-        normalizer.normalize(&renamed, &known).unwrap().conversation_id,
+        normalizer.event(&renamed, &known).unwrap().conversation_id,
         root.conversation_id
     );
     let new_mail = mail("fifth@x", "", "Re: Bestelling 1042");
     assert_ne!(
-        normalizer.normalize(&new_mail, &known).unwrap().conversation_id,
+        normalizer.event(&new_mail, &known).unwrap().conversation_id,
         root.conversation_id
     );
 }
@@ -224,7 +224,7 @@ fn a_message_stored_as_its_header_says_so_and_points_at_the_server() {
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
     .collect();
-    let event = EmailNormalizer::default().normalize(&raw, &crate::NoKnownEvents).unwrap();
+    let event = EmailNormalizer::default().event(&raw, &crate::NoKnownEvents).unwrap();
     assert!(event.tags.contains(&TAG_TRUNCATED.to_owned()), "{:?}", event.tags);
     let whole = event.attachments.last().unwrap();
     assert_eq!(
@@ -240,7 +240,7 @@ fn a_message_stored_as_its_header_says_so_and_points_at_the_server() {
     let whole_message = mail("small@x", "", "x");
     assert!(
         EmailNormalizer::default()
-            .normalize(&whole_message, &crate::NoKnownEvents)
+            .event(&whole_message, &crate::NoKnownEvents)
             .unwrap()
             .tags
             .is_empty()
