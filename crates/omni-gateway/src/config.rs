@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
+use omni_channels::webhook::{WebhookAccount, webhook_adapter, webhook_adapters};
 use omni_kafka::{KafkaService, ServiceSection};
 use omni_runtime::settings::check_socket_addr;
 use omni_runtime::{Problems, Validate};
@@ -10,6 +11,8 @@ use serde::Deserialize;
 
 /// The documented development token of `config/default.toml`.
 pub const DEVELOPMENT_TOKEN: &str = "omni-dev-token";
+/// Every documented development webhook secret of `config/default.toml` starts with this.
+pub const DEVELOPMENT_WEBHOOK_SECRET_PREFIX: &str = "omni-dev-";
 
 /// `[gateway]` section.
 #[derive(Clone, Debug, Deserialize)]
@@ -30,6 +33,9 @@ pub struct GatewayConfig {
     pub drain_timeout_secs: u64,
     /// Bearer tokens of `POST /v1/messages`: account name -> token.
     pub api_tokens: BTreeMap<String, String>,
+    /// Provider webhook accounts: `[gateway.webhooks.<provider>.<account>]`.
+    #[serde(default)]
+    pub webhooks: BTreeMap<String, BTreeMap<String, WebhookAccount>>,
 }
 
 impl Validate for GatewayConfig {
@@ -48,6 +54,26 @@ impl Validate for GatewayConfig {
             "needs at least one account = token",
         );
         let loopback = self.listen.parse::<SocketAddr>().is_ok_and(|addr| addr.ip().is_loopback());
+        for (provider, accounts) in &self.webhooks {
+            let Some(adapter) = webhook_adapter(provider) else {
+                let known: Vec<&str> = webhook_adapters().iter().map(|a| a.name()).collect();
+                problems.push(
+                    format!("{prefix}.webhooks.{provider}"),
+                    format!("no such provider; known: {}", known.join(", ")),
+                );
+                continue;
+            };
+            for (account, settings) in accounts {
+                for problem in adapter.check_account(settings) {
+                    problems.push(format!("{prefix}.webhooks.{provider}.{account}"), problem);
+                }
+                problems.check(
+                    loopback || !settings.secret.starts_with(DEVELOPMENT_WEBHOOK_SECRET_PREFIX),
+                    format!("{prefix}.webhooks.{provider}.{account}.secret"),
+                    "development secrets are only accepted while the gateway listens on loopback; set the provider's real secret",
+                );
+            }
+        }
         for (account, token) in &self.api_tokens {
             problems.check(
                 token.len() >= 8,
@@ -90,6 +116,7 @@ mod tests {
             ack_timeout_ms: 5000,
             drain_timeout_secs: 1,
             api_tokens: [("default".to_owned(), token.to_owned())].into(),
+            webhooks: Default::default(),
         }
     }
 

@@ -113,6 +113,6 @@ fn bearer_token(headers: &HeaderMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then_some(token.trim())
 }
 
-fn error(status: StatusCode, message: &str, details: &[String]) -> Response {
+pub(crate) fn error(status: StatusCode, message: &str, details: &[String]) -> Response {
     (status, Json(json!({ "error": message, "details": details }))).into_response()
 }

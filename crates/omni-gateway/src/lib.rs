@@ -6,12 +6,17 @@
 //! error and stores nothing the caller was told was stored, so the caller's retry covers it;
 //! a retried message gets the same deterministic event id and is recognised downstream.
 //!
-//! Status codes: 202 stored; 400 bad body (every problem listed); 401 bad or missing token;
+//! Provider webhooks answer at `/webhooks/<provider>/<account>` (see the `webhooks` module and
+//! `omni_channels::webhook`): verified before anything else, one raw record per item, the
+//! provider's expected 2xx only after every record was acknowledged.
+//!
+//! Status codes of `POST /v1/messages`: 202 stored; 400 bad body (every problem listed); 401 bad or missing token;
 //! 413 body over `max_body_bytes`; 503 when the broker did not acknowledge within
 //! `ack_timeout_ms` (with `Retry-After`).
 
 pub mod config;
 mod http_api;
+mod webhooks;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -19,6 +24,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use omni_channels::webhook::WebhookAccount;
 use omni_kafka::{Producer, topics};
 use omni_runtime::ServiceContext;
 use sha2::{Digest, Sha256};
@@ -33,6 +39,8 @@ pub struct GatewayState {
     source: String,
     /// SHA-256 of each API token, by account; digests compare in constant time at equal length.
     api_tokens: BTreeMap<String, [u8; 32]>,
+    /// Webhook accounts: provider -> account -> secrets.
+    webhook_accounts: BTreeMap<String, BTreeMap<String, WebhookAccount>>,
 }
 
 impl GatewayState {
@@ -60,9 +68,11 @@ pub fn app(config: &GatewayConfig, producer: Producer) -> Router {
             .iter()
             .map(|(account, token)| (account.clone(), Sha256::digest(token.as_bytes()).into()))
             .collect(),
+        webhook_accounts: config.webhooks.clone(),
     });
     Router::new()
         .merge(http_api::routes())
+        .merge(webhooks::routes())
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
         .with_state(state)
 }

@@ -92,6 +92,8 @@ enum Handled {
     Normalized,
     /// Its event id was already written: nothing to do.
     Duplicate,
+    /// The adapter found nothing for an agent in the record (a read receipt, typing).
+    Ignored,
     DeadLettered,
 }
 
@@ -187,6 +189,7 @@ fn finish(consumer: &GroupConsumer, message: &OwnedMessage, outcome: Result<Hand
     let outcome_label = match &outcome {
         Ok(Handled::Normalized) => "normalized",
         Ok(Handled::Duplicate) => "duplicate",
+        Ok(Handled::Ignored) => "ignored",
         Ok(Handled::DeadLettered) => "dead_lettered",
         Err(_) => "failed",
     };
@@ -216,7 +219,11 @@ fn start(
             return done(message, Ok(Handled::Duplicate));
         }
         Ok(raw) => match normalize_raw(&raw, known) {
-            Ok(event) => {
+            Ok(None) => {
+                tracing::debug!(event_id = %raw.event_id, provider = %raw.provider, "nothing for an agent; kept in the raw topic only");
+                return done(message, Ok(Handled::Ignored));
+            }
+            Ok(Some(event)) => {
                 let headers = CloudEvent {
                     id: &event.event_id,
                     kind: "omni.v1.ConversationEvent",
@@ -298,7 +305,7 @@ fn decode(payload: &[u8]) -> Result<RawRecord, (Fault, String, String)> {
 }
 
 /// Normalizes a decoded raw record, or says why not: `(fault, reason, event id)`.
-fn normalize_raw(raw: &RawRecord, known: &dyn omni_channels::KnownEvents) -> Result<ConversationEvent, (Fault, String, String)> {
+fn normalize_raw(raw: &RawRecord, known: &dyn omni_channels::KnownEvents) -> Result<Option<ConversationEvent>, (Fault, String, String)> {
     let adapter = omni_channels::normalizer_for(&raw.provider).map_err(|error| (Fault::Input, error.to_string(), raw.event_id.clone()))?;
     let mut event = adapter.normalize(raw, known).map_err(|error| {
         let fault = match error {
@@ -306,13 +313,15 @@ fn normalize_raw(raw: &RawRecord, known: &dyn omni_channels::KnownEvents) -> Res
         };
         (fault, error.to_string(), raw.event_id.clone())
     })?;
-    event.normalized_at = Some(SystemTime::now().into());
+    if let Some(event) = &mut event {
+        event.normalized_at = Some(SystemTime::now().into());
+    }
     Ok(event)
 }
 
-/// Decodes a raw record and normalizes it with the given known events, or says why not:
-/// `(fault, reason, event id)`.
-pub fn normalize(payload: &[u8], known: &dyn omni_channels::KnownEvents) -> Result<ConversationEvent, (Fault, String, String)> {
+/// Decodes a raw record and normalizes it with the given known events (`None`: nothing for an
+/// agent), or says why not: `(fault, reason, event id)`.
+pub fn normalize(payload: &[u8], known: &dyn omni_channels::KnownEvents) -> Result<Option<ConversationEvent>, (Fault, String, String)> {
     normalize_raw(&decode(payload)?, known)
 }
 
@@ -353,7 +362,7 @@ mod tests {
             payload: body.to_vec(),
             ..Default::default()
         };
-        let event = normalize(&raw.encode_to_vec(), &omni_channels::NoKnownEvents).unwrap();
+        let event = normalize(&raw.encode_to_vec(), &omni_channels::NoKnownEvents).unwrap().expect("a message");
         assert_eq!(event.event_id, "e2");
         assert_eq!(event.body.unwrap().text, "Waar blijft mijn bestelling?");
         assert!(event.normalized_at.is_some());

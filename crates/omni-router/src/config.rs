@@ -27,11 +27,15 @@ pub struct RouterConfig {
     pub default_destination: String,
     /// What becomes of auto-replies and bounces (events tagged `auto-reply` or `bounce`).
     pub automated_messages: AutomatedMessages,
+    /// What becomes of answered calls (voice events with outcome ANSWERED): by default logged
+    /// on the customer's existing ticket and opening none, since the call was already handled.
+    /// Missed calls and voicemails always go through like messages.
+    pub answered_calls: AutomatedMessages,
     /// Helpdesk destinations by name.
     pub destinations: BTreeMap<String, DestinationConfig>,
 }
 
-/// What becomes of auto-replies and bounces.
+/// What becomes of auto-replies and bounces (`automated_messages`) or answered calls (`answered_calls`).
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum AutomatedMessages {

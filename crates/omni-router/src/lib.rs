@@ -24,7 +24,8 @@
 //!
 //! Automated messages (tagged `auto-reply` or `bounce` by their channel adapter) follow
 //! `automated_messages`: by default they are added to their conversation's ticket when it has one
-//! and never open a ticket (outcome `SKIPPED`).
+//! and never open a ticket (outcome `SKIPPED`). Answered calls follow `answered_calls` the same
+//! way: logged on the customer's existing ticket, opening none; missed calls and voicemails open one.
 
 pub mod config;
 pub mod helpdesk;
@@ -117,6 +118,7 @@ pub async fn run(config: RouterServiceConfig, context: ServiceContext) -> anyhow
         helpdesk,
         dead_letters,
         automated_messages: config.service.automated_messages,
+        answered_calls: config.service.answered_calls,
     };
     loop {
         let message = tokio::select! {
@@ -178,6 +180,7 @@ struct Router {
     helpdesk: Arc<dyn Helpdesk>,
     dead_letters: DeadLetterWriter,
     automated_messages: AutomatedMessages,
+    answered_calls: AutomatedMessages,
 }
 
 impl Router {
@@ -234,8 +237,14 @@ impl Router {
     async fn deliver(&self, state: &mut StateStore, event: &ConversationEvent) -> Result<(Outcome, Option<TicketRef>), DeliverError> {
         let destination = self.destination.as_str();
         let (event_id, conversation_id) = (event.event_id.as_str(), event.conversation_id.as_str());
-        let automated = is_automated(event);
-        if automated && self.automated_messages == AutomatedMessages::Skip {
+        let policy = if is_automated(event) {
+            self.automated_messages
+        } else if is_answered_call(event) {
+            self.answered_calls
+        } else {
+            AutomatedMessages::Deliver
+        };
+        if policy == AutomatedMessages::Skip {
             return Ok((Outcome::Skipped, None));
         }
         let status = state.event(destination, event_id);
@@ -258,7 +267,7 @@ impl Router {
             ticket = self.helpdesk.ticket_in_subject(&event.subject).await?;
         }
         match ticket {
-            None if automated && self.automated_messages == AutomatedMessages::AttachToExisting => Ok((Outcome::Skipped, None)),
+            None if policy == AutomatedMessages::AttachToExisting => Ok((Outcome::Skipped, None)),
             None => {
                 state.mark_pending(destination, event_id).await?;
                 let ticket = self.helpdesk.create_ticket(event).await?;
@@ -352,6 +361,11 @@ fn kafka_backoff() -> ExponentialBuilder {
 /// Auto-replies and bounces (mail loops, noise), handled per `automated_messages`.
 fn is_automated(event: &ConversationEvent) -> bool {
     event.tags.iter().any(|tag| tag == "auto-reply" || tag == "bounce")
+}
+
+/// A call that was answered: someone already talked to the customer.
+fn is_answered_call(event: &ConversationEvent) -> bool {
+    event.call.as_ref().is_some_and(|call| call.outcome() == omni_proto::v1::call_data::Outcome::Answered)
 }
 
 /// Test hook for crash tests: with `OMNI_FAULT_PAUSE_AT=after_create,after_append` in the

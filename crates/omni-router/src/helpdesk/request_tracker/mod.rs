@@ -152,11 +152,20 @@ fn sql_quote(value: &str) -> String {
     format!("'{}'", value.replace('\\', "\\\\").replace('\'', "\\'"))
 }
 
-/// The requestor address of the event's customer.
+/// The requestor address of the event's customer: the email, else `<E.164>@phone.invalid`, else
+/// `<platform user id>@<platform>.invalid` (addresses RT accepts that can never receive mail).
 pub fn requestor(event: &ConversationEvent) -> Option<String> {
     let customer = event.participants.iter().find(|p| p.role == Role::Customer as i32)?;
     let by_kind = |kind: Kind| customer.identifiers.iter().find(|i| i.kind == kind as i32).map(|i| i.value.clone());
-    by_kind(Kind::Email).or_else(|| by_kind(Kind::Phone).map(|phone| format!("{phone}@phone.invalid")))
+    by_kind(Kind::Email)
+        .or_else(|| by_kind(Kind::Phone).map(|phone| format!("{phone}@phone.invalid")))
+        .or_else(|| {
+            // A chat or social user id: an address of the platform's own, that cannot receive mail.
+            let id = customer.identifiers.iter().find(|i| i.kind == Kind::PlatformUserId as i32)?;
+            let platform: String = id.platform.chars().filter(char::is_ascii_alphanumeric).collect();
+            let user: String = id.value.chars().filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')).collect();
+            (!user.is_empty()).then(|| format!("{user}@{}.invalid", if platform.is_empty() { "platform" } else { &platform }))
+        })
 }
 
 /// The ticket subject: the event's, else the start of its text.
@@ -373,6 +382,9 @@ mod tests {
         let phone = event_with(vec![id(Kind::Phone, "+905551112233")], "", "");
         assert_eq!(requestor(&phone).as_deref(), Some("+905551112233@phone.invalid"));
         assert_eq!(requestor(&event_with(vec![], "", "")), None);
+        let mut telegram = id(Kind::PlatformUserId, "123456789");
+        telegram.platform = "telegram".into();
+        assert_eq!(requestor(&event_with(vec![telegram], "", "")).as_deref(), Some("123456789@telegram.invalid"));
     }
 
     #[test]
