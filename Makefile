@@ -9,7 +9,7 @@ TEST_BACKFILL_MESSAGES ?= 300
 TEST_ENV = OMNI_TEST_RT_URL=http://127.0.0.1:$(TEST_RT_PORT) OMNI_TEST_IMAP_PORT=$(TEST_IMAP_PORT) \
   OMNI_TEST_DOVECOT_CONF=$(CURDIR)/.omni/dovecot-$(TEST_IMAP_PORT)/dovecot.conf
 
-.PHONY: help deps build run up down test test-unit test-backfill bench-email lint fmt clean
+.PHONY: help deps build run up down test test-unit test-backfill bench-email bench-webhooks lint fmt clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -48,6 +48,9 @@ bench-email: deps build ## print email normalization and backfill rates (figures
 	@deploy/local/dovecot.sh reset $(TEST_IMAP_PORT)
 	$(TEST_ENV) cargo test -p omni-e2e --test email_backfill -- --ignored --nocapture backfill_and_normalization_benchmark; \
 	  status=$$?; deploy/local/dovecot.sh stop $(TEST_IMAP_PORT); exit $$status
+
+bench-webhooks: deps build ## print accepted webhooks/s and p50/p99 latency, broker ack included (wrk on loopback; figures, not a test)
+	cargo test -p omni-e2e --test webhooks_bench -- --ignored --nocapture webhook_load_benchmark
 
 test-unit: ## run the unit tests only (no servers needed)
 	cargo test --workspace --exclude omni-e2e

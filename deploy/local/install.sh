@@ -5,7 +5,9 @@
 #     then cached in ~/.cargo/bin);
 #   - Request Tracker 5 with SQLite from Debian's packages (the local helpdesk);
 #   - Dovecot from Debian's packages (the local IMAP mailbox);
-#   - Python packages for the independent protobuf consumer used in tests.
+#   - Python packages for the independent protobuf consumer used in tests, and the providers'
+#     official SDKs (twilio, slack_sdk) that sign the webhook tests' requests;
+#   - wrk from Debian's packages, the load generator of `make bench-webhooks`.
 set -euo pipefail
 TANSU_VERSION=0.6.0
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -16,6 +18,7 @@ command -v dovecot >/dev/null || need_apt+=(dovecot-imapd)
 # sqlite3 adds the index tansu 0.6 lacks on its record headers (deploy/local/tansu-index.sh).
 command -v sqlite3 >/dev/null || need_apt+=(sqlite3)
 command -v curl >/dev/null || need_apt+=(curl)
+command -v wrk >/dev/null || need_apt+=(wrk)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing from Debian: ${need_apt[*]} (about 2 minutes, once)"
   export DEBIAN_FRONTEND=noninteractive
@@ -28,8 +31,8 @@ if ! tansu --version 2>/dev/null | grep -q "$TANSU_VERSION"; then
   cargo install --quiet tansu --version "$TANSU_VERSION" --features dynostore,libsql --locked
 fi
 
-if ! python3 -c 'import confluent_kafka, google.protobuf, grpc_tools' 2>/dev/null; then
-  echo "installing python packages for the independent consumer check"
-  python3 -m pip install --quiet --disable-pip-version-check confluent-kafka protobuf grpcio-tools
+if ! python3 -c 'import confluent_kafka, google.protobuf, grpc_tools, twilio, slack_sdk' 2>/dev/null; then
+  echo "installing python packages for the independent consumer check and webhook signing"
+  python3 -m pip install --quiet --disable-pip-version-check confluent-kafka protobuf grpcio-tools twilio==9.13.0 slack_sdk==3.47.0
 fi
 echo "dependencies ready"
