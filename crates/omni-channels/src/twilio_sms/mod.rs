@@ -1,23 +1,227 @@
-//! Twilio Messaging webhooks. Placeholder until the adapter lands.
+//! Twilio Messaging webhooks: incoming SMS/MMS (and WhatsApp/Messenger messages sent through
+//! Twilio) and outgoing messages' status callbacks.
+//!
+//! Twilio posts `application/x-www-form-urlencoded` parameters
+//! (<https://www.twilio.com/docs/messaging/guides/webhook-request>): `MessageSid`, `AccountSid`,
+//! `MessagingServiceSid`, `From`, `To`, `Body`, `NumMedia`, `MediaUrl{N}`,
+//! `MediaContentType{N}`, `FromCity`..., and for status callbacks
+//! (<https://www.twilio.com/docs/messaging/guides/track-outbound-message-status>) `MessageStatus`
+//! with the same `MessageSid`. The signature check is [`crate::twilio::verify`].
+//!
+//! - One item per request. `provider_message_id`: `MessageSid` for an incoming message,
+//!   `<MessageSid>/<MessageStatus>` for a status callback.
+//! - Customer: `From` of an incoming message (`To` of our outgoing one); business: the other.
+//!   Conversation per (`sms`, account, business address, customer address), the addresses as
+//!   Twilio gives them (`+905551112233`, or `whatsapp:+905551112233` for WhatsApp through Twilio,
+//!   so a customer's SMS and WhatsApp threads stay apart). The partition key is (`sms`, business,
+//!   customer). `reply_to` = `From`.
+//! - MMS media become attachments referencing `MediaUrl{N}` (nothing is fetched); a WhatsApp
+//!   location (`Latitude`, `Longitude`, `Address`, `Label`) becomes a location.
+//! - Every status callback (`queued` ... `delivered`, `read`, and also `undelivered` and `failed`)
+//!   normalizes to `None`: the same Twilio number often sends order notifications and marketing
+//!   that are no support conversation, and a failed one of those must not open a ticket. The
+//!   callbacks stay in the raw topic.
+//! - The acknowledgement is empty TwiML, so Twilio sends no automatic reply.
 
-use omni_proto::v1::{Channel, ConversationEvent, RawRecord};
+#[cfg(test)]
+mod tests;
 
-use crate::webhook::{Accepted, Rejection, WebhookAccount, WebhookAdapter, WebhookRequest};
-use crate::{KnownEvents, Normalize, NormalizeError};
+use std::collections::BTreeMap;
+
+use omni_proto::v1::{
+    Attachment, Body, Channel, ConversationEvent, Direction, Location, Participant, ProviderReference, RawRecord, attachment, participant,
+};
+
+use crate::webhook::{self, Accepted, Item, Rejection, Reply, WebhookAccount, WebhookAdapter, WebhookRequest};
+use crate::{KnownEvents, Normalize, NormalizeError, ids, twilio};
 
 /// The `provider` of this adapter's raw records and its URL segment.
 pub const PROVIDER: &str = "twilio-sms";
+/// The channel name in event ids and conversation ids.
+const ID_CHANNEL: &str = "sms";
+/// At most this many `MediaUrl{N}` are read (Twilio sends at most 10).
+const MAX_MEDIA: usize = 10;
 
-/// The Twilio Messaging adapter. (Placeholder: being written.)
+/// The Twilio Messaging adapter.
 pub struct TwilioSms;
+
+/// One request's parameters, read.
+#[derive(Debug)]
+struct Message {
+    params: BTreeMap<String, String>,
+    sid: String,
+    /// `MessageStatus` of a status callback; `None` for an incoming message.
+    status: Option<String>,
+    /// The customer's address as Twilio gives it.
+    customer: String,
+    /// The business's address (our Twilio number or sender).
+    business: String,
+}
+
+impl Message {
+    fn parse(payload: &[u8]) -> Result<Message, String> {
+        let params = webhook::parse_form(payload);
+        let get = |name: &str| params.get(name).map(|v| v.trim()).filter(|v| !v.is_empty());
+        let sid = get("MessageSid")
+            .or_else(|| get("SmsMessageSid"))
+            .or_else(|| get("SmsSid"))
+            .ok_or("no MessageSid parameter")?
+            .to_owned();
+        if get("AccountSid").is_none() {
+            return Err("no AccountSid parameter".to_owned());
+        }
+        let status = get("MessageStatus").map(str::to_owned);
+        let from = get("From").unwrap_or_default().to_owned();
+        let to = get("To").unwrap_or_default().to_owned();
+        let incoming = match status.as_deref() {
+            None => {
+                if from.is_empty() || to.is_empty() {
+                    return Err("an incoming message without From or To".to_owned());
+                }
+                true
+            }
+            Some("received" | "receiving") => true,
+            Some(_) => false,
+        };
+        let (customer, business) = if incoming { (from, to) } else { (to, from) };
+        Ok(Message {
+            params,
+            sid,
+            status,
+            customer,
+            business,
+        })
+    }
+
+    fn get(&self, name: &str) -> &str {
+        self.params.get(name).map(String::as_str).unwrap_or_default()
+    }
+
+    fn provider_message_id(&self) -> String {
+        match &self.status {
+            None => self.sid.clone(),
+            Some(status) => format!("{}/{status}", self.sid),
+        }
+    }
+
+    /// The partition key's fields: the business and the customer (the gateway does not pass the
+    /// account's name to `accept`; the conversation id adds it).
+    fn key_fields(&self) -> Vec<String> {
+        vec![ID_CHANNEL.to_owned(), self.business.clone(), self.customer.clone()]
+    }
+
+    fn conversation_id(&self, account: &str) -> String {
+        ids::conversation_id(&[ID_CHANNEL, account, &self.business, &self.customer])
+    }
+
+    fn attachments(&self) -> Vec<Attachment> {
+        let count = self.get("NumMedia").trim().parse::<usize>().unwrap_or(MAX_MEDIA).min(MAX_MEDIA);
+        (0..count)
+            .filter_map(|i| {
+                let url = self.get(&format!("MediaUrl{i}")).trim();
+                (!url.is_empty()).then(|| Attachment {
+                    name: String::new(),
+                    media_type: self.get(&format!("MediaContentType{i}")).trim().to_owned(),
+                    size_bytes: 0,
+                    sha256: String::new(),
+                    content: Some(attachment::Content::Reference(url.to_owned())),
+                    ..Default::default()
+                })
+            })
+            .collect()
+    }
+
+    fn location(&self) -> Option<Location> {
+        let latitude = self.get("Latitude").trim().parse().ok()?;
+        let longitude = self.get("Longitude").trim().parse().ok()?;
+        Some(Location {
+            latitude,
+            longitude,
+            name: self.get("Label").trim().to_owned(),
+            address: self.get("Address").trim().to_owned(),
+            url: String::new(),
+        })
+    }
+}
+
+/// The items of a payload: always one. `accept` and `normalize` both read payloads through this.
+fn items(payload: &[u8]) -> Result<(Message, Vec<Item>), String> {
+    let message = Message::parse(payload)?;
+    let item = Item {
+        provider_message_id: message.provider_message_id(),
+        partition_key: message.key_fields(),
+    };
+    Ok((message, vec![item]))
+}
+
+fn malformed(reason: impl Into<String>) -> NormalizeError {
+    NormalizeError::Malformed {
+        provider: PROVIDER,
+        reason: reason.into(),
+    }
+}
 
 impl Normalize for TwilioSms {
     fn provider(&self) -> &'static str {
         PROVIDER
     }
 
-    fn normalize(&self, _raw: &RawRecord, _known: &dyn KnownEvents) -> Result<Option<ConversationEvent>, NormalizeError> {
-        Err(NormalizeError::UnknownProvider(PROVIDER.to_owned()))
+    fn normalize(&self, raw: &RawRecord, _known: &dyn KnownEvents) -> Result<Option<ConversationEvent>, NormalizeError> {
+        let index = webhook::item_index(raw, PROVIDER)?;
+        let (message, items) = items(&raw.payload).map_err(malformed)?;
+        if index >= items.len() {
+            return Err(malformed(format!("no item {index} in the payload")));
+        }
+        if message.status.is_some() {
+            return Ok(None);
+        }
+        let attachments = message.attachments();
+        let location = message.location();
+        let body = message.get("Body");
+        let text = if !body.trim().is_empty() {
+            body.to_owned()
+        } else if !attachments.is_empty() {
+            attachments.iter().map(webhook::text::attachment).collect::<Vec<_>>().join("\n")
+        } else if let Some(location) = &location {
+            webhook::text::location(location)
+        } else {
+            "(empty message)".to_owned()
+        };
+        let channel = match twilio::split_address(&message.customer).0 {
+            "whatsapp" => Channel::Whatsapp,
+            "messenger" => Channel::Messenger,
+            _ => Channel::Sms,
+        };
+        let customer = Participant {
+            role: participant::Role::Customer as i32,
+            display_name: message.get("ProfileName").trim().to_owned(),
+            identifiers: twilio::identifiers(&message.customer, PROVIDER),
+        };
+        Ok(Some(ConversationEvent {
+            event_id: raw.event_id.clone(),
+            conversation_id: message.conversation_id(&raw.account),
+            channel: channel as i32,
+            direction: Direction::Inbound as i32,
+            participants: vec![customer],
+            body: Some(Body {
+                text: text.clone(),
+                html: String::new(),
+                new_text: text,
+            }),
+            attachments,
+            occurred_at: raw.received_at,
+            received_at: raw.received_at,
+            provider: Some(ProviderReference {
+                provider: PROVIDER.to_owned(),
+                account: raw.account.clone(),
+                message_id: message.sid.clone(),
+                thread_id: String::new(),
+                reply_to: message.customer.clone(),
+                in_reply_to: message.get("OriginalRepliedMessageSid").trim().to_owned(),
+            }),
+            locations: location.into_iter().collect(),
+            ..Default::default()
+        }))
     }
 }
 
@@ -27,14 +231,24 @@ impl WebhookAdapter for TwilioSms {
     }
 
     fn id_channel(&self) -> &'static str {
-        "sms"
+        ID_CHANNEL
     }
 
-    fn verify(&self, _account: &WebhookAccount, _request: &WebhookRequest<'_>) -> Result<(), Rejection> {
-        Err(Rejection::Forbidden("adapter not implemented yet".to_owned()))
+    fn check_account(&self, account: &WebhookAccount) -> Vec<String> {
+        twilio::check_account(account)
     }
 
-    fn accept(&self, _account: &WebhookAccount, _request: &WebhookRequest<'_>) -> Result<Accepted, Rejection> {
-        Err(Rejection::BadRequest("adapter not implemented yet".to_owned()))
+    fn verify(&self, account: &WebhookAccount, request: &WebhookRequest<'_>) -> Result<(), Rejection> {
+        twilio::verify(account, request)
+    }
+
+    fn accept(&self, _account: &WebhookAccount, request: &WebhookRequest<'_>) -> Result<Accepted, Rejection> {
+        twilio::require_form(request, "Twilio Messaging webhooks")?;
+        let (_, items) = items(request.body).map_err(Rejection::BadRequest)?;
+        Ok(Accepted::Items(items))
+    }
+
+    fn acknowledgement(&self) -> Reply {
+        twilio::acknowledgement()
     }
 }
