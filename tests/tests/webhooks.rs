@@ -96,7 +96,7 @@ fn raw_records(pipeline: &Pipeline) -> anyhow::Result<usize> {
 /// One customer message per provider: the fixture, and a piece of text its event must carry.
 const MESSAGES: &[(&str, &str, &str)] = &[
     ("whatsapp", "text-tr.json", "siparişim"),
-    ("messenger", "text-nl.json", "bestelling"),
+    ("messenger", "reply-nl.json", "voorraad"),
     ("instagram", "text-ar.json", "طلب"),
     ("x", "dm-tr.json", "sipariş"),
     ("telegram", "message-tr.json", "sipariş"),

@@ -7,7 +7,6 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use omni_channels::Normalize;
 use omni_channels::email::{self, EmailNormalizer};
 use omni_proto::v1::RawRecord;
 

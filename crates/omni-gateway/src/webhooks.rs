@@ -143,7 +143,10 @@ impl Incoming<'_> {
         let mut pending = Vec::with_capacity(items.len());
         for (index, item) in items.iter().enumerate() {
             let event_id = ids::event_id(self.adapter.id_channel(), self.account, Some(&item.provider_message_id), request.body);
-            let key_fields: Vec<&str> = item.partition_key.iter().map(String::as_str).collect();
+            // The account first: adapters key by the provider's own ids, which only the account scopes.
+            let key_fields: Vec<&str> = std::iter::once(self.account)
+                .chain(item.partition_key.iter().map(String::as_str))
+                .collect();
             let record = RawRecord {
                 event_id: event_id.clone(),
                 channel: self.adapter.channel() as i32,

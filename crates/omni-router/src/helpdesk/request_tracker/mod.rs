@@ -336,8 +336,15 @@ impl Helpdesk for RequestTracker {
             "ContentType": "text/plain",
             "TxnCustomFields": { CF_EVENT: event.event_id },
         });
+        // What the team itself wrote elsewhere (an Aircall call comment) is an internal comment,
+        // never correspondence RT would send to the customer.
+        let kind = if event.direction() == omni_proto::v1::Direction::Outbound {
+            "comment"
+        } else {
+            "correspond"
+        };
         self.send(
-            self.request(reqwest::Method::POST, &format!("/ticket/{}/correspond", ticket.id))
+            self.request(reqwest::Method::POST, &format!("/ticket/{}/{kind}", ticket.id))
                 .json(&body),
         )
         .await?;
