@@ -12,8 +12,11 @@ bin=${OMNI_BIN_DIR:-$here/target/debug}
 export PATH="$HOME/.cargo/bin:$PATH"
 export OMNI_STATE_DIR="$state"
 mkdir -p "$state/logs"
-services=(gateway email normalizer router)
-admin_ports=(9181 9184 9182 9183)
+# The Asterisk CDR file omni-calllog follows by default ([calllog.files.pbx] path, relative to the
+# working directory: the repository under `make run`).
+mkdir -p "$here/var/asterisk"
+services=(gateway email normalizer router calllog)
+admin_ports=(9181 9184 9182 9183 9185)
 
 stop_all() {
   for name in "${services[@]}" broker; do
@@ -70,6 +73,8 @@ omni is running. Send a message:
     -H 'Content-Type: application/json' -d @crates/omni-channels/tests/fixtures/api/contact-form-tr.json
 Or drop a mail into the local mailbox (IMAP 127.0.0.1:1143, support / support):
   ./target/debug/omni mail append crates/omni-channels/tests/fixtures/email/tr-windows-1254.eml
+Or log calls the way Asterisk's cdr_csv does (omni-calllog follows var/asterisk/Master.csv):
+  cat crates/omni-channels/tests/fixtures/asterisk/Master.csv >> var/asterisk/Master.csv
 Tickets: http://127.0.0.1:8099/REST/2.0/tickets?query=id>0 (root / password)
 Logs: $state/logs
 MSG

@@ -11,12 +11,15 @@
 
 pub mod aircall;
 pub mod api;
+pub mod asterisk;
 pub mod email;
 pub mod ids;
 pub mod instagram;
 pub mod messenger;
+pub mod meta;
 pub mod slack;
 pub mod telegram;
+pub mod twilio;
 pub mod twilio_sms;
 pub mod twilio_voice;
 pub mod webhook;
@@ -81,7 +84,7 @@ pub fn normalizers() -> &'static [&'static dyn Normalize] {
     static EMAIL: email::EmailNormalizer = email::EmailNormalizer {
         inline_attachment_limit: email::DEFAULT_INLINE_ATTACHMENT_LIMIT,
     };
-    static ALL: [&dyn Normalize; 11] = [
+    static ALL: [&dyn Normalize; 12] = [
         &api::ApiNormalizer,
         &EMAIL,
         &whatsapp::WhatsApp,
@@ -93,6 +96,7 @@ pub fn normalizers() -> &'static [&'static dyn Normalize] {
         &twilio_sms::TwilioSms,
         &twilio_voice::TwilioVoice,
         &aircall::Aircall,
+        &asterisk::Asterisk,
     ];
     &ALL
 }

@@ -21,6 +21,8 @@ pub const STATE_ROUTER: &str = "omni.state.router.v1";
 pub const STATE_EMAIL: &str = "omni.state.email.v1";
 /// The events the normalizer wrote and their conversations (`omni.v1.NormalizedEvent`), compacted.
 pub const STATE_NORMALIZER: &str = "omni.state.normalizer.v1";
+/// The call-log connector's checkpoints (`omni.v1.CallLogCheckpoint`), compacted.
+pub const STATE_CALLLOG: &str = "omni.state.calllog.v1";
 
 /// A channel family: each has its own raw topic `omni.raw.<family>.v1`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -128,6 +130,11 @@ pub fn all_topics() -> Vec<TopicSpec> {
     topics.push(TopicSpec {
         name: STATE_NORMALIZER.into(),
         message_type: "omni.v1.NormalizedEvent",
+        compacted: true,
+    });
+    topics.push(TopicSpec {
+        name: STATE_CALLLOG.into(),
+        message_type: "omni.v1.CallLogCheckpoint",
         compacted: true,
     });
     topics
@@ -241,10 +248,19 @@ mod tests {
     #[test]
     fn every_topic_constant_is_created() {
         let names: Vec<String> = all_topics().into_iter().map(|spec| spec.name).collect();
-        for topic in [CONVERSATIONS, DELIVERIES, DEADLETTER, STATE_ROUTER, STATE_EMAIL, STATE_NORMALIZER] {
+        for topic in [
+            CONVERSATIONS,
+            DELIVERIES,
+            DEADLETTER,
+            STATE_ROUTER,
+            STATE_EMAIL,
+            STATE_NORMALIZER,
+            STATE_CALLLOG,
+        ] {
             assert!(names.iter().any(|name| name == topic), "{topic} is not in all_topics()");
         }
         assert_eq!(message_type_of(STATE_EMAIL), Some("omni.v1.EmailCheckpoint"));
+        assert_eq!(message_type_of(STATE_CALLLOG), Some("omni.v1.CallLogCheckpoint"));
     }
 
     #[test]
