@@ -125,7 +125,11 @@ fn events_matching(events: &[ConversationEvent], provider: &str, snippet: &str) 
     events
         .iter()
         .filter(|e| e.provider.as_ref().is_some_and(|p| p.provider == provider))
-        .filter(|e| e.body.as_ref().is_some_and(|b| b.text.to_lowercase().contains(&snippet.to_lowercase())))
+        .filter(|e| {
+            e.body
+                .as_ref()
+                .is_some_and(|b| b.text.to_lowercase().contains(&snippet.to_lowercase()))
+        })
         .cloned()
         .collect()
 }
@@ -137,7 +141,13 @@ async fn every_provider_signed_fixture_becomes_one_event_and_one_ticket_entry_ev
     let client = reqwest::Client::new();
 
     for (provider, name, _) in MESSAGES {
-        let signed = sign(provider, secret(provider), &webhook_url(&pipeline, provider), &fixture(provider, name), None)?;
+        let signed = sign(
+            provider,
+            secret(provider),
+            &webhook_url(&pipeline, provider),
+            &fixture(provider, name),
+            None,
+        )?;
         // The provider retries: the same delivery three times.
         for attempt in 1..=3 {
             let (status, answer) = post(&client, &signed).await?;
@@ -152,7 +162,9 @@ async fn every_provider_signed_fixture_becomes_one_event_and_one_ticket_entry_ev
     for (provider, name, snippet) in MESSAGES {
         let mut found = Vec::new();
         let waited = omni_e2e::eventually(&format!("the event of {provider} {name}"), DELIVERY_TIMEOUT, || {
-            let events = pipeline.conversation_events().map(|events| events_matching(&events, provider, snippet));
+            let events = pipeline
+                .conversation_events()
+                .map(|events| events_matching(&events, provider, snippet));
             let done = events.as_ref().is_ok_and(|e| !e.is_empty());
             found = events.unwrap_or_default();
             async move { Ok(done) }
@@ -168,7 +180,11 @@ async fn every_provider_signed_fixture_becomes_one_event_and_one_ticket_entry_ev
             "{provider} {name}: {delivery:?}"
         );
         let ticket = delivery.ticket_id.clone();
-        assert_eq!(entries_of(&pipeline, &ticket, &event.event_id).await?, 1, "{provider} {name}: one entry in ticket {ticket}");
+        assert_eq!(
+            entries_of(&pipeline, &ticket, &event.event_id).await?,
+            1,
+            "{provider} {name}: one entry in ticket {ticket}"
+        );
         let texts = pipeline.rt.texts(&ticket).await?;
         let with_snippet = texts.iter().filter(|t| t.to_lowercase().contains(&snippet.to_lowercase())).count();
         assert!(with_snippet >= 1, "{provider} {name}: ticket {ticket} texts {texts:?}");
@@ -185,11 +201,23 @@ async fn forged_replayed_and_oversized_webhooks_write_nothing_and_handshakes_ans
 
     // Forged: each provider's fixture signed with a wrong secret -> 403, nothing stored.
     for (provider, name, _) in MESSAGES {
-        let forged = sign(provider, "not-the-secret-at-all", &webhook_url(&pipeline, provider), &fixture(provider, name), None)?;
+        let forged = sign(
+            provider,
+            "not-the-secret-at-all",
+            &webhook_url(&pipeline, provider),
+            &fixture(provider, name),
+            None,
+        )?;
         let (status, answer) = post(&client, &forged).await?;
         assert_eq!(status, 403, "{provider} forged: {answer}");
         // No signature at all -> 401 (Aircall's token is in the body: a body without it).
-        let mut unsigned = sign(provider, secret(provider), &webhook_url(&pipeline, provider), &fixture(provider, name), None)?;
+        let mut unsigned = sign(
+            provider,
+            secret(provider),
+            &webhook_url(&pipeline, provider),
+            &fixture(provider, name),
+            None,
+        )?;
         if *provider == "aircall" {
             let mut body: Value = serde_json::from_str(&unsigned.body)?;
             body.as_object_mut().context("aircall body")?.remove("token");
@@ -218,7 +246,10 @@ async fn forged_replayed_and_oversized_webhooks_write_nothing_and_handshakes_ans
     let dir = tempfile::tempdir()?;
     let big = dir.path().join("big.json");
     let padding = "x".repeat(300 * 1024);
-    std::fs::write(&big, format!(r#"{{"object":"whatsapp_business_account","entry":[],"padding":"{padding}"}}"#))?;
+    std::fs::write(
+        &big,
+        format!(r#"{{"object":"whatsapp_business_account","entry":[],"padding":"{padding}"}}"#),
+    )?;
     let oversized = sign("whatsapp", secret("whatsapp"), &webhook_url(&pipeline, "whatsapp"), &big, None)?;
     let (status, answer) = post(&client, &oversized).await?;
     assert_eq!(status, 413, "oversized: {answer}");
@@ -239,7 +270,11 @@ async fn forged_replayed_and_oversized_webhooks_write_nothing_and_handshakes_ans
     let handshake = |token: &str| {
         client
             .get(webhook_url(&pipeline, "whatsapp"))
-            .query(&[("hub.mode", "subscribe"), ("hub.verify_token", token), ("hub.challenge", "1158201444")])
+            .query(&[
+                ("hub.mode", "subscribe"),
+                ("hub.verify_token", token),
+                ("hub.challenge", "1158201444"),
+            ])
             .send()
     };
     let good = handshake("omni-dev-verify-token").await?;

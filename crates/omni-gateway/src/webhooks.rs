@@ -38,7 +38,11 @@ async fn handle(
     let Some(adapter) = webhook_adapter(&provider) else {
         return error(StatusCode::NOT_FOUND, "no such webhook provider", &[]);
     };
-    let response = match state.webhook_accounts.get(adapter.name()).and_then(|accounts| accounts.get(&account)) {
+    let response = match state
+        .webhook_accounts
+        .get(adapter.name())
+        .and_then(|accounts| accounts.get(&account))
+    {
         None => error(StatusCode::NOT_FOUND, "no such account for this provider", &[]),
         Some(settings) => {
             let request = Incoming {
@@ -74,8 +78,16 @@ impl Incoming<'_> {
         let body = match body {
             Ok(body) => body,
             Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                tracing::info!(provider = self.adapter.name(), account = self.account, "webhook refused: body over max_body_bytes");
-                return error(StatusCode::PAYLOAD_TOO_LARGE, "request body is larger than the gateway accepts", &[]);
+                tracing::info!(
+                    provider = self.adapter.name(),
+                    account = self.account,
+                    "webhook refused: body over max_body_bytes"
+                );
+                return error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "request body is larger than the gateway accepts",
+                    &[],
+                );
             }
             Err(rejection) => return error(StatusCode::BAD_REQUEST, &format!("cannot read request body: {rejection}"), &[]),
         };
@@ -133,7 +145,12 @@ impl Incoming<'_> {
     }
 
     /// Writes one raw record per item and waits for every acknowledgement.
-    async fn store(&self, state: &GatewayState, request: &WebhookRequest<'_>, items: Vec<omni_channels::webhook::Item>) -> Result<(), Response> {
+    async fn store(
+        &self,
+        state: &GatewayState,
+        request: &WebhookRequest<'_>,
+        items: Vec<omni_channels::webhook::Item>,
+    ) -> Result<(), Response> {
         let Some(family) = Family::of(self.adapter.channel()) else {
             return Err(error(StatusCode::INTERNAL_SERVER_ERROR, "adapter has no channel", &[]));
         };
@@ -142,7 +159,12 @@ impl Incoming<'_> {
         let content_type = request.header("content-type").unwrap_or_default().to_owned();
         let mut pending = Vec::with_capacity(items.len());
         for (index, item) in items.iter().enumerate() {
-            let event_id = ids::event_id(self.adapter.id_channel(), self.account, Some(&item.provider_message_id), request.body);
+            let event_id = ids::event_id(
+                self.adapter.id_channel(),
+                self.account,
+                Some(&item.provider_message_id),
+                request.body,
+            );
             // The account first: adapters key by the provider's own ids, which only the account scopes.
             let key_fields: Vec<&str> = std::iter::once(self.account)
                 .chain(item.partition_key.iter().map(String::as_str))
@@ -222,5 +244,10 @@ impl Incoming<'_> {
 
 fn reply_response(reply: Reply) -> Response {
     let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::OK);
-    (status, [(header::CONTENT_TYPE, HeaderValue::from_static(reply.content_type))], reply.body).into_response()
+    (
+        status,
+        [(header::CONTENT_TYPE, HeaderValue::from_static(reply.content_type))],
+        reply.body,
+    )
+        .into_response()
 }

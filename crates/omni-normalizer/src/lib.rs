@@ -362,7 +362,9 @@ mod tests {
             payload: body.to_vec(),
             ..Default::default()
         };
-        let event = normalize(&raw.encode_to_vec(), &omni_channels::NoKnownEvents).unwrap().expect("a message");
+        let event = normalize(&raw.encode_to_vec(), &omni_channels::NoKnownEvents)
+            .unwrap()
+            .expect("a message");
         assert_eq!(event.event_id, "e2");
         assert_eq!(event.body.unwrap().text, "Waar blijft mijn bestelling?");
         assert!(event.normalized_at.is_some());

@@ -365,7 +365,10 @@ fn is_automated(event: &ConversationEvent) -> bool {
 
 /// A call that was answered: someone already talked to the customer.
 fn is_answered_call(event: &ConversationEvent) -> bool {
-    event.call.as_ref().is_some_and(|call| call.outcome() == omni_proto::v1::call_data::Outcome::Answered)
+    event
+        .call
+        .as_ref()
+        .is_some_and(|call| call.outcome() == omni_proto::v1::call_data::Outcome::Answered)
 }
 
 /// Test hook for crash tests: with `OMNI_FAULT_PAUSE_AT=after_create,after_append` in the

@@ -199,15 +199,9 @@ fn a_reply_that_dropped_the_root_joins_the_conversation_of_the_message_it_names(
 
     // A new subject in the thread stays; an old subject without thread headers does not.
     let renamed = mail("fourth@x", "References: <unknown@elsewhere> <second@x>\r\n", "Nieuwe vraag");
-    assert_eq!(
-        normalizer.event(&renamed, &known).unwrap().conversation_id,
-        root.conversation_id
-    );
+    assert_eq!(normalizer.event(&renamed, &known).unwrap().conversation_id, root.conversation_id);
     let new_mail = mail("fifth@x", "", "Re: Bestelling 1042");
-    assert_ne!(
-        normalizer.event(&new_mail, &known).unwrap().conversation_id,
-        root.conversation_id
-    );
+    assert_ne!(normalizer.event(&new_mail, &known).unwrap().conversation_id, root.conversation_id);
 }
 
 #[test]

@@ -82,10 +82,7 @@ mod tests {
     fn hmac_sha256_matches_rfc_4231_case_2() {
         // RFC 4231, test case 2.
         let mac = hmac_sha256(b"Jefe", &[b"what do ya want ", b"for nothing?"]);
-        assert_eq!(
-            hex::encode(mac),
-            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
-        );
+        assert_eq!(hex::encode(mac), "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
         let good = hex::encode(mac);
         assert!(verify_sha256_hex(b"Jefe", &[b"what do ya want for nothing?"], &good, "sig").is_ok());
         assert!(verify_sha256_hex(b"Jefe", &[b"what do ya want for nothing!"], &good, "sig").is_err());

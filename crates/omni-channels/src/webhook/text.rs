@@ -132,7 +132,10 @@ mod tests {
             outcome: Outcome::Missed as i32,
             ..Default::default()
         };
-        assert_eq!(call(&missed), "Missed call from +905551112233 to +31201234567 at 2026-11-22 10:15:00 UTC.");
+        assert_eq!(
+            call(&missed),
+            "Missed call from +905551112233 to +31201234567 at 2026-11-22 10:15:00 UTC."
+        );
         assert_eq!(utc(0), "1970-01-01 00:00:00 UTC");
         assert_eq!(utc(951_782_400), "2000-02-29 00:00:00 UTC");
     }

@@ -163,7 +163,11 @@ pub fn requestor(event: &ConversationEvent) -> Option<String> {
             // A chat or social user id: an address of the platform's own, that cannot receive mail.
             let id = customer.identifiers.iter().find(|i| i.kind == Kind::PlatformUserId as i32)?;
             let platform: String = id.platform.chars().filter(char::is_ascii_alphanumeric).collect();
-            let user: String = id.value.chars().filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')).collect();
+            let user: String = id
+                .value
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+                .collect();
             (!user.is_empty()).then(|| format!("{user}@{}.invalid", if platform.is_empty() { "platform" } else { &platform }))
         })
 }
@@ -391,7 +395,10 @@ mod tests {
         assert_eq!(requestor(&event_with(vec![], "", "")), None);
         let mut telegram = id(Kind::PlatformUserId, "123456789");
         telegram.platform = "telegram".into();
-        assert_eq!(requestor(&event_with(vec![telegram], "", "")).as_deref(), Some("123456789@telegram.invalid"));
+        assert_eq!(
+            requestor(&event_with(vec![telegram], "", "")).as_deref(),
+            Some("123456789@telegram.invalid")
+        );
     }
 
     #[test]
