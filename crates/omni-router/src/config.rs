@@ -27,9 +27,9 @@ pub struct RouterConfig {
     pub default_destination: String,
     /// What becomes of auto-replies and bounces (events tagged `auto-reply` or `bounce`).
     pub automated_messages: AutomatedMessages,
-    /// What becomes of answered calls (voice events with outcome ANSWERED): by default logged
-    /// on the customer's existing ticket and opening none, since the call was already handled.
-    /// Missed calls and voicemails always go through like messages.
+    /// What becomes of answered calls (voice events with outcome ANSWERED) and calls the team
+    /// placed (outbound): by default logged on the customer's existing ticket and opening none,
+    /// since the team already handled them. Missed inbound calls and voicemails go through like messages.
     pub answered_calls: AutomatedMessages,
     /// Helpdesk destinations by name.
     pub destinations: BTreeMap<String, DestinationConfig>,

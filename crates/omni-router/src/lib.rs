@@ -24,8 +24,9 @@
 //!
 //! Automated messages (tagged `auto-reply` or `bounce` by their channel adapter) follow
 //! `automated_messages`: by default they are added to their conversation's ticket when it has one
-//! and never open a ticket (outcome `SKIPPED`). Answered calls follow `answered_calls` the same
-//! way: logged on the customer's existing ticket, opening none; missed calls and voicemails open one.
+//! and never open a ticket (outcome `SKIPPED`). Answered calls and calls the team placed
+//! follow `answered_calls` the same way: logged on the customer's existing ticket, opening none;
+//! missed inbound calls and voicemails open one.
 
 pub mod config;
 pub mod helpdesk;
@@ -363,12 +364,12 @@ fn is_automated(event: &ConversationEvent) -> bool {
     event.tags.iter().any(|tag| tag == "auto-reply" || tag == "bounce")
 }
 
-/// A call that was answered: someone already talked to the customer.
+/// A call someone of the team already handled: answered, or placed by the team (an outbound
+/// call nobody picked up is the team's to retry, not a customer request).
 fn is_answered_call(event: &ConversationEvent) -> bool {
-    event
-        .call
-        .as_ref()
-        .is_some_and(|call| call.outcome() == omni_proto::v1::call_data::Outcome::Answered)
+    event.call.as_ref().is_some_and(|call| {
+        call.outcome() == omni_proto::v1::call_data::Outcome::Answered || event.direction() == omni_proto::v1::Direction::Outbound
+    })
 }
 
 /// Test hook for crash tests: with `OMNI_FAULT_PAUSE_AT=after_create,after_append` in the
