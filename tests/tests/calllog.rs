@@ -287,6 +287,12 @@ async fn calls_appended_to_master_csv_reach_the_helpdesk_once_through_a_connecto
     for line in &every {
         event_of(&events, line);
     }
+    // And nothing else: a line stored twice under another id would show up here.
+    let voice = events
+        .iter()
+        .filter(|e| e.provider.as_ref().is_some_and(|p| p.provider == "asterisk"))
+        .count();
+    assert_eq!(voice, every.len(), "one voice event per logged call, no more");
 
     // The calls read right.
     let customer = |index: u64| format!("+{}", calls.customer(index));

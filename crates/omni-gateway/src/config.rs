@@ -38,6 +38,26 @@ pub struct GatewayConfig {
     pub webhooks: BTreeMap<String, BTreeMap<String, WebhookAccount>>,
 }
 
+impl GatewayConfig {
+    /// `provider/account` of every webhook account still on a development secret.
+    pub fn development_webhook_accounts(&self) -> Vec<String> {
+        self.webhooks
+            .iter()
+            .flat_map(|(provider, accounts)| {
+                accounts
+                    .iter()
+                    .filter(|(_, a)| {
+                        a.secret.starts_with(DEVELOPMENT_WEBHOOK_SECRET_PREFIX)
+                            || a.verify_token
+                                .as_deref()
+                                .is_some_and(|t| t.starts_with(DEVELOPMENT_WEBHOOK_SECRET_PREFIX))
+                    })
+                    .map(move |(account, _)| format!("{provider}/{account}"))
+            })
+            .collect()
+    }
+}
+
 impl Validate for GatewayConfig {
     fn validate(&self, prefix: &str, problems: &mut Problems) {
         check_socket_addr(&self.listen, format!("{prefix}.listen"), problems);
@@ -67,10 +87,20 @@ impl Validate for GatewayConfig {
                 for problem in adapter.check_account(settings) {
                     problems.push(format!("{prefix}.webhooks.{provider}.{account}"), problem);
                 }
+                let development = settings.secret.starts_with(DEVELOPMENT_WEBHOOK_SECRET_PREFIX)
+                    || settings
+                        .verify_token
+                        .as_deref()
+                        .is_some_and(|token| token.starts_with(DEVELOPMENT_WEBHOOK_SECRET_PREFIX));
                 problems.check(
-                    loopback || !settings.secret.starts_with(DEVELOPMENT_WEBHOOK_SECRET_PREFIX),
-                    format!("{prefix}.webhooks.{provider}.{account}.secret"),
-                    "development secrets are only accepted while the gateway listens on loopback; set the provider's real secret",
+                    loopback || !development,
+                    format!("{prefix}.webhooks.{provider}.{account}"),
+                    "development secrets (omni-dev-...) are only accepted while the gateway listens on loopback; set the provider's real secret and verify token, or remove the account",
+                );
+                problems.check(
+                    loopback || !provider.starts_with("twilio") || settings.public_url.is_some(),
+                    format!("{prefix}.webhooks.{provider}.{account}.public_url"),
+                    "required off loopback: the exact URL set in Twilio's console (Twilio signs the URL it calls)",
                 );
             }
         }

@@ -88,6 +88,15 @@ pub async fn run(config: GatewayServiceConfig, context: ServiceContext) -> anyho
         .await
         .map_err(|error| anyhow::anyhow!("cannot listen on {}: {error}", config.service.listen))?;
     tracing::info!(listen = %config.service.listen, "gateway listening");
+    let development = config.service.development_webhook_accounts();
+    if !development.is_empty() {
+        // Accepted on loopback for `make run` and tests; anyone who reaches this port through a
+        // proxy could sign with these published secrets.
+        tracing::warn!(
+            accounts = %development.join(", "),
+            "webhook accounts use the published development secrets: set real ones before exposing the gateway"
+        );
+    }
     context.readiness.ready("listener");
     let app = app(&config.service, producer.clone());
     axum::serve(listener, app)

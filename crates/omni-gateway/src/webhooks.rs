@@ -134,8 +134,15 @@ impl Incoming<'_> {
     }
 
     fn rejected(&self, rejection: Rejection) -> Response {
-        // The reason names what failed (a header, a timestamp), never a secret or the body.
-        tracing::info!(provider = self.adapter.name(), account = self.account, reason = %rejection, "webhook refused");
+        // The reason names what failed (a header, a timestamp), never a secret; a parse error may
+        // quote the caller's body, so the reason itself is logged at debug only.
+        let kind = match &rejection {
+            Rejection::Unauthorized(_) => "unauthorized",
+            Rejection::Forbidden(_) => "forbidden",
+            Rejection::BadRequest(_) => "bad request",
+        };
+        tracing::info!(provider = self.adapter.name(), account = self.account, kind, "webhook refused");
+        tracing::debug!(provider = self.adapter.name(), account = self.account, reason = %rejection, "webhook refused");
         let status = match &rejection {
             Rejection::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Rejection::Forbidden(_) => StatusCode::FORBIDDEN,
@@ -157,6 +164,11 @@ impl Incoming<'_> {
         let topic = family.raw_topic();
         let now = SystemTime::now();
         let content_type = request.header("content-type").unwrap_or_default().to_owned();
+        let payload = self.adapter.stored_payload(request.body);
+        let mut attributes = std::collections::HashMap::from([(CONTENT_TYPE_ATTRIBUTE.to_owned(), content_type.clone())]);
+        if payload.as_ref() != request.body {
+            attributes.insert("redacted".to_owned(), "credential in body".to_owned());
+        }
         let mut pending = Vec::with_capacity(items.len());
         for (index, item) in items.iter().enumerate() {
             let event_id = ids::event_id(
@@ -178,12 +190,12 @@ impl Incoming<'_> {
                 received_at: Some(now.into()),
                 provider_message_id: item.provider_message_id.clone(),
                 content_type: content_type.clone(),
-                payload: request.body.to_vec(),
-                attributes: [
-                    (ITEM_ATTRIBUTE.to_owned(), index.to_string()),
-                    (CONTENT_TYPE_ATTRIBUTE.to_owned(), content_type.clone()),
-                ]
-                .into(),
+                payload: payload.to_vec(),
+                attributes: {
+                    let mut attributes = attributes.clone();
+                    attributes.insert(ITEM_ATTRIBUTE.to_owned(), index.to_string());
+                    attributes
+                },
             };
             let headers = CloudEvent {
                 id: &event_id,

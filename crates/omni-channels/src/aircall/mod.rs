@@ -430,4 +430,9 @@ impl WebhookAdapter for Aircall {
         let (_, items) = items(request.body).map_err(Rejection::BadRequest)?;
         Ok(Accepted::Items(items))
     }
+
+    fn stored_payload<'a>(&self, body: &'a [u8]) -> std::borrow::Cow<'a, [u8]> {
+        // The webhook token is a credential: never stored in the raw topic.
+        webhook::redact_json_string_member(body, "token")
+    }
 }

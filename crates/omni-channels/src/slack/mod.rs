@@ -307,7 +307,9 @@ impl WebhookAdapter for Slack {
         let seconds: u64 = timestamp
             .parse()
             .map_err(|_| Rejection::Forbidden(format!("{TIMESTAMP_HEADER} is not a Unix time")))?;
-        let sent = UNIX_EPOCH + Duration::from_secs(seconds);
+        let sent = UNIX_EPOCH
+            .checked_add(Duration::from_secs(seconds))
+            .ok_or_else(|| Rejection::Forbidden(format!("{TIMESTAMP_HEADER} is out of range")))?;
         let skew = request.now.duration_since(sent).unwrap_or_else(|ahead| ahead.duration());
         if skew > REPLAY_WINDOW {
             return Err(Rejection::Forbidden(format!(

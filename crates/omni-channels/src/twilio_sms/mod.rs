@@ -83,6 +83,9 @@ impl Message {
             Some("received" | "receiving") => true,
             Some(_) => false,
         };
+        // An incoming message may carry MessageStatus=received: it is the message itself, not a
+        // status callback (same id as without it, and normalized as a message).
+        let status = if incoming { None } else { status };
         let (customer, business) = if incoming { (from, to) } else { (to, from) };
         Ok(Message {
             params,

@@ -2,7 +2,7 @@
 //! recording status callbacks.
 //!
 //! Twilio posts `application/x-www-form-urlencoded` parameters; the signature check is
-//! [`crate::twilio::verify`]. Four kinds of request, one item each:
+//! [`crate::twilio::verify`]. Five kinds of request, one item each:
 //!
 //! 1. Call status callbacks (<https://www.twilio.com/docs/voice/api/call-resource#statuscallback>),
 //!    and the Voice URL's own request (<https://www.twilio.com/docs/voice/twiml#request-parameters>):
@@ -28,6 +28,13 @@
 //!    joined (found through [`KnownEvents`]); when that was not normalized yet the record is
 //!    [`NormalizeError::Malformed`], goes to the dead-letter topic and can be replayed with
 //!    `omni` once the status callback is in.
+//! 5. `<Dial action>` requests (<https://www.twilio.com/docs/voice/twiml/dial#action>): the call's
+//!    parameters plus `DialCallStatus`, `DialCallSid`, `DialCallDuration`: how the dialled leg
+//!    (the agent's phone) ended, which says better than `CallDuration` whether someone talked
+//!    to the customer (`completed`/`answered` answered, `no-answer`/`canceled` missed, `busy`,
+//!    `failed`); `provider_message_id` = `<CallSid>/dial/<DialCallSid>`, never the status
+//!    callback's id. A call the IVR answered but no agent took shows as answered in its status
+//!    callback (Twilio counts the IVR) and as missed here: point the `<Dial action>` at omni.
 //!
 //! Customer: `From` on inbound calls, `To` on outbound ones (`outbound-api`, `outbound-dial`);
 //! business: the other. Conversation per (`voice`, account, business number, customer number);
@@ -36,8 +43,8 @@
 //! business, customer), or (`voice`, `call`, `CallSid`) for recording status callbacks.
 //!
 //! Requests are classified in this order: `TranscriptionSid` present: 3; `RecordingStatus`
-//! present: 4; `CallbackSource` = `call-progress-events`, `DialCallStatus` present (a `<Dial>`
-//! action) or no `RecordingSid`: 1 (a status callback of a recorded call carries `RecordingUrl`
+//! present: 4; `DialCallStatus` present: 5; `CallbackSource` = `call-progress-events` or no
+//! `RecordingSid`: 1 (a status callback of a recorded call carries `RecordingUrl`
 //! too, kept as the call's recording); else 2. Other TwiML requests (`<Gather>` actions) are 1
 //! with a non-terminal `CallStatus`, so `None`.
 
@@ -67,6 +74,9 @@ pub struct TwilioVoice;
 enum Kind {
     /// A call status callback (or the Voice URL's request).
     Status { status: String },
+    /// A `<Dial action>` request: how the dialled leg (the agent) ended, the best answer to
+    /// "did someone talk to the customer"; its own id, so it never collides with the status callback.
+    Dial { dial_status: String, dial_sid: String },
     /// A `<Record action>` request: a voicemail.
     Recording { recording_sid: String },
     /// A transcription callback.
@@ -108,6 +118,11 @@ impl CallRequest {
         } else if let Some(status) = get("RecordingStatus") {
             let recording_sid = get("RecordingSid").ok_or("a recording status callback without RecordingSid")?;
             Kind::RecordingStatus { recording_sid, status }
+        } else if let Some(dial_status) = get("DialCallStatus") {
+            Kind::Dial {
+                dial_sid: get("DialCallSid").unwrap_or_else(|| dial_status.clone()),
+                dial_status,
+            }
         } else {
             match get("RecordingSid") {
                 // Status callbacks of recorded calls and `<Dial record>` actions carry a recording
@@ -155,6 +170,7 @@ impl CallRequest {
         let call = &self.call_sid;
         match &self.kind {
             Kind::Status { status } => format!("{call}/status/{status}"),
+            Kind::Dial { dial_sid, .. } => format!("{call}/dial/{dial_sid}"),
             Kind::Recording { recording_sid } => format!("{call}/recording/{recording_sid}"),
             Kind::Transcription { transcription_sid } => format!("{call}/transcription/{transcription_sid}"),
             Kind::RecordingStatus { recording_sid, status } if status == "completed" => format!("{call}/recording/{recording_sid}"),
@@ -276,6 +292,19 @@ impl Normalize for TwilioVoice {
                 call.duration = duration(seconds);
                 // `Timestamp` is when the status changed, so the call started `CallDuration` before.
                 call.started_at = twilio::rfc2822(request.get("Timestamp")).map(|at| webhook::unix_seconds(at - seconds));
+                call.recording_reference = request.get("RecordingUrl").to_owned();
+            }
+            Kind::Dial { dial_status, .. } => {
+                let seconds = request.seconds("DialCallDuration");
+                let outcome = match dial_status.as_str() {
+                    "completed" | "answered" => Outcome::Answered,
+                    "no-answer" | "canceled" => Outcome::Missed,
+                    "busy" => Outcome::Busy,
+                    "failed" => Outcome::Failed,
+                    _ => return Ok(None),
+                };
+                call.outcome = outcome as i32;
+                call.duration = duration(seconds);
                 call.recording_reference = request.get("RecordingUrl").to_owned();
             }
             Kind::Recording { .. } => {

@@ -131,9 +131,9 @@ fn each_request_kind_gets_its_provider_message_id() {
     );
     assert_eq!(items_of(COMPLETED)[0].partition_key, ["voice", "+14155552671", "+905551112233"]);
     assert_eq!(items_of(RECORDING_STATUS)[0].partition_key, ["voice", "call", CALL]);
-    // A `<Dial record>` action carries a recording but is no voicemail.
+    // A `<Dial record>` action carries a recording but is no voicemail: it is the dialled leg's outcome.
     let dial_action = RECORD_ACTION.replace("CallStatus=completed", "CallStatus=in-progress") + "&DialCallStatus=completed&DialCallSid=CA1";
-    assert_eq!(items_of(&dial_action)[0].provider_message_id, format!("{CALL}/status/in-progress"));
+    assert_eq!(items_of(&dial_action)[0].provider_message_id, format!("{CALL}/dial/CA1"));
     let in_progress = RECORDING_STATUS.replace("RecordingStatus=completed", "RecordingStatus=in-progress");
     assert_eq!(
         items_of(&in_progress)[0].provider_message_id,
@@ -322,4 +322,26 @@ fn acknowledgement_is_empty_twiml() {
     let reply = TwilioVoice.acknowledgement();
     assert_eq!((reply.status, reply.content_type), (200, "text/xml"));
     assert!(String::from_utf8(reply.body).unwrap().ends_with("<Response></Response>"));
+}
+
+#[test]
+fn a_dial_action_says_whether_an_agent_took_the_call_under_its_own_id() {
+    // A `<Dial action>` request: the standard parameters (CallStatus of the parent call, which
+    // may well be `completed` when the caller hung up) plus DialCallStatus/DialCallSid/
+    // DialCallDuration (https://www.twilio.com/docs/voice/twiml/dial#action).
+    let dial = |status: &str| {
+        format!(
+            "{}&DialCallStatus={status}&DialCallSid=CA0000000000000000000000000000dial&DialCallDuration=0",
+            COMPLETED.trim_end()
+        )
+    };
+    let ids = items_of(&dial("no-answer"));
+    assert_eq!(
+        ids[0].provider_message_id,
+        format!("{CALL}/dial/CA0000000000000000000000000000dial")
+    );
+    assert_ne!(ids[0].provider_message_id, items_of(COMPLETED)[0].provider_message_id);
+    assert_eq!(event(&dial("no-answer")).call.unwrap().outcome(), Outcome::Missed);
+    assert_eq!(event(&dial("busy")).call.unwrap().outcome(), Outcome::Busy);
+    assert_eq!(event(&dial("completed")).call.unwrap().outcome(), Outcome::Answered);
 }

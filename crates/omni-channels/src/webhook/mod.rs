@@ -215,6 +215,49 @@ pub trait WebhookAdapter: Normalize {
     fn acknowledgement(&self) -> Reply {
         Reply::ok()
     }
+
+    /// The bytes stored as the raw record's payload: the exact body, except a credential the
+    /// provider puts inside the body (Aircall's token), which is blanked so the raw topic, the
+    /// dead-letter topic and `omni tail` never hold a secret. The default: the body unchanged.
+    fn stored_payload<'a>(&self, body: &'a [u8]) -> std::borrow::Cow<'a, [u8]> {
+        std::borrow::Cow::Borrowed(body)
+    }
+}
+
+/// What replaces a credential in a stored payload (see [`WebhookAdapter::stored_payload`]).
+pub const REDACTED: &str = "[redacted]";
+
+/// `body` with the JSON string value of the top-level `"key": "<value>"` member replaced by
+/// [`REDACTED`], every other byte unchanged; the body itself when the key has no string value.
+pub fn redact_json_string_member<'a>(body: &'a [u8], key: &str) -> std::borrow::Cow<'a, [u8]> {
+    use std::borrow::Cow;
+    let Ok(serde_json::Value::Object(object)) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return Cow::Borrowed(body);
+    };
+    let Some(serde_json::Value::String(value)) = object.get(key) else {
+        return Cow::Borrowed(body);
+    };
+    let key_literal = serde_json::to_string(key).unwrap_or_default();
+    // The value as it may appear: plain JSON escaping; other escapings of the same text (\u00e9)
+    // are not found, and the body is then stored unchanged rather than altered wrongly.
+    let literal = serde_json::to_string(value).unwrap_or_default();
+    let (haystack, needle) = (body, literal.as_bytes());
+    let mut start = 0;
+    while let Some(found) = haystack[start..].windows(needle.len().max(1)).position(|w| w == needle) {
+        let at = start + found;
+        let before = haystack[..at].trim_ascii_end();
+        if let Some(before_colon) = before.strip_suffix(b":")
+            && before_colon.trim_ascii_end().ends_with(key_literal.as_bytes())
+        {
+            let mut out = Vec::with_capacity(body.len());
+            out.extend_from_slice(&body[..at]);
+            out.extend_from_slice(serde_json::to_string(REDACTED).unwrap_or_default().as_bytes());
+            out.extend_from_slice(&body[at + needle.len()..]);
+            return Cow::Owned(out);
+        }
+        start = at + 1;
+    }
+    Cow::Borrowed(body)
 }
 
 /// Every webhook adapter, explicitly listed.
@@ -295,6 +338,18 @@ mod tests {
             assert_eq!(crate::normalizer_for(adapter.name()).map(|n| n.provider()), Ok(adapter.name()));
         }
         assert!(webhook_adapter("fax").is_none());
+    }
+
+    #[test]
+    fn a_credential_member_is_redacted_and_nothing_else_changes() {
+        let body = br#"{"resource":"call","data":{"note":"token: s3cret"},"token" : "s3cret","x":"\u00e9"}"#;
+        let stored = redact_json_string_member(body, "token");
+        assert_eq!(
+            stored.as_ref(),
+            br#"{"resource":"call","data":{"note":"token: s3cret"},"token" : "[redacted]","x":"\u00e9"}"#
+        );
+        assert_eq!(redact_json_string_member(b"[1]", "token").as_ref(), b"[1]");
+        assert_eq!(redact_json_string_member(br#"{"token":1}"#, "token").as_ref(), br#"{"token":1}"#);
     }
 
     #[test]

@@ -414,7 +414,13 @@ impl WebhookAdapter for Adapter {
             .find(|(name, _)| name == "crc_token")
             .map(|(_, value)| value)
             .ok_or_else(|| Rejection::BadRequest("crc_token is missing".to_owned()))?;
-        if token.is_empty() || token.contains('{') {
+        // The CRC answer is the same HMAC that signs POST bodies: only ever sign what X sends as
+        // a challenge (short, URL-safe base64-like text), never anything that parses as a body.
+        let challenge_like = (1..=256).contains(&token.len())
+            && token
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b'_' | b'-'));
+        if !challenge_like {
             return Err(Rejection::BadRequest("crc_token is not a challenge X sends".to_owned()));
         }
         Ok(Reply::json(
@@ -434,6 +440,11 @@ impl WebhookAdapter for Adapter {
     }
 
     fn accept(&self, _account: &WebhookAccount, request: &WebhookRequest<'_>) -> Result<Accepted, Rejection> {
+        // X only posts JSON objects; anything else (an array serde would also read as the struct)
+        // is not X's.
+        if request.body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(Rejection::BadRequest("not an Account Activity body: not a JSON object".to_owned()));
+        }
         let activity: Activity = serde_json::from_slice(request.body)
             .map_err(|error| Rejection::BadRequest(format!("not an Account Activity body: {error}")))?;
         let (business, entries) = entries(&activity).map_err(Rejection::BadRequest)?;

@@ -120,6 +120,21 @@ fn crc_without_a_token_or_with_a_json_token_is_refused() {
         X.handshake(&account(), &request(forged_body, &headers, "")),
         Err(Rejection::BadRequest(_))
     ));
+    // Nor a JSON array, which serde would also read as an Account Activity body.
+    let array_body = r#"["999",[["message_create","1","1700000000000",[["999"],"666",["refund me"]]]]]"#;
+    let query: String = form_urlencoded::Serializer::new(String::new())
+        .append_pair("crc_token", array_body)
+        .finish();
+    assert!(matches!(
+        X.handshake(&account(), &request(&query, &headers, "")),
+        Err(Rejection::BadRequest(_))
+    ));
+    // And even signed, such a body is refused by accept.
+    let signed = self::headers(Some(&sign(array_body)));
+    assert!(matches!(
+        X.accept(&account(), &request("", &signed, array_body)),
+        Err(Rejection::BadRequest(_))
+    ));
 }
 
 #[test]
