@@ -5,12 +5,49 @@
 //! the conversation id and the opening event id on each ticket, and the event id on each
 //! follow-up it adds.
 
+pub mod freshdesk;
+pub mod helpscout;
 pub mod request_tracker;
+pub mod webhook;
+pub mod zammad;
+pub mod zendesk;
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use omni_proto::v1::ConversationEvent;
+use serde::Deserialize;
+
+/// A ticket priority, mapped onto each helpdesk's own scale.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum Priority {
+    /// Can wait.
+    Low,
+    /// The helpdesk's default.
+    #[default]
+    Normal,
+    /// Before the normal ones.
+    High,
+    /// Now.
+    Urgent,
+}
+
+/// What routing sets on a new ticket, besides the event itself (from the matching rule).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Routing {
+    /// The group, queue, team or mailbox the ticket goes to (the helpdesk's own name or id);
+    /// `None`: the destination's configured default.
+    pub group: Option<String>,
+    /// `None`: the helpdesk's default.
+    pub priority: Option<Priority>,
+    /// Tags to set, lowercase (the event's own tags and the channel are added by the adapter
+    /// where the helpdesk has tags).
+    pub tags: Vec<String>,
+    /// Custom fields by the helpdesk's field name or id.
+    pub custom_fields: BTreeMap<String, String>,
+}
 
 /// A ticket in a helpdesk.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -82,11 +119,68 @@ pub trait Helpdesk: Send + Sync {
     /// Whether a follow-up for `event_id` was already added to the ticket.
     async fn has_event(&self, ticket: &TicketRef, event_id: &str) -> Result<bool, HelpdeskError>;
 
-    /// Opens a ticket for the first event of a conversation, the customer as requester.
-    async fn create_ticket(&self, event: &ConversationEvent) -> Result<TicketRef, HelpdeskError>;
+    /// Opens a ticket for the first event of a conversation, the customer as requester, with
+    /// what the routing rule set.
+    async fn create_ticket(&self, event: &ConversationEvent, routing: &Routing) -> Result<TicketRef, HelpdeskError>;
 
     /// Adds a later event of the conversation to its ticket.
     async fn append(&self, ticket: &TicketRef, event: &ConversationEvent) -> Result<(), HelpdeskError>;
+}
+
+/// A helpdesk behind a token bucket: every call waits for a token first, so the destination
+/// never gets more than its plan allows, whatever the backlog.
+pub struct RateLimited {
+    inner: std::sync::Arc<dyn Helpdesk>,
+    limiter: governor::DefaultDirectRateLimiter,
+}
+
+impl RateLimited {
+    /// `per_minute` requests a minute, with bursts of up to a tenth of that.
+    pub fn new(inner: std::sync::Arc<dyn Helpdesk>, per_minute: std::num::NonZeroU32) -> Self {
+        let burst = std::num::NonZeroU32::new((per_minute.get() / 10).max(1)).unwrap_or(std::num::NonZeroU32::MIN);
+        let quota = governor::Quota::per_minute(per_minute).allow_burst(burst);
+        Self {
+            inner,
+            limiter: governor::RateLimiter::direct(quota),
+        }
+    }
+
+    async fn token(&self) {
+        self.limiter.until_ready().await;
+    }
+}
+
+#[async_trait]
+impl Helpdesk for RateLimited {
+    async fn check(&self) -> Result<(), HelpdeskError> {
+        self.token().await;
+        self.inner.check().await
+    }
+
+    async fn find_ticket(&self, conversation_id: &str) -> Result<Option<FoundTicket>, HelpdeskError> {
+        self.token().await;
+        self.inner.find_ticket(conversation_id).await
+    }
+
+    async fn ticket_in_subject(&self, subject: &str) -> Result<Option<TicketRef>, HelpdeskError> {
+        self.token().await;
+        self.inner.ticket_in_subject(subject).await
+    }
+
+    async fn has_event(&self, ticket: &TicketRef, event_id: &str) -> Result<bool, HelpdeskError> {
+        self.token().await;
+        self.inner.has_event(ticket, event_id).await
+    }
+
+    async fn create_ticket(&self, event: &ConversationEvent, routing: &Routing) -> Result<TicketRef, HelpdeskError> {
+        self.token().await;
+        self.inner.create_ticket(event, routing).await
+    }
+
+    async fn append(&self, ticket: &TicketRef, event: &ConversationEvent) -> Result<(), HelpdeskError> {
+        self.token().await;
+        self.inner.append(ticket, event).await
+    }
 }
 
 /// Classifies an HTTP error status.
@@ -112,4 +206,56 @@ pub(crate) fn error_for_status(
 /// Classifies a transport error.
 pub(crate) fn error_for_transport(error: reqwest::Error) -> HelpdeskError {
     HelpdeskError::Unavailable(format!("{error}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Instant;
+
+    use super::*;
+
+    /// Counts calls and answers at once.
+    #[derive(Default)]
+    struct Counting(AtomicUsize);
+
+    #[async_trait]
+    impl Helpdesk for Counting {
+        async fn check(&self) -> Result<(), HelpdeskError> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+        async fn find_ticket(&self, _: &str) -> Result<Option<FoundTicket>, HelpdeskError> {
+            Ok(None)
+        }
+        async fn has_event(&self, _: &TicketRef, _: &str) -> Result<bool, HelpdeskError> {
+            Ok(false)
+        }
+        async fn create_ticket(&self, _: &ConversationEvent, _: &Routing) -> Result<TicketRef, HelpdeskError> {
+            unreachable!()
+        }
+        async fn append(&self, _: &TicketRef, _: &ConversationEvent) -> Result<(), HelpdeskError> {
+            unreachable!()
+        }
+    }
+
+    #[tokio::test]
+    async fn the_token_bucket_holds_calls_to_the_configured_rate() {
+        let inner = Arc::new(Counting::default());
+        // 600 a minute: a burst of 60, then one every 100 ms.
+        let limited = RateLimited::new(inner.clone(), std::num::NonZeroU32::new(600).unwrap());
+        let started = Instant::now();
+        for _ in 0..60 {
+            limited.check().await.unwrap();
+        }
+        let burst = started.elapsed();
+        for _ in 0..5 {
+            limited.check().await.unwrap();
+        }
+        let after = started.elapsed();
+        assert_eq!(inner.0.load(Ordering::SeqCst), 65);
+        // Lower bounds only: five calls past the burst need at least ~0.5 s whatever the machine.
+        assert!(after - burst >= Duration::from_millis(400), "burst {burst:?}, after {after:?}");
+    }
 }

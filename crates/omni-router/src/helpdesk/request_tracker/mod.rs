@@ -23,7 +23,7 @@ use omni_runtime::{Problems, Validate};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{FoundTicket, Helpdesk, HelpdeskError, TicketRef, error_for_status, error_for_transport};
+use super::{FoundTicket, Helpdesk, HelpdeskError, Priority, Routing, TicketRef, error_for_status, error_for_transport};
 
 /// Custom field holding the conversation id on tickets.
 pub const CF_CONVERSATION: &str = "omni Conversation";
@@ -153,8 +153,25 @@ fn sql_quote(value: &str) -> String {
 }
 
 /// The requestor address of the event's customer: the email, else `<E.164>@phone.invalid`, else
-/// `<platform user id>@<platform>.invalid` (addresses RT accepts that can never receive mail).
+/// `<platform user id>@<platform>.invalid`, else for a caller who withheld the number
+/// `anonymous-<call id>@voice.invalid` (addresses RT accepts that can never receive mail).
 pub fn requestor(event: &ConversationEvent) -> Option<String> {
+    customer_address(event).or_else(|| {
+        // A caller who withheld the number: still a ticket, under the call's own address.
+        let call = event.call.as_ref()?;
+        let id: String = call
+            .call_id
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+            .collect();
+        Some(format!(
+            "anonymous-{}@voice.invalid",
+            if id.is_empty() { &event.conversation_id } else { &id }
+        ))
+    })
+}
+
+fn customer_address(event: &ConversationEvent) -> Option<String> {
     let customer = event.participants.iter().find(|p| p.role == Role::Customer as i32)?;
     let by_kind = |kind: Kind| customer.identifiers.iter().find(|i| i.kind == kind as i32).map(|i| i.value.clone());
     by_kind(Kind::Email)
@@ -170,6 +187,16 @@ pub fn requestor(event: &ConversationEvent) -> Option<String> {
                 .collect();
             (!user.is_empty()).then(|| format!("{user}@{}.invalid", if platform.is_empty() { "platform" } else { &platform }))
         })
+}
+
+/// RT's numeric priority (0-100, higher first) for a routing priority.
+fn rt_priority(priority: Priority) -> u8 {
+    match priority {
+        Priority::Low => 25,
+        Priority::Normal => 50,
+        Priority::High => 75,
+        Priority::Urgent => 100,
+    }
 }
 
 /// The ticket subject: the event's, else the start of its text.
@@ -312,19 +339,30 @@ impl Helpdesk for RequestTracker {
         Ok(self.search_total("/transactions", &query).await?.0 > 0)
     }
 
-    async fn create_ticket(&self, event: &ConversationEvent) -> Result<TicketRef, HelpdeskError> {
+    async fn create_ticket(&self, event: &ConversationEvent, routing: &Routing) -> Result<TicketRef, HelpdeskError> {
         let requestor = requestor(event).ok_or_else(|| HelpdeskError::Rejected {
             status: 0,
             detail: "the event names no customer with an email or phone".into(),
         })?;
-        let body = json!({
-            "Queue": self.config.queue,
+        // RT has no tags: routing tags go nowhere here (a custom field can carry them when the
+        // rule sets one). The group is the queue.
+        let mut custom_fields = serde_json::Map::new();
+        for (name, value) in &routing.custom_fields {
+            custom_fields.insert(name.clone(), json!(value));
+        }
+        custom_fields.insert(CF_CONVERSATION.into(), json!(event.conversation_id));
+        custom_fields.insert(CF_ORIGIN_EVENT.into(), json!(event.event_id));
+        let mut body = json!({
+            "Queue": routing.group.as_deref().unwrap_or(&self.config.queue),
             "Subject": subject(event),
             "Requestor": requestor,
             "Content": content(event),
             "ContentType": "text/plain",
-            "CustomFields": { CF_CONVERSATION: event.conversation_id, CF_ORIGIN_EVENT: event.event_id },
+            "CustomFields": custom_fields,
         });
+        if let Some(priority) = routing.priority {
+            body["Priority"] = json!(rt_priority(priority));
+        }
         let created = self.send(self.request(reqwest::Method::POST, "/ticket").json(&body)).await?;
         let id = created["id"]
             .as_str()
