@@ -47,6 +47,15 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Explain which routing rule ([[router.rules]]) an event matches and where it would go.
+    Route {
+        /// Print every rule up to the match with why it matched or not.
+        #[arg(long, required = true)]
+        explain: bool,
+        /// A ConversationEvent as JSON: a line of `omni tail omni.conversations.v1` (its `value`
+        /// is used) or the event object itself. `-` reads standard input.
+        event: std::path::PathBuf,
+    },
     /// Mailbox commands.
     Mail {
         #[command(subcommand)]
@@ -91,6 +100,13 @@ fn main() -> ExitCode {
         Command::Config {
             command: ConfigCommand::Check,
         } => config_check(),
+        Command::Route { explain: _, event } => match route_explain(&event) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("omni route: {error:#}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Tail {
             topic,
             follow,
@@ -105,6 +121,50 @@ fn main() -> ExitCode {
             }
         },
     }
+}
+
+/// `omni route --explain FILE`.
+fn route_explain(path: &std::path::Path) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    use prost::Message as _;
+    let text = if path.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin())?
+    } else {
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?
+    };
+    let json: serde_json::Value = serde_json::from_str(text.trim()).context("not JSON")?;
+    let event_json = json.get("value").filter(|v| v.is_object()).unwrap_or(&json);
+    let bytes = omni_proto::encode_from_json("omni.v1.ConversationEvent", event_json).context("not an omni.v1.ConversationEvent")?;
+    let event = omni_proto::v1::ConversationEvent::decode(bytes.as_slice())?;
+    let settings = Settings::load()?;
+    let mut problems = Problems::default();
+    let Some(config) = omni_router::RouterServiceConfig::from_settings(&settings, &mut problems) else {
+        anyhow::bail!("invalid router configuration:\n{problems}");
+    };
+    let rules = config.service.rules();
+    for line in rules.explain(&event) {
+        println!("{} {}: {}", if line.matched { "match" } else { "no   " }, line.rule, line.reason);
+    }
+    let route = rules.route(&event);
+    println!(
+        "=> rule {}: destinations {}",
+        route.rule.as_deref().unwrap_or("(none: default destination)"),
+        route.destinations.join(", ")
+    );
+    let routing = &route.routing;
+    if let Some(group) = &routing.group {
+        println!("   group {group}");
+    }
+    if let Some(priority) = routing.priority {
+        println!("   priority {priority:?}");
+    }
+    if !routing.tags.is_empty() {
+        println!("   tags {}", routing.tags.join(", "));
+    }
+    for (field, value) in &routing.custom_fields {
+        println!("   custom field {field} = {value}");
+    }
+    Ok(())
 }
 
 fn config_check() -> ExitCode {

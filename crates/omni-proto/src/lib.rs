@@ -35,6 +35,14 @@ pub fn decode_to_json(full_name: &str, bytes: &[u8]) -> Result<serde_json::Value
     serde_json::to_value(&message).map_err(DecodeJsonError::Json)
 }
 
+/// Reads proto3 JSON (as [`decode_to_json`] writes it) as the message `full_name` and encodes it.
+pub fn encode_from_json(full_name: &str, json: &serde_json::Value) -> Result<Vec<u8>, DecodeJsonError> {
+    use prost::Message as _;
+    let descriptor = message_descriptor(full_name).ok_or_else(|| DecodeJsonError::UnknownMessage(full_name.to_owned()))?;
+    let message = DynamicMessage::deserialize(descriptor, json).map_err(DecodeJsonError::Json)?;
+    Ok(message.encode_to_vec())
+}
+
 /// Why a record could not be rendered as JSON.
 #[derive(Debug)]
 pub enum DecodeJsonError {

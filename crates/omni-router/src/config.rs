@@ -6,7 +6,13 @@ use omni_runtime::{Problems, Validate};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
+use crate::helpdesk::freshdesk::FreshdeskConfig;
+use crate::helpdesk::helpscout::HelpScoutConfig;
 use crate::helpdesk::request_tracker::RequestTrackerConfig;
+use crate::helpdesk::webhook::WebhookConfig;
+use crate::helpdesk::zammad::ZammadConfig;
+use crate::helpdesk::zendesk::ZendeskConfig;
+use crate::rules::{BusinessHours, RuleConfig, Rules};
 
 /// `[router]` section.
 #[derive(Clone, Debug, Deserialize)]
@@ -23,14 +29,25 @@ pub struct RouterConfig {
     pub drain_timeout_secs: u64,
     /// Longest time to read the state topic at start-up, in seconds.
     pub state_restore_timeout_secs: u64,
-    /// The destination every event goes to.
+    /// Where events no rule matches go.
     pub default_destination: String,
+    /// Routing rules, in order: the first match decides (see [`crate::rules`]).
+    #[serde(default)]
+    pub rules: Vec<RuleConfig>,
+    /// The weekly window `business_hours` conditions refer to.
+    #[serde(default)]
+    pub business_hours: Option<BusinessHours>,
     /// What becomes of auto-replies and bounces (events tagged `auto-reply` or `bounce`).
     pub automated_messages: AutomatedMessages,
     /// What becomes of answered calls (voice events with outcome ANSWERED) and calls the team
     /// placed (outbound): by default logged on the customer's existing ticket and opening none,
     /// since the team already handled them. Missed inbound calls and voicemails go through like messages.
     pub answered_calls: AutomatedMessages,
+    /// Requests per minute each destination may receive (a token bucket per destination; bursts
+    /// up to a tenth of a minute's worth). Destinations not listed are not limited here (429s
+    /// with `Retry-After` are still honoured).
+    #[serde(default)]
+    pub rate_limits: BTreeMap<String, u32>,
     /// Helpdesk destinations by name.
     pub destinations: BTreeMap<String, DestinationConfig>,
 }
@@ -54,6 +71,16 @@ pub enum AutomatedMessages {
 pub enum DestinationConfig {
     /// Request Tracker 5, REST2 API.
     RequestTracker(RequestTrackerConfig),
+    /// Zendesk Support, Ticketing API v2.
+    Zendesk(ZendeskConfig),
+    /// Freshdesk, API v2.
+    Freshdesk(FreshdeskConfig),
+    /// Zammad, REST API.
+    Zammad(ZammadConfig),
+    /// Help Scout, Mailbox API 2.0.
+    HelpScout(HelpScoutConfig),
+    /// Any HTTP receiver: CloudEvents HTTP binding, HMAC-signed body.
+    Webhook(WebhookConfig),
 }
 
 impl Validate for RouterConfig {
@@ -66,6 +93,20 @@ impl Validate for RouterConfig {
             format!("{prefix}.default_destination"),
             format!("`{}` is not one of [router.destinations]", self.default_destination),
         );
+        let names: Vec<&str> = self.destinations.keys().map(String::as_str).collect();
+        self.rules().validate(prefix, &names, problems);
+        for (name, per_minute) in &self.rate_limits {
+            problems.check(
+                self.destinations.contains_key(name),
+                format!("{prefix}.rate_limits.{name}"),
+                "not one of [router.destinations]",
+            );
+            problems.check(
+                *per_minute >= 1,
+                format!("{prefix}.rate_limits.{name}"),
+                "must be at least 1 request per minute",
+            );
+        }
         for (name, destination) in &self.destinations {
             problems.check(
                 !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'),
@@ -74,8 +115,20 @@ impl Validate for RouterConfig {
             );
             match destination {
                 DestinationConfig::RequestTracker(rt) => rt.validate(&format!("{prefix}.destinations.{name}"), problems),
+                DestinationConfig::Zendesk(zd) => zd.validate(&format!("{prefix}.destinations.{name}"), problems),
+                DestinationConfig::Freshdesk(fd) => fd.validate(&format!("{prefix}.destinations.{name}"), problems),
+                DestinationConfig::Zammad(zm) => zm.validate(&format!("{prefix}.destinations.{name}"), problems),
+                DestinationConfig::HelpScout(hs) => hs.validate(&format!("{prefix}.destinations.{name}"), problems),
+                DestinationConfig::Webhook(wh) => wh.validate(&format!("{prefix}.destinations.{name}"), problems),
             }
         }
+    }
+}
+
+impl RouterConfig {
+    /// The routing rules, ready to evaluate.
+    pub fn rules(&self) -> Rules {
+        Rules::new(self.rules.clone(), self.default_destination.clone(), self.business_hours.clone())
     }
 }
 

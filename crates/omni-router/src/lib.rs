@@ -13,8 +13,13 @@
 //! 5. after the helpdesk answered, the event is marked `DONE` and the conversation's ticket
 //!    recorded; then the outcome goes to `omni.deliveries.v1`; only then is the offset stored.
 //!
-//! Events are handled one at a time per replica, in partition order, so one conversation's
-//! follow-ups reach the ticket in order. Transient failures (helpdesk down, 429, 5xx, broker
+//! Routing rules (`[[router.rules]]`, see [`rules`]) pick each event's destinations and what its
+//! new ticket gets. Each destination has its own pipeline: its own consumer group on
+//! `omni.conversations.v1` (the configured `group_id` for the default destination,
+//! `<group_id>.<destination>` for the others), its own offsets and retries, so a helpdesk that is
+//! down or rate-limiting only delays its own events while the others keep flowing; a pipeline
+//! skips the events routed elsewhere. Within a pipeline events are handled one at a time, in
+//! partition order, so one conversation's follow-ups reach the ticket in order. Transient failures (helpdesk down, 429, 5xx, broker
 //! unavailable) are retried with jittered exponential backoff without moving on; a helpdesk's
 //! permanent refusal (a 4xx other than 401/403/408/429) sends the event to the dead-letter topic.
 //!
@@ -30,6 +35,7 @@
 
 pub mod config;
 pub mod helpdesk;
+pub mod rules;
 pub mod state;
 
 use std::collections::BTreeMap;
@@ -46,6 +52,7 @@ use rdkafka::message::BorrowedMessage;
 
 pub use config::{AutomatedMessages, DestinationConfig, RouterConfig, RouterServiceConfig};
 use helpdesk::{Helpdesk, HelpdeskError, TicketRef};
+use rules::Rules;
 use state::StateStore;
 
 /// Why delivering one event did not finish.
@@ -76,47 +83,92 @@ pub fn destinations(config: &RouterConfig) -> anyhow::Result<BTreeMap<String, Ar
         .map(|(name, destination)| {
             let helpdesk: Arc<dyn Helpdesk> = match destination {
                 DestinationConfig::RequestTracker(rt) => Arc::new(helpdesk::request_tracker::RequestTracker::new(rt.clone())?),
+                DestinationConfig::Zendesk(zd) => Arc::new(helpdesk::zendesk::Zendesk::new(zd.clone())?),
+                DestinationConfig::Freshdesk(fd) => Arc::new(helpdesk::freshdesk::Freshdesk::new(fd.clone())?),
+                DestinationConfig::Zammad(zm) => Arc::new(helpdesk::zammad::Zammad::new(zm.clone())?),
+                DestinationConfig::HelpScout(hs) => Arc::new(helpdesk::helpscout::HelpScout::new(hs.clone())?),
+                DestinationConfig::Webhook(wh) => Arc::new(helpdesk::webhook::Webhook::new(wh.clone())?),
+            };
+            let helpdesk = match config.rate_limits.get(name).and_then(|n| std::num::NonZeroU32::new(*n)) {
+                Some(per_minute) => Arc::new(helpdesk::RateLimited::new(helpdesk, per_minute)) as Arc<dyn Helpdesk>,
+                None => helpdesk,
             };
             Ok((name.clone(), helpdesk))
         })
         .collect()
 }
 
-/// Runs the router until shutdown.
+/// Runs the router until shutdown: one delivery pipeline per destination, each with its own
+/// consumer group, so a helpdesk that is down or slow only holds up its own pipeline.
 pub async fn run(config: RouterServiceConfig, context: ServiceContext) -> anyhow::Result<()> {
     let client_id = format!("omni-router-{}", config.service.instance_id);
-    let source = format!("omni/router/{}", config.service.instance_id);
     context.readiness.register("kafka");
-    context
-        .readiness
-        .register(&format!("destination:{}", config.service.default_destination));
-    context.readiness.register("state");
+    for name in config.service.destinations.keys() {
+        context.readiness.register(&format!("destination:{name}"));
+        context.readiness.register(&format!("state:{name}"));
+    }
     topics::ensure_topics_until_ready(&config.kafka, &client_id, &context).await?;
     let destinations = destinations(&config.service)?;
-    let destination_name = config.service.default_destination.clone();
-    let helpdesk = destinations[&destination_name].clone();
-    wait_for_helpdesk(&destination_name, helpdesk.as_ref(), &context).await;
+    let mut pipelines = tokio::task::JoinSet::new();
+    for (name, helpdesk) in destinations {
+        let config = config.clone();
+        let context = context.clone();
+        pipelines.spawn(async move {
+            let result = run_destination(&config, &name, helpdesk, &context).await;
+            (name, result)
+        });
+    }
+    while let Some(joined) = pipelines.join_next().await {
+        let (name, result) = joined?;
+        if let Err(error) = result {
+            // One pipeline failing for good stops the service (its supervisor restarts it).
+            context.shutdown.cancel();
+            return Err(error.context(format!("destination `{name}`")));
+        }
+    }
+    Ok(())
+}
+
+/// The consumer group and static member id of one destination's pipeline: the configured ones
+/// for the default destination (so its committed offsets carry over from single-destination
+/// versions), `<group_id>.<destination>` and `<instance_id>.<destination>` for the others.
+pub fn pipeline_group(config: &RouterConfig, destination: &str) -> (String, String) {
+    if destination == config.default_destination {
+        (config.group_id.clone(), config.instance_id.clone())
+    } else {
+        (
+            format!("{}.{destination}", config.group_id),
+            format!("{}.{destination}", config.instance_id),
+        )
+    }
+}
+
+async fn run_destination(
+    config: &RouterServiceConfig,
+    destination: &str,
+    helpdesk: Arc<dyn Helpdesk>,
+    context: &ServiceContext,
+) -> anyhow::Result<()> {
+    let (group_id, instance_id) = pipeline_group(&config.service, destination);
+    let client_id = format!("omni-router-{instance_id}");
+    let source = format!("omni/router/{instance_id}");
+    wait_for_helpdesk(destination, helpdesk.as_ref(), context).await;
 
     let producer = Producer::new(&config.kafka, &client_id)?;
     let timeout = Duration::from_secs(config.service.state_restore_timeout_secs);
     let mut state = StateStore::restore(&config.kafka, &client_id, producer.clone(), source.clone(), timeout).await?;
     let (conversations, events) = state.len();
-    tracing::info!(conversations, events, "router state restored");
-    context.readiness.ready("state");
+    tracing::info!(destination, conversations, events, "router state restored");
+    context.readiness.ready(&format!("state:{destination}"));
 
-    let consumer = consumer::group_consumer(
-        &config.kafka,
-        &client_id,
-        &config.service.group_id,
-        &config.service.instance_id,
-        &[topics::CONVERSATIONS],
-    )?;
+    let consumer = consumer::group_consumer(&config.kafka, &client_id, &group_id, &instance_id, &[topics::CONVERSATIONS])?;
     let dead_letters = DeadLetterWriter::new(producer.clone(), "router", source.clone());
     let router = Router {
         producer,
         source,
-        destination: destination_name,
+        destination: destination.to_owned(),
         helpdesk,
+        rules: config.service.rules(),
         dead_letters,
         automated_messages: config.service.automated_messages,
         answered_calls: config.service.answered_calls,
@@ -130,7 +182,7 @@ pub async fn run(config: RouterServiceConfig, context: ServiceContext) -> anyhow
                     if let Some(fatal) = consumer::fatal_error(&consumer) {
                         anyhow::bail!("consumer failed fatally: {fatal}");
                     }
-                    tracing::warn!(%error, "consumer error");
+                    tracing::warn!(destination, %error, "consumer error");
                     continue;
                 }
             },
@@ -140,7 +192,7 @@ pub async fn run(config: RouterServiceConfig, context: ServiceContext) -> anyhow
             () = context.shutdown.cancelled() => false,
             result = router.handle(&mut state, &message) => match result {
                 Ok(()) => true,
-                Err(error) => { tracing::error!(%error, "event not handled; stopping"); return Err(error.into()); }
+                Err(error) => { tracing::error!(destination, %error, "event not handled; stopping"); return Err(error.into()); }
             },
         };
         if !handled {
@@ -174,11 +226,19 @@ async fn wait_for_helpdesk(name: &str, helpdesk: &dyn Helpdesk, context: &Servic
     }
 }
 
+/// One destination of an event's route.
+struct Target<'a> {
+    name: &'a str,
+    helpdesk: &'a dyn Helpdesk,
+    routing: &'a helpdesk::Routing,
+}
+
 struct Router {
     producer: Producer,
     source: String,
     destination: String,
     helpdesk: Arc<dyn Helpdesk>,
+    rules: Rules,
     dead_letters: DeadLetterWriter,
     automated_messages: AutomatedMessages,
     answered_calls: AutomatedMessages,
@@ -201,13 +261,35 @@ impl Router {
                     .await;
             }
         };
+        let route = self.rules.route(&event);
+        if !route.destinations.contains(&self.destination) {
+            // Another destination's event: its own pipeline delivers it.
+            return Ok(());
+        }
+        tracing::debug!(destination = %self.destination, event_id = %event.event_id, rule = route.rule.as_deref().unwrap_or("(default)"), "event routed by rule");
+        let target = Target {
+            name: &self.destination,
+            helpdesk: self.helpdesk.as_ref(),
+            routing: &route.routing,
+        };
+        self.handle_for(state, message, &event, &target).await
+    }
+
+    /// Delivers `event` to one destination with retries, then records the outcome.
+    async fn handle_for(
+        &self,
+        state: &mut StateStore,
+        message: &BorrowedMessage<'_>,
+        event: &ConversationEvent,
+        target: &Target<'_>,
+    ) -> Result<(), ProduceError> {
         let backoff = ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(200))
             .with_max_delay(Duration::from_secs(30))
             .with_jitter()
             .without_max_times();
         let state = tokio::sync::Mutex::new(state);
-        let result = (|| async { self.deliver(&mut **state.lock().await, &event).await })
+        let result = (|| async { self.deliver(&mut **state.lock().await, event, target).await })
             .retry(backoff)
             .when(DeliverError::is_transient)
             .adjust(|error, delay| match error {
@@ -215,28 +297,33 @@ impl Router {
                 _ => delay,
             })
             .notify(|error, delay| {
-                metrics::counter!("omni_router_retries_total", "destination" => self.destination.clone()).increment(1);
-                tracing::warn!(destination = %self.destination, event_id = %event.event_id, %error, retry_in_ms = delay.as_millis() as u64, "delivery failed, retrying");
+                metrics::counter!("omni_router_retries_total", "destination" => target.name.to_owned()).increment(1);
+                tracing::warn!(destination = %target.name, event_id = %event.event_id, %error, retry_in_ms = delay.as_millis() as u64, "delivery failed, retrying");
             })
             .await;
         let (outcome, ticket, error) = match result {
             Ok((outcome, ticket)) => (outcome, ticket, None),
             Err(DeliverError::Kafka(error)) => return Err(error),
             Err(error) => {
-                self.dead_letter(message, Fault::External, &error.to_string(), &event.event_id)
-                    .await?;
+                let reason = format!("destination `{}`: {error}", target.name);
+                self.dead_letter(message, Fault::External, &reason, &event.event_id).await?;
                 (Outcome::DeadLettered, None, Some(error.to_string()))
             }
         };
-        metrics::counter!("omni_router_events_total", "destination" => self.destination.clone(), "outcome" => outcome.as_str_name())
+        metrics::counter!("omni_router_events_total", "destination" => target.name.to_owned(), "outcome" => outcome.as_str_name())
             .increment(1);
-        tracing::debug!(destination = %self.destination, event_id = %event.event_id, conversation_id = %event.conversation_id, outcome = outcome.as_str_name(), "event routed");
-        self.record_delivery(&event, outcome, ticket.as_ref(), error).await
+        tracing::debug!(destination = %target.name, event_id = %event.event_id, conversation_id = %event.conversation_id, outcome = outcome.as_str_name(), "event delivered");
+        self.record_delivery(event, target.name, outcome, ticket.as_ref(), error).await
     }
 
     /// One attempt at delivering `event`, following the steps in the crate docs.
-    async fn deliver(&self, state: &mut StateStore, event: &ConversationEvent) -> Result<(Outcome, Option<TicketRef>), DeliverError> {
-        let destination = self.destination.as_str();
+    async fn deliver(
+        &self,
+        state: &mut StateStore,
+        event: &ConversationEvent,
+        target: &Target<'_>,
+    ) -> Result<(Outcome, Option<TicketRef>), DeliverError> {
+        let destination = target.name;
         let (event_id, conversation_id) = (event.event_id.as_str(), event.conversation_id.as_str());
         let policy = if is_automated(event) {
             self.automated_messages
@@ -256,7 +343,7 @@ impl Router {
             return Ok((Outcome::Duplicate, Some(ticket)));
         }
         if ticket.is_none()
-            && let Some(found) = self.helpdesk.find_ticket(conversation_id).await?
+            && let Some(found) = target.helpdesk.find_ticket(conversation_id).await?
         {
             if found.origin_event_id == event_id {
                 state.mark_done(destination, conversation_id, event_id, &found.ticket).await?;
@@ -265,26 +352,26 @@ impl Router {
             ticket = Some(found.ticket);
         }
         if ticket.is_none() && !event.subject.is_empty() {
-            ticket = self.helpdesk.ticket_in_subject(&event.subject).await?;
+            ticket = target.helpdesk.ticket_in_subject(&event.subject).await?;
         }
         match ticket {
             None if policy == AutomatedMessages::AttachToExisting => Ok((Outcome::Skipped, None)),
             None => {
                 state.mark_pending(destination, event_id).await?;
-                let ticket = self.helpdesk.create_ticket(event).await?;
+                let ticket = target.helpdesk.create_ticket(event, target.routing).await?;
                 fault_point("after_create").await;
                 state.mark_done(destination, conversation_id, event_id, &ticket).await?;
                 Ok((Outcome::Created, Some(ticket)))
             }
             Some(ticket) => {
-                if status == Status::Pending && self.helpdesk.has_event(&ticket, event_id).await? {
+                if status == Status::Pending && target.helpdesk.has_event(&ticket, event_id).await? {
                     state.mark_done(destination, conversation_id, event_id, &ticket).await?;
                     return Ok((Outcome::Duplicate, Some(ticket)));
                 }
                 if status != Status::Pending {
                     state.mark_pending(destination, event_id).await?;
                 }
-                self.helpdesk.append(&ticket, event).await?;
+                target.helpdesk.append(&ticket, event).await?;
                 fault_point("after_append").await;
                 state.mark_done(destination, conversation_id, event_id, &ticket).await?;
                 Ok((Outcome::Appended, Some(ticket)))
@@ -295,6 +382,7 @@ impl Router {
     async fn record_delivery(
         &self,
         event: &ConversationEvent,
+        destination: &str,
         outcome: Outcome,
         ticket: Option<&TicketRef>,
         error: Option<String>,
@@ -307,13 +395,13 @@ impl Router {
         if let Some(latency) = ingest_to_delivery
             && outcome != Outcome::Duplicate
         {
-            metrics::histogram!("omni_router_ingest_to_delivery_seconds", "destination" => self.destination.clone())
+            metrics::histogram!("omni_router_ingest_to_delivery_seconds", "destination" => destination.to_owned())
                 .record(latency.as_secs_f64());
         }
         let delivery = Delivery {
             event_id: event.event_id.clone(),
             conversation_id: event.conversation_id.clone(),
-            destination: self.destination.clone(),
+            destination: destination.to_owned(),
             outcome: outcome as i32,
             ticket_id: ticket.map(|t| t.id.clone()).unwrap_or_default(),
             ticket_url: ticket.map(|t| t.url.clone()).unwrap_or_default(),
@@ -364,12 +452,16 @@ fn is_automated(event: &ConversationEvent) -> bool {
     event.tags.iter().any(|tag| tag == "auto-reply" || tag == "bounce")
 }
 
-/// A call someone of the team already handled: answered, or placed by the team (an outbound
-/// call nobody picked up is the team's to retry, not a customer request).
+/// What the team already handled or wrote itself: an answered call, a call the team placed, a
+/// later update of a call (a recording, with no outcome of its own), a note from the team's
+/// phone system. Such events join the customer's ticket but never open one by default.
 fn is_answered_call(event: &ConversationEvent) -> bool {
-    event.call.as_ref().is_some_and(|call| {
-        call.outcome() == omni_proto::v1::call_data::Outcome::Answered || event.direction() == omni_proto::v1::Direction::Outbound
-    })
+    use omni_proto::v1::call_data::Outcome as CallOutcome;
+    event.direction() == omni_proto::v1::Direction::Outbound
+        || event
+            .call
+            .as_ref()
+            .is_some_and(|call| matches!(call.outcome(), CallOutcome::Answered | CallOutcome::Unspecified))
 }
 
 /// Test hook for crash tests: with `OMNI_FAULT_PAUSE_AT=after_create,after_append` in the

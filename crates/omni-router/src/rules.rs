@@ -1,0 +1,559 @@
+//! Routing rules: `[[router.rules]]`, evaluated in order, first match wins; no match goes to
+//! `default_destination` with nothing set.
+//!
+//! A rule matches when every condition it gives holds (a list matches when any of its values
+//! does; an absent or empty condition always holds):
+//!
+//! | condition | matches |
+//! |---|---|
+//! | `channels` | the event's channel: `email`, `api`, `web_chat`, `whatsapp`, `messenger`, `instagram`, `x`, `telegram`, `slack`, `sms`, `voice` |
+//! | `providers` | the adapter (`imap`, `whatsapp`, `twilio-sms`, `asterisk`, ...) |
+//! | `accounts` | the provider account the message came in on (mailbox, business number name) |
+//! | `languages` | the event's language tag, or its primary subtag (`tr` matches `tr-TR`) |
+//! | `tags` | any of the event's tags |
+//! | `customers` | any customer identifier exactly (email case-insensitively, E.164 phone, platform id) |
+//! | `customer_domains` | the domain of a customer email address (`example.com` also matches `shop.example.com`) |
+//! | `keywords` | a word or phrase in the subject or text, case-insensitively |
+//! | `business_hours` | `"inside"` or `"outside"` the `[router.business_hours]` window, at the event's `occurred_at` |
+//!
+//! The action: `destinations` (one or several of `[router.destinations]`: several while a team
+//! moves between helpdesks), and what the new ticket gets: `group`, `priority`, `add_tags`,
+//! `custom_fields`.
+
+use std::collections::BTreeMap;
+
+use omni_proto::v1::contact_identifier::Kind;
+use omni_proto::v1::{Channel, ConversationEvent, participant::Role};
+use omni_runtime::Problems;
+use serde::Deserialize;
+
+use crate::helpdesk::{Priority, Routing};
+
+/// One `[[router.rules]]` entry.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    /// Shown by `omni route --explain` and in logs.
+    pub name: String,
+    /// Channel names (see the module docs).
+    #[serde(default)]
+    pub channels: Vec<String>,
+    /// Provider names.
+    #[serde(default)]
+    pub providers: Vec<String>,
+    /// Provider accounts.
+    #[serde(default)]
+    pub accounts: Vec<String>,
+    /// Language tags.
+    #[serde(default)]
+    pub languages: Vec<String>,
+    /// Event tags.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Customer identifiers.
+    #[serde(default)]
+    pub customers: Vec<String>,
+    /// Customer email domains.
+    #[serde(default)]
+    pub customer_domains: Vec<String>,
+    /// Words or phrases in subject or text.
+    #[serde(default)]
+    pub keywords: Vec<String>,
+    /// `inside` or `outside` business hours.
+    #[serde(default)]
+    pub business_hours: Option<HoursCondition>,
+    /// Where matching events go; empty: the default destination.
+    #[serde(default)]
+    pub destinations: Vec<String>,
+    /// Group, queue, team or mailbox of new tickets.
+    #[serde(default)]
+    pub group: Option<String>,
+    /// Priority of new tickets.
+    #[serde(default)]
+    pub priority: Option<Priority>,
+    /// Tags new tickets get (beside the channel and event tags).
+    #[serde(default)]
+    pub add_tags: Vec<String>,
+    /// Custom fields of new tickets, by the helpdesk's field name or id.
+    #[serde(default)]
+    pub custom_fields: BTreeMap<String, String>,
+}
+
+/// `business_hours = "inside" | "outside"`.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum HoursCondition {
+    /// During the business hours window.
+    Inside,
+    /// Outside it.
+    Outside,
+}
+
+/// `[router.business_hours]`: one weekly window at a fixed UTC offset.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BusinessHours {
+    /// Fixed offset from UTC, `+03:00`, `-05:00` or `UTC` (no daylight saving rules).
+    pub utc_offset: String,
+    /// Working days: `mon` .. `sun`.
+    pub days: Vec<String>,
+    /// Opening time, `HH:MM`.
+    pub start: String,
+    /// Closing time, `HH:MM` (exclusive).
+    pub end: String,
+}
+
+const DAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+
+impl BusinessHours {
+    fn offset_seconds(&self) -> Option<i64> {
+        let value = self.utc_offset.trim();
+        if value.eq_ignore_ascii_case("utc") || value == "Z" {
+            return Some(0);
+        }
+        let (sign, rest) = match value.as_bytes().first()? {
+            b'+' => (1, &value[1..]),
+            b'-' => (-1, &value[1..]),
+            _ => return None,
+        };
+        Some(sign * minutes(rest)? * 60)
+    }
+
+    /// Whether a Unix time falls in the window.
+    pub fn contains(&self, unix_seconds: i64) -> bool {
+        let (Some(offset), Some(start), Some(end)) = (self.offset_seconds(), minutes(&self.start), minutes(&self.end)) else {
+            return false;
+        };
+        let local = unix_seconds + offset;
+        // 1970-01-01 was a Thursday (index 3 from Monday).
+        let day = DAYS[((local.div_euclid(86_400) + 3).rem_euclid(7)) as usize];
+        let minute = local.rem_euclid(86_400) / 60;
+        self.days.iter().any(|d| d.eq_ignore_ascii_case(day)) && minute >= start && minute < end
+    }
+
+    fn validate(&self, prefix: &str, problems: &mut Problems) {
+        problems.check(
+            self.offset_seconds().is_some(),
+            format!("{prefix}.utc_offset"),
+            "use `UTC` or a fixed offset like `+03:00`",
+        );
+        for (field, value) in [("start", &self.start), ("end", &self.end)] {
+            problems.check(
+                minutes(value).is_some(),
+                format!("{prefix}.{field}"),
+                "use HH:MM, for example 09:00",
+            );
+        }
+        for day in &self.days {
+            problems.check(
+                DAYS.contains(&day.to_ascii_lowercase().as_str()),
+                format!("{prefix}.days"),
+                format!("`{day}` is not one of mon, tue, wed, thu, fri, sat, sun"),
+            );
+        }
+    }
+}
+
+/// `HH:MM` as minutes after midnight.
+fn minutes(value: &str) -> Option<i64> {
+    let (hours, mins) = value.trim().split_once(':')?;
+    let (hours, mins): (i64, i64) = (hours.parse().ok()?, mins.parse().ok()?);
+    ((0..=24).contains(&hours) && (0..60).contains(&mins) && hours * 60 + mins <= 24 * 60).then_some(hours * 60 + mins)
+}
+
+/// Where an event goes and what its new tickets get.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Route {
+    /// The matching rule; `None` for the default route.
+    pub rule: Option<String>,
+    /// Destination names, in order.
+    pub destinations: Vec<String>,
+    /// What new tickets get.
+    pub routing: Routing,
+}
+
+/// The rules of one router, ready to evaluate.
+#[derive(Clone, Debug)]
+pub struct Rules {
+    rules: Vec<RuleConfig>,
+    default_destination: String,
+    hours: Option<BusinessHours>,
+}
+
+/// One line of `omni route --explain`: a rule and why it matched or not.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Explanation {
+    /// The rule's name.
+    pub rule: String,
+    /// Whether every condition held.
+    pub matched: bool,
+    /// The first condition that failed, or "every condition holds".
+    pub reason: String,
+}
+
+impl Rules {
+    /// Rules from config.
+    pub fn new(rules: Vec<RuleConfig>, default_destination: String, hours: Option<BusinessHours>) -> Self {
+        Self {
+            rules,
+            default_destination,
+            hours,
+        }
+    }
+
+    /// Checks names, destinations and conditions; `destinations` are the configured ones.
+    pub fn validate(&self, prefix: &str, destinations: &[&str], problems: &mut Problems) {
+        if let Some(hours) = &self.hours {
+            hours.validate(&format!("{prefix}.business_hours"), problems);
+        }
+        for (index, rule) in self.rules.iter().enumerate() {
+            let at = format!("{prefix}.rules[{index}]");
+            problems.check(!rule.name.trim().is_empty(), format!("{at}.name"), "every rule needs a name");
+            for destination in &rule.destinations {
+                problems.check(
+                    destinations.contains(&destination.as_str()),
+                    format!("{at}.destinations"),
+                    format!("`{destination}` is not one of [router.destinations]"),
+                );
+            }
+            for channel in &rule.channels {
+                problems.check(
+                    channel_named(channel).is_some(),
+                    format!("{at}.channels"),
+                    format!("`{channel}` is not a channel (email, api, web_chat, whatsapp, messenger, instagram, x, telegram, slack, sms, voice)"),
+                );
+            }
+            problems.check(
+                rule.business_hours.is_none() || self.hours.is_some(),
+                format!("{at}.business_hours"),
+                "needs a [router.business_hours] window",
+            );
+        }
+    }
+
+    /// Where `event` goes: the first matching rule, else the default destination.
+    pub fn route(&self, event: &ConversationEvent) -> Route {
+        for rule in &self.rules {
+            if self.mismatch(rule, event).is_none() {
+                return Route {
+                    rule: Some(rule.name.clone()),
+                    destinations: if rule.destinations.is_empty() {
+                        vec![self.default_destination.clone()]
+                    } else {
+                        rule.destinations.clone()
+                    },
+                    routing: Routing {
+                        group: rule.group.clone(),
+                        priority: rule.priority,
+                        tags: rule.add_tags.iter().map(|t| t.to_lowercase()).collect(),
+                        custom_fields: rule.custom_fields.clone(),
+                    },
+                };
+            }
+        }
+        Route {
+            rule: None,
+            destinations: vec![self.default_destination.clone()],
+            routing: Routing::default(),
+        }
+    }
+
+    /// Every rule in order with why it matched or not, up to and including the first match.
+    pub fn explain(&self, event: &ConversationEvent) -> Vec<Explanation> {
+        let mut lines = Vec::new();
+        for rule in &self.rules {
+            let mismatch = self.mismatch(rule, event);
+            let matched = mismatch.is_none();
+            lines.push(Explanation {
+                rule: rule.name.clone(),
+                matched,
+                reason: mismatch.unwrap_or_else(|| "every condition holds".to_owned()),
+            });
+            if matched {
+                break;
+            }
+        }
+        lines
+    }
+
+    /// The first condition of `rule` that `event` fails, described; `None` when all hold.
+    fn mismatch(&self, rule: &RuleConfig, event: &ConversationEvent) -> Option<String> {
+        let provider = event.provider.clone().unwrap_or_default();
+        let channel = channel_name(event.channel());
+        if !rule.channels.is_empty() && !rule.channels.iter().any(|c| c.eq_ignore_ascii_case(channel)) {
+            return Some(format!("channel `{channel}` is not in {:?}", rule.channels));
+        }
+        if !rule.providers.is_empty() && !rule.providers.contains(&provider.provider) {
+            return Some(format!("provider `{}` is not in {:?}", provider.provider, rule.providers));
+        }
+        if !rule.accounts.is_empty() && !rule.accounts.contains(&provider.account) {
+            return Some(format!("account `{}` is not in {:?}", provider.account, rule.accounts));
+        }
+        if !rule.languages.is_empty() {
+            let language = event.language.to_lowercase();
+            let primary = language.split('-').next().unwrap_or_default();
+            if !rule
+                .languages
+                .iter()
+                .any(|l| l.eq_ignore_ascii_case(&language) || l.eq_ignore_ascii_case(primary))
+            {
+                return Some(format!("language `{}` is not in {:?}", event.language, rule.languages));
+            }
+        }
+        if !rule.tags.is_empty() && !rule.tags.iter().any(|t| event.tags.iter().any(|e| e.eq_ignore_ascii_case(t))) {
+            return Some(format!("no tag of {:?} among the event's {:?}", rule.tags, event.tags));
+        }
+        let identifiers: Vec<(Kind, &str)> = event
+            .participants
+            .iter()
+            .filter(|p| p.role() == Role::Customer)
+            .flat_map(|p| p.identifiers.iter().map(|i| (i.kind(), i.value.as_str())))
+            .collect();
+        if !rule.customers.is_empty()
+            && !rule
+                .customers
+                .iter()
+                .any(|c| identifiers.iter().any(|(_, value)| value.eq_ignore_ascii_case(c)))
+        {
+            return Some("no customer identifier is in `customers`".to_owned());
+        }
+        if !rule.customer_domains.is_empty() {
+            let domains: Vec<String> = identifiers
+                .iter()
+                .filter(|(kind, _)| *kind == Kind::Email)
+                .filter_map(|(_, value)| value.rsplit_once('@').map(|(_, d)| d.to_lowercase()))
+                .collect();
+            let hit = rule.customer_domains.iter().any(|wanted| {
+                let wanted = wanted.trim_start_matches('@').to_lowercase();
+                domains.iter().any(|d| *d == wanted || d.ends_with(&format!(".{wanted}")))
+            });
+            if !hit {
+                return Some(format!("customer email domains {domains:?} are not in {:?}", rule.customer_domains));
+            }
+        }
+        if !rule.keywords.is_empty() {
+            let text = format!(
+                "{}\n{}",
+                event.subject,
+                event.body.as_ref().map(|b| b.text.as_str()).unwrap_or_default()
+            )
+            .to_lowercase();
+            if !rule.keywords.iter().any(|k| text.contains(&k.to_lowercase())) {
+                return Some(format!("none of the keywords {:?} is in the subject or text", rule.keywords));
+            }
+        }
+        if let Some(wanted) = rule.business_hours {
+            let at = event.occurred_at.or(event.received_at).map(|t| t.seconds).unwrap_or_default();
+            let inside = self.hours.as_ref().is_some_and(|h| h.contains(at));
+            let holds = (wanted == HoursCondition::Inside) == inside;
+            if !holds {
+                return Some(format!("the event is {} business hours", if inside { "inside" } else { "outside" }));
+            }
+        }
+        None
+    }
+}
+
+/// The config name of a channel.
+pub fn channel_name(channel: Channel) -> &'static str {
+    match channel {
+        Channel::Unspecified => "unspecified",
+        Channel::Email => "email",
+        Channel::Api => "api",
+        Channel::WebChat => "web_chat",
+        Channel::Whatsapp => "whatsapp",
+        Channel::Messenger => "messenger",
+        Channel::Instagram => "instagram",
+        Channel::X => "x",
+        Channel::Telegram => "telegram",
+        Channel::Slack => "slack",
+        Channel::Sms => "sms",
+        Channel::Voice => "voice",
+    }
+}
+
+fn channel_named(name: &str) -> Option<Channel> {
+    [
+        Channel::Email,
+        Channel::Api,
+        Channel::WebChat,
+        Channel::Whatsapp,
+        Channel::Messenger,
+        Channel::Instagram,
+        Channel::X,
+        Channel::Telegram,
+        Channel::Slack,
+        Channel::Sms,
+        Channel::Voice,
+    ]
+    .into_iter()
+    .find(|c| channel_name(*c).eq_ignore_ascii_case(name))
+}
+
+#[cfg(test)]
+mod tests {
+    use omni_proto::v1::{Body, ContactIdentifier, Participant, ProviderReference};
+
+    use super::*;
+
+    fn event(channel: Channel, email: &str, subject: &str, text: &str, language: &str, at: i64) -> ConversationEvent {
+        ConversationEvent {
+            event_id: "e".into(),
+            conversation_id: "c".into(),
+            channel: channel as i32,
+            participants: vec![Participant {
+                role: Role::Customer as i32,
+                display_name: String::new(),
+                identifiers: vec![ContactIdentifier {
+                    kind: Kind::Email as i32,
+                    value: email.into(),
+                    platform: String::new(),
+                }],
+            }],
+            subject: subject.into(),
+            body: Some(Body {
+                text: text.into(),
+                ..Default::default()
+            }),
+            language: language.into(),
+            occurred_at: Some(prost_types::Timestamp { seconds: at, nanos: 0 }),
+            provider: Some(ProviderReference {
+                provider: "imap".into(),
+                account: "support".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn hours() -> BusinessHours {
+        BusinessHours {
+            utc_offset: "+03:00".into(),
+            days: ["mon", "tue", "wed", "thu", "fri"].map(String::from).to_vec(),
+            start: "09:00".into(),
+            end: "18:00".into(),
+        }
+    }
+
+    // 2026-11-23 is a Monday. 07:00 UTC = 10:00 at +03:00; 16:00 UTC = 19:00.
+    const MONDAY_10_LOCAL: i64 = 1_795_392_000 + 7 * 3600;
+    const MONDAY_19_LOCAL: i64 = 1_795_392_000 + 16 * 3600;
+
+    fn rules() -> Rules {
+        Rules::new(
+            vec![
+                RuleConfig {
+                    name: "refunds-tr".into(),
+                    languages: vec!["tr".into()],
+                    keywords: vec!["iade".into()],
+                    destinations: vec!["zendesk".into(), "rt".into()],
+                    group: Some("Returns".into()),
+                    priority: Some(Priority::High),
+                    add_tags: vec!["Refund".into()],
+                    ..Default::default()
+                },
+                RuleConfig {
+                    name: "vip".into(),
+                    customer_domains: vec!["bigcorp.com".into()],
+                    destinations: vec!["zendesk".into()],
+                    priority: Some(Priority::Urgent),
+                    ..Default::default()
+                },
+                RuleConfig {
+                    name: "after-hours-whatsapp".into(),
+                    channels: vec!["whatsapp".into()],
+                    business_hours: Some(HoursCondition::Outside),
+                    custom_fields: [("shift".to_owned(), "night".to_owned())].into(),
+                    ..Default::default()
+                },
+            ],
+            "rt".into(),
+            Some(hours()),
+        )
+    }
+
+    #[test]
+    fn first_matching_rule_wins_and_sets_the_ticket_fields() {
+        let refund = event(
+            Channel::Email,
+            "ayse@bigcorp.com",
+            "İade talebi",
+            "Ürünü IADE etmek istiyorum",
+            "tr-TR",
+            0,
+        );
+        let route = rules().route(&refund);
+        assert_eq!(route.rule.as_deref(), Some("refunds-tr"));
+        assert_eq!(route.destinations, ["zendesk", "rt"]);
+        assert_eq!(route.routing.group.as_deref(), Some("Returns"));
+        assert_eq!(route.routing.priority, Some(Priority::High));
+        assert_eq!(route.routing.tags, ["refund"]);
+        // Same customer, no refund keyword: the VIP rule.
+        let vip = event(
+            Channel::Email,
+            "Jan@Shop.BigCorp.com",
+            "Levering",
+            "Waar blijft mijn pakket?",
+            "nl",
+            0,
+        );
+        assert_eq!(rules().route(&vip).rule.as_deref(), Some("vip"));
+        assert_eq!(rules().route(&vip).routing.priority, Some(Priority::Urgent));
+    }
+
+    #[test]
+    fn business_hours_and_the_default_route() {
+        let night = event(Channel::Whatsapp, "x@example.com", "", "Merhaba", "", MONDAY_19_LOCAL);
+        let route = rules().route(&night);
+        assert_eq!(route.rule.as_deref(), Some("after-hours-whatsapp"));
+        assert_eq!(route.destinations, ["rt"], "no destinations: the default");
+        assert_eq!(route.routing.custom_fields.get("shift").map(String::as_str), Some("night"));
+        let day = event(Channel::Whatsapp, "x@example.com", "", "Merhaba", "", MONDAY_10_LOCAL);
+        let route = rules().route(&day);
+        assert_eq!(
+            route,
+            Route {
+                rule: None,
+                destinations: vec!["rt".into()],
+                routing: Routing::default()
+            }
+        );
+        // Saturday 10:00 local is outside too.
+        assert!(!hours().contains(MONDAY_10_LOCAL + 5 * 86_400));
+        assert!(hours().contains(MONDAY_10_LOCAL + 4 * 86_400), "Friday");
+    }
+
+    #[test]
+    fn explain_says_why_each_rule_failed_up_to_the_match() {
+        let day = event(Channel::Whatsapp, "x@example.com", "", "Merhaba", "nl", MONDAY_10_LOCAL);
+        let lines = rules().explain(&day);
+        assert_eq!(lines.len(), 3);
+        assert!(lines.iter().all(|l| !l.matched));
+        assert_eq!(lines[0].reason, "language `nl` is not in [\"tr\"]");
+        assert!(
+            lines[1].reason.starts_with("customer email domains [\"example.com\"]"),
+            "{}",
+            lines[1].reason
+        );
+        assert_eq!(lines[2].reason, "the event is inside business hours");
+    }
+
+    #[test]
+    fn config_problems_are_named() {
+        let mut bad = rules();
+        bad.rules[0].destinations.push("freshdesk".into());
+        bad.rules[1].channels.push("fax".into());
+        bad.hours.as_mut().unwrap().start = "9am".into();
+        let mut problems = Problems::default();
+        bad.validate("router", &["rt", "zendesk"], &mut problems);
+        let keys: Vec<&str> = problems.items().iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "router.business_hours.start",
+                "router.rules[0].destinations",
+                "router.rules[1].channels"
+            ]
+        );
+    }
+}
