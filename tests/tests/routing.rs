@@ -141,7 +141,7 @@ timeout_secs = 5
     // 6 conversations, 3 messages each; conversations 0, 2, 4 are refunds (both helpdesks).
     let mut sent: Vec<(usize, String, String)> = Vec::new(); // (conversation, event id, text)
     let post = |conversation: usize, message: usize| {
-        let refund = conversation % 2 == 0;
+        let refund = conversation.is_multiple_of(2);
         let text = format!("Bericht {message} van klant {conversation} ({run})");
         let body = json!({
             "customer": { "email": format!("klant{conversation}-{run}@example.nl") },
@@ -181,7 +181,7 @@ timeout_secs = 5
     receiver.mode.store(2, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_secs(3)).await;
     receiver.mode.store(0, Ordering::SeqCst);
-    let refunds: Vec<&(usize, String, String)> = sent.iter().filter(|(c, ..)| c % 2 == 0).collect();
+    let refunds: Vec<&(usize, String, String)> = sent.iter().filter(|(c, ..)| c.is_multiple_of(2)).collect();
     eventually("the hook to get its backlog", TIMEOUT, || {
         let done = refunds.iter().all(|(_, id, _)| receiver.accepted.lock().unwrap().contains_key(id));
         async move { Ok(done) }
