@@ -194,6 +194,8 @@ timeout_secs = 5
         refunds.len(),
         "only the refund conversations reach the hook: {accepted:?}"
     );
+    // Once each: no POST of an event the receiver already accepted (the router's state knew it).
+    assert!(accepted.values().all(|n| *n == 1), "an event was delivered twice: {accepted:?}");
     let by_conversation = receiver.by_conversation.lock().unwrap().clone();
     assert_eq!(by_conversation.len(), 3);
     for texts in by_conversation.values() {

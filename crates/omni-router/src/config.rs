@@ -39,13 +39,15 @@ pub struct RouterConfig {
     pub business_hours: Option<BusinessHours>,
     /// What becomes of auto-replies and bounces (events tagged `auto-reply` or `bounce`).
     pub automated_messages: AutomatedMessages,
-    /// What becomes of answered calls (voice events with outcome ANSWERED) and calls the team
-    /// placed (outbound): by default logged on the customer's existing ticket and opening none,
-    /// since the team already handled them. Missed inbound calls and voicemails go through like messages.
+    /// What becomes of what the team already handled or wrote: answered calls, outbound events
+    /// (calls the team placed, notes from its phone system) and call updates without an outcome
+    /// of their own (a recording): by default logged on the customer's existing ticket, opening
+    /// none. Missed inbound calls and voicemails go through like messages.
     pub answered_calls: AutomatedMessages,
-    /// Requests per minute each destination may receive (a token bucket per destination; bursts
-    /// up to a tenth of a minute's worth). Destinations not listed are not limited here (429s
-    /// with `Retry-After` are still honoured).
+    /// Helpdesk operations per minute per destination and router replica (a token bucket;
+    /// bursts up to a tenth of a minute's worth). One operation (a look-up, a create, an append)
+    /// can be several HTTP requests in some adapters: leave headroom below the plan's limit.
+    /// Destinations not listed are not limited here (429s with `Retry-After` are still honoured).
     #[serde(default)]
     pub rate_limits: BTreeMap<String, u32>,
     /// Helpdesk destinations by name.
@@ -144,5 +146,64 @@ impl ServiceSection for RouterConfig {
 
     fn drain_timeout_secs(&self) -> u64 {
         self.drain_timeout_secs
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The commented destination examples of `config/default.toml`, uncommented with placeholder
+    /// secrets, must deserialize and validate as they are documented.
+    #[test]
+    fn the_documented_destination_examples_are_valid() {
+        let defaults = include_str!("../../../config/default.toml");
+        let block = defaults
+            .split("# Other destination kinds")
+            .nth(1)
+            .expect("the examples block of config/default.toml");
+        let mut toml = String::new();
+        for line in block.lines().skip(2) {
+            let Some(line) = line.strip_prefix("# ").or_else(|| (line.trim() == "#").then_some("")) else {
+                continue;
+            };
+            let line = line
+                .replace(r#"api_token = """#, r#"api_token = "placeholder-token""#)
+                .replace(r#"api_key = """#, r#"api_key = "placeholder-key""#)
+                .replace(r#"token = """#, r#"token = "placeholder-token""#)
+                .replace(r#"client_id = """#, r#"client_id = "placeholder-id""#)
+                .replace(r#"client_secret = """#, r#"client_secret = "placeholder-secret""#)
+                .replace(r#"secret = """#, r#"secret = "placeholder-secret-0123456789""#);
+            toml.push_str(&line);
+            toml.push('\n');
+        }
+        #[derive(Deserialize)]
+        struct Router {
+            destinations: BTreeMap<String, DestinationConfig>,
+        }
+        #[derive(Deserialize)]
+        struct File {
+            router: Router,
+        }
+        let file: File = config::Config::builder()
+            .add_source(config::File::from_str(&toml, config::FileFormat::Toml))
+            .build()
+            .and_then(config::Config::try_deserialize)
+            .unwrap_or_else(|error| panic!("{error}\n{toml}"));
+        let kinds: Vec<&str> = file.router.destinations.keys().map(String::as_str).collect();
+        assert_eq!(kinds, ["freshdesk", "helpscout", "hook", "zammad", "zendesk"]);
+        let mut problems = Problems::default();
+        for (name, destination) in &file.router.destinations {
+            let prefix = format!("router.destinations.{name}");
+            match destination {
+                DestinationConfig::RequestTracker(c) => c.validate(&prefix, &mut problems),
+                DestinationConfig::Zendesk(c) => c.validate(&prefix, &mut problems),
+                DestinationConfig::Freshdesk(c) => c.validate(&prefix, &mut problems),
+                DestinationConfig::Zammad(c) => c.validate(&prefix, &mut problems),
+                DestinationConfig::HelpScout(c) => c.validate(&prefix, &mut problems),
+                DestinationConfig::Webhook(c) => c.validate(&prefix, &mut problems),
+            }
+        }
+        assert!(problems.is_empty(), "{problems}");
     }
 }

@@ -170,6 +170,7 @@ async fn run_destination(
         helpdesk,
         rules: config.service.rules(),
         dead_letters,
+        reports_bad_input: destination == config.service.default_destination,
         automated_messages: config.service.automated_messages,
         answered_calls: config.service.answered_calls,
     };
@@ -240,6 +241,9 @@ struct Router {
     helpdesk: Arc<dyn Helpdesk>,
     rules: Rules,
     dead_letters: DeadLetterWriter,
+    /// Whether this pipeline dead-letters records that are not conversation events: only the
+    /// default destination's does, so a bad record is dead-lettered once, not once per destination.
+    reports_bad_input: bool,
     automated_messages: AutomatedMessages,
     answered_calls: AutomatedMessages,
 }
@@ -250,6 +254,7 @@ impl Router {
     async fn handle(&self, state: &mut StateStore, message: &BorrowedMessage<'_>) -> Result<(), ProduceError> {
         let event = match ConversationEvent::decode(message.payload().unwrap_or_default()) {
             Ok(event) if !event.event_id.is_empty() && !event.conversation_id.is_empty() => event,
+            _ if !self.reports_bad_input => return Ok(()),
             Ok(_) => {
                 return self
                     .dead_letter(message, Fault::Input, "conversation event without event_id or conversation_id", "")
@@ -262,7 +267,10 @@ impl Router {
             }
         };
         let route = self.rules.route(&event);
-        if !route.destinations.contains(&self.destination) {
+        // A conversation that already has a ticket here keeps getting its follow-ups here, whatever
+        // rule a later message matches (a "thanks" after a refund request stays in the refund ticket).
+        let sticky = state.ticket(&self.destination, &event.conversation_id).is_some();
+        if !route.destinations.contains(&self.destination) && !sticky {
             // Another destination's event: its own pipeline delivers it.
             return Ok(());
         }
@@ -342,9 +350,13 @@ impl Router {
         {
             return Ok((Outcome::Duplicate, Some(ticket)));
         }
+        // A ticket found in the helpdesk rather than in our state (state lost, a destination
+        // renamed): the event may be in it already, so it is looked for like a PENDING one.
+        let mut unknown_to_state = false;
         if ticket.is_none()
             && let Some(found) = target.helpdesk.find_ticket(conversation_id).await?
         {
+            unknown_to_state = true;
             if found.origin_event_id == event_id {
                 state.mark_done(destination, conversation_id, event_id, &found.ticket).await?;
                 return Ok((Outcome::Duplicate, Some(found.ticket)));
@@ -364,7 +376,7 @@ impl Router {
                 Ok((Outcome::Created, Some(ticket)))
             }
             Some(ticket) => {
-                if status == Status::Pending && target.helpdesk.has_event(&ticket, event_id).await? {
+                if (status == Status::Pending || unknown_to_state) && target.helpdesk.has_event(&ticket, event_id).await? {
                     state.mark_done(destination, conversation_id, event_id, &ticket).await?;
                     return Ok((Outcome::Duplicate, Some(ticket)));
                 }

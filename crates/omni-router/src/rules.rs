@@ -13,8 +13,8 @@
 //! | `tags` | any of the event's tags |
 //! | `customers` | any customer identifier exactly (email case-insensitively, E.164 phone, platform id) |
 //! | `customer_domains` | the domain of a customer email address (`example.com` also matches `shop.example.com`) |
-//! | `keywords` | a word or phrase in the subject or text, case-insensitively |
-//! | `business_hours` | `"inside"` or `"outside"` the `[router.business_hours]` window, at the event's `occurred_at` |
+//! | `keywords` | text the subject or body contains, case-insensitively (substring: `iade` also matches `iadesi`) |
+//! | `business_hours` | `"inside"` or `"outside"` the `[router.business_hours]` window, at the event's `occurred_at` (an `end` before `start` runs overnight) |
 //!
 //! The action: `destinations` (one or several of `[router.destinations]`: several while a team
 //! moves between helpdesks), and what the new ticket gets: `group`, `priority`, `add_tags`,
@@ -119,16 +119,22 @@ impl BusinessHours {
         Some(sign * minutes(rest)? * 60)
     }
 
-    /// Whether a Unix time falls in the window.
+    /// Whether a Unix time falls in the window. A window whose `end` is before its `start`
+    /// (22:00 to 06:00) runs overnight: it belongs to the day it starts on.
     pub fn contains(&self, unix_seconds: i64) -> bool {
         let (Some(offset), Some(start), Some(end)) = (self.offset_seconds(), minutes(&self.start), minutes(&self.end)) else {
             return false;
         };
         let local = unix_seconds + offset;
         // 1970-01-01 was a Thursday (index 3 from Monday).
-        let day = DAYS[((local.div_euclid(86_400) + 3).rem_euclid(7)) as usize];
+        let day_index = (local.div_euclid(86_400) + 3).rem_euclid(7) as usize;
+        let works = |index: usize| self.days.iter().any(|d| d.eq_ignore_ascii_case(DAYS[index]));
         let minute = local.rem_euclid(86_400) / 60;
-        self.days.iter().any(|d| d.eq_ignore_ascii_case(day)) && minute >= start && minute < end
+        if start <= end {
+            works(day_index) && minute >= start && minute < end
+        } else {
+            (works(day_index) && minute >= start) || (works((day_index + 6) % 7) && minute < end)
+        }
     }
 
     fn validate(&self, prefix: &str, problems: &mut Problems) {
@@ -144,6 +150,12 @@ impl BusinessHours {
                 "use HH:MM, for example 09:00",
             );
         }
+        problems.check(!self.days.is_empty(), format!("{prefix}.days"), "name at least one day");
+        problems.check(
+            minutes(&self.start) != minutes(&self.end),
+            format!("{prefix}.end"),
+            "must differ from start (an end before the start runs overnight)",
+        );
         for day in &self.days {
             problems.check(
                 DAYS.contains(&day.to_ascii_lowercase().as_str()),
@@ -152,6 +164,12 @@ impl BusinessHours {
             );
         }
     }
+}
+
+/// Lowercase for matching: Unicode lowercase without the combining dot above that Turkish
+/// `İ` lowercases to (so `İade` contains `iade`).
+fn fold(text: &str) -> String {
+    text.to_lowercase().replace('\u{307}', "")
 }
 
 /// `HH:MM` as minutes after midnight.
@@ -209,6 +227,11 @@ impl Rules {
         for (index, rule) in self.rules.iter().enumerate() {
             let at = format!("{prefix}.rules[{index}]");
             problems.check(!rule.name.trim().is_empty(), format!("{at}.name"), "every rule needs a name");
+            problems.check(
+                rule.keywords.iter().all(|k| !k.trim().is_empty()),
+                format!("{at}.keywords"),
+                "a blank keyword would match every event",
+            );
             for destination in &rule.destinations {
                 problems.check(
                     destinations.contains(&destination.as_str()),
@@ -338,7 +361,8 @@ impl Rules {
                 event.body.as_ref().map(|b| b.text.as_str()).unwrap_or_default()
             )
             .to_lowercase();
-            if !rule.keywords.iter().any(|k| text.contains(&k.to_lowercase())) {
+            let text = fold(&text);
+            if !rule.keywords.iter().any(|k| text.contains(&fold(k))) {
                 return Some(format!("none of the keywords {:?} is in the subject or text", rule.keywords));
             }
         }
@@ -477,8 +501,8 @@ mod tests {
         let refund = event(
             Channel::Email,
             "ayse@bigcorp.com",
-            "İade talebi",
-            "Ürünü IADE etmek istiyorum",
+            "Sipariş 1042",
+            "İade etmek istiyorum",
             "tr-TR",
             0,
         );
@@ -521,6 +545,20 @@ mod tests {
         // Saturday 10:00 local is outside too.
         assert!(!hours().contains(MONDAY_10_LOCAL + 5 * 86_400));
         assert!(hours().contains(MONDAY_10_LOCAL + 4 * 86_400), "Friday");
+        // Overnight: Friday 22:00 to Saturday 06:00 belongs to Friday.
+        let night = BusinessHours {
+            start: "22:00".into(),
+            end: "06:00".into(),
+            ..hours()
+        };
+        let friday_23 = MONDAY_10_LOCAL + 4 * 86_400 + 13 * 3600;
+        assert!(night.contains(friday_23));
+        assert!(night.contains(friday_23 + 6 * 3600), "Saturday 05:00, Friday's night");
+        assert!(
+            !night.contains(friday_23 + 30 * 3600),
+            "Sunday 05:00 follows Saturday, not a working day"
+        );
+        assert!(!night.contains(MONDAY_10_LOCAL));
     }
 
     #[test]

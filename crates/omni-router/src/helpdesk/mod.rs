@@ -205,7 +205,8 @@ pub(crate) fn error_for_status(
 
 /// Classifies a transport error.
 pub(crate) fn error_for_transport(error: reqwest::Error) -> HelpdeskError {
-    HelpdeskError::Unavailable(format!("{error}"))
+    // Without the URL: a webhook URL may carry a token in its path or query.
+    HelpdeskError::Unavailable(format!("{}", error.without_url()))
 }
 
 #[cfg(test)]

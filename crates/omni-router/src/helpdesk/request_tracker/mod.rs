@@ -33,7 +33,7 @@ pub const CF_ORIGIN_EVENT: &str = "omni Origin Event";
 pub const CF_EVENT: &str = "omni Event";
 
 /// `kind = "request_tracker"` destination.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RequestTrackerConfig {
     /// RT's base URL; REST2 is at `<base_url>/REST/2.0/`.
@@ -55,6 +55,20 @@ pub struct RequestTrackerConfig {
     /// its mail) joins ticket `<id>`. Empty: subjects are not looked at.
     #[serde(default)]
     pub subject_tag: String,
+}
+
+impl std::fmt::Debug for RequestTrackerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestTrackerConfig")
+            .field("base_url", &self.base_url)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("queue", &self.queue)
+            .field("timeout_secs", &self.timeout_secs)
+            .field("subject_tag", &self.subject_tag)
+            .finish()
+    }
 }
 
 impl Validate for RequestTrackerConfig {

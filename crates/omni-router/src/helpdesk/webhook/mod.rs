@@ -124,10 +124,23 @@ fn default_source() -> String {
     "omni/router".into()
 }
 
+/// Scheme, host and port of a URL only: its path or query may carry a token.
+fn redact_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(parsed) => format!(
+            "{}://{}{}/<redacted>",
+            parsed.scheme(),
+            parsed.host_str().unwrap_or_default(),
+            parsed.port().map(|p| format!(":{p}")).unwrap_or_default()
+        ),
+        Err(_) => "<unparsable url>".to_owned(),
+    }
+}
+
 impl fmt::Debug for WebhookConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WebhookConfig")
-            .field("url", &self.url)
+            .field("url", &redact_url(&self.url))
             .field("secret", &"<redacted>")
             .field("format", &self.format)
             .field("source", &self.source)
@@ -334,7 +347,10 @@ impl Helpdesk for Webhook {
             .map_err(error_for_transport)?;
         let status = response.status();
         if status == reqwest::StatusCode::NOT_FOUND {
-            return Err(HelpdeskError::Misconfigured(format!("nothing at {} (404)", self.config.url)));
+            return Err(HelpdeskError::Misconfigured(format!(
+                "nothing at {} (404)",
+                redact_url(&self.config.url)
+            )));
         }
         if status.is_server_error() {
             return Err(HelpdeskError::Unavailable(format!("the webhook receiver answers {status}")));

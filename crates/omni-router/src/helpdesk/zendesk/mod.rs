@@ -111,9 +111,10 @@ impl Validate for ZendeskConfig {
                 format!("`{}` is not an http(s) URL (https://<subdomain>.zendesk.com)", self.base_url),
             );
         }
-        let token = self.email.is_some() && self.api_token.is_some();
+        let filled = |value: &Option<String>| value.as_deref().is_some_and(|v| !v.trim().is_empty());
+        let token = filled(&self.email) && filled(&self.api_token);
         problems.check(
-            token ^ self.oauth_token.is_some(),
+            token ^ filled(&self.oauth_token),
             prefix,
             "set either `email` and `api_token`, or `oauth_token`",
         );
@@ -486,7 +487,7 @@ impl Helpdesk for Zendesk {
             .as_array()
             .into_iter()
             .flatten()
-            .filter(|ticket| ticket["external_id"].as_str().is_none_or(|id| id == conversation_id))
+            .filter(|ticket| ticket["external_id"].as_str() == Some(conversation_id))
             .filter_map(|ticket| ticket["id"].as_u64())
             .min();
         let Some(id) = id else { return Ok(None) };
