@@ -9,7 +9,7 @@ TEST_BACKFILL_MESSAGES ?= 300
 TEST_ENV = OMNI_TEST_RT_URL=http://127.0.0.1:$(TEST_RT_PORT) OMNI_TEST_IMAP_PORT=$(TEST_IMAP_PORT) \
   OMNI_TEST_DOVECOT_CONF=$(CURDIR)/.omni/dovecot-$(TEST_IMAP_PORT)/dovecot.conf
 
-.PHONY: help deps build run up down test test-unit test-backfill bench-email bench-webhooks lint fmt clean
+.PHONY: help deps build run up down test test-unit test-backfill bench-email bench-webhooks bench-routing lint fmt clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -51,6 +51,12 @@ bench-email: deps build ## print email normalization and backfill rates (figures
 
 bench-webhooks: deps build ## print accepted webhooks/s and p50/p99 latency, broker ack included (wrk on loopback; figures, not a test)
 	cargo test -p omni-e2e --test webhooks_bench -- --ignored --nocapture webhook_load_benchmark
+
+bench-routing: deps build ## print routed events/s and ingest-to-delivery p50/p99 against a Zendesk-shaped stub (figures, not a test)
+	@deploy/local/rt.sh reset $(TEST_RT_PORT)
+	@deploy/local/dovecot.sh reset $(TEST_IMAP_PORT)
+	$(TEST_ENV) cargo test -p omni-e2e --test routing_bench -- --ignored --nocapture routing_benchmark; \
+	  status=$$?; deploy/local/rt.sh stop $(TEST_RT_PORT); deploy/local/dovecot.sh stop $(TEST_IMAP_PORT); exit $$status
 
 test-unit: ## run the unit tests only (no servers needed)
 	cargo test --workspace --exclude omni-e2e

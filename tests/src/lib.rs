@@ -10,6 +10,8 @@
 //! Tests take [`serial`] first: each starts several processes, and on two cores they are more
 //! reliable one at a time.
 
+pub mod zendesk;
+
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -273,6 +275,13 @@ impl Service {
         if let Some(mut process) = self.process.take() {
             process.kill();
         }
+    }
+
+    /// SIGKILLs it and starts it again at once, without waiting for readiness (a service whose
+    /// readiness waits on something that is down still works meanwhile).
+    pub fn relaunch(&mut self) {
+        self.sigkill();
+        self.launch(&[]);
     }
 
     /// Starts it again with the same environment plus `extra_env`.
