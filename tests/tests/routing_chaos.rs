@@ -30,7 +30,9 @@ fn env_number(name: &str, default: u64) -> u64 {
 /// Posts message `message` of conversation `conversation`; returns its text.
 async fn send(pipeline: &Pipeline, http: &reqwest::Client, run: &str, conversation: u64, message: u64) -> anyhow::Result<String> {
     let text = format!("conversation {conversation} message {message} ({run})");
-    let user = 700_000_000 + conversation;
+    // Telegram chat ids unique to this run, so a rerun against the same RT opens new tickets.
+    let run_base = u64::from_str_radix(&run[run.len().saturating_sub(8)..], 16).unwrap_or(0) % 1_000_000;
+    let user = 700_000_000_000 + run_base * 1_000 + conversation;
     let (status, answer) = match conversation % 3 {
         0 => {
             let body = json!({
