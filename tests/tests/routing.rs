@@ -35,6 +35,8 @@ struct Receiver {
     by_conversation: Mutex<HashMap<String, Vec<String>>>,
     refused: Mutex<u32>,
     bad_signatures: Mutex<u32>,
+    /// While set, events whose text contains this are refused for good (422).
+    refuse_text: Mutex<Option<String>>,
 }
 
 fn signature_ok(headers: &HeaderMap, body: &[u8]) -> bool {
@@ -83,6 +85,15 @@ async fn receive(State(receiver): State<Arc<Receiver>>, headers: HeaderMap, body
         .to_owned();
     let event: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
     let text = event["body"]["text"].as_str().unwrap_or_default().to_owned();
+    if receiver
+        .refuse_text
+        .lock()
+        .unwrap()
+        .as_ref()
+        .is_some_and(|refused| text.contains(refused.as_str()))
+    {
+        return (StatusCode::UNPROCESSABLE_ENTITY, "{\"error\":\"unknown customer\"}").into_response();
+    }
     let first = {
         let mut accepted = receiver.accepted.lock().unwrap();
         let count = accepted.entry(id).or_insert(0);
@@ -219,6 +230,78 @@ timeout_secs = 5
             "a delivery record of {id} for the hook"
         );
     }
+
+    // A permanent refusal (422) is dead-lettered with the response; after the receiver is fixed,
+    // `omni deadletter replay` delivers it, and only to the destination that refused it.
+    let marker = format!("REFUSE-{run}");
+    *receiver.refuse_text.lock().unwrap() = Some(marker.clone());
+    let body = json!({
+        "customer": { "email": format!("weigeraar-{run}@example.nl") },
+        "text": format!("Ik wil mijn geld terug {marker}"),
+        "external_id": format!("{run}-refused"),
+        "tags": ["refund"],
+    });
+    let refused_id = pipeline.post_ok(&body.to_string()).await?;
+    let mut dead = None;
+    eventually("the refused event dead-lettered", TIMEOUT, || {
+        let found = pipeline
+            .deliveries()
+            .map(|all| all.into_iter().find(|d| d.event_id == refused_id && d.destination == "hook"));
+        let done = found.as_ref().is_ok_and(Option::is_some);
+        dead = found.ok().flatten();
+        async move { Ok(done) }
+    })
+    .await?;
+    let dead = dead.context("dead-letter delivery")?;
+    assert_eq!(dead.outcome(), Outcome::DeadLettered, "{dead:?}");
+    assert!(dead.error.contains("422"), "the response is kept: {}", dead.error);
+    let letters = pipeline.topic("omni.deadletter.v1")?;
+    let letter = letters
+        .iter()
+        .filter_map(|r| <omni_proto::v1::DeadLetter as prost::Message>::decode(r.value.as_slice()).ok())
+        .find(|l| l.event_id == refused_id)
+        .context("the dead letter")?;
+    assert_eq!(
+        (letter.stage.as_str(), letter.fault()),
+        ("router", omni_proto::v1::dead_letter::Fault::External)
+    );
+    assert!(
+        letter.reason.contains("hook") && letter.reason.contains("unknown customer"),
+        "{}",
+        letter.reason
+    );
+    omni_e2e::eventually("RT to get it regardless", TIMEOUT, || {
+        let done = pipeline
+            .deliveries()
+            .is_ok_and(|all| all.iter().any(|d| d.event_id == refused_id && d.destination == "rt"));
+        async move { Ok(done) }
+    })
+    .await?;
+
+    *receiver.refuse_text.lock().unwrap() = None;
+    let replay = std::process::Command::new(omni_e2e::bin_dir().join("omni"))
+        .args(["deadletter", "replay", "--stage", "router", "--event-id", &refused_id])
+        .env_remove("OMNI_CONFIG")
+        .envs(pipeline.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .output()?;
+    let printed = String::from_utf8_lossy(&replay.stdout).to_string();
+    assert!(replay.status.success(), "{printed}{}", String::from_utf8_lossy(&replay.stderr));
+    assert!(printed.contains("1 records replayed"), "{printed}");
+    eventually("the replayed event at the hook", TIMEOUT, || {
+        let done = receiver.accepted.lock().unwrap().get(&refused_id) == Some(&1);
+        async move { Ok(done) }
+    })
+    .await
+    .with_context(|| format!("router log:\n{}", pipeline.router.log()))?;
+    // RT is not given it twice: its pipeline knows the event (DUPLICATE at most).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rt_entries: Vec<_> = pipeline
+        .deliveries()?
+        .into_iter()
+        .filter(|d| d.event_id == refused_id && d.destination == "rt")
+        .map(|d| d.outcome())
+        .collect();
+    assert!(rt_entries[1..].iter().all(|o| *o == Outcome::Duplicate), "{rt_entries:?}");
     Ok(())
 }
 

@@ -56,6 +56,11 @@ enum Command {
         /// is used) or the event object itself. `-` reads standard input.
         event: std::path::PathBuf,
     },
+    /// Dead-letter commands.
+    Deadletter {
+        #[command(subcommand)]
+        command: DeadletterCommand,
+    },
     /// Mailbox commands.
     Mail {
         #[command(subcommand)]
@@ -81,6 +86,31 @@ enum MailCommand {
 }
 
 #[derive(Subcommand)]
+enum DeadletterCommand {
+    /// Write dead-lettered records back to the topic they came from, exactly as they were (key,
+    /// value, headers, plus `omni_replayed_from`), so the stage that gave up reads them again
+    /// after a fix. Replaying is safe to repeat: the normalizer skips known events and the router
+    /// skips events it already delivered.
+    Replay {
+        /// Only records this stage gave up on: `normalizer` or `router`.
+        #[arg(long)]
+        stage: Option<String>,
+        /// Only this fault: `input`, `external` or `internal`.
+        #[arg(long)]
+        fault: Option<String>,
+        /// Only these event ids.
+        #[arg(long = "event-id")]
+        event_ids: Vec<String>,
+        /// Only records whose reason contains this text.
+        #[arg(long)]
+        reason: Option<String>,
+        /// List what would be replayed, write nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+#[derive(Subcommand)]
 enum ConfigCommand {
     /// Validate the configuration (embedded defaults, OMNI_CONFIG file, OMNI__ variables).
     Check,
@@ -100,6 +130,30 @@ fn main() -> ExitCode {
         Command::Config {
             command: ConfigCommand::Check,
         } => config_check(),
+        Command::Deadletter {
+            command:
+                DeadletterCommand::Replay {
+                    stage,
+                    fault,
+                    event_ids,
+                    reason,
+                    dry_run,
+                },
+        } => {
+            let filter = ReplayFilter {
+                stage,
+                fault,
+                event_ids,
+                reason,
+            };
+            match deadletter_replay(&filter, dry_run) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("omni deadletter replay: {error:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Route { explain: _, event } => match route_explain(&event) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
@@ -121,6 +175,98 @@ fn main() -> ExitCode {
             }
         },
     }
+}
+
+/// Which dead letters `omni deadletter replay` takes.
+struct ReplayFilter {
+    stage: Option<String>,
+    fault: Option<String>,
+    event_ids: Vec<String>,
+    reason: Option<String>,
+}
+
+impl ReplayFilter {
+    fn matches(&self, letter: &omni_proto::v1::DeadLetter) -> bool {
+        let fault = letter.fault().as_str_name().trim_start_matches("FAULT_").to_ascii_lowercase();
+        self.stage.as_ref().is_none_or(|s| *s == letter.stage)
+            && self.fault.as_ref().is_none_or(|f| f.eq_ignore_ascii_case(&fault))
+            && (self.event_ids.is_empty() || self.event_ids.contains(&letter.event_id))
+            && self.reason.as_ref().is_none_or(|r| letter.reason.contains(r.as_str()))
+    }
+}
+
+/// `omni deadletter replay`.
+fn deadletter_replay(filter: &ReplayFilter, dry_run: bool) -> anyhow::Result<()> {
+    use prost::Message as _;
+    use rdkafka::message::{Header, OwnedHeaders};
+    let settings = Settings::load()?;
+    let mut problems = Problems::default();
+    let kafka: Option<KafkaConfig> = settings.section("kafka", &mut problems);
+    let kafka = kafka.ok_or_else(|| anyhow::anyhow!("invalid configuration:\n{problems}"))?;
+    let consumer: BaseConsumer = kafka
+        .client_config("omni-cli")
+        .set("group.id", "omni-cli-replay")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .create()?;
+    let timeout = Duration::from_secs(10);
+    let mut ends = omni_kafka::reader::assign_whole_topic(&consumer, topics::DEADLETTER, Offset::Beginning, timeout)?;
+    let mut chosen = Vec::new();
+    let mut last_record = Instant::now();
+    while !ends.caught_up() {
+        let Some(result) = consumer.poll(Duration::from_millis(200)) else {
+            if last_record.elapsed() > timeout {
+                anyhow::bail!("no records for {timeout:?} before reaching the end of {}", topics::DEADLETTER);
+            }
+            continue;
+        };
+        let message = result?;
+        last_record = Instant::now();
+        ends.read(message.partition(), message.offset());
+        let Some(letter) = message.payload().and_then(|bytes| omni_proto::v1::DeadLetter::decode(bytes).ok()) else {
+            continue;
+        };
+        if filter.matches(&letter) {
+            chosen.push((
+                format!("{}/{}/{}", topics::DEADLETTER, message.partition(), message.offset()),
+                letter,
+            ));
+        }
+    }
+    println!("{} dead letters match", chosen.len());
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let producer = omni_kafka::Producer::new(&kafka, "omni-cli-replay")?;
+    for (from, letter) in &chosen {
+        println!(
+            "{} {from} -> {} (stage {}, event {}): {}",
+            if dry_run { "would replay" } else { "replay" },
+            letter.source_topic,
+            letter.stage,
+            if letter.event_id.is_empty() { "?" } else { &letter.event_id },
+            letter.reason
+        );
+        if dry_run {
+            continue;
+        }
+        let mut headers = OwnedHeaders::new();
+        for (key, value) in &letter.original_headers {
+            headers = headers.insert(Header {
+                key,
+                value: Some(value.as_bytes()),
+            });
+        }
+        headers = headers.insert(Header {
+            key: "omni_replayed_from",
+            value: Some(from.as_bytes()),
+        });
+        runtime
+            .block_on(producer.send(&letter.source_topic, &letter.original_key, &letter.original_value, headers))
+            .map_err(|error| anyhow::anyhow!("replaying {from} to {}: {error}", letter.source_topic))?;
+    }
+    if !dry_run {
+        println!("{} records replayed", chosen.len());
+    }
+    Ok(())
 }
 
 /// `omni route --explain FILE`.
