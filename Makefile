@@ -9,7 +9,7 @@ TEST_BACKFILL_MESSAGES ?= 300
 TEST_ENV = OMNI_TEST_RT_URL=http://127.0.0.1:$(TEST_RT_PORT) OMNI_TEST_IMAP_PORT=$(TEST_IMAP_PORT) \
   OMNI_TEST_DOVECOT_CONF=$(CURDIR)/.omni/dovecot-$(TEST_IMAP_PORT)/dovecot.conf
 
-.PHONY: help deps build run up down test test-unit test-backfill bench-email bench-webhooks bench-routing lint fmt clean
+.PHONY: help deps build run up down test test-unit test-backfill bench-email bench-webhooks bench-routing fuzz fuzz-short lint fmt clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -57,6 +57,18 @@ bench-routing: deps build ## print routed events/s and ingest-to-delivery p50/p9
 	@deploy/local/dovecot.sh reset $(TEST_IMAP_PORT)
 	$(TEST_ENV) cargo test -p omni-e2e --test routing_bench -- --ignored --nocapture routing_benchmark; \
 	  status=$$?; deploy/local/rt.sh stop $(TEST_RT_PORT); deploy/local/dovecot.sh stop $(TEST_IMAP_PORT); exit $$status
+
+# cargo-fuzz needs nightly flags (sanitizers): RUSTC_BOOTSTRAP lets the stable toolchain take them.
+FUZZ_SECONDS ?= 600
+fuzz: ## fuzz every adapter's parsing/normalization and the signature checks, FUZZ_SECONDS per target (long)
+	@command -v cargo-fuzz >/dev/null || cargo install --quiet --locked cargo-fuzz
+	python3 fuzz/seed_corpus.py
+	cd fuzz && for target in normalize webhook; do \
+	  RUSTC_BOOTSTRAP=1 cargo fuzz run $$target corpus/$$target -- -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=4096 || exit 1; \
+	done
+
+fuzz-short: ## the CI-sized fuzz run: 60 s per target
+	$(MAKE) fuzz FUZZ_SECONDS=60
 
 test-unit: ## run the unit tests only (no servers needed)
 	cargo test --workspace --exclude omni-e2e

@@ -164,7 +164,7 @@ pub fn rfc2822(value: &str) -> Option<i64> {
     let month = parts.next()?;
     let month = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"]
         .iter()
-        .position(|m| month.len() >= 3 && month[..3].eq_ignore_ascii_case(m))? as i64
+        .position(|m| month.get(..3).is_some_and(|prefix| prefix.eq_ignore_ascii_case(m)))? as i64
         + 1;
     let year: i64 = parts.next()?.parse().ok()?;
     let mut clock = parts.next()?.split(':');
@@ -433,6 +433,9 @@ mod tests {
         assert_eq!(rfc2822("Sun, 22 Nov 2026 12:15:00 +0200"), Some(1_795_342_500));
         assert_eq!(rfc2822("22 Nov 2026 10:15:00 GMT"), Some(1_795_342_500));
         assert_eq!(rfc2822("yesterday"), None);
+        // Found by `make fuzz` (normalize target): a multi-byte month name panicked on slicing.
+        assert_eq!(rfc2822("Mon, 16 N\u{fffd}\u{fffd} 2010 03:45:01 +0000"), None);
+        assert_eq!(rfc2822("16 é 2010 03:45:01"), None);
     }
 
     #[test]
