@@ -16,7 +16,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use omni_proto::v1::ConversationEvent;
+use omni_proto::v1::attachment::Content;
+use omni_proto::v1::{Attachment, ConversationEvent};
 use serde::Deserialize;
 
 /// A ticket priority, mapped onto each helpdesk's own scale.
@@ -181,6 +182,74 @@ impl Helpdesk for RateLimited {
         self.token().await;
         self.inner.append(ticket, event).await
     }
+}
+
+/// A ticket's tags: `channel-<name>`, the event's tags, the rule's tags, each passed through the
+/// helpdesk's own `clean` (case, separators it cannot take), blanks dropped, each once.
+pub(crate) fn ticket_tags(event: &ConversationEvent, routing: &Routing, clean: impl Fn(&str) -> String) -> Vec<String> {
+    let channel = format!("channel-{}", crate::rules::channel_name(event.channel()));
+    let mut tags: Vec<String> = Vec::new();
+    for tag in std::iter::once(&channel).chain(&event.tags).chain(&routing.tags) {
+        let tag = clean(tag);
+        if !tag.is_empty() && !tags.contains(&tag) {
+            tags.push(tag);
+        }
+    }
+    tags
+}
+
+/// The event's attachments split into those sent as files (inline content, at most `limit`
+/// bytes in all, in order) and those only listed in the text.
+pub(crate) fn split_attachments(event: &ConversationEvent, limit: u64) -> (Vec<&Attachment>, Vec<&Attachment>) {
+    let mut total = 0u64;
+    event.attachments.iter().partition(|attachment| match &attachment.content {
+        Some(Content::Data(data)) if total + data.len() as u64 <= limit => {
+            total += data.len() as u64;
+            true
+        }
+        _ => false,
+    })
+}
+
+/// A file name for an attachment sent as a file: its own, else `attachment`.
+pub(crate) fn attachment_name(attachment: &Attachment) -> &str {
+    if attachment.name.is_empty() {
+        "attachment"
+    } else {
+        &attachment.name
+    }
+}
+
+/// What the sender wrote this time (`(no text)` when blank), then the `listed` attachments with
+/// name (`unnamed` when it has none), type, size and where to fetch them.
+pub(crate) fn text_with_listed_attachments(event: &ConversationEvent, listed: &[&Attachment], unnamed: &str) -> String {
+    let text = event
+        .body
+        .as_ref()
+        .map(|b| {
+            if b.new_text.is_empty() {
+                b.text.as_str()
+            } else {
+                b.new_text.as_str()
+            }
+        })
+        .unwrap_or_default();
+    let mut content = if text.trim().is_empty() {
+        "(no text)".to_owned()
+    } else {
+        text.to_owned()
+    };
+    if !listed.is_empty() {
+        content.push_str("\n\n-- \nAttachments:");
+        for attachment in listed {
+            let name = if attachment.name.is_empty() { unnamed } else { &attachment.name };
+            content.push_str(&format!("\n- {name} ({}, {} bytes)", attachment.media_type, attachment.size_bytes));
+            if let Some(Content::Reference(reference)) = &attachment.content {
+                content.push_str(&format!(": {reference}"));
+            }
+        }
+    }
+    content
 }
 
 /// Classifies an HTTP error status.

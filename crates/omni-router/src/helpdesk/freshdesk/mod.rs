@@ -37,7 +37,10 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::request_tracker::{requestor, subject};
-use super::{FoundTicket, Helpdesk, HelpdeskError, Priority, Routing, TicketRef, error_for_status, error_for_transport};
+use super::{
+    FoundTicket, Helpdesk, HelpdeskError, Priority, Routing, TicketRef, attachment_name, error_for_status, error_for_transport,
+    split_attachments, text_with_listed_attachments, ticket_tags,
+};
 
 #[cfg(test)]
 mod tests;
@@ -378,75 +381,6 @@ fn requester(event: &ConversationEvent) -> Option<Map<String, Value>> {
     Some(fields)
 }
 
-/// The event's tags for the helpdesk: `channel-<name>`, the event's, the rule's; lowercase, once each.
-pub(crate) fn ticket_tags(event: &ConversationEvent, routing: &Routing) -> Vec<String> {
-    let mut tags: Vec<String> = Vec::new();
-    let channel = format!("channel-{}", crate::rules::channel_name(event.channel()));
-    for tag in std::iter::once(&channel).chain(&event.tags).chain(&routing.tags) {
-        let tag = tag.trim().to_lowercase();
-        if !tag.is_empty() && !tags.contains(&tag) {
-            tags.push(tag);
-        }
-    }
-    tags
-}
-
-/// The attachments sent as files (inline content, within [`MAX_ATTACHMENT_BYTES`] in all) and
-/// the ones only listed in the text.
-fn split_attachments(event: &ConversationEvent) -> (Vec<&Attachment>, Vec<&Attachment>) {
-    let mut total = 0u64;
-    event.attachments.iter().partition(|attachment| match &attachment.content {
-        Some(Content::Data(data)) if total + data.len() as u64 <= MAX_ATTACHMENT_BYTES => {
-            total += data.len() as u64;
-            true
-        }
-        _ => false,
-    })
-}
-
-fn attachment_name(attachment: &Attachment) -> &str {
-    if attachment.name.is_empty() {
-        "attachment"
-    } else {
-        &attachment.name
-    }
-}
-
-/// The plain text of an event: what the sender wrote this time, then the attachments that are
-/// not sent as files (with where to fetch them).
-fn plain_text(event: &ConversationEvent, listed: &[&Attachment]) -> String {
-    let body = event.body.as_ref();
-    let text = body
-        .map(|b| {
-            if b.new_text.is_empty() {
-                b.text.as_str()
-            } else {
-                b.new_text.as_str()
-            }
-        })
-        .unwrap_or_default();
-    let mut content = if text.trim().is_empty() {
-        "(no text)".to_owned()
-    } else {
-        text.to_owned()
-    };
-    if !listed.is_empty() {
-        content.push_str("\n\n-- \nAttachments:");
-        for attachment in listed {
-            content.push_str(&format!(
-                "\n- {} ({}, {} bytes)",
-                attachment_name(attachment),
-                attachment.media_type,
-                attachment.size_bytes
-            ));
-            if let Some(Content::Reference(reference)) = &attachment.content {
-                content.push_str(&format!(": {reference}"));
-            }
-        }
-    }
-    content
-}
-
 /// The HTML Freshdesk wants for descriptions and notes: the text escaped, line breaks kept, and
 /// the event marker as the last paragraph.
 pub fn html_body(text: &str, event_id: &str) -> String {
@@ -653,9 +587,15 @@ impl Helpdesk for Freshdesk {
             status: 0,
             detail: "the event names no customer with an email, phone or platform id".into(),
         })?;
-        let (files, listed) = split_attachments(event);
+        let (files, listed) = split_attachments(event, MAX_ATTACHMENT_BYTES);
         fields.insert("subject".into(), json!(subject(event)));
-        fields.insert("description".into(), json!(html_body(&plain_text(event, &listed), &event.event_id)));
+        fields.insert(
+            "description".into(),
+            json!(html_body(
+                &text_with_listed_attachments(event, &listed, "attachment"),
+                &event.event_id
+            )),
+        );
         fields.insert("status".into(), json!(2));
         fields.insert("source".into(), json!(freshdesk_source(event.channel())));
         if let Some(priority) = routing.priority {
@@ -664,7 +604,7 @@ impl Helpdesk for Freshdesk {
         if let Some(group_id) = self.group_id(routing)? {
             fields.insert("group_id".into(), json!(group_id));
         }
-        fields.insert("tags".into(), json!(ticket_tags(event, routing)));
+        fields.insert("tags".into(), json!(ticket_tags(event, routing, |tag| tag.trim().to_lowercase())));
         let mut custom_fields = Map::new();
         for (name, value) in &routing.custom_fields {
             custom_fields.insert(name.clone(), json!(value));
@@ -683,9 +623,15 @@ impl Helpdesk for Freshdesk {
     }
 
     async fn append(&self, ticket: &TicketRef, event: &ConversationEvent) -> Result<(), HelpdeskError> {
-        let (files, listed) = split_attachments(event);
+        let (files, listed) = split_attachments(event, MAX_ATTACHMENT_BYTES);
         let mut fields = Map::new();
-        fields.insert("body".into(), json!(html_body(&plain_text(event, &listed), &event.event_id)));
+        fields.insert(
+            "body".into(),
+            json!(html_body(
+                &text_with_listed_attachments(event, &listed, "attachment"),
+                &event.event_id
+            )),
+        );
         if event.direction() == Direction::Outbound {
             // What the team itself wrote elsewhere: for agents only, never mailed to the customer.
             fields.insert("private".into(), json!(true));

@@ -27,13 +27,16 @@ use std::fmt;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use omni_proto::v1::{Attachment, Channel, ConversationEvent, Direction, attachment::Content};
+use omni_proto::v1::{Channel, ConversationEvent, Direction, attachment::Content};
 use omni_runtime::{Problems, Validate};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::request_tracker::{requestor, subject};
-use super::{FoundTicket, Helpdesk, HelpdeskError, Priority, Routing, TicketRef, error_for_status, error_for_transport};
+use super::{
+    FoundTicket, Helpdesk, HelpdeskError, Priority, Routing, TicketRef, attachment_name, error_for_status, error_for_transport,
+    split_attachments, text_with_listed_attachments, ticket_tags,
+};
 
 #[cfg(test)]
 mod tests;
@@ -233,14 +236,18 @@ impl Zammad {
     /// The article for an event: the customer's message, or an internal note for what the team
     /// wrote elsewhere; the event marker as its last line.
     fn article(&self, event: &ConversationEvent) -> Map<String, Value> {
-        let (files, listed) = split_attachments(event);
+        let (files, listed) = split_attachments(event, MAX_ATTACHMENT_BYTES);
         let mut article = Map::new();
         if !event.subject.trim().is_empty() {
             article.insert("subject".into(), json!(event.subject));
         }
         article.insert(
             "body".into(),
-            json!(format!("{}\n\n{}", plain_text(event, &listed), event_marker(&event.event_id))),
+            json!(format!(
+                "{}\n\n{}",
+                text_with_listed_attachments(event, &listed, "attachment"),
+                event_marker(&event.event_id)
+            )),
         );
         article.insert("content_type".into(), json!("text/plain"));
         if event.direction() == Direction::Outbound {
@@ -301,73 +308,6 @@ pub fn article_type(channel: Channel) -> &'static str {
         Channel::Voice => "phone",
         _ => "web",
     }
-}
-
-/// The event's tags: `channel-<name>`, the event's, the rule's; lowercase, once each, without
-/// commas (Zammad takes them as one comma-separated string).
-fn ticket_tags(event: &ConversationEvent, routing: &Routing) -> Vec<String> {
-    let mut tags: Vec<String> = Vec::new();
-    let channel = format!("channel-{}", crate::rules::channel_name(event.channel()));
-    for tag in std::iter::once(&channel).chain(&event.tags).chain(&routing.tags) {
-        let tag = tag.replace(',', " ").trim().to_lowercase();
-        if !tag.is_empty() && !tags.contains(&tag) {
-            tags.push(tag);
-        }
-    }
-    tags
-}
-
-fn split_attachments(event: &ConversationEvent) -> (Vec<&Attachment>, Vec<&Attachment>) {
-    let mut total = 0u64;
-    event.attachments.iter().partition(|attachment| match &attachment.content {
-        Some(Content::Data(data)) if total + data.len() as u64 <= MAX_ATTACHMENT_BYTES => {
-            total += data.len() as u64;
-            true
-        }
-        _ => false,
-    })
-}
-
-fn attachment_name(attachment: &Attachment) -> &str {
-    if attachment.name.is_empty() {
-        "attachment"
-    } else {
-        &attachment.name
-    }
-}
-
-/// What the sender wrote this time, then the attachments not sent along (with where to fetch them).
-fn plain_text(event: &ConversationEvent, listed: &[&Attachment]) -> String {
-    let body = event.body.as_ref();
-    let text = body
-        .map(|b| {
-            if b.new_text.is_empty() {
-                b.text.as_str()
-            } else {
-                b.new_text.as_str()
-            }
-        })
-        .unwrap_or_default();
-    let mut content = if text.trim().is_empty() {
-        "(no text)".to_owned()
-    } else {
-        text.to_owned()
-    };
-    if !listed.is_empty() {
-        content.push_str("\n\n-- \nAttachments:");
-        for attachment in listed {
-            content.push_str(&format!(
-                "\n- {} ({}, {} bytes)",
-                attachment_name(attachment),
-                attachment.media_type,
-                attachment.size_bytes
-            ));
-            if let Some(Content::Reference(reference)) = &attachment.content {
-                content.push_str(&format!(": {reference}"));
-            }
-        }
-    }
-    content
 }
 
 /// Standard base64 with padding (RFC 4648), as Zammad's article `attachments[].data` wants.
@@ -473,7 +413,10 @@ impl Helpdesk for Zammad {
         if let Some(priority) = routing.priority {
             ticket.insert("priority".into(), json!(self.config.priorities.name(priority)));
         }
-        ticket.insert("tags".into(), json!(ticket_tags(event, routing).join(",")));
+        ticket.insert(
+            "tags".into(),
+            json!(ticket_tags(event, routing, |tag| tag.replace(',', " ").trim().to_lowercase()).join(",")),
+        );
         for (name, value) in &routing.custom_fields {
             ticket.insert(name.clone(), json!(value));
         }

@@ -28,7 +28,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use omni_proto::v1::contact_identifier::Kind;
 use omni_proto::v1::participant::Role;
-use omni_proto::v1::{Body, ContactIdentifier, Participant};
+use omni_proto::v1::{Attachment, Body, ContactIdentifier, Participant};
 use tokio::io::AsyncReadExt;
 
 use super::*;

@@ -35,7 +35,10 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::request_tracker::{requestor, subject};
-use super::{FoundTicket, Helpdesk, HelpdeskError, Priority, Routing, TicketRef, error_for_status, error_for_transport};
+use super::{
+    FoundTicket, Helpdesk, HelpdeskError, Priority, Routing, TicketRef, error_for_status, error_for_transport,
+    text_with_listed_attachments, ticket_tags,
+};
 
 /// Audit metadata key holding the conversation id, on the audit that created the ticket.
 pub const META_CONVERSATION: &str = "omni_conversation_id";
@@ -375,22 +378,6 @@ fn tag(value: &str) -> String {
         .collect()
 }
 
-/// The ticket's tags: the channel, the event's tags, the rule's tags, each once.
-fn tags(event: &ConversationEvent, routing: &Routing) -> Vec<String> {
-    let channel = format!("channel-{}", crate::rules::channel_name(event.channel()));
-    let mut tags: Vec<String> = Vec::new();
-    for value in std::iter::once(channel.as_str())
-        .chain(event.tags.iter().map(String::as_str))
-        .chain(routing.tags.iter().map(String::as_str))
-    {
-        let value = tag(value);
-        if !value.is_empty() && !tags.contains(&value) {
-            tags.push(value);
-        }
-    }
-    tags
-}
-
 /// The name a new requester gets: the customer's own, else the phone, user name or platform id
 /// they are known by, else the email address.
 fn requester_name(event: &ConversationEvent, address: &str) -> String {
@@ -410,22 +397,6 @@ fn requester_name(event: &ConversationEvent, address: &str) -> String {
 
 /// The comment text: what the sender wrote this time, then what came with it and is not attached.
 fn comment_body(event: &ConversationEvent, uploaded: &[bool]) -> String {
-    let text = event
-        .body
-        .as_ref()
-        .map(|b| {
-            if b.new_text.is_empty() {
-                b.text.as_str()
-            } else {
-                b.new_text.as_str()
-            }
-        })
-        .unwrap_or_default();
-    let mut body = if text.trim().is_empty() {
-        "(no text)".to_owned()
-    } else {
-        text.to_owned()
-    };
     let listed: Vec<_> = event
         .attachments
         .iter()
@@ -433,21 +404,7 @@ fn comment_body(event: &ConversationEvent, uploaded: &[bool]) -> String {
         .filter(|(index, _)| !uploaded.get(*index).copied().unwrap_or(false))
         .map(|(_, attachment)| attachment)
         .collect();
-    if !listed.is_empty() {
-        body.push_str("\n\n-- \nAttachments:");
-        for attachment in listed {
-            let name = if attachment.name.is_empty() {
-                "(unnamed)"
-            } else {
-                &attachment.name
-            };
-            body.push_str(&format!("\n- {name} ({}, {} bytes)", attachment.media_type, attachment.size_bytes));
-            if let Some(Content::Reference(reference)) = &attachment.content {
-                body.push_str(&format!(": {reference}"));
-            }
-        }
-    }
-    body
+    text_with_listed_attachments(event, &listed, "(unnamed)")
 }
 
 /// The idempotency key of the ticket an event opens.
@@ -531,7 +488,7 @@ impl Helpdesk for Zendesk {
             "comment": self.comment(event, public).await?,
             "requester": { "name": requester_name(event, &address), "email": address },
             "external_id": event.conversation_id,
-            "tags": tags(event, routing),
+            "tags": ticket_tags(event, routing, tag),
             "metadata": { META_CONVERSATION: event.conversation_id, META_ORIGIN_EVENT: event.event_id },
         });
         if !custom_fields.is_empty() {

@@ -562,9 +562,12 @@ fn tags_name_the_channel_then_the_event_and_the_rule_once_each() {
         tags: vec!["vip".into(), "shipping".into(), " ".into()],
         ..Routing::default()
     };
-    assert_eq!(tags(&e, &r), ["channel-email", "shipping", "late_delivery", "vip"]);
+    assert_eq!(
+        super::ticket_tags(&e, &r, tag),
+        ["channel-email", "shipping", "late_delivery", "vip"]
+    );
     e.channel = Channel::WebChat as i32;
-    assert_eq!(tags(&e, &Routing::default())[0], "channel-web_chat");
+    assert_eq!(super::ticket_tags(&e, &Routing::default(), tag)[0], "channel-web_chat");
 }
 
 #[test]
