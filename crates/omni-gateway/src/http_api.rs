@@ -90,21 +90,26 @@ async fn accept(state: &GatewayState, headers: &HeaderMap, body: Result<Bytes, B
             )
                 .into_response()
         }
-        Err(ProduceError::Refused(cause)) => {
-            tracing::warn!(event_id = %ids.event_id, error = %cause, "broker refused the record");
-            error(StatusCode::PAYLOAD_TOO_LARGE, "the broker refused the record", &[])
-        }
         Err(failure) => {
             tracing::warn!(event_id = %ids.event_id, error = %failure, "message not stored");
-            let mut response = error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "message not stored: the broker is unavailable, retry later",
-                &[],
-            );
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-            response
+            not_stored(&failure, "message")
         }
     }
+}
+
+/// The answer when a record was not stored: 413 when the broker refused it for good, else 503
+/// with `Retry-After`, so the caller retries. `what` names the request in the message.
+pub(crate) fn not_stored(failure: &ProduceError, what: &str) -> Response {
+    if matches!(failure, ProduceError::Refused(_)) {
+        return error(StatusCode::PAYLOAD_TOO_LARGE, "the broker refused the record", &[]);
+    }
+    let mut response = error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        &format!("{what} not stored: the broker is unavailable, retry later"),
+        &[],
+    );
+    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    response
 }
 
 fn bearer_token(headers: &HeaderMap) -> Option<&str> {

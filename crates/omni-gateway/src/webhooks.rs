@@ -15,12 +15,12 @@ use omni_channels::webhook::{
     Accepted, CONTENT_TYPE_ATTRIBUTE, ITEM_ATTRIBUTE, Rejection, Reply, WebhookAccount, WebhookAdapter, WebhookRequest, webhook_adapter,
 };
 use omni_kafka::topics::Family;
-use omni_kafka::{CloudEvent, ProduceError};
+use omni_kafka::CloudEvent;
 use omni_proto::v1::RawRecord;
 use prost::Message as _;
 
 use crate::GatewayState;
-use crate::http_api::error;
+use crate::http_api::{error, not_stored};
 
 pub(crate) fn routes() -> axum::Router<Arc<GatewayState>> {
     axum::Router::new().route("/webhooks/{provider}/{account}", get(handle).post(handle))
@@ -236,20 +236,11 @@ impl Incoming<'_> {
                 }
             }
         }
+        // Any item not stored: the provider retries the whole delivery; the items that were
+        // stored get the same event ids again and are skipped downstream.
         match failure {
             None => Ok(()),
-            Some(ProduceError::Refused(_)) => Err(error(StatusCode::PAYLOAD_TOO_LARGE, "the broker refused the record", &[])),
-            Some(_) => {
-                // Any item not stored: the provider retries the whole delivery; the items that
-                // were stored get the same event ids again and are skipped downstream.
-                let mut response = error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "webhook not stored: the broker is unavailable, retry later",
-                    &[],
-                );
-                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-                Err(response)
-            }
+            Some(failure) => Err(not_stored(&failure, "webhook")),
         }
     }
 }
