@@ -14,8 +14,8 @@ use omni_channels::ids;
 use omni_channels::webhook::{
     Accepted, CONTENT_TYPE_ATTRIBUTE, ITEM_ATTRIBUTE, Rejection, Reply, WebhookAccount, WebhookAdapter, WebhookRequest, webhook_adapter,
 };
-use omni_kafka::topics::Family;
 use omni_kafka::CloudEvent;
+use omni_kafka::topics::Family;
 use omni_proto::v1::RawRecord;
 use prost::Message as _;
 
