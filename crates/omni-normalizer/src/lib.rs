@@ -36,7 +36,6 @@ use omni_proto::v1::{ConversationEvent, NormalizedEvent, RawRecord, dead_letter:
 use omni_runtime::ServiceContext;
 use prost::Message as _;
 use rdkafka::Message;
-use rdkafka::consumer::Consumer;
 use rdkafka::message::OwnedMessage;
 
 pub use config::{NormalizerConfig, NormalizerServiceConfig};
@@ -195,10 +194,7 @@ fn finish(consumer: &GroupConsumer, message: &OwnedMessage, outcome: Result<Hand
     };
     metrics::counter!("omni_normalizer_records_total", "outcome" => outcome_label).increment(1);
     outcome?;
-    // rdkafka's convention: the stored offset is the next record to read.
-    if let Err(error) = consumer.store_offset(message.topic(), message.partition(), message.offset() + 1) {
-        tracing::debug!(%error, topic = message.topic(), partition = message.partition(), "offset not stored (partition revoked?)");
-    }
+    consumer::store_next(consumer, message.topic(), message.partition(), message.offset());
     Ok(())
 }
 
