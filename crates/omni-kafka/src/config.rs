@@ -51,6 +51,13 @@ pub struct ProducerConfig {
     pub queue_max_messages: u32,
     /// Bound on bytes waiting in the producer, in KiB (`queue.buffering.max.kbytes`).
     pub queue_max_kbytes: u32,
+    /// librdkafka's idempotent producer (`enable.idempotence`): the broker drops a batch retried
+    /// after a lost acknowledgement. Off, the producer keeps one request in flight per broker so
+    /// retries cannot reorder records, and a retried batch may be stored twice (every stage after
+    /// the gateway recognises a record stored twice by its event id). Off in the embedded defaults
+    /// because tansu 0.6 cannot take the producer-epoch bump librdkafka makes after a record
+    /// timed out: its storage task panics and the broker stops answering everyone.
+    pub idempotence: bool,
 }
 
 /// `[kafka.consumer]`.

@@ -11,8 +11,9 @@ use rdkafka::util::Timeout;
 
 use crate::config::KafkaConfig;
 
-/// An idempotent producer (`enable.idempotence=true`, `acks=all`) with bounded memory, whose
-/// sends resolve only once the broker acknowledged the record.
+/// A producer (`acks=all`, idempotent when `[kafka.producer] idempotence` is on, else one request
+/// in flight so retries keep the order) with bounded memory, whose sends resolve only once the
+/// broker acknowledged the record.
 ///
 /// It heals itself: when the broker rejects the producer's identity (unknown producer id, out of
 /// order sequence, an unknown server error) or librdkafka reports a fatal idempotence error, the
@@ -121,8 +122,13 @@ impl Producer {
     pub fn with_ack_timeout(config: &KafkaConfig, client_id: &str, message_timeout_ms: u32) -> Result<Self, KafkaError> {
         let producer = &config.producer;
         let mut client_config = config.client_config(client_id);
+        client_config.set("enable.idempotence", producer.idempotence.to_string());
+        if !producer.idempotence {
+            // Without the idempotent producer's sequence numbers only one request in flight
+            // keeps a retried batch from landing after the next one.
+            client_config.set("max.in.flight.requests.per.connection", "1");
+        }
         client_config
-            .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", producer.linger_ms.to_string())
             .set("message.timeout.ms", message_timeout_ms.to_string())
