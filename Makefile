@@ -9,7 +9,7 @@ TEST_BACKFILL_MESSAGES ?= 300
 TEST_ENV = OMNI_TEST_RT_URL=http://127.0.0.1:$(TEST_RT_PORT) OMNI_TEST_IMAP_PORT=$(TEST_IMAP_PORT) \
   OMNI_TEST_DOVECOT_CONF=$(CURDIR)/.omni/dovecot-$(TEST_IMAP_PORT)/dovecot.conf
 
-.PHONY: help deps build run up down test test-unit test-backfill bench-email bench-webhooks bench-routing fuzz fuzz-short lint fmt clean
+.PHONY: help deps build run up down test test-unit test-backfill bench chaos bench-email bench-webhooks bench-routing fuzz fuzz-short lint fmt clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -41,6 +41,23 @@ test-backfill: deps build ## the 10,000-message mailbox through connector kills 
 	@deploy/local/dovecot.sh reset $(TEST_IMAP_PORT)
 	$(TEST_ENV) OMNI_TEST_BACKFILL_MESSAGES=10000 OMNI_TEST_BACKFILL_THREAD=100 \
 	  cargo test -p omni-e2e --test email_backfill -- --nocapture a_large_mailbox; \
+	  status=$$?; deploy/local/rt.sh stop $(TEST_RT_PORT); deploy/local/dovecot.sh stop $(TEST_IMAP_PORT); exit $$status
+
+# `make bench ARGS="--messages 5000 --rate 20"`: sizes and durations are flags (`--help` lists them).
+BENCH_ARGS ?=
+bench: deps ## benchmark the whole pipeline (release build) and write target/bench/report.{md,json}
+	cargo build --release --workspace --bins
+	@deploy/local/rt.sh reset $(TEST_RT_PORT)
+	@deploy/local/dovecot.sh reset $(TEST_IMAP_PORT)
+	$(TEST_ENV) target/release/omni-bench $(BENCH_ARGS); \
+	  status=$$?; deploy/local/rt.sh stop $(TEST_RT_PORT); deploy/local/dovecot.sh stop $(TEST_IMAP_PORT); exit $$status
+
+# `make chaos CHAOS_ARGS="--load-secs 600 --kills 50"`; `make test` runs a short variant.
+CHAOS_ARGS ?=
+chaos: deps build ## SIGKILL every service, restart the broker, fail the helpdesk under load: 0 lost, 0 duplicated or exit 1
+	@deploy/local/rt.sh reset $(TEST_RT_PORT)
+	@deploy/local/dovecot.sh reset $(TEST_IMAP_PORT)
+	$(TEST_ENV) target/debug/omni-chaos $(CHAOS_ARGS); \
 	  status=$$?; deploy/local/rt.sh stop $(TEST_RT_PORT); deploy/local/dovecot.sh stop $(TEST_IMAP_PORT); exit $$status
 
 bench-email: deps build ## print email normalization and backfill rates (figures, not a test)

@@ -10,6 +10,10 @@
 //! Tests take [`serial`] first: each starts several processes, and on two cores they are more
 //! reliable one at a time.
 
+pub mod bench;
+pub mod chaos;
+pub mod load;
+pub mod stack;
 pub mod zendesk;
 
 use std::io::{BufRead, BufReader};
@@ -48,13 +52,16 @@ pub fn nonce() -> String {
     format!("{:x}{:x}", nanos, std::process::id())
 }
 
-/// Where cargo put the binaries of this workspace.
+/// Where cargo put the binaries of this workspace: beside this executable (`omni-bench`,
+/// `omni-chaos`) or one folder up (tests run from `target/<profile>/deps`).
 pub fn bin_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    exe.parent()
-        .and_then(|deps| deps.parent())
-        .expect("target/<profile>/deps")
-        .to_path_buf()
+    let exe = std::env::current_exe().expect("executable path");
+    let dir = exe.parent().expect("target/<profile>");
+    if dir.ends_with("deps") {
+        dir.parent().expect("target/<profile>").to_path_buf()
+    } else {
+        dir.to_path_buf()
+    }
 }
 
 fn binary(name: &str) -> PathBuf {
@@ -210,6 +217,11 @@ impl Broker {
         self.launch().await;
     }
 
+    /// Its process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.as_ref().map(|p| p.child.id())
+    }
+
     /// What the broker printed.
     pub fn log(&self) -> String {
         self.process.as_ref().map(Process::log).unwrap_or_default()
@@ -319,6 +331,16 @@ impl Service {
         self.process.as_ref().map(Process::log).unwrap_or_default()
     }
 
+    /// Its process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.as_ref().map(|p| p.child.id())
+    }
+
+    /// Its CPU time and memory now (`None` when it is not running).
+    pub fn usage(&self) -> Option<Usage> {
+        Usage::of(self.pid()?)
+    }
+
     /// The sum of the Prometheus samples whose name and labels start with `series`, for example
     /// `omni_normalizer_records_total{outcome="duplicate"`; 0 when there are none.
     pub async fn metric(&self, series: &str) -> anyhow::Result<f64> {
@@ -329,6 +351,50 @@ impl Service {
             .filter(|line| line.starts_with(series))
             .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
             .sum())
+    }
+}
+
+/// CPU time and memory of a process, from `/proc/<pid>/stat` and `/proc/<pid>/status`.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct Usage {
+    /// User + system CPU seconds since it started.
+    pub cpu_seconds: f64,
+    /// Resident set size now, KiB (`VmRSS`).
+    pub rss_kib: u64,
+    /// Peak resident set size, KiB (`VmHWM`).
+    pub peak_rss_kib: u64,
+}
+
+impl Usage {
+    /// Of the process `pid`, `None` when it is gone.
+    pub fn of(pid: u32) -> Option<Self> {
+        static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+        let ticks = *TICKS.get_or_init(|| {
+            Command::new("getconf")
+                .arg("CLK_TCK")
+                .output()
+                .ok()
+                .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+                .unwrap_or(100.0)
+        });
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // Fields after the command name (which may hold spaces): state is field 3, utime 14, stime 15.
+        let fields: Vec<&str> = stat[stat.rfind(')')? + 2..].split(' ').collect();
+        let utime: f64 = fields.get(11)?.parse().ok()?;
+        let stime: f64 = fields.get(12)?.parse().ok()?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let kib = |name: &str| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix(name))
+                .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+                .unwrap_or(0)
+        };
+        Some(Self {
+            cpu_seconds: (utime + stime) / ticks,
+            rss_kib: kib("VmRSS:"),
+            peak_rss_kib: kib("VmHWM:"),
+        })
     }
 }
 
@@ -476,6 +542,12 @@ pub struct Record {
     pub value: Vec<u8>,
     /// Headers as text.
     pub headers: Vec<(String, String)>,
+    /// The record's timestamp (producer create time), ms since the epoch.
+    pub timestamp_ms: i64,
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
 }
 
 impl Record {
@@ -513,6 +585,9 @@ pub fn read_topic(bootstrap: &str, topic: &str) -> anyhow::Result<Vec<Record>> {
             })
             .unwrap_or_default();
         records.push(Record {
+            timestamp_ms: message.timestamp().to_millis().unwrap_or_default(),
+            partition: message.partition(),
+            offset: message.offset(),
             key: message.key().unwrap_or_default().to_vec(),
             value: message.payload().unwrap_or_default().to_vec(),
             headers,
@@ -536,6 +611,7 @@ pub async fn produce(bootstrap: &str, topic: &str, key: &[u8], value: &[u8]) -> 
 
 /// A folder of its own in the shared Dovecot test instance (`make test` starts it; account
 /// `support`), filled the way mail really arrives: `doveadm save`, Dovecot's local delivery.
+#[derive(Clone)]
 pub struct Mailbox {
     conf: String,
     /// The IMAP port.

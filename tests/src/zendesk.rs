@@ -15,10 +15,15 @@
 //! - `GET /api/v2/tickets/{id}` -> `{"ticket": {"id", "requester_id", "status"}}`;
 //! - `PUT /api/v2/tickets/{id}` with `{"ticket": {"comment": {...}, "metadata": {...}}}`;
 //! - `GET /api/v2/tickets/{id}/audits?page[size]=` -> `{"audits": [{"metadata": {"custom": {...}}}],
-//!   "meta": {"has_more", "after_cursor"}}` (cursor pagination).
+//!   "meta": {"has_more", "after_cursor"}}` (cursor pagination);
+//! - `POST /api/v2/uploads?filename=` with the file as the body and its own Content-Type ->
+//!   201 `{"upload": {"token", "attachment", "attachments"}}`; a comment's `uploads` must name
+//!   tokens it issued
+//!   (<https://developer.zendesk.com/api-reference/ticketing/tickets/ticket-attachments/#upload-files>).
 //!
 //! It misbehaves on cue ([`Mode`]): 429 with `Retry-After`, 500, or 503 for everything, as
-//! Zendesk does when rate-limiting, failing or down.
+//! Zendesk does when rate-limiting, failing or down; and answers slowly on cue
+//! ([`Zendesk::set_delay`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -57,12 +62,15 @@ pub struct Ticket {
     pub comments: Vec<String>,
     /// Each audit's `metadata.custom`, oldest first.
     pub audits: Vec<Value>,
+    /// When each comment arrived, oldest first.
+    pub arrived: Vec<std::time::SystemTime>,
 }
 
 #[derive(Default)]
 struct Inner {
     tickets: BTreeMap<u64, Ticket>,
     idempotency: HashMap<String, (u64, Value)>,
+    uploads: Vec<(String, usize)>,
     requests: u64,
     refused: u64,
     violations: Vec<String>,
@@ -72,6 +80,7 @@ struct Inner {
 #[derive(Clone, Default)]
 pub struct Zendesk {
     mode: Arc<AtomicU8>,
+    delay_ms: Arc<std::sync::atomic::AtomicU64>,
     inner: Arc<Mutex<Inner>>,
     auth: Arc<String>,
 }
@@ -92,6 +101,8 @@ impl Zendesk {
             .route("/api/v2/tickets", axum::routing::get(list).post(create))
             .route("/api/v2/tickets/{id}", axum::routing::get(show).put(update))
             .route("/api/v2/tickets/{id}/audits", axum::routing::get(audits))
+            .route("/api/v2/uploads", axum::routing::post(upload))
+            .layer(axum::extract::DefaultBodyLimit::max(50 * 1024 * 1024))
             .with_state(server.clone());
         tokio::spawn(async move { axum::serve(listener, app).await });
         Ok((server, url))
@@ -100,6 +111,23 @@ impl Zendesk {
     /// Switches how the server answers.
     pub fn set_mode(&self, mode: Mode) {
         self.mode.store(mode as u8, Ordering::SeqCst);
+    }
+
+    /// Answers every request only after `delay` (a slow helpdesk); zero for none.
+    pub fn set_delay(&self, delay: std::time::Duration) {
+        self.delay_ms.store(delay.as_millis() as u64, Ordering::SeqCst);
+    }
+
+    async fn slow_down(&self) {
+        let delay = self.delay_ms.load(Ordering::SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+        }
+    }
+
+    /// (file name, size) of every upload.
+    pub fn uploads(&self) -> Vec<(String, usize)> {
+        self.inner.lock().unwrap().uploads.clone()
     }
 
     /// Every ticket, by id.
@@ -153,6 +181,19 @@ impl Zendesk {
     }
 }
 
+/// A comment's `uploads` token that this server did not issue, if any.
+fn unknown_upload(inner: &Inner, comment: &Value) -> Option<String> {
+    let tokens = comment.get("uploads")?.as_array()?;
+    tokens.iter().find_map(|token| {
+        let issued = token
+            .as_str()
+            .and_then(|t| t.strip_prefix("upload"))
+            .and_then(|n| n.parse::<usize>().ok())
+            .is_some_and(|n| (1..=inner.uploads.len()).contains(&n));
+        (!issued).then(|| format!("unknown upload token {token}"))
+    })
+}
+
 fn ticket_json(ticket: &Ticket) -> Value {
     json!({
         "id": ticket.id,
@@ -165,6 +206,7 @@ fn ticket_json(ticket: &Ticket) -> Value {
 }
 
 async fn me(State(server): State<Zendesk>, headers: HeaderMap) -> Response {
+    server.slow_down().await;
     if let Some(refused) = server.gate(&headers, "GET /users/me") {
         return refused;
     }
@@ -172,6 +214,7 @@ async fn me(State(server): State<Zendesk>, headers: HeaderMap) -> Response {
 }
 
 async fn list(State(server): State<Zendesk>, headers: HeaderMap, Query(query): Query<HashMap<String, String>>) -> Response {
+    server.slow_down().await;
     if let Some(refused) = server.gate(&headers, "GET /tickets") {
         return refused;
     }
@@ -189,6 +232,7 @@ async fn list(State(server): State<Zendesk>, headers: HeaderMap, Query(query): Q
 }
 
 async fn create(State(server): State<Zendesk>, method: Method, headers: HeaderMap, body: Bytes) -> Response {
+    server.slow_down().await;
     if let Some(refused) = server.gate(&headers, "POST /tickets") {
         return refused;
     }
@@ -211,6 +255,10 @@ async fn create(State(server): State<Zendesk>, method: Method, headers: HeaderMa
     };
     let _ = subject;
     let mut inner = server.inner.lock().unwrap();
+    if let Some(problem) = unknown_upload(&inner, &ticket["comment"]) {
+        drop(inner);
+        return server.violation(format!("POST /tickets: {problem}"));
+    }
     if let Some((id, first_body)) = inner.idempotency.get(&key).cloned() {
         if first_body != request {
             return (
@@ -234,6 +282,7 @@ async fn create(State(server): State<Zendesk>, method: Method, headers: HeaderMa
         requester: email.to_owned(),
         comments: vec![comment.to_owned()],
         audits: vec![request["ticket"]["metadata"].clone()],
+        arrived: vec![std::time::SystemTime::now()],
     };
     let answer = json!({ "ticket": ticket_json(&ticket), "audit": { "id": id * 1000, "metadata": { "custom": ticket.audits[0] } } });
     inner.tickets.insert(id, ticket);
@@ -242,6 +291,7 @@ async fn create(State(server): State<Zendesk>, method: Method, headers: HeaderMa
 }
 
 async fn show(State(server): State<Zendesk>, headers: HeaderMap, Path(id): Path<u64>) -> Response {
+    server.slow_down().await;
     if let Some(refused) = server.gate(&headers, "GET /tickets/{id}") {
         return refused;
     }
@@ -253,6 +303,7 @@ async fn show(State(server): State<Zendesk>, headers: HeaderMap, Path(id): Path<
 }
 
 async fn update(State(server): State<Zendesk>, headers: HeaderMap, Path(id): Path<u64>, body: Bytes) -> Response {
+    server.slow_down().await;
     if let Some(refused) = server.gate(&headers, "PUT /tickets/{id}") {
         return refused;
     }
@@ -263,10 +314,15 @@ async fn update(State(server): State<Zendesk>, headers: HeaderMap, Path(id): Pat
         return server.violation(format!("PUT /tickets/{id}: no ticket.comment.body: {request}"));
     };
     let mut inner = server.inner.lock().unwrap();
+    if let Some(problem) = unknown_upload(&inner, &request["ticket"]["comment"]) {
+        drop(inner);
+        return server.violation(format!("PUT /tickets/{id}: {problem}"));
+    }
     let Some(ticket) = inner.tickets.get_mut(&id) else {
         return (StatusCode::NOT_FOUND, axum::Json(json!({ "error": "RecordNotFound" }))).into_response();
     };
     ticket.comments.push(comment.to_owned());
+    ticket.arrived.push(std::time::SystemTime::now());
     ticket.audits.push(request["ticket"]["metadata"].clone());
     let answer = json!({ "ticket": ticket_json(ticket), "audit": { "metadata": { "custom": request["ticket"]["metadata"] } } });
     axum::Json(answer).into_response()
@@ -278,6 +334,7 @@ async fn audits(
     Path(id): Path<u64>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
+    server.slow_down().await;
     if let Some(refused) = server.gate(&headers, "GET /tickets/{id}/audits") {
         return refused;
     }
@@ -301,4 +358,33 @@ async fn audits(
         "meta": { "has_more": has_more, "after_cursor": has_more.then(|| (after + size).to_string()) },
     }))
     .into_response()
+}
+
+async fn upload(State(server): State<Zendesk>, headers: HeaderMap, Query(query): Query<HashMap<String, String>>, body: Bytes) -> Response {
+    server.slow_down().await;
+    if let Some(refused) = server.gate(&headers, "POST /uploads") {
+        return refused;
+    }
+    let Some(filename) = query.get("filename").filter(|f| !f.is_empty()) else {
+        return server.violation("POST /uploads without filename".into());
+    };
+    let content_type = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    if content_type.is_empty() || content_type.starts_with("application/json") {
+        return server.violation(format!("POST /uploads: the file's own Content-Type expected, got `{content_type}`"));
+    }
+    let mut inner = server.inner.lock().unwrap();
+    inner.uploads.push((filename.clone(), body.len()));
+    let n = inner.uploads.len();
+    let attachment = json!({
+        "id": 498_483 + n,
+        "file_name": filename,
+        "content_type": content_type,
+        "size": body.len(),
+        "content_url": format!("https://example.zendesk.com/attachments/token/upload{n}/?name={filename}"),
+    });
+    (
+        StatusCode::CREATED,
+        axum::Json(json!({ "upload": { "token": format!("upload{n}"), "attachment": attachment, "attachments": [attachment] } })),
+    )
+        .into_response()
 }

@@ -1,0 +1,68 @@
+//! `make bench`: runs the whole pipeline under a mixed load and writes a report (Markdown and
+//! JSON); see `omni_e2e::bench`. Needs the broker, Request Tracker and Dovecot test instances
+//! that `make bench` starts.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use omni_e2e::bench::{self, BenchOptions};
+
+/// Benchmark the whole pipeline and write a report.
+#[derive(Parser)]
+#[command(version)]
+struct Args {
+    /// Messages in the burst phase.
+    #[arg(long, default_value_t = 1000)]
+    messages: usize,
+    /// Concurrent senders in the burst phase.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// Messages per second in the steady and slow-helpdesk phases.
+    #[arg(long, default_value_t = 10.0)]
+    rate: f64,
+    /// Length of the steady phase, seconds.
+    #[arg(long, default_value_t = 30)]
+    steady_secs: u64,
+    /// Percentage of messages continuing an earlier conversation.
+    #[arg(long, default_value_t = 40)]
+    follow_ups: u32,
+    /// The slow helpdesk's delay per request, ms.
+    #[arg(long, default_value_t = 500)]
+    slow_ms: u64,
+    /// How long the helpdesk is slow, seconds.
+    #[arg(long, default_value_t = 30)]
+    slow_secs: u64,
+    /// Webhooks posted while the broker is down.
+    #[arg(long, default_value_t = 200)]
+    burst_webhooks: usize,
+    /// Seed of the load (the same seed sends the same messages).
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Where to write report.md and report.json.
+    #[arg(long, default_value = "target/bench")]
+    out: PathBuf,
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let report = bench::run(BenchOptions {
+        messages: args.messages,
+        concurrency: args.concurrency,
+        rate: args.rate,
+        steady_secs: args.steady_secs,
+        follow_up_percent: args.follow_ups,
+        slow_ms: args.slow_ms,
+        slow_secs: args.slow_secs,
+        burst_webhooks: args.burst_webhooks,
+        seed: args.seed,
+    })
+    .await?;
+    std::fs::create_dir_all(&args.out)?;
+    let markdown = report.markdown();
+    std::fs::write(args.out.join("report.md"), &markdown)?;
+    std::fs::write(args.out.join("report.json"), serde_json::to_string_pretty(&report)?)?;
+    println!("{markdown}");
+    println!("written to {}/report.md and report.json", args.out.display());
+    Ok(())
+}

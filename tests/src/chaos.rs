@@ -1,0 +1,533 @@
+//! `make chaos`: the whole pipeline ([`crate::stack`]) under a steady mixed load
+//! ([`crate::load`]) whose every message carries a sequence number, while a scheduler SIGKILLs
+//! and restarts each service in turn, restarts the broker and makes the helpdesk fail (500s, then
+//! 503 "down") for a while. At the end it counts, per sequence number, the events in
+//! `omni.conversations.v1` and the comments in the helpdesk: lost (in neither) and duplicated
+//! (two events or two comments for one message) must both be 0. It also reports how long the
+//! pipeline took to deliver again after each fault.
+//!
+//! The short variant runs in `make test` (`tests/tests/chaos.rs`), the long one is `make chaos`
+//! (`omni-chaos`, flags for every size).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::bail;
+use serde::Serialize;
+
+use crate::load::{Generator, Item, Kind, Markers, Sent};
+use crate::stack::{SERVICES, Stack, seconds_between};
+use crate::zendesk::Mode;
+
+/// Sizes of a chaos run.
+#[derive(Clone, Debug, Serialize)]
+pub struct ChaosOptions {
+    /// How long the load runs, seconds; faults are spread over it.
+    pub load_secs: u64,
+    /// Messages per second.
+    pub rate: f64,
+    /// Percentage of messages continuing an earlier conversation.
+    pub follow_up_percent: u32,
+    /// SIGKILLs, spread over the services in turn.
+    pub kills: u32,
+    /// Broker restarts (SIGKILL, then started again on the same storage).
+    pub broker_restarts: u32,
+    /// How long the helpdesk fails (first half 500s, second half 503 "down"), seconds.
+    pub helpdesk_outage_secs: u64,
+    /// Seed of the load.
+    pub seed: u64,
+    /// Longest wait for everything to arrive once the load stopped, seconds.
+    pub settle_secs: u64,
+}
+
+impl ChaosOptions {
+    /// The variant `make test` runs: 90 s of load, 10 kills, 1 broker restart.
+    pub fn short() -> Self {
+        Self {
+            load_secs: 90,
+            rate: 4.0,
+            follow_up_percent: 40,
+            kills: 10,
+            broker_restarts: 1,
+            helpdesk_outage_secs: 15,
+            seed: 6,
+            settle_secs: 600,
+        }
+    }
+}
+
+/// One fault and how the pipeline came back.
+#[derive(Clone, Debug, Serialize)]
+pub struct FaultReport {
+    /// What was done ("kill normalizer", "restart broker", "helpdesk outage").
+    pub fault: String,
+    /// Seconds after the load started.
+    pub at_secs: f64,
+    /// How long it lasted (killed to started again, or the outage), seconds.
+    pub lasted_secs: f64,
+    /// From the end of the fault until the helpdesk received the first message it held up
+    /// (sent after the fault began, on a channel it affected), seconds; `None` when nothing such
+    /// was sent.
+    pub recovery_secs: Option<f64>,
+}
+
+/// What a chaos run found.
+#[derive(Clone, Debug, Serialize)]
+pub struct ChaosReport {
+    /// The sizes.
+    pub options: ChaosOptions,
+    /// Messages sent (each taken by the pipeline once it was up).
+    pub sent: usize,
+    /// Of which per channel.
+    pub sent_by_channel: BTreeMap<String, usize>,
+    /// Conversations opened by the load.
+    pub conversations: usize,
+    /// Send attempts refused or unanswered (gateway killed, broker down) and retried.
+    pub retried_sends: u64,
+    /// Records in `omni.conversations.v1`.
+    pub conversation_records: usize,
+    /// Distinct event ids among them (a record written again after a crash has the same id).
+    pub conversation_events: usize,
+    /// Tickets in the helpdesk.
+    pub tickets: usize,
+    /// Comments in the helpdesk (the first of each ticket included).
+    pub comments: usize,
+    /// Sequence numbers that never reached the helpdesk.
+    pub lost: Vec<u64>,
+    /// Sequence numbers in the helpdesk more than once, or normalized into two events.
+    pub duplicated: Vec<u64>,
+    /// Conversations whose messages landed in more than one ticket.
+    pub split_conversations: Vec<u64>,
+    /// Kills done.
+    pub kills: u32,
+    /// Broker restarts done.
+    pub broker_restarts: u32,
+    /// Every fault.
+    pub faults: Vec<FaultReport>,
+    /// Longest recovery per kind of fault, seconds.
+    pub max_recovery_secs: BTreeMap<String, f64>,
+    /// From the end of the load until the last message arrived, seconds.
+    pub drain_secs: f64,
+}
+
+impl ChaosReport {
+    /// Whether nothing was lost or doubled.
+    pub fn passed(&self) -> bool {
+        self.lost.is_empty() && self.duplicated.is_empty() && self.split_conversations.is_empty()
+    }
+
+    /// The report as Markdown.
+    pub fn markdown(&self) -> String {
+        let mut out = String::new();
+        let o = &self.options;
+        out.push_str(&format!(
+            "# omni chaos run\n\n{} s of load at {}/s ({}% follow-ups, seed {}), {} kills, {} broker restarts, a {} s helpdesk outage\n\n",
+            o.load_secs, o.rate, o.follow_up_percent, o.seed, self.kills, self.broker_restarts, o.helpdesk_outage_secs
+        ));
+        let channels: Vec<String> = self.sent_by_channel.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        out.push_str("| | |\n|---|---|\n");
+        out.push_str(&format!("| messages sent | {} ({}) |\n", self.sent, channels.join(", ")));
+        out.push_str(&format!("| conversations | {} |\n", self.conversations));
+        out.push_str(&format!("| sends retried (gateway down, 503) | {} |\n", self.retried_sends));
+        out.push_str(&format!(
+            "| records in omni.conversations.v1 | {} ({} distinct events) |\n",
+            self.conversation_records, self.conversation_events
+        ));
+        out.push_str(&format!("| helpdesk tickets / comments | {} / {} |\n", self.tickets, self.comments));
+        out.push_str(&format!("| **lost** | **{}** {:?} |\n", self.lost.len(), first(&self.lost)));
+        out.push_str(&format!(
+            "| **duplicated** | **{}** {:?} |\n",
+            self.duplicated.len(),
+            first(&self.duplicated)
+        ));
+        out.push_str(&format!(
+            "| conversations split over tickets | {} {:?} |\n",
+            self.split_conversations.len(),
+            first(&self.split_conversations)
+        ));
+        out.push_str(&format!(
+            "| last message in, after the load stopped | {:.1} s |\n\n",
+            self.drain_secs
+        ));
+        out.push_str("| fault | at (s) | lasted (s) | recovered after (s) |\n|---|---:|---:|---:|\n");
+        for fault in &self.faults {
+            out.push_str(&format!(
+                "| {} | {:.1} | {:.1} | {} |\n",
+                fault.fault,
+                fault.at_secs,
+                fault.lasted_secs,
+                fault.recovery_secs.map_or("-".to_owned(), |s| format!("{s:.1}"))
+            ));
+        }
+        out.push_str("\n| fault | max recovery (s) |\n|---|---:|\n");
+        for (fault, secs) in &self.max_recovery_secs {
+            out.push_str(&format!("| {fault} | {secs:.1} |\n"));
+        }
+        out.push_str(&format!(
+            "\n{}\n",
+            if self.passed() {
+                "PASSED: 0 lost, 0 duplicated"
+            } else {
+                "FAILED: messages lost, duplicated or split"
+            }
+        ));
+        out
+    }
+}
+
+fn first(values: &[u64]) -> Vec<u64> {
+    values.iter().take(20).copied().collect()
+}
+
+#[derive(Clone, Debug)]
+enum FaultKind {
+    Kill(&'static str),
+    Broker,
+    Helpdesk,
+}
+
+impl FaultKind {
+    fn name(&self) -> String {
+        match self {
+            FaultKind::Kill(service) => format!("kill {service}"),
+            FaultKind::Broker => "restart broker".into(),
+            FaultKind::Helpdesk => "helpdesk outage".into(),
+        }
+    }
+
+    fn affects(&self, kind: Kind) -> bool {
+        match self {
+            FaultKind::Kill("gateway") => kind.via_gateway(),
+            FaultKind::Kill("email") => kind == Kind::Email,
+            FaultKind::Kill("calllog") => kind == Kind::Call,
+            _ => true,
+        }
+    }
+}
+
+struct Fault {
+    kind: FaultKind,
+    began: SystemTime,
+    ended: SystemTime,
+}
+
+/// Runs the chaos scenario and returns what it found (an error only when it could not run).
+pub async fn run(options: ChaosOptions) -> anyhow::Result<ChaosReport> {
+    let mut stack = Stack::start(&[("OMNI__KAFKA__PRODUCER__LINGER_MS", "5")]).await?;
+    let sender = Arc::new(stack.sender());
+
+    // The load, in its own task: one message every 1/rate s, each sent (and retried) by a task of
+    // its own, so a stalled channel does not hold up the others.
+    let load_started = SystemTime::now();
+    let load = {
+        let options = options.clone();
+        let sender = sender.clone();
+        tokio::spawn(async move {
+            let mut generator = Generator::new(options.seed, options.follow_up_percent);
+            let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / options.rate));
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let deadline = Instant::now() + Duration::from_secs(options.load_secs);
+            let mut sends = tokio::task::JoinSet::new();
+            while Instant::now() < deadline {
+                ticker.tick().await;
+                let item = generator.next_item()?;
+                let sender = sender.clone();
+                sends.spawn(async move {
+                    let sent = sender.send(&item).await;
+                    (item, sent)
+                });
+            }
+            let mut done: Vec<(Item, Sent)> = Vec::new();
+            while let Some(joined) = sends.join_next().await {
+                let (item, sent) = joined?;
+                done.push((item, sent?));
+            }
+            done.sort_by_key(|(item, _)| item.seq);
+            anyhow::Ok(done)
+        })
+    };
+
+    // The faults, spread evenly over the load: kills in turn over the services, broker restarts
+    // at even spacing among them, and the helpdesk outage (running beside the kills) in the middle.
+    let mut plan: Vec<FaultKind> = (0..options.kills)
+        .map(|n| FaultKind::Kill(SERVICES[n as usize % SERVICES.len()]))
+        .collect();
+    for n in 0..options.broker_restarts {
+        let at = ((n as usize + 1) * plan.len()) / (options.broker_restarts as usize + 1);
+        plan.insert(at + n as usize, FaultKind::Broker);
+    }
+    plan.insert(plan.len() / 2, FaultKind::Helpdesk);
+    let spacing = Duration::from_secs_f64(options.load_secs as f64 / (plan.len() + 1) as f64);
+    let mut rng = fastrand::Rng::with_seed(options.seed);
+    let mut faults: Vec<Fault> = Vec::new();
+    let mut outage: Option<tokio::task::JoinHandle<(SystemTime, SystemTime)>> = None;
+    let load_clock = Instant::now();
+    for (n, fault) in plan.into_iter().enumerate() {
+        // At fixed times from the start of the load, whatever the previous fault took.
+        tokio::time::sleep_until((load_clock + spacing * (n as u32 + 1)).into()).await;
+        let began = SystemTime::now();
+        match &fault {
+            FaultKind::Kill(name) => {
+                println!("chaos: SIGKILL {name}");
+                let service = stack.service(name);
+                service.sigkill();
+                tokio::time::sleep(Duration::from_millis(rng.u64(0..1500))).await;
+                service.relaunch();
+            }
+            FaultKind::Broker => {
+                println!("chaos: SIGKILL the broker");
+                stack.pipeline.broker.kill();
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                stack.pipeline.broker.restart().await;
+            }
+            FaultKind::Helpdesk => {
+                println!("chaos: the helpdesk fails for {} s", options.helpdesk_outage_secs);
+                let zendesk = stack.zendesk.clone();
+                let half = Duration::from_secs(options.helpdesk_outage_secs) / 2;
+                outage = Some(tokio::spawn(async move {
+                    let began = SystemTime::now();
+                    zendesk.set_mode(Mode::Failing);
+                    tokio::time::sleep(half).await;
+                    zendesk.set_mode(Mode::Down);
+                    tokio::time::sleep(half).await;
+                    zendesk.set_mode(Mode::Healthy);
+                    (began, SystemTime::now())
+                }));
+                continue;
+            }
+        }
+        faults.push(Fault {
+            kind: fault,
+            began,
+            ended: SystemTime::now(),
+        });
+    }
+    if let Some(outage) = outage {
+        let (began, ended) = outage.await?;
+        faults.push(Fault {
+            kind: FaultKind::Helpdesk,
+            began,
+            ended,
+        });
+    }
+    faults.sort_by_key(|f| f.began);
+    let sent = load.await??;
+    let load_ended = SystemTime::now();
+    println!("chaos: load done, {} messages sent; waiting for them to arrive", sent.len());
+
+    // Everything arrives (or the settle time runs out).
+    let markers = Markers::new(sent.iter().map(|(item, _)| item));
+    let settle = Instant::now();
+    let mut last_report = Instant::now();
+    loop {
+        let found: HashSet<u64> = stack.helpdesk_comments().iter().flat_map(|(text, _)| markers.find(text)).collect();
+        let arrived = sent.iter().filter(|(item, _)| found.contains(&item.seq)).count();
+        if arrived == sent.len() || settle.elapsed() > Duration::from_secs(options.settle_secs) {
+            println!(
+                "chaos: {arrived} of {} in the helpdesk after {:.0} s",
+                sent.len(),
+                settle.elapsed().as_secs_f64()
+            );
+            break;
+        }
+        if last_report.elapsed() > Duration::from_secs(10) {
+            println!("chaos: {arrived} of {} in the helpdesk so far", sent.len());
+            last_report = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    // A little longer, so a late duplicate would be seen too.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+
+    // Count.
+    let mut arrivals: HashMap<u64, Vec<SystemTime>> = HashMap::new();
+    let mut tickets_of: HashMap<u64, HashSet<u64>> = HashMap::new();
+    let seq_conversation: HashMap<u64, u64> = sent.iter().map(|(item, _)| (item.seq, item.conversation)).collect();
+    let tickets = stack.zendesk.tickets();
+    for ticket in &tickets {
+        for (text, arrived) in ticket.comments.iter().zip(&ticket.arrived) {
+            for seq in markers.find(text) {
+                arrivals.entry(seq).or_default().push(*arrived);
+                if let Some(conversation) = seq_conversation.get(&seq) {
+                    tickets_of.entry(*conversation).or_default().insert(ticket.id);
+                }
+            }
+        }
+    }
+    let records = stack.conversation_records()?;
+    let mut events_of: HashMap<u64, HashSet<String>> = HashMap::new();
+    for (event, _) in &records {
+        let text = event.body.as_ref().map(|b| b.text.as_str()).unwrap_or_default();
+        for seq in markers.find(text) {
+            events_of.entry(seq).or_default().insert(event.event_id.clone());
+        }
+    }
+    let lost: Vec<u64> = sent
+        .iter()
+        .map(|(item, _)| item.seq)
+        .filter(|seq| !arrivals.contains_key(seq))
+        .collect();
+    let duplicated: Vec<u64> = sent
+        .iter()
+        .map(|(item, _)| item.seq)
+        .filter(|seq| arrivals.get(seq).is_some_and(|a| a.len() > 1) || events_of.get(seq).is_some_and(|e| e.len() > 1))
+        .collect();
+    let mut split_conversations: Vec<u64> = tickets_of
+        .iter()
+        .filter(|(_, tickets)| tickets.len() > 1)
+        .map(|(conversation, _)| *conversation)
+        .collect();
+    split_conversations.sort_unstable();
+
+    // Recovery after each fault.
+    let mut fault_reports = Vec::new();
+    let mut max_recovery_secs: BTreeMap<String, f64> = BTreeMap::new();
+    for fault in &faults {
+        let first_through = sent
+            .iter()
+            .filter(|(item, sent)| sent.at >= fault.began && fault.kind.affects(item.kind))
+            .filter_map(|(item, _)| arrivals.get(&item.seq)?.iter().min().copied())
+            .min();
+        let recovery_secs = first_through.map(|arrived| seconds_between(fault.ended, arrived));
+        let name = fault.kind.name();
+        if let Some(secs) = recovery_secs {
+            let max = max_recovery_secs.entry(name.clone()).or_default();
+            *max = max.max(secs);
+        }
+        fault_reports.push(FaultReport {
+            fault: name,
+            at_secs: seconds_between(load_started, fault.began),
+            lasted_secs: seconds_between(fault.began, fault.ended),
+            recovery_secs,
+        });
+    }
+    let last_arrival = arrivals.values().flatten().max().copied().unwrap_or(load_ended);
+    let mut sent_by_channel = BTreeMap::new();
+    for (item, _) in &sent {
+        *sent_by_channel.entry(item.kind.name().to_owned()).or_default() += 1;
+    }
+    let report = ChaosReport {
+        sent: sent.len(),
+        sent_by_channel,
+        conversations: sent.iter().map(|(item, _)| item.conversation).collect::<HashSet<_>>().len(),
+        retried_sends: sent.iter().map(|(_, s)| u64::from(s.attempts - 1)).sum(),
+        conversation_records: records.len(),
+        conversation_events: records.iter().map(|(e, _)| e.event_id.as_str()).collect::<HashSet<_>>().len(),
+        tickets: tickets.len(),
+        comments: tickets.iter().map(|t| t.comments.len()).sum(),
+        lost,
+        duplicated,
+        split_conversations,
+        kills: faults.iter().filter(|f| matches!(f.kind, FaultKind::Kill(_))).count() as u32,
+        broker_restarts: faults.iter().filter(|f| matches!(f.kind, FaultKind::Broker)).count() as u32,
+        faults: fault_reports,
+        max_recovery_secs,
+        drain_secs: seconds_between(load_ended, last_arrival),
+        options,
+    };
+    if !report.passed() {
+        explain_lost(&stack, &sent, &report.lost).await;
+    }
+    if !stack.zendesk.violations().is_empty() {
+        bail!("requests off Zendesk's documented contract: {:?}", stack.zendesk.violations());
+    }
+    Ok(report)
+}
+
+/// Prints where each lost message got to: its raw record(s), dead letters, the normalizer's counts.
+async fn explain_lost(stack: &Stack, sent: &[(Item, Sent)], lost: &[u64]) {
+    use prost::Message as _;
+    let mut raw = Vec::new();
+    for topic in omni_kafka::topics::raw_topics() {
+        if let Ok(records) = stack.pipeline.topic(&topic) {
+            for record in records {
+                if let Ok(decoded) = omni_proto::v1::RawRecord::decode(record.value.as_slice()) {
+                    raw.push((format!("{topic}/{}", record.partition), record.offset, decoded));
+                }
+            }
+        }
+    }
+    let dead: Vec<omni_proto::v1::DeadLetter> = stack
+        .pipeline
+        .topic(omni_kafka::topics::DEADLETTER)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|r| omni_proto::v1::DeadLetter::decode(r.value.as_slice()).ok())
+        .collect();
+    let known: HashSet<String> = stack
+        .pipeline
+        .topic(omni_kafka::topics::STATE_NORMALIZER)
+        .unwrap_or_default()
+        .iter()
+        .map(|r| String::from_utf8_lossy(&r.key).trim_start_matches("event/").to_owned())
+        .collect();
+    let committed = committed_offsets(&stack.pipeline.broker.bootstrap(), "omni-normalizer");
+    println!("chaos: normalizer group committed offsets: {committed:?}");
+    println!("chaos: {} dead letters", dead.len());
+    for letter in dead.iter().take(10) {
+        println!(
+            "  dead letter: stage {} event {} reason {}",
+            letter.stage, letter.event_id, letter.reason
+        );
+    }
+    for seq in lost.iter().take(10) {
+        let Some((item, sent)) = sent.iter().find(|(item, _)| item.seq == *seq) else {
+            continue;
+        };
+        let needles = [format!("[seq {seq}]"), format!("%5Bseq+{seq}%5D"), item.marker.clone()];
+        let found: Vec<String> = raw
+            .iter()
+            .filter(|(_, _, r)| {
+                let payload = String::from_utf8_lossy(&r.payload);
+                needles.iter().any(|n| payload.contains(n.as_str()))
+            })
+            .map(|(topic, offset, r)| {
+                format!(
+                    "{topic}@{offset} event {} provider {} known to the normalizer: {}",
+                    r.event_id,
+                    r.provider,
+                    known.contains(&r.event_id)
+                )
+            })
+            .collect();
+        println!(
+            "  lost seq {seq} ({}, conversation {}, sent {:?} after {} attempts): raw {:?}",
+            item.kind.name(),
+            item.conversation,
+            sent.at,
+            sent.attempts,
+            found
+        );
+    }
+    for outcome in ["normalized", "duplicate", "ignored", "dead_lettered", "failed"] {
+        let series = format!("omni_normalizer_records_total{{outcome=\"{outcome}\"");
+        println!("  normalizer {outcome}: {:?}", stack.pipeline.normalizer.metric(&series).await.ok());
+    }
+}
+
+/// The group's committed offsets per raw topic partition.
+fn committed_offsets(bootstrap: &str, group: &str) -> Vec<String> {
+    use rdkafka::consumer::{BaseConsumer, Consumer as _};
+    let Ok(consumer) = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .create::<BaseConsumer>()
+    else {
+        return Vec::new();
+    };
+    let mut list = rdkafka::TopicPartitionList::new();
+    for topic in omni_kafka::topics::raw_topics() {
+        for partition in 0..3 {
+            list.add_partition(&topic, partition);
+        }
+    }
+    match consumer.committed_offsets(list, Duration::from_secs(10)) {
+        Ok(list) => list
+            .elements()
+            .iter()
+            .map(|e| format!("{}/{}={:?}", e.topic(), e.partition(), e.offset()))
+            .collect(),
+        Err(error) => vec![error.to_string()],
+    }
+}

@@ -1,0 +1,613 @@
+//! The mixed load of `make bench` and `make chaos`: reproducible (a seeded generator), every
+//! message carrying a sequence number the end checks look for, sent the way each channel really
+//! arrives:
+//!
+//! - emails built with `lettre` (plain text of realistic length, a third with an HTML
+//!   alternative, a quarter with a PDF-sized attachment, replies with In-Reply-To/References),
+//!   filed by Dovecot's own `doveadm save` into the folder the email connector reads;
+//! - WhatsApp (Meta Cloud API, `X-Hub-Signature-256`), Telegram (secret token header), Slack
+//!   (v0 signature) and Twilio SMS (`X-Twilio-Signature`) webhooks posted to the gateway, signed
+//!   per each provider's published recipe with the `hmac` crate (the webhook tests check the
+//!   adapters against the official Twilio and Slack SDKs);
+//! - missed calls appended to an Asterisk `Master.csv` the way `cdr_csv` writes them.
+//!
+//! A sender retries a message until the gateway takes it, with the same body and ids, as the
+//! providers do (a killed gateway refuses connections; a broker outage answers 503).
+//!
+//! The sequence number is in the text as `[seq N]`; a call has no text of its own, so its marker
+//! is its start time, unique per call, as the call's readable text shows it.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use serde_json::json;
+
+use crate::Mailbox;
+
+/// The channel a message comes in on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+pub enum Kind {
+    /// IMAP, through the email connector.
+    Email,
+    /// WhatsApp Cloud API webhook.
+    WhatsApp,
+    /// Telegram Bot API webhook.
+    Telegram,
+    /// Slack Events API webhook.
+    Slack,
+    /// Twilio Messaging webhook.
+    TwilioSms,
+    /// A missed call in the Asterisk call log.
+    Call,
+}
+
+impl Kind {
+    /// Lower-case name for reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Email => "email",
+            Kind::WhatsApp => "whatsapp",
+            Kind::Telegram => "telegram",
+            Kind::Slack => "slack",
+            Kind::TwilioSms => "twilio-sms",
+            Kind::Call => "call",
+        }
+    }
+
+    /// Whether it goes in through the gateway.
+    pub fn via_gateway(self) -> bool {
+        !matches!(self, Kind::Email | Kind::Call)
+    }
+
+    /// The share of new conversations on this channel, in percent.
+    const MIX: [(Kind, u32); 6] = [
+        (Kind::Email, 25),
+        (Kind::WhatsApp, 20),
+        (Kind::Telegram, 15),
+        (Kind::Slack, 15),
+        (Kind::TwilioSms, 15),
+        (Kind::Call, 10),
+    ];
+}
+
+/// One message to send.
+#[derive(Clone, Debug)]
+pub struct Item {
+    /// Sequence number, from 0.
+    pub seq: u64,
+    /// Channel.
+    pub kind: Kind,
+    /// The conversation's index in this load.
+    pub conversation: u64,
+    /// Its position in the conversation (0 = opens it).
+    pub position: u32,
+    /// The text that must reach the helpdesk exactly once.
+    pub marker: String,
+    payload: Payload,
+}
+
+#[derive(Clone, Debug)]
+enum Payload {
+    Email(Vec<u8>),
+    Webhook { path: &'static str, body: String, form: bool },
+    CallLine(String),
+}
+
+impl Item {
+    /// Bytes of what is sent.
+    pub fn size(&self) -> usize {
+        match &self.payload {
+            Payload::Email(bytes) => bytes.len(),
+            Payload::Webhook { body, .. } => body.len(),
+            Payload::CallLine(line) => line.len(),
+        }
+    }
+}
+
+struct Conversation {
+    kind: Kind,
+    messages: u32,
+    last_message_id: Option<String>,
+    root_message_id: Option<String>,
+}
+
+/// A reproducible stream of [`Item`]s.
+pub struct Generator {
+    rng: fastrand::Rng,
+    run: u64,
+    next_seq: u64,
+    follow_up_percent: u32,
+    conversations: Vec<Conversation>,
+    calls_start: i64,
+}
+
+const WORDS: &[&str] = &[
+    "order",
+    "sipariş",
+    "kargo",
+    "delivery",
+    "bestelling",
+    "levering",
+    "refund",
+    "iade",
+    "invoice",
+    "fatura",
+    "الطلب",
+    "الشحن",
+    "account",
+    "hesap",
+    "password",
+    "şifre",
+    "tracking",
+    "takip",
+    "number",
+    "numara",
+    "please",
+    "lütfen",
+    "alstublieft",
+    "شكرا",
+    "thanks",
+    "teşekkürler",
+    "bedankt",
+    "still",
+    "hâlâ",
+    "not",
+    "arrived",
+    "gelmedi",
+    "yesterday",
+    "dün",
+    "gisteren",
+    "damaged",
+    "hasarlı",
+    "beschadigd",
+    "help",
+];
+
+/// The business number of the load's calls and SMS.
+pub const BUSINESS_NUMBER: &str = "31201234567";
+
+impl Generator {
+    /// A generator for `seed`; `follow_up_percent` of messages continue an earlier conversation.
+    pub fn new(seed: u64, follow_up_percent: u32) -> Self {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs() as i64;
+        Self {
+            rng: fastrand::Rng::with_seed(seed),
+            // Identities unique to this run (the helpdesk stub and broker are fresh, the Dovecot
+            // and RT test instances are shared).
+            run: now as u64 % 1_000_000,
+            next_seq: 0,
+            follow_up_percent,
+            conversations: Vec::new(),
+            // Calls placed in the past, one minute apart, so each call's time is unique.
+            calls_start: now - 30 * 86_400,
+        }
+    }
+
+    fn words(&mut self, count: usize) -> String {
+        (0..count)
+            .map(|_| WORDS[self.rng.usize(..WORDS.len())])
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// The next message.
+    pub fn next_item(&mut self) -> anyhow::Result<Item> {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let follow_up = !self.conversations.is_empty() && self.rng.u32(0..100) < self.follow_up_percent;
+        let conversation = if follow_up {
+            self.rng.usize(..self.conversations.len())
+        } else {
+            let mut pick = self.rng.u32(0..100);
+            let kind = Kind::MIX
+                .iter()
+                .find(|(_, share)| {
+                    if pick < *share {
+                        true
+                    } else {
+                        pick -= share;
+                        false
+                    }
+                })
+                .map_or(Kind::Email, |(kind, _)| *kind);
+            self.conversations.push(Conversation {
+                kind,
+                messages: 0,
+                last_message_id: None,
+                root_message_id: None,
+            });
+            self.conversations.len() - 1
+        };
+        let position = self.conversations[conversation].messages;
+        self.conversations[conversation].messages += 1;
+        let kind = self.conversations[conversation].kind;
+        let marker = format!("[seq {seq}]");
+        let length = 4 + self.rng.usize(..40);
+        let text = format!("{} {marker}", self.words(length));
+        let c = conversation as u64;
+        let run = self.run;
+        let payload = match kind {
+            Kind::Email => {
+                let message_id = format!("<bench-{run}-{seq}@customer.example>");
+                let email = self.email(c, &text, &message_id, conversation)?;
+                let state = &mut self.conversations[conversation];
+                state.root_message_id.get_or_insert(message_id.clone());
+                state.last_message_id = Some(message_id);
+                Payload::Email(email)
+            }
+            Kind::WhatsApp => {
+                let wa_id = format!("3162{:07}", (run * 1000 + c) % 10_000_000);
+                let body = json!({
+                    "object": "whatsapp_business_account",
+                    "entry": [{ "id": "102290129340398", "changes": [{ "field": "messages", "value": {
+                        "messaging_product": "whatsapp",
+                        "metadata": { "display_phone_number": BUSINESS_NUMBER, "phone_number_id": "106540352242922" },
+                        "contacts": [{ "profile": { "name": format!("Müşteri {c}") }, "wa_id": wa_id }],
+                        "messages": [{
+                            "from": wa_id, "id": format!("wamid.bench{run}x{seq}"),
+                            "timestamp": (1_795_000_000 + seq).to_string(), "type": "text",
+                            "text": { "body": text },
+                        }],
+                    }}]}],
+                });
+                Payload::Webhook {
+                    path: "whatsapp",
+                    body: body.to_string(),
+                    form: false,
+                }
+            }
+            Kind::Telegram => {
+                let user = 700_000_000_000 + run * 10_000 + c;
+                let body = json!({
+                    "update_id": run * 100_000 + seq,
+                    "message": {
+                        "message_id": position + 1,
+                        "from": { "id": user, "is_bot": false, "first_name": "Ayşe", "language_code": "tr" },
+                        "chat": { "id": user, "first_name": "Ayşe", "type": "private" },
+                        "date": 1_795_000_000 + seq,
+                        "text": text,
+                    },
+                });
+                Payload::Webhook {
+                    path: "telegram",
+                    body: body.to_string(),
+                    form: false,
+                }
+            }
+            Kind::Slack => {
+                let ts = format!("1795000000.{seq:06}");
+                let body = json!({
+                    "token": "unused", "team_id": format!("T{run}"), "api_app_id": "A0PNCHHK2",
+                    "type": "event_callback", "event_id": format!("Ev{run}x{seq}"), "event_time": 1_795_000_000,
+                    "event": {
+                        "type": "message", "channel": format!("D{c}"), "channel_type": "im",
+                        "user": format!("U{c}"), "text": text, "ts": ts, "event_ts": ts,
+                    },
+                });
+                Payload::Webhook {
+                    path: "slack",
+                    body: body.to_string(),
+                    form: false,
+                }
+            }
+            Kind::TwilioSms => {
+                let sid = format!("SM{run:08}{seq:024}");
+                let from = format!("+3163{:07}", (run * 1000 + c) % 10_000_000);
+                let to = format!("+{BUSINESS_NUMBER}");
+                let body = form_urlencoded::Serializer::new(String::new())
+                    .append_pair("MessageSid", &sid)
+                    .append_pair("SmsMessageSid", &sid)
+                    .append_pair("AccountSid", "AC3f0b7c1e9d2a4b6c8e0f1a2b3c4d5e6f")
+                    .append_pair("From", &from)
+                    .append_pair("To", &to)
+                    .append_pair("Body", &text)
+                    .append_pair("NumMedia", "0")
+                    .append_pair("SmsStatus", "received")
+                    .append_pair("ApiVersion", "2010-04-01")
+                    .finish();
+                Payload::Webhook {
+                    path: "twilio-sms",
+                    body,
+                    form: true,
+                }
+            }
+            Kind::Call => {
+                let start = self.calls_start + seq as i64 * 60;
+                let number = format!("3161{:07}", (run * 1000 + c) % 10_000_000);
+                let at = omni_channels::webhook::text::utc(start);
+                return Ok(Item {
+                    seq,
+                    kind,
+                    conversation: c,
+                    position,
+                    marker: format!("at {at}"),
+                    payload: Payload::CallLine(cdr_line(&number, start, &format!("{}.{seq}", self.calls_start))),
+                });
+            }
+        };
+        Ok(Item {
+            seq,
+            kind,
+            conversation: c,
+            position,
+            marker,
+            payload,
+        })
+    }
+
+    fn email(&mut self, c: u64, text: &str, message_id: &str, conversation: usize) -> anyhow::Result<Vec<u8>> {
+        use lettre::message::header::ContentType;
+        use lettre::message::{Attachment, MultiPart, SinglePart};
+        let run = self.run;
+        let state = &self.conversations[conversation];
+        let mut builder = lettre::Message::builder()
+            .from(format!("Customer {c} <c{c}-{run}@customer.example>").parse()?)
+            .to("Support <support@omni.example>".parse()?)
+            .message_id(Some(message_id.to_owned()));
+        builder = match (&state.last_message_id, &state.root_message_id) {
+            (Some(parent), Some(root)) => builder
+                .subject(format!("Re: Order {c}"))
+                .in_reply_to(parent.clone())
+                .references(if root == parent { root.clone() } else { format!("{root} {parent}") }),
+            _ => builder.subject(format!("Order {c}")),
+        };
+        // A realistic body: the message, then a quoted earlier mail and a signature.
+        let quoted_words = 60 + self.rng.usize(..200);
+        let quoted = self.words(quoted_words);
+        let plain = format!("{text}\n\n-- \nCustomer {c}\n\n> {quoted}\n");
+        let mut body = if self.rng.u32(0..3) == 0 {
+            MultiPart::alternative_plain_html(plain.clone(), format!("<p>{text}</p><blockquote>{quoted}</blockquote>"))
+        } else {
+            MultiPart::mixed().singlepart(SinglePart::plain(plain))
+        };
+        if self.rng.u32(0..4) == 0 {
+            // 20-200 KiB, the size of a scanned receipt or an invoice PDF.
+            let size = 20_480 + self.rng.usize(..184_320);
+            let mut bytes = b"%PDF-1.7\n".to_vec();
+            let rng = &mut self.rng;
+            bytes.extend((0..size).map(|_| rng.u8(..)));
+            body = MultiPart::mixed()
+                .multipart(body)
+                .singlepart(Attachment::new(format!("invoice-{c}.pdf")).body(bytes, ContentType::parse("application/pdf")?));
+        }
+        Ok(builder.multipart(body)?.formatted())
+    }
+}
+
+/// A missed inbound call as `cdr_csv` writes it (loguniqueid and loguserfield on, the columns of
+/// the default config).
+fn cdr_line(number: &str, start: i64, uniqueid: &str) -> String {
+    let quote = |text: &str| format!("\"{}\"", text.replace('"', "\"\""));
+    let time = |seconds: i64| omni_channels::webhook::text::utc(seconds).trim_end_matches(" UTC").to_owned();
+    [
+        quote(""),
+        quote(number),
+        quote(BUSINESS_NUMBER),
+        quote("from-trunk"),
+        quote(&format!("\"Caller\" <{number}>")),
+        quote("PJSIP/trunk-00000001"),
+        quote("PJSIP/alice-00000002"),
+        quote("Dial"),
+        quote("PJSIP/alice,30,tT"),
+        quote(&time(start)),
+        String::new(),
+        quote(&time(start + 20)),
+        "20".into(),
+        "0".into(),
+        quote("NO ANSWER"),
+        quote("DOCUMENTATION"),
+        quote(uniqueid),
+        quote(""),
+    ]
+    .join(",")
+        + "\n"
+}
+
+/// Development secrets of the default config (`config/default.toml`).
+const META_APP_SECRET: &str = "omni-dev-meta-app-secret";
+const TELEGRAM_SECRET: &str = "omni-dev-telegram-secret-token";
+const SLACK_SECRET: &str = "omni-dev-slack-signing-secret";
+const TWILIO_AUTH_TOKEN: &str = "omni-dev-twilio-auth-token";
+
+/// What sending one item took.
+#[derive(Clone, Copy, Debug)]
+pub struct Sent {
+    /// When the first attempt started.
+    pub at: SystemTime,
+    /// Attempts until it was taken (1 = first time).
+    pub attempts: u32,
+    /// Of which answered 503 (not stored: broker unreachable or slow).
+    pub unavailable: u32,
+}
+
+/// Sends items to a running pipeline.
+pub struct Sender {
+    http: reqwest::Client,
+    gateway_url: String,
+    mailbox: Mailbox,
+    master_csv: PathBuf,
+    csv_lock: Mutex<()>,
+    /// Give up on an item after this long (the pipeline is not coming back).
+    pub give_up_after: Duration,
+}
+
+impl Sender {
+    /// A sender to the gateway at `gateway_url`, the folder `mailbox` and the call log `master_csv`.
+    pub fn new(gateway_url: &str, mailbox: Mailbox, master_csv: PathBuf) -> Self {
+        Self {
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .expect("HTTP client"),
+            gateway_url: gateway_url.to_owned(),
+            mailbox,
+            master_csv,
+            csv_lock: Mutex::new(()),
+            give_up_after: Duration::from_secs(300),
+        }
+    }
+
+    /// Sends one item, retrying until it is taken.
+    pub async fn send(&self, item: &Item) -> anyhow::Result<Sent> {
+        let mut sent = Sent {
+            at: SystemTime::now(),
+            attempts: 0,
+            unavailable: 0,
+        };
+        let started = Instant::now();
+        loop {
+            sent.attempts += 1;
+            let error = match self.attempt(item).await {
+                Ok(()) => return Ok(sent),
+                Err(error) => error,
+            };
+            if error.downcast_ref::<Unavailable>().is_some() {
+                sent.unavailable += 1;
+            }
+            if started.elapsed() > self.give_up_after {
+                return Err(error.context(format!(
+                    "seq {} ({}) not taken after {:?}",
+                    item.seq,
+                    item.kind.name(),
+                    started.elapsed()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    async fn attempt(&self, item: &Item) -> anyhow::Result<()> {
+        match &item.payload {
+            Payload::Email(bytes) => {
+                let mailbox = self.mailbox.clone();
+                let bytes = bytes.clone();
+                tokio::task::spawn_blocking(move || mailbox.deliver(&bytes)).await?;
+                Ok(())
+            }
+            Payload::CallLine(line) => {
+                let _guard = self.csv_lock.lock().unwrap();
+                let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&self.master_csv)?;
+                file.write_all(line.as_bytes())?;
+                Ok(())
+            }
+            Payload::Webhook { .. } => {
+                let response = self.post_webhook(item).await?;
+                let status = response.status();
+                if status.is_success() {
+                    return Ok(());
+                }
+                let text = response.text().await.unwrap_or_default();
+                if status.as_u16() == 503 {
+                    return Err(Unavailable(text).into());
+                }
+                bail!("gateway answered {status}: {text}")
+            }
+        }
+    }
+
+    /// Posts a webhook item once, signed, and returns the gateway's answer (an error for an item
+    /// that is not a webhook or when the gateway does not answer).
+    pub async fn post_webhook(&self, item: &Item) -> anyhow::Result<reqwest::Response> {
+        let Payload::Webhook { path, body, form } = &item.payload else {
+            bail!("seq {} is not a webhook", item.seq);
+        };
+        let url = format!("{}/webhooks/{path}/default", self.gateway_url);
+        let content_type = if *form {
+            "application/x-www-form-urlencoded"
+        } else {
+            "application/json"
+        };
+        let mut request = self.http.post(&url).header("content-type", content_type).body(body.clone());
+        request = match *path {
+            "whatsapp" => request.header(
+                "X-Hub-Signature-256",
+                format!("sha256={}", hex::encode(hmac_sha256(META_APP_SECRET, body))),
+            ),
+            "telegram" => request.header("X-Telegram-Bot-Api-Secret-Token", TELEGRAM_SECRET),
+            "slack" => {
+                // https://api.slack.com/authentication/verifying-requests-from-slack
+                let timestamp = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs().to_string();
+                let signature = hex::encode(hmac_sha256(SLACK_SECRET, &format!("v0:{timestamp}:{body}")));
+                request
+                    .header("X-Slack-Request-Timestamp", timestamp)
+                    .header("X-Slack-Signature", format!("v0={signature}"))
+            }
+            "twilio-sms" => request.header("X-Twilio-Signature", twilio_signature(&url, body)),
+            other => bail!("no signer for {other}"),
+        };
+        request.send().await.context("gateway unreachable")
+    }
+}
+
+/// The gateway answered 503: not stored, retry later.
+#[derive(Debug)]
+struct Unavailable(String);
+
+impl std::fmt::Display for Unavailable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "503: {}", self.0)
+    }
+}
+
+impl std::error::Error for Unavailable {}
+
+fn hmac_sha256(key: &str, data: &str) -> Vec<u8> {
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(key.as_bytes()).expect("any key length");
+    mac.update(data.as_bytes());
+    mac.finalize().into_bytes().to_vec()
+}
+
+/// Twilio's request signature: base64 HMAC-SHA1 over the URL followed by every POST parameter
+/// name and value, sorted by name
+/// (<https://www.twilio.com/docs/usage/security#validating-requests>).
+fn twilio_signature(url: &str, form: &str) -> String {
+    let mut params: Vec<(String, String)> = form_urlencoded::parse(form.as_bytes()).into_owned().collect();
+    params.sort();
+    let mut data = url.to_owned();
+    for (name, value) in params {
+        data.push_str(&name);
+        data.push_str(&value);
+    }
+    let mut mac = Hmac::<sha1::Sha1>::new_from_slice(TWILIO_AUTH_TOKEN.as_bytes()).expect("any key length");
+    mac.update(data.as_bytes());
+    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+}
+
+/// Finds the sequence number of the load item whose marker `text` holds.
+pub struct Markers {
+    calls: std::collections::HashMap<String, u64>,
+}
+
+impl Markers {
+    /// For the items sent.
+    pub fn new<'a>(items: impl IntoIterator<Item = &'a Item>) -> Self {
+        Self {
+            calls: items
+                .into_iter()
+                .filter(|item| item.kind == Kind::Call)
+                .map(|item| (item.marker.clone(), item.seq))
+                .collect(),
+        }
+    }
+
+    /// Every sequence number in `text` (a helpdesk comment may hold one message).
+    pub fn find(&self, text: &str) -> Vec<u64> {
+        let mut found: Vec<u64> = text
+            .match_indices("[seq ")
+            .filter_map(|(at, _)| {
+                let rest = &text[at + 5..];
+                rest[..rest.find(']')?].parse().ok()
+            })
+            .collect();
+        if let Some(at) = text.find(" at ") {
+            let marker = text[at + 1..].split(['.', ',']).next().unwrap_or_default();
+            found.extend(self.calls.get(marker.trim_end()));
+        }
+        found
+    }
+}

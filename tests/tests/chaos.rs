@@ -1,0 +1,25 @@
+//! The short chaos run (`omni_e2e::chaos`, `ChaosOptions::short`): 90 s of mixed load on every
+//! channel through 10 SIGKILLs over the five services, a broker restart and a helpdesk outage;
+//! every message must reach the helpdesk exactly once. `make chaos` runs the long one.
+
+use omni_e2e::chaos::{self, ChaosOptions};
+use omni_e2e::serial;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mixed_load_through_kills_a_broker_restart_and_a_helpdesk_outage_arrives_once() -> anyhow::Result<()> {
+    let _serial = serial().await;
+    let report = chaos::run(ChaosOptions::short()).await?;
+    println!("{}", report.markdown());
+    assert!(report.sent > 200, "the load ran: {} messages", report.sent);
+    assert_eq!(report.kills, 10);
+    assert_eq!(report.broker_restarts, 1);
+    assert!(report.lost.is_empty(), "lost: {:?}", report.lost);
+    assert!(report.duplicated.is_empty(), "duplicated: {:?}", report.duplicated);
+    assert!(
+        report.split_conversations.is_empty(),
+        "conversations split over tickets: {:?}",
+        report.split_conversations
+    );
+    assert_eq!(report.comments, report.sent, "one helpdesk comment per message, nothing else");
+    Ok(())
+}
