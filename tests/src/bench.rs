@@ -294,6 +294,9 @@ impl RssSampler {
 
 const BROKER: &str = "broker (tansu)";
 
+/// Where the baseline copies the raw records (on the benchmark's own broker only).
+const BASELINE_TOPIC: &str = "omni.bench.baseline.v1";
+
 /// Runs the benchmark.
 pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
     let mut stack = Stack::start(&[("OMNI__KAFKA__PRODUCER__LINGER_MS", "5")]).await?;
@@ -592,6 +595,17 @@ fn seq_in(text: &str) -> Option<u64> {
 /// The least possible work on the same broker: consume every raw record and produce it to
 /// another topic (acks=all, linger 5 ms like the services here), until `expected` are copied.
 async fn baseline(bootstrap: &str, expected: usize) -> anyhow::Result<Stage> {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    // Like the raw topics: three partitions (tansu creates no topic on its own).
+    let admin: AdminClient<_> = ClientConfig::new().set("bootstrap.servers", bootstrap).create()?;
+    let topic = NewTopic::new(BASELINE_TOPIC, 3, TopicReplication::Fixed(1));
+    for result in admin.create_topics([&topic], &AdminOptions::new()).await? {
+        if let Err((name, code)) = result
+            && code != rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists
+        {
+            bail!("cannot create {name}: {code}");
+        }
+    }
     let bootstrap = bootstrap.to_owned();
     tokio::task::spawn_blocking(move || {
         let consumer: BaseConsumer = ClientConfig::new()
@@ -622,7 +636,7 @@ async fn baseline(bootstrap: &str, expected: usize) -> anyhow::Result<Stage> {
             };
             let message = message?;
             started.get_or_insert_with(Instant::now);
-            let mut record = FutureRecord::to("omni.bench.baseline.v1").payload(message.payload().unwrap_or_default());
+            let mut record = FutureRecord::to(BASELINE_TOPIC).payload(message.payload().unwrap_or_default());
             if let Some(key) = message.key() {
                 record = record.key(key);
             }

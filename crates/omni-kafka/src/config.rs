@@ -128,7 +128,14 @@ impl KafkaConfig {
     /// A librdkafka client config with the brokers and extra properties set.
     pub fn client_config(&self, client_id: &str) -> ClientConfig {
         let mut config = ClientConfig::new();
-        config.set("bootstrap.servers", &self.bootstrap_servers).set("client.id", client_id);
+        config
+            .set("bootstrap.servers", &self.bootstrap_servers)
+            .set("client.id", client_id)
+            // librdkafka backs off reconnecting up to 10 s by default, and a broker thread that
+            // waits to reconnect only then notices its records' message.timeout.ms: with the
+            // broker away, the gateway answered 503 after up to 10 s instead of its 2.5 s
+            // deadline (`make bench`), and clients were back up to 10 s after the broker.
+            .set("reconnect.backoff.max.ms", "1000");
         for (key, value) in &self.properties {
             config.set(key, value);
         }
