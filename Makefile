@@ -43,7 +43,7 @@ test-backfill: deps build ## the 10,000-message mailbox through connector kills 
 	  cargo test -p omni-e2e --test email_backfill -- --nocapture a_large_mailbox; \
 	  status=$$?; deploy/local/rt.sh stop $(TEST_RT_PORT); deploy/local/dovecot.sh stop $(TEST_IMAP_PORT); exit $$status
 
-# `make bench ARGS="--messages 5000 --rate 20"`: sizes and durations are flags (`--help` lists them).
+# `make bench BENCH_ARGS="--messages 5000 --rate 20"`: sizes and durations are flags (`--help` lists them).
 BENCH_ARGS ?=
 bench: deps ## benchmark the whole pipeline (release build) and write target/bench/report.{md,json}
 	cargo build --release --workspace --bins
@@ -77,15 +77,17 @@ bench-routing: deps build ## print routed events/s and ingest-to-delivery p50/p9
 
 # cargo-fuzz needs nightly flags (sanitizers): RUSTC_BOOTSTRAP lets the stable toolchain take them.
 FUZZ_SECONDS ?= 600
+# libFuzzer flags; fuzz-short fixes the seed so CI's run is the same every time.
+FUZZ_FLAGS ?=
 fuzz: ## fuzz every adapter's parsing/normalization and the signature checks, FUZZ_SECONDS per target (long)
 	@command -v cargo-fuzz >/dev/null || cargo install --quiet --locked cargo-fuzz
 	python3 fuzz/seed_corpus.py
 	cd fuzz && for target in normalize webhook; do \
-	  RUSTC_BOOTSTRAP=1 cargo fuzz run $$target corpus/$$target -- -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=4096 || exit 1; \
+	  RUSTC_BOOTSTRAP=1 cargo fuzz run $$target corpus/$$target -- -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=4096 $(FUZZ_FLAGS) || exit 1; \
 	done
 
 fuzz-short: ## the CI-sized fuzz run: 60 s per target
-	$(MAKE) fuzz FUZZ_SECONDS=60
+	$(MAKE) fuzz FUZZ_SECONDS=60 FUZZ_FLAGS=-seed=1
 
 test-unit: ## run the unit tests only (no servers needed)
 	cargo test --workspace --exclude omni-e2e

@@ -1,7 +1,7 @@
 //! `make chaos`: the whole pipeline ([`crate::stack`]) under a steady mixed load
 //! ([`crate::load`]) whose every message carries a sequence number, while a scheduler SIGKILLs
-//! and restarts each service in turn, restarts the broker and makes the helpdesk fail (500s, then
-//! 503 "down") for a while. At the end it counts, per sequence number, the events in
+//! and restarts each service in turn, restarts the broker and makes the helpdesk fail for a while
+//! (500s; then writes carried out but answered 500, the answer lost; then 503 "down"). At the end it counts, per sequence number, the events in
 //! `omni.conversations.v1` and the comments in the helpdesk: lost (in neither) and duplicated
 //! (two events or two comments for one message) must both be 0. It also reports how long the
 //! pipeline took to deliver again after each fault.
@@ -33,7 +33,7 @@ pub struct ChaosOptions {
     pub kills: u32,
     /// Broker restarts (SIGKILL, then started again on the same storage).
     pub broker_restarts: u32,
-    /// How long the helpdesk fails (first half 500s, second half 503 "down"), seconds.
+    /// How long the helpdesk fails (a third each: 500s, writes done but answered 500, 503s), seconds.
     pub helpdesk_outage_secs: u64,
     /// Seed of the load.
     pub seed: u64,
@@ -99,6 +99,8 @@ pub struct ChaosReport {
     pub duplicated: Vec<u64>,
     /// Conversations whose messages landed in more than one ticket.
     pub split_conversations: Vec<u64>,
+    /// Tickets holding messages of more than one conversation (helpdesk ids).
+    pub merged_tickets: Vec<u64>,
     /// Kills done.
     pub kills: u32,
     /// Broker restarts done.
@@ -114,7 +116,11 @@ pub struct ChaosReport {
 impl ChaosReport {
     /// Whether nothing was lost or doubled.
     pub fn passed(&self) -> bool {
-        self.lost.is_empty() && self.duplicated.is_empty() && self.split_conversations.is_empty()
+        self.lost.is_empty()
+            && self.duplicated.is_empty()
+            && self.split_conversations.is_empty()
+            && self.merged_tickets.is_empty()
+            && self.comments == self.sent
     }
 
     /// The report as Markdown.
@@ -147,6 +153,15 @@ impl ChaosReport {
             first(&self.split_conversations)
         ));
         out.push_str(&format!(
+            "| tickets holding more than one conversation | {} {:?} |\n",
+            self.merged_tickets.len(),
+            first(&self.merged_tickets)
+        ));
+        out.push_str(&format!(
+            "| comments that are no message | {} |\n",
+            self.comments.saturating_sub(self.sent)
+        ));
+        out.push_str(&format!(
             "| last message in, after the load stopped | {:.1} s |\n\n",
             self.drain_secs
         ));
@@ -169,7 +184,7 @@ impl ChaosReport {
             if self.passed() {
                 "PASSED: 0 lost, 0 duplicated"
             } else {
-                "FAILED: messages lost, duplicated or split"
+                "FAILED: messages lost, duplicated, split or merged, or comments that are no message"
             }
         ));
         out
@@ -253,9 +268,10 @@ pub async fn run(options: ChaosOptions) -> anyhow::Result<ChaosReport> {
     let mut plan: Vec<FaultKind> = (0..options.kills)
         .map(|n| FaultKind::Kill(SERVICES[n as usize % SERVICES.len()]))
         .collect();
-    for n in 0..options.broker_restarts {
-        let at = ((n as usize + 1) * plan.len()) / (options.broker_restarts as usize + 1);
-        plan.insert(at + n as usize, FaultKind::Broker);
+    let (kills, restarts) = (options.kills as usize, options.broker_restarts as usize);
+    for n in 0..restarts {
+        // Among the kills at even spacing; `+ n` counts the restarts already inserted before.
+        plan.insert((n + 1) * kills / (restarts + 1) + n, FaultKind::Broker);
     }
     plan.insert(plan.len() / 2, FaultKind::Helpdesk);
     let spacing = Duration::from_secs_f64(options.load_secs as f64 / (plan.len() + 1) as f64);
@@ -284,13 +300,15 @@ pub async fn run(options: ChaosOptions) -> anyhow::Result<ChaosReport> {
             FaultKind::Helpdesk => {
                 println!("chaos: the helpdesk fails for {} s", options.helpdesk_outage_secs);
                 let zendesk = stack.zendesk.clone();
-                let half = Duration::from_secs(options.helpdesk_outage_secs) / 2;
+                let third = Duration::from_secs(options.helpdesk_outage_secs) / 3;
                 outage = Some(tokio::spawn(async move {
                     let began = SystemTime::now();
                     zendesk.set_mode(Mode::Failing);
-                    tokio::time::sleep(half).await;
+                    tokio::time::sleep(third).await;
+                    zendesk.set_mode(Mode::ApplyThenFail);
+                    tokio::time::sleep(third).await;
                     zendesk.set_mode(Mode::Down);
-                    tokio::time::sleep(half).await;
+                    tokio::time::sleep(third).await;
                     zendesk.set_mode(Mode::Healthy);
                     (began, SystemTime::now())
                 }));
@@ -337,12 +355,23 @@ pub async fn run(options: ChaosOptions) -> anyhow::Result<ChaosReport> {
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
-    // A little longer, so a late duplicate would be seen too.
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    // Then until nothing has arrived for 15 s (longer than the router's helpdesk timeout and its
+    // first retries), so a late duplicate would be seen too.
+    let mut comments = stack.helpdesk_comments().len();
+    let mut quiet_since = Instant::now();
+    while quiet_since.elapsed() < Duration::from_secs(15) {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = stack.helpdesk_comments().len();
+        if now != comments {
+            comments = now;
+            quiet_since = Instant::now();
+        }
+    }
 
     // Count.
     let mut arrivals: HashMap<u64, Vec<SystemTime>> = HashMap::new();
     let mut tickets_of: HashMap<u64, HashSet<u64>> = HashMap::new();
+    let mut conversations_of: HashMap<u64, HashSet<u64>> = HashMap::new();
     let seq_conversation: HashMap<u64, u64> = sent.iter().map(|(item, _)| (item.seq, item.conversation)).collect();
     let tickets = stack.zendesk.tickets();
     for ticket in &tickets {
@@ -351,6 +380,7 @@ pub async fn run(options: ChaosOptions) -> anyhow::Result<ChaosReport> {
                 arrivals.entry(seq).or_default().push(*arrived);
                 if let Some(conversation) = seq_conversation.get(&seq) {
                     tickets_of.entry(*conversation).or_default().insert(ticket.id);
+                    conversations_of.entry(ticket.id).or_default().insert(*conversation);
                 }
             }
         }
@@ -379,6 +409,12 @@ pub async fn run(options: ChaosOptions) -> anyhow::Result<ChaosReport> {
         .map(|(conversation, _)| *conversation)
         .collect();
     split_conversations.sort_unstable();
+    let mut merged_tickets: Vec<u64> = conversations_of
+        .iter()
+        .filter(|(_, conversations)| conversations.len() > 1)
+        .map(|(ticket, _)| *ticket)
+        .collect();
+    merged_tickets.sort_unstable();
 
     // Recovery after each fault.
     let mut fault_reports = Vec::new();
@@ -419,6 +455,7 @@ pub async fn run(options: ChaosOptions) -> anyhow::Result<ChaosReport> {
         lost,
         duplicated,
         split_conversations,
+        merged_tickets,
         kills: faults.iter().filter(|f| matches!(f.kind, FaultKind::Kill(_))).count() as u32,
         broker_restarts: faults.iter().filter(|f| matches!(f.kind, FaultKind::Broker)).count() as u32,
         faults: fault_reports,

@@ -22,7 +22,8 @@
 //!   (<https://developer.zendesk.com/api-reference/ticketing/tickets/ticket-attachments/#upload-files>).
 //!
 //! It misbehaves on cue ([`Mode`]): 429 with `Retry-After`, 500, or 503 for everything, as
-//! Zendesk does when rate-limiting, failing or down; and answers slowly on cue
+//! Zendesk does when rate-limiting, failing or down, or carries writes out and loses the answer;
+//! and answers slowly on cue
 //! ([`Zendesk::set_delay`]).
 
 use std::collections::{BTreeMap, HashMap};
@@ -47,6 +48,9 @@ pub enum Mode {
     Failing = 2,
     /// 503 to everything (down for maintenance).
     Down = 3,
+    /// Writes (create, update, upload) are carried out, then answered 500: the answer is lost,
+    /// as when a proxy or the network fails after Zendesk did the work. Reads answer normally.
+    ApplyThenFail = 4,
 }
 
 /// One ticket as the server keeps it.
@@ -171,6 +175,15 @@ impl Zendesk {
         }
     }
 
+    /// The answer to a write that was carried out: `answer`, or a 500 in [`Mode::ApplyThenFail`].
+    fn answer_write(&self, answer: Response) -> Response {
+        if self.mode.load(Ordering::SeqCst) == Mode::ApplyThenFail as u8 {
+            self.inner.lock().unwrap().refused += 1;
+            return (StatusCode::INTERNAL_SERVER_ERROR, "{\"error\":\"InternalError\"}").into_response();
+        }
+        answer
+    }
+
     fn violation(&self, what: String) -> Response {
         self.inner.lock().unwrap().violations.push(what.clone());
         (
@@ -287,7 +300,8 @@ async fn create(State(server): State<Zendesk>, method: Method, headers: HeaderMa
     let answer = json!({ "ticket": ticket_json(&ticket), "audit": { "id": id * 1000, "metadata": { "custom": ticket.audits[0] } } });
     inner.tickets.insert(id, ticket);
     inner.idempotency.insert(key, (id, request));
-    (StatusCode::CREATED, axum::Json(answer)).into_response()
+    drop(inner);
+    server.answer_write((StatusCode::CREATED, axum::Json(answer)).into_response())
 }
 
 async fn show(State(server): State<Zendesk>, headers: HeaderMap, Path(id): Path<u64>) -> Response {
@@ -325,7 +339,8 @@ async fn update(State(server): State<Zendesk>, headers: HeaderMap, Path(id): Pat
     ticket.arrived.push(std::time::SystemTime::now());
     ticket.audits.push(request["ticket"]["metadata"].clone());
     let answer = json!({ "ticket": ticket_json(ticket), "audit": { "metadata": { "custom": request["ticket"]["metadata"] } } });
-    axum::Json(answer).into_response()
+    drop(inner);
+    server.answer_write(axum::Json(answer).into_response())
 }
 
 async fn audits(
@@ -382,9 +397,12 @@ async fn upload(State(server): State<Zendesk>, headers: HeaderMap, Query(query):
         "size": body.len(),
         "content_url": format!("https://example.zendesk.com/attachments/token/upload{n}/?name={filename}"),
     });
-    (
-        StatusCode::CREATED,
-        axum::Json(json!({ "upload": { "token": format!("upload{n}"), "attachment": attachment, "attachments": [attachment] } })),
+    drop(inner);
+    server.answer_write(
+        (
+            StatusCode::CREATED,
+            axum::Json(json!({ "upload": { "token": format!("upload{n}"), "attachment": attachment, "attachments": [attachment] } })),
+        )
+            .into_response(),
     )
-        .into_response()
 }

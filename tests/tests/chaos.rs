@@ -20,6 +20,12 @@ async fn mixed_load_through_kills_a_broker_restart_and_a_helpdesk_outage_arrives
         "conversations split over tickets: {:?}",
         report.split_conversations
     );
+    assert!(
+        report.merged_tickets.is_empty(),
+        "tickets holding two conversations: {:?}",
+        report.merged_tickets
+    );
     assert_eq!(report.comments, report.sent, "one helpdesk comment per message, nothing else");
+    assert!(report.passed());
     Ok(())
 }

@@ -1,13 +1,14 @@
 //! Kafka plumbing shared by every omni service.
 //!
 //! Guarantees this crate gives its callers:
-//! - [`Producer::send`] resolves only once the broker acknowledged the record (idempotent
-//!   producer, `acks=all`), or fails within `message_timeout_ms`. Connectors acknowledge
-//!   upstream only after it resolved.
+//! - [`Producer::send`] resolves only once the broker acknowledged the record (`acks=all`;
+//!   idempotent when `[kafka.producer] idempotence` is on), or fails within `message_timeout_ms`.
+//!   Connectors acknowledge upstream only after it resolved.
 //! - Consumers made by [`consumer::group_consumer`] never store an offset by themselves:
-//!   the caller stores a record's offset with [`consumer::store_handled`] once it was fully
-//!   handled (delivered, or dead-lettered). rdkafka stores `offset + 1`, the next record to read,
-//!   which is what a restarted consumer resumes from.
+//!   the caller stores a record's offset with [`consumer::store_handled`] (or
+//!   [`consumer::store_next`] from its coordinates) once it was fully handled (delivered, or
+//!   dead-lettered). Either commits `offset + 1`, the next record to read, which is what a
+//!   restarted consumer resumes from.
 //! - [`topics::ensure_topics`] creates every omni topic that is missing at start-up.
 //! - [`headers`] writes CloudEvents Kafka binding headers on every record.
 

@@ -64,5 +64,8 @@ async fn main() -> anyhow::Result<()> {
     std::fs::write(args.out.join("report.json"), serde_json::to_string_pretty(&report)?)?;
     println!("{markdown}");
     println!("written to {}/report.md and report.json", args.out.display());
+    if !report.problems().is_empty() {
+        std::process::exit(1);
+    }
     Ok(())
 }
