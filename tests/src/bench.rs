@@ -31,7 +31,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Message as _};
 use serde::Serialize;
 
-use crate::load::{Generator, Item, Markers, Sender, Sent};
+use crate::load::{Generator, Item, Markers, Sender, Sent, items_for, send_paced};
 use crate::stack::{SERVICES, Stack, from_millis, quantile, seconds_between};
 use crate::{Usage, eventually};
 
@@ -228,38 +228,6 @@ async fn send_all(sender: &Arc<Sender>, items: Vec<Item>, concurrency: usize) ->
         .collect()
         .await;
     results.into_iter().collect()
-}
-
-/// Sends one of `items` every 1/rate s, each in a task of its own; `taken` counts those the
-/// pipeline took so far.
-async fn send_paced(
-    sender: &Arc<Sender>,
-    items: Vec<Item>,
-    rate: f64,
-    taken: Arc<std::sync::atomic::AtomicUsize>,
-) -> anyhow::Result<Vec<(Item, Sent)>> {
-    let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
-    let mut sends = tokio::task::JoinSet::new();
-    for item in items {
-        ticker.tick().await;
-        let sender = sender.clone();
-        let taken = taken.clone();
-        sends.spawn(async move {
-            let sent = sender.send(&item).await;
-            taken.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            sent.map(|sent| (item, sent))
-        });
-    }
-    let mut done = Vec::new();
-    while let Some(joined) = sends.join_next().await {
-        done.push(joined??);
-    }
-    Ok(done)
-}
-
-/// The next `rate * secs` items.
-fn items_for(generator: &mut Generator, rate: f64, secs: u64) -> anyhow::Result<Vec<Item>> {
-    (0..(rate * secs as f64).round() as usize).map(|_| generator.next_item()).collect()
 }
 
 /// Waits until every item's marker is in the helpdesk.

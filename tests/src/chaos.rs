@@ -16,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::bail;
 use serde::Serialize;
 
-use crate::load::{Generator, Item, Kind, Markers, Sent};
+use crate::load::{Generator, Item, Kind, Markers, Sent, items_for, send_paced};
 use crate::stack::{SERVICES, Stack, seconds_between};
 use crate::zendesk::Mode;
 
@@ -240,24 +240,8 @@ pub async fn run(options: ChaosOptions) -> anyhow::Result<ChaosReport> {
         let sender = sender.clone();
         tokio::spawn(async move {
             let mut generator = Generator::new(options.seed, options.follow_up_percent);
-            let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / options.rate));
-            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let deadline = Instant::now() + Duration::from_secs(options.load_secs);
-            let mut sends = tokio::task::JoinSet::new();
-            while Instant::now() < deadline {
-                ticker.tick().await;
-                let item = generator.next_item()?;
-                let sender = sender.clone();
-                sends.spawn(async move {
-                    let sent = sender.send(&item).await;
-                    (item, sent)
-                });
-            }
-            let mut done: Vec<(Item, Sent)> = Vec::new();
-            while let Some(joined) = sends.join_next().await {
-                let (item, sent) = joined?;
-                done.push((item, sent?));
-            }
+            let items = items_for(&mut generator, options.rate, options.load_secs)?;
+            let mut done = send_paced(&sender, items, options.rate, Arc::default()).await?;
             done.sort_by_key(|(item, _)| item.seq);
             anyhow::Ok(done)
         })

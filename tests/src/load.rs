@@ -544,6 +544,39 @@ impl Sender {
     }
 }
 
+/// Sends one of `items` every 1/rate s, each in a task of its own; `taken` counts those the
+/// pipeline took so far.
+pub async fn send_paced(
+    sender: &std::sync::Arc<Sender>,
+    items: Vec<Item>,
+    rate: f64,
+    taken: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) -> anyhow::Result<Vec<(Item, Sent)>> {
+    let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut sends = tokio::task::JoinSet::new();
+    for item in items {
+        ticker.tick().await;
+        let sender = sender.clone();
+        let taken = taken.clone();
+        sends.spawn(async move {
+            let sent = sender.send(&item).await;
+            taken.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            sent.map(|sent| (item, sent))
+        });
+    }
+    let mut done = Vec::new();
+    while let Some(joined) = sends.join_next().await {
+        done.push(joined??);
+    }
+    Ok(done)
+}
+
+/// The next `rate * secs` items.
+pub fn items_for(generator: &mut Generator, rate: f64, secs: u64) -> anyhow::Result<Vec<Item>> {
+    (0..(rate * secs as f64).round() as usize).map(|_| generator.next_item()).collect()
+}
+
 /// The gateway answered 503: not stored, retry later.
 #[derive(Debug)]
 struct Unavailable(String);
