@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # Installs what the embedded defaults and the tests need, once; later runs find it and return
 # at once. Used by `make run`, `make test` and .ci/run.
-#   - the tansu broker (a Kafka-compatible broker in Rust, built from crates.io: ~12 min once,
-#     then cached in ~/.cargo/bin);
+#   - the tansu broker (a Kafka-compatible broker in Rust), built from its published sources with
+#     omni's patch to its group coordinator (deploy/local/tansu/build.sh: ~12 min once, then
+#     cached in ~/.cargo/bin; docs/adr/0001-tansu-group-coordinator.md says why);
 #   - Request Tracker 5 with SQLite from Debian's packages (the local helpdesk);
 #   - Dovecot from Debian's packages (the local IMAP mailbox);
 #   - Python packages for the independent protobuf consumer used in tests, and the providers'
 #     official SDKs (twilio, slack_sdk) that sign the webhook tests' requests;
 #   - wrk from Debian's packages, the load generator of `make bench-webhooks`.
 set -euo pipefail
-TANSU_VERSION=0.6.0
 export PATH="$HOME/.cargo/bin:$PATH"
 
 need_apt=()
@@ -18,6 +18,7 @@ command -v dovecot >/dev/null || need_apt+=(dovecot-imapd)
 # sqlite3 adds the index tansu 0.6 lacks on its record headers (deploy/local/tansu-index.sh).
 command -v sqlite3 >/dev/null || need_apt+=(sqlite3)
 command -v curl >/dev/null || need_apt+=(curl)
+command -v patch >/dev/null || need_apt+=(patch)
 command -v wrk >/dev/null || need_apt+=(wrk)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing from Debian: ${need_apt[*]} (about 2 minutes, once)"
@@ -26,10 +27,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 
-if ! tansu --version 2>/dev/null | grep -q "$TANSU_VERSION"; then
-  echo "building the tansu $TANSU_VERSION broker from crates.io (about 12 minutes on 2 cores, once)"
-  cargo install --quiet tansu --version "$TANSU_VERSION" --features dynostore,libsql --locked
-fi
+"$(dirname "$0")/tansu/build.sh"
 
 if ! python3 -c 'import confluent_kafka, google.protobuf, grpc_tools, twilio, slack_sdk' 2>/dev/null; then
   echo "installing python packages for the independent consumer check and webhook signing"
