@@ -341,6 +341,13 @@ impl Service {
         Usage::of(self.pid()?)
     }
 
+    /// `/readyz`: its status code and JSON answer (`{"ready": .., "checks": {name: "ok" or why}}`).
+    pub async fn readiness(&self) -> anyhow::Result<(u16, Value)> {
+        let url = format!("http://127.0.0.1:{}/readyz", self.admin_port);
+        let response = reqwest::get(&url).await?;
+        Ok((response.status().as_u16(), response.json().await?))
+    }
+
     /// The sum of the Prometheus samples whose name and labels start with `series`, for example
     /// `omni_normalizer_records_total{outcome="duplicate"`; 0 when there are none.
     pub async fn metric(&self, series: &str) -> anyhow::Result<f64> {

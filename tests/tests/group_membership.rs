@@ -1,10 +1,17 @@
 //! Consumer groups on the local broker: a restarted static member gets its partitions back
-//! (tansu's group coordinator, patched by `deploy/local/tansu/`; docs/adr/0001).
+//! (tansu's group coordinator, patched by `deploy/local/tansu/`; docs/adr/0001), and a router
+//! that the group leaves without partitions notices, says so, rejoins, and delivers once it
+//! holds them again.
 
 use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use anyhow::Context;
-use omni_e2e::{Broker, serial};
+use omni_e2e::{Broker, Pipeline, eventually, nonce, serial};
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 
 /// The kill pattern of `crash_recovery` and `routing_chaos` (a member killed, its replacement
 /// killed soon after), played on the broker alone by an independent client:
@@ -27,6 +34,106 @@ async fn a_static_member_killed_twice_in_a_row_gets_its_partitions_back() -> any
         tail(&broker.log(), 40)
     );
     Ok(())
+}
+
+/// Three members of the router's group (plain librdkafka consumers that read nothing and commit
+/// nothing) take the three partitions of `omni.conversations.v1`, so the router holds none. Past
+/// `rejoin_after_secs` the router must say so at `warn`, count it, report it on `/readyz` and join
+/// again; once the other members leave it must hold the partitions, be ready, and deliver.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_router_left_without_partitions_rejoins_and_delivers_once_it_holds_them() -> anyhow::Result<()> {
+    let _serial = serial().await;
+    let pipeline = Pipeline::start(&[("OMNI__KAFKA__CONSUMER__REJOIN_AFTER_SECS", "12")]).await?;
+    pipeline.router.wait_for_log("partitions assigned", Duration::from_secs(30)).await?;
+    let others = OtherMembers::join(&pipeline.broker.bootstrap(), "omni-router", 3)?;
+
+    pipeline
+        .router
+        .wait_for_log("leaving and joining the group again", Duration::from_secs(90))
+        .await?;
+    let (status, readiness) = pipeline.router.readiness().await?;
+    assert_eq!(status, 503, "not ready while it holds no partitions: {readiness}");
+    let check = readiness["checks"]["consumer:omni-router"].as_str().unwrap_or_default().to_owned();
+    assert!(check.contains("no partitions assigned"), "readiness says why: {readiness}");
+    let rejoins = pipeline
+        .router
+        .metric("omni_kafka_consumer_rejoins_total{group=\"omni-router\"")
+        .await?;
+    assert!(rejoins >= 1.0, "rejoins counted: {rejoins}");
+
+    drop(others);
+    eventually("the router ready again", Duration::from_secs(60), || {
+        let readiness = pipeline.router.readiness();
+        async move { Ok(readiness.await?.0 == 200) }
+    })
+    .await
+    .with_context(|| format!("router log:\n{}", tail(&pipeline.router.log(), 40)))?;
+    let partitions = pipeline
+        .router
+        .metric("omni_kafka_consumer_assigned_partitions{group=\"omni-router\"")
+        .await?;
+    assert_eq!(partitions, 3.0, "the router holds every partition again");
+
+    let run = nonce();
+    let body = serde_json::json!({
+        "customer": { "email": format!("rejoin+{run}@example.com") },
+        "subject": "Kargo nerede?",
+        "text": "Siparişim hâlâ gelmedi.",
+        "external_id": format!("rejoin-{run}"),
+    });
+    let event_id = pipeline.post_ok(&body.to_string()).await?;
+    let delivery = pipeline.delivery_of(&event_id, Duration::from_secs(60)).await?;
+    assert!(!delivery.ticket_id.is_empty(), "delivered into a ticket: {delivery:?}");
+    Ok(())
+}
+
+/// Dynamic members of a group, polled on their own thread; they leave the group when dropped.
+struct OtherMembers {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl OtherMembers {
+    fn join(bootstrap: &str, group: &str, count: usize) -> anyhow::Result<Self> {
+        let consumers = (0..count)
+            .map(|i| {
+                // Member ids start with the client id: "0-…" sorts before the router's, so the
+                // range assignor gives the three partitions to these.
+                let consumer: BaseConsumer = ClientConfig::new()
+                    .set("bootstrap.servers", bootstrap)
+                    .set("group.id", group)
+                    .set("client.id", format!("0-other-{i}"))
+                    .set("enable.auto.commit", "false")
+                    .set("session.timeout.ms", "10000")
+                    .create()?;
+                consumer.subscribe(&["omni.conversations.v1"])?;
+                Ok(consumer)
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = stop.clone();
+        let thread = std::thread::spawn(move || {
+            while !stopping.load(Ordering::Relaxed) {
+                for consumer in &consumers {
+                    // Records are not read on purpose: these members only hold partitions.
+                    consumer.poll(Duration::from_millis(50));
+                }
+            }
+        });
+        Ok(Self {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for OtherMembers {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 fn tail(log: &str, lines: usize) -> String {

@@ -68,6 +68,17 @@ pub struct ConsumerConfig {
     pub session_timeout_ms: u32,
     /// Bound on prefetched bytes per partition, in KiB (`queued.max.messages.kbytes`).
     pub queue_max_kbytes: u32,
+    /// A member that has held no partitions for this many seconds while its topics have some
+    /// leaves the group and joins again (see `omni_kafka::consumer::GroupMember`); 0 never
+    /// does. Longer than a normal rebalance takes.
+    pub rejoin_after_secs: u64,
+}
+
+impl ConsumerConfig {
+    /// `rejoin_after_secs` as a duration; `None` when off.
+    pub fn rejoin_after(&self) -> Option<std::time::Duration> {
+        (self.rejoin_after_secs > 0).then(|| std::time::Duration::from_secs(self.rejoin_after_secs))
+    }
 }
 
 impl Validate for KafkaConfig {
@@ -111,6 +122,12 @@ impl Validate for KafkaConfig {
             self.consumer.session_timeout_ms >= 1000,
             format!("{prefix}.consumer.session_timeout_ms"),
             "must be at least 1000",
+        );
+        problems.check(
+            self.consumer.rejoin_after_secs == 0
+                || u128::from(self.consumer.rejoin_after_secs) * 1000 > u128::from(self.consumer.session_timeout_ms),
+            format!("{prefix}.consumer.rejoin_after_secs"),
+            "must be 0 (off) or longer than session_timeout_ms, or a member rejoins before a crashed peer's partitions could move to it",
         );
         for key in self.properties.keys() {
             problems.check(

@@ -1,5 +1,20 @@
-//! Consumer groups that store offsets only when the caller says a record was handled.
+//! Consumer groups that store offsets only when the caller says a record was handled, and
+//! members that notice when their group leaves them without partitions.
+//!
+//! A member the group coordinator forgot (tansu 0.6 left one without an assignment for good
+//! after a restart, docs/adr/0001; a real cluster can lose a member in a coordinator failover)
+//! sits idle while its lag grows, with nothing in its log. [`GroupMember`] watches the
+//! assignment: when it has held no partitions for `[kafka.consumer] rejoin_after_secs` while its
+//! topics have partitions, [`GroupMember::stalled`] resolves, and [`GroupMember::rejoin`] closes
+//! the consumer and joins again with the same member identity, logs it at `warn`, counts it in
+//! `omni_kafka_consumer_rejoins_total{group}` and reports `consumer:<group>` not ready on
+//! `/readyz` until partitions are assigned again.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use omni_runtime::Readiness;
 use rdkafka::ClientContext;
 use rdkafka::Message;
 use rdkafka::consumer::{Consumer, ConsumerContext, Rebalance, StreamConsumer};
@@ -8,18 +23,68 @@ use rdkafka::message::BorrowedMessage;
 
 use crate::config::KafkaConfig;
 
-/// The consumer type [`group_consumer`] makes.
+/// The consumer a [`GroupMember`] holds.
 pub type GroupConsumer = StreamConsumer<RebalanceLog>;
 
-/// Logs partition assignments and revocations, so operators see who reads what.
+/// Logs partition assignments and revocations, so operators see who reads what, and keeps the
+/// member's assignment for [`GroupMember`]'s watch.
 pub struct RebalanceLog {
     group_id: String,
+    assignment: Arc<AssignmentWatch>,
+}
+
+/// How many partitions a consumer holds, and since when it has held none.
+#[derive(Debug)]
+pub struct AssignmentWatch {
+    partitions: AtomicUsize,
+    /// When the consumer last went from some partitions to none (or was created).
+    unassigned_since: Mutex<Option<Instant>>,
+}
+
+impl AssignmentWatch {
+    fn new(now: Instant) -> Self {
+        Self {
+            partitions: AtomicUsize::new(0),
+            unassigned_since: Mutex::new(Some(now)),
+        }
+    }
+
+    fn set(&self, partitions: usize, now: Instant) {
+        self.partitions.store(partitions, Ordering::Relaxed);
+        let mut since = self.unassigned_since.lock().expect("assignment lock");
+        match (partitions, *since) {
+            (0, None) => *since = Some(now),
+            (0, Some(_)) => {}
+            (_, _) => *since = None,
+        }
+    }
+
+    /// Starts the no-partitions clock again at `now` (after a rejoin), if it runs.
+    fn restart_clock(&self, now: Instant) {
+        let mut since = self.unassigned_since.lock().expect("assignment lock");
+        if since.is_some() {
+            *since = Some(now);
+        }
+    }
+
+    /// Partitions held now.
+    pub fn partitions(&self) -> usize {
+        self.partitions.load(Ordering::Relaxed)
+    }
+
+    /// How long the consumer has held no partitions at `now`; `None` while it holds some.
+    pub fn unassigned_for(&self, now: Instant) -> Option<Duration> {
+        self.unassigned_since
+            .lock()
+            .expect("assignment lock")
+            .map(|since| now.saturating_duration_since(since))
+    }
 }
 
 impl ClientContext for RebalanceLog {}
 
 impl ConsumerContext for RebalanceLog {
-    fn post_rebalance(&self, _consumer: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let describe = |list: &rdkafka::TopicPartitionList| {
             list.elements()
                 .iter()
@@ -32,6 +97,11 @@ impl ConsumerContext for RebalanceLog {
             Rebalance::Revoke(list) => tracing::info!(group = %self.group_id, partitions = %describe(list), "partitions revoked"),
             Rebalance::Error(error) => tracing::warn!(group = %self.group_id, %error, "rebalance failed"),
         }
+        // What the consumer holds after the rebalance, whatever the assignor (eager or
+        // incremental): its current assignment.
+        let held = consumer.assignment().map(|list| list.count()).unwrap_or(0);
+        self.assignment.set(held, Instant::now());
+        metrics::gauge!("omni_kafka_consumer_assigned_partitions", "group" => self.group_id.clone()).set(held as f64);
     }
 }
 
@@ -47,13 +117,14 @@ impl ConsumerContext for RebalanceLog {
 /// Stored offsets are committed in the background (`enable.auto.commit`) and when the consumer
 /// is closed; only offsets the caller stored with [`store_handled`] are ever committed, so a crash
 /// replays every record whose handling was not finished.
-pub fn group_consumer(
+fn group_consumer(
     config: &KafkaConfig,
     client_id: &str,
     group_id: &str,
     instance_id: &str,
     topics: &[&str],
-) -> Result<GroupConsumer, KafkaError> {
+) -> Result<(GroupConsumer, Arc<AssignmentWatch>), KafkaError> {
+    let assignment = Arc::new(AssignmentWatch::new(Instant::now()));
     let consumer: GroupConsumer = config
         .client_config(client_id)
         .set("group.id", group_id)
@@ -66,9 +137,10 @@ pub fn group_consumer(
         .set("queued.max.messages.kbytes", config.consumer.queue_max_kbytes.to_string())
         .create_with_context(RebalanceLog {
             group_id: group_id.to_owned(),
+            assignment: assignment.clone(),
         })?;
     consumer.subscribe(topics)?;
-    Ok(consumer)
+    Ok((consumer, assignment))
 }
 
 /// Stores the offset after `message` (rdkafka adds the +1): call only once the record was fully
@@ -102,4 +174,195 @@ pub fn store_next(consumer: &GroupConsumer, topic: &str, partition: i32, offset:
 /// instance id): it cannot consume any more and the service must stop.
 pub fn fatal_error(consumer: &GroupConsumer) -> Option<String> {
     consumer.client().fatal_error().map(|(code, reason)| format!("{code}: {reason}"))
+}
+
+/// What [`GroupMember::stalled`] found: the member held no partitions for this long.
+#[derive(Clone, Copy, Debug)]
+pub struct Stall {
+    /// How long the member had held no partitions.
+    pub unassigned_for: Duration,
+}
+
+/// A static member of a consumer group that notices when the group leaves it without
+/// partitions (see the module docs) and can join again.
+///
+/// Use [`consumer`](Self::consumer) to receive and store offsets as with any group consumer,
+/// and select on [`stalled`](Self::stalled) beside it; when that resolves, call
+/// [`rejoin`](Self::rejoin).
+pub struct GroupMember {
+    consumer: Arc<GroupConsumer>,
+    assignment: Arc<AssignmentWatch>,
+    rejoin_after: Option<Duration>,
+    group_id: String,
+    instance_id: String,
+    topics: Vec<String>,
+    readiness: Readiness,
+    check: String,
+    rejoins: u64,
+}
+
+impl GroupMember {
+    /// Joins `group_id` as static member `instance_id`, subscribed to `topics` (see
+    /// `group_consumer` for the offset rules), and registers the readiness check
+    /// `consumer:<group_id>`, which passes until the member is found stalled.
+    pub fn join(
+        kafka: &KafkaConfig,
+        client_id: &str,
+        group_id: &str,
+        instance_id: &str,
+        topics: &[&str],
+        readiness: &Readiness,
+    ) -> Result<Self, KafkaError> {
+        let (consumer, assignment) = group_consumer(kafka, client_id, group_id, instance_id, topics)?;
+        let check = format!("consumer:{group_id}");
+        readiness.ready(&check);
+        Ok(Self {
+            consumer: Arc::new(consumer),
+            assignment,
+            rejoin_after: kafka.consumer.rejoin_after(),
+            group_id: group_id.to_owned(),
+            instance_id: instance_id.to_owned(),
+            topics: topics.iter().map(|topic| (*topic).to_owned()).collect(),
+            readiness: readiness.clone(),
+            check,
+            rejoins: 0,
+        })
+    }
+
+    /// The consumer: receive with it, store offsets on it.
+    pub fn consumer(&self) -> &GroupConsumer {
+        &self.consumer
+    }
+
+    /// The group's name.
+    pub fn group_id(&self) -> &str {
+        &self.group_id
+    }
+
+    /// Resolves once the member has held no partitions for `rejoin_after_secs` while its topics
+    /// have partitions; pending forever when `rejoin_after_secs` is 0. Checks once a second and
+    /// keeps the `consumer:<group>` readiness check up to date meanwhile.
+    pub async fn stalled(&self) -> Stall {
+        let Some(limit) = self.rejoin_after else {
+            return std::future::pending().await;
+        };
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(unassigned_for) = self.assignment.unassigned_for(Instant::now()) else {
+                self.readiness.ready(&self.check);
+                continue;
+            };
+            if unassigned_for < limit {
+                continue;
+            }
+            match self.topic_partitions().await {
+                Some(0) => {
+                    // Nothing to assign: not a stall, but nothing is read either.
+                    self.readiness.not_ready(&self.check, "its topics have no partitions");
+                }
+                None => {
+                    // Joining again would not help while the broker does not answer.
+                    self.readiness
+                        .not_ready(&self.check, "no partitions assigned and the broker does not answer");
+                }
+                Some(_) => {
+                    let secs = unassigned_for.as_secs();
+                    self.readiness.not_ready(
+                        &self.check,
+                        format!(
+                            "no partitions assigned for {secs} s; rejoining the group (rejoined {} times)",
+                            self.rejoins
+                        ),
+                    );
+                    return Stall { unassigned_for };
+                }
+            }
+        }
+    }
+
+    /// Leaves the group and joins it again with the same member identity: unsubscribes, which
+    /// gives up the (empty) assignment, and subscribes to the same topics again, which makes
+    /// librdkafka send a new JoinGroup. The consumer is kept rather than closed and made anew:
+    /// closing a consumer that tansu had left without partitions sometimes never finished
+    /// (librdkafka kept waiting in `rd_kafka_consumer_close`), and a second consumer with the
+    /// same static id would fence the first anyway. Only a member that holds no partitions is
+    /// rejoined, so nothing is in flight for it.
+    pub fn rejoin(&mut self, stall: Stall) -> Result<(), KafkaError> {
+        self.rejoins += 1;
+        metrics::counter!("omni_kafka_consumer_rejoins_total", "group" => self.group_id.clone()).increment(1);
+        tracing::warn!(
+            group = %self.group_id,
+            instance = %self.instance_id,
+            unassigned_secs = stall.unassigned_for.as_secs(),
+            rejoins = self.rejoins,
+            "no partitions assigned while the group's topics have some; leaving and joining the group again"
+        );
+        let consumer = self.consumer();
+        consumer.unsubscribe();
+        let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
+        consumer.subscribe(&topics)?;
+        // Measured afresh from now: the new join gets the whole period.
+        self.assignment.restart_clock(Instant::now());
+        Ok(())
+    }
+
+    /// How many partitions the subscribed topics have, from the broker's metadata; `None` when
+    /// the broker did not answer.
+    async fn topic_partitions(&self) -> Option<usize> {
+        let consumer = self.consumer.clone();
+        let topics = self.topics.clone();
+        tokio::task::spawn_blocking(move || {
+            let metadata = consumer.fetch_metadata(None, Duration::from_secs(5)).ok()?;
+            Some(
+                metadata
+                    .topics()
+                    .iter()
+                    .filter(|topic| topics.iter().any(|name| name == topic.name()))
+                    .map(|topic| topic.partitions().len())
+                    .sum(),
+            )
+        })
+        .await
+        .ok()
+        .flatten()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_consumer_counts_as_unassigned_from_its_creation() {
+        let start = Instant::now();
+        let watch = AssignmentWatch::new(start);
+        assert_eq!(watch.unassigned_for(start + Duration::from_secs(7)), Some(Duration::from_secs(7)));
+    }
+
+    #[test]
+    fn an_assignment_clears_the_clock_and_losing_it_restarts_it() {
+        let start = Instant::now();
+        let watch = AssignmentWatch::new(start);
+        watch.set(3, start + Duration::from_secs(6));
+        assert_eq!(watch.partitions(), 3);
+        assert_eq!(watch.unassigned_for(start + Duration::from_secs(60)), None);
+        watch.set(0, start + Duration::from_secs(70));
+        assert_eq!(watch.unassigned_for(start + Duration::from_secs(75)), Some(Duration::from_secs(5)));
+        // A second empty assignment (a revoke, then an empty assign) keeps the first time.
+        watch.set(0, start + Duration::from_secs(74));
+        assert_eq!(watch.unassigned_for(start + Duration::from_secs(75)), Some(Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn a_rejoin_restarts_a_running_clock_and_leaves_a_stopped_one() {
+        let start = Instant::now();
+        let watch = AssignmentWatch::new(start);
+        watch.restart_clock(start + Duration::from_secs(30));
+        assert_eq!(watch.unassigned_for(start + Duration::from_secs(31)), Some(Duration::from_secs(1)));
+        watch.set(1, start + Duration::from_secs(32));
+        watch.restart_clock(start + Duration::from_secs(33));
+        assert_eq!(watch.unassigned_for(start + Duration::from_secs(40)), None);
+    }
 }

@@ -29,7 +29,7 @@ use std::time::{Duration, SystemTime};
 use futures::StreamExt;
 use futures::stream::FuturesOrdered;
 use omni_channels::NormalizeError;
-use omni_kafka::consumer::GroupConsumer;
+use omni_kafka::consumer::{GroupConsumer, GroupMember};
 use omni_kafka::producer::Pending;
 use omni_kafka::{CloudEvent, DeadLetterWriter, ProduceError, Producer, consumer, topics};
 use omni_proto::v1::{ConversationEvent, NormalizedEvent, RawRecord, dead_letter::Fault};
@@ -123,12 +123,13 @@ async fn run_pipeline(config: &NormalizerServiceConfig, client_id: &str, context
         Producer::new(&config.kafka, client_id).map_err(|error| PipelineError::Fatal(format!("cannot create producer: {error}")))?;
     let raw_topics = topics::raw_topics();
     let raw_topics: Vec<&str> = raw_topics.iter().map(String::as_str).collect();
-    let consumer = consumer::group_consumer(
+    let mut member = GroupMember::join(
         &config.kafka,
         client_id,
         &config.service.group_id,
         &config.service.instance_id,
         &raw_topics,
+        &context.readiness,
     )
     .map_err(|error| PipelineError::Fatal(format!("cannot create consumer: {error}")))?;
     let source = format!("omni/normalizer/{}", config.service.instance_id);
@@ -143,20 +144,27 @@ async fn run_pipeline(config: &NormalizerServiceConfig, client_id: &str, context
         tokio::select! {
             biased;
             Some((message, outcome)) = in_flight.next(), if !in_flight.is_empty() => {
-                if let Err(error) = finish(&consumer, &message, outcome) {
+                if let Err(error) = finish(member.consumer(), &message, outcome) {
                     failure = Some(PipelineError::Produce(error));
                     break;
                 }
             }
             () = context.shutdown.cancelled() => break,
-            received = consumer.recv(), if in_flight.len() < config.service.max_in_flight => match received {
+            stall = member.stalled() => {
+                // Holding no partitions, so what is in flight cannot be stored anyway.
+                if let Err(error) = member.rejoin(stall) {
+                    failure = Some(PipelineError::Fatal(format!("cannot create consumer: {error}")));
+                    break;
+                }
+            }
+            received = member.consumer().recv(), if in_flight.len() < config.service.max_in_flight => match received {
                 Ok(message) => {
                     let message = message.detach();
                     let pending = start(&producer, &dead_letters, &source, &mut known, message);
                     in_flight.push_back(pending);
                 }
                 Err(error) => {
-                    if let Some(fatal) = consumer::fatal_error(&consumer) {
+                    if let Some(fatal) = consumer::fatal_error(member.consumer()) {
                         failure = Some(PipelineError::Fatal(format!("consumer failed fatally: {fatal}")));
                         break;
                     }
@@ -168,7 +176,7 @@ async fn run_pipeline(config: &NormalizerServiceConfig, client_id: &str, context
     // Drain: finish what is in flight, storing offsets in order up to the first failure.
     if failure.is_none() {
         while let Some((message, outcome)) = in_flight.next().await {
-            if let Err(error) = finish(&consumer, &message, outcome) {
+            if let Err(error) = finish(member.consumer(), &message, outcome) {
                 failure = Some(PipelineError::Produce(error));
                 break;
             }
@@ -176,7 +184,7 @@ async fn run_pipeline(config: &NormalizerServiceConfig, client_id: &str, context
     }
     drop(in_flight);
     // Dropping the consumer closes it, which commits the offsets stored so far (and only those).
-    drop(consumer);
+    drop(member);
     match failure {
         Some(error) => Err(error),
         None => Ok(()),

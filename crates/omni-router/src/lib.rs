@@ -43,6 +43,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use backon::{ExponentialBuilder, Retryable};
+use omni_kafka::consumer::{GroupMember, Stall};
 use omni_kafka::{CloudEvent, DeadLetterWriter, ProduceError, Producer, consumer, topics};
 use omni_proto::v1::{ConversationEvent, Delivery, dead_letter::Fault, delivery::Outcome, event_delivery::Status, participant::Role};
 use omni_runtime::ServiceContext;
@@ -161,7 +162,14 @@ async fn run_destination(
     tracing::info!(destination, conversations, events, "router state restored");
     context.readiness.ready(&format!("state:{destination}"));
 
-    let consumer = consumer::group_consumer(&config.kafka, &client_id, &group_id, &instance_id, &[topics::CONVERSATIONS])?;
+    let mut member = GroupMember::join(
+        &config.kafka,
+        &client_id,
+        &group_id,
+        &instance_id,
+        &[topics::CONVERSATIONS],
+        &context.readiness,
+    )?;
     let dead_letters = DeadLetterWriter::new(producer.clone(), "router", source.clone());
     let router = Router {
         producer,
@@ -175,18 +183,24 @@ async fn run_destination(
         answered_calls: config.service.answered_calls,
     };
     loop {
-        let message = tokio::select! {
+        let next = tokio::select! {
             () = context.shutdown.cancelled() => break,
-            received = consumer.recv() => match received {
-                Ok(message) => message,
-                Err(error) => {
-                    if let Some(fatal) = consumer::fatal_error(&consumer) {
-                        anyhow::bail!("consumer failed fatally: {fatal}");
-                    }
-                    tracing::warn!(destination, %error, "consumer error");
-                    continue;
+            stall = member.stalled() => Next::Rejoin(stall),
+            received = member.consumer().recv() => Next::Record(received),
+        };
+        let message = match next {
+            Next::Rejoin(stall) => {
+                member.rejoin(stall)?;
+                continue;
+            }
+            Next::Record(Ok(message)) => message,
+            Next::Record(Err(error)) => {
+                if let Some(fatal) = consumer::fatal_error(member.consumer()) {
+                    anyhow::bail!("consumer failed fatally: {fatal}");
                 }
-            },
+                tracing::warn!(destination, %error, "consumer error");
+                continue;
+            }
         };
         // Not stored when shutdown interrupted the retries: the event is delivered again later.
         let handled = tokio::select! {
@@ -199,10 +213,16 @@ async fn run_destination(
         if !handled {
             break;
         }
-        consumer::store_handled(&consumer, &message);
+        consumer::store_handled(member.consumer(), &message);
     }
     router.producer.flush(Duration::from_secs(5)).ok();
     Ok(())
+}
+
+/// What a pipeline's consumer loop got: a record, or its member found without partitions.
+enum Next<R> {
+    Record(R),
+    Rejoin(Stall),
 }
 
 async fn wait_for_helpdesk(name: &str, helpdesk: &dyn Helpdesk, context: &ServiceContext) {
