@@ -23,10 +23,10 @@ build: ## build every service and the omni CLI
 run: deps build ## run the whole pipeline in the foreground on the embedded defaults; Ctrl-C stops it
 	@deploy/local/run.sh
 
-up: deps build ## start the whole pipeline in the background, return once everything is ready
+up: deps build ## start the whole pipeline in the background (keeps what runs), return once everything is ready
 	@deploy/local/run.sh --detach
 
-down: ## stop what `make up` started
+down: ## stop every process `make up` or `make run` started
 	@deploy/local/run.sh --stop
 
 test: deps build ## run every test: unit tests, then end-to-end tests against tansu, Request Tracker and Dovecot

@@ -5,6 +5,10 @@
 #   deploy/local/run.sh            foreground; Ctrl-C stops everything
 #   deploy/local/run.sh --detach   background; returns once every service is ready (make up)
 #   deploy/local/run.sh --stop     stops what --detach started (make down)
+# Every process it starts carries OMNI_STACK=<state dir> in its environment. A second start sees
+# what is already running: a service still running its current binary is kept, one whose binary
+# was rebuilt since (its /proc/<pid>/exe is "(deleted)") is restarted, and one the pid files lost
+# track of is stopped first. --stop stops every process that carries the mark, pid file or not.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/../.." && pwd)
 state=${OMNI_STATE_DIR:-$here/.omni}
@@ -18,22 +22,62 @@ mkdir -p "$here/var/asterisk"
 services=(gateway email normalizer router calllog)
 admin_ports=(9181 9184 9182 9183 9185)
 
+# Pids of every live process this stack started (marked by OMNI_STACK=$state).
+stack_pids() {
+  local environ pid
+  for environ in /proc/[0-9]*/environ; do
+    pid=${environ#/proc/}; pid=${pid%/environ}
+    [ "$pid" = "$$" ] && continue
+    tr '\0' '\n' 2>/dev/null < "$environ" | grep -xF "OMNI_STACK=$state" >/dev/null && echo "$pid"
+  done
+  return 0
+}
+
+# The pid in $state/NAME.pid when that process is alive and one of this stack's.
+live_pid() {
+  local pid
+  pid=$(cat "$state/$1.pid" 2>/dev/null) || return 1
+  stack_pids | grep -x "$pid" >/dev/null && echo "$pid"
+}
+
+stop_pids() { # pid... : TERM, wait up to 10 s, then KILL
+  [ $# -gt 0 ] || return 0
+  kill "$@" 2>/dev/null || true
+  for _ in $(seq 100); do
+    local alive=0 pid
+    for pid in "$@"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+    [ $alive = 0 ] && return 0
+    sleep 0.1
+  done
+  kill -9 "$@" 2>/dev/null || true
+}
+
 stop_all() {
-  for name in "${services[@]}" broker; do
-    if [ -f "$state/$name.pid" ]; then
-      kill "$(cat "$state/$name.pid")" 2>/dev/null || true
-    fi
-  done
-  for name in "${services[@]}" broker; do
-    if [ -f "$state/$name.pid" ]; then
-      pid=$(cat "$state/$name.pid")
-      for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-      kill -9 "$pid" 2>/dev/null || true
-      rm -f "$state/$name.pid"
-    fi
-  done
+  local pids
+  # Services first, so they do not log the broker going away; then whatever else is marked.
+  mapfile -t pids < <(for name in "${services[@]}"; do live_pid "$name" || true; done)
+  stop_pids "${pids[@]}"
+  mapfile -t pids < <(stack_pids)
+  stop_pids "${pids[@]}"
+  for name in "${services[@]}" broker; do rm -f "$state/$name.pid"; done
   "$here/deploy/local/rt.sh" stop 8099
   "$here/deploy/local/dovecot.sh" stop 1143
+}
+
+# Starts omni-NAME unless this stack already runs its current binary.
+start_service() {
+  local name=$1 pid
+  if pid=$(live_pid "$name"); then
+    if readlink "/proc/$pid/exe" 2>/dev/null | grep -q ' (deleted)$'; then
+      echo "omni-$name (pid $pid) runs a binary that was rebuilt since; restarting it"
+      stop_pids "$pid"
+    else
+      echo "omni-$name already running (pid $pid)"
+      return 0
+    fi
+  fi
+  OMNI_STACK="$state" nohup "$bin/omni-$name" > "$state/logs/$name.log" 2>&1 &
+  echo $! > "$state/$name.pid"
 }
 
 wait_http() { # url what
@@ -43,11 +87,24 @@ wait_http() { # url what
 
 if [ "${1:-}" = "--stop" ]; then stop_all; echo "stopped"; exit 0; fi
 
+# Processes of this stack that no pid file names (a pid file overwritten by an earlier start
+# whose copies could not bind their ports): stop them before starting anything.
+known=$(for name in "${services[@]}" broker; do live_pid "$name" || true; done)
+mapfile -t strays < <(stack_pids | grep -vxF -f <(echo "${known:-none}") || true)
+if [ ${#strays[@]} -gt 0 ]; then
+  echo "stopping ${#strays[@]} process(es) of an earlier start that no pid file names: ${strays[*]}"
+  stop_pids "${strays[@]}"
+fi
+
 "$here/deploy/local/rt.sh" start 8099
 "$here/deploy/local/dovecot.sh" start 1143
-if ! (exec 3<>/dev/tcp/127.0.0.1/9092) 2>/dev/null; then
+if pid=$(live_pid broker); then
+  echo "broker already running (pid $pid)"
+elif (exec 3<>/dev/tcp/127.0.0.1/9092) 2>/dev/null; then
+  echo "a broker this stack did not start listens on 127.0.0.1:9092; using it"
+else
   # tansu reads the path of a sqlite:// URL relative to its working directory.
-  (cd "$state" && exec nohup tansu broker \
+  (cd "$state" && OMNI_STACK="$state" exec nohup tansu broker \
     --listener-url tcp://127.0.0.1:9092 \
     --advertised-listener-url tcp://127.0.0.1:9092 \
     --storage-engine "sqlite://tansu.db" > "$state/logs/broker.log" 2>&1) &
@@ -57,11 +114,7 @@ for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/9092) 2>/dev/null && break; 
 "$here/deploy/local/tansu-index.sh" "$state/tansu.db"
 echo "broker listening on 127.0.0.1:9092 (storage $state/tansu.db)"
 
-for i in "${!services[@]}"; do
-  name=${services[$i]}
-  nohup "$bin/omni-$name" > "$state/logs/$name.log" 2>&1 &
-  echo $! > "$state/$name.pid"
-done
+for name in "${services[@]}"; do start_service "$name"; done
 for i in "${!services[@]}"; do
   wait_http "http://127.0.0.1:${admin_ports[$i]}/readyz" "omni-${services[$i]}"
   echo "omni-${services[$i]} ready (admin http://127.0.0.1:${admin_ports[$i]}/readyz)"

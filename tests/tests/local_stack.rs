@@ -1,0 +1,104 @@
+//! The local stack (`make up` / `make down`, `deploy/local/run.sh`) keeps track of what it
+//! started: a second start keeps what runs, restarts a service whose binary was rebuilt, stops
+//! copies no pid file names, and a stop leaves no process of the stack behind.
+//!
+//! It uses the stack's fixed ports (broker 9092, gateway 8080, admin 9181-9185, Request Tracker
+//! 8099, Dovecot 1143) with its own state directory and a copy of the service binaries.
+
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{Context, bail};
+use omni_e2e::{bin_dir, serial};
+
+const SERVICES: [&str; 5] = ["gateway", "email", "normalizer", "router", "calllog"];
+
+fn run_sh(state: &Path, bin: &Path, arg: &str) -> anyhow::Result<String> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/local/run.sh");
+    let output = Command::new(script)
+        .arg(arg)
+        .env("OMNI_STATE_DIR", state)
+        .env("OMNI_BIN_DIR", bin)
+        .env_remove("OMNI_CONFIG")
+        .output()
+        .context("run deploy/local/run.sh")?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    if !output.status.success() {
+        bail!("run.sh {arg} failed:\n{text}");
+    }
+    Ok(text)
+}
+
+/// Pids of the processes carrying the stack's mark (`OMNI_STACK=<state dir>`).
+fn marked(state: &Path) -> Vec<u32> {
+    let mark = format!("OMNI_STACK={}", state.display());
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|environ| environ.split(|b| *b == 0).any(|var| var == mark.as_bytes()))
+        })
+        .collect()
+}
+
+fn pid_of(state: &Path, name: &str) -> anyhow::Result<u32> {
+    let text = std::fs::read_to_string(state.join(format!("{name}.pid"))).with_context(|| format!("{name}.pid"))?;
+    Ok(text.trim().parse()?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_start_keeps_what_runs_and_a_stop_leaves_nothing() -> anyhow::Result<()> {
+    let _serial = serial().await;
+    for port in [9092, 8080] {
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
+            bail!("port {port} is in use: stop `make run` / `make up` before running this test");
+        }
+    }
+    let state = tempfile::tempdir()?;
+    let bin = tempfile::tempdir()?;
+    for name in SERVICES {
+        std::fs::copy(bin_dir().join(format!("omni-{name}")), bin.path().join(format!("omni-{name}")))?;
+    }
+    let result = scenario(state.path(), bin.path()).await;
+    let stopped = run_sh(state.path(), bin.path(), "--stop");
+    result?;
+    stopped?;
+    let left = marked(state.path());
+    assert!(left.is_empty(), "processes of the stack left after --stop: {left:?}");
+    Ok(())
+}
+
+async fn scenario(state: &Path, bin: &Path) -> anyhow::Result<()> {
+    run_sh(state, bin, "--detach")?;
+    assert_eq!(marked(state).len(), 6, "five services and the broker");
+
+    // Started again while it runs: everything is kept.
+    let again = run_sh(state, bin, "--detach")?;
+    assert_eq!(again.matches("already running").count(), 6, "{again}");
+    assert_eq!(marked(state).len(), 6, "nothing started twice:\n{again}");
+
+    // A rebuilt binary (a new file, as cargo writes it): that service is restarted.
+    let gateway = pid_of(state, "gateway")?;
+    let router = pid_of(state, "router")?;
+    let path = bin.join("omni-gateway");
+    std::fs::remove_file(&path)?;
+    std::fs::copy(bin_dir().join("omni-gateway"), &path)?;
+    let rebuilt = run_sh(state, bin, "--detach")?;
+    assert!(rebuilt.contains("omni-gateway (pid"), "{rebuilt}");
+    assert_ne!(pid_of(state, "gateway")?, gateway, "the gateway runs the new binary");
+    assert_eq!(pid_of(state, "router")?, router, "the router was kept");
+    assert_eq!(marked(state).len(), 6, "{rebuilt}");
+
+    // A pid file that lost track of its process: the copy is stopped and one started.
+    std::fs::write(state.join("router.pid"), "999999999\n")?;
+    let lost = run_sh(state, bin, "--detach")?;
+    assert!(lost.contains("stopping 1 process(es)"), "{lost}");
+    assert_eq!(marked(state).len(), 6, "{lost}");
+    Ok(())
+}
