@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use anyhow::Context;
+
 use omni_e2e::{DEV_TOKEN, Pipeline, nonce, produce, serial};
 use omni_proto::v1::{DeadLetter, RawRecord, dead_letter::Fault};
 use prost::Message as _;
@@ -86,6 +88,70 @@ async fn the_gateway_answers_503_while_the_broker_is_down_and_stores_nothing() -
     let ids: Vec<&str> = raw.iter().map(|r| r.provider_message_id.as_str()).collect();
     assert!(!ids.contains(&"outage-1"), "the request answered 503 was stored: {ids:?}");
     assert!(ids.contains(&"outage-2"));
+    Ok(())
+}
+
+/// With the broker gone the gateway answers 503 at once, not after its acknowledgement deadline
+/// (20 s here, so a client giving up after 5 s tells the two apart), and stores again by itself
+/// once the broker is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_sheds_requests_at_once_while_no_broker_answers_and_accepts_when_it_returns() -> anyhow::Result<()> {
+    let _serial = serial().await;
+    let mut pipeline = Pipeline::start(&[("OMNI__GATEWAY__ACK_TIMEOUT_MS", "20000")]).await?;
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build()?;
+    let post = |external_id: String| {
+        let request = client
+            .post(format!("{}/v1/messages", pipeline.gateway_url))
+            .bearer_auth(DEV_TOKEN)
+            .header("content-type", "application/json")
+            .body(
+                json!({ "customer": { "email": "shed@example.com" }, "text": "tijdens de storing", "external_id": external_id })
+                    .to_string(),
+            );
+        async move {
+            match request.send().await {
+                Ok(response) => Some((response.status().as_u16(), response.headers().contains_key("retry-after"))),
+                Err(_) => None, // no answer within 5 s
+            }
+        }
+    };
+    pipeline.broker.kill();
+    let mut shed = Vec::new();
+    let started = std::time::Instant::now();
+    while shed.len() < 5 {
+        assert!(
+            started.elapsed() < Duration::from_secs(40),
+            "no prompt 503 while the broker was down (answered: {shed:?}):\n{}",
+            pipeline.gateway.log()
+        );
+        let id = format!("shed-{}", started.elapsed().as_millis());
+        match post(id.clone()).await {
+            Some((503, retry_after)) => {
+                assert!(retry_after, "503 without Retry-After");
+                shed.push(id);
+            }
+            other => {
+                // Before the producer noticed the outage a request may still wait for its deadline.
+                assert!(shed.is_empty(), "a request after the first prompt 503 got {other:?}");
+            }
+        }
+    }
+    pipeline.broker.restart().await;
+    omni_e2e::eventually("the gateway storing again without a restart", Duration::from_secs(40), || {
+        let answer = post("shed-after".to_owned());
+        async move { Ok(matches!(answer.await, Some((202, _)))) }
+    })
+    .await
+    .with_context(|| pipeline.gateway.log())?;
+    let ids: Vec<String> = pipeline
+        .topic("omni.raw.api.v1")?
+        .iter()
+        .map(|r| RawRecord::decode(r.value.as_slice()).unwrap().provider_message_id)
+        .collect();
+    for id in &shed {
+        assert!(!ids.contains(id), "{id} was answered 503 but stored");
+    }
+    assert!(ids.iter().any(|id| id == "shed-after"));
     Ok(())
 }
 

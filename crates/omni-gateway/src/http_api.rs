@@ -55,6 +55,9 @@ async fn accept(state: &GatewayState, headers: &HeaderMap, body: Result<Bytes, B
         Ok(message) => message,
         Err(problems) => return error(StatusCode::BAD_REQUEST, "invalid message", &problems),
     };
+    if let Some(shed) = shed_while_broker_unreachable(state, "message") {
+        return shed;
+    }
     let ids = api::ids(account, &message, &body);
     let now = SystemTime::now();
     let record = RawRecord {
@@ -103,6 +106,22 @@ pub(crate) fn not_stored(failure: &ProduceError, what: &str) -> Response {
     if matches!(failure, ProduceError::Refused(_)) {
         return error(StatusCode::PAYLOAD_TOO_LARGE, "the broker refused the record", &[]);
     }
+    retry_later(what)
+}
+
+/// 503 with `Retry-After` at once, without trying to store anything, while the producer knows no
+/// broker is reachable: waiting `ack_timeout_ms` for an acknowledgement that cannot come would
+/// only hold the caller (and the gateway's connections) up. Checked after authentication and
+/// validation, so a bad request still gets its own answer.
+pub(crate) fn shed_while_broker_unreachable(state: &GatewayState, what: &str) -> Option<Response> {
+    if !state.producer.broker_unreachable() {
+        return None;
+    }
+    tracing::debug!(what, "broker unreachable: answered 503 without trying");
+    Some(retry_later(what))
+}
+
+fn retry_later(what: &str) -> Response {
     let mut response = error(
         StatusCode::SERVICE_UNAVAILABLE,
         &format!("{what} not stored: the broker is unavailable, retry later"),

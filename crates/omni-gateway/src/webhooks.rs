@@ -20,7 +20,7 @@ use omni_proto::v1::RawRecord;
 use prost::Message as _;
 
 use crate::GatewayState;
-use crate::http_api::{error, not_stored};
+use crate::http_api::{error, not_stored, shed_while_broker_unreachable};
 
 pub(crate) fn routes() -> axum::Router<Arc<GatewayState>> {
     axum::Router::new().route("/webhooks/{provider}/{account}", get(handle).post(handle))
@@ -158,6 +158,9 @@ impl Incoming<'_> {
         request: &WebhookRequest<'_>,
         items: Vec<omni_channels::webhook::Item>,
     ) -> Result<(), Response> {
+        if let Some(shed) = shed_while_broker_unreachable(state, "webhook") {
+            return Err(shed);
+        }
         let Some(family) = Family::of(self.adapter.channel()) else {
             return Err(error(StatusCode::INTERNAL_SERVER_ERROR, "adapter has no channel", &[]));
         };

@@ -1,9 +1,10 @@
 //! The acknowledged producer.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
+use rdkafka::ClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer as _};
@@ -25,10 +26,41 @@ pub struct Producer {
     shared: Arc<Shared>,
 }
 
+/// The librdkafka client a [`Producer`] holds.
+type Client = FutureProducer<Reachability>;
+
 struct Shared {
     client_config: rdkafka::ClientConfig,
-    current: RwLock<(u64, FutureProducer)>,
+    current: RwLock<(u64, Client)>,
     generation: AtomicU64,
+    reachability: Reachability,
+    /// When a connection to a broker was last forced while none answered (see
+    /// [`Producer::broker_unreachable`]).
+    last_probe: Mutex<Option<Instant>>,
+}
+
+/// Whether librdkafka can reach any broker: set by its "all brokers down" error, cleared as soon
+/// as its statistics (every 500 ms) show a broker up. Shared by every client generation.
+#[derive(Clone, Default)]
+struct Reachability {
+    down: Arc<AtomicBool>,
+}
+
+impl ClientContext for Reachability {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
+            self.down.store(true, Ordering::Relaxed);
+        }
+        tracing::error!(%error, reason, "librdkafka error");
+    }
+
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        // Only ever clears: a broker not yet connected (at start, or idle with sparse
+        // connections) is not an outage; librdkafka's error says when all are down.
+        if statistics.brokers.values().any(|broker| broker.state == "UP") {
+            self.down.store(false, Ordering::Relaxed);
+        }
+    }
 }
 
 /// Why a record was not stored. Every variant leaves the caller free to retry the same record:
@@ -134,18 +166,49 @@ impl Producer {
             .set("message.timeout.ms", message_timeout_ms.to_string())
             .set("queue.buffering.max.messages", producer.queue_max_messages.to_string())
             .set("queue.buffering.max.kbytes", producer.queue_max_kbytes.to_string())
-            .set("compression.type", "lz4");
-        let inner: FutureProducer = client_config.create()?;
+            .set("compression.type", "lz4")
+            // Broker states for `broker_unreachable`, twice a second.
+            .set("statistics.interval.ms", "500");
+        let reachability = Reachability::default();
+        let inner: Client = client_config.create_with_context(reachability.clone())?;
         Ok(Self {
             shared: Arc::new(Shared {
                 client_config,
                 current: RwLock::new((0, inner)),
                 generation: AtomicU64::new(0),
+                reachability,
+                last_probe: Mutex::new(None),
             }),
         })
     }
 
-    fn current(&self) -> (u64, FutureProducer) {
+    /// Whether no broker is reachable right now (librdkafka reported all brokers down and has
+    /// not seen one up since): a caller with a deadline of its own answers "retry later" at once
+    /// instead of waiting for an acknowledgement that cannot come. While it is true, a metadata
+    /// request at most once a second makes librdkafka try to connect again, so the flag clears
+    /// within about a second of the broker's return even when nothing else is sent.
+    pub fn broker_unreachable(&self) -> bool {
+        if !self.shared.reachability.down.load(Ordering::Relaxed) {
+            return false;
+        }
+        let due = {
+            let mut last = self.shared.last_probe.lock().expect("probe lock");
+            let due = last.is_none_or(|at| at.elapsed() >= Duration::from_secs(1));
+            if due {
+                *last = Some(Instant::now());
+            }
+            due
+        };
+        if due {
+            let (_, client) = self.current();
+            std::thread::spawn(move || {
+                let _ = client.client().fetch_metadata(None, Duration::from_secs(1));
+            });
+        }
+        true
+    }
+
+    fn current(&self) -> (u64, Client) {
         self.shared.current.read().expect("producer lock").clone()
     }
 
@@ -155,7 +218,11 @@ impl Producer {
         if current.0 != generation {
             return;
         }
-        match self.shared.client_config.create::<FutureProducer>() {
+        match self
+            .shared
+            .client_config
+            .create_with_context::<_, Client>(self.shared.reachability.clone())
+        {
             Ok(fresh) => {
                 let next = self.shared.generation.fetch_add(1, Ordering::Relaxed) + 1;
                 *current = (next, fresh);
