@@ -33,11 +33,19 @@ stack_pids() {
   return 0
 }
 
-# The pid in $state/NAME.pid when that process is alive and one of this stack's.
+# The pid in $state/NAME.pid when that process is alive and one of this stack's: marked, or
+# (started by a run.sh from before the mark) running the binary the name stands for.
 live_pid() {
-  local pid
+  local pid exe
   pid=$(cat "$state/$1.pid" 2>/dev/null) || return 1
-  stack_pids | grep -x "$pid" >/dev/null && echo "$pid"
+  kill -0 "$pid" 2>/dev/null || return 1
+  stack_pids | grep -x "$pid" >/dev/null && { echo "$pid"; return 0; }
+  exe=$(readlink "/proc/$pid/exe" 2>/dev/null) || return 1
+  exe=${exe% (deleted)}
+  case "$1" in
+    broker) [ "${exe##*/}" = tansu ] ;;
+    *) [ "${exe##*/}" = "omni-$1" ] ;;
+  esac && echo "$pid"
 }
 
 stop_pids() { # pid... : TERM, wait up to 10 s, then KILL
@@ -50,6 +58,12 @@ stop_pids() { # pid... : TERM, wait up to 10 s, then KILL
     sleep 0.1
   done
   kill -9 "$@" 2>/dev/null || true
+  for _ in $(seq 20); do
+    local alive=0 pid
+    for pid in "$@"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+    [ $alive = 0 ] && return 0
+    sleep 0.1
+  done
 }
 
 stop_all() {
@@ -80,8 +94,14 @@ start_service() {
   echo $! > "$state/$name.pid"
 }
 
-wait_http() { # url what
-  for _ in $(seq 300); do curl -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.2; done
+wait_http() { # url what [pid]: the pid, when given, must stay alive (not another copy answering)
+  for _ in $(seq 300); do
+    if [ -n "${3:-}" ] && ! kill -0 "$3" 2>/dev/null; then
+      echo "$2 exited; see $state/logs" >&2; return 1
+    fi
+    curl -fsS -o /dev/null "$1" 2>/dev/null && return 0
+    sleep 0.2
+  done
   echo "$2 did not become ready; see $state/logs" >&2; return 1
 }
 
@@ -116,7 +136,7 @@ echo "broker listening on 127.0.0.1:9092 (storage $state/tansu.db)"
 
 for name in "${services[@]}"; do start_service "$name"; done
 for i in "${!services[@]}"; do
-  wait_http "http://127.0.0.1:${admin_ports[$i]}/readyz" "omni-${services[$i]}"
+  wait_http "http://127.0.0.1:${admin_ports[$i]}/readyz" "omni-${services[$i]}" "$(cat "$state/${services[$i]}.pid")"
   echo "omni-${services[$i]} ready (admin http://127.0.0.1:${admin_ports[$i]}/readyz)"
 done
 cat <<MSG

@@ -67,7 +67,8 @@ class Member:
         return False
 
     def kill(self):
-        self.process.kill()
+        if self.process.poll() is None:
+            self.process.kill()
         self.process.wait()
 
 
@@ -89,29 +90,41 @@ def main():
         script = os.path.join(directory, "member.py")
         with open(script, "w") as f:
             f.write(MEMBER)
-        first = Member(script, args, "first", block=False)
-        if not first.wait_for("assign", 30, every):
-            say("the first member was never assigned")
-            return 1
-        say("first member assigned; SIGKILL, and its replacement starts 5 s later")
-        first.kill()
-        time.sleep(5)
-        second = Member(script, args, "second", block=True)
-        if not second.wait_for("assign", 30, every):
-            say("the replacement was never assigned")
-            return 1
-        say("replacement assigned")
-        if second.wait_for("revoke", 8):
-            say("replacement told to give its partitions back; SIGKILL before it joins again")
-        else:
-            say("replacement kept its partitions; SIGKILL")
-        second.kill()
-        restarted = Member(script, args, "restarted", block=False)
-        assigned = restarted.wait_for("assign", args.wait, every)
-        say(f"restarted member (same group.instance.id) "
-            f"{'assigned every partition' if assigned else f'not assigned within {args.wait:.0f} s: the group is stuck'}")
-        restarted.kill()
-        return 0 if assigned else 1
+        members = []
+        try:
+            return scenario(script, args, members, every, say)
+        finally:
+            for member in members:
+                member.kill()
+
+
+def scenario(script, args, members, every, say):
+    first = Member(script, args, "first", block=False)
+    members.append(first)
+    if not first.wait_for("assign", 30, every):
+        say("the first member was never assigned")
+        return 1
+    say("first member assigned; SIGKILL, and its replacement starts 5 s later")
+    first.kill()
+    time.sleep(5)
+    second = Member(script, args, "second", block=True)
+    members.append(second)
+    if not second.wait_for("assign", 30, every):
+        say("the replacement was never assigned")
+        return 1
+    say("replacement assigned")
+    if second.wait_for("revoke", 8):
+        say("replacement told to give its partitions back; SIGKILL before it joins again")
+    else:
+        say("replacement kept its partitions; SIGKILL")
+    second.kill()
+    restarted = Member(script, args, "restarted", block=False)
+    members.append(restarted)
+    assigned = restarted.wait_for("assign", args.wait, every)
+    say(f"restarted member (same group.instance.id) "
+        f"{'assigned every partition' if assigned else f'not assigned within {args.wait:.0f} s: the group is stuck'}")
+    restarted.kill()
+    return 0 if assigned else 1
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use anyhow::{Context, bail};
+use anyhow::{Context, bail, ensure};
 use omni_e2e::{bin_dir, serial};
 
 const SERVICES: [&str; 5] = ["gateway", "email", "normalizer", "router", "calllog"];
@@ -74,14 +74,15 @@ async fn a_second_start_keeps_what_runs_and_a_stop_leaves_nothing() -> anyhow::R
     Ok(())
 }
 
+/// Fails with `ensure!` rather than panicking, so the caller always stops the stack.
 async fn scenario(state: &Path, bin: &Path) -> anyhow::Result<()> {
     run_sh(state, bin, "--detach")?;
-    assert_eq!(marked(state).len(), 6, "five services and the broker");
+    ensure!(marked(state).len() == 6, "five services and the broker");
 
     // Started again while it runs: everything is kept.
     let again = run_sh(state, bin, "--detach")?;
-    assert_eq!(again.matches("already running").count(), 6, "{again}");
-    assert_eq!(marked(state).len(), 6, "nothing started twice:\n{again}");
+    ensure!(again.matches("already running").count() == 6, "{again}");
+    ensure!(marked(state).len() == 6, "nothing started twice:\n{again}");
 
     // A rebuilt binary (a new file, as cargo writes it): that service is restarted.
     let gateway = pid_of(state, "gateway")?;
@@ -90,15 +91,15 @@ async fn scenario(state: &Path, bin: &Path) -> anyhow::Result<()> {
     std::fs::remove_file(&path)?;
     std::fs::copy(bin_dir().join("omni-gateway"), &path)?;
     let rebuilt = run_sh(state, bin, "--detach")?;
-    assert!(rebuilt.contains("omni-gateway (pid"), "{rebuilt}");
-    assert_ne!(pid_of(state, "gateway")?, gateway, "the gateway runs the new binary");
-    assert_eq!(pid_of(state, "router")?, router, "the router was kept");
-    assert_eq!(marked(state).len(), 6, "{rebuilt}");
+    ensure!(rebuilt.contains("omni-gateway (pid"), "{rebuilt}");
+    ensure!(pid_of(state, "gateway")? != gateway, "the gateway runs the new binary");
+    ensure!(pid_of(state, "router")? == router, "the router was kept");
+    ensure!(marked(state).len() == 6, "{rebuilt}");
 
     // A pid file that lost track of its process: the copy is stopped and one started.
     std::fs::write(state.join("router.pid"), "999999999\n")?;
     let lost = run_sh(state, bin, "--detach")?;
-    assert!(lost.contains("stopping 1 process(es)"), "{lost}");
-    assert_eq!(marked(state).len(), 6, "{lost}");
+    ensure!(lost.contains("stopping 1 process(es)"), "{lost}");
+    ensure!(marked(state).len() == 6, "{lost}");
     Ok(())
 }

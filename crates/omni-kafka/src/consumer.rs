@@ -5,12 +5,16 @@
 //! after a restart, docs/adr/0001; a real cluster can lose a member in a coordinator failover)
 //! sits idle while its lag grows, with nothing in its log. [`GroupMember`] watches the
 //! assignment: when it has held no partitions for `[kafka.consumer] rejoin_after_secs` while its
-//! topics have partitions, [`GroupMember::stalled`] resolves, and [`GroupMember::rejoin`] closes
-//! the consumer and joins again with the same member identity, logs it at `warn`, counts it in
-//! `omni_kafka_consumer_rejoins_total{group}` and reports `consumer:<group>` not ready on
-//! `/readyz` until partitions are assigned again.
+//! topics have partitions, [`GroupMember::stalled`] resolves, and
+//! [`GroupMember::rejoin`] leaves the group and joins it again under the same
+//! `group.instance.id`, logs it at `warn` and counts it in
+//! `omni_kafka_consumer_rejoins_total{group}`. Meanwhile `consumer:<group>` is not ready on
+//! `/readyz`. Each further rejoin without an assignment in between waits twice as long (at most
+//! ten minutes): a rejoin makes the group rebalance, which pauses its other members too. A
+//! replica beyond the partition count holds none by design and so rejoins at those growing
+//! intervals; run no more replicas than partitions, or set `rejoin_after_secs = 0` on spares.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -198,7 +202,19 @@ pub struct GroupMember {
     topics: Vec<String>,
     readiness: Readiness,
     check: String,
-    rejoins: u64,
+    /// Rejoins since the member last held partitions (the backoff's exponent).
+    rejoins: AtomicU32,
+    /// When [`stalled`](Self::stalled) next looks: once a second, however often it is called.
+    next_check: Mutex<Instant>,
+}
+
+/// The longest wait between two rejoins of a member that keeps getting no partitions.
+const MAX_REJOIN_WAIT: Duration = Duration::from_secs(600);
+
+/// `rejoin_after_secs`, doubled for every rejoin since the member last held partitions, at most
+/// [`MAX_REJOIN_WAIT`] (or `base`, when that is longer).
+fn rejoin_wait(base: Duration, rejoins: u32) -> Duration {
+    base.saturating_mul(1 << rejoins.min(16)).min(MAX_REJOIN_WAIT.max(base))
 }
 
 impl GroupMember {
@@ -225,7 +241,8 @@ impl GroupMember {
             topics: topics.iter().map(|topic| (*topic).to_owned()).collect(),
             readiness: readiness.clone(),
             check,
-            rejoins: 0,
+            rejoins: AtomicU32::new(0),
+            next_check: Mutex::new(Instant::now()),
         })
     }
 
@@ -239,41 +256,44 @@ impl GroupMember {
         &self.group_id
     }
 
-    /// Resolves once the member has held no partitions for `rejoin_after_secs` while its topics
-    /// have partitions; pending forever when `rejoin_after_secs` is 0. Checks once a second and
-    /// keeps the `consumer:<group>` readiness check up to date meanwhile.
+    /// How long the member may hold no partitions before it rejoins (see [`rejoin_wait`]).
+    fn limit(&self, base: Duration) -> Duration {
+        rejoin_wait(base, self.rejoins.load(Ordering::Relaxed))
+    }
+
+    /// Resolves once the member has held no partitions for `rejoin_after_secs` (see
+    /// [`limit`](Self::limit)) while its topics have partitions; pending forever when
+    /// `rejoin_after_secs` is 0. Looks once a second,
+    /// however often the caller's loop creates this future anew, and keeps the
+    /// `consumer:<group>` readiness check up to date meanwhile.
     pub async fn stalled(&self) -> Stall {
-        let Some(limit) = self.rejoin_after else {
+        let Some(base) = self.rejoin_after else {
             return std::future::pending().await;
         };
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tick.tick().await;
+            let due = *self.next_check.lock().expect("check lock");
+            tokio::time::sleep_until(due.into()).await;
+            *self.next_check.lock().expect("check lock") = Instant::now() + Duration::from_secs(1);
             let Some(unassigned_for) = self.assignment.unassigned_for(Instant::now()) else {
+                self.rejoins.store(0, Ordering::Relaxed);
                 self.readiness.ready(&self.check);
                 continue;
             };
-            if unassigned_for < limit {
+            if unassigned_for < self.limit(base) {
                 continue;
             }
             match self.topic_partitions().await {
-                Some(0) => {
-                    // Nothing to assign: not a stall, but nothing is read either.
-                    self.readiness.not_ready(&self.check, "its topics have no partitions");
-                }
-                None => {
-                    // Joining again would not help while the broker does not answer.
-                    self.readiness
-                        .not_ready(&self.check, "no partitions assigned and the broker does not answer");
-                }
-                Some(_) => {
+                Some(0) => self
+                    .readiness
+                    .not_ready(&self.check, "no partitions assigned: its topics have none"),
+                // Not answered (a rejoin is worth trying then) or partitions to be had.
+                None | Some(_) => {
                     let secs = unassigned_for.as_secs();
                     self.readiness.not_ready(
                         &self.check,
                         format!(
                             "no partitions assigned for {secs} s; rejoining the group (rejoined {} times)",
-                            self.rejoins
+                            self.rejoins.load(Ordering::Relaxed)
                         ),
                     );
                     return Stall { unassigned_for };
@@ -282,21 +302,22 @@ impl GroupMember {
         }
     }
 
-    /// Leaves the group and joins it again with the same member identity: unsubscribes, which
-    /// gives up the (empty) assignment, and subscribes to the same topics again, which makes
-    /// librdkafka send a new JoinGroup. The consumer is kept rather than closed and made anew:
-    /// closing a consumer that tansu had left without partitions sometimes never finished
-    /// (librdkafka kept waiting in `rd_kafka_consumer_close`), and a second consumer with the
-    /// same static id would fence the first anyway. Only a member that holds no partitions is
-    /// rejoined, so nothing is in flight for it.
-    pub fn rejoin(&mut self, stall: Stall) -> Result<(), KafkaError> {
-        self.rejoins += 1;
+    /// Leaves the group and joins it again under the same `group.instance.id`: unsubscribes,
+    /// which gives up the (empty) assignment and sends LeaveGroup, and subscribes to the same
+    /// topics again, which sends a new JoinGroup (the broker gives the member a new member id).
+    /// Both make the group rebalance, hence the backoff in [`stalled`](Self::stalled). The
+    /// consumer is kept rather than closed and made anew: closing a consumer that tansu had left
+    /// without partitions sometimes never finished (librdkafka kept waiting in
+    /// `rd_kafka_consumer_close`). Only a member that holds no partitions is rejoined, so
+    /// nothing is in flight for it.
+    pub fn rejoin(&self, stall: Stall) -> Result<(), KafkaError> {
+        let rejoins = self.rejoins.fetch_add(1, Ordering::Relaxed) + 1;
         metrics::counter!("omni_kafka_consumer_rejoins_total", "group" => self.group_id.clone()).increment(1);
         tracing::warn!(
             group = %self.group_id,
             instance = %self.instance_id,
             unassigned_secs = stall.unassigned_for.as_secs(),
-            rejoins = self.rejoins,
+            rejoins,
             "no partitions assigned while the group's topics have some; leaving and joining the group again"
         );
         let consumer = self.consumer();
@@ -353,6 +374,14 @@ mod tests {
         // A second empty assignment (a revoke, then an empty assign) keeps the first time.
         watch.set(0, start + Duration::from_secs(74));
         assert_eq!(watch.unassigned_for(start + Duration::from_secs(75)), Some(Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn each_rejoin_without_partitions_waits_twice_as_long_up_to_ten_minutes() {
+        let base = Duration::from_secs(30);
+        let waits: Vec<u64> = (0..7).map(|n| rejoin_wait(base, n).as_secs()).collect();
+        assert_eq!(waits, [30, 60, 120, 240, 480, 600, 600]);
+        assert_eq!(rejoin_wait(Duration::from_secs(900), 3), Duration::from_secs(900));
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The acknowledged producer.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -39,26 +39,52 @@ struct Shared {
     last_probe: Mutex<Option<Instant>>,
 }
 
-/// Whether librdkafka can reach any broker: set by its "all brokers down" error, cleared as soon
-/// as its statistics (every 500 ms) show a broker up. Shared by every client generation.
+/// Whether librdkafka can reach a broker. Its "all brokers down" error makes the brokers
+/// suspect; a metadata request then decides (see [`Producer::broker_unreachable`]): answered,
+/// they are up again, not answered, down. Statistics (every 500 ms) showing a broker up clear
+/// either. Suspect first rather than down at once because librdkafka also reports all brokers
+/// down when a broker merely closed an idle connection. Shared by every client generation.
 #[derive(Clone, Default)]
 struct Reachability {
-    down: Arc<AtomicBool>,
+    state: Arc<AtomicU8>,
+}
+
+const BROKERS_UP: u8 = 0;
+const BROKERS_SUSPECT: u8 = 1;
+const BROKERS_DOWN: u8 = 2;
+
+impl Reachability {
+    fn get(&self) -> u8 {
+        self.state.load(Ordering::Relaxed)
+    }
+
+    /// A probe's answer: up, or (unless something saw a broker up meanwhile) down.
+    fn probed(&self, answered: bool) {
+        if answered {
+            self.state.store(BROKERS_UP, Ordering::Relaxed);
+        } else {
+            let _ = self
+                .state
+                .compare_exchange(BROKERS_SUSPECT, BROKERS_DOWN, Ordering::Relaxed, Ordering::Relaxed);
+        }
+    }
 }
 
 impl ClientContext for Reachability {
     fn error(&self, error: KafkaError, reason: &str) {
         if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
-            self.down.store(true, Ordering::Relaxed);
+            let _ = self
+                .state
+                .compare_exchange(BROKERS_UP, BROKERS_SUSPECT, Ordering::Relaxed, Ordering::Relaxed);
         }
         tracing::error!(%error, reason, "librdkafka error");
     }
 
     fn stats(&self, statistics: rdkafka::Statistics) {
         // Only ever clears: a broker not yet connected (at start, or idle with sparse
-        // connections) is not an outage; librdkafka's error says when all are down.
+        // connections) is no outage.
         if statistics.brokers.values().any(|broker| broker.state == "UP") {
-            self.down.store(false, Ordering::Relaxed);
+            self.state.store(BROKERS_UP, Ordering::Relaxed);
         }
     }
 }
@@ -182,13 +208,15 @@ impl Producer {
         })
     }
 
-    /// Whether no broker is reachable right now (librdkafka reported all brokers down and has
-    /// not seen one up since): a caller with a deadline of its own answers "retry later" at once
-    /// instead of waiting for an acknowledgement that cannot come. While it is true, a metadata
-    /// request at most once a second makes librdkafka try to connect again, so the flag clears
-    /// within about a second of the broker's return even when nothing else is sent.
+    /// Whether no broker is reachable right now: librdkafka reported all brokers down and a
+    /// metadata request since went unanswered, with no broker seen up after it. A caller with a
+    /// deadline of its own answers "retry later" at once instead of waiting for an
+    /// acknowledgement that cannot come. While brokers are suspect or down, a metadata request
+    /// (1 s timeout) at most once a second makes librdkafka connect again and settles the state,
+    /// so it clears within about a second of the broker's return.
     pub fn broker_unreachable(&self) -> bool {
-        if !self.shared.reachability.down.load(Ordering::Relaxed) {
+        let state = self.shared.reachability.get();
+        if state == BROKERS_UP {
             return false;
         }
         let due = {
@@ -201,11 +229,13 @@ impl Producer {
         };
         if due {
             let (_, client) = self.current();
+            let reachability = self.shared.reachability.clone();
             std::thread::spawn(move || {
-                let _ = client.client().fetch_metadata(None, Duration::from_secs(1));
+                let answered = client.client().fetch_metadata(None, Duration::from_secs(1)).is_ok();
+                reachability.probed(answered);
             });
         }
-        true
+        state == BROKERS_DOWN
     }
 
     fn current(&self) -> (u64, Client) {
@@ -298,6 +328,24 @@ impl Producer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn brokers_are_down_only_once_a_probe_after_the_error_went_unanswered() {
+        let reachability = Reachability::default();
+        let all_down = KafkaError::Global(RDKafkaErrorCode::AllBrokersDown);
+        reachability.error(all_down.clone(), "1/1 brokers are down");
+        assert_eq!(reachability.get(), BROKERS_SUSPECT);
+        reachability.probed(false);
+        assert_eq!(reachability.get(), BROKERS_DOWN);
+        reachability.error(all_down.clone(), "1/1 brokers are down");
+        assert_eq!(reachability.get(), BROKERS_DOWN, "stays down");
+        reachability.probed(true);
+        assert_eq!(reachability.get(), BROKERS_UP);
+        // An idle connection closed by the broker: suspect, and the probe's answer clears it.
+        reachability.error(all_down, "1/1 brokers are down");
+        reachability.probed(true);
+        assert_eq!(reachability.get(), BROKERS_UP);
+    }
 
     #[test]
     fn classification_tells_retry_from_give_up() {

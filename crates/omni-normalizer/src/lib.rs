@@ -123,7 +123,7 @@ async fn run_pipeline(config: &NormalizerServiceConfig, client_id: &str, context
         Producer::new(&config.kafka, client_id).map_err(|error| PipelineError::Fatal(format!("cannot create producer: {error}")))?;
     let raw_topics = topics::raw_topics();
     let raw_topics: Vec<&str> = raw_topics.iter().map(String::as_str).collect();
-    let mut member = GroupMember::join(
+    let member = GroupMember::join(
         &config.kafka,
         client_id,
         &config.service.group_id,

@@ -162,7 +162,7 @@ async fn run_destination(
     tracing::info!(destination, conversations, events, "router state restored");
     context.readiness.ready(&format!("state:{destination}"));
 
-    let mut member = GroupMember::join(
+    let member = GroupMember::join(
         &config.kafka,
         &client_id,
         &group_id,

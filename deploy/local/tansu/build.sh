@@ -45,7 +45,9 @@ for name in tansu tansu-broker; do
   tar -xzf "$file" -C "$work/src"
 done
 patch --quiet -p1 -d "$work/src/tansu-broker-$version" < "$patch_file"
-printf '\n[patch.crates-io]\ntansu-broker = { path = "../tansu-broker-%s" }\n' "$version" >> "$work/src/tansu-$version/Cargo.toml"
+# Its own workspace (so a build directory inside another cargo workspace still builds), with the
+# patched coordinator in place of the published one.
+printf '\n[workspace]\n\n[patch.crates-io]\ntansu-broker = { path = "../tansu-broker-%s" }\n' "$version" >> "$work/src/tansu-$version/Cargo.toml"
 # The published Cargo.lock pins every other dependency; cargo only swaps in the patched source.
 cargo build --quiet --release --features "$features" \
   --manifest-path "$work/src/tansu-$version/Cargo.toml" --target-dir "$work/target"
