@@ -48,22 +48,24 @@ live_pid() {
   esac && echo "$pid"
 }
 
+# Waits up to N tenths of a second for every pid to be gone; fails if one is still there.
+wait_gone() { # tenths pid...
+  local tenths=$1 pid alive; shift
+  for _ in $(seq "$tenths"); do
+    alive=0
+    for pid in "$@"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+    [ $alive = 0 ] && return 0
+    sleep 0.1
+  done
+  return 1
+}
+
 stop_pids() { # pid... : TERM, wait up to 10 s, then KILL
   [ $# -gt 0 ] || return 0
   kill "$@" 2>/dev/null || true
-  for _ in $(seq 100); do
-    local alive=0 pid
-    for pid in "$@"; do kill -0 "$pid" 2>/dev/null && alive=1; done
-    [ $alive = 0 ] && return 0
-    sleep 0.1
-  done
+  wait_gone 100 "$@" && return 0
   kill -9 "$@" 2>/dev/null || true
-  for _ in $(seq 20); do
-    local alive=0 pid
-    for pid in "$@"; do kill -0 "$pid" 2>/dev/null && alive=1; done
-    [ $alive = 0 ] && return 0
-    sleep 0.1
-  done
+  wait_gone 20 "$@" || true
 }
 
 stop_all() {
