@@ -14,7 +14,7 @@
 //! replica beyond the partition count holds none by design and so rejoins at those growing
 //! intervals; run no more replicas than partitions, or set `rejoin_after_secs = 0` on spares.
 
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -37,24 +37,22 @@ pub struct RebalanceLog {
     assignment: Arc<AssignmentWatch>,
 }
 
-/// How many partitions a consumer holds, and since when it has held none.
+/// Since when a consumer has held no partitions.
 #[derive(Debug)]
-pub struct AssignmentWatch {
-    partitions: AtomicUsize,
-    /// When the consumer last went from some partitions to none (or was created).
+struct AssignmentWatch {
+    /// When the consumer last went from some partitions to none (or was created); `None` while
+    /// it holds some.
     unassigned_since: Mutex<Option<Instant>>,
 }
 
 impl AssignmentWatch {
     fn new(now: Instant) -> Self {
         Self {
-            partitions: AtomicUsize::new(0),
             unassigned_since: Mutex::new(Some(now)),
         }
     }
 
     fn set(&self, partitions: usize, now: Instant) {
-        self.partitions.store(partitions, Ordering::Relaxed);
         let mut since = self.unassigned_since.lock().expect("assignment lock");
         match (partitions, *since) {
             (0, None) => *since = Some(now),
@@ -71,13 +69,8 @@ impl AssignmentWatch {
         }
     }
 
-    /// Partitions held now.
-    pub fn partitions(&self) -> usize {
-        self.partitions.load(Ordering::Relaxed)
-    }
-
     /// How long the consumer has held no partitions at `now`; `None` while it holds some.
-    pub fn unassigned_for(&self, now: Instant) -> Option<Duration> {
+    fn unassigned_for(&self, now: Instant) -> Option<Duration> {
         self.unassigned_since
             .lock()
             .expect("assignment lock")
@@ -251,11 +244,6 @@ impl GroupMember {
         &self.consumer
     }
 
-    /// The group's name.
-    pub fn group_id(&self) -> &str {
-        &self.group_id
-    }
-
     /// How long the member may hold no partitions before it rejoins (see [`rejoin_wait`]).
     fn limit(&self, base: Duration) -> Duration {
         rejoin_wait(base, self.rejoins.load(Ordering::Relaxed))
@@ -367,7 +355,6 @@ mod tests {
         let start = Instant::now();
         let watch = AssignmentWatch::new(start);
         watch.set(3, start + Duration::from_secs(6));
-        assert_eq!(watch.partitions(), 3);
         assert_eq!(watch.unassigned_for(start + Duration::from_secs(60)), None);
         watch.set(0, start + Duration::from_secs(70));
         assert_eq!(watch.unassigned_for(start + Duration::from_secs(75)), Some(Duration::from_secs(5)));

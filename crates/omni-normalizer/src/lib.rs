@@ -153,7 +153,7 @@ async fn run_pipeline(config: &NormalizerServiceConfig, client_id: &str, context
             stall = member.stalled() => {
                 // Holding no partitions, so what is in flight cannot be stored anyway.
                 if let Err(error) = member.rejoin(stall) {
-                    failure = Some(PipelineError::Fatal(format!("cannot create consumer: {error}")));
+                    failure = Some(PipelineError::Fatal(format!("cannot subscribe again: {error}")));
                     break;
                 }
             }

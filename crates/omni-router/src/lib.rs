@@ -43,7 +43,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use backon::{ExponentialBuilder, Retryable};
-use omni_kafka::consumer::{GroupMember, Stall};
+use omni_kafka::consumer::GroupMember;
 use omni_kafka::{CloudEvent, DeadLetterWriter, ProduceError, Producer, consumer, topics};
 use omni_proto::v1::{ConversationEvent, Delivery, dead_letter::Fault, delivery::Outcome, event_delivery::Status, participant::Role};
 use omni_runtime::ServiceContext;
@@ -183,24 +183,22 @@ async fn run_destination(
         answered_calls: config.service.answered_calls,
     };
     loop {
-        let next = tokio::select! {
+        let message = tokio::select! {
             () = context.shutdown.cancelled() => break,
-            stall = member.stalled() => Next::Rejoin(stall),
-            received = member.consumer().recv() => Next::Record(received),
-        };
-        let message = match next {
-            Next::Rejoin(stall) => {
+            stall = member.stalled() => {
                 member.rejoin(stall)?;
                 continue;
             }
-            Next::Record(Ok(message)) => message,
-            Next::Record(Err(error)) => {
-                if let Some(fatal) = consumer::fatal_error(member.consumer()) {
-                    anyhow::bail!("consumer failed fatally: {fatal}");
+            received = member.consumer().recv() => match received {
+                Ok(message) => message,
+                Err(error) => {
+                    if let Some(fatal) = consumer::fatal_error(member.consumer()) {
+                        anyhow::bail!("consumer failed fatally: {fatal}");
+                    }
+                    tracing::warn!(destination, %error, "consumer error");
+                    continue;
                 }
-                tracing::warn!(destination, %error, "consumer error");
-                continue;
-            }
+            },
         };
         // Not stored when shutdown interrupted the retries: the event is delivered again later.
         let handled = tokio::select! {
@@ -217,12 +215,6 @@ async fn run_destination(
     }
     router.producer.flush(Duration::from_secs(5)).ok();
     Ok(())
-}
-
-/// What a pipeline's consumer loop got: a record, or its member found without partitions.
-enum Next<R> {
-    Record(R),
-    Rejoin(Stall),
 }
 
 async fn wait_for_helpdesk(name: &str, helpdesk: &dyn Helpdesk, context: &ServiceContext) {
