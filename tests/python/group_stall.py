@@ -99,28 +99,31 @@ def main():
 
 
 def scenario(script, args, members, every, say):
-    first = Member(script, args, "first", block=False)
-    members.append(first)
-    if not first.wait_for("assign", 30, every):
+    def start(name, block, wait):
+        """Starts a member (kept in `members`); whether it got every partition within `wait` s."""
+        member = Member(script, args, name, block=block)
+        members.append(member)
+        return member.wait_for("assign", wait, every)
+
+    if not start("first", False, 30):
         say("the first member was never assigned")
         return 1
+    first = members[-1]
     say("first member assigned; SIGKILL, and its replacement starts 5 s later")
     first.kill()
     time.sleep(5)
-    second = Member(script, args, "second", block=True)
-    members.append(second)
-    if not second.wait_for("assign", 30, every):
+    if not start("second", True, 30):
         say("the replacement was never assigned")
         return 1
+    second = members[-1]
     say("replacement assigned")
     if second.wait_for("revoke", 8):
         say("replacement told to give its partitions back; SIGKILL before it joins again")
     else:
         say("replacement kept its partitions; SIGKILL")
     second.kill()
-    restarted = Member(script, args, "restarted", block=False)
-    members.append(restarted)
-    assigned = restarted.wait_for("assign", args.wait, every)
+    assigned = start("restarted", False, args.wait)
+    restarted = members[-1]
     say(f"restarted member (same group.instance.id) "
         f"{'assigned every partition' if assigned else f'not assigned within {args.wait:.0f} s: the group is stuck'}")
     restarted.kill()
