@@ -81,7 +81,7 @@ FUZZ_SECONDS ?= 600
 FUZZ_FLAGS ?=
 fuzz: ## fuzz every adapter's parsing/normalization and the signature checks, FUZZ_SECONDS per target (long)
 	@command -v cargo-fuzz >/dev/null || cargo install --quiet --locked cargo-fuzz
-	python3 fuzz/seed_corpus.py
+	cargo run --quiet -p omni-channels --example fuzz_seeds -- fuzz/corpus
 	cd fuzz && for target in normalize webhook; do \
 	  RUSTC_BOOTSTRAP=1 cargo fuzz run $$target corpus/$$target -- -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=4096 $(FUZZ_FLAGS) || exit 1; \
 	done

@@ -145,11 +145,11 @@ cat <<MSG
 
 omni is running. Send a message:
   curl -sS -X POST http://127.0.0.1:8080/v1/messages -H 'Authorization: Bearer omni-dev-token' \\
-    -H 'Content-Type: application/json' -d @crates/omni-channels/tests/fixtures/api/contact-form-tr.json
+    -H 'Content-Type: application/json' -d @crates/omni-channels/src/api/fixtures/contact-form-tr.json
 Or drop a mail into the local mailbox (IMAP 127.0.0.1:1143, support / support):
-  ./target/debug/omni mail append crates/omni-channels/tests/fixtures/email/tr-windows-1254.eml
+  ./target/debug/omni mail append crates/omni-channels/src/email/fixtures/tr-windows-1254.eml
 Or log calls the way Asterisk's cdr_csv does (omni-calllog follows var/asterisk/Master.csv):
-  cat crates/omni-channels/tests/fixtures/asterisk/Master.csv >> var/asterisk/Master.csv
+  cat crates/omni-channels/src/asterisk/fixtures/Master.csv >> var/asterisk/Master.csv
 Tickets: http://127.0.0.1:8099/REST/2.0/tickets?query=id>0 (root / password)
 Logs: $state/logs
 MSG

@@ -4,15 +4,15 @@
 
 use std::time::{Duration, UNIX_EPOCH};
 
-use omni_channels::webhook::{Accepted, WebhookAccount, WebhookRequest, webhook_adapters};
-use omni_channels::{NoKnownEvents, ids, normalizers};
+use omni_channels::webhook::{Accepted, WebhookRequest, raw_records, webhook_adapters};
+use omni_channels::{NoKnownEvents, adapters};
 use omni_proto::v1::RawRecord;
 
 /// Every normalizer on an arbitrary payload: byte 0 picks the adapter, byte 1 the item index
 /// attribute, the rest is the payload. May refuse, must not panic.
 pub fn normalize(data: &[u8]) {
     let [pick, item, payload @ ..] = data else { return };
-    let adapters = normalizers();
+    let adapters = adapters();
     let adapter = adapters[*pick as usize % adapters.len()];
     let raw = RawRecord {
         event_id: "fuzz".into(),
@@ -29,27 +29,35 @@ pub fn normalize(data: &[u8]) {
     let _ = adapter.normalize(&raw, &NoKnownEvents);
 }
 
+/// The headers the webhook target sets: every adapter's signature headers, in registry order,
+/// then `content-type` and `host`. An adapter added at the end of the registry with a header of
+/// its own moves `content-type` and `host` one place on in older inputs, which then reach the
+/// same code with other headers: less apt, never wrong.
+pub fn webhook_headers() -> Vec<&'static str> {
+    let mut headers: Vec<&'static str> = Vec::new();
+    for adapter in webhook_adapters() {
+        for header in adapter.signature_headers() {
+            if !headers.contains(header) {
+                headers.push(header);
+            }
+        }
+    }
+    headers.extend(["content-type", "host"]);
+    headers
+}
+
 /// Every webhook adapter on an arbitrary request: byte 0 picks the adapter; then a query string,
-/// header values and the body, separated by 0xFF bytes. Handshake, verify and accept may refuse,
-/// must not panic, and every item `accept` returns is normalized by index.
+/// the values of [`webhook_headers`] and the body, separated by 0xFF bytes. Handshake, verify and
+/// accept may refuse, must not panic, and every record the gateway would store for the items
+/// `accept` returns is normalized.
 pub fn webhook(data: &[u8]) {
-    const HEADERS: [&str; 8] = [
-        "x-hub-signature-256",
-        "x-twitter-webhooks-signature",
-        "x-telegram-bot-api-secret-token",
-        "x-slack-request-timestamp",
-        "x-slack-signature",
-        "x-twilio-signature",
-        "content-type",
-        "host",
-    ];
     let [pick, rest @ ..] = data else { return };
     let adapters = webhook_adapters();
     let adapter = adapters[*pick as usize % adapters.len()];
     let mut parts = rest.split(|b| *b == 0xFF);
     let query = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
     let mut headers = http::HeaderMap::new();
-    for name in HEADERS {
+    for name in webhook_headers() {
         if let Some(value) = parts.next()
             && let Ok(value) = http::HeaderValue::from_bytes(value)
         {
@@ -58,11 +66,7 @@ pub fn webhook(data: &[u8]) {
     }
     let body: Vec<u8> = parts.flat_map(|p| p.iter().copied().chain([0xFF])).collect();
     let body = body.strip_suffix(&[0xFF]).unwrap_or(&body);
-    let account = WebhookAccount {
-        secret: "fuzz-secret-0123456789".into(),
-        verify_token: Some("fuzz-verify-token".into()),
-        ..Default::default()
-    };
+    let account = adapter.development_account();
     let request = WebhookRequest {
         url: "https://omni.example/webhooks/fuzz/default",
         query: &query,
@@ -74,16 +78,8 @@ pub fn webhook(data: &[u8]) {
     let _ = adapter.verify(&account, &request);
     let _ = adapter.stored_payload(body);
     if let Ok(Accepted::Items(items)) = adapter.accept(&account, &request) {
-        for (index, item) in items.iter().enumerate() {
-            let raw = RawRecord {
-                event_id: ids::event_id(adapter.id_channel(), "default", Some(&item.provider_message_id), body),
-                provider: adapter.name().into(),
-                account: "default".into(),
-                payload: body.to_vec(),
-                attributes: [("item".to_owned(), index.to_string())].into(),
-                ..Default::default()
-            };
-            let _ = adapter.normalize(&raw, &NoKnownEvents);
+        for stored in raw_records(adapter, "default", "fuzz", &request, &items) {
+            let _ = adapter.normalize(&stored.record, &NoKnownEvents);
         }
     }
 }

@@ -812,6 +812,26 @@ impl Pipeline {
         Ok((status, serde_json::from_str(&text).unwrap_or(Value::String(text))))
     }
 
+    /// Posts `body` to `/webhooks/<provider>/default`, signed now by the provider's adapter for its
+    /// development account (`WebhookAdapter::sign`); returns the status and the answer's text.
+    pub async fn post_webhook(&self, provider: &str, content_type: &str, body: &str) -> anyhow::Result<(u16, String)> {
+        let adapter = omni_channels::webhook::webhook_adapter(provider).with_context(|| format!("no adapter {provider}"))?;
+        let url = format!("{}/webhooks/{provider}/default", self.gateway_url);
+        let signed = adapter.sign(
+            &adapter.development_account(),
+            &url,
+            content_type,
+            body.as_bytes(),
+            std::time::SystemTime::now(),
+        );
+        let mut request = self.http.post(&url).header("content-type", content_type).body(signed.body);
+        for (name, value) in signed.headers {
+            request = request.header(name, value);
+        }
+        let response = request.send().await?;
+        Ok((response.status().as_u16(), response.text().await?))
+    }
+
     /// Posts with the development token and expects 202; returns the event id.
     pub async fn post_ok(&self, body: &str) -> anyhow::Result<String> {
         let (status, answer) = self.post(DEV_TOKEN, body).await?;

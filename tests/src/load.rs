@@ -23,8 +23,6 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
-use base64::Engine as _;
-use hmac::{Hmac, Mac};
 use serde_json::json;
 
 use crate::Mailbox;
@@ -408,12 +406,6 @@ fn cdr_line(number: &str, start: i64, uniqueid: &str) -> String {
         + "\n"
 }
 
-/// Development secrets of the default config (`config/default.toml`).
-const META_APP_SECRET: &str = "omni-dev-meta-app-secret";
-const TELEGRAM_SECRET: &str = "omni-dev-telegram-secret-token";
-const SLACK_SECRET: &str = "omni-dev-slack-signing-secret";
-const TWILIO_AUTH_TOKEN: &str = "omni-dev-twilio-auth-token";
-
 /// What sending one item took.
 #[derive(Clone, Copy, Debug)]
 pub struct Sent {
@@ -522,24 +514,18 @@ impl Sender {
         } else {
             "application/json"
         };
-        let mut request = self.http.post(&url).header("content-type", content_type).body(body.clone());
-        request = match *path {
-            "whatsapp" => request.header(
-                "X-Hub-Signature-256",
-                format!("sha256={}", hex::encode(hmac_sha256(META_APP_SECRET, body))),
-            ),
-            "telegram" => request.header("X-Telegram-Bot-Api-Secret-Token", TELEGRAM_SECRET),
-            "slack" => {
-                // https://api.slack.com/authentication/verifying-requests-from-slack
-                let timestamp = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs().to_string();
-                let signature = hex::encode(hmac_sha256(SLACK_SECRET, &format!("v0:{timestamp}:{body}")));
-                request
-                    .header("X-Slack-Request-Timestamp", timestamp)
-                    .header("X-Slack-Signature", format!("v0={signature}"))
-            }
-            "twilio-sms" => request.header("X-Twilio-Signature", twilio_signature(&url, body)),
-            other => bail!("no signer for {other}"),
-        };
+        let adapter = omni_channels::webhook::webhook_adapter(path).with_context(|| format!("no adapter {path}"))?;
+        let signed = adapter.sign(
+            &adapter.development_account(),
+            &url,
+            content_type,
+            body.as_bytes(),
+            SystemTime::now(),
+        );
+        let mut request = self.http.post(&url).header("content-type", content_type).body(signed.body);
+        for (name, value) in signed.headers {
+            request = request.header(name, value);
+        }
         request.send().await.context("gateway unreachable")
     }
 }
@@ -588,28 +574,6 @@ impl std::fmt::Display for Unavailable {
 }
 
 impl std::error::Error for Unavailable {}
-
-fn hmac_sha256(key: &str, data: &str) -> Vec<u8> {
-    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(key.as_bytes()).expect("any key length");
-    mac.update(data.as_bytes());
-    mac.finalize().into_bytes().to_vec()
-}
-
-/// Twilio's request signature: base64 HMAC-SHA1 over the URL followed by every POST parameter
-/// name and value, sorted by name
-/// (<https://www.twilio.com/docs/usage/security#validating-requests>).
-fn twilio_signature(url: &str, form: &str) -> String {
-    let mut params: Vec<(String, String)> = form_urlencoded::parse(form.as_bytes()).into_owned().collect();
-    params.sort();
-    let mut data = url.to_owned();
-    for (name, value) in params {
-        data.push_str(&name);
-        data.push_str(&value);
-    }
-    let mut mac = Hmac::<sha1::Sha1>::new_from_slice(TWILIO_AUTH_TOKEN.as_bytes()).expect("any key length");
-    mac.update(data.as_bytes());
-    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
-}
 
 /// Finds the sequence number of the load item whose marker `text` holds.
 pub struct Markers {

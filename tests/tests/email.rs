@@ -9,7 +9,7 @@ const TIMEOUT: Duration = Duration::from_secs(90);
 
 fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(format!(
-        "{}/../crates/omni-channels/tests/fixtures/email/{name}",
+        "{}/../crates/omni-channels/src/email/fixtures/{name}",
         env!("CARGO_MANIFEST_DIR")
     ))
     .unwrap()

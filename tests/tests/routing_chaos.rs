@@ -9,26 +9,22 @@
 //! Size: `OMNI_TEST_ROUTING_CONVERSATIONS` conversations (default 200) of 2 messages each.
 
 use std::collections::HashMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
-use hmac::{Hmac, Mac};
 use omni_e2e::zendesk::{Mode, Zendesk};
 use omni_e2e::{Pipeline, eventually, nonce, serial};
 use serde_json::json;
-use sha2::Sha256;
 
 const ZENDESK_EMAIL: &str = "omni@example.com";
 const ZENDESK_TOKEN: &str = "zendesk-test-api-token";
-const TELEGRAM_SECRET: &str = "omni-dev-telegram-secret-token";
-const SLACK_SECRET: &str = "omni-dev-slack-signing-secret";
 
 fn env_number(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
 /// Posts message `message` of conversation `conversation`; returns its text.
-async fn send(pipeline: &Pipeline, http: &reqwest::Client, run: &str, conversation: u64, message: u64) -> anyhow::Result<String> {
+async fn send(pipeline: &Pipeline, run: &str, conversation: u64, message: u64) -> anyhow::Result<String> {
     let text = format!("conversation {conversation} message {message} ({run})");
     // Telegram chat ids unique to this run, so a rerun against the same RT opens new tickets.
     let run_base = u64::from_str_radix(&run[run.len().saturating_sub(8)..], 16).unwrap_or(0) % 1_000_000;
@@ -55,14 +51,8 @@ async fn send(pipeline: &Pipeline, http: &reqwest::Client, run: &str, conversati
                     "text": text,
                 },
             });
-            let response = http
-                .post(format!("{}/webhooks/telegram/default", pipeline.gateway_url))
-                .header("content-type", "application/json")
-                .header("X-Telegram-Bot-Api-Secret-Token", TELEGRAM_SECRET)
-                .body(update.to_string())
-                .send()
-                .await?;
-            (response.status().as_u16(), serde_json::Value::String(response.text().await?))
+            let (status, answer) = pipeline.post_webhook("telegram", "application/json", &update.to_string()).await?;
+            (status, serde_json::Value::String(answer))
         }
         _ => {
             let body = json!({
@@ -79,20 +69,8 @@ async fn send(pipeline: &Pipeline, http: &reqwest::Client, run: &str, conversati
                 },
             })
             .to_string();
-            // Slack's v0 signature (https://api.slack.com/authentication/verifying-requests-from-slack).
-            let timestamp = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs().to_string();
-            let mut mac = Hmac::<Sha256>::new_from_slice(SLACK_SECRET.as_bytes()).expect("any key");
-            mac.update(format!("v0:{timestamp}:{body}").as_bytes());
-            let signature = format!("v0={}", hex::encode(mac.finalize().into_bytes()));
-            let response = http
-                .post(format!("{}/webhooks/slack/default", pipeline.gateway_url))
-                .header("content-type", "application/json")
-                .header("X-Slack-Request-Timestamp", timestamp)
-                .header("X-Slack-Signature", signature)
-                .body(body)
-                .send()
-                .await?;
-            (response.status().as_u16(), serde_json::Value::String(response.text().await?))
+            let (status, answer) = pipeline.post_webhook("slack", "application/json", &body).await?;
+            (status, serde_json::Value::String(answer))
         }
     };
     if !(200..300).contains(&status) {
@@ -128,7 +106,6 @@ timeout_secs = 5
     )?;
     let config_path = config.to_string_lossy().to_string();
     let mut pipeline = Pipeline::start(&[("OMNI_CONFIG", &config_path)]).await?;
-    let http = reqwest::Client::new();
     let run = nonce();
     let mut texts: HashMap<u64, Vec<String>> = HashMap::new();
 
@@ -138,7 +115,7 @@ timeout_secs = 5
         texts
             .entry(conversation)
             .or_default()
-            .push(send(&pipeline, &http, &run, conversation, 0).await?);
+            .push(send(&pipeline, &run, conversation, 0).await?);
         if conversation == conversations / 2 {
             zendesk.set_mode(Mode::Failing);
         }
@@ -153,7 +130,7 @@ timeout_secs = 5
         texts
             .entry(conversation)
             .or_default()
-            .push(send(&pipeline, &http, &run, conversation, 1).await?);
+            .push(send(&pipeline, &run, conversation, 1).await?);
     }
     zendesk.set_mode(Mode::Down);
     let rt_before = rt_delivered(&pipeline)?;

@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use omni_channels::asterisk::{self, CdrSettings};
 use omni_kafka::producer::Pending;
-use omni_kafka::topics::Family;
+use omni_kafka::topics::raw_topic;
 use omni_kafka::{CloudEvent, ProduceError, Producer, topics};
 use omni_proto::v1::{CallLogCheckpoint, Channel, RawRecord};
 use omni_runtime::Readiness;
@@ -167,7 +167,7 @@ impl FileReader {
         .to_headers();
         // Keyed by the conversation's fields: one customer's calls stay in order.
         self.producer.enqueue(
-            &Family::Voice.raw_topic(),
+            &raw_topic(Channel::Voice).expect("the voice channel has a family"),
             ids.partition_key.as_bytes(),
             &record.encode_to_vec(),
             headers,

@@ -12,7 +12,7 @@ use omni_proto::v1::RawRecord;
 
 fn main() {
     let seconds: u64 = std::env::args().skip(1).find_map(|arg| arg.parse().ok()).unwrap_or(5);
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/email");
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src/email/fixtures");
     let mut fixtures: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
         .expect("fixture directory")
         .map(|entry| entry.expect("fixture").path())

@@ -3,8 +3,10 @@
 //! Each adapter is one module (one folder) that knows one provider's payloads: how to check a
 //! payload when it comes in (so the gateway can answer 400 before storing anything), which
 //! deterministic ids to give it, and how to turn its [`RawRecord`] into a [`ConversationEvent`].
-//! The normalizer finds an adapter by the record's `provider` through [`normalizer_for`], an
-//! explicit list: adding an adapter means adding its module and one line there.
+//! Every adapter is in one explicit list, [`adapters`]: the gateway finds webhook adapters there
+//! by the URL's provider, the normalizer by the record's `provider` ([`normalizer_for`]), and the
+//! fuzz harness, the load generator and the conformance kit ([`kit`]) walk it. Adding an adapter
+//! means adding its folder and one line there (`docs/adding-a-channel.md`).
 //!
 //! Normalization is a function of the raw record and of the events normalized before it (see
 //! [`KnownEvents`]), so replaying the raw topics in order rebuilds the same conversation events.
@@ -15,6 +17,7 @@ pub mod asterisk;
 pub mod email;
 pub mod ids;
 pub mod instagram;
+pub mod kit;
 pub mod messenger;
 pub mod meta;
 pub mod slack;
@@ -33,11 +36,20 @@ pub trait Normalize: Send + Sync {
     /// The `provider` value of the raw records this adapter reads.
     fn provider(&self) -> &'static str;
 
+    /// The adapter's folder under `crates/omni-channels/src/`: its code, its tests and, in
+    /// `fixtures/`, the provider's payloads that the conformance kit and the fuzz seeds read.
+    fn folder(&self) -> &'static str;
+
     /// Normalizes one record. Must be deterministic: the same record, with the same events
     /// known before it, gives the same event (apart from `normalized_at`, which the caller sets).
     /// `None`: the record means nothing to an agent (a delivery receipt, a read, typing); it
     /// stays in the raw topic only.
     fn normalize(&self, raw: &RawRecord, known: &dyn KnownEvents) -> Result<Option<ConversationEvent>, NormalizeError>;
+
+    /// The same adapter as a webhook adapter, when it takes provider webhooks: `Some(self)`.
+    fn as_webhook(&self) -> Option<&dyn webhook::WebhookAdapter> {
+        None
+    }
 }
 
 /// The events already normalized, by event id: what an adapter may look up to join a message to
@@ -79,12 +91,14 @@ pub enum NormalizeError {
     UnknownProvider(String),
 }
 
-/// Every adapter, explicitly listed.
-pub fn normalizers() -> &'static [&'static dyn Normalize] {
+/// Every adapter, explicitly listed: the one registry that the gateway, the normalizer, the fuzz
+/// harness, the load generator and the tests read. Adding an adapter is its folder and one line
+/// here, at the end (the fuzz harness picks adapters by position; see `docs/adding-a-channel.md`).
+pub fn adapters() -> &'static [&'static dyn Normalize] {
     static EMAIL: email::EmailNormalizer = email::EmailNormalizer {
         inline_attachment_limit: email::DEFAULT_INLINE_ATTACHMENT_LIMIT,
     };
-    static ALL: [&dyn Normalize; 12] = [
+    static ALL: &[&dyn Normalize] = &[
         &api::ApiNormalizer,
         &EMAIL,
         &whatsapp::WhatsApp,
@@ -98,12 +112,12 @@ pub fn normalizers() -> &'static [&'static dyn Normalize] {
         &aircall::Aircall,
         &asterisk::Asterisk,
     ];
-    &ALL
+    ALL
 }
 
 /// The adapter for a record's `provider`.
 pub fn normalizer_for(provider: &str) -> Result<&'static dyn Normalize, NormalizeError> {
-    normalizers()
+    adapters()
         .iter()
         .copied()
         .find(|n| n.provider() == provider)

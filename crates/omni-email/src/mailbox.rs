@@ -4,7 +4,7 @@ use std::time::{Duration, SystemTime};
 
 use futures::TryStreamExt;
 use omni_kafka::producer::Pending;
-use omni_kafka::topics::Family;
+use omni_kafka::topics::raw_topic;
 use omni_kafka::{CloudEvent, ProduceError, Producer, topics};
 use omni_proto::v1::{Channel, EmailCheckpoint, RawRecord};
 use omni_runtime::Readiness;
@@ -199,7 +199,7 @@ impl MailboxReader {
         // Keyed by mailbox: its messages stay in UID order in one partition, so the normalizer
         // has seen a message before the reply that names it (threading by known events).
         self.producer.enqueue(
-            &Family::Email.raw_topic(),
+            &raw_topic(Channel::Email).expect("the email channel has a family"),
             self.partition_key.as_bytes(),
             &record.encode_to_vec(),
             headers,

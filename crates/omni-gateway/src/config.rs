@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
-use omni_channels::webhook::{WebhookAccount, webhook_adapter, webhook_adapters};
+use omni_channels::webhook::{DEVELOPMENT_SECRET_PREFIX, WebhookAccount, webhook_adapter, webhook_adapters};
 use omni_kafka::{KafkaService, ServiceSection};
 use omni_runtime::settings::check_socket_addr;
 use omni_runtime::{Problems, Validate};
@@ -11,8 +11,8 @@ use serde::Deserialize;
 
 /// The documented development token of `config/default.toml`.
 pub const DEVELOPMENT_TOKEN: &str = "omni-dev-token";
-/// Every documented development webhook secret of `config/default.toml` starts with this.
-pub const DEVELOPMENT_WEBHOOK_SECRET_PREFIX: &str = "omni-dev-";
+/// The account name the development webhook accounts are given.
+pub const DEVELOPMENT_ACCOUNT: &str = "default";
 
 /// `[gateway]` section.
 #[derive(Clone, Debug, Deserialize)]
@@ -33,29 +33,49 @@ pub struct GatewayConfig {
     pub drain_timeout_secs: u64,
     /// Bearer tokens of `POST /v1/messages`: account name -> token.
     pub api_tokens: BTreeMap<String, String>,
+    /// Gives every webhook adapter an account `default` with its published development
+    /// secrets (each adapter's `development_account`), unless that account is configured: for
+    /// `make run` and the tests. Only accepted while the gateway listens on loopback.
+    #[serde(default)]
+    pub development_webhooks: bool,
     /// Provider webhook accounts: `[gateway.webhooks.<provider>.<account>]`.
     #[serde(default)]
     pub webhooks: BTreeMap<String, BTreeMap<String, WebhookAccount>>,
 }
 
 impl GatewayConfig {
-    /// `provider/account` of every webhook account still on a development secret.
+    /// Every webhook account the gateway answers for: provider -> account -> settings; the
+    /// configured ones and, with `development_webhooks`, each adapter's development account.
+    pub fn webhook_accounts(&self) -> BTreeMap<String, BTreeMap<String, WebhookAccount>> {
+        let mut accounts = self.webhooks.clone();
+        if self.development_webhooks {
+            for adapter in webhook_adapters() {
+                accounts
+                    .entry(adapter.name().to_owned())
+                    .or_default()
+                    .entry(DEVELOPMENT_ACCOUNT.to_owned())
+                    .or_insert_with(|| adapter.development_account());
+            }
+        }
+        accounts
+    }
+
+    /// `provider/account` of every webhook account on a development secret.
     pub fn development_webhook_accounts(&self) -> Vec<String> {
-        self.webhooks
+        self.webhook_accounts()
             .iter()
             .flat_map(|(provider, accounts)| {
                 accounts
                     .iter()
-                    .filter(|(_, a)| {
-                        a.secret.starts_with(DEVELOPMENT_WEBHOOK_SECRET_PREFIX)
-                            || a.verify_token
-                                .as_deref()
-                                .is_some_and(|t| t.starts_with(DEVELOPMENT_WEBHOOK_SECRET_PREFIX))
-                    })
+                    .filter(|(_, account)| is_development(account))
                     .map(move |(account, _)| format!("{provider}/{account}"))
             })
             .collect()
     }
+}
+
+fn is_development(account: &WebhookAccount) -> bool {
+    account.texts().any(|text| text.starts_with(DEVELOPMENT_SECRET_PREFIX))
 }
 
 impl Validate for GatewayConfig {
@@ -74,6 +94,11 @@ impl Validate for GatewayConfig {
             "needs at least one account = token",
         );
         let loopback = self.listen.parse::<SocketAddr>().is_ok_and(|addr| addr.ip().is_loopback());
+        problems.check(
+            loopback || !self.development_webhooks,
+            format!("{prefix}.development_webhooks"),
+            "the published development webhook secrets are only accepted while the gateway listens on loopback; set it to false and configure [gateway.webhooks.<provider>.<account>]",
+        );
         for (provider, accounts) in &self.webhooks {
             let Some(adapter) = webhook_adapter(provider) else {
                 let known: Vec<&str> = webhook_adapters().iter().map(|a| a.name()).collect();
@@ -84,23 +109,14 @@ impl Validate for GatewayConfig {
                 continue;
             };
             for (account, settings) in accounts {
-                for problem in adapter.check_account(settings) {
-                    problems.push(format!("{prefix}.webhooks.{provider}.{account}"), problem);
+                let at = format!("{prefix}.webhooks.{provider}.{account}");
+                for problem in adapter.check_account(settings, loopback) {
+                    problems.push(&at, problem);
                 }
-                let development = settings.secret.starts_with(DEVELOPMENT_WEBHOOK_SECRET_PREFIX)
-                    || settings
-                        .verify_token
-                        .as_deref()
-                        .is_some_and(|token| token.starts_with(DEVELOPMENT_WEBHOOK_SECRET_PREFIX));
                 problems.check(
-                    loopback || !development,
-                    format!("{prefix}.webhooks.{provider}.{account}"),
+                    loopback || !is_development(settings),
+                    &at,
                     "development secrets (omni-dev-...) are only accepted while the gateway listens on loopback; set the provider's real secret and verify token, or remove the account",
-                );
-                problems.check(
-                    loopback || !provider.starts_with("twilio") || settings.public_url.is_some(),
-                    format!("{prefix}.webhooks.{provider}.{account}.public_url"),
-                    "required off loopback: the exact URL set in Twilio's console (Twilio signs the URL it calls)",
                 );
             }
         }
@@ -146,6 +162,7 @@ mod tests {
             ack_timeout_ms: 5000,
             drain_timeout_secs: 1,
             api_tokens: [("default".to_owned(), token.to_owned())].into(),
+            development_webhooks: false,
             webhooks: Default::default(),
         }
     }
@@ -161,5 +178,65 @@ mod tests {
         let mut problems = Problems::default();
         config("0.0.0.0:8080", "a-long-production-token").validate("gateway", &mut problems);
         assert!(problems.is_empty(), "{problems}");
+    }
+
+    #[test]
+    fn development_webhooks_give_every_adapter_its_default_account_on_loopback_only() {
+        let mut config = config("127.0.0.1:8080", "a-long-production-token");
+        config.development_webhooks = true;
+        let accounts = config.webhook_accounts();
+        assert_eq!(accounts.len(), webhook_adapters().len());
+        assert_eq!(
+            accounts["telegram"][DEVELOPMENT_ACCOUNT],
+            webhook_adapter("telegram").unwrap().development_account()
+        );
+        // A configured `default` account wins over the development one.
+        config.webhooks.insert(
+            "telegram".into(),
+            [(DEVELOPMENT_ACCOUNT.to_owned(), WebhookAccount::new("real-telegram-token"))].into(),
+        );
+        assert_eq!(
+            config.webhook_accounts()["telegram"][DEVELOPMENT_ACCOUNT].secret,
+            "real-telegram-token"
+        );
+        assert!(!config.development_webhook_accounts().contains(&"telegram/default".to_owned()));
+        let mut problems = Problems::default();
+        config.validate("gateway", &mut problems);
+        assert!(problems.is_empty(), "{problems}");
+        config.listen = "0.0.0.0:8080".into();
+        config.validate("gateway", &mut problems);
+        let keys: Vec<&str> = problems.items().iter().map(|(key, _)| key.as_str()).collect();
+        assert_eq!(keys, ["gateway.development_webhooks"], "{problems}");
+    }
+
+    #[test]
+    fn each_provider_checks_its_own_settings() {
+        let mut config = config("0.0.0.0:8080", "a-long-production-token");
+        config.webhooks.insert(
+            "whatsapp".into(),
+            [(
+                "shop".to_owned(),
+                WebhookAccount::new("a-real-app-secret").with("channels", vec!["C1"]),
+            )]
+            .into(),
+        );
+        config.webhooks.insert(
+            "twilio-sms".into(),
+            [("shop".to_owned(), WebhookAccount::new("a-real-auth-token"))].into(),
+        );
+        config.webhooks.insert(
+            "slack".into(),
+            [("shop".to_owned(), WebhookAccount::new("omni-dev-slack-signing-secret"))].into(),
+        );
+        let mut problems = Problems::default();
+        config.validate("gateway", &mut problems);
+        let text = problems.to_string();
+        assert_eq!(problems.items().len(), 3, "{text}");
+        assert!(text.contains("unknown field `channels`"), "{text}");
+        assert!(text.contains("public_url: required off loopback"), "{text}");
+        assert!(
+            text.contains("gateway.webhooks.slack.shop") && text.contains("development secrets"),
+            "{text}"
+        );
     }
 }

@@ -11,7 +11,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use omni_channels::api;
-use omni_kafka::topics::Family;
+use omni_kafka::topics::raw_topic;
 use omni_kafka::{CloudEvent, ProduceError};
 use omni_proto::v1::{Channel, RawRecord};
 use prost::Message as _;
@@ -72,7 +72,7 @@ async fn accept(state: &GatewayState, headers: &HeaderMap, body: Result<Bytes, B
         payload: body.to_vec(),
         attributes: Default::default(),
     };
-    let topic = Family::Api.raw_topic();
+    let topic = raw_topic(Channel::Api).expect("the api channel has a family");
     let ce = CloudEvent {
         id: &ids.event_id,
         kind: "omni.v1.RawRecord",

@@ -68,7 +68,7 @@ pub fn app(config: &GatewayConfig, producer: Producer) -> Router {
             .iter()
             .map(|(account, token)| (account.clone(), Sha256::digest(token.as_bytes()).into()))
             .collect(),
-        webhook_accounts: config.webhooks.clone(),
+        webhook_accounts: config.webhook_accounts(),
     });
     Router::new()
         .merge(http_api::routes())

@@ -10,13 +10,9 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use omni_channels::ids;
-use omni_channels::webhook::{
-    Accepted, CONTENT_TYPE_ATTRIBUTE, ITEM_ATTRIBUTE, Rejection, Reply, WebhookAccount, WebhookAdapter, WebhookRequest, webhook_adapter,
-};
+use omni_channels::webhook::{self, Accepted, Rejection, Reply, WebhookAccount, WebhookAdapter, WebhookRequest, webhook_adapter};
 use omni_kafka::CloudEvent;
-use omni_kafka::topics::Family;
-use omni_proto::v1::RawRecord;
+use omni_kafka::topics::raw_topic;
 use prost::Message as _;
 
 use crate::GatewayState;
@@ -161,58 +157,23 @@ impl Incoming<'_> {
         if let Some(shed) = shed_while_broker_unreachable(state, "webhook") {
             return Err(shed);
         }
-        let Some(family) = Family::of(self.adapter.channel()) else {
+        let Some(topic) = raw_topic(self.adapter.channel()) else {
             return Err(error(StatusCode::INTERNAL_SERVER_ERROR, "adapter has no channel", &[]));
         };
-        let topic = family.raw_topic();
-        let now = SystemTime::now();
-        let content_type = request.header("content-type").unwrap_or_default().to_owned();
-        let payload = self.adapter.stored_payload(request.body);
-        let mut attributes = std::collections::HashMap::from([(CONTENT_TYPE_ATTRIBUTE.to_owned(), content_type.clone())]);
-        if payload.as_ref() != request.body {
-            attributes.insert("redacted".to_owned(), "credential in body".to_owned());
-        }
-        let mut pending = Vec::with_capacity(items.len());
-        for (index, item) in items.iter().enumerate() {
-            let event_id = ids::event_id(
-                self.adapter.id_channel(),
-                self.account,
-                Some(&item.provider_message_id),
-                request.body,
-            );
-            // The account first: adapters key by the provider's own ids, which only the account scopes.
-            let key_fields: Vec<&str> = std::iter::once(self.account)
-                .chain(item.partition_key.iter().map(String::as_str))
-                .collect();
-            let record = RawRecord {
-                event_id: event_id.clone(),
-                channel: self.adapter.channel() as i32,
-                provider: self.adapter.name().to_owned(),
-                account: self.account.to_owned(),
-                connector_id: state.connector_id.clone(),
-                received_at: Some(now.into()),
-                provider_message_id: item.provider_message_id.clone(),
-                content_type: content_type.clone(),
-                payload: payload.to_vec(),
-                attributes: {
-                    let mut attributes = attributes.clone();
-                    attributes.insert(ITEM_ATTRIBUTE.to_owned(), index.to_string());
-                    attributes
-                },
-            };
+        let stored = webhook::raw_records(self.adapter, self.account, &state.connector_id, request, &items);
+        let mut pending = Vec::with_capacity(stored.len());
+        for webhook::Stored { record, key } in stored {
             let headers = CloudEvent {
-                id: &event_id,
+                id: &record.event_id,
                 kind: "omni.v1.RawRecord",
                 source: &state.source,
                 subject: None,
-                time: now,
+                time: request.now,
             }
             .to_headers();
             // Enqueued in item order (kept within a partition), acknowledged together.
-            let enqueued = state
-                .producer
-                .enqueue(&topic, ids::partition_key(&key_fields).as_bytes(), &record.encode_to_vec(), headers);
-            pending.push((event_id, enqueued));
+            let enqueued = state.producer.enqueue(&topic, key.as_bytes(), &record.encode_to_vec(), headers);
+            pending.push((record.event_id, enqueued));
         }
         let (event_ids, enqueued): (Vec<String>, Vec<_>) = pending.into_iter().unzip();
         let results = futures::future::join_all(enqueued.into_iter().map(|enqueued| async move {

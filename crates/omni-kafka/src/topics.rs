@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use omni_proto::channels;
 use omni_proto::v1::Channel;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -24,61 +25,19 @@ pub const STATE_NORMALIZER: &str = "omni.state.normalizer.v1";
 /// The call-log connector's checkpoints (`omni.v1.CallLogCheckpoint`), compacted.
 pub const STATE_CALLLOG: &str = "omni.state.calllog.v1";
 
-/// A channel family: each has its own raw topic `omni.raw.<family>.v1`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Family {
-    /// IMAP mailboxes.
-    Email,
-    /// The generic HTTP API.
-    Api,
-    /// Website chat, Telegram, Slack.
-    Chat,
-    /// WhatsApp, Messenger, Instagram, X.
-    Social,
-    /// Text messages.
-    Sms,
-    /// Calls.
-    Voice,
+/// The raw topic of a channel's family (`omni.raw.<family>.v1`, the family named beside the
+/// value in `common.proto`); `None` for `CHANNEL_UNSPECIFIED`.
+pub fn raw_topic(channel: Channel) -> Option<String> {
+    channels::channel_info(channel).map(|info| family_topic(info.family))
 }
 
-impl Family {
-    /// Every family, in topic-table order.
-    pub const ALL: [Family; 6] = [Family::Email, Family::Api, Family::Chat, Family::Social, Family::Sms, Family::Voice];
-
-    /// The family a channel belongs to.
-    pub fn of(channel: Channel) -> Option<Family> {
-        Some(match channel {
-            Channel::Unspecified => return None,
-            Channel::Email => Family::Email,
-            Channel::Api => Family::Api,
-            Channel::WebChat | Channel::Telegram | Channel::Slack => Family::Chat,
-            Channel::Whatsapp | Channel::Messenger | Channel::Instagram | Channel::X => Family::Social,
-            Channel::Sms => Family::Sms,
-            Channel::Voice => Family::Voice,
-        })
-    }
-
-    /// The family's name in topic names.
-    pub fn name(self) -> &'static str {
-        match self {
-            Family::Email => "email",
-            Family::Api => "api",
-            Family::Chat => "chat",
-            Family::Social => "social",
-            Family::Sms => "sms",
-            Family::Voice => "voice",
-        }
-    }
-
-    /// The family's raw topic, for example `omni.raw.api.v1`.
-    pub fn raw_topic(self) -> String {
-        format!("omni.raw.{}.v1", self.name())
-    }
+fn family_topic(family: &str) -> String {
+    format!("omni.raw.{family}.v1")
 }
 
-/// Every raw topic.
+/// Every raw topic, one per family, in the order of the proto's channels.
 pub fn raw_topics() -> Vec<String> {
-    Family::ALL.iter().map(|family| family.raw_topic()).collect()
+    channels::families().into_iter().map(family_topic).collect()
 }
 
 /// A topic omni uses: its name, record type and clean-up policy.
@@ -239,10 +198,22 @@ mod tests {
     fn every_channel_has_a_raw_topic() {
         for value in 1..=11 {
             let channel = Channel::try_from(value).unwrap();
-            let family = Family::of(channel).unwrap_or_else(|| panic!("{channel:?} has no family"));
-            assert!(raw_topics().contains(&family.raw_topic()));
+            let topic = raw_topic(channel).unwrap_or_else(|| panic!("{channel:?} has no family"));
+            assert!(raw_topics().contains(&topic));
         }
-        assert_eq!(Family::of(Channel::Api).unwrap().raw_topic(), "omni.raw.api.v1");
+        assert_eq!(raw_topic(Channel::Api).as_deref(), Some("omni.raw.api.v1"));
+        assert_eq!(raw_topic(Channel::Unspecified), None);
+        assert_eq!(
+            raw_topics(),
+            [
+                "omni.raw.email.v1",
+                "omni.raw.api.v1",
+                "omni.raw.chat.v1",
+                "omni.raw.social.v1",
+                "omni.raw.sms.v1",
+                "omni.raw.voice.v1"
+            ]
+        );
     }
 
     #[test]

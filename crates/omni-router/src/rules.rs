@@ -6,7 +6,7 @@
 //!
 //! | condition | matches |
 //! |---|---|
-//! | `channels` | the event's channel: `email`, `api`, `web_chat`, `whatsapp`, `messenger`, `instagram`, `x`, `telegram`, `slack`, `sms`, `voice` |
+//! | `channels` | the event's channel, by its name in the proto enum (`email`, `api`, `web_chat`, `whatsapp`, `sms`, `voice`, ...; `omni_proto::channels`) |
 //! | `providers` | the adapter (`imap`, `whatsapp`, `twilio-sms`, `asterisk`, ...) |
 //! | `accounts` | the provider account the message came in on (mailbox, business number name) |
 //! | `languages` | the event's language tag, or its primary subtag (`tr` matches `tr-TR`) |
@@ -22,6 +22,7 @@
 
 use std::collections::BTreeMap;
 
+use omni_proto::channels;
 use omni_proto::v1::contact_identifier::Kind;
 use omni_proto::v1::{Channel, ConversationEvent, participant::Role};
 use omni_runtime::Problems;
@@ -241,9 +242,9 @@ impl Rules {
             }
             for channel in &rule.channels {
                 problems.check(
-                    channel_named(channel).is_some(),
+                    channels::channel_named(channel).is_some(),
                     format!("{at}.channels"),
-                    format!("`{channel}` is not a channel (email, api, web_chat, whatsapp, messenger, instagram, x, telegram, slack, sms, voice)"),
+                    format!("`{channel}` is not a channel ({})", channel_names().join(", ")),
                 );
             }
             problems.check(
@@ -378,40 +379,13 @@ impl Rules {
     }
 }
 
-/// The config name of a channel.
-pub fn channel_name(channel: Channel) -> &'static str {
-    match channel {
-        Channel::Unspecified => "unspecified",
-        Channel::Email => "email",
-        Channel::Api => "api",
-        Channel::WebChat => "web_chat",
-        Channel::Whatsapp => "whatsapp",
-        Channel::Messenger => "messenger",
-        Channel::Instagram => "instagram",
-        Channel::X => "x",
-        Channel::Telegram => "telegram",
-        Channel::Slack => "slack",
-        Channel::Sms => "sms",
-        Channel::Voice => "voice",
-    }
+fn channel_names() -> Vec<&'static str> {
+    channels::channels().iter().map(|info| info.name).collect()
 }
 
-fn channel_named(name: &str) -> Option<Channel> {
-    [
-        Channel::Email,
-        Channel::Api,
-        Channel::WebChat,
-        Channel::Whatsapp,
-        Channel::Messenger,
-        Channel::Instagram,
-        Channel::X,
-        Channel::Telegram,
-        Channel::Slack,
-        Channel::Sms,
-        Channel::Voice,
-    ]
-    .into_iter()
-    .find(|c| channel_name(*c).eq_ignore_ascii_case(name))
+/// The config name of a channel (`web_chat`, `sms`, ...; see `omni_proto::channels`).
+pub fn channel_name(channel: Channel) -> &'static str {
+    channels::channel_info(channel).map_or("unspecified", |info| info.name)
 }
 
 #[cfg(test)]

@@ -311,6 +311,14 @@ fn call_tags(outcome: Outcome) -> Vec<String> {
 }
 
 impl Normalize for Aircall {
+    fn folder(&self) -> &'static str {
+        "aircall"
+    }
+
+    fn as_webhook(&self) -> Option<&dyn WebhookAdapter> {
+        Some(self)
+    }
+
     fn provider(&self) -> &'static str {
         PROVIDER
     }
@@ -411,6 +419,23 @@ impl WebhookAdapter for Aircall {
 
     fn id_channel(&self) -> &'static str {
         ID_CHANNEL
+    }
+
+    fn development_account(&self) -> WebhookAccount {
+        WebhookAccount::new("omni-dev-aircall-webhook-token")
+    }
+
+    /// None: Aircall's token travels in the body's `token` member.
+    fn signature_headers(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    /// The body with its `token` member set to the account's token, as Aircall sends it.
+    fn sign(&self, account: &WebhookAccount, _url: &str, _content_type: &str, body: &[u8], _now: std::time::SystemTime) -> webhook::Signed {
+        webhook::Signed {
+            headers: Vec::new(),
+            body: webhook::replace_json_string_member(body, "token", &account.secret).into_owned(),
+        }
     }
 
     fn verify(&self, account: &WebhookAccount, request: &WebhookRequest<'_>) -> Result<(), Rejection> {

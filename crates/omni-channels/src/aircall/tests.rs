@@ -1,4 +1,4 @@
-//! Fixtures in `tests/fixtures/aircall/` follow Aircall's Public API reference
+//! Fixtures in `src/aircall/fixtures/` follow Aircall's Public API reference
 //! (<https://developer.aircall.io/api-references/#webhooks>: the event envelope `resource`,
 //! `event`, `timestamp`, `token`, `data`, and the documented `call.created` and `number.closed`
 //! samples, copied as published) and its Call object
@@ -8,18 +8,17 @@
 //! Turkish agent note. Verification follows "Webhooks overview"
 //! (<https://developer.aircall.io/docs/webhooks-overview>): the body's `token` is the webhook's token.
 
-use std::collections::HashMap;
 use std::time::SystemTime;
 
 use super::*;
 
 const TOKEN: &str = "45XXYYZZa08";
-const ANSWERED_TR: &str = include_str!("../../tests/fixtures/aircall/call-ended-answered-tr.json");
-const MISSED_NL: &str = include_str!("../../tests/fixtures/aircall/call-ended-missed.json");
-const VOICEMAIL: &str = include_str!("../../tests/fixtures/aircall/call-voicemail-left.json");
-const COMMENTED_TR: &str = include_str!("../../tests/fixtures/aircall/call-commented-tr.json");
-const CREATED: &str = include_str!("../../tests/fixtures/aircall/call-created.json");
-const NUMBER_CLOSED: &str = include_str!("../../tests/fixtures/aircall/number-closed.json");
+const ANSWERED_TR: &str = include_str!("fixtures/call-ended-answered-tr.json");
+const MISSED_NL: &str = include_str!("fixtures/call-ended-missed.json");
+const VOICEMAIL: &str = include_str!("fixtures/call-voicemail-left.json");
+const COMMENTED_TR: &str = include_str!("fixtures/call-commented-tr.json");
+const CREATED: &str = include_str!("fixtures/call-created.json");
+const NUMBER_CLOSED: &str = include_str!("fixtures/number-closed.json");
 
 fn account() -> WebhookAccount {
     WebhookAccount {
@@ -59,23 +58,10 @@ fn items_of(body: &str) -> Vec<Item> {
     }
 }
 
+/// The raw record the gateway stores for item 0 of `body` on account `shop`.
 fn raw(body: &str) -> RawRecord {
-    let item = &items_of(body)[0];
-    RawRecord {
-        event_id: ids::event_id(Aircall.id_channel(), "shop", Some(&item.provider_message_id), body.as_bytes()),
-        channel: Channel::Voice as i32,
-        provider: PROVIDER.into(),
-        account: "shop".into(),
-        payload: body.as_bytes().to_vec(),
-        received_at: Some(prost_types::Timestamp {
-            seconds: 1_795_400_000,
-            nanos: 0,
-        }),
-        provider_message_id: item.provider_message_id.clone(),
-        content_type: "application/json".into(),
-        attributes: HashMap::from([(webhook::ITEM_ATTRIBUTE.to_owned(), "0".to_owned())]),
-        ..Default::default()
-    }
+    let received_at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_795_400_000);
+    crate::kit::records_at(&Aircall, &account(), "application/json", body.as_bytes(), received_at).swap_remove(0)
 }
 
 fn normalize(body: &str) -> Result<Option<ConversationEvent>, NormalizeError> {
@@ -277,4 +263,12 @@ fn unreadable_records_are_malformed() {
         Aircall.normalize(&record, &crate::NoKnownEvents),
         Err(NormalizeError::Malformed { .. })
     ));
+}
+
+#[test]
+fn passes_the_conformance_kit() {
+    crate::kit::WebhookConformance::new(&Aircall)
+        .no_event(&["call-created.json", "number-closed.json"])
+        .body_not_signed()
+        .run();
 }

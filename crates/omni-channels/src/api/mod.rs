@@ -59,6 +59,10 @@ pub fn ids(account: &str, message: &ValidMessage, body: &[u8]) -> MessageIds {
 pub struct ApiNormalizer;
 
 impl Normalize for ApiNormalizer {
+    fn folder(&self) -> &'static str {
+        "api"
+    }
+
     fn provider(&self) -> &'static str {
         PROVIDER
     }
@@ -136,7 +140,7 @@ mod tests {
         }
     }
 
-    const FORM: &str = include_str!("../../tests/fixtures/api/contact-form-tr.json");
+    const FORM: &str = include_str!("fixtures/contact-form-tr.json");
 
     #[test]
     fn contact_form_normalizes_to_a_readable_event() {

@@ -50,6 +50,7 @@ mod tests;
 use std::collections::HashMap;
 use std::fmt;
 
+use chrono::{FixedOffset, NaiveDateTime};
 use omni_proto::v1::call_data::Outcome;
 use omni_proto::v1::contact_identifier::Kind;
 use omni_proto::v1::participant::Role;
@@ -481,42 +482,21 @@ pub fn parse_line(line: &[u8], columns: Option<&[String]>) -> Result<Cdr, String
 /// Parses `YYYY-MM-DD HH:MM:SS` in `timezone` into Unix seconds.
 pub fn parse_time(value: &str, timezone: Timezone) -> Result<i64, String> {
     let problem = || format!("`{value}` is not a YYYY-MM-DD HH:MM:SS time");
-    let bytes = value.as_bytes();
-    if bytes.len() != 19 || bytes[4] != b'-' || bytes[7] != b'-' || bytes[10] != b' ' || bytes[13] != b':' || bytes[16] != b':' {
+    // chrono also takes one-digit fields, a signed year and leading white space: cdr_csv
+    // writes none of them, so anything but the exact shape is refused first.
+    const SHAPE: &[u8; 19] = b"0000-00-00 00:00:00";
+    let shaped = value.len() == SHAPE.len()
+        && value
+            .bytes()
+            .zip(SHAPE)
+            .all(|(byte, &shape)| if shape == b'0' { byte.is_ascii_digit() } else { byte == shape });
+    if !shaped {
         return Err(problem());
     }
-    let number = |range: std::ops::Range<usize>| -> Result<i64, String> {
-        let part = &value[range];
-        if part.bytes().all(|b| b.is_ascii_digit()) {
-            part.parse().map_err(|_| problem())
-        } else {
-            Err(problem())
-        }
-    };
-    let (year, month, day) = (number(0..4)?, number(5..7)?, number(8..10)?);
-    let (hour, minute, second) = (number(11..13)?, number(14..16)?, number(17..19)?);
-    let month_days = match month {
-        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
-        4 | 6 | 9 | 11 => 30,
-        2 if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
-        2 => 28,
-        _ => return Err(problem()),
-    };
-    if day < 1 || day > month_days || hour > 23 || minute > 59 || second > 60 {
-        return Err(problem());
-    }
-    Ok(days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second - i64::from(timezone.offset_seconds()))
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let year = if month <= 2 { year - 1 } else { year };
-    let era = year.div_euclid(400);
-    let yoe = year - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    let local = NaiveDateTime::parse_from_str(value, "%Y-%m-%d %H:%M:%S").map_err(|_| problem())?;
+    let offset = FixedOffset::east_opt(timezone.offset_seconds()).ok_or_else(problem)?;
+    let at = local.and_local_timezone(offset).single().ok_or_else(problem)?;
+    Ok(at.timestamp())
 }
 
 /// The name and number of a caller id `"Name" <number>` (either may be missing).
@@ -696,6 +676,10 @@ fn outcome_tag(outcome: Outcome) -> Option<&'static str> {
 pub struct Asterisk;
 
 impl Normalize for Asterisk {
+    fn folder(&self) -> &'static str {
+        "asterisk"
+    }
+
     fn provider(&self) -> &'static str {
         PROVIDER
     }
@@ -802,5 +786,46 @@ impl Normalize for Asterisk {
             }),
             ..Default::default()
         }))
+    }
+}
+
+#[cfg(test)]
+mod parse_time_tests {
+    use super::{Timezone, parse_time};
+
+    #[test]
+    fn cdr_times_out_of_range_or_out_of_shape_are_refused() {
+        // Leap days: every fourth year, not in a century year unless it divides by 400.
+        assert_eq!(parse_time("2024-02-29 23:59:59", Timezone::UTC), Ok(1_709_251_199));
+        assert!(parse_time("1900-02-29 00:00:00", Timezone::UTC).is_err());
+        // Negative offsets are west of UTC; times before 1970 are negative.
+        assert_eq!(
+            parse_time("2026-11-22 05:15:00", Timezone::parse("-05:00").unwrap()),
+            Ok(1_795_342_500)
+        );
+        assert_eq!(parse_time("1969-12-31 23:59:59", Timezone::UTC), Ok(-1));
+        for bad in [
+            "2026-11-31 00:00:00",
+            "2026-11-00 00:00:00",
+            "2026-00-10 00:00:00",
+            "2026-11-32 00:00:00",
+            "2026-11-22 10:60:00",
+            "2026-11-22 10:15:61",
+            // Shapes chrono alone would take.
+            "2026-1-5 1:2:3",
+            "+2026-11-22 10:15:00",
+            " 2026-11-22 10:15:00",
+            "2026-11-22  10:15:00",
+            "2026-11-22\t10:15:00",
+            // Garbage, multi-byte characters where digits belong.
+            "",
+            "garbage",
+            "2026-11-22 10:15:00 ",
+            "2026-11-22 10:15:00.5",
+            "\u{fffd}\u{fffd}\u{fffd}-11-22 10:15:00",
+            "２０２６-11-22 10:15",
+        ] {
+            assert!(parse_time(bad, Timezone::UTC).is_err(), "{bad:?}");
+        }
     }
 }

@@ -1,4 +1,4 @@
-//! Fixtures in `tests/fixtures/asterisk/` follow the line format of `build_csv_record` in Asterisk's
+//! Fixtures in `src/asterisk/fixtures/` follow the line format of `build_csv_record` in Asterisk's
 //! `cdr/cdr_csv.c` (https://github.com/asterisk/asterisk/blob/master/cdr/cdr_csv.c): text columns
 //! quoted with inner quotes doubled, `duration`/`billsec`/`sequence` bare integers, an unset time
 //! (answer of an unanswered call) an empty unquoted column, `uniqueid`/`userfield` with
@@ -16,9 +16,9 @@ use omni_proto::v1::{Channel, ConversationEvent, Direction, RawRecord};
 
 use super::*;
 
-const MASTER: &str = include_str!("../../tests/fixtures/asterisk/Master.csv");
-const DEFAULTS: &str = include_str!("../../tests/fixtures/asterisk/Master-defaults.csv");
-const NEW_COLUMNS: &str = include_str!("../../tests/fixtures/asterisk/Master-newcdrcolumns.csv");
+const MASTER: &str = include_str!("fixtures/Master.csv");
+const DEFAULTS: &str = include_str!("fixtures/Master-defaults.csv");
+const NEW_COLUMNS: &str = include_str!("fixtures/Master-newcdrcolumns.csv");
 
 /// The lines of a fixture, each with its newline, as the connector stores them.
 fn lines(file: &str) -> Vec<String> {

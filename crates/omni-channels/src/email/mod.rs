@@ -217,6 +217,10 @@ impl Default for EmailNormalizer {
 }
 
 impl Normalize for EmailNormalizer {
+    fn folder(&self) -> &'static str {
+        "email"
+    }
+
     fn provider(&self) -> &'static str {
         PROVIDER
     }

@@ -7,7 +7,7 @@ use omni_proto::v1::{ConversationEvent, RawRecord};
 use super::*;
 
 fn fixture(name: &str) -> Vec<u8> {
-    std::fs::read(format!("{}/tests/fixtures/email/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    std::fs::read(format!("{}/src/email/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
 }
 
 fn normalize(name: &str) -> ConversationEvent {

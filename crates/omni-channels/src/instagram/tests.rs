@@ -1,4 +1,4 @@
-//! Fixtures in `tests/fixtures/instagram/` follow the examples of Meta's "Webhooks for Instagram
+//! Fixtures in `src/instagram/fixtures/` follow the examples of Meta's "Webhooks for Instagram
 //! Messaging" (<https://developers.facebook.com/docs/messenger-platform/instagram/features/webhook>)
 //! and the Instagram Platform webhook examples
 //! (<https://developers.facebook.com/docs/instagram-platform/webhooks/examples>): the
@@ -18,14 +18,14 @@ use crate::meta::tests::{accept, account, headers, normalize, raw, request, sign
 use crate::webhook::{Rejection, WebhookAdapter};
 use crate::{Normalize, NormalizeError, ids};
 
-const TEXT_AR: &str = include_str!("../../tests/fixtures/instagram/text-ar.json");
-const MEDIA: &str = include_str!("../../tests/fixtures/instagram/media.json");
-const STORY_REPLY_TR: &str = include_str!("../../tests/fixtures/instagram/story-reply-tr.json");
-const ECHO: &str = include_str!("../../tests/fixtures/instagram/echo.json");
-const SEEN: &str = include_str!("../../tests/fixtures/instagram/seen.json");
-const REACTION: &str = include_str!("../../tests/fixtures/instagram/reaction.json");
-const POSTBACK: &str = include_str!("../../tests/fixtures/instagram/postback.json");
-const DELETED_UNSUPPORTED: &str = include_str!("../../tests/fixtures/instagram/deleted-unsupported.json");
+const TEXT_AR: &str = include_str!("fixtures/text-ar.json");
+const MEDIA: &str = include_str!("fixtures/media.json");
+const STORY_REPLY_TR: &str = include_str!("fixtures/story-reply-tr.json");
+const ECHO: &str = include_str!("fixtures/echo.json");
+const SEEN: &str = include_str!("fixtures/seen.json");
+const REACTION: &str = include_str!("fixtures/reaction.json");
+const POSTBACK: &str = include_str!("fixtures/postback.json");
+const DELETED_UNSUPPORTED: &str = include_str!("fixtures/deleted-unsupported.json");
 
 const IG_ACCOUNT: &str = "17841405822304914";
 const NOUR: &str = "1350246543298765";
@@ -208,4 +208,11 @@ fn a_record_that_cannot_be_read_is_malformed() {
         INSTAGRAM.normalize(&record, &crate::NoKnownEvents),
         Err(NormalizeError::Malformed { provider: "instagram", .. })
     ));
+}
+
+#[test]
+fn passes_the_conformance_kit() {
+    crate::kit::WebhookConformance::new(&INSTAGRAM)
+        .no_event(&["echo.json", "seen.json"])
+        .run();
 }

@@ -1,4 +1,4 @@
-//! Fixtures in `tests/fixtures/messenger/` follow the examples of Meta's Messenger Platform
+//! Fixtures in `src/messenger/fixtures/` follow the examples of Meta's Messenger Platform
 //! webhook event references: `messages`
 //! (<https://developers.facebook.com/docs/messenger-platform/reference/webhook-events/messages>:
 //! `text-tr.json`, `reply-nl.json` with `reply_to`, `attachments.json` with image, file and
@@ -20,13 +20,13 @@ use crate::meta::tests::{accept, account, headers, normalize, raw, request};
 use crate::webhook::{ITEM_ATTRIBUTE, Rejection, WebhookAdapter};
 use crate::{Normalize, NormalizeError, ids};
 
-const TEXT_TR: &str = include_str!("../../tests/fixtures/messenger/text-tr.json");
-const REPLY_NL: &str = include_str!("../../tests/fixtures/messenger/reply-nl.json");
-const ATTACHMENTS: &str = include_str!("../../tests/fixtures/messenger/attachments.json");
-const ECHO: &str = include_str!("../../tests/fixtures/messenger/echo.json");
-const RECEIPTS: &str = include_str!("../../tests/fixtures/messenger/receipts.json");
-const POSTBACK: &str = include_str!("../../tests/fixtures/messenger/postback.json");
-const REACTION: &str = include_str!("../../tests/fixtures/messenger/reaction.json");
+const TEXT_TR: &str = include_str!("fixtures/text-tr.json");
+const REPLY_NL: &str = include_str!("fixtures/reply-nl.json");
+const ATTACHMENTS: &str = include_str!("fixtures/attachments.json");
+const ECHO: &str = include_str!("fixtures/echo.json");
+const RECEIPTS: &str = include_str!("fixtures/receipts.json");
+const POSTBACK: &str = include_str!("fixtures/postback.json");
+const REACTION: &str = include_str!("fixtures/reaction.json");
 
 const PAGE: &str = "104829482298752";
 const AYSE: &str = "6543210987654321";
@@ -77,10 +77,7 @@ fn signatures_and_the_handshake_are_checked() {
     assert_eq!(reply.body, b"1158201444");
     assert!(
         MESSENGER
-            .check_account(&crate::webhook::WebhookAccount {
-                verify_token: None,
-                ..account()
-            })
+            .check_account(&crate::webhook::WebhookAccount::new(account().secret), true)
             .len()
             == 1
     );
@@ -243,4 +240,11 @@ fn a_record_that_cannot_be_read_is_malformed() {
         MESSENGER.normalize(&beyond, &crate::NoKnownEvents),
         Err(NormalizeError::Malformed { .. })
     ));
+}
+
+#[test]
+fn passes_the_conformance_kit() {
+    crate::kit::WebhookConformance::new(&MESSENGER)
+        .no_event(&["echo.json", "receipts.json"])
+        .run();
 }

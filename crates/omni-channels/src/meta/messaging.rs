@@ -549,6 +549,14 @@ fn media_type(kind: &str, name: &str) -> String {
 // The traits.
 
 impl Normalize for Messaging {
+    fn folder(&self) -> &'static str {
+        self.provider
+    }
+
+    fn as_webhook(&self) -> Option<&dyn WebhookAdapter> {
+        Some(self)
+    }
+
     fn provider(&self) -> &'static str {
         self.provider
     }
@@ -573,8 +581,27 @@ impl WebhookAdapter for Messaging {
         self.provider
     }
 
-    fn check_account(&self, account: &WebhookAccount) -> Vec<String> {
+    fn check_account(&self, account: &WebhookAccount, _loopback: bool) -> Vec<String> {
         super::check_account(account)
+    }
+
+    fn development_account(&self) -> WebhookAccount {
+        super::development_account()
+    }
+
+    fn signature_headers(&self) -> &'static [&'static str] {
+        &[super::SIGNATURE_HEADER]
+    }
+
+    fn sign(
+        &self,
+        account: &WebhookAccount,
+        _url: &str,
+        _content_type: &str,
+        body: &[u8],
+        _now: std::time::SystemTime,
+    ) -> crate::webhook::Signed {
+        super::sign(account, body)
     }
 
     fn handshake(&self, account: &WebhookAccount, request: &WebhookRequest<'_>) -> Result<Reply, Rejection> {

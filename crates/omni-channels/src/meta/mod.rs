@@ -25,18 +25,41 @@ pub const SIGNATURE_HEADER: &str = "x-hub-signature-256";
 /// The longest `hub.challenge` echoed back (Meta sends a short integer).
 const MAX_CHALLENGE: usize = 256;
 
+/// A Meta account's settings besides `secret` (the app's App Secret).
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetaSettings {
+    /// The Verify Token typed into the app's webhook settings, echoed in the GET handshake.
+    pub verify_token: Option<String>,
+}
+
+/// The development account of every Meta adapter (public values, loopback only).
+pub fn development_account() -> WebhookAccount {
+    WebhookAccount::new("omni-dev-meta-app-secret").with("verify_token", "omni-dev-verify-token")
+}
+
 /// Config problems of a Meta account: the default secret check plus a required `verify_token`.
 pub fn check_account(account: &WebhookAccount) -> Vec<String> {
     let mut problems = Vec::new();
     if account.secret.len() < 8 {
         problems.push("secret: must be the app's App Secret (at least 8 characters)".to_owned());
     }
-    match account.verify_token.as_deref() {
-        None => problems.push("verify_token: required, the Verify Token typed into the app's webhook settings".to_owned()),
-        Some(token) if token.trim().is_empty() => problems.push("verify_token: must not be blank".to_owned()),
-        Some(_) => {}
+    match account.settings::<MetaSettings>().map(|settings| settings.verify_token) {
+        Err(problem) => problems.push(problem),
+        Ok(None) => problems.push("verify_token: required, the Verify Token typed into the app's webhook settings".to_owned()),
+        Ok(Some(token)) if token.trim().is_empty() => problems.push("verify_token: must not be blank".to_owned()),
+        Ok(Some(_)) => {}
     }
     problems
+}
+
+/// `X-Hub-Signature-256` for `body`, as Meta computes it.
+pub fn sign(account: &WebhookAccount, body: &[u8]) -> crate::webhook::Signed {
+    let digest = crate::webhook::signature::hmac_sha256(account.secret.as_bytes(), &[body]);
+    crate::webhook::Signed {
+        headers: vec![(SIGNATURE_HEADER, format!("sha256={}", hex::encode(digest)))],
+        body: body.to_vec(),
+    }
 }
 
 /// Answers Meta's verification request (see the module documentation).
@@ -46,7 +69,8 @@ pub fn handshake(account: &WebhookAccount, request: &WebhookRequest<'_>) -> Resu
     let Some(presented) = param("hub.verify_token") else {
         return Err(Rejection::Unauthorized("hub.verify_token is missing".to_owned()));
     };
-    let expected = account.verify_token.as_deref().filter(|token| !token.is_empty());
+    let configured = account.settings::<MetaSettings>().ok().and_then(|settings| settings.verify_token);
+    let expected = configured.as_deref().filter(|token| !token.is_empty());
     // Compared even when nothing is configured, so a missing config takes the same time.
     let matches = tokens_equal(presented, expected.unwrap_or_default()) && expected.is_some();
     if !matches {
@@ -124,11 +148,7 @@ pub(crate) mod tests {
     pub(crate) const VERIFY_TOKEN: &str = "omni-verify-3b9d";
 
     pub(crate) fn account() -> WebhookAccount {
-        WebhookAccount {
-            secret: APP_SECRET.to_owned(),
-            verify_token: Some(VERIFY_TOKEN.to_owned()),
-            ..Default::default()
-        }
+        WebhookAccount::new(APP_SECRET).with("verify_token", VERIFY_TOKEN)
     }
 
     /// `sha256=<hex>` as Meta computes it: HMAC-SHA256 of the exact body under the App Secret.
@@ -168,22 +188,8 @@ pub(crate) mod tests {
 
     /// The raw record the gateway writes for item `index` of `body` on account `shop`.
     pub(crate) fn raw(adapter: &dyn crate::webhook::WebhookAdapter, body: &str, index: usize) -> omni_proto::v1::RawRecord {
-        let items = accept(adapter, body).expect("fixture is accepted");
-        let item = &items[index];
-        omni_proto::v1::RawRecord {
-            event_id: crate::ids::event_id(adapter.id_channel(), "shop", Some(&item.provider_message_id), body.as_bytes()),
-            channel: adapter.channel() as i32,
-            provider: adapter.name().into(),
-            account: "shop".into(),
-            provider_message_id: item.provider_message_id.clone(),
-            payload: body.as_bytes().to_vec(),
-            received_at: Some(prost_types::Timestamp {
-                seconds: 1_750_000_000,
-                nanos: 0,
-            }),
-            attributes: [(crate::webhook::ITEM_ATTRIBUTE.to_owned(), index.to_string())].into(),
-            ..Default::default()
-        }
+        let received_at = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_750_000_000);
+        crate::kit::records_at(adapter, &account(), "application/json", body.as_bytes(), received_at).swap_remove(index)
     }
 
     /// What `adapter` normalizes item `index` of `body` to.
@@ -274,10 +280,7 @@ pub(crate) mod tests {
             ),
         );
         assert!(matches!(other_mode, Err(Rejection::Forbidden(_))));
-        let unconfigured = WebhookAccount {
-            verify_token: None,
-            ..account()
-        };
+        let unconfigured = WebhookAccount::new(account().secret);
         let empty = handshake(
             &unconfigured,
             &request(&headers, "hub.mode=subscribe&hub.challenge=1&hub.verify_token=", b""),
@@ -293,10 +296,7 @@ pub(crate) mod tests {
     #[test]
     fn an_account_needs_a_verify_token() {
         assert!(check_account(&account()).is_empty());
-        let problems = check_account(&WebhookAccount {
-            verify_token: None,
-            ..account()
-        });
+        let problems = check_account(&WebhookAccount::new(account().secret));
         assert_eq!(problems.len(), 1);
         assert!(problems[0].starts_with("verify_token"), "{problems:?}");
         assert!(

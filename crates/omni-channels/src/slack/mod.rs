@@ -225,6 +225,14 @@ fn attachment_of(file: &File) -> Attachment {
 }
 
 impl Normalize for Slack {
+    fn folder(&self) -> &'static str {
+        "slack"
+    }
+
+    fn as_webhook(&self) -> Option<&dyn WebhookAdapter> {
+        Some(self)
+    }
+
     fn provider(&self) -> &'static str {
         PROVIDER
     }
@@ -287,6 +295,16 @@ impl Normalize for Slack {
     }
 }
 
+/// A Slack account's settings besides `secret` (the app's Signing Secret).
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlackSettings {
+    /// The channel ids whose messages are customer messages (the support channel); direct
+    /// messages to the app are always accepted. Empty: every channel the app is in.
+    #[serde(default)]
+    pub channels: Vec<String>,
+}
+
 impl WebhookAdapter for Slack {
     fn channel(&self) -> Channel {
         Channel::Slack
@@ -294,6 +312,38 @@ impl WebhookAdapter for Slack {
 
     fn id_channel(&self) -> &'static str {
         ID_CHANNEL
+    }
+
+    fn check_account(&self, account: &WebhookAccount, _loopback: bool) -> Vec<String> {
+        let mut problems = webhook::check_secret(account);
+        if let Err(problem) = account.settings::<SlackSettings>() {
+            problems.push(problem);
+        }
+        problems
+    }
+
+    fn development_account(&self) -> WebhookAccount {
+        WebhookAccount::new("omni-dev-slack-signing-secret")
+    }
+
+    fn signature_headers(&self) -> &'static [&'static str] {
+        &[TIMESTAMP_HEADER, SIGNATURE_HEADER]
+    }
+
+    fn replay_window(&self) -> Option<Duration> {
+        Some(REPLAY_WINDOW)
+    }
+
+    fn sign(&self, account: &WebhookAccount, _url: &str, _content_type: &str, body: &[u8], now: std::time::SystemTime) -> webhook::Signed {
+        let timestamp = now.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default().to_string();
+        let digest = signature::hmac_sha256(account.secret.as_bytes(), &[b"v0:", timestamp.as_bytes(), b":", body]);
+        webhook::Signed {
+            headers: vec![
+                (TIMESTAMP_HEADER, timestamp),
+                (SIGNATURE_HEADER, format!("v0={}", hex::encode(digest))),
+            ],
+            body: body.to_vec(),
+        }
     }
 
     fn verify(&self, account: &WebhookAccount, request: &WebhookRequest<'_>) -> Result<(), Rejection> {
@@ -334,7 +384,8 @@ impl WebhookAdapter for Slack {
             Parsed::Callback(None) => Ok(Accepted::Items(Vec::new())),
             Parsed::Callback(Some(message)) => {
                 let event = &message.event;
-                let wanted = event.is_direct() || account.channels.is_empty() || account.channels.contains(&event.channel);
+                let channels = account.settings::<SlackSettings>().map_err(Rejection::BadRequest)?.channels;
+                let wanted = event.is_direct() || channels.is_empty() || channels.contains(&event.channel);
                 Ok(Accepted::Items(if wanted {
                     vec![Item {
                         provider_message_id: message.event_id.clone(),

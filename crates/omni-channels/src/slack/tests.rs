@@ -1,4 +1,4 @@
-//! Fixtures in `tests/fixtures/slack/` are the examples of Slack's event reference pages, in the
+//! Fixtures in `src/slack/fixtures/` are the examples of Slack's event reference pages, in the
 //! standard event wrapper: `url_verification` (<https://api.slack.com/events/url_verification>),
 //! `message.im` (<https://api.slack.com/events/message.im>: `message-im.json` with an English
 //! customer text, `message-im-ar.json` with an Arabic one and Slack's `&lt;`/`&gt;` escapes), `message.channels`
@@ -18,15 +18,15 @@ use omni_proto::v1::attachment::Content;
 use super::*;
 
 const SECRET: &str = "slack-signing-secret";
-const URL_VERIFICATION: &str = include_str!("../../tests/fixtures/slack/url-verification.json");
-const MESSAGE_IM: &str = include_str!("../../tests/fixtures/slack/message-im.json");
-const MESSAGE_IM_AR: &str = include_str!("../../tests/fixtures/slack/message-im-ar.json");
-const MESSAGE_CHANNEL: &str = include_str!("../../tests/fixtures/slack/message-channel.json");
-const FILE_SHARE: &str = include_str!("../../tests/fixtures/slack/file-share.json");
-const BOT_MESSAGE: &str = include_str!("../../tests/fixtures/slack/bot-message.json");
-const MESSAGE_CHANGED: &str = include_str!("../../tests/fixtures/slack/message-changed.json");
-const REACTION_ADDED: &str = include_str!("../../tests/fixtures/slack/reaction-added.json");
-const APP_MENTION: &str = include_str!("../../tests/fixtures/slack/app-mention.json");
+const URL_VERIFICATION: &str = include_str!("fixtures/url-verification.json");
+const MESSAGE_IM: &str = include_str!("fixtures/message-im.json");
+const MESSAGE_IM_AR: &str = include_str!("fixtures/message-im-ar.json");
+const MESSAGE_CHANNEL: &str = include_str!("fixtures/message-channel.json");
+const FILE_SHARE: &str = include_str!("fixtures/file-share.json");
+const BOT_MESSAGE: &str = include_str!("fixtures/bot-message.json");
+const MESSAGE_CHANGED: &str = include_str!("fixtures/message-changed.json");
+const REACTION_ADDED: &str = include_str!("fixtures/reaction-added.json");
+const APP_MENTION: &str = include_str!("fixtures/app-mention.json");
 
 /// The gateway's clock in most tests.
 const NOW: u64 = 1_700_000_000;
@@ -89,21 +89,10 @@ fn items(body: &str) -> Vec<Item> {
 }
 
 /// The raw record the gateway writes for item 0 of `body`, on account `shop`.
+/// The raw record the gateway stores for item 0 of `body` on account `shop`.
 fn raw(body: &str) -> RawRecord {
-    let item = &items(body)[0];
-    RawRecord {
-        event_id: ids::event_id(Slack.id_channel(), "shop", Some(&item.provider_message_id), body.as_bytes()),
-        channel: Channel::Slack as i32,
-        provider: PROVIDER.into(),
-        account: "shop".into(),
-        payload: body.as_bytes().to_vec(),
-        received_at: Some(prost_types::Timestamp {
-            seconds: NOW as i64,
-            nanos: 0,
-        }),
-        attributes: [(webhook::ITEM_ATTRIBUTE.to_owned(), "0".to_owned())].into(),
-        ..Default::default()
-    }
+    let received_at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(NOW);
+    crate::kit::records_at(&Slack, &account(), "application/json", body.as_bytes(), received_at).swap_remove(0)
 }
 
 fn event(body: &str) -> ConversationEvent {
@@ -245,16 +234,9 @@ fn bots_edits_and_other_events_are_acknowledged_and_not_stored() {
 
 #[test]
 fn channel_messages_are_stored_only_from_the_configured_channels() {
-    let support = WebhookAccount {
-        secret: SECRET.into(),
-        channels: vec!["C0SUPPORT1".into()],
-        ..Default::default()
-    };
+    let support = WebhookAccount::new(SECRET).with("channels", vec!["C0SUPPORT1"]);
     assert_eq!(accepted(&support, MESSAGE_CHANNEL), Accepted::Items(Vec::new()));
-    let listed = WebhookAccount {
-        channels: vec!["C0SUPPORT1".into(), "C024BE91L".into()],
-        ..support.clone()
-    };
+    let listed = WebhookAccount::new(SECRET).with("channels", vec!["C0SUPPORT1", "C024BE91L"]);
     assert!(matches!(accepted(&listed, MESSAGE_CHANNEL), Accepted::Items(items) if items.len() == 1));
     // Direct messages to the app are always stored.
     assert!(matches!(accepted(&support, MESSAGE_IM_AR), Accepted::Items(items) if items.len() == 1));
@@ -421,4 +403,17 @@ fn slack_timestamps_keep_their_microseconds() {
     );
     assert_eq!(slack_ts("17"), Some(prost_types::Timestamp { seconds: 17, nanos: 0 }));
     assert_eq!(slack_ts("soon"), None);
+}
+
+#[test]
+fn passes_the_conformance_kit() {
+    crate::kit::WebhookConformance::new(&Slack)
+        .no_event(&[
+            "app-mention.json",
+            "bot-message.json",
+            "message-changed.json",
+            "reaction-added.json",
+        ])
+        .reply(&["url-verification.json"])
+        .run();
 }

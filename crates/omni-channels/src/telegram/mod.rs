@@ -397,6 +397,14 @@ fn customer(message: &Message) -> Participant {
 }
 
 impl Normalize for Telegram {
+    fn folder(&self) -> &'static str {
+        "telegram"
+    }
+
+    fn as_webhook(&self) -> Option<&dyn WebhookAdapter> {
+        Some(self)
+    }
+
     fn provider(&self) -> &'static str {
         PROVIDER
     }
@@ -468,15 +476,30 @@ impl WebhookAdapter for Telegram {
         ID_CHANNEL
     }
 
-    fn check_account(&self, account: &WebhookAccount) -> Vec<String> {
-        let mut problems = Vec::new();
-        if account.secret.len() < 8 {
-            problems.push("secret: must be at least 8 characters".to_owned());
+    fn check_account(&self, account: &WebhookAccount, _loopback: bool) -> Vec<String> {
+        let mut problems = webhook::check_secret(account);
+        if let Err(problem) = account.settings::<webhook::NoSettings>() {
+            problems.push(problem);
         }
         if account.secret.len() > 256 || !account.secret.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
             problems.push("secret: Telegram's secret_token is at most 256 characters of A-Z, a-z, 0-9, _ and -".to_owned());
         }
         problems
+    }
+
+    fn development_account(&self) -> WebhookAccount {
+        WebhookAccount::new("omni-dev-telegram-secret-token")
+    }
+
+    fn signature_headers(&self) -> &'static [&'static str] {
+        &[SECRET_HEADER]
+    }
+
+    fn sign(&self, account: &WebhookAccount, _url: &str, _content_type: &str, body: &[u8], _now: std::time::SystemTime) -> webhook::Signed {
+        webhook::Signed {
+            headers: vec![(SECRET_HEADER, account.secret.clone())],
+            body: body.to_vec(),
+        }
     }
 
     fn verify(&self, account: &WebhookAccount, request: &WebhookRequest<'_>) -> Result<(), Rejection> {

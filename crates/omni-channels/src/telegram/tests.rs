@@ -1,4 +1,4 @@
-//! Fixtures in `tests/fixtures/telegram/` follow the update examples of "Marvin's Marvellous
+//! Fixtures in `src/telegram/fixtures/` follow the update examples of "Marvin's Marvellous
 //! Guide to All Things Webhook", section "Testing your bot with updates"
 //! (<https://core.telegram.org/bots/webhooks#testing-your-bot-with-updates>: message with text,
 //! with a reply, edited message, document, voice, callback query), with Turkish and Dutch
@@ -14,17 +14,17 @@ use omni_proto::v1::attachment::Content as Reference;
 use super::*;
 
 const SECRET: &str = "shop-bot_Secret-2024";
-const TEXT_TR: &str = include_str!("../../tests/fixtures/telegram/message-tr.json");
-const REPLY: &str = include_str!("../../tests/fixtures/telegram/reply.json");
-const EDITED: &str = include_str!("../../tests/fixtures/telegram/edited.json");
-const PHOTO_NL: &str = include_str!("../../tests/fixtures/telegram/photo-nl.json");
-const DOCUMENT: &str = include_str!("../../tests/fixtures/telegram/document.json");
-const VOICE: &str = include_str!("../../tests/fixtures/telegram/voice.json");
-const LOCATION: &str = include_str!("../../tests/fixtures/telegram/location.json");
-const VENUE: &str = include_str!("../../tests/fixtures/telegram/venue.json");
-const CONTACT: &str = include_str!("../../tests/fixtures/telegram/contact.json");
-const CALLBACK_QUERY: &str = include_str!("../../tests/fixtures/telegram/callback-query.json");
-const NEW_CHAT_MEMBERS: &str = include_str!("../../tests/fixtures/telegram/new-chat-members.json");
+const TEXT_TR: &str = include_str!("fixtures/message-tr.json");
+const REPLY: &str = include_str!("fixtures/reply.json");
+const EDITED: &str = include_str!("fixtures/edited.json");
+const PHOTO_NL: &str = include_str!("fixtures/photo-nl.json");
+const DOCUMENT: &str = include_str!("fixtures/document.json");
+const VOICE: &str = include_str!("fixtures/voice.json");
+const LOCATION: &str = include_str!("fixtures/location.json");
+const VENUE: &str = include_str!("fixtures/venue.json");
+const CONTACT: &str = include_str!("fixtures/contact.json");
+const CALLBACK_QUERY: &str = include_str!("fixtures/callback-query.json");
+const NEW_CHAT_MEMBERS: &str = include_str!("fixtures/new-chat-members.json");
 
 fn account() -> WebhookAccount {
     WebhookAccount {
@@ -61,21 +61,10 @@ fn items(body: &str) -> Vec<Item> {
 }
 
 /// The raw record the gateway writes for item 0 of `body`, on account `shop`.
+/// The raw record the gateway stores for item 0 of `body` on account `shop`.
 fn raw(body: &str) -> RawRecord {
-    let item = &items(body)[0];
-    RawRecord {
-        event_id: ids::event_id(Telegram.id_channel(), "shop", Some(&item.provider_message_id), body.as_bytes()),
-        channel: Channel::Telegram as i32,
-        provider: PROVIDER.into(),
-        account: "shop".into(),
-        payload: body.as_bytes().to_vec(),
-        received_at: Some(prost_types::Timestamp {
-            seconds: 1_700_000_000,
-            nanos: 0,
-        }),
-        attributes: [(webhook::ITEM_ATTRIBUTE.to_owned(), "0".to_owned())].into(),
-        ..Default::default()
-    }
+    let received_at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+    crate::kit::records_at(&Telegram, &account(), "application/json", body.as_bytes(), received_at).swap_remove(0)
 }
 
 fn event(body: &str) -> ConversationEvent {
@@ -112,17 +101,17 @@ fn the_secret_token_header_is_checked() {
 
 #[test]
 fn the_secret_must_be_a_valid_secret_token() {
-    assert!(Telegram.check_account(&account()).is_empty());
+    assert!(Telegram.check_account(&account(), true).is_empty());
     let spaces = WebhookAccount {
         secret: "has spaces in it".into(),
         ..Default::default()
     };
-    assert_eq!(Telegram.check_account(&spaces).len(), 1);
+    assert_eq!(Telegram.check_account(&spaces, true).len(), 1);
     let short = WebhookAccount {
         secret: "abc".into(),
         ..Default::default()
     };
-    assert_eq!(Telegram.check_account(&short).len(), 1);
+    assert_eq!(Telegram.check_account(&short, true).len(), 1);
 }
 
 #[test]
@@ -317,4 +306,12 @@ fn an_unreadable_record_is_malformed() {
         Telegram.normalize(&record, &crate::NoKnownEvents),
         Err(NormalizeError::Malformed { .. })
     ));
+}
+
+#[test]
+fn passes_the_conformance_kit() {
+    crate::kit::WebhookConformance::new(&Telegram)
+        .no_event(&["callback-query.json", "new-chat-members.json"])
+        .body_not_signed()
+        .run();
 }

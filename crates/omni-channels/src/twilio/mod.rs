@@ -38,18 +38,44 @@ pub fn acknowledgement() -> Reply {
     }
 }
 
-/// Config problems of a Twilio account: the Auth Token and, when set, the public URL.
-pub fn check_account(account: &WebhookAccount) -> Vec<String> {
+/// The development account of both Twilio adapters (public values, loopback only).
+pub fn development_account() -> WebhookAccount {
+    WebhookAccount::new("omni-dev-twilio-auth-token")
+}
+
+/// Config problems of a Twilio account: the Auth Token and the public URL, which is required
+/// off loopback (Twilio signs the URL it calls, and a proxy in front changes what the gateway sees).
+pub fn check_account(account: &WebhookAccount, loopback: bool) -> Vec<String> {
     let mut problems = Vec::new();
     if account.secret.len() < 8 {
         problems.push("secret: must be the account's Auth Token (at least 8 characters)".to_owned());
     }
-    if let Some(url) = &account.public_url
-        && !(url.starts_with("https://") || url.starts_with("http://"))
-    {
-        problems.push("public_url: must be the http(s) URL configured in Twilio's console".to_owned());
+    if let Err(problem) = account.settings::<crate::webhook::NoSettings>() {
+        problems.push(problem);
+    }
+    match &account.public_url {
+        Some(url) if !(url.starts_with("https://") || url.starts_with("http://")) => {
+            problems.push("public_url: must be the http(s) URL configured in Twilio's console".to_owned());
+        }
+        None if !loopback => problems
+            .push("public_url: required off loopback: the exact URL set in Twilio's console (Twilio signs the URL it calls)".to_owned()),
+        _ => {}
     }
     problems
+}
+
+/// `X-Twilio-Signature` for a request to `url`: over the form parameters of a form body, or,
+/// for a JSON body, over the URL alone with `bodySHA256` already in it (the caller's job).
+pub fn sign(account: &WebhookAccount, url: &str, content_type: &str, body: &[u8]) -> crate::webhook::Signed {
+    let params: Vec<(String, String)> = if content_type.starts_with("application/json") {
+        Vec::new()
+    } else {
+        form_urlencoded::parse(body).into_owned().collect()
+    };
+    crate::webhook::Signed {
+        headers: vec![(SIGNATURE_HEADER, signature(&account.secret, url, &params))],
+        body: body.to_vec(),
+    }
 }
 
 /// Checks `X-Twilio-Signature` (401 when missing, 403 when wrong), and for JSON bodies the
@@ -152,56 +178,11 @@ pub fn require_form(request: &WebhookRequest<'_>, what: &str) -> Result<(), Reje
     }
 }
 
-/// An RFC 2822 date as Twilio writes it (`Mon, 16 Aug 2010 03:45:01 +0000`), as Unix seconds.
+/// An RFC 2822 date as Twilio writes it (`Mon, 16 Aug 2010 03:45:01 +0000`), as Unix seconds;
+/// `None` when it is not one (an unknown month, a day the month does not have, a weekday that
+/// does not match the date, no zone).
 pub fn rfc2822(value: &str) -> Option<i64> {
-    let value = value.trim();
-    let value = match value.split_once(',') {
-        Some((_, rest)) => rest.trim(),
-        None => value,
-    };
-    let mut parts = value.split_whitespace();
-    let day: i64 = parts.next()?.parse().ok()?;
-    let month = parts.next()?;
-    let month = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"]
-        .iter()
-        .position(|m| month.get(..3).is_some_and(|prefix| prefix.eq_ignore_ascii_case(m)))? as i64
-        + 1;
-    let year: i64 = parts.next()?.parse().ok()?;
-    let mut clock = parts.next()?.split(':');
-    let hour: i64 = clock.next()?.parse().ok()?;
-    let minute: i64 = clock.next()?.parse().ok()?;
-    let second: i64 = clock.next().map_or(Some(0), |s| s.parse().ok())?;
-    let offset = match parts.next() {
-        None | Some("GMT" | "UT" | "UTC" | "Z") => 0,
-        Some(zone) => {
-            let (sign, digits) = match zone.as_bytes().first() {
-                Some(b'+') => (1, &zone[1..]),
-                Some(b'-') => (-1, &zone[1..]),
-                _ => return None,
-            };
-            if digits.len() != 4 || !digits.chars().all(|c| c.is_ascii_digit()) {
-                return None;
-            }
-            let hours: i64 = digits[..2].parse().ok()?;
-            let minutes: i64 = digits[2..].parse().ok()?;
-            sign * (hours * 3600 + minutes * 60)
-        }
-    };
-    if !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60 {
-        return None;
-    }
-    Some(days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second - offset)
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let year = if month <= 2 { year - 1 } else { year };
-    let era = year.div_euclid(400);
-    let yoe = year.rem_euclid(400);
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    chrono::DateTime::parse_from_rfc2822(value.trim()).ok().map(|at| at.timestamp())
 }
 
 /// Caller ids Twilio gives when the caller's number is withheld ("anonymous", "unknown",
@@ -436,6 +417,43 @@ mod tests {
         // Found by `make fuzz` (normalize target): a multi-byte month name panicked on slicing.
         assert_eq!(rfc2822("Mon, 16 N\u{fffd}\u{fffd} 2010 03:45:01 +0000"), None);
         assert_eq!(rfc2822("16 é 2010 03:45:01"), None);
+    }
+
+    #[test]
+    fn rfc_2822_edge_cases() {
+        // Leap days: only in leap years.
+        assert_eq!(rfc2822("Thu, 29 Feb 2024 00:00:00 +0000"), Some(1_709_164_800));
+        assert_eq!(rfc2822("29 Feb 2023 00:00:00 +0000"), None);
+        // Days and clock times out of range, unknown months, bad zones.
+        for bad in [
+            "32 Aug 2010 03:45:01 +0000",
+            "0 Aug 2010 03:45:01 +0000",
+            "31 Nov 2026 10:15:00 +0000",
+            "16 Foo 2010 03:45:01 +0000",
+            "16 Aug 2010 24:00:00 +0000",
+            "16 Aug 2010 23:60:00 +0000",
+            "16 Aug 2010 03:45:01 +2500",
+            "16 Aug 2010 03:45:01 +0099",
+        ] {
+            assert_eq!(rfc2822(bad), None, "{bad}");
+        }
+        // A weekday that is not the date's.
+        assert_eq!(rfc2822("Tue, 16 Aug 2010 03:45:01 +0000"), None);
+        // Garbage, and other date formats.
+        for bad in [
+            "",
+            "   ",
+            ",",
+            "1 2 3 4 5 6 7",
+            "2010-08-16T03:45:01Z",
+            "\u{fffd}\u{fffd}\u{fffd}",
+            "Mon, 16 Aug",
+        ] {
+            assert_eq!(rfc2822(bad), None, "{bad:?}");
+        }
+        // Surrounding white space, a trailing comment, a lower-case month, minutes without seconds.
+        assert_eq!(rfc2822("  mon, 16 aug 2010 03:45:01 +0000 (UTC) "), Some(1_281_930_301));
+        assert_eq!(rfc2822("16 Aug 2010 03:45 -0000"), Some(1_281_930_300));
     }
 
     #[test]

@@ -165,6 +165,14 @@ fn malformed(reason: impl Into<String>) -> NormalizeError {
 }
 
 impl Normalize for TwilioSms {
+    fn folder(&self) -> &'static str {
+        "twilio_sms"
+    }
+
+    fn as_webhook(&self) -> Option<&dyn WebhookAdapter> {
+        Some(self)
+    }
+
     fn provider(&self) -> &'static str {
         PROVIDER
     }
@@ -237,8 +245,20 @@ impl WebhookAdapter for TwilioSms {
         ID_CHANNEL
     }
 
-    fn check_account(&self, account: &WebhookAccount) -> Vec<String> {
-        twilio::check_account(account)
+    fn check_account(&self, account: &WebhookAccount, loopback: bool) -> Vec<String> {
+        twilio::check_account(account, loopback)
+    }
+
+    fn development_account(&self) -> WebhookAccount {
+        twilio::development_account()
+    }
+
+    fn signature_headers(&self) -> &'static [&'static str] {
+        &[twilio::SIGNATURE_HEADER]
+    }
+
+    fn sign(&self, account: &WebhookAccount, url: &str, content_type: &str, body: &[u8], _now: std::time::SystemTime) -> webhook::Signed {
+        twilio::sign(account, url, content_type, body)
     }
 
     fn verify(&self, account: &WebhookAccount, request: &WebhookRequest<'_>) -> Result<(), Rejection> {

@@ -1,4 +1,4 @@
-//! Fixtures in `tests/fixtures/twilio-sms/` follow Twilio's "Twilio's request to your incoming
+//! Fixtures in `src/twilio_sms/fixtures/` follow Twilio's "Twilio's request to your incoming
 //! message Webhook URL" (<https://www.twilio.com/docs/messaging/guides/webhook-request>: the
 //! request parameters table, with the WhatsApp parameters `ProfileName`, `WaId`, `MessageType`)
 //! and "Track the message status of outbound messages"
@@ -8,7 +8,6 @@
 //! with Python's `hmac`/`base64` per "Webhooks security"
 //! (<https://www.twilio.com/docs/usage/webhooks/webhooks-security>).
 
-use std::collections::HashMap;
 use std::time::SystemTime;
 
 use omni_proto::v1::contact_identifier::Kind;
@@ -17,11 +16,11 @@ use super::*;
 
 const TOKEN: &str = "0123456789abcdef0123456789abcdef";
 const URL: &str = "https://omni.example.com/webhooks/twilio-sms/shop";
-const SMS_TR: &str = include_str!("../../tests/fixtures/twilio-sms/incoming-sms-tr.form");
-const MMS: &str = include_str!("../../tests/fixtures/twilio-sms/incoming-mms.form");
-const WHATSAPP_NL: &str = include_str!("../../tests/fixtures/twilio-sms/incoming-whatsapp-nl.form");
-const DELIVERED: &str = include_str!("../../tests/fixtures/twilio-sms/status-delivered.form");
-const UNDELIVERED: &str = include_str!("../../tests/fixtures/twilio-sms/status-undelivered.form");
+const SMS_TR: &str = include_str!("fixtures/incoming-sms-tr.form");
+const MMS: &str = include_str!("fixtures/incoming-mms.form");
+const WHATSAPP_NL: &str = include_str!("fixtures/incoming-whatsapp-nl.form");
+const DELIVERED: &str = include_str!("fixtures/status-delivered.form");
+const UNDELIVERED: &str = include_str!("fixtures/status-undelivered.form");
 
 fn account() -> WebhookAccount {
     WebhookAccount {
@@ -63,29 +62,17 @@ fn items_of(body: &str) -> Vec<Item> {
 }
 
 /// The raw record the gateway writes for item 0 of `body` on account `shop`.
+/// The raw record the gateway stores for item 0 of `body` on account `shop`.
 fn raw(body: &str) -> RawRecord {
-    let item = &items_of(body)[0];
-    RawRecord {
-        event_id: ids::event_id(TwilioSms.id_channel(), "shop", Some(&item.provider_message_id), body.as_bytes()),
-        channel: Channel::Sms as i32,
-        provider: PROVIDER.into(),
-        account: "shop".into(),
-        payload: body.as_bytes().to_vec(),
-        received_at: Some(prost_types::Timestamp {
-            seconds: 1_795_342_500,
-            nanos: 0,
-        }),
-        provider_message_id: item.provider_message_id.clone(),
-        content_type: "application/x-www-form-urlencoded".into(),
-        attributes: HashMap::from([
-            (webhook::ITEM_ATTRIBUTE.to_owned(), "0".to_owned()),
-            (
-                webhook::CONTENT_TYPE_ATTRIBUTE.to_owned(),
-                "application/x-www-form-urlencoded".to_owned(),
-            ),
-        ]),
-        ..Default::default()
-    }
+    let received_at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_795_342_500);
+    crate::kit::records_at(
+        &TwilioSms,
+        &account(),
+        "application/x-www-form-urlencoded",
+        body.as_bytes(),
+        received_at,
+    )
+    .swap_remove(0)
 }
 
 fn event(body: &str) -> ConversationEvent {
@@ -284,11 +271,18 @@ fn unreadable_records_are_malformed() {
 
 #[test]
 fn account_config_needs_the_auth_token() {
-    assert!(TwilioSms.check_account(&account()).is_empty());
+    assert!(TwilioSms.check_account(&account(), true).is_empty());
     let short = WebhookAccount {
         secret: "abc".into(),
         public_url: Some("omni.example.com/hook".into()),
         ..Default::default()
     };
-    assert_eq!(TwilioSms.check_account(&short).len(), 2);
+    assert_eq!(TwilioSms.check_account(&short, true).len(), 2);
+}
+
+#[test]
+fn passes_the_conformance_kit() {
+    crate::kit::WebhookConformance::new(&TwilioSms)
+        .no_event(&["status-delivered.form", "status-undelivered.form"])
+        .run();
 }

@@ -264,6 +264,14 @@ fn duration(seconds: i64) -> Option<prost_types::Duration> {
 }
 
 impl Normalize for TwilioVoice {
+    fn folder(&self) -> &'static str {
+        "twilio_voice"
+    }
+
+    fn as_webhook(&self) -> Option<&dyn WebhookAdapter> {
+        Some(self)
+    }
+
     fn provider(&self) -> &'static str {
         PROVIDER
     }
@@ -393,8 +401,20 @@ impl WebhookAdapter for TwilioVoice {
         ID_CHANNEL
     }
 
-    fn check_account(&self, account: &WebhookAccount) -> Vec<String> {
-        twilio::check_account(account)
+    fn check_account(&self, account: &WebhookAccount, loopback: bool) -> Vec<String> {
+        twilio::check_account(account, loopback)
+    }
+
+    fn development_account(&self) -> WebhookAccount {
+        twilio::development_account()
+    }
+
+    fn signature_headers(&self) -> &'static [&'static str] {
+        &[twilio::SIGNATURE_HEADER]
+    }
+
+    fn sign(&self, account: &WebhookAccount, url: &str, content_type: &str, body: &[u8], _now: std::time::SystemTime) -> webhook::Signed {
+        twilio::sign(account, url, content_type, body)
     }
 
     fn verify(&self, account: &WebhookAccount, request: &WebhookRequest<'_>) -> Result<(), Rejection> {

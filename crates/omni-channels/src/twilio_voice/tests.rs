@@ -1,4 +1,4 @@
-//! Fixtures in `tests/fixtures/twilio-voice/` follow Twilio's parameter lists, form-encoded as
+//! Fixtures in `src/twilio_voice/fixtures/` follow Twilio's parameter lists, form-encoded as
 //! Twilio sends them:
 //! - `incoming-ringing.form`: "TwiML™ Voice: Twilio's request to your application"
 //!   (<https://www.twilio.com/docs/voice/twiml#request-parameters>), with the geographic data;
@@ -27,13 +27,13 @@ use super::*;
 
 const TOKEN: &str = "0123456789abcdef0123456789abcdef";
 const URL: &str = "https://omni.example.com/webhooks/twilio-voice/shop";
-const RINGING: &str = include_str!("../../tests/fixtures/twilio-voice/incoming-ringing.form");
-const COMPLETED: &str = include_str!("../../tests/fixtures/twilio-voice/status-completed.form");
-const NO_ANSWER: &str = include_str!("../../tests/fixtures/twilio-voice/status-no-answer.form");
-const BUSY_OUTBOUND: &str = include_str!("../../tests/fixtures/twilio-voice/status-busy-outbound.form");
-const RECORD_ACTION: &str = include_str!("../../tests/fixtures/twilio-voice/record-action.form");
-const TRANSCRIPTION_TR: &str = include_str!("../../tests/fixtures/twilio-voice/transcription-tr.form");
-const RECORDING_STATUS: &str = include_str!("../../tests/fixtures/twilio-voice/recording-status-completed.form");
+const RINGING: &str = include_str!("fixtures/incoming-ringing.form");
+const COMPLETED: &str = include_str!("fixtures/status-completed.form");
+const NO_ANSWER: &str = include_str!("fixtures/status-no-answer.form");
+const BUSY_OUTBOUND: &str = include_str!("fixtures/status-busy-outbound.form");
+const RECORD_ACTION: &str = include_str!("fixtures/record-action.form");
+const TRANSCRIPTION_TR: &str = include_str!("fixtures/transcription-tr.form");
+const RECORDING_STATUS: &str = include_str!("fixtures/recording-status-completed.form");
 const CALL: &str = "CA5e4d3c2b1a0f9e8d7c6b5a4f3e2d1c0b";
 
 fn account() -> WebhookAccount {
@@ -70,23 +70,17 @@ fn items_of(body: &str) -> Vec<Item> {
     }
 }
 
+/// The raw record the gateway stores for item 0 of `body` on account `shop`.
 fn raw(body: &str) -> RawRecord {
-    let item = &items_of(body)[0];
-    RawRecord {
-        event_id: ids::event_id(TwilioVoice.id_channel(), "shop", Some(&item.provider_message_id), body.as_bytes()),
-        channel: Channel::Voice as i32,
-        provider: PROVIDER.into(),
-        account: "shop".into(),
-        payload: body.as_bytes().to_vec(),
-        received_at: Some(prost_types::Timestamp {
-            seconds: 1_795_342_700,
-            nanos: 0,
-        }),
-        provider_message_id: item.provider_message_id.clone(),
-        content_type: "application/x-www-form-urlencoded".into(),
-        attributes: HashMap::from([(webhook::ITEM_ATTRIBUTE.to_owned(), "0".to_owned())]),
-        ..Default::default()
-    }
+    let received_at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_795_342_700);
+    crate::kit::records_at(
+        &TwilioVoice,
+        &account(),
+        "application/x-www-form-urlencoded",
+        body.as_bytes(),
+        received_at,
+    )
+    .swap_remove(0)
 }
 
 fn normalize(body: &str) -> Result<Option<ConversationEvent>, NormalizeError> {
@@ -344,4 +338,12 @@ fn a_dial_action_says_whether_an_agent_took_the_call_under_its_own_id() {
     assert_eq!(event(&dial("no-answer")).call.unwrap().outcome(), Outcome::Missed);
     assert_eq!(event(&dial("busy")).call.unwrap().outcome(), Outcome::Busy);
     assert_eq!(event(&dial("completed")).call.unwrap().outcome(), Outcome::Answered);
+}
+
+#[test]
+fn passes_the_conformance_kit() {
+    crate::kit::WebhookConformance::new(&TwilioVoice)
+        .no_event(&["incoming-ringing.form"])
+        .needs_earlier(&["recording-status-completed.form"])
+        .run();
 }

@@ -39,29 +39,71 @@ use crate::{Normalize, NormalizeError};
 pub const ITEM_ATTRIBUTE: &str = "item";
 /// The raw record attribute holding the request's `Content-Type`.
 pub const CONTENT_TYPE_ATTRIBUTE: &str = "content_type";
+/// The raw record attribute saying that a credential was blanked in the stored payload.
+pub const REDACTED_ATTRIBUTE: &str = "redacted";
 
-/// One account of one provider: `[gateway.webhooks.<provider>.<account>]`. Which fields a
-/// provider needs is its [`WebhookAdapter::check_account`]'s business; `omni config check` lists
-/// what is missing.
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// One account of one provider: `[gateway.webhooks.<provider>.<account>]`: the signing secret
+/// every provider has, and the provider's own settings, which its adapter reads as a typed struct
+/// of its own ([`WebhookAccount::settings`]) and checks in [`WebhookAdapter::check_account`];
+/// `omni config check` lists what is missing or unknown.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 pub struct WebhookAccount {
-    /// The signing secret, named as the provider's console names it: Meta's App Secret, X's
-    /// consumer secret, Telegram's `secret_token`, Slack's Signing Secret, Twilio's Auth Token,
-    /// Aircall's webhook token.
+    /// The signing secret, named as the provider's console names it (see each adapter's
+    /// [`WebhookAdapter::development_account`] docs and the README's provider table).
     pub secret: String,
-    /// Meta only: the Verify Token typed into the webhook settings, echoed back in the GET handshake.
-    #[serde(default)]
-    pub verify_token: Option<String>,
-    /// Twilio only: the exact public URL configured in Twilio's console for this account (Twilio
-    /// signs the URL it called). Without it the URL is rebuilt from the request's Host header,
-    /// which is wrong behind a TLS-terminating proxy.
+    /// The exact public URL set in the provider's console for this account, for providers that
+    /// sign the URL they call (Twilio). Without it the gateway rebuilds the URL from the
+    /// request's Host header, which is wrong behind a TLS-terminating proxy.
     #[serde(default)]
     pub public_url: Option<String>,
-    /// Slack only: the channel ids whose messages are customer messages (the support channel);
-    /// direct messages to the app are always accepted. Empty: every channel the app is in.
-    #[serde(default)]
-    pub channels: Vec<String>,
+    /// Every other key of the account's table, for the adapter to read.
+    #[serde(flatten)]
+    pub settings: serde_json::Map<String, serde_json::Value>,
+}
+
+impl WebhookAccount {
+    /// An account with this secret and no other settings.
+    pub fn new(secret: impl Into<String>) -> Self {
+        Self {
+            secret: secret.into(),
+            public_url: None,
+            settings: serde_json::Map::new(),
+        }
+    }
+
+    /// The account with one more setting.
+    pub fn with(mut self, key: &str, value: impl Into<serde_json::Value>) -> Self {
+        self.settings.insert(key.to_owned(), value.into());
+        self
+    }
+
+    /// The provider's settings as its adapter's typed struct (which should deny unknown fields),
+    /// or what is wrong with them, as a sentence naming the field.
+    pub fn settings<T: serde::de::DeserializeOwned>(&self) -> Result<T, String> {
+        serde_json::from_value(serde_json::Value::Object(self.settings.clone())).map_err(|error| error.to_string())
+    }
+
+    /// The secret and every text setting: what a development-secret check looks at.
+    pub fn texts(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.secret.as_str()).chain(self.settings.values().filter_map(serde_json::Value::as_str))
+    }
+}
+
+/// The settings of a provider that has none besides its secret.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoSettings {}
+
+/// Every development secret starts with this: public values, accepted only on loopback.
+pub const DEVELOPMENT_SECRET_PREFIX: &str = "omni-dev-";
+
+/// A request as the provider would sign it ([`WebhookAdapter::sign`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Signed {
+    /// Headers to send, the signature's among them.
+    pub headers: Vec<(&'static str, String)>,
+    /// The body to send: the given one, or with the credential put in (Aircall's token).
+    pub body: Vec<u8>,
 }
 
 /// One webhook request, as the adapter sees it.
@@ -190,14 +232,35 @@ pub trait WebhookAdapter: Normalize {
     /// The channel name in event ids and conversation ids (`whatsapp`, `sms`, `voice`, ...).
     fn id_channel(&self) -> &'static str;
 
-    /// Config problems of one account (a missing `verify_token`, ...), each a sentence naming the field.
-    fn check_account(&self, account: &WebhookAccount) -> Vec<String> {
-        let mut problems = Vec::new();
-        if account.secret.len() < 8 {
-            problems.push("secret: must be at least 8 characters".to_owned());
+    /// Config problems of one account (a missing `verify_token`, ...), each a sentence naming the
+    /// field; `loopback` tells whether the gateway listens on loopback only. The default: a secret
+    /// of at least 8 characters and no other settings.
+    fn check_account(&self, account: &WebhookAccount, loopback: bool) -> Vec<String> {
+        let _ = loopback;
+        let mut problems = check_secret(account);
+        if let Err(problem) = account.settings::<NoSettings>() {
+            problems.push(problem);
         }
         problems
     }
+
+    /// The account `default` that `[gateway] development_webhooks` gives this provider: public
+    /// development values (starting with [`DEVELOPMENT_SECRET_PREFIX`]), for local runs and tests.
+    fn development_account(&self) -> WebhookAccount;
+
+    /// The request headers the provider's signature travels in, lowercase (the fuzz harness
+    /// varies them; the conformance kit drops them to make an unsigned request).
+    fn signature_headers(&self) -> &'static [&'static str];
+
+    /// How old a signed timestamp may be, for providers that sign one (Slack: 5 minutes).
+    fn replay_window(&self) -> Option<std::time::Duration> {
+        None
+    }
+
+    /// Signs `body` for `account` as the provider does, called at `url` at `now`: for the
+    /// conformance kit, the tests, the load generator and whoever wants to try a setup by hand.
+    /// `content_type` is the one the request is sent with.
+    fn sign(&self, account: &WebhookAccount, url: &str, content_type: &str, body: &[u8], now: SystemTime) -> Signed;
 
     /// Answers a `GET` (subscription handshakes). The default: 405, nothing to answer.
     fn handshake(&self, _account: &WebhookAccount, _request: &WebhookRequest<'_>) -> Result<Reply, Rejection> {
@@ -224,12 +287,27 @@ pub trait WebhookAdapter: Normalize {
     }
 }
 
+/// The default secret check: at least 8 characters.
+pub fn check_secret(account: &WebhookAccount) -> Vec<String> {
+    if account.secret.len() < 8 {
+        vec!["secret: must be at least 8 characters".to_owned()]
+    } else {
+        Vec::new()
+    }
+}
+
 /// What replaces a credential in a stored payload (see [`WebhookAdapter::stored_payload`]).
 pub const REDACTED: &str = "[redacted]";
 
 /// `body` with the JSON string value of the top-level `"key": "<value>"` member replaced by
 /// [`REDACTED`], every other byte unchanged; the body itself when the key has no string value.
 pub fn redact_json_string_member<'a>(body: &'a [u8], key: &str) -> std::borrow::Cow<'a, [u8]> {
+    replace_json_string_member(body, key, REDACTED)
+}
+
+/// `body` with the JSON string value of the top-level `"key": "<value>"` member replaced by
+/// `replacement`, every other byte unchanged; the body itself when the key has no string value.
+pub fn replace_json_string_member<'a>(body: &'a [u8], key: &str, replacement: &str) -> std::borrow::Cow<'a, [u8]> {
     use std::borrow::Cow;
     let Ok(serde_json::Value::Object(object)) = serde_json::from_slice::<serde_json::Value>(body) else {
         return Cow::Borrowed(body);
@@ -239,7 +317,7 @@ pub fn redact_json_string_member<'a>(body: &'a [u8], key: &str) -> std::borrow::
     };
     let key_literal = serde_json::to_string(key).unwrap_or_default();
     // The value as it may appear: plain JSON escaping; other escapings of the same text (\u00e9)
-    // are not found, and the body is then stored unchanged rather than altered wrongly.
+    // are not found, and the body is then returned unchanged rather than altered wrongly.
     let literal = serde_json::to_string(value).unwrap_or_default();
     let (haystack, needle) = (body, literal.as_bytes());
     let mut start = 0;
@@ -251,7 +329,7 @@ pub fn redact_json_string_member<'a>(body: &'a [u8], key: &str) -> std::borrow::
         {
             let mut out = Vec::with_capacity(body.len());
             out.extend_from_slice(&body[..at]);
-            out.extend_from_slice(serde_json::to_string(REDACTED).unwrap_or_default().as_bytes());
+            out.extend_from_slice(serde_json::to_string(replacement).unwrap_or_default().as_bytes());
             out.extend_from_slice(&body[at + needle.len()..]);
             return Cow::Owned(out);
         }
@@ -260,25 +338,71 @@ pub fn redact_json_string_member<'a>(body: &'a [u8], key: &str) -> std::borrow::
     Cow::Borrowed(body)
 }
 
-/// Every webhook adapter, explicitly listed.
+/// Every webhook adapter: those of [`crate::adapters`] that take webhooks, in its order.
 pub fn webhook_adapters() -> &'static [&'static dyn WebhookAdapter] {
-    static ALL: [&dyn WebhookAdapter; 9] = [
-        &crate::whatsapp::WhatsApp,
-        &crate::messenger::MESSENGER,
-        &crate::instagram::INSTAGRAM,
-        &crate::x::X,
-        &crate::telegram::Telegram,
-        &crate::slack::Slack,
-        &crate::twilio_sms::TwilioSms,
-        &crate::twilio_voice::TwilioVoice,
-        &crate::aircall::Aircall,
-    ];
-    &ALL
+    static ALL: std::sync::OnceLock<Vec<&'static dyn WebhookAdapter>> = std::sync::OnceLock::new();
+    ALL.get_or_init(|| crate::adapters().iter().filter_map(|adapter| adapter.as_webhook()).collect())
 }
 
 /// The adapter answering `/webhooks/<name>/...`.
 pub fn webhook_adapter(name: &str) -> Option<&'static dyn WebhookAdapter> {
     webhook_adapters().iter().copied().find(|adapter| adapter.name() == name)
+}
+
+/// One raw record to store, and the key it is written with.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Stored {
+    /// The record.
+    pub record: RawRecord,
+    /// Its Kafka key (`ids::partition_key` over the account and the item's key fields).
+    pub key: String,
+}
+
+/// The raw records of a verified request's items, exactly as the gateway stores them (steps 5
+/// of the module docs): the stored payload ([`WebhookAdapter::stored_payload`]), the request's
+/// `Content-Type`, the item index, `received_at` = `request.now`. The adapter tests and the
+/// conformance kit build their records here too, so they normalize what production stores.
+pub fn raw_records(
+    adapter: &dyn WebhookAdapter,
+    account: &str,
+    connector_id: &str,
+    request: &WebhookRequest<'_>,
+    items: &[Item],
+) -> Vec<Stored> {
+    let content_type = request.header("content-type").unwrap_or_default().to_owned();
+    let payload = adapter.stored_payload(request.body);
+    let mut attributes = std::collections::HashMap::from([(CONTENT_TYPE_ATTRIBUTE.to_owned(), content_type.clone())]);
+    if payload.as_ref() != request.body {
+        attributes.insert(REDACTED_ATTRIBUTE.to_owned(), "credential in body".to_owned());
+    }
+    items
+        .iter()
+        .enumerate()
+        .map(|(index, item)| {
+            let event_id = crate::ids::event_id(adapter.id_channel(), account, Some(&item.provider_message_id), request.body);
+            // The account first: adapters key by the provider's own ids, which only the account scopes.
+            let key_fields: Vec<&str> = std::iter::once(account)
+                .chain(item.partition_key.iter().map(String::as_str))
+                .collect();
+            let mut attributes = attributes.clone();
+            attributes.insert(ITEM_ATTRIBUTE.to_owned(), index.to_string());
+            Stored {
+                record: RawRecord {
+                    event_id,
+                    channel: adapter.channel() as i32,
+                    provider: adapter.name().to_owned(),
+                    account: account.to_owned(),
+                    connector_id: connector_id.to_owned(),
+                    received_at: Some(request.now.into()),
+                    provider_message_id: item.provider_message_id.clone(),
+                    content_type: content_type.clone(),
+                    payload: payload.to_vec(),
+                    attributes,
+                },
+                key: crate::ids::partition_key(&key_fields),
+            }
+        })
+        .collect()
 }
 
 /// The index in [`ITEM_ATTRIBUTE`] of a raw record (0 when absent, for records of single-item

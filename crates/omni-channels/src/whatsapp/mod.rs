@@ -730,6 +730,14 @@ fn normalize_found(raw: &RawRecord, found: &Found<'_>) -> Option<ConversationEve
 // The traits.
 
 impl Normalize for WhatsApp {
+    fn folder(&self) -> &'static str {
+        "whatsapp"
+    }
+
+    fn as_webhook(&self) -> Option<&dyn WebhookAdapter> {
+        Some(self)
+    }
+
     fn provider(&self) -> &'static str {
         PROVIDER
     }
@@ -757,8 +765,20 @@ impl WebhookAdapter for WhatsApp {
         ID_CHANNEL
     }
 
-    fn check_account(&self, account: &WebhookAccount) -> Vec<String> {
+    fn check_account(&self, account: &WebhookAccount, _loopback: bool) -> Vec<String> {
         crate::meta::check_account(account)
+    }
+
+    fn development_account(&self) -> WebhookAccount {
+        crate::meta::development_account()
+    }
+
+    fn signature_headers(&self) -> &'static [&'static str] {
+        &[crate::meta::SIGNATURE_HEADER]
+    }
+
+    fn sign(&self, account: &WebhookAccount, _url: &str, _content_type: &str, body: &[u8], _now: std::time::SystemTime) -> webhook::Signed {
+        crate::meta::sign(account, body)
     }
 
     fn handshake(&self, account: &WebhookAccount, request: &WebhookRequest<'_>) -> Result<Reply, Rejection> {

@@ -1,4 +1,4 @@
-//! Fixtures in `tests/fixtures/whatsapp/` follow the payloads of Meta's WhatsApp Cloud API
+//! Fixtures in `src/whatsapp/fixtures/` follow the payloads of Meta's WhatsApp Cloud API
 //! "messages webhook reference"
 //! (<https://developers.facebook.com/documentation/business-messaging/whatsapp/webhooks/reference/messages>)
 //! and its pages per type: `…/messages/text` (`text-tr.json`), `…/image` (`image-nl.json`),
@@ -19,18 +19,18 @@ use super::*;
 use crate::meta::tests::{APP_SECRET, account, headers, request, signature};
 use crate::webhook::ITEM_ATTRIBUTE;
 
-const TEXT_TR: &str = include_str!("../../tests/fixtures/whatsapp/text-tr.json");
-const IMAGE_NL: &str = include_str!("../../tests/fixtures/whatsapp/image-nl.json");
-const DOCUMENT: &str = include_str!("../../tests/fixtures/whatsapp/document.json");
-const MEDIA_BATCH: &str = include_str!("../../tests/fixtures/whatsapp/media-batch.json");
-const LOCATION_TR: &str = include_str!("../../tests/fixtures/whatsapp/location-tr.json");
-const CONTACTS_AR: &str = include_str!("../../tests/fixtures/whatsapp/contacts-ar.json");
-const INTERACTIVE: &str = include_str!("../../tests/fixtures/whatsapp/interactive.json");
-const BUTTON: &str = include_str!("../../tests/fixtures/whatsapp/button.json");
-const REACTION: &str = include_str!("../../tests/fixtures/whatsapp/reaction.json");
-const UNSUPPORTED: &str = include_str!("../../tests/fixtures/whatsapp/unsupported.json");
-const STATUSES: &str = include_str!("../../tests/fixtures/whatsapp/statuses.json");
-const STATUS_FAILED: &str = include_str!("../../tests/fixtures/whatsapp/status-failed.json");
+const TEXT_TR: &str = include_str!("fixtures/text-tr.json");
+const IMAGE_NL: &str = include_str!("fixtures/image-nl.json");
+const DOCUMENT: &str = include_str!("fixtures/document.json");
+const MEDIA_BATCH: &str = include_str!("fixtures/media-batch.json");
+const LOCATION_TR: &str = include_str!("fixtures/location-tr.json");
+const CONTACTS_AR: &str = include_str!("fixtures/contacts-ar.json");
+const INTERACTIVE: &str = include_str!("fixtures/interactive.json");
+const BUTTON: &str = include_str!("fixtures/button.json");
+const REACTION: &str = include_str!("fixtures/reaction.json");
+const UNSUPPORTED: &str = include_str!("fixtures/unsupported.json");
+const STATUSES: &str = include_str!("fixtures/statuses.json");
+const STATUS_FAILED: &str = include_str!("fixtures/status-failed.json");
 
 /// The items `accept` finds in a signed body.
 fn accept(body: &str) -> Result<Vec<Item>, Rejection> {
@@ -44,23 +44,10 @@ fn accept(body: &str) -> Result<Vec<Item>, Rejection> {
 }
 
 /// The raw record the gateway writes for item `index` of `body` on account `shop`.
+/// The raw record the gateway stores for item `index` of `body` on account `shop`.
 fn raw(body: &str, index: usize) -> RawRecord {
-    let items = accept(body).expect("fixture is accepted");
-    let item = &items[index];
-    RawRecord {
-        event_id: ids::event_id(WhatsApp.id_channel(), "shop", Some(&item.provider_message_id), body.as_bytes()),
-        channel: Channel::Whatsapp as i32,
-        provider: PROVIDER.into(),
-        account: "shop".into(),
-        provider_message_id: item.provider_message_id.clone(),
-        payload: body.as_bytes().to_vec(),
-        received_at: Some(prost_types::Timestamp {
-            seconds: 1_750_000_000,
-            nanos: 0,
-        }),
-        attributes: [(ITEM_ATTRIBUTE.to_owned(), index.to_string())].into(),
-        ..Default::default()
-    }
+    let received_at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_750_000_000);
+    crate::kit::records_at(&WhatsApp, &account(), "application/json", body.as_bytes(), received_at).swap_remove(index)
 }
 
 fn normalize(body: &str, index: usize) -> Option<ConversationEvent> {
@@ -126,10 +113,7 @@ fn the_handshake_and_the_account_check_are_meta_s() {
         ),
         Err(Rejection::Forbidden(_))
     ));
-    let problems = WhatsApp.check_account(&WebhookAccount {
-        verify_token: None,
-        ..account()
-    });
+    let problems = WhatsApp.check_account(&WebhookAccount::new(account().secret), true);
     assert!(problems.iter().any(|p| p.starts_with("verify_token")), "{problems:?}");
 }
 
@@ -430,4 +414,9 @@ fn a_record_that_cannot_be_read_is_malformed() {
         WhatsApp.normalize(&not_an_index, &crate::NoKnownEvents),
         Err(NormalizeError::Malformed { .. })
     ));
+}
+
+#[test]
+fn passes_the_conformance_kit() {
+    crate::kit::WebhookConformance::new(&WhatsApp).no_event(&["statuses.json"]).run();
 }

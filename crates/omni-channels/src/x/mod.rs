@@ -382,6 +382,14 @@ impl Adapter {
 }
 
 impl Normalize for Adapter {
+    fn folder(&self) -> &'static str {
+        "x"
+    }
+
+    fn as_webhook(&self) -> Option<&dyn WebhookAdapter> {
+        Some(self)
+    }
+
     fn provider(&self) -> &'static str {
         PROVIDER
     }
@@ -405,6 +413,22 @@ impl WebhookAdapter for Adapter {
 
     fn id_channel(&self) -> &'static str {
         ID_CHANNEL
+    }
+
+    fn development_account(&self) -> WebhookAccount {
+        WebhookAccount::new("omni-dev-x-consumer-secret")
+    }
+
+    fn signature_headers(&self) -> &'static [&'static str] {
+        &[SIGNATURE_HEADER]
+    }
+
+    fn sign(&self, account: &WebhookAccount, _url: &str, _content_type: &str, body: &[u8], _now: std::time::SystemTime) -> webhook::Signed {
+        let digest = signature::hmac_sha256(account.secret.as_bytes(), &[body]);
+        webhook::Signed {
+            headers: vec![(SIGNATURE_HEADER, format!("sha256={}", signature::base64(&digest)))],
+            body: body.to_vec(),
+        }
     }
 
     fn handshake(&self, account: &WebhookAccount, request: &WebhookRequest<'_>) -> Result<Reply, Rejection> {

@@ -1,4 +1,4 @@
-//! Fixtures in `tests/fixtures/x/` follow the payload examples of X's "Account Activity data
+//! Fixtures in `src/x/fixtures/` follow the payload examples of X's "Account Activity data
 //! objects" (<https://developer.x.com/en/docs/twitter-api/enterprise/account-activity-api/guides/account-activity-data-objects>:
 //! `direct_message_events` with `users`, `direct_message_indicate_typing_events`,
 //! `direct_message_mark_read_events`, `follow_events`), with the DM texts replaced by Turkish
@@ -15,12 +15,12 @@ use omni_proto::v1::attachment::Content;
 use super::*;
 
 const SECRET: &str = "x-consumer-secret";
-const DM_TR: &str = include_str!("../../tests/fixtures/x/dm-tr.json");
-const DM_MEDIA: &str = include_str!("../../tests/fixtures/x/dm-media.json");
-const DM_OUTGOING: &str = include_str!("../../tests/fixtures/x/dm-outgoing.json");
-const TYPING: &str = include_str!("../../tests/fixtures/x/typing.json");
-const READ: &str = include_str!("../../tests/fixtures/x/read.json");
-const FOLLOW: &str = include_str!("../../tests/fixtures/x/follow.json");
+const DM_TR: &str = include_str!("fixtures/dm-tr.json");
+const DM_MEDIA: &str = include_str!("fixtures/dm-media.json");
+const DM_OUTGOING: &str = include_str!("fixtures/dm-outgoing.json");
+const TYPING: &str = include_str!("fixtures/typing.json");
+const READ: &str = include_str!("fixtures/read.json");
+const FOLLOW: &str = include_str!("fixtures/follow.json");
 
 fn account() -> WebhookAccount {
     WebhookAccount {
@@ -64,21 +64,10 @@ fn items(body: &str) -> Vec<Item> {
 }
 
 /// The raw record the gateway writes for item `index` of `body`, on account `shop`.
+/// The raw record the gateway stores for item `index` of `body` on account `shop`.
 fn raw(body: &str, index: usize) -> RawRecord {
-    let item = &items(body)[index];
-    RawRecord {
-        event_id: ids::event_id(X.id_channel(), "shop", Some(&item.provider_message_id), body.as_bytes()),
-        channel: Channel::X as i32,
-        provider: PROVIDER.into(),
-        account: "shop".into(),
-        payload: body.as_bytes().to_vec(),
-        received_at: Some(prost_types::Timestamp {
-            seconds: 1_700_000_000,
-            nanos: 0,
-        }),
-        attributes: [(webhook::ITEM_ATTRIBUTE.to_owned(), index.to_string())].into(),
-        ..Default::default()
-    }
+    let received_at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+    crate::kit::records_at(&X, &account(), "application/json", body.as_bytes(), received_at).swap_remove(index)
 }
 
 fn event(body: &str) -> ConversationEvent {
@@ -320,4 +309,11 @@ fn an_unreadable_record_is_malformed() {
         X.normalize(&record, &crate::NoKnownEvents),
         Err(NormalizeError::Malformed { .. })
     ));
+}
+
+#[test]
+fn passes_the_conformance_kit() {
+    crate::kit::WebhookConformance::new(&X)
+        .no_event(&["dm-outgoing.json", "follow.json", "read.json", "typing.json"])
+        .run();
 }

@@ -340,22 +340,15 @@ pub fn freshdesk_priority(priority: Priority) -> u8 {
 }
 
 /// Freshdesk's ticket source for a channel, among the values its API documents for new tickets
-/// (1 email, 2 portal, 3 phone, 7 chat, 9 feedback widget, 10 outbound email): messaging and
-/// social channels are chats, the generic API (contact forms) the portal. The channel itself is
-/// also a tag.
+/// (1 email, 2 portal, 3 phone, 7 chat, 9 feedback widget, 10 outbound email), by the channel's
+/// family (`omni_proto::channels`): messaging, social and SMS channels are chats, the generic API
+/// (contact forms) the portal. The channel itself is also a tag.
 pub fn freshdesk_source(channel: Channel) -> u8 {
-    match channel {
-        Channel::Email => 1,
-        Channel::Voice => 3,
-        Channel::WebChat
-        | Channel::Whatsapp
-        | Channel::Messenger
-        | Channel::Instagram
-        | Channel::X
-        | Channel::Telegram
-        | Channel::Slack
-        | Channel::Sms => 7,
-        Channel::Api | Channel::Unspecified => 2,
+    match omni_proto::channels::channel_info(channel).map(|info| info.family) {
+        Some("email") => 1,
+        Some("voice") => 3,
+        Some("api") | None => 2,
+        Some(_) => 7,
     }
 }
 
