@@ -25,6 +25,7 @@ pub mod telegram;
 pub mod twilio;
 pub mod twilio_sms;
 pub mod twilio_voice;
+pub mod viber;
 pub mod webhook;
 pub mod whatsapp;
 pub mod x;
@@ -111,6 +112,7 @@ pub fn adapters() -> &'static [&'static dyn Normalize] {
         &twilio_voice::TwilioVoice,
         &aircall::Aircall,
         &asterisk::Asterisk,
+        &viber::Viber,
     ];
     ALL
 }
