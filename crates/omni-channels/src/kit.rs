@@ -32,7 +32,9 @@
 //!    [`NormalizeError::Malformed`], never a panic; a `GET` without parameters is refused.
 //!
 //! The records are built by [`webhook::raw_records`], the gateway's own builder, so what the kit
-//! and the adapter tests normalize is what production stores. The helpers [`signed`],
+//! and the adapter tests normalize is what production stores. Adapters whose records come from a
+//! connector (email, call logs, the HTTP API) run [`NormalizeConformance`]: the normalizing half of
+//! the same checks, over records their test builds as the connector does. The helpers [`signed`],
 //! [`records`] and [`events`] are for the adapters' own tests.
 
 use std::path::PathBuf;
@@ -301,6 +303,99 @@ impl WebhookConformance {
     }
 }
 
+/// Truncated and byte-flipped copies of `body`.
+fn garbled_variants(body: &[u8]) -> Vec<Vec<u8>> {
+    let len = body.len();
+    let mut variants: Vec<Vec<u8>> = [0, 1, len / 3, len / 2, len.saturating_sub(1)]
+        .into_iter()
+        .map(|cut| body[..cut.min(len)].to_vec())
+        .collect();
+    for at in [len / 5, len / 2, len * 4 / 5] {
+        let mut flipped = body.to_vec();
+        if let Some(byte) = flipped.get_mut(at) {
+            *byte ^= 0x5a;
+            variants.push(flipped);
+        }
+    }
+    variants
+}
+
+/// The conformance run of an adapter whose records come from a connector (email, call logs,
+/// the HTTP API), not from a webhook: over every fixture in its folder, the records its
+/// connector would write (built by the adapter's test, `records`) normalize deterministically
+/// to events with the record's event id and a channel, or to none for fixtures listed in
+/// [`NormalizeConformance::no_event`]; truncated and byte-flipped payloads are a clear
+/// [`NormalizeError::Malformed`] or an event, never a panic.
+pub struct NormalizeConformance {
+    adapter: &'static dyn crate::Normalize,
+    records: fn(&str, &[u8]) -> Vec<RawRecord>,
+    no_event: Vec<&'static str>,
+}
+
+impl NormalizeConformance {
+    /// The run for `adapter`; `records` makes a fixture's raw records as its connector does.
+    pub fn new(adapter: &'static dyn crate::Normalize, records: fn(&str, &[u8]) -> Vec<RawRecord>) -> Self {
+        Self {
+            adapter,
+            records,
+            no_event: Vec::new(),
+        }
+    }
+
+    /// Fixtures whose records normalize to no event.
+    pub fn no_event(mut self, fixtures: &[&'static str]) -> Self {
+        self.no_event.extend_from_slice(fixtures);
+        self
+    }
+
+    /// Runs every check; panics naming the fixture and the check that failed.
+    pub fn run(self) {
+        let dir = fixture_dir(self.adapter);
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|error| panic!("{}: {}: {error}", self.adapter.provider(), dir.display()))
+            .map(|entry| entry.expect("a directory entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert!(!names.is_empty(), "{}: no fixtures", self.adapter.provider());
+        for name in &names {
+            let fail = |what: &str| format!("{} {name}: {what}", self.adapter.provider());
+            let body = std::fs::read(dir.join(name)).expect("a readable fixture");
+            let records = (self.records)(name, &body);
+            assert!(!records.is_empty(), "{}", fail("no records"));
+            let mut events = 0;
+            for raw in &records {
+                let event = self
+                    .adapter
+                    .normalize(raw, &NoKnownEvents)
+                    .unwrap_or_else(|error| panic!("{}", fail(&format!("does not normalize: {error}"))));
+                assert_eq!(
+                    event,
+                    self.adapter.normalize(raw, &NoKnownEvents).ok().flatten(),
+                    "{}",
+                    fail("normalized twice, differently")
+                );
+                if let Some(event) = event {
+                    assert_eq!(event.event_id, raw.event_id, "{}", fail("event id is not the record's"));
+                    assert_ne!(event.channel, 0, "{}", fail("event without a channel"));
+                    events += 1;
+                }
+                for variant in garbled_variants(&raw.payload) {
+                    let mut garbled = raw.clone();
+                    garbled.payload = variant;
+                    if let Err(error) = self.adapter.normalize(&garbled, &NoKnownEvents) {
+                        assert!(matches!(error, NormalizeError::Malformed { .. }), "{}", fail(&error.to_string()));
+                    }
+                }
+            }
+            if self.no_event.contains(&name.as_str()) {
+                assert_eq!(events, 0, "{}", fail("listed in no_event but gave an event"));
+            } else {
+                assert!(events > 0, "{}", fail("no event (list it in no_event if that is right)"));
+            }
+        }
+    }
+}
+
 enum Expect {
     Event,
     NoEvent,
@@ -434,19 +529,7 @@ impl Check<'_> {
     /// Truncations and byte flips: signed properly, so they get past verification and reach the
     /// parsers; each must be refused or normalize, never panic.
     fn garbled(&self) {
-        let len = self.body.len();
-        let mut variants: Vec<Vec<u8>> = [0, 1, len / 3, len / 2, len.saturating_sub(1)]
-            .into_iter()
-            .map(|cut| self.body[..cut.min(len)].to_vec())
-            .collect();
-        for at in [len / 5, len / 2, len * 4 / 5] {
-            let mut flipped = self.body.to_vec();
-            if let Some(byte) = flipped.get_mut(at) {
-                *byte ^= 0x5a;
-                variants.push(flipped);
-            }
-        }
-        for variant in variants {
+        for variant in garbled_variants(self.body) {
             let delivery = signed(self.adapter, &self.account, self.content_type, &variant);
             let records = match try_records(self.adapter, &self.account, &delivery) {
                 Ok(Some(records)) => records,

@@ -124,6 +124,14 @@ mod tests {
 
     use super::*;
 
+    #[test]
+    fn passes_the_conformance_kit() {
+        fn records(_name: &str, body: &[u8]) -> Vec<RawRecord> {
+            vec![raw(std::str::from_utf8(body).unwrap())]
+        }
+        crate::kit::NormalizeConformance::new(&ApiNormalizer, records).run();
+    }
+
     fn raw(body: &str) -> RawRecord {
         let message = parse(body.as_bytes()).expect("valid fixture");
         RawRecord {

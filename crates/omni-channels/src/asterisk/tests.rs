@@ -481,3 +481,27 @@ fn timezones_times_caller_ids_channels_and_numbers() {
     assert_eq!(phone("0201234567"), "0201234567", "a national number stays as written");
     assert_eq!(phone("1001"), "1001");
 }
+
+#[test]
+fn passes_the_conformance_kit() {
+    fn records(name: &str, body: &[u8]) -> Vec<RawRecord> {
+        let settings = match name {
+            "Master.csv" => master_settings(),
+            "Master-defaults.csv" => CdrSettings {
+                columns: Some(columns(false, false, false)),
+                timezone: Timezone::parse("+03:00").unwrap(),
+                ..CdrSettings::default()
+            },
+            "Master-newcdrcolumns.csv" => CdrSettings {
+                columns: Some(columns(true, true, true)),
+                ..CdrSettings::default()
+            },
+            other => panic!("{other}: which cdr.conf wrote it?"),
+        };
+        lines(std::str::from_utf8(body).unwrap())
+            .iter()
+            .map(|line| raw_with("pbx", line, &settings))
+            .collect()
+    }
+    crate::kit::NormalizeConformance::new(&Asterisk, records).run();
+}

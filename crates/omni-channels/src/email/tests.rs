@@ -240,3 +240,21 @@ fn a_message_stored_as_its_header_says_so_and_points_at_the_server() {
             .is_empty()
     );
 }
+
+#[test]
+fn passes_the_conformance_kit() {
+    fn records(_name: &str, bytes: &[u8]) -> Vec<RawRecord> {
+        vec![RawRecord {
+            event_id: ids("support@shop", bytes).event_id,
+            channel: omni_proto::v1::Channel::Email as i32,
+            provider: PROVIDER.into(),
+            account: "support@shop".into(),
+            payload: bytes.to_vec(),
+            ..Default::default()
+        }]
+    }
+    static EMAIL: EmailNormalizer = EmailNormalizer {
+        inline_attachment_limit: crate::email::DEFAULT_INLINE_ATTACHMENT_LIMIT,
+    };
+    crate::kit::NormalizeConformance::new(&EMAIL, records).run();
+}
