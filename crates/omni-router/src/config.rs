@@ -6,12 +6,7 @@ use omni_runtime::{Problems, Validate};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
-use crate::helpdesk::freshdesk::FreshdeskConfig;
-use crate::helpdesk::helpscout::HelpScoutConfig;
-use crate::helpdesk::request_tracker::RequestTrackerConfig;
-use crate::helpdesk::webhook::WebhookConfig;
-use crate::helpdesk::zammad::ZammadConfig;
-use crate::helpdesk::zendesk::ZendeskConfig;
+use crate::helpdesk::Destination;
 use crate::rules::{BusinessHours, RuleConfig, Rules};
 
 /// `[router]` section.
@@ -67,22 +62,43 @@ pub enum AutomatedMessages {
     Deliver,
 }
 
-/// One helpdesk destination; `kind` picks the adapter.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum DestinationConfig {
+/// Declares [`DestinationConfig`], one variant per helpdesk: the `kind` value is the variant's
+/// name in snake case, the config is the adapter's own (in its folder), which builds and
+/// validates itself through [`Destination`].
+macro_rules! destinations {
+    ($($(#[$doc:meta])* $variant:ident($config:ty),)*) => {
+        /// One helpdesk destination; `kind` picks the adapter.
+        #[derive(Clone, Debug, Deserialize)]
+        #[serde(tag = "kind", rename_all = "snake_case")]
+        pub enum DestinationConfig {
+            $($(#[$doc])* $variant($config),)*
+        }
+
+        impl DestinationConfig {
+            /// The adapter's config, which validates itself and builds the adapter.
+            pub fn destination(&self) -> &dyn Destination {
+                match self {
+                    $(Self::$variant(config) => config,)*
+                }
+            }
+        }
+    };
+}
+
+// Every helpdesk, explicitly listed: adding one is its folder and one line here.
+destinations! {
     /// Request Tracker 5, REST2 API.
-    RequestTracker(RequestTrackerConfig),
+    RequestTracker(crate::helpdesk::request_tracker::RequestTrackerConfig),
     /// Zendesk Support, Ticketing API v2.
-    Zendesk(ZendeskConfig),
+    Zendesk(crate::helpdesk::zendesk::ZendeskConfig),
     /// Freshdesk, API v2.
-    Freshdesk(FreshdeskConfig),
+    Freshdesk(crate::helpdesk::freshdesk::FreshdeskConfig),
     /// Zammad, REST API.
-    Zammad(ZammadConfig),
+    Zammad(crate::helpdesk::zammad::ZammadConfig),
     /// Help Scout, Mailbox API 2.0.
-    HelpScout(HelpScoutConfig),
+    HelpScout(crate::helpdesk::helpscout::HelpScoutConfig),
     /// Any HTTP receiver: CloudEvents HTTP binding, HMAC-signed body.
-    Webhook(WebhookConfig),
+    Webhook(crate::helpdesk::webhook::WebhookConfig),
 }
 
 impl Validate for RouterConfig {
@@ -115,14 +131,9 @@ impl Validate for RouterConfig {
                 format!("{prefix}.destinations.{name}"),
                 "names use letters, digits, `_` and `-` only",
             );
-            match destination {
-                DestinationConfig::RequestTracker(rt) => rt.validate(&format!("{prefix}.destinations.{name}"), problems),
-                DestinationConfig::Zendesk(zd) => zd.validate(&format!("{prefix}.destinations.{name}"), problems),
-                DestinationConfig::Freshdesk(fd) => fd.validate(&format!("{prefix}.destinations.{name}"), problems),
-                DestinationConfig::Zammad(zm) => zm.validate(&format!("{prefix}.destinations.{name}"), problems),
-                DestinationConfig::HelpScout(hs) => hs.validate(&format!("{prefix}.destinations.{name}"), problems),
-                DestinationConfig::Webhook(wh) => wh.validate(&format!("{prefix}.destinations.{name}"), problems),
-            }
+            destination
+                .destination()
+                .validate(&format!("{prefix}.destinations.{name}"), problems);
         }
     }
 }
@@ -195,14 +206,7 @@ mod tests {
         let mut problems = Problems::default();
         for (name, destination) in &file.router.destinations {
             let prefix = format!("router.destinations.{name}");
-            match destination {
-                DestinationConfig::RequestTracker(c) => c.validate(&prefix, &mut problems),
-                DestinationConfig::Zendesk(c) => c.validate(&prefix, &mut problems),
-                DestinationConfig::Freshdesk(c) => c.validate(&prefix, &mut problems),
-                DestinationConfig::Zammad(c) => c.validate(&prefix, &mut problems),
-                DestinationConfig::HelpScout(c) => c.validate(&prefix, &mut problems),
-                DestinationConfig::Webhook(c) => c.validate(&prefix, &mut problems),
-            }
+            destination.destination().validate(&prefix, &mut problems);
         }
         assert!(problems.is_empty(), "{problems}");
     }

@@ -82,14 +82,7 @@ pub fn destinations(config: &RouterConfig) -> anyhow::Result<BTreeMap<String, Ar
         .destinations
         .iter()
         .map(|(name, destination)| {
-            let helpdesk: Arc<dyn Helpdesk> = match destination {
-                DestinationConfig::RequestTracker(rt) => Arc::new(helpdesk::request_tracker::RequestTracker::new(rt.clone())?),
-                DestinationConfig::Zendesk(zd) => Arc::new(helpdesk::zendesk::Zendesk::new(zd.clone())?),
-                DestinationConfig::Freshdesk(fd) => Arc::new(helpdesk::freshdesk::Freshdesk::new(fd.clone())?),
-                DestinationConfig::Zammad(zm) => Arc::new(helpdesk::zammad::Zammad::new(zm.clone())?),
-                DestinationConfig::HelpScout(hs) => Arc::new(helpdesk::helpscout::HelpScout::new(hs.clone())?),
-                DestinationConfig::Webhook(wh) => Arc::new(helpdesk::webhook::Webhook::new(wh.clone())?),
-            };
+            let helpdesk = destination.destination().build()?;
             let helpdesk = match config.rate_limits.get(name).and_then(|n| std::num::NonZeroU32::new(*n)) {
                 Some(per_minute) => Arc::new(helpdesk::RateLimited::new(helpdesk, per_minute)) as Arc<dyn Helpdesk>,
                 None => helpdesk,

@@ -101,6 +101,13 @@ impl HelpdeskError {
     }
 }
 
+/// A destination's config (`[router.destinations.<name>]`, its `kind` listed in
+/// [`crate::config::DestinationConfig`]): validates itself and builds its adapter.
+pub trait Destination: omni_runtime::Validate {
+    /// The adapter this config describes.
+    fn build(&self) -> Result<std::sync::Arc<dyn Helpdesk>, reqwest::Error>;
+}
+
 /// One helpdesk the router delivers to.
 #[async_trait]
 pub trait Helpdesk: Send + Sync {

@@ -115,6 +115,12 @@ impl fmt::Debug for FreshdeskConfig {
     }
 }
 
+impl super::Destination for FreshdeskConfig {
+    fn build(&self) -> Result<std::sync::Arc<dyn super::Helpdesk>, reqwest::Error> {
+        Ok(std::sync::Arc::new(Freshdesk::new(self.clone())?))
+    }
+}
+
 impl Validate for FreshdeskConfig {
     fn validate(&self, prefix: &str, problems: &mut Problems) {
         if reqwest::Url::parse(&self.base_url)

@@ -159,6 +159,12 @@ fn check_mailbox(mailbox: Mailbox, prefix: &str, problems: &mut Problems) {
     );
 }
 
+impl super::Destination for HelpScoutConfig {
+    fn build(&self) -> Result<std::sync::Arc<dyn super::Helpdesk>, reqwest::Error> {
+        Ok(std::sync::Arc::new(HelpScout::new(self.clone())?))
+    }
+}
+
 impl Validate for HelpScoutConfig {
     fn validate(&self, prefix: &str, problems: &mut Problems) {
         check_url(&self.base_url, format!("{prefix}.base_url"), problems);

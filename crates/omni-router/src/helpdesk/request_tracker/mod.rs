@@ -71,6 +71,12 @@ impl std::fmt::Debug for RequestTrackerConfig {
     }
 }
 
+impl super::Destination for RequestTrackerConfig {
+    fn build(&self) -> Result<std::sync::Arc<dyn super::Helpdesk>, reqwest::Error> {
+        Ok(std::sync::Arc::new(RequestTracker::new(self.clone())?))
+    }
+}
+
 impl Validate for RequestTrackerConfig {
     fn validate(&self, prefix: &str, problems: &mut Problems) {
         if reqwest::Url::parse(&self.base_url)

@@ -149,6 +149,12 @@ impl fmt::Debug for WebhookConfig {
     }
 }
 
+impl super::Destination for WebhookConfig {
+    fn build(&self) -> Result<std::sync::Arc<dyn super::Helpdesk>, reqwest::Error> {
+        Ok(std::sync::Arc::new(Webhook::new(self.clone())?))
+    }
+}
+
 impl Validate for WebhookConfig {
     fn validate(&self, prefix: &str, problems: &mut Problems) {
         if reqwest::Url::parse(&self.url)

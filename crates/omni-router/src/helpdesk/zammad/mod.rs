@@ -129,6 +129,12 @@ impl fmt::Debug for ZammadConfig {
     }
 }
 
+impl super::Destination for ZammadConfig {
+    fn build(&self) -> Result<std::sync::Arc<dyn super::Helpdesk>, reqwest::Error> {
+        Ok(std::sync::Arc::new(Zammad::new(self.clone())?))
+    }
+}
+
 impl Validate for ZammadConfig {
     fn validate(&self, prefix: &str, problems: &mut Problems) {
         if reqwest::Url::parse(&self.base_url)

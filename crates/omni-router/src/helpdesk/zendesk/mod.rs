@@ -103,6 +103,12 @@ impl fmt::Debug for ZendeskConfig {
     }
 }
 
+impl super::Destination for ZendeskConfig {
+    fn build(&self) -> Result<std::sync::Arc<dyn super::Helpdesk>, reqwest::Error> {
+        Ok(std::sync::Arc::new(Zendesk::new(self.clone())?))
+    }
+}
+
 impl Validate for ZendeskConfig {
     fn validate(&self, prefix: &str, problems: &mut Problems) {
         if reqwest::Url::parse(&self.base_url)
