@@ -168,6 +168,17 @@ mod tests {
     }
 
     #[test]
+    fn the_embedded_defaults_are_valid_and_give_the_development_accounts() {
+        let settings = omni_runtime::Settings::load_from(None, []).unwrap();
+        let mut problems = Problems::default();
+        let config: GatewayConfig = settings.section("gateway", &mut problems).expect("a gateway section");
+        assert!(problems.is_empty(), "{problems}");
+        assert!(config.development_webhooks);
+        assert_eq!(config.api_tokens.keys().collect::<Vec<_>>(), ["default"]);
+        assert_eq!(config.webhook_accounts().len(), webhook_adapters().len());
+    }
+
+    #[test]
     fn the_development_token_is_refused_off_loopback() {
         let mut problems = Problems::default();
         config("127.0.0.1:8080", DEVELOPMENT_TOKEN).validate("gateway", &mut problems);
