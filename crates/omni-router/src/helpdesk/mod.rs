@@ -279,6 +279,54 @@ pub(crate) fn error_for_status(
     }
 }
 
+/// A helpdesk's successful HTTP answer, read whole.
+pub(crate) struct Answer {
+    /// The response headers.
+    pub headers: reqwest::header::HeaderMap,
+    /// The body as text.
+    pub body: String,
+}
+
+impl Answer {
+    /// The body as JSON; an empty body (`204`, or a `200` without content) is `null`.
+    pub fn json(&self) -> Result<serde_json::Value, HelpdeskError> {
+        if self.body.trim().is_empty() {
+            return Ok(serde_json::Value::Null);
+        }
+        self.json_required()
+    }
+
+    /// The body as JSON, which the API always sends: anything else is a transient failure.
+    pub fn json_required(&self) -> Result<serde_json::Value, HelpdeskError> {
+        serde_json::from_str(&self.body).map_err(|error| HelpdeskError::Unavailable(format!("response is not json: {error}")))
+    }
+}
+
+/// Sends a request to a helpdesk and reads the whole answer: a transport failure is
+/// `Unavailable`; an error status goes first to `refine` (a helpdesk's own meaning of a status:
+/// Zendesk's 409, a 400 naming omni's custom fields), then to [`error_for_status`] with
+/// `Retry-After`.
+pub(crate) async fn send(
+    builder: reqwest::RequestBuilder,
+    refine: impl FnOnce(reqwest::StatusCode, &reqwest::header::HeaderMap, &str) -> Option<HelpdeskError>,
+) -> Result<Answer, HelpdeskError> {
+    let response = builder.send().await.map_err(error_for_transport)?;
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = response.text().await.map_err(error_for_transport)?;
+    if !status.is_success() {
+        return Err(
+            refine(status, &headers, &body).unwrap_or_else(|| error_for_status(status, headers.get(reqwest::header::RETRY_AFTER), &body))
+        );
+    }
+    Ok(Answer { headers, body })
+}
+
+/// No helpdesk-specific meaning of an error status.
+pub(crate) fn no_refinement(_: reqwest::StatusCode, _: &reqwest::header::HeaderMap, _: &str) -> Option<HelpdeskError> {
+    None
+}
+
 /// Classifies a transport error.
 pub(crate) fn error_for_transport(error: reqwest::Error) -> HelpdeskError {
     // Without the URL: a webhook URL may carry a token in its path or query.

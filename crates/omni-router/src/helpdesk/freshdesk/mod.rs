@@ -38,8 +38,8 @@ use serde_json::{Map, Value, json};
 
 use super::request_tracker::{requestor, subject};
 use super::{
-    FoundTicket, Helpdesk, HelpdeskError, Priority, Routing, TicketRef, attachment_name, error_for_status, error_for_transport,
-    split_attachments, text_with_listed_attachments, ticket_tags,
+    FoundTicket, Helpdesk, HelpdeskError, Priority, Routing, TicketRef, attachment_name, split_attachments, text_with_listed_attachments,
+    ticket_tags,
 };
 
 #[cfg(test)]
@@ -193,25 +193,18 @@ impl Freshdesk {
     }
 
     async fn send(&self, builder: reqwest::RequestBuilder) -> Result<Value, HelpdeskError> {
-        let response = builder.send().await.map_err(error_for_transport)?;
-        let status = response.status();
-        let retry_after = response.headers().get(reqwest::header::RETRY_AFTER).cloned();
-        let body = response.text().await.map_err(error_for_transport)?;
-        if !status.is_success() {
-            if status == reqwest::StatusCode::BAD_REQUEST && self.refuses_our_fields(&body) {
-                return Err(HelpdeskError::Misconfigured(format!(
+        super::send(builder, |status, _, body| {
+            (status == reqwest::StatusCode::BAD_REQUEST && self.refuses_our_fields(body)).then(|| {
+                HelpdeskError::Misconfigured(format!(
                     "Freshdesk refused the omni custom fields `{}`/`{}` (create them under Admin > Ticket Fields): {}",
                     self.config.conversation_field,
                     self.config.origin_event_field,
                     body.chars().take(512).collect::<String>()
-                )));
-            }
-            return Err(error_for_status(status, retry_after.as_ref(), &body));
-        }
-        if body.trim().is_empty() {
-            return Ok(Value::Null);
-        }
-        serde_json::from_str(&body).map_err(|error| HelpdeskError::Unavailable(format!("response is not json: {error}")))
+                ))
+            })
+        })
+        .await?
+        .json()
     }
 
     /// Whether a 400 body names one of omni's custom fields (they do not exist).

@@ -23,7 +23,7 @@ use omni_runtime::{Problems, Validate};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{FoundTicket, Helpdesk, HelpdeskError, Priority, Routing, TicketRef, error_for_status, error_for_transport};
+use super::{FoundTicket, Helpdesk, HelpdeskError, Priority, Routing, TicketRef};
 
 /// Custom field holding the conversation id on tickets.
 pub const CF_CONVERSATION: &str = "omni Conversation";
@@ -124,14 +124,7 @@ impl RequestTracker {
     }
 
     async fn send(&self, builder: reqwest::RequestBuilder) -> Result<Value, HelpdeskError> {
-        let response = builder.send().await.map_err(error_for_transport)?;
-        let status = response.status();
-        let retry_after = response.headers().get(reqwest::header::RETRY_AFTER).cloned();
-        let body = response.text().await.map_err(error_for_transport)?;
-        if !status.is_success() {
-            return Err(error_for_status(status, retry_after.as_ref(), &body));
-        }
-        serde_json::from_str(&body).map_err(|error| HelpdeskError::Unavailable(format!("response is not json: {error}")))
+        super::send(builder, super::no_refinement).await?.json_required()
     }
 
     fn ticket_ref(&self, id: &str) -> TicketRef {

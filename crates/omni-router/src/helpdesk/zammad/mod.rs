@@ -34,8 +34,8 @@ use serde_json::{Map, Value, json};
 
 use super::request_tracker::{requestor, subject};
 use super::{
-    FoundTicket, Helpdesk, HelpdeskError, Priority, Routing, TicketRef, attachment_name, error_for_status, error_for_transport,
-    split_attachments, text_with_listed_attachments, ticket_tags,
+    FoundTicket, Helpdesk, HelpdeskError, Priority, Routing, TicketRef, attachment_name, split_attachments, text_with_listed_attachments,
+    ticket_tags,
 };
 
 #[cfg(test)]
@@ -206,30 +206,21 @@ impl Zammad {
     }
 
     async fn send(&self, builder: reqwest::RequestBuilder) -> Result<Value, HelpdeskError> {
-        let response = builder.send().await.map_err(error_for_transport)?;
-        let status = response.status();
-        let retry_after = response.headers().get(reqwest::header::RETRY_AFTER).cloned();
-        let body = response.text().await.map_err(error_for_transport)?;
-        if !status.is_success() {
-            if status.is_client_error()
-                && status != reqwest::StatusCode::TOO_MANY_REQUESTS
-                && [&self.config.conversation_attribute, &self.config.origin_event_attribute]
-                    .iter()
-                    .any(|attribute| body.contains(&format!("'{attribute}'")) || body.contains(&format!("ticket.{attribute}")))
-            {
-                return Err(HelpdeskError::Misconfigured(format!(
+        super::send(builder, |status, _, body| {
+            let names_our_attributes = [&self.config.conversation_attribute, &self.config.origin_event_attribute]
+                .iter()
+                .any(|attribute| body.contains(&format!("'{attribute}'")) || body.contains(&format!("ticket.{attribute}")));
+            (status.is_client_error() && status != reqwest::StatusCode::TOO_MANY_REQUESTS && names_our_attributes).then(|| {
+                HelpdeskError::Misconfigured(format!(
                     "Zammad refused the omni ticket attributes `{}`/`{}` (create them in the object manager): {}",
                     self.config.conversation_attribute,
                     self.config.origin_event_attribute,
                     body.chars().take(512).collect::<String>()
-                )));
-            }
-            return Err(error_for_status(status, retry_after.as_ref(), &body));
-        }
-        if body.trim().is_empty() {
-            return Ok(Value::Null);
-        }
-        serde_json::from_str(&body).map_err(|error| HelpdeskError::Unavailable(format!("response is not json: {error}")))
+                ))
+            })
+        })
+        .await?
+        .json()
     }
 
     fn ticket_ref(&self, id: &str) -> TicketRef {

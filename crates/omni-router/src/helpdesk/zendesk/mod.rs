@@ -36,8 +36,7 @@ use serde_json::{Value, json};
 
 use super::request_tracker::{requestor, subject};
 use super::{
-    FoundTicket, Helpdesk, HelpdeskError, Priority, Routing, TicketRef, error_for_status, error_for_transport,
-    text_with_listed_attachments, ticket_tags,
+    FoundTicket, Helpdesk, HelpdeskError, Priority, Routing, TicketRef, error_for_status, text_with_listed_attachments, ticket_tags,
 };
 
 /// Audit metadata key holding the conversation id, on the audit that created the ticket.
@@ -191,24 +190,18 @@ impl Zendesk {
 
     /// Sends a request; the JSON answer and the response headers.
     async fn send(&self, builder: RequestBuilder) -> Result<(Value, HeaderMap), HelpdeskError> {
-        let response = builder.send().await.map_err(error_for_transport)?;
-        let status = response.status();
-        let headers = response.headers().clone();
-        note_rate_limit(&headers);
-        let body = response.text().await.map_err(error_for_transport)?;
-        if !status.is_success() {
+        let answer = super::send(builder, |status, headers, body| {
+            note_rate_limit(headers);
             // 409: another update of the same ticket (or the same idempotency key) is under way.
             if status == reqwest::StatusCode::CONFLICT {
-                return Err(HelpdeskError::Unavailable(format!("status {status}: {}", truncate(&body))));
+                return Some(HelpdeskError::Unavailable(format!("status {status}: {}", truncate(body))));
             }
             let retry_after = headers.get(RETRY_AFTER).or_else(|| headers.get("ratelimit-reset"));
-            return Err(error_for_status(status, retry_after, &body));
-        }
-        if body.trim().is_empty() {
-            return Ok((Value::Null, headers));
-        }
-        let value = serde_json::from_str(&body).map_err(|error| HelpdeskError::Unavailable(format!("response is not json: {error}")))?;
-        Ok((value, headers))
+            Some(error_for_status(status, retry_after, body))
+        })
+        .await?;
+        note_rate_limit(&answer.headers);
+        Ok((answer.json()?, answer.headers))
     }
 
     async fn get(&self, path: &str, query: &[(&str, &str)]) -> Result<Value, HelpdeskError> {
