@@ -7,6 +7,8 @@
 
 pub mod freshdesk;
 pub mod helpscout;
+#[cfg(test)]
+pub(crate) mod kit;
 pub mod request_tracker;
 pub mod webhook;
 pub mod zammad;

@@ -22,122 +22,12 @@
 //!   (`#error`, `#ratelimit`).
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
-
-use axum::body::Bytes;
-use axum::extract::{Request, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
-use omni_proto::v1::{Body, ContactIdentifier, Participant};
-use tokio::io::AsyncReadExt;
 
 use super::*;
+use crate::helpdesk::kit::{self, CONVERSATION, Call, FOLLOW_UP, OPENING, Reply, event, helpdesk_conformance, identifier, serve};
 
-const CONVERSATION: &str = "5d0c9f7e2b8a41c6a3e1f0b2c4d6e8fa";
-const OPENING: &str = "0f3a9c1e7b5d4f2a8c6e1b3d5f7a9c0e";
-const FOLLOW_UP: &str = "a1b2c3d4e5f60718293a4b5c6d7e8f90";
 /// `base64("fd-key:X")`.
 const AUTHORIZATION: &str = "Basic ZmQta2V5Olg=";
-
-#[derive(Clone, Debug)]
-struct Call {
-    method: String,
-    path: String,
-    query: String,
-    headers: HeaderMap,
-    body: Bytes,
-}
-
-impl Call {
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).expect("a json body")
-    }
-
-    fn header(&self, name: &str) -> &str {
-        self.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default()
-    }
-
-    fn params(&self) -> Vec<(String, String)> {
-        reqwest::Url::parse(&format!("http://stub/?{}", self.query))
-            .expect("query")
-            .query_pairs()
-            .map(|(k, v)| (k.into_owned(), v.into_owned()))
-            .collect()
-    }
-
-    fn param(&self, name: &str) -> Option<String> {
-        self.params().into_iter().find(|(k, _)| k == name).map(|(_, v)| v)
-    }
-}
-
-enum Reply {
-    Json(u16, Value),
-    Raw(u16, Vec<(&'static str, &'static str)>, &'static str),
-    /// Never answers (past the adapter's timeout): the response is lost.
-    Hang,
-}
-
-type Respond = Arc<dyn Fn(&Call) -> Reply + Send + Sync>;
-
-#[derive(Clone)]
-struct Stub {
-    calls: Arc<Mutex<Vec<Call>>>,
-    respond: Respond,
-}
-
-async fn handle(State(stub): State<Stub>, request: Request) -> Response {
-    let (parts, body) = request.into_parts();
-    let body = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
-    let call = Call {
-        method: parts.method.to_string(),
-        path: parts.uri.path().to_owned(),
-        query: parts.uri.query().unwrap_or_default().to_owned(),
-        headers: parts.headers,
-        body,
-    };
-    stub.calls.lock().unwrap().push(call.clone());
-    match (stub.respond)(&call) {
-        Reply::Json(status, value) => (StatusCode::from_u16(status).unwrap(), axum::Json(value)).into_response(),
-        Reply::Raw(status, headers, body) => {
-            let mut response = (StatusCode::from_u16(status).unwrap(), body).into_response();
-            for (name, value) in headers {
-                response.headers_mut().insert(name, value.parse().unwrap());
-            }
-            response
-        }
-        Reply::Hang => {
-            tokio::time::sleep(Duration::from_secs(30)).await;
-            StatusCode::OK.into_response()
-        }
-    }
-}
-
-/// Serves `respond` on 127.0.0.1; returns the base URL and the calls received.
-async fn serve(respond: impl Fn(&Call) -> Reply + Send + Sync + 'static) -> (String, Arc<Mutex<Vec<Call>>>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let stub = Stub {
-        calls: Arc::default(),
-        respond: Arc::new(respond),
-    };
-    let calls = stub.calls.clone();
-    let app = axum::Router::new().fallback(handle).with_state(stub);
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (format!("http://{addr}"), calls)
-}
-
-/// A server that reads the request and closes the connection without answering.
-async fn closing_server() -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut socket, _)) = listener.accept().await {
-            let mut buffer = [0u8; 4096];
-            let _ = socket.read(&mut buffer).await;
-        }
-    });
-    format!("http://{addr}")
-}
 
 fn config(base_url: &str) -> FreshdeskConfig {
     FreshdeskConfig {
@@ -154,37 +44,6 @@ fn config(base_url: &str) -> FreshdeskConfig {
 
 fn adapter(base_url: &str) -> Freshdesk {
     Freshdesk::new(config(base_url)).unwrap()
-}
-
-fn identifier(kind: Kind, value: &str) -> ContactIdentifier {
-    ContactIdentifier {
-        kind: kind as i32,
-        value: value.into(),
-        platform: String::new(),
-    }
-}
-
-fn event(event_id: &str, text: &str) -> ConversationEvent {
-    ConversationEvent {
-        event_id: event_id.into(),
-        conversation_id: CONVERSATION.into(),
-        channel: Channel::Whatsapp as i32,
-        direction: Direction::Inbound as i32,
-        participants: vec![Participant {
-            role: Role::Customer as i32,
-            display_name: "Ayşe Yılmaz".into(),
-            identifiers: vec![
-                identifier(Kind::Phone, "+905551112233"),
-                identifier(Kind::Email, "ayse@example.com"),
-            ],
-        }],
-        body: Some(Body {
-            text: text.into(),
-            ..Default::default()
-        }),
-        tags: vec!["shipping".into()],
-        ..Default::default()
-    }
 }
 
 fn routing() -> Routing {
@@ -220,8 +79,8 @@ struct Desk {
     notes: Vec<Value>,
     /// Whether the search index has caught up with the tickets.
     indexed: bool,
-    /// Whether writes are stored but their response never comes.
-    lose_responses: bool,
+    /// Whether the next write is stored but its response never comes.
+    lose_next_write: bool,
 }
 
 fn strip_tags(html: &str) -> String {
@@ -252,7 +111,7 @@ fn desk_reply(desk: &Mutex<Desk>, call: &Call) -> Reply {
                 custom["cf_omni_origin_event"].as_str().unwrap(),
             );
             desk.tickets.push(ticket.clone());
-            if desk.lose_responses {
+            if std::mem::take(&mut desk.lose_next_write) {
                 Reply::Hang
             } else {
                 Reply::Json(201, ticket)
@@ -298,7 +157,11 @@ fn desk_reply(desk: &Mutex<Desk>, call: &Call) -> Reply {
                 "created_at": "2015-07-09T08:03:09Z", "updated_at": "2015-07-09T08:03:09Z"
             });
             desk.notes.push(note.clone());
-            if desk.lose_responses { Reply::Hang } else { Reply::Json(201, note) }
+            if std::mem::take(&mut desk.lose_next_write) {
+                Reply::Hang
+            } else {
+                Reply::Json(201, note)
+            }
         }
         ("GET", ["tickets", id, "conversations"]) => {
             let per_page: usize = call.param("per_page").unwrap().parse().unwrap();
@@ -319,14 +182,58 @@ fn desk_reply(desk: &Mutex<Desk>, call: &Call) -> Reply {
 }
 
 async fn desk() -> (String, Arc<Mutex<Vec<Call>>>, Arc<Mutex<Desk>>) {
-    let desk = Arc::new(Mutex::new(Desk {
-        indexed: true,
-        ..Default::default()
-    }));
-    let state = desk.clone();
-    let (url, calls) = serve(move |call| desk_reply(&state, call)).await;
-    (url, calls, desk)
+    let FreshdeskFake { served, desk } = FreshdeskFake::start().await;
+    (served.url, served.calls, desk)
 }
+
+/// The small Freshdesk on the kit's server, as the conformance kit drives it.
+struct FreshdeskFake {
+    served: kit::Served,
+    desk: Arc<Mutex<Desk>>,
+}
+
+impl FreshdeskFake {
+    async fn start() -> Self {
+        let desk = Arc::new(Mutex::new(Desk {
+            indexed: true,
+            ..Default::default()
+        }));
+        let state = desk.clone();
+        let served = kit::start(move |call| desk_reply(&state, call)).await;
+        Self { served, desk }
+    }
+
+    /// With a search index that has not caught up: `find_ticket` must fall back to the list.
+    async fn lagging() -> Self {
+        let fake = Self::start().await;
+        fake.desk.lock().unwrap().indexed = false;
+        fake
+    }
+}
+
+impl kit::Fake for FreshdeskFake {
+    fn adapter(&self) -> Box<dyn Helpdesk> {
+        Box::new(adapter(&self.served.url))
+    }
+
+    fn adapter_at(&self, base_url: &str) -> Box<dyn Helpdesk> {
+        Box::new(adapter(base_url))
+    }
+
+    fn lose_next_write(&self) {
+        self.desk.lock().unwrap().lose_next_write = true;
+    }
+
+    fn fail_next_call(&self, failure: kit::Failure) {
+        self.served.fail_next_call(failure);
+    }
+
+    fn tickets(&self) -> usize {
+        self.desk.lock().unwrap().tickets.len()
+    }
+}
+
+helpdesk_conformance!(FreshdeskFake::lagging());
 
 fn assert_api_call(call: &Call, method: &str, path: &str) {
     assert_eq!(call.method, method);
@@ -454,24 +361,6 @@ async fn find_ticket_lists_recent_tickets_when_the_index_lags_and_finds_none_whe
 }
 
 #[tokio::test]
-async fn after_a_create_whose_response_was_lost_find_ticket_finds_it_with_its_origin_event() {
-    let (url, _, desk) = desk().await;
-    desk.lock().unwrap().lose_responses = true;
-    desk.lock().unwrap().indexed = false;
-    let freshdesk = adapter(&url);
-    let error = freshdesk
-        .create_ticket(&event(OPENING, "Siparişim nerede?"), &routing())
-        .await
-        .unwrap_err();
-    assert!(matches!(error, HelpdeskError::Unavailable(_)), "{error:?}");
-    // The router restarts: the search index has not caught up yet, the ticket list has.
-    let found = freshdesk.find_ticket(CONVERSATION).await.unwrap().unwrap();
-    assert_eq!(found.ticket.id, "1");
-    assert_eq!(found.origin_event_id, OPENING);
-    assert_eq!(desk.lock().unwrap().tickets.len(), 1);
-}
-
-#[tokio::test]
 async fn a_customer_follow_up_is_a_public_incoming_note_in_the_requesters_name() {
     let (url, calls, desk) = desk().await;
     desk.lock().unwrap().tickets.push(ticket_json(1, CONVERSATION, OPENING));
@@ -513,27 +402,6 @@ async fn an_outbound_event_is_a_private_note() {
 }
 
 #[tokio::test]
-async fn after_an_append_whose_response_was_lost_has_event_is_true() {
-    let (url, calls, desk) = desk().await;
-    desk.lock().unwrap().tickets.push(ticket_json(1, CONVERSATION, OPENING));
-    let freshdesk = adapter(&url);
-    let ticket = freshdesk.ticket_ref("1");
-    assert!(!freshdesk.has_event(&ticket, FOLLOW_UP).await.unwrap());
-    desk.lock().unwrap().lose_responses = true;
-    let error = freshdesk.append(&ticket, &event(FOLLOW_UP, "Nog iets")).await.unwrap_err();
-    assert!(matches!(error, HelpdeskError::Unavailable(_)), "{error:?}");
-    assert!(freshdesk.has_event(&ticket, FOLLOW_UP).await.unwrap());
-    assert!(!freshdesk.has_event(&ticket, OPENING).await.unwrap());
-    let calls = calls.lock().unwrap();
-    let list = calls.last().unwrap();
-    assert_api_call(list, "GET", "/api/v2/tickets/1/conversations");
-    assert_eq!(
-        list.params(),
-        vec![("per_page".to_owned(), "100".to_owned()), ("page".to_owned(), "1".to_owned())]
-    );
-}
-
-#[tokio::test]
 async fn has_event_reads_every_page_of_conversations() {
     let (url, calls, desk) = desk().await;
     for n in 0..100 {
@@ -548,7 +416,16 @@ async fn has_event_reads_every_page_of_conversations() {
         .push(json!({ "ticket_id": 1, "body": format!("<div>x</div><p>{}</p>", event_marker(FOLLOW_UP)), "body_text": "x" }));
     let freshdesk = adapter(&url);
     assert!(freshdesk.has_event(&freshdesk.ticket_ref("1"), FOLLOW_UP).await.unwrap());
-    assert_eq!(calls.lock().unwrap().len(), 2);
+    let calls = calls.lock().unwrap();
+    let pages: Vec<_> = calls.iter().map(|c| (c.path.as_str(), c.params())).collect();
+    let page = |n: &str| vec![("per_page".to_owned(), "100".to_owned()), ("page".to_owned(), n.to_owned())];
+    assert_eq!(
+        pages,
+        [
+            ("/api/v2/tickets/1/conversations", page("1")),
+            ("/api/v2/tickets/1/conversations", page("2"))
+        ]
+    );
 }
 
 #[tokio::test]
@@ -632,47 +509,8 @@ async fn check_reads_the_ticket_fields_and_names_the_missing_ones() {
 }
 
 #[tokio::test]
-async fn http_failures_map_to_retry_or_dead_letter() {
-    let (url, _) = serve(|_| {
-        Reply::Raw(
-            429,
-            vec![
-                ("retry-after", "7"),
-                ("x-ratelimit-total", "200"),
-                ("x-ratelimit-remaining", "0"),
-                ("x-ratelimit-used-currentrequest", "1"),
-                ("content-type", "application/json"),
-            ],
-            r#"{"message":"You have exceeded the limit of requests per minute"}"#,
-        )
-    })
-    .await;
-    let error = adapter(&url).create_ticket(&event(OPENING, "x"), &routing()).await.unwrap_err();
-    assert!(
-        matches!(error, HelpdeskError::RateLimited { retry_after: Some(d) } if d == Duration::from_secs(7)),
-        "{error:?}"
-    );
-
-    let (url, _) = serve(|_| Reply::Json(500, json!({ "message": "internal error" }))).await;
-    let error = adapter(&url).find_ticket(CONVERSATION).await.unwrap_err();
-    assert!(matches!(error, HelpdeskError::Unavailable(_)), "{error:?}");
-
-    let (url, _) = serve(|_| Reply::Hang).await;
-    let error = adapter(&url)
-        .append(
-            &TicketRef {
-                id: "1".into(),
-                url: String::new(),
-            },
-            &event(FOLLOW_UP, "x"),
-        )
-        .await
-        .unwrap_err();
-    assert!(matches!(error, HelpdeskError::Unavailable(_)), "{error:?}");
-
-    let error = adapter(&closing_server().await).check().await.unwrap_err();
-    assert!(matches!(error, HelpdeskError::Unavailable(_)), "{error:?}");
-
+async fn refusals_are_dead_lettered_or_need_an_operator() {
+    // 429, 5xx, no answer and a closed connection: the conformance kit.
     let (url, _) = serve(|_| {
         Reply::Json(
             400,

@@ -31,9 +31,9 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::Response;
 use omni_proto::v1::{Attachment, Body as EventBody, ContactIdentifier, Participant};
-use tokio::io::AsyncReadExt;
 
 use super::*;
+use crate::helpdesk::kit::{self, helpdesk_conformance};
 
 const CLIENT_ID: &str = "app-id-0001";
 const CLIENT_SECRET: &str = "app-secret-do-not-log";
@@ -61,8 +61,6 @@ impl Call {
 /// What the next API call (not a token request) gets instead of a normal answer.
 enum Misbehave {
     Status(u16, Vec<(&'static str, &'static str)>, &'static str),
-    /// Never answers in time.
-    Hang,
     /// Does the work, then never answers in time: a response lost.
     ApplyThenHang,
 }
@@ -172,7 +170,6 @@ fn answer(fake: &Shared, call: Call) -> (Response, bool) {
             let headers: Vec<(&str, String)> = headers.into_iter().map(|(k, v)| (k, v.to_owned())).collect();
             return (respond(status, &headers, body.to_owned()), false);
         }
-        Some(Misbehave::Hang) => return (respond(500, &[], String::new()), true),
         Some(Misbehave::ApplyThenHang) => hang = true,
         None => {}
     }
@@ -365,6 +362,34 @@ impl Stub {
         self.fake.lock().unwrap().misbehave.push_back(what);
     }
 }
+
+impl kit::Fake for Stub {
+    fn adapter(&self) -> Box<dyn Helpdesk> {
+        Box::new(Stub::adapter(self))
+    }
+
+    fn adapter_at(&self, base_url: &str) -> Box<dyn Helpdesk> {
+        let mut config = self.config();
+        config.token_url = Some(format!("{}/v2/oauth2/token", self.url));
+        config.base_url = base_url.into();
+        Box::new(HelpScout::new(config).unwrap())
+    }
+
+    /// Help Scout's adapter makes no call before the write, so the next API call is it.
+    fn lose_next_write(&self) {
+        self.misbehave(Misbehave::ApplyThenHang);
+    }
+
+    fn fail_next_call(&self, failure: kit::Failure) {
+        self.misbehave(Misbehave::Status(failure.status, failure.headers.to_vec(), failure.body));
+    }
+
+    fn tickets(&self) -> usize {
+        self.fake.lock().unwrap().conversations.len()
+    }
+}
+
+helpdesk_conformance!(Stub::start());
 
 fn identifier(kind: Kind, value: &str) -> ContactIdentifier {
     ContactIdentifier {
@@ -770,36 +795,6 @@ async fn has_event_reads_every_page_of_threads() {
 }
 
 #[tokio::test]
-async fn after_a_create_whose_response_was_lost_find_ticket_finds_it_with_its_origin_event() {
-    let stub = Stub::start().await;
-    let helpscout = stub.adapter();
-    let event = email_event("e0000040");
-    stub.misbehave(Misbehave::ApplyThenHang);
-    let error = helpscout.create_ticket(&event, &Routing::default()).await.unwrap_err();
-    assert!(matches!(error, HelpdeskError::Unavailable(_)), "{error:?}");
-    // What the router does next after the crash: look the conversation up before creating one.
-    let found = helpscout.find_ticket(&event.conversation_id).await.unwrap().unwrap();
-    assert_eq!(found.origin_event_id, "e0000040");
-    assert_eq!(found.ticket.id, "1001");
-    assert_eq!(stub.fake.lock().unwrap().conversations.len(), 1);
-}
-
-#[tokio::test]
-async fn after_an_append_whose_response_was_lost_has_event_is_true() {
-    let stub = Stub::start().await;
-    let helpscout = stub.adapter();
-    let ticket = helpscout
-        .create_ticket(&email_event("e0000050"), &Routing::default())
-        .await
-        .unwrap();
-    stub.misbehave(Misbehave::ApplyThenHang);
-    let error = helpscout.append(&ticket, &email_event("e0000051")).await.unwrap_err();
-    assert!(matches!(error, HelpdeskError::Unavailable(_)), "{error:?}");
-    assert!(helpscout.has_event(&ticket, "e0000051").await.unwrap());
-    assert!(!helpscout.has_event(&ticket, "e0000052").await.unwrap());
-}
-
-#[tokio::test]
 async fn http_errors_are_classified() {
     let stub = Stub::start().await;
     let helpscout = stub.adapter();
@@ -812,21 +807,7 @@ async fn http_errors_are_classified() {
         "{error:?}"
     );
 
-    stub.misbehave(Misbehave::Status(429, vec![("Retry-After", "3")], ""));
-    let error = helpscout.find_ticket("c").await.unwrap_err();
-    assert!(
-        matches!(error, HelpdeskError::RateLimited { retry_after: Some(d) } if d == Duration::from_secs(3)),
-        "{error:?}"
-    );
-
-    stub.misbehave(Misbehave::Status(500, vec![], ""));
-    let error = helpscout.create_ticket(&event, &Routing::default()).await.unwrap_err();
-    assert!(matches!(error, HelpdeskError::Unavailable(_)), "{error:?}");
-
-    stub.misbehave(Misbehave::Status(403, vec![], ""));
-    let error = helpscout.check().await.unwrap_err();
-    assert!(matches!(error, HelpdeskError::Misconfigured(_)), "{error:?}");
-
+    // Retry-After, 5xx, 403, no answer and a closed connection: the conformance kit.
     let invalid = r#"{"logRef":"f2f5a4d5-1#63","message":"Bad request","_embedded":{"errors":[{"path":"subject","message":"may not be empty","source":"JSON"}]}}"#;
     for status in [400, 422] {
         stub.misbehave(Misbehave::Status(status, vec![], invalid));
@@ -840,44 +821,7 @@ async fn http_errors_are_classified() {
         }
     }
 
-    stub.misbehave(Misbehave::Hang);
-    let error = helpscout
-        .append(
-            &TicketRef {
-                id: "1".into(),
-                url: String::new(),
-            },
-            &event,
-        )
-        .await
-        .unwrap_err();
-    assert!(matches!(error, HelpdeskError::Unavailable(_)), "{error:?}");
     assert!(stub.fake.lock().unwrap().conversations.is_empty());
-}
-
-#[tokio::test]
-async fn a_closed_connection_is_unavailable() {
-    let stub = Stub::start().await;
-    // An API that accepts the request and closes the connection without answering; tokens still
-    // come from the fake.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            let mut buffer = [0u8; 4096];
-            let _ = stream.read(&mut buffer).await;
-        }
-    });
-    let mut config = stub.config();
-    config.token_url = Some(format!("{}/v2/oauth2/token", stub.url));
-    config.base_url = format!("http://{address}");
-    let helpscout = HelpScout::new(config).unwrap();
-    let error = helpscout
-        .create_ticket(&email_event("e0000070"), &Routing::default())
-        .await
-        .unwrap_err();
-    assert!(matches!(error, HelpdeskError::Unavailable(_)), "{error:?}");
-    assert_eq!(stub.fake.lock().unwrap().tokens_issued, 1);
 }
 
 #[test]

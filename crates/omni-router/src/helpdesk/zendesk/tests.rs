@@ -52,6 +52,7 @@ use axum::response::{IntoResponse, Response};
 use omni_proto::v1::{Attachment, Body, Channel, ContactIdentifier, Participant};
 
 use super::*;
+use crate::helpdesk::kit::{self, helpdesk_conformance};
 
 const API_TOKEN_AUTH: &str = "Basic YWdlbnRAZXhhbXBsZS5jb20vdG9rZW46c2VjcmV0LXRva2Vu"; // agent@example.com/token:secret-token
 const OAUTH_AUTH: &str = "Bearer oauth-secret";
@@ -86,12 +87,6 @@ impl Call {
 /// A misbehaviour for the next request of a method and path.
 #[derive(Clone, Copy, Debug)]
 enum Cue {
-    /// 429 with `Retry-After: 93`, the body of Zendesk's own example.
-    RateLimited,
-    /// 500.
-    ServerError,
-    /// No answer before the adapter gives up.
-    Hang,
     /// Does the work, then no answer: the response is lost.
     LoseResponse,
     /// 422 `RecordInvalid`.
@@ -110,6 +105,9 @@ struct Zd {
     keys: HashMap<String, (Value, u64)>,
     uploads: u64,
     next_audit: u64,
+    /// The conformance kit's misbehaviours: the next call's answer, the next write's answer lost.
+    fail_next: Option<kit::Failure>,
+    lose_next_write: bool,
 }
 
 impl Zd {
@@ -179,41 +177,37 @@ async fn handle(
         headers,
         body,
     };
-    let cue = {
+    let (cue, failure, lose_write) = {
         let mut zd = zd.lock().unwrap();
         zd.calls.push(call.clone());
         let cue = zd.cues.iter().position(|(m, p, _)| *m == call.method && *p == call.path);
-        cue.and_then(|index| zd.cues.remove(index)).map(|(_, _, cue)| cue)
+        let cue = cue.and_then(|index| zd.cues.remove(index)).map(|(_, _, cue)| cue);
+        let lose_write = call.method != "GET" && std::mem::take(&mut zd.lose_next_write);
+        (cue, zd.fail_next.take(), lose_write)
     };
-    let lose = match cue {
-        Some(Cue::RateLimited) => {
-            let mut response = (
-                StatusCode::TOO_MANY_REQUESTS,
-                "Rate limit for ticket updates exceeded, please wait before updating this ticket again",
-            )
-                .into_response();
-            response.headers_mut().insert("retry-after", "93".parse().unwrap());
-            return response;
+    if let Some(failure) = failure {
+        let mut response = (StatusCode::from_u16(failure.status).unwrap(), failure.body).into_response();
+        for (name, value) in failure.headers {
+            response.headers_mut().insert(*name, value.parse().unwrap());
         }
-        Some(Cue::ServerError) => return reply(500, json!({ "error": "InternalError" }), &[]),
-        Some(Cue::Hang) => {
-            tokio::time::sleep(Duration::from_secs(10)).await;
-            return reply(500, json!({}), &[]);
-        }
-        Some(Cue::Invalid) => {
-            return reply(
-                422,
-                json!({
-                    "error": "RecordInvalid",
-                    "description": "Record validation errors",
-                    "details": { "base": [{ "description": "Requester: Email is invalid", "error": "InvalidValue" }] },
-                }),
-                &[],
-            );
-        }
-        Some(Cue::LoseResponse) => true,
-        None => false,
-    };
+        return response;
+    }
+    let lose = lose_write
+        || match cue {
+            Some(Cue::Invalid) => {
+                return reply(
+                    422,
+                    json!({
+                        "error": "RecordInvalid",
+                        "description": "Record validation errors",
+                        "details": { "base": [{ "description": "Requester: Email is invalid", "error": "InvalidValue" }] },
+                    }),
+                    &[],
+                );
+            }
+            Some(Cue::LoseResponse) => true,
+            None => false,
+        };
     let response = route(&zd, &call);
     if lose {
         tokio::time::sleep(Duration::from_secs(10)).await;
@@ -465,6 +459,36 @@ impl Fake {
             .collect()
     }
 }
+
+impl kit::Fake for Fake {
+    fn adapter(&self) -> Box<dyn Helpdesk> {
+        Box::new(Fake::adapter(self))
+    }
+
+    fn adapter_at(&self, base_url: &str) -> Box<dyn Helpdesk> {
+        Box::new(
+            Zendesk::new(ZendeskConfig {
+                base_url: base_url.into(),
+                ..self.config()
+            })
+            .unwrap(),
+        )
+    }
+
+    fn lose_next_write(&self) {
+        self.zd.lock().unwrap().lose_next_write = true;
+    }
+
+    fn fail_next_call(&self, failure: kit::Failure) {
+        self.zd.lock().unwrap().fail_next = Some(failure);
+    }
+
+    fn tickets(&self) -> usize {
+        self.ticket_count()
+    }
+}
+
+helpdesk_conformance!(Fake::start());
 
 fn customer(name: &str, identifiers: Vec<ContactIdentifier>) -> Participant {
     Participant {
@@ -958,28 +982,12 @@ async fn a_follow_up_whose_answer_was_lost_is_found_in_the_audits() {
 }
 
 #[tokio::test]
-async fn failures_map_to_retry_or_dead_letter() {
+async fn refusals_are_dead_lettered() {
     let fake = Fake::start().await;
     let zendesk = fake.adapter();
     let e = event("ev-1", "x");
 
-    fake.cue("POST", "/api/v2/tickets", Cue::RateLimited);
-    let error = zendesk.create_ticket(&e, &routing()).await.unwrap_err();
-    assert!(
-        matches!(error, HelpdeskError::RateLimited { retry_after: Some(d) } if d == Duration::from_secs(93)),
-        "{error:?}"
-    );
-
-    fake.cue("POST", "/api/v2/tickets", Cue::ServerError);
-    let error = zendesk.create_ticket(&e, &routing()).await.unwrap_err();
-    assert!(matches!(error, HelpdeskError::Unavailable(_)), "{error:?}");
-
-    fake.cue("GET", "/api/v2/tickets", Cue::Hang);
-    let started = std::time::Instant::now();
-    let error = zendesk.find_ticket("conv-1").await.unwrap_err();
-    assert!(matches!(error, HelpdeskError::Unavailable(_)), "{error:?}");
-    assert!(started.elapsed() < Duration::from_secs(5));
-
+    // 429, 5xx, no answer and a closed connection: the conformance kit.
     fake.cue("POST", "/api/v2/tickets", Cue::Invalid);
     let error = zendesk.create_ticket(&e, &routing()).await.unwrap_err();
     match error {
@@ -1007,28 +1015,4 @@ async fn failures_map_to_retry_or_dead_letter() {
         .await
         .unwrap_err();
     assert!(matches!(error, HelpdeskError::Rejected { status: 404, .. }), "{error:?}");
-}
-
-#[tokio::test]
-async fn a_closed_connection_is_unavailable() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((socket, _)) = listener.accept().await else { return };
-            drop(socket);
-        }
-    });
-    let zendesk = Zendesk::new(ZendeskConfig {
-        base_url: format!("http://{address}"),
-        email: Some("agent@example.com".into()),
-        api_token: Some("secret-token".into()),
-        oauth_token: None,
-        group_id: None,
-        reopen_on_reply: true,
-        timeout_secs: 1,
-    })
-    .unwrap();
-    let error = zendesk.create_ticket(&event("ev-1", "x"), &Routing::default()).await.unwrap_err();
-    assert!(matches!(error, HelpdeskError::Unavailable(_)), "{error:?}");
 }
