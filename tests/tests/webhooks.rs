@@ -30,8 +30,10 @@ struct Message {
     word: String,
 }
 
-/// For every webhook adapter, its first fixture (by name) that normalizes to an event with text,
-/// and the first word of four letters or more of that text.
+/// For every webhook adapter, its first fixture (by name) that normalizes to an event with text
+/// that opens a ticket, and the first word of four letters or more of that text. Outbound events
+/// (Aircall's agent note) and answered calls only join an existing ticket (the router's
+/// `answered_calls = "attach_to_existing"`), so they are passed over.
 fn messages() -> Vec<Message> {
     webhook_adapters()
         .iter()
@@ -50,6 +52,9 @@ fn messages() -> Vec<Message> {
                     let delivery = kit::signed(*adapter, &account, kit::content_type(&name), &body);
                     let records = kit::try_records(*adapter, &account, &delivery).ok()??;
                     let event = adapter.normalize(records.first()?, &omni_channels::NoKnownEvents).ok()??;
+                    if !opens_a_ticket(&event) {
+                        return None;
+                    }
                     let text = event.body?.text;
                     let word = text
                         .split_whitespace()
@@ -64,6 +69,16 @@ fn messages() -> Vec<Message> {
                 .unwrap_or_else(|| panic!("{}: no fixture normalizes to an event with text", adapter.name()))
         })
         .collect()
+}
+
+/// Whether the router's default policy lets `event` open a ticket.
+fn opens_a_ticket(event: &ConversationEvent) -> bool {
+    use omni_proto::v1::call_data::Outcome as CallOutcome;
+    let answered = event
+        .call
+        .as_ref()
+        .is_some_and(|call| matches!(call.outcome(), CallOutcome::Answered | CallOutcome::Unspecified));
+    event.direction() == omni_proto::v1::Direction::Inbound && !answered
 }
 
 /// A request ready to post.
