@@ -297,19 +297,6 @@ fn malformed(reason: impl Into<String>) -> NormalizeError {
     }
 }
 
-/// `call` plus the outcome's tag.
-fn call_tags(outcome: Outcome) -> Vec<String> {
-    let tag = match outcome {
-        Outcome::Answered => "answered-call",
-        Outcome::Missed => "missed-call",
-        Outcome::Voicemail => "voicemail",
-        Outcome::Busy => "busy-call",
-        Outcome::Failed => "failed-call",
-        Outcome::Unspecified => return vec!["call".to_owned()],
-    };
-    vec!["call".to_owned(), tag.to_owned()]
-}
-
 impl Normalize for Aircall {
     fn folder(&self) -> &'static str {
         "aircall"
@@ -348,7 +335,7 @@ impl Normalize for Aircall {
                 if outcome != Outcome::Answered && !reason.is_empty() {
                     text.push_str(&format!("\nReason: {}", reason.replace('_', " ")));
                 }
-                let mut tags = call_tags(outcome);
+                let mut tags = webhook::text::call_tags(outcome);
                 for tag in event.aircall_tags() {
                     if !tags.contains(&tag) {
                         tags.push(tag);

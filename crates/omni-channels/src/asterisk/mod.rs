@@ -56,7 +56,7 @@ use omni_proto::v1::contact_identifier::Kind;
 use omni_proto::v1::participant::Role;
 use omni_proto::v1::{Body, CallData, Channel, ContactIdentifier, ConversationEvent, Direction, Participant, ProviderReference, RawRecord};
 
-use crate::webhook::{e164, text};
+use crate::webhook::{phone_number as phone, text};
 use crate::{KnownEvents, Normalize, NormalizeError, ids};
 
 /// The `provider` of raw records holding Asterisk CDR lines.
@@ -512,18 +512,6 @@ pub fn split_clid(clid: &str) -> (String, String) {
     (name.to_owned(), number.trim().to_owned())
 }
 
-/// A number in E.164 when it parses as one (a leading international `00` read as `+`), else as given.
-pub fn phone(number: &str) -> String {
-    let trimmed = number.trim();
-    let candidate = trimmed.strip_prefix("00").filter(|_| trimmed.len() > 8).unwrap_or(trimmed);
-    let formatted = e164(candidate);
-    if formatted.starts_with('+') {
-        formatted
-    } else {
-        trimmed.to_owned()
-    }
-}
-
 fn digit_count(number: &str) -> usize {
     number.chars().filter(char::is_ascii_digit).count()
 }
@@ -660,18 +648,6 @@ pub fn outcome(cdr: &Cdr) -> Outcome {
     }
 }
 
-/// The tag of an outcome (`answered-call`, ...), `None` for an unknown one.
-fn outcome_tag(outcome: Outcome) -> Option<&'static str> {
-    Some(match outcome {
-        Outcome::Answered => "answered-call",
-        Outcome::Missed => "missed-call",
-        Outcome::Voicemail => "voicemail",
-        Outcome::Busy => "busy-call",
-        Outcome::Failed => "failed-call",
-        Outcome::Unspecified => return None,
-    })
-}
-
 /// Normalizes Asterisk CDR lines.
 pub struct Asterisk;
 
@@ -759,7 +735,7 @@ impl Normalize for Asterisk {
             identifiers,
         };
         let mut tags = vec!["call".to_owned()];
-        tags.extend(outcome_tag(outcome).map(str::to_owned));
+        tags.extend(text::outcome_tag(outcome).map(str::to_owned));
         Ok(Some(ConversationEvent {
             event_id: raw.event_id.clone(),
             conversation_id: ids.conversation_id.expect("a parsed line has a conversation"),

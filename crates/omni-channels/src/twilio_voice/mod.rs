@@ -246,19 +246,6 @@ fn malformed(reason: impl Into<String>) -> NormalizeError {
     }
 }
 
-/// `call` plus the outcome's tag.
-fn call_tags(outcome: Outcome) -> Vec<String> {
-    let tag = match outcome {
-        Outcome::Answered => "answered-call",
-        Outcome::Missed => "missed-call",
-        Outcome::Voicemail => "voicemail",
-        Outcome::Busy => "busy-call",
-        Outcome::Failed => "failed-call",
-        Outcome::Unspecified => return vec!["call".to_owned()],
-    };
-    vec!["call".to_owned(), tag.to_owned()]
-}
-
 fn duration(seconds: i64) -> Option<prost_types::Duration> {
     (seconds > 0).then_some(prost_types::Duration { seconds, nanos: 0 })
 }
@@ -375,7 +362,7 @@ impl Normalize for TwilioVoice {
                 html: String::new(),
                 new_text: text,
             }),
-            tags: call_tags(call.outcome()),
+            tags: webhook::text::call_tags(call.outcome()),
             occurred_at: call.started_at.or(raw.received_at),
             received_at: raw.received_at,
             provider: Some(ProviderReference {

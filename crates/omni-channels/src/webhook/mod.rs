@@ -446,6 +446,18 @@ pub fn e164(number: &str) -> String {
     }
 }
 
+/// A number in E.164 when it parses as one (a leading international `00` read as `+`), else as given.
+pub fn phone_number(number: &str) -> String {
+    let trimmed = number.trim();
+    let candidate = trimmed.strip_prefix("00").filter(|_| trimmed.len() > 8).unwrap_or(trimmed);
+    let formatted = e164(candidate);
+    if formatted.starts_with('+') {
+        formatted
+    } else {
+        trimmed.to_owned()
+    }
+}
+
 /// A Unix time in seconds as a protobuf timestamp.
 pub fn unix_seconds(seconds: i64) -> prost_types::Timestamp {
     prost_types::Timestamp { seconds, nanos: 0 }

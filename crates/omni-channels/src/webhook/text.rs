@@ -6,6 +6,23 @@ use omni_proto::v1::call_data::Outcome;
 use omni_proto::v1::contact_identifier::Kind;
 use omni_proto::v1::{Attachment, CallData, Location, SharedContact};
 
+/// The tag of a call's outcome (`answered-call`, `missed-call`, ...); `None` for an unknown one.
+pub fn outcome_tag(outcome: Outcome) -> Option<&'static str> {
+    Some(match outcome {
+        Outcome::Answered => "answered-call",
+        Outcome::Missed => "missed-call",
+        Outcome::Voicemail => "voicemail",
+        Outcome::Busy => "busy-call",
+        Outcome::Failed => "failed-call",
+        Outcome::Unspecified => return None,
+    })
+}
+
+/// The tags of a call event: `call`, and the outcome's tag when it is known.
+pub fn call_tags(outcome: Outcome) -> Vec<String> {
+    std::iter::once("call").chain(outcome_tag(outcome)).map(str::to_owned).collect()
+}
+
 /// "Missed call from +905551112233 to +31201234567 at 2026-11-22 10:15:00 UTC", with duration,
 /// agent, recording and transcript where known.
 pub fn call(call: &CallData) -> String {
