@@ -29,8 +29,8 @@ fi
 
 "$(dirname "$0")/tansu/build.sh"
 
-if ! python3 -c 'import confluent_kafka, google.protobuf, grpc_tools, twilio, slack_sdk' 2>/dev/null; then
+if ! python3 -c 'import confluent_kafka, google.protobuf, grpc_tools, twilio, slack_sdk, requests' 2>/dev/null; then
   echo "installing python packages for the independent consumer check and webhook signing"
-  python3 -m pip install --quiet --disable-pip-version-check confluent-kafka protobuf grpcio-tools twilio==9.13.0 slack_sdk==3.47.0
+  python3 -m pip install --quiet --disable-pip-version-check confluent-kafka protobuf grpcio-tools twilio==9.13.0 slack_sdk==3.47.0 requests
 fi
 echo "dependencies ready"

@@ -14,6 +14,12 @@ provider's published recipe with Python's hmac:
   https://core.telegram.org/bots/api#setwebhook
 - Aircall: the webhook's token inside the body (`token`)
   https://developer.aircall.io/api-references/#webhook-usage
+- Viber: X-Viber-Content-Signature = hex HMAC-SHA256(auth token, body), as viber-bot-python's
+  Api.verify_signature computes it
+  https://developers.viber.com/docs/api/rest-bot-api/#callbacks
+- FreeSWITCH mod_json_cdr: HTTP Basic with `cred` (user:password), built by an independent HTTP
+  client (requests' auth=(user, password)), as curl builds it for CURLOPT_USERPWD
+  https://developer.signalwire.com/freeswitch/FreeSWITCH-Explained/Modules/mod_json_cdr_4653124
 
 Usage: sign_webhook.py PROVIDER SECRET URL BODY_FILE [--content-type CT] [--timestamp UNIX]
 Prints JSON: {"url": ..., "headers": {...}, "body": "..."} (the body may be rewritten: Aircall's token).
@@ -74,6 +80,14 @@ def main() -> int:
         else:
             params = dict(urllib.parse.parse_qsl(body.decode("utf-8"), keep_blank_values=True))
         headers["X-Twilio-Signature"] = validator.compute_signature(url, params)
+    elif provider == "viber":
+        headers["X-Viber-Content-Signature"] = hmac.new(args.secret.encode(), body, hashlib.sha256).hexdigest()
+    elif provider == "freeswitch":
+        import requests
+
+        user, _, password = args.secret.partition(":")
+        prepared = requests.Request("POST", url, data=body, auth=(user, password)).prepare()
+        headers["Authorization"] = prepared.headers["Authorization"]
     elif provider == "aircall":
         payload = json.loads(body)
         payload["token"] = args.secret

@@ -140,6 +140,8 @@ const PYTHON_SIGNED: &[&str] = &[
     "twilio-sms",
     "twilio-voice",
     "aircall",
+    "viber",
+    "freeswitch",
 ];
 
 #[test]

@@ -15,6 +15,7 @@ pub mod aircall;
 pub mod api;
 pub mod asterisk;
 pub mod email;
+pub mod freeswitch;
 pub mod ids;
 pub mod instagram;
 pub mod kit;
@@ -113,6 +114,7 @@ pub fn adapters() -> &'static [&'static dyn Normalize] {
         &aircall::Aircall,
         &asterisk::Asterisk,
         &viber::Viber,
+        &freeswitch::FreeSwitch,
     ];
     ALL
 }
