@@ -49,6 +49,61 @@ pub(crate) trait Fake: Send + Sync {
     fn tickets(&self) -> usize;
 }
 
+/// The state of a small helpdesk fake served by [`start`] (Freshdesk's, Zammad's): with it,
+/// [`DeskFake`] is that adapter's [`Fake`].
+pub(crate) trait Desk: Send + 'static {
+    /// The next ticket creation or follow-up is stored, its answer never sent.
+    fn lose_next_write(&mut self);
+    /// How many tickets it holds.
+    fn tickets(&self) -> usize;
+}
+
+/// A [`Desk`] on the kit's server, with the adapter that talks to it.
+pub(crate) struct DeskFake<D> {
+    /// The server.
+    pub served: Served,
+    /// The fake's state.
+    pub desk: Arc<Mutex<D>>,
+    adapter: fn(&str) -> Box<dyn Helpdesk>,
+}
+
+impl<D: Desk> DeskFake<D> {
+    /// Serves `desk`, answering with `reply`; `adapter` makes the adapter for a base URL.
+    pub async fn start(desk: D, reply: fn(&Mutex<D>, &Call) -> Reply, adapter: fn(&str) -> Box<dyn Helpdesk>) -> Self {
+        let desk = Arc::new(Mutex::new(desk));
+        let state = desk.clone();
+        let served = start(move |call| reply(&state, call)).await;
+        Self { served, desk, adapter }
+    }
+
+    /// The base URL, the calls received and the state, for tests that drive the fake by hand.
+    pub fn into_parts(self) -> (String, Calls, Arc<Mutex<D>>) {
+        (self.served.url, self.served.calls, self.desk)
+    }
+}
+
+impl<D: Desk> Fake for DeskFake<D> {
+    fn adapter(&self) -> Box<dyn Helpdesk> {
+        (self.adapter)(&self.served.url)
+    }
+
+    fn adapter_at(&self, base_url: &str) -> Box<dyn Helpdesk> {
+        (self.adapter)(base_url)
+    }
+
+    fn lose_next_write(&self) {
+        self.desk.lock().unwrap().lose_next_write();
+    }
+
+    fn fail_next_call(&self, failure: Failure) {
+        self.served.fail_next_call(failure);
+    }
+
+    fn tickets(&self) -> usize {
+        self.desk.lock().unwrap().tickets()
+    }
+}
+
 /// An error answer a fake gives instead of doing the work.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Failure {
@@ -283,6 +338,16 @@ impl Call {
     }
 }
 
+/// Checks a JSON API call's method, path and credentials (and content type, for a POST).
+pub(crate) fn assert_api_call(call: &Call, method: &str, path: &str, authorization: &str) {
+    assert_eq!(call.method, method);
+    assert_eq!(call.path, path);
+    assert_eq!(call.header("authorization"), authorization);
+    if method == "POST" {
+        assert_eq!(call.header("content-type"), "application/json");
+    }
+}
+
 /// A fake's answer.
 pub(crate) enum Reply {
     /// A status and a JSON body.
@@ -301,6 +366,9 @@ struct Stub {
     fail_next: Arc<Mutex<Option<Failure>>>,
     respond: Respond,
 }
+
+/// The calls a fake received, in order.
+pub(crate) type Calls = Arc<Mutex<Vec<Call>>>;
 
 /// A fake running on 127.0.0.1.
 pub(crate) struct Served {

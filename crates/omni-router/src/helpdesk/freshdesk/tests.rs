@@ -182,66 +182,39 @@ fn desk_reply(desk: &Mutex<Desk>, call: &Call) -> Reply {
 }
 
 async fn desk() -> (String, Arc<Mutex<Vec<Call>>>, Arc<Mutex<Desk>>) {
-    let FreshdeskFake { served, desk } = FreshdeskFake::start().await;
-    (served.url, served.calls, desk)
+    fake().await.into_parts()
 }
 
-/// The small Freshdesk on the kit's server, as the conformance kit drives it.
-struct FreshdeskFake {
-    served: kit::Served,
-    desk: Arc<Mutex<Desk>>,
-}
-
-impl FreshdeskFake {
-    async fn start() -> Self {
-        let desk = Arc::new(Mutex::new(Desk {
-            indexed: true,
-            ..Default::default()
-        }));
-        let state = desk.clone();
-        let served = kit::start(move |call| desk_reply(&state, call)).await;
-        Self { served, desk }
-    }
-
-    /// With a search index that has not caught up: `find_ticket` must fall back to the list.
-    async fn lagging() -> Self {
-        let fake = Self::start().await;
-        fake.desk.lock().unwrap().indexed = false;
-        fake
-    }
-}
-
-impl kit::Fake for FreshdeskFake {
-    fn adapter(&self) -> Box<dyn Helpdesk> {
-        Box::new(adapter(&self.served.url))
-    }
-
-    fn adapter_at(&self, base_url: &str) -> Box<dyn Helpdesk> {
-        Box::new(adapter(base_url))
-    }
-
-    fn lose_next_write(&self) {
-        self.desk.lock().unwrap().lose_next_write = true;
-    }
-
-    fn fail_next_call(&self, failure: kit::Failure) {
-        self.served.fail_next_call(failure);
+impl kit::Desk for Desk {
+    fn lose_next_write(&mut self) {
+        self.lose_next_write = true;
     }
 
     fn tickets(&self) -> usize {
-        self.desk.lock().unwrap().tickets.len()
+        self.tickets.len()
     }
 }
 
-helpdesk_conformance!(FreshdeskFake::lagging());
+/// The small Freshdesk on the kit's server, its search index up to date.
+async fn fake() -> kit::DeskFake<Desk> {
+    let desk = Desk {
+        indexed: true,
+        ..Default::default()
+    };
+    kit::DeskFake::start(desk, desk_reply, |url| Box::new(adapter(url))).await
+}
+
+/// With a search index that has not caught up: `find_ticket` must fall back to the list.
+async fn lagging() -> kit::DeskFake<Desk> {
+    let fake = fake().await;
+    fake.desk.lock().unwrap().indexed = false;
+    fake
+}
+
+helpdesk_conformance!(lagging());
 
 fn assert_api_call(call: &Call, method: &str, path: &str) {
-    assert_eq!(call.method, method);
-    assert_eq!(call.path, path);
-    assert_eq!(call.header("authorization"), AUTHORIZATION);
-    if method == "POST" {
-        assert_eq!(call.header("content-type"), "application/json");
-    }
+    kit::assert_api_call(call, method, path, AUTHORIZATION);
 }
 
 #[tokio::test]

@@ -149,56 +149,28 @@ fn desk_reply(desk: &Mutex<Desk>, call: &Call) -> Reply {
 }
 
 async fn desk() -> (String, Arc<Mutex<Vec<Call>>>, Arc<Mutex<Desk>>) {
-    let ZammadFake { served, desk } = ZammadFake::start().await;
-    (served.url, served.calls, desk)
+    fake().await.into_parts()
 }
 
-/// The small Zammad on the kit's server, as the conformance kit drives it.
-struct ZammadFake {
-    served: kit::Served,
-    desk: Arc<Mutex<Desk>>,
-}
-
-impl ZammadFake {
-    async fn start() -> Self {
-        let desk = Arc::new(Mutex::new(Desk::default()));
-        let state = desk.clone();
-        let served = kit::start(move |call| desk_reply(&state, call)).await;
-        Self { served, desk }
-    }
-}
-
-impl kit::Fake for ZammadFake {
-    fn adapter(&self) -> Box<dyn Helpdesk> {
-        Box::new(adapter(&self.served.url))
-    }
-
-    fn adapter_at(&self, base_url: &str) -> Box<dyn Helpdesk> {
-        Box::new(adapter(base_url))
-    }
-
-    fn lose_next_write(&self) {
-        self.desk.lock().unwrap().lose_next_write = true;
-    }
-
-    fn fail_next_call(&self, failure: kit::Failure) {
-        self.served.fail_next_call(failure);
+impl kit::Desk for Desk {
+    fn lose_next_write(&mut self) {
+        self.lose_next_write = true;
     }
 
     fn tickets(&self) -> usize {
-        self.desk.lock().unwrap().tickets.len()
+        self.tickets.len()
     }
 }
 
-helpdesk_conformance!(ZammadFake::start());
+/// The small Zammad on the kit's server.
+async fn fake() -> kit::DeskFake<Desk> {
+    kit::DeskFake::start(Desk::default(), desk_reply, |url| Box::new(adapter(url))).await
+}
+
+helpdesk_conformance!(fake());
 
 fn assert_api_call(call: &Call, method: &str, path: &str) {
-    assert_eq!(call.method, method);
-    assert_eq!(call.path, path);
-    assert_eq!(call.header("authorization"), AUTHORIZATION);
-    if method == "POST" {
-        assert_eq!(call.header("content-type"), "application/json");
-    }
+    kit::assert_api_call(call, method, path, AUTHORIZATION);
 }
 
 #[tokio::test]
