@@ -247,13 +247,13 @@ fn media_type(media: &Media) -> String {
     {
         return variant.content_type.clone();
     }
-    let extension = media.media_url_https.rsplit('.').next().unwrap_or_default().to_ascii_lowercase();
-    match (extension.as_str(), media.kind.as_str()) {
-        ("png", _) => "image/png",
-        ("gif", _) => "image/gif",
-        ("webp", _) => "image/webp",
-        (_, "video" | "animated_gif") => "video/mp4",
-        _ => "image/jpeg",
+    let by_extension = mime_guess::from_path(&media.media_url_https)
+        .first_raw()
+        .filter(|media_type| media_type.starts_with("image/"));
+    match (by_extension, media.kind.as_str()) {
+        (Some(media_type), _) => media_type,
+        (None, "video" | "animated_gif") => "video/mp4",
+        (None, _) => "image/jpeg",
     }
     .to_owned()
 }

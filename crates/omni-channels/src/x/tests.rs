@@ -317,3 +317,34 @@ fn passes_the_conformance_kit() {
         .no_event(&["dm-outgoing.json", "follow.json", "read.json", "typing.json"])
         .run();
 }
+
+#[test]
+fn a_mediums_type_comes_from_its_variants_its_extension_or_its_kind() {
+    use serde_json::json;
+    let of = |value: serde_json::Value| media_type(&serde_json::from_value(value).unwrap());
+    assert_eq!(
+        of(json!({ "type": "photo", "media_url_https": "https://pbs.twimg.com/media/a.png" })),
+        "image/png"
+    );
+    assert_eq!(
+        of(json!({ "type": "photo", "media_url_https": "https://pbs.twimg.com/media/a.webp" })),
+        "image/webp"
+    );
+    assert_eq!(
+        of(json!({ "type": "photo", "media_url_https": "https://pbs.twimg.com/media/a.JPG" })),
+        "image/jpeg"
+    );
+    assert_eq!(
+        of(json!({ "type": "photo", "media_url_https": "https://pbs.twimg.com/media/a" })),
+        "image/jpeg"
+    );
+    assert_eq!(
+        of(json!({ "type": "video", "media_url_https": "https://pbs.twimg.com/media/thumb.bin" })),
+        "video/mp4"
+    );
+    let variants = json!({ "type": "video", "media_url_https": "https://pbs.twimg.com/t.jpg", "video_info": { "variants": [
+        { "content_type": "application/x-mpegURL", "url": "https://video.twimg.com/a.m3u8" },
+        { "content_type": "video/webm", "bitrate": 832000, "url": "https://video.twimg.com/a.webm" }
+    ] } });
+    assert_eq!(of(variants), "video/webm");
+}
