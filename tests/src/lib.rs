@@ -269,17 +269,34 @@ impl Service {
         self.process = Some(Process::spawn(command, &self.name));
     }
 
-    /// Waits until `/readyz` answers 200.
+    /// Waits until `/readyz` answers 200; fails at once, with its log, when the process exits
+    /// first (a refused config, a panic) instead of waiting out the timeout.
     pub async fn wait_ready(&mut self) -> anyhow::Result<()> {
         let url = format!("http://127.0.0.1:{}/readyz", self.admin_port);
         let client = reqwest::Client::new();
         let name = self.name.clone();
-        let result = eventually(&format!("omni-{name} to be ready"), Duration::from_secs(60), || {
-            let request = client.get(&url).send();
-            async move { Ok(request.await.map(|r| r.status().is_success()).unwrap_or(false)) }
-        })
-        .await;
-        result.with_context(|| format!("omni-{name} log:\n{}", self.log()))
+        let timeout = Duration::from_secs(60);
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.exit_status() {
+                bail!("omni-{name} exited ({status}) before it was ready; log:\n{}", self.log());
+            }
+            if client.get(&url).send().await.is_ok_and(|r| r.status().is_success()) {
+                return Ok(());
+            }
+            if started.elapsed() > timeout {
+                bail!(
+                    "timed out after {timeout:?} waiting for omni-{name} to be ready; log:\n{}",
+                    self.log()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// How the process ended, when it has.
+    fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
+        self.process.as_mut().and_then(|process| process.child.try_wait().ok().flatten())
     }
 
     /// SIGKILLs it.
