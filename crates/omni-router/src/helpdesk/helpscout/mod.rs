@@ -35,6 +35,7 @@ mod tests;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -49,7 +50,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::request_tracker::{requestor, subject};
-use super::{FoundTicket, Helpdesk, HelpdeskError, Priority, Routing, TicketRef, error_for_status, error_for_transport};
+use super::{Answer, FoundTicket, Helpdesk, HelpdeskError, Priority, Routing, TicketRef, error_for_status, error_for_transport};
 
 /// What starts the line recording the event id in each thread omni adds.
 pub const EVENT_MARKER: &str = "omni-event: ";
@@ -238,23 +239,10 @@ struct Token {
     refresh_at: Instant,
 }
 
-/// A successful response: its headers and body.
-struct Reply {
-    headers: HeaderMap,
-    body: String,
-}
-
-impl Reply {
-    fn json(&self) -> Result<Value, HelpdeskError> {
-        serde_json::from_str(&self.body)
-            .map_err(|error| HelpdeskError::Unavailable(format!("Help Scout answered with invalid json: {error}")))
-    }
-
-    /// The id of what a POST created, from the `Resource-ID` header.
-    fn resource_id(&self) -> Option<String> {
-        let id = self.headers.get("resource-id")?.to_str().ok()?.trim();
-        (!id.is_empty() && id.chars().all(|c| c.is_ascii_digit())).then(|| id.to_owned())
-    }
+/// The id of what a POST created, from the `Resource-ID` header.
+fn resource_id(answer: &Answer) -> Option<String> {
+    let id = answer.headers.get("resource-id")?.to_str().ok()?.trim();
+    (!id.is_empty() && id.chars().all(|c| c.is_ascii_digit())).then(|| id.to_owned())
 }
 
 /// The Help Scout adapter.
@@ -376,7 +364,7 @@ impl HelpScout {
     }
 
     /// One API call; a 401 fetches a new token and tries once more.
-    async fn call(&self, method: Method, path: &str, query: &[(&str, String)], body: Option<&Value>) -> Result<Reply, HelpdeskError> {
+    async fn call(&self, method: Method, path: &str, query: &[(&str, String)], body: Option<&Value>) -> Result<Answer, HelpdeskError> {
         let url = format!("{}{path}", self.api);
         let mut refused: Option<String> = None;
         loop {
@@ -388,23 +376,22 @@ impl HelpScout {
             if let Some(body) = body {
                 builder = builder.json(body);
             }
-            let response = builder.send().await.map_err(error_for_transport)?;
-            let status = response.status();
-            if status == reqwest::StatusCode::UNAUTHORIZED && refused.is_none() {
+            let token_refused = AtomicBool::new(false);
+            let answer = super::send(builder, |status, headers, body| {
+                token_refused.store(status == reqwest::StatusCode::UNAUTHORIZED, Ordering::Relaxed);
+                Some(error_for_status(status, retry_after(headers).as_ref(), body))
+            })
+            .await;
+            if answer.is_err() && token_refused.load(Ordering::Relaxed) && refused.is_none() {
                 refused = Some(token);
                 continue;
             }
-            let headers = response.headers().clone();
-            let body = response.text().await.map_err(error_for_transport)?;
-            if !status.is_success() {
-                return Err(error_for_status(status, retry_after(&headers).as_ref(), &body));
-            }
-            return Ok(Reply { headers, body });
+            return answer;
         }
     }
 
     async fn get(&self, path: &str, query: &[(&str, String)]) -> Result<Value, HelpdeskError> {
-        self.call(Method::GET, path, query, None).await?.json()
+        self.call(Method::GET, path, query, None).await?.json_required()
     }
 
     /// The custom fields of a mailbox, as `(id, name)`.
@@ -784,8 +771,7 @@ impl Helpdesk for HelpScout {
         });
         let created = self.call(Method::POST, "/v2/conversations", &[], Some(&body)).await?;
         // Without the id, the router retries; find_ticket then finds this conversation.
-        let id = created
-            .resource_id()
+        let id = resource_id(&created)
             .ok_or_else(|| HelpdeskError::Unavailable("Help Scout created the conversation without a Resource-ID header".into()))?;
         Ok(self.ticket_ref(&id))
     }

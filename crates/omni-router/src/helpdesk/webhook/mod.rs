@@ -73,7 +73,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use sha2::Sha256;
 
-use super::{FoundTicket, Helpdesk, HelpdeskError, Priority, Routing, TicketRef, error_for_status, error_for_transport};
+use super::{FoundTicket, Helpdesk, HelpdeskError, Priority, Routing, TicketRef, error_for_transport};
 
 /// The CloudEvents `type` of every delivery.
 pub const EVENT_TYPE: &str = "omni.v1.ConversationEvent";
@@ -301,33 +301,23 @@ impl Webhook {
         let body = self.encode(event)?;
         let timestamp = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         let headers = self.headers(event, routing, &body, timestamp)?;
-        let response = self
-            .client
-            .post(&self.config.url)
-            .headers(headers)
-            .body(body)
-            .send()
-            .await
-            .map_err(error_for_transport)?;
-        let status = response.status();
-        let retry_after = response.headers().get(reqwest::header::RETRY_AFTER).cloned();
-        let location = response.headers().get(reqwest::header::LOCATION).cloned();
-        let text = response.text().await.map_err(error_for_transport)?;
-        if status.is_redirection() {
-            let to = location.as_ref().and_then(|l| l.to_str().ok()).unwrap_or("elsewhere");
-            return Err(HelpdeskError::Misconfigured(format!(
-                "the webhook receiver redirects ({status}) to {to}: configure the final URL"
-            )));
-        }
-        if status == reqwest::StatusCode::CONFLICT {
-            return Err(HelpdeskError::Unavailable(
-                "the webhook receiver is still processing this idempotency key (409)".into(),
-            ));
-        }
-        if !status.is_success() {
-            return Err(error_for_status(status, retry_after.as_ref(), &text));
-        }
-        let answer: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        let builder = self.client.post(&self.config.url).headers(headers).body(body);
+        let answer = super::send(builder, |status, headers, _| {
+            if status.is_redirection() {
+                let to = headers
+                    .get(reqwest::header::LOCATION)
+                    .and_then(|l| l.to_str().ok())
+                    .unwrap_or("elsewhere");
+                return Some(HelpdeskError::Misconfigured(format!(
+                    "the webhook receiver redirects ({status}) to {to}: configure the final URL"
+                )));
+            }
+            (status == reqwest::StatusCode::CONFLICT)
+                .then(|| HelpdeskError::Unavailable("the webhook receiver is still processing this idempotency key (409)".into()))
+        })
+        .await?;
+        // The receiver may answer anything; only a JSON object naming the ticket is read.
+        let answer: Value = answer.json().unwrap_or(Value::Null);
         let id = match &answer["ticket_id"] {
             Value::String(id) if !id.is_empty() => id.clone(),
             Value::Number(id) => id.to_string(),
