@@ -70,6 +70,12 @@ pub struct MailboxConfig {
     pub oauth2_token_file: Option<PathBuf>,
     /// Folder to read, for example `INBOX`.
     pub folder: String,
+    /// What mail through a mailing list or group alias (`List-Id`, `Precedence: list`) is:
+    /// `message` (the default: a customer writing to a group alias is a customer) or
+    /// `automated` (never opens a ticket, like an auto-reply). Carried to the normalizer in the
+    /// raw record's `list_mail` attribute.
+    #[serde(default)]
+    pub list_mail: omni_channels::email::ListMail,
 }
 
 impl MailboxConfig {

@@ -420,6 +420,7 @@ mod tests {
             oauth2_token: None,
             oauth2_token_file: None,
             folder: "INBOX".into(),
+            list_mail: Default::default(),
         }
     }
 

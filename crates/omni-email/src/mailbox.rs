@@ -160,6 +160,10 @@ impl MailboxReader {
             ("imap_uid_validity".to_owned(), self.checkpoint.uid_validity.to_string()),
             ("imap_folder".to_owned(), self.mailbox.folder.clone()),
             ("size_bytes".to_owned(), body.len().to_string()),
+            (
+                omni_channels::email::LIST_MAIL_ATTRIBUTE.to_owned(),
+                self.mailbox.list_mail.as_str().to_owned(),
+            ),
         ]);
         let payload = if body.len() > self.settings.max_inline_bytes {
             // Too large for a record: keep the header, say so, and point at the message on the server.

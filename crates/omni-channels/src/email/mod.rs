@@ -15,9 +15,12 @@
 //! - readable text: the text part, or the HTML part converted to text when there is none, and
 //!   [`reply::new_text`] without the quoted history and the signature;
 //! - attachments with name, media type, size and SHA-256, inline parts marked inline;
-//! - loops and noise: auto-replies (`Auto-Submitted`, `X-Autoreply`, `Precedence`) are tagged
-//!   `auto-reply`, delivery reports (`multipart/report`) `bounce`; the router never opens a
-//!   ticket for either.
+//! - loops and noise: auto-replies (RFC 3834 `Auto-Submitted`, `X-Autoreply`, `X-Autorespond`,
+//!   `X-Auto-Response-Suppress`, `Precedence: auto_reply`, and `Precedence: bulk`/`junk` outside
+//!   list mail) are tagged `auto-reply`, delivery reports (`multipart/report`) `bounce`; the
+//!   router never opens a ticket for either. Mail through a list or group alias (`List-*`,
+//!   `Precedence: list`) is tagged `mailing-list` and is a person's message, unless the mailbox
+//!   says `list_mail = "automated"` ([`ListMail`]).
 
 pub mod reply;
 
@@ -41,6 +44,8 @@ const CHANNEL: &str = "email";
 pub const TAG_AUTO_REPLY: &str = "auto-reply";
 /// Tag of bounces and delivery reports.
 pub const TAG_BOUNCE: &str = "bounce";
+/// Tag of messages that came through a mailing list or group alias (see [`ListMail`]).
+pub const TAG_MAILING_LIST: &str = "mailing-list";
 
 /// The ids of one message.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -108,22 +113,89 @@ fn all_ids(value: &HeaderValue<'_>) -> Vec<String> {
         .collect()
 }
 
-/// What kind of automated message this is, if any.
-pub fn automated_kind(message: &Message<'_>) -> Option<&'static str> {
+/// The raw record attribute carrying the mailbox's `list_mail` setting (set by the email
+/// connector; absent means [`ListMail::Message`]).
+pub const LIST_MAIL_ATTRIBUTE: &str = "list_mail";
+
+/// What mail that came through a mailing list or a group alias is, for one mailbox.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ListMail {
+    /// A person's message like any other, tagged `mailing-list`: support addresses are often
+    /// group or list aliases, which add `List-Id` and `Precedence: list` to every customer's mail.
+    #[default]
+    Message,
+    /// Automated (tagged `auto-reply` too), so it never opens a ticket: a mailbox that receives
+    /// newsletters and list digests rather than customers.
+    Automated,
+}
+
+impl ListMail {
+    /// The setting's name in config and in [`LIST_MAIL_ATTRIBUTE`].
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Message => "message",
+            Self::Automated => "automated",
+        }
+    }
+
+    fn of(raw: &RawRecord) -> Self {
+        match raw.attributes.get(LIST_MAIL_ATTRIBUTE).map(String::as_str) {
+            Some("automated") => Self::Automated,
+            _ => Self::Message,
+        }
+    }
+}
+
+/// The list headers of RFC 2369 and RFC 2919.
+const LIST_HEADERS: [&str; 7] = [
+    "List-Id",
+    "List-Post",
+    "List-Unsubscribe",
+    "List-Help",
+    "List-Subscribe",
+    "List-Archive",
+    "List-Owner",
+];
+
+fn lowercase_header(message: &Message<'_>, name: &str) -> Option<String> {
+    message.header_raw(name).map(|v| v.trim().to_ascii_lowercase())
+}
+
+/// Whether the message came through a mailing list or group alias (`List-*`, `Precedence: list`).
+pub fn is_list_mail(message: &Message<'_>) -> bool {
+    LIST_HEADERS.iter().any(|name| message.header_raw(*name).is_some())
+        || lowercase_header(message, "Precedence").is_some_and(|v| v == "list")
+}
+
+/// Whether a program wrote the message in answer to another (RFC 3834 `Auto-Submitted`, the
+/// vendors' `X-Autoreply`, `X-Autorespond`, `X-Auto-Response-Suppress`, `Precedence:
+/// auto_reply`); `Precedence: bulk` or `junk` counts only outside list mail (vacation programs
+/// set it, and so do lists, whose messages are people's).
+fn is_auto_reply(message: &Message<'_>) -> bool {
+    let header = |name: &str| lowercase_header(message, name);
+    let auto_submitted = header("Auto-Submitted").is_some_and(|v| !v.starts_with("no"));
+    let vendor = header("X-Autoreply").is_some()
+        || header("X-Autorespond").is_some()
+        || header("X-Auto-Response-Suppress").is_some_and(|v| !v.is_empty() && v != "none");
+    let precedence = header("Precedence").unwrap_or_default();
+    let bulk_outside_lists = matches!(precedence.as_str(), "bulk" | "junk") && !is_list_mail(message);
+    auto_submitted || vendor || precedence == "auto_reply" || bulk_outside_lists
+}
+
+/// What kind of automated message this is, if any, for a mailbox whose list mail is `list_mail`.
+pub fn automated_kind(message: &Message<'_>, list_mail: ListMail) -> Option<&'static str> {
     let is_report = message
         .content_type()
         .is_some_and(|ct| ct.ctype().eq_ignore_ascii_case("multipart") && ct.subtype().is_some_and(|s| s.eq_ignore_ascii_case("report")));
     if is_report {
         return Some(TAG_BOUNCE);
     }
-    let header = |name: &str| message.header_raw(name).map(|v| v.trim().to_ascii_lowercase());
-    let auto_submitted = header("Auto-Submitted").is_some_and(|v| !v.starts_with("no"));
-    let x_autoreply = header("X-Autoreply").is_some() || header("X-Autorespond").is_some();
-    let precedence = header("Precedence").is_some_and(|v| matches!(v.as_str(), "bulk" | "auto_reply" | "junk"));
-    (auto_submitted || x_autoreply || precedence).then_some(TAG_AUTO_REPLY)
+    let automated = is_auto_reply(message) || list_mail == ListMail::Automated && is_list_mail(message);
+    automated.then_some(TAG_AUTO_REPLY)
 }
 
-fn sender(message: &Message<'_>) -> Participant {
+fn sender(message: &Message<'_>, automated: bool) -> Participant {
     let from = message.from().and_then(Address::first);
     let address = from.and_then(|addr| addr.address()).map(str::to_owned);
     let name = from.and_then(|addr| addr.name()).unwrap_or_default().to_owned();
@@ -135,11 +207,7 @@ fn sender(message: &Message<'_>) -> Participant {
             platform: String::new(),
         })
         .collect();
-    let role = if automated_kind(message).is_some() {
-        Role::System
-    } else {
-        Role::Customer
-    };
+    let role = if automated { Role::System } else { Role::Customer };
     Participant {
         role: role as i32,
         display_name: name,
@@ -253,8 +321,10 @@ impl EmailNormalizer {
         let text = text.trim_end().replace("\r\n", "\n");
         let new_text = reply::new_text(&text);
         let mut tags = Vec::new();
-        if let Some(kind) = automated_kind(&message) {
-            tags.push(kind.to_owned());
+        let automated = automated_kind(&message, ListMail::of(raw));
+        tags.extend(automated.map(str::to_owned));
+        if is_list_mail(&message) {
+            tags.push(TAG_MAILING_LIST.to_owned());
         }
         let mut attachments: Vec<Attachment> = message
             .attachments()
@@ -271,7 +341,7 @@ impl EmailNormalizer {
                 nanos: 0,
             })
             .or(raw.received_at);
-        let sender = sender(&message);
+        let sender = sender(&message, automated.is_some());
         let reply_to = message
             .reply_to()
             .and_then(Address::first)

@@ -258,3 +258,42 @@ fn passes_the_conformance_kit() {
     };
     crate::kit::NormalizeConformance::new(&EMAIL, records).run();
 }
+
+#[test]
+fn a_customer_writing_through_a_group_alias_is_a_message_not_an_auto_reply() {
+    // Google Groups adds List-Id, List-Post, ... and `Precedence: list` to every mail it relays.
+    let event = normalize("nl-group-alias.eml");
+    assert_eq!(event.tags, [TAG_MAILING_LIST]);
+    assert_eq!(event.participants[0].role, Role::Customer as i32);
+    assert!(
+        text(&event).contains("retourneren, hij is te klein. Kunnen jullie"),
+        "{}",
+        text(&event)
+    );
+
+    // A mailbox that says its list mail is automated: the same message opens no ticket.
+    let bytes = fixture("nl-group-alias.eml");
+    let raw = RawRecord {
+        event_id: ids("news@shop", &bytes).event_id,
+        provider: PROVIDER.into(),
+        account: "news@shop".into(),
+        payload: bytes,
+        attributes: [(LIST_MAIL_ATTRIBUTE.to_owned(), ListMail::Automated.as_str().to_owned())].into(),
+        ..Default::default()
+    };
+    let event = EmailNormalizer::default().event(&raw, &crate::NoKnownEvents).unwrap();
+    assert_eq!(event.tags, [TAG_AUTO_REPLY, TAG_MAILING_LIST]);
+    assert_eq!(event.participants[0].role, Role::System as i32);
+}
+
+#[test]
+fn auto_replies_are_told_by_their_headers_without_auto_submitted() {
+    // vacation(1): `Precedence: bulk` and no list headers.
+    let vacation = normalize("vacation-precedence-bulk.eml");
+    assert_eq!(vacation.tags, [TAG_AUTO_REPLY]);
+    // Exchange's out-of-office reply: `X-Auto-Response-Suppress: All`.
+    let exchange = normalize("tr-exchange-auto-reply.eml");
+    assert_eq!(exchange.tags, [TAG_AUTO_REPLY]);
+    assert_eq!(exchange.subject, "Otomatik yanıt: Siparişiniz hazır");
+    assert_eq!(exchange.participants[0].role, Role::System as i32);
+}
