@@ -37,7 +37,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::webhook::signature::tokens_equal;
-use crate::webhook::{self, Accepted, Item, Rejection, WebhookAccount, WebhookAdapter, WebhookRequest, e164};
+use crate::webhook::{self, Accepted, Item, Rejection, WebhookAccount, WebhookAdapter, WebhookRequest, e164, json_str};
 use crate::{KnownEvents, Normalize, NormalizeError, ids};
 
 /// The `provider` of this adapter's raw records and its URL segment.
@@ -62,14 +62,6 @@ struct CallEvent {
     timestamp: Option<i64>,
     call: Value,
     call_id: String,
-}
-
-fn str_at<'a>(value: &'a Value, path: &[&str]) -> &'a str {
-    path.iter()
-        .try_fold(value, |v, key| v.get(key))
-        .and_then(Value::as_str)
-        .map(str::trim)
-        .unwrap_or_default()
 }
 
 fn i64_at(value: &Value, path: &[&str]) -> Option<i64> {
@@ -97,15 +89,15 @@ fn phone(raw: &str) -> Option<String> {
 
 impl CallEvent {
     fn inbound(&self) -> bool {
-        str_at(&self.call, &["direction"]) != "outbound"
+        json_str(&self.call, &["direction"]) != "outbound"
     }
 
     fn customer_number(&self) -> Option<String> {
-        phone(str_at(&self.call, &["raw_digits"]))
+        phone(json_str(&self.call, &["raw_digits"]))
     }
 
     fn business_number(&self) -> String {
-        let digits = str_at(&self.call, &["number", "digits"]);
+        let digits = json_str(&self.call, &["number", "digits"]);
         phone(digits).unwrap_or_else(|| digits.to_owned())
     }
 
@@ -118,7 +110,7 @@ impl CallEvent {
     }
 
     fn voicemail(&self) -> &str {
-        str_at(&self.call, &["voicemail"])
+        json_str(&self.call, &["voicemail"])
     }
 
     /// The newest comment: the greatest `posted_at`, the last one on a tie.
@@ -168,17 +160,17 @@ impl CallEvent {
         }
         let contact = self.call.get("contact").filter(|c| c.is_object()).unwrap_or(&Value::Null);
         for email in contact.get("emails").and_then(Value::as_array).into_iter().flatten() {
-            push(Kind::Email, str_at(email, &["value"]).to_owned(), "");
+            push(Kind::Email, json_str(email, &["value"]).to_owned(), "");
         }
         for number in contact.get("phone_numbers").and_then(Value::as_array).into_iter().flatten() {
-            if let Some(number) = phone(str_at(number, &["value"])) {
+            if let Some(number) = phone(json_str(number, &["value"])) {
                 push(Kind::Phone, number, "");
             }
         }
         if let Some(id) = id_at(contact, "id") {
             push(Kind::PlatformUserId, id, PROVIDER);
         }
-        let name = format!("{} {}", str_at(contact, &["first_name"]), str_at(contact, &["last_name"]));
+        let name = format!("{} {}", json_str(contact, &["first_name"]), json_str(contact, &["last_name"]));
         Participant {
             role: participant::Role::Customer as i32,
             display_name: name.trim().to_owned(),
@@ -189,8 +181,8 @@ impl CallEvent {
     /// An agent participant from a user object, when it names someone.
     fn agent(user: Option<&Value>) -> Option<Participant> {
         let user = user?;
-        let name = str_at(user, &["name"]);
-        let email = str_at(user, &["email"]);
+        let name = json_str(user, &["name"]);
+        let email = json_str(user, &["email"]);
         if name.is_empty() && email.is_empty() {
             return None;
         }
@@ -211,7 +203,7 @@ impl CallEvent {
     fn call_data(&self, outcome: Outcome) -> CallData {
         let customer = self
             .customer_number()
-            .unwrap_or_else(|| str_at(&self.call, &["raw_digits"]).to_owned());
+            .unwrap_or_else(|| json_str(&self.call, &["raw_digits"]).to_owned());
         let business = self.business_number();
         let (from, to) = if self.inbound() {
             (customer, business)
@@ -221,9 +213,9 @@ impl CallEvent {
         let direct = if outcome == Outcome::Voicemail {
             self.voicemail()
         } else {
-            str_at(&self.call, &["recording"])
+            json_str(&self.call, &["recording"])
         };
-        let asset = str_at(&self.call, &["asset"]);
+        let asset = json_str(&self.call, &["asset"]);
         CallData {
             from,
             to,
@@ -232,7 +224,7 @@ impl CallEvent {
                 .filter(|&s| s > 0)
                 .map(|seconds| prost_types::Duration { seconds, nanos: 0 }),
             outcome: outcome as i32,
-            agent: str_at(&self.call, &["user", "name"]).to_owned(),
+            agent: json_str(&self.call, &["user", "name"]).to_owned(),
             recording_reference: if asset.is_empty() { direct } else { asset }.to_owned(),
             call_id: self.call_id.clone(),
             ..Default::default()
@@ -252,11 +244,11 @@ impl CallEvent {
 /// Reads a body into its call event (`None` for other resources), as `accept` and `normalize` do.
 fn parse(payload: &[u8]) -> Result<Option<CallEvent>, String> {
     let body: Value = serde_json::from_slice(payload).map_err(|e| format!("not JSON: {e}"))?;
-    let event = str_at(&body, &["event"]).to_owned();
+    let event = json_str(&body, &["event"]).to_owned();
     if event.is_empty() {
         return Err("no `event`".to_owned());
     }
-    let resource = match str_at(&body, &["resource"]) {
+    let resource = match json_str(&body, &["resource"]) {
         "" => event.split('.').next().unwrap_or_default(),
         resource => resource,
     };
@@ -331,7 +323,7 @@ impl Normalize for Aircall {
                 };
                 let call = event.call_data(outcome);
                 let mut text = webhook::text::call(&call);
-                let reason = str_at(&event.call, &["missed_call_reason"]);
+                let reason = json_str(&event.call, &["missed_call_reason"]);
                 if outcome != Outcome::Answered && !reason.is_empty() {
                     text.push_str(&format!("\nReason: {}", reason.replace('_', " ")));
                 }
@@ -350,7 +342,7 @@ impl Normalize for Aircall {
                 let Some(comment) = event.newest_comment() else {
                     return Ok(None);
                 };
-                let content = str_at(comment, &["content"]);
+                let content = json_str(comment, &["content"]);
                 if content.is_empty() {
                     return Ok(None);
                 }

@@ -60,7 +60,7 @@ use omni_proto::v1::{
 use serde_json::Value;
 
 use crate::webhook::signature::tokens_equal;
-use crate::webhook::{self, Accepted, Item, Rejection, WebhookAccount, WebhookAdapter, WebhookRequest, phone_number};
+use crate::webhook::{self, Accepted, Item, Rejection, WebhookAccount, WebhookAdapter, WebhookRequest, json_str, phone_number};
 use crate::{KnownEvents, Normalize, NormalizeError, ids};
 
 /// The `provider` of this adapter's raw records and its URL segment.
@@ -80,12 +80,14 @@ struct Cdr {
     profile: Value,
     outbound: bool,
     uuid: String,
+    /// The customer's number (E.164 where it parses) and the business's, whichever called.
+    customer: String,
+    business: String,
 }
 
 /// The CDR document inside a body, by the body's content type.
 fn document(content_type: &str, body: &[u8]) -> Result<Value, String> {
-    let content_type = content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
-    let json = match content_type.as_str() {
+    let json = match webhook::media_type(content_type).as_str() {
         "application/x-www-form-urlencoded" => form_cdr(body)?.into_bytes(),
         BASE64_FORM => {
             let encoded = body.strip_prefix(b"cdr=").ok_or("a base64 body without `cdr=`")?;
@@ -103,15 +105,6 @@ fn form_cdr(body: &[u8]) -> Result<String, String> {
         .find(|(name, _)| name == "cdr")
         .map(|(_, value)| value.into_owned())
         .ok_or_else(|| "a form body without `cdr`".to_owned())
-}
-
-/// A string at `path`, trimmed; empty when absent.
-fn str_at<'a>(value: &'a Value, path: &[&str]) -> &'a str {
-    path.iter()
-        .try_fold(value, |v, key| v.get(key))
-        .and_then(Value::as_str)
-        .map(str::trim)
-        .unwrap_or_default()
 }
 
 impl Cdr {
@@ -132,13 +125,23 @@ impl Cdr {
         if profile.get("originator").is_some() {
             return Ok(None);
         }
+        let caller = [json_str(profile, &["caller_id_number"]), json_str(profile, &["ani"])]
+            .into_iter()
+            .find(|number| !number.is_empty())
+            .map(phone_number)
+            .unwrap_or_default();
+        let dialled = phone_number(json_str(profile, &["destination_number"]));
+        let outbound = json_str(&document, &["channel_data", "direction"]) == "outbound";
+        let (customer, business) = if outbound { (dialled, caller) } else { (caller, dialled) };
         let mut cdr = Cdr {
             variables: variables.clone(),
             profile: profile.clone(),
-            outbound: str_at(&document, &["channel_data", "direction"]) == "outbound",
+            outbound,
             uuid: String::new(),
+            customer,
+            business,
         };
-        cdr.uuid = [cdr.variable("uuid"), str_at(&cdr.profile, &["uuid"]).to_owned()]
+        cdr.uuid = [cdr.variable("uuid"), json_str(&cdr.profile, &["uuid"]).to_owned()]
             .into_iter()
             .find(|uuid| !uuid.is_empty())
             .ok_or("a CDR without a `uuid`")?;
@@ -147,7 +150,7 @@ impl Cdr {
 
     /// A channel variable, percent-decoded (`encode-values`), trimmed; empty when absent.
     fn variable(&self, name: &str) -> String {
-        let raw = str_at(&self.variables, &[name]);
+        let raw = json_str(&self.variables, &[name]);
         percent_encoding::percent_decode_str(raw).decode_utf8_lossy().trim().to_owned()
     }
 
@@ -155,34 +158,14 @@ impl Cdr {
         self.variable(name).parse().ok().filter(|&seconds: &i64| seconds > 0)
     }
 
-    fn caller_number(&self) -> String {
-        let number = str_at(&self.profile, &["caller_id_number"]);
-        let number = if number.is_empty() {
-            str_at(&self.profile, &["ani"])
-        } else {
-            number
-        };
-        phone_number(number)
-    }
-
-    fn dialled_number(&self) -> String {
-        phone_number(str_at(&self.profile, &["destination_number"]))
-    }
-
-    /// (customer, business) numbers.
-    fn numbers(&self) -> (String, String) {
-        if self.outbound {
-            (self.dialled_number(), self.caller_number())
-        } else {
-            (self.caller_number(), self.dialled_number())
-        }
-    }
-
     /// The customer's number, or the call when it has none (an anonymous caller).
     fn customer_key(&self) -> String {
-        let (customer, _) = self.numbers();
-        let anonymous = customer.is_empty() || customer.eq_ignore_ascii_case("anonymous");
-        if anonymous { format!("call:{}", self.uuid) } else { customer }
+        let anonymous = self.customer.is_empty() || self.customer.eq_ignore_ascii_case("anonymous");
+        if anonymous {
+            format!("call:{}", self.uuid)
+        } else {
+            self.customer.clone()
+        }
     }
 
     fn outcome(&self) -> Outcome {
@@ -213,18 +196,17 @@ impl Cdr {
         if self.outbound {
             return String::new();
         }
-        let name = str_at(&self.profile, &["caller_id_name"]);
+        let name = json_str(&self.profile, &["caller_id_name"]);
         let placeholder = ["", "unknown", "anonymous", "outbound call"].contains(&name.to_ascii_lowercase().as_str());
         let number = name.chars().all(|c| c.is_ascii_digit() || "+-() ".contains(c));
         if placeholder || number { String::new() } else { name.to_owned() }
     }
 
     fn call_data(&self, outcome: Outcome) -> CallData {
-        let (customer, business) = self.numbers();
         let (from, to) = if self.outbound {
-            (business, customer)
+            (self.business.clone(), self.customer.clone())
         } else {
-            (customer, business)
+            (self.customer.clone(), self.business.clone())
         };
         let seconds = if outcome == Outcome::Answered {
             self.variable("billsec")
@@ -257,10 +239,9 @@ impl Cdr {
     }
 
     fn item(&self) -> Item {
-        let (_, business) = self.numbers();
         Item {
             provider_message_id: format!("cdr/{}", self.uuid),
-            partition_key: vec![ID_CHANNEL.to_owned(), business, self.customer_key()],
+            partition_key: vec![ID_CHANNEL.to_owned(), self.business.clone(), self.customer_key()],
         }
     }
 }
@@ -303,7 +284,7 @@ impl Normalize for FreeSwitch {
         if !matches!(outcome, Outcome::Answered | Outcome::Voicemail) && !cause.is_empty() {
             text.push_str(&format!("\nReason: {}", cause_words(&cause)));
         }
-        let (customer_number, _) = cdr.numbers();
+        let customer_number = cdr.customer.clone();
         let customer = Participant {
             role: participant::Role::Customer as i32,
             display_name: cdr.customer_name(),

@@ -130,11 +130,7 @@ impl WebhookRequest<'_> {
 
     /// The `Content-Type` without parameters, lowercased; empty when missing.
     pub fn content_type(&self) -> String {
-        self.header("content-type")
-            .and_then(|value| value.split(';').next())
-            .unwrap_or_default()
-            .trim()
-            .to_ascii_lowercase()
+        media_type(self.header("content-type").unwrap_or_default())
     }
 
     /// The query's pairs, percent-decoded, in order.
@@ -456,6 +452,20 @@ pub fn phone_number(number: &str) -> String {
     } else {
         trimmed.to_owned()
     }
+}
+
+/// A `Content-Type` value without its parameters, lowercased (`application/json`).
+pub fn media_type(content_type: &str) -> String {
+    content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase()
+}
+
+/// The string at `path` in a JSON value, trimmed; empty when absent or not a string.
+pub fn json_str<'a>(value: &'a serde_json::Value, path: &[&str]) -> &'a str {
+    path.iter()
+        .try_fold(value, |v, key| v.get(key))
+        .and_then(serde_json::Value::as_str)
+        .map(str::trim)
+        .unwrap_or_default()
 }
 
 /// A Unix time in seconds as a protobuf timestamp.
