@@ -116,6 +116,11 @@ pub(crate) struct Failure {
 }
 
 impl Failure {
+    /// The failure as an HTTP response, for fakes with handlers of their own.
+    pub fn response(&self) -> Response {
+        raw_response(self.status, self.headers, self.body)
+    }
+
     const fn json(status: u16, body: &'static str) -> Self {
         Self {
             status,
@@ -352,8 +357,6 @@ pub(crate) fn assert_api_call(call: &Call, method: &str, path: &str, authorizati
 pub(crate) enum Reply {
     /// A status and a JSON body.
     Json(u16, serde_json::Value),
-    /// A status, headers and a body as given.
-    Raw(u16, Vec<(&'static str, &'static str)>, &'static str),
     /// Never answers (past the adapter's timeout): the response is lost.
     Hang,
 }
@@ -398,24 +401,24 @@ async fn handle(State(stub): State<Stub>, request: Request) -> Response {
     };
     stub.calls.lock().unwrap().push(call.clone());
     let failure = stub.fail_next.lock().unwrap().take();
-    let reply = match failure {
-        Some(failure) => Reply::Raw(failure.status, failure.headers.to_vec(), failure.body),
-        None => (stub.respond)(&call),
-    };
-    match reply {
+    if let Some(failure) = failure {
+        return failure.response();
+    }
+    match (stub.respond)(&call) {
         Reply::Json(status, value) => (StatusCode::from_u16(status).unwrap(), axum::Json(value)).into_response(),
-        Reply::Raw(status, headers, body) => {
-            let mut response = (StatusCode::from_u16(status).unwrap(), body).into_response();
-            for (name, value) in headers {
-                response.headers_mut().insert(name, value.parse().unwrap());
-            }
-            response
-        }
         Reply::Hang => {
             tokio::time::sleep(Duration::from_secs(30)).await;
             StatusCode::OK.into_response()
         }
     }
+}
+
+fn raw_response(status: u16, headers: &[(&'static str, &'static str)], body: &'static str) -> Response {
+    let mut response = (StatusCode::from_u16(status).unwrap(), body).into_response();
+    for (name, value) in headers {
+        response.headers_mut().insert(*name, value.parse().unwrap());
+    }
+    response
 }
 
 /// Serves `respond` on 127.0.0.1.

@@ -186,11 +186,7 @@ async fn handle(
         (cue, zd.fail_next.take(), lose_write)
     };
     if let Some(failure) = failure {
-        let mut response = (StatusCode::from_u16(failure.status).unwrap(), failure.body).into_response();
-        for (name, value) in failure.headers {
-            response.headers_mut().insert(*name, value.parse().unwrap());
-        }
-        return response;
+        return failure.response();
     }
     let lose = lose_write
         || match cue {
