@@ -74,7 +74,21 @@ fn binary(name: &str) -> PathBuf {
     path
 }
 
-/// Waits until `probe` returns true, polling.
+/// An error that ends an [`eventually`] wait at once: waiting longer cannot help (the process
+/// under test exited).
+#[derive(Debug)]
+pub struct GaveUp(pub String);
+
+impl std::fmt::Display for GaveUp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for GaveUp {}
+
+/// Waits until `probe` returns true, polling; an error is retried until the timeout, except a
+/// [`GaveUp`], which ends the wait at once.
 pub async fn eventually<F, Fut>(what: &str, timeout: Duration, mut probe: F) -> anyhow::Result<()>
 where
     F: FnMut() -> Fut,
@@ -86,6 +100,7 @@ where
         match probe().await {
             Ok(true) => return Ok(()),
             Ok(false) => {}
+            Err(error) if error.is::<GaveUp>() => return Err(error.context(format!("gave up waiting for {what}"))),
             Err(error) => last_error = Some(error),
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -275,23 +290,18 @@ impl Service {
         let url = format!("http://127.0.0.1:{}/readyz", self.admin_port);
         let client = reqwest::Client::new();
         let name = self.name.clone();
-        let timeout = Duration::from_secs(60);
-        let started = Instant::now();
-        loop {
-            if let Some(status) = self.exit_status() {
-                bail!("omni-{name} exited ({status}) before it was ready; log:\n{}", self.log());
+        let result = eventually(&format!("omni-{name} to be ready"), Duration::from_secs(60), || {
+            let exited = self.exit_status().map(|status| GaveUp(format!("omni-{name} exited ({status})")));
+            let request = client.get(&url).send();
+            async move {
+                if let Some(gave_up) = exited {
+                    return Err(gave_up.into());
+                }
+                Ok(request.await.map(|r| r.status().is_success()).unwrap_or(false))
             }
-            if client.get(&url).send().await.is_ok_and(|r| r.status().is_success()) {
-                return Ok(());
-            }
-            if started.elapsed() > timeout {
-                bail!(
-                    "timed out after {timeout:?} waiting for omni-{name} to be ready; log:\n{}",
-                    self.log()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        })
+        .await;
+        result.with_context(|| format!("omni-{name} log:\n{}", self.log()))
     }
 
     /// How the process ended, when it has.
