@@ -27,4 +27,4 @@ pub use config::KafkaConfig;
 pub use deadletter::DeadLetterWriter;
 pub use headers::CloudEvent;
 pub use producer::{ProduceError, Producer};
-pub use service::{KafkaService, ServiceSection};
+pub use service::{KafkaService, ServiceSection, Stopped, supervise};

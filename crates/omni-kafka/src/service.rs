@@ -1,10 +1,13 @@
-//! The configuration shape every Kafka-based service shares: `[kafka]` plus its own section.
+//! What every Kafka-based service shares: its configuration shape (`[kafka]` plus its own
+//! section) and the supervision of its pipeline ([`supervise`]).
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use backon::{BackoffBuilder, ExponentialBuilder};
 use omni_runtime::service::ServiceConfig;
-use omni_runtime::{Problems, Settings, Validate};
+use omni_runtime::{Problems, ServiceContext, Settings, Validate};
 use serde::de::DeserializeOwned;
 
 use crate::config::KafkaConfig;
@@ -45,4 +48,45 @@ impl<S: ServiceSection> ServiceConfig for KafkaService<S> {
     fn drain_timeout(&self) -> Duration {
         Duration::from_secs(self.service.drain_timeout_secs())
     }
+}
+
+/// How one run of a service's pipeline ended before shutdown.
+#[derive(Debug)]
+pub enum Stopped {
+    /// A write failed or state could not be read: start again from the last stored offset.
+    Restart(String),
+    /// The clients cannot be used (bad config, fenced by another replica): the service fails.
+    Fatal(String),
+}
+
+/// Runs `attempt` until it returns `Ok` (shutdown) or [`Stopped::Fatal`]. After a
+/// [`Stopped::Restart`] it marks the readiness check `check` not ready and runs it again after
+/// an exponential backoff with jitter (0.5 s doubling to 10 s).
+pub async fn supervise<F, Fut>(context: &ServiceContext, check: &str, mut attempt: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), Stopped>>,
+{
+    let mut delays = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(500))
+        .with_max_delay(Duration::from_secs(10))
+        .with_jitter()
+        .without_max_times()
+        .build();
+    while !context.shutdown.is_cancelled() {
+        match attempt().await {
+            Ok(()) => break,
+            Err(Stopped::Fatal(reason)) => anyhow::bail!("{check} cannot go on: {reason}"),
+            Err(Stopped::Restart(reason)) => {
+                let delay = delays.next().unwrap_or(Duration::from_secs(10));
+                context.readiness.not_ready(check, reason.clone());
+                tracing::warn!(error = %reason, restart_in_ms = delay.as_millis() as u64, "{check} stopped; restarting from the last stored offset");
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = context.shutdown.cancelled() => break,
+                }
+            }
+        }
+    }
+    Ok(())
 }

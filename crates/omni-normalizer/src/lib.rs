@@ -46,23 +46,12 @@ pub async fn run(config: NormalizerServiceConfig, context: ServiceContext) -> an
     context.readiness.register("kafka");
     context.readiness.register("pipeline");
     topics::ensure_topics_until_ready(&config.kafka, &client_id, &context).await?;
-    let mut delay = Duration::from_millis(500);
-    while !context.shutdown.is_cancelled() {
-        match run_pipeline(&config, &client_id, &context).await {
-            Ok(()) => break,
-            Err(PipelineError::Fatal(reason)) => anyhow::bail!("normalizer cannot go on: {reason}"),
-            Err(error) => {
-                context.readiness.not_ready("pipeline", error.to_string());
-                tracing::warn!(%error, restart_in_ms = delay.as_millis() as u64, "pipeline stopped; restarting from the last stored offset");
-            }
-        }
-        tokio::select! {
-            () = tokio::time::sleep(delay) => {}
-            () = context.shutdown.cancelled() => break,
-        }
-        delay = (delay * 2).min(Duration::from_secs(10));
-    }
-    Ok(())
+    omni_kafka::supervise(&context, "pipeline", || async {
+        run_pipeline(&config, &client_id, &context)
+            .await
+            .map_err(PipelineError::into_stopped)
+    })
+    .await
 }
 
 /// Why the pipeline stopped before shutdown.
@@ -74,6 +63,15 @@ enum PipelineError {
     State(omni_kafka::state::StateError),
     /// The Kafka clients cannot be used (bad config, fenced by another replica): stop.
     Fatal(String),
+}
+
+impl PipelineError {
+    fn into_stopped(self) -> omni_kafka::Stopped {
+        match self {
+            Self::Fatal(reason) => omni_kafka::Stopped::Fatal(reason),
+            other => omni_kafka::Stopped::Restart(other.to_string()),
+        }
+    }
 }
 
 impl std::fmt::Display for PipelineError {
