@@ -24,6 +24,12 @@ pub const STATE_EMAIL: &str = "omni.state.email.v1";
 pub const STATE_NORMALIZER: &str = "omni.state.normalizer.v1";
 /// The call-log connector's checkpoints (`omni.v1.CallLogCheckpoint`), compacted.
 pub const STATE_CALLLOG: &str = "omni.state.calllog.v1";
+/// What the team sends to customers (`omni.v1.OutboundMessage`), keyed by conversation id.
+pub const OUTBOUND: &str = "omni.outbound.v1";
+/// How far omni-replies polled each helpdesk (`omni.v1.ReplyCursor`), compacted.
+pub const STATE_REPLIES: &str = "omni.state.replies.v1";
+/// The sender's reply addresses and outbox (`omni.v1.SenderState`), compacted.
+pub const STATE_SENDER: &str = "omni.state.sender.v1";
 
 /// The raw topic of a channel's family (`omni.raw.<family>.v1`, the family named beside the
 /// value in `common.proto`); `None` for `CHANNEL_UNSPECIFIED`.
@@ -94,6 +100,21 @@ pub fn all_topics() -> Vec<TopicSpec> {
     topics.push(TopicSpec {
         name: STATE_CALLLOG.into(),
         message_type: "omni.v1.CallLogCheckpoint",
+        compacted: true,
+    });
+    topics.push(TopicSpec {
+        name: OUTBOUND.into(),
+        message_type: "omni.v1.OutboundMessage",
+        compacted: false,
+    });
+    topics.push(TopicSpec {
+        name: STATE_REPLIES.into(),
+        message_type: "omni.v1.ReplyCursor",
+        compacted: true,
+    });
+    topics.push(TopicSpec {
+        name: STATE_SENDER.into(),
+        message_type: "omni.v1.SenderState",
         compacted: true,
     });
     topics
@@ -227,11 +248,16 @@ mod tests {
             STATE_EMAIL,
             STATE_NORMALIZER,
             STATE_CALLLOG,
+            OUTBOUND,
+            STATE_REPLIES,
+            STATE_SENDER,
         ] {
             assert!(names.iter().any(|name| name == topic), "{topic} is not in all_topics()");
         }
         assert_eq!(message_type_of(STATE_EMAIL), Some("omni.v1.EmailCheckpoint"));
         assert_eq!(message_type_of(STATE_CALLLOG), Some("omni.v1.CallLogCheckpoint"));
+        assert_eq!(message_type_of(OUTBOUND), Some("omni.v1.OutboundMessage"));
+        assert_eq!(message_type_of(STATE_SENDER), Some("omni.v1.SenderState"));
     }
 
     #[test]
