@@ -23,6 +23,7 @@
 //!   says `list_mail = "automated"` ([`ListMail`]).
 
 pub mod reply;
+pub mod send;
 
 use std::borrow::Cow;
 
@@ -56,6 +57,9 @@ pub struct MessageIds {
     pub conversation_id: String,
     /// The Message-ID, without angle brackets, when the message has one.
     pub message_id: Option<String>,
+    /// The Message-ID of the thread's first message (from `References`, else `In-Reply-To`,
+    /// else this message's own), when there is one: a reply names it first in `References`.
+    pub thread_root: Option<String>,
 }
 
 /// Parses just enough of a message to compute its ids (connectors call this before storing).
@@ -71,6 +75,7 @@ pub fn ids(account: &str, bytes: &[u8]) -> MessageIds {
                 event_id,
                 conversation_id,
                 message_id: None,
+                thread_root: None,
             }
         }
     }
@@ -87,15 +92,16 @@ fn ids_of(account: &str, message: &Message<'_>, bytes: &[u8], known: &dyn crate:
         .filter(|parent| Some(parent.as_str()) != message_id.as_deref())
         .find_map(|parent| known.conversation_of(&ids::event_id(CHANNEL, account, Some(parent), b"")));
     let root = references.first().or(in_reply_to.first()).cloned().or(message_id.clone());
-    let conversation_id = match (known_parent, root) {
+    let conversation_id = match (known_parent, &root) {
         (Some(conversation_id), _) => conversation_id,
-        (None, Some(root)) => ids::conversation_id(&[CHANNEL, account, "thread", &root]),
+        (None, Some(root)) => ids::conversation_id(&[CHANNEL, account, "thread", root]),
         (None, None) => ids::conversation_id(&[CHANNEL, account, "event", &event_id]),
     };
     MessageIds {
         event_id,
         conversation_id,
         message_id,
+        thread_root: root,
     }
 }
 
@@ -293,8 +299,12 @@ impl Normalize for EmailNormalizer {
         PROVIDER
     }
 
+    /// Every record is a message, except omni's own replies coming back (a Bcc to the support
+    /// mailbox, a Sent folder): the helpdesk has them already, so they are kept out.
     fn normalize(&self, raw: &RawRecord, known: &dyn crate::KnownEvents) -> Result<Option<ConversationEvent>, NormalizeError> {
-        self.event(raw, known).map(Some)
+        let event = self.event(raw, known)?;
+        let own = event.provider.as_ref().is_some_and(|p| send::is_own_message_id(&p.message_id));
+        Ok((!own).then_some(event))
     }
 }
 
@@ -372,7 +382,7 @@ impl EmailNormalizer {
                 provider: PROVIDER.to_owned(),
                 account: raw.account.clone(),
                 message_id: ids.message_id.unwrap_or_default(),
-                thread_id: String::new(),
+                thread_id: ids.thread_root.unwrap_or_default(),
                 reply_to,
                 ..Default::default()
             }),

@@ -297,3 +297,29 @@ fn auto_replies_are_told_by_their_headers_without_auto_submitted() {
     assert_eq!(exchange.subject, "Otomatik yanıt: Siparişiniz hazır");
     assert_eq!(exchange.participants[0].role, Role::System as i32);
 }
+
+#[test]
+fn the_thread_root_travels_with_the_event_for_the_answer_to_name_it() {
+    let normalizer = EmailNormalizer::default();
+    let first = normalizer.event(&mail("m1@x", "", "Order"), &crate::NoKnownEvents).unwrap();
+    assert_eq!(first.provider.as_ref().unwrap().thread_id, "m1@x");
+    let reply = normalizer
+        .event(
+            &mail("m3@x", "In-Reply-To: <m2@x>\r\nReferences: <m1@x> <m2@x>\r\n", "Re: Order"),
+            &crate::NoKnownEvents,
+        )
+        .unwrap();
+    let provider = reply.provider.unwrap();
+    assert_eq!((provider.message_id.as_str(), provider.thread_id.as_str()), ("m3@x", "m1@x"));
+}
+
+#[test]
+fn omnis_own_answer_coming_back_is_kept_out() {
+    use crate::Normalize as _;
+    let normalizer = EmailNormalizer::default();
+    let own = mail(&send::message_id("0123456789abcdef0123456789abcdef", "omni.local"), "", "Re: Order");
+    assert_eq!(normalizer.normalize(&own, &crate::NoKnownEvents).unwrap(), None);
+    // A customer's message whose id merely looks alike is a message.
+    let customer = mail("omni-reply.not-ours@mail.example", "", "Order");
+    assert!(normalizer.normalize(&customer, &crate::NoKnownEvents).unwrap().is_some());
+}

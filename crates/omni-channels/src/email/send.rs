@@ -1,0 +1,224 @@
+//! The way back on email: an agent's reply as a mail to the customer, threaded to their message.
+//!
+//! The mail is built here (pure, tested without a server); the sender service hands it to SMTP
+//! through lettre. Its Message-ID is `<omni-reply.<outbound id>@<domain>>`: the same reply always
+//! gets the same Message-ID, so a copy sent again after a crash is collapsed by the customer's
+//! client, and when a copy comes back into a support mailbox (a Bcc, a Sent folder) the email
+//! adapter recognises it as omni's own and keeps it out of the helpdesk ([`is_own_message_id`]).
+
+use lettre::Message;
+use lettre::message::{Mailbox, MultiPart, SinglePart, header::ContentType};
+use omni_proto::v1::contact_identifier::Kind;
+use omni_proto::v1::{OutboundMessage, ReplyAddress};
+
+/// The local-part prefix of the Message-IDs omni gives its replies.
+pub const OWN_MESSAGE_ID_PREFIX: &str = "omni-reply.";
+
+/// The Message-ID (without angle brackets) of an outbound message.
+pub fn message_id(outbound_id: &str, domain: &str) -> String {
+    format!("{OWN_MESSAGE_ID_PREFIX}{outbound_id}@{domain}")
+}
+
+/// Whether a Message-ID (without angle brackets) is one omni gave a reply it sent.
+pub fn is_own_message_id(message_id: &str) -> bool {
+    let Some((local, _domain)) = message_id.rsplit_once('@') else {
+        return false;
+    };
+    local
+        .strip_prefix(OWN_MESSAGE_ID_PREFIX)
+        .is_some_and(|id| id.len() >= 16 && id.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// Why a reply cannot be sent by email.
+#[derive(Debug, thiserror::Error)]
+pub enum EmailReplyError {
+    /// The conversation names no address to write to.
+    #[error("the customer has no email address to reply to")]
+    NoAddress,
+    /// An address does not parse.
+    #[error("`{address}` is not a mail address: {reason}")]
+    BadAddress {
+        /// The address.
+        address: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The message could not be built.
+    #[error("cannot build the mail: {0}")]
+    Build(#[from] lettre::error::Error),
+}
+
+/// The subject of a reply: `Re: ` once, and the ticket reference once.
+pub fn reply_subject(subject: &str, ticket_reference: &str) -> String {
+    let subject = subject.trim();
+    let mut core = if ticket_reference.is_empty() || subject.contains(ticket_reference) {
+        subject.to_owned()
+    } else if subject.is_empty() {
+        ticket_reference.to_owned()
+    } else {
+        format!("{ticket_reference} {subject}")
+    };
+    if core.is_empty() {
+        core = "(no subject)".to_owned();
+    }
+    let has_re = subject.get(..3).is_some_and(|re| re.eq_ignore_ascii_case("re:"));
+    if has_re { core } else { format!("Re: {core}") }
+}
+
+/// The mail for `outbound` to the customer of `address`, from `from`, with Message-ID under
+/// `domain`, In-Reply-To the customer's latest message and References the thread root and it.
+pub fn build(address: &ReplyAddress, outbound: &OutboundMessage, from: &Mailbox, domain: &str) -> Result<Message, EmailReplyError> {
+    let provider = address.provider.clone().unwrap_or_default();
+    let to_address = if provider.reply_to.is_empty() {
+        address
+            .customer
+            .iter()
+            .flat_map(|c| &c.identifiers)
+            .find(|i| i.kind == Kind::Email as i32)
+            .map(|i| i.value.clone())
+            .ok_or(EmailReplyError::NoAddress)?
+    } else {
+        provider.reply_to.clone()
+    };
+    let to_name = address.customer.as_ref().map(|c| c.display_name.clone()).filter(|n| !n.is_empty());
+    let to = Mailbox::new(
+        to_name,
+        to_address
+            .parse()
+            .map_err(|error: lettre::address::AddressError| EmailReplyError::BadAddress {
+                address: to_address.clone(),
+                reason: error.to_string(),
+            })?,
+    );
+    let subject = if outbound.subject.is_empty() {
+        &address.subject
+    } else {
+        &outbound.subject
+    };
+    let mut builder = Message::builder()
+        .from(from.clone())
+        .to(to)
+        .subject(reply_subject(subject, &outbound.ticket_reference))
+        .message_id(Some(format!("<{}>", message_id(&outbound.outbound_id, domain))));
+    if !provider.message_id.is_empty() {
+        builder = builder.in_reply_to(format!("<{}>", provider.message_id));
+        let mut references = Vec::new();
+        if !provider.thread_id.is_empty() && provider.thread_id != provider.message_id {
+            references.push(format!("<{}>", provider.thread_id));
+        }
+        references.push(format!("<{}>", provider.message_id));
+        builder = builder.references(references.join(" "));
+    }
+    let body = outbound.body.clone().unwrap_or_default();
+    let text = SinglePart::builder().header(ContentType::TEXT_PLAIN).body(body.text);
+    let message = if body.html.is_empty() {
+        builder.singlepart(text)?
+    } else {
+        let html = SinglePart::builder().header(ContentType::TEXT_HTML).body(body.html);
+        builder.multipart(MultiPart::alternative().singlepart(text).singlepart(html))?
+    };
+    Ok(message)
+}
+
+#[cfg(test)]
+mod tests {
+    use mail_parser::MessageParser;
+    use omni_proto::v1::{Body, ContactIdentifier, Participant, ProviderReference};
+
+    use super::*;
+
+    fn address(message_id: &str, thread_id: &str) -> ReplyAddress {
+        ReplyAddress {
+            provider: Some(ProviderReference {
+                provider: "imap".into(),
+                account: "support".into(),
+                message_id: message_id.into(),
+                thread_id: thread_id.into(),
+                reply_to: "ayse@example.com".into(),
+                ..Default::default()
+            }),
+            customer: Some(Participant {
+                display_name: "Ayşe Yılmaz".into(),
+                identifiers: vec![ContactIdentifier {
+                    kind: Kind::Email as i32,
+                    value: "ayse@example.com".into(),
+                    platform: String::new(),
+                }],
+                ..Default::default()
+            }),
+            subject: "Siparişim nerede?".into(),
+            ..Default::default()
+        }
+    }
+
+    fn outbound(text: &str) -> OutboundMessage {
+        OutboundMessage {
+            outbound_id: "0123456789abcdef0123456789abcdef".into(),
+            ticket_reference: "[omni-local #12]".into(),
+            body: Some(Body {
+                text: text.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_reply_is_threaded_to_the_customers_message_and_names_the_ticket() {
+        let from: Mailbox = "Support <support@omni.local>".parse().unwrap();
+        let mail = build(
+            &address("m2@mail.example", "m1@mail.example"),
+            &outbound("Kargonuz yolda."),
+            &from,
+            "omni.local",
+        )
+        .unwrap();
+        let bytes = mail.formatted();
+        let parsed = MessageParser::default().parse(&bytes).unwrap();
+        assert_eq!(parsed.message_id(), Some("omni-reply.0123456789abcdef0123456789abcdef@omni.local"));
+        assert_eq!(parsed.in_reply_to().as_text(), Some("m2@mail.example"));
+        let references: Vec<&str> = parsed.references().as_text_list().unwrap().iter().map(|r| r.as_ref()).collect();
+        assert_eq!(references, ["m1@mail.example", "m2@mail.example"]);
+        assert_eq!(parsed.subject(), Some("Re: [omni-local #12] Siparişim nerede?"));
+        assert_eq!(parsed.to().unwrap().first().unwrap().address(), Some("ayse@example.com"));
+        assert_eq!(parsed.to().unwrap().first().unwrap().name(), Some("Ayşe Yılmaz"));
+        assert_eq!(parsed.body_text(0).unwrap().trim_end(), "Kargonuz yolda.");
+    }
+
+    #[test]
+    fn a_first_message_is_its_own_thread_root() {
+        let from: Mailbox = "support@omni.local".parse().unwrap();
+        let mail = build(&address("m1@mail.example", "m1@mail.example"), &outbound("x"), &from, "omni.local").unwrap();
+        let parsed = MessageParser::default().parse(&mail.formatted()).unwrap().into_owned();
+        assert_eq!(parsed.references().as_text(), Some("m1@mail.example"));
+    }
+
+    #[test]
+    fn no_address_is_a_clear_error() {
+        let mut address = address("m1@x", "");
+        address.provider.as_mut().unwrap().reply_to.clear();
+        address.customer = None;
+        let from: Mailbox = "support@omni.local".parse().unwrap();
+        let error = build(&address, &outbound("x"), &from, "omni.local").unwrap_err();
+        assert!(matches!(error, EmailReplyError::NoAddress), "{error}");
+    }
+
+    #[test]
+    fn subjects_get_one_re_and_one_reference() {
+        assert_eq!(
+            reply_subject("Re: [omni-local #12] Waar?", "[omni-local #12]"),
+            "Re: [omni-local #12] Waar?"
+        );
+        assert_eq!(reply_subject("RE: Waar?", "[omni-local #12]"), "[omni-local #12] RE: Waar?");
+        assert_eq!(reply_subject("", ""), "Re: (no subject)");
+        assert_eq!(reply_subject("Waar?", ""), "Re: Waar?");
+    }
+
+    #[test]
+    fn own_message_ids_are_recognised() {
+        assert!(is_own_message_id(&message_id("0123456789abcdef0123", "omni.local")));
+        assert!(!is_own_message_id("omni-reply.nothex!@omni.local"));
+        assert!(!is_own_message_id("omni-reply.0123@omni.local"));
+        assert!(!is_own_message_id("CAF=abc@mail.gmail.com"));
+    }
+}
