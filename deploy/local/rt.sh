@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A project-owned Request Tracker 5 for `make run` and the tests: its own site config and its own
 # SQLite database under $OMNI_STATE_DIR/rt, copied from the pristine database Debian's package
-# creates, with omni's custom fields loaded. It never touches /etc/request-tracker5's database.
+# creates, with omni's custom fields and API user (omni / omni-local) loaded. It never touches
+# /etc/request-tracker5's database.
 #
 #   deploy/local/rt.sh start PORT   start (idempotent) and wait until REST2 answers
 #   deploy/local/rt.sh stop PORT    stop the instance on PORT
@@ -48,7 +49,7 @@ CONF
   export RT_SITE_CONFIG="$state/RT_SiteConfig.pm" RT_SITE_CONFIG_DIR="$state/etc.d"
   if [ ! -f "$state/rtdb" ]; then
     cp "$pristine" "$state/rtdb"
-    /usr/sbin/rt-setup-database --action insert --skip-create \
+    OMNI_RT_PASSWORD=omni-local /usr/sbin/rt-setup-database --action insert --skip-create \
       --datafile "$here/deploy/request-tracker/omni-initialdata" > "$state/setup.log" 2>&1 \
       || { cat "$state/setup.log" >&2; rm -f "$state/rtdb"; exit 1; }
     # No MTA runs here, so RT's notification and autoreply scrips only render mail nobody gets,

@@ -9,6 +9,7 @@ pub mod freshdesk;
 pub mod helpscout;
 #[cfg(test)]
 pub(crate) mod kit;
+pub mod replies;
 pub mod request_tracker;
 pub mod webhook;
 pub mod zammad;
@@ -108,6 +109,10 @@ impl HelpdeskError {
 pub trait Destination: omni_runtime::Validate {
     /// The adapter this config describes.
     fn build(&self) -> Result<std::sync::Arc<dyn Helpdesk>, reqwest::Error>;
+    /// Where omni polls this helpdesk for the agents' answers; `None` when it is not polled.
+    fn reply_poller(&self) -> Result<Option<std::sync::Arc<dyn replies::ReplyPoller>>, reqwest::Error> {
+        Ok(None)
+    }
 }
 
 /// One helpdesk the router delivers to.

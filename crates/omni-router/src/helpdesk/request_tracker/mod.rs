@@ -14,6 +14,8 @@
 //! becomes the address `<E.164 number>@phone.invalid` (the `.invalid` top-level domain can never
 //! receive mail, RFC 2606), so agents see the number and RT never mails a stranger.
 
+pub mod replies;
+
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -47,6 +49,10 @@ pub struct RequestTrackerConfig {
     /// An RT auth token, instead of username and password.
     #[serde(default)]
     pub token: Option<String>,
+    /// The RT user omni writes as, when `token` is used: its own correspondence is never taken
+    /// as an agent's answer. Default: `username`.
+    #[serde(default)]
+    pub api_user: Option<String>,
     /// Queue new tickets go to.
     pub queue: String,
     /// Seconds per HTTP request.
@@ -64,6 +70,7 @@ impl std::fmt::Debug for RequestTrackerConfig {
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("api_user", &self.api_user)
             .field("queue", &self.queue)
             .field("timeout_secs", &self.timeout_secs)
             .field("subject_tag", &self.subject_tag)
@@ -74,6 +81,12 @@ impl std::fmt::Debug for RequestTrackerConfig {
 impl super::Destination for RequestTrackerConfig {
     fn build(&self) -> Result<std::sync::Arc<dyn super::Helpdesk>, reqwest::Error> {
         Ok(std::sync::Arc::new(RequestTracker::new(self.clone())?))
+    }
+
+    fn reply_poller(&self) -> Result<Option<std::sync::Arc<dyn super::replies::ReplyPoller>>, reqwest::Error> {
+        Ok(Some(std::sync::Arc::new(replies::RtReplies::new(RequestTracker::new(
+            self.clone(),
+        )?))))
     }
 }
 

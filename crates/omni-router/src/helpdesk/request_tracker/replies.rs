@@ -1,0 +1,349 @@
+//! The agents' answers in Request Tracker, by polling REST2 transactions.
+//!
+//! One poll: the `Correspond` transactions after the cursor not written by omni's own RT user
+//! (`ObjectType = 'RT::Ticket' AND Type = 'Correspond' AND Creator != <id> AND id > <cursor>`,
+//! oldest first, a page at a time), kept when their ticket carries `omni Conversation` (one
+//! ticket search per page: TransactionSQL cannot test a ticket's custom field) and their creator
+//! is privileged (a requestor who mailed RT directly is not an agent). Comments are never taken.
+//! The text is RT's own choice of body: the first `text/plain` part that is not a file, else the
+//! first `text/html` as text. Probed against RT 5.0.3: docs/notes/rt-reply-intake.md.
+
+use std::collections::{BTreeMap, HashMap};
+use std::str::FromStr;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use omni_proto::v1::contact_identifier::Kind;
+use omni_proto::v1::{Body, ContactIdentifier, Participant, participant::Role};
+use serde_json::Value;
+
+use super::{CF_CONVERSATION, RequestTracker};
+use crate::helpdesk::HelpdeskError;
+use crate::helpdesk::replies::{AgentReply, Polled, ReplyPoller};
+
+/// Transactions asked for per page (RT caps `per_page` at 100).
+const PAGE: usize = 50;
+/// An answer younger than this without a body yet is looked at again at the next poll: RT
+/// stores a transaction before its attachments.
+const BODY_GRACE: Duration = Duration::from_secs(30);
+
+/// A ticket that carries a conversation.
+struct OmniTicket {
+    conversation_id: String,
+    subject: String,
+}
+
+/// What RT says about a user.
+#[derive(Clone)]
+struct Agent {
+    participant: Participant,
+    privileged: bool,
+}
+
+/// Polls one RT for answers; remembers omni's user id and the users it looked up.
+pub struct RtReplies {
+    rt: RequestTracker,
+    own_id: tokio::sync::OnceCell<String>,
+    users: Mutex<HashMap<String, Agent>>,
+}
+
+impl RtReplies {
+    /// A poller over the adapter's client and credentials.
+    pub fn new(rt: RequestTracker) -> Self {
+        Self {
+            rt,
+            own_id: tokio::sync::OnceCell::new(),
+            users: Mutex::new(HashMap::new()),
+        }
+    }
+
+    async fn get(&self, path: &str, query: &[(&str, &str)]) -> Result<Value, HelpdeskError> {
+        self.rt.send(self.rt.request(reqwest::Method::GET, path).query(query)).await
+    }
+
+    /// omni's own user id (a name that RT does not know would match every transaction).
+    async fn own_id(&self) -> Result<&str, HelpdeskError> {
+        let name = self
+            .rt
+            .config
+            .api_user
+            .as_ref()
+            .or(self.rt.config.username.as_ref())
+            .ok_or_else(|| {
+                HelpdeskError::Misconfigured("set `api_user` (the RT user omni writes as) to take replies with a token".into())
+            })?;
+        let id = self
+            .own_id
+            .get_or_try_init(|| async {
+                let user = self.get(&format!("/user/{name}"), &[]).await?;
+                user["id"]
+                    .as_u64()
+                    .map(|id| id.to_string())
+                    .or_else(|| user["id"].as_str().map(str::to_owned))
+                    .ok_or_else(|| HelpdeskError::Misconfigured(format!("RT user `{name}` not found")))
+            })
+            .await?;
+        Ok(id)
+    }
+
+    async fn newest_transaction(&self) -> Result<String, HelpdeskError> {
+        let found = self
+            .get(
+                "/transactions",
+                &[
+                    ("query", "ObjectType = 'RT::Ticket'"),
+                    ("orderby", "id"),
+                    ("order", "DESC"),
+                    ("per_page", "1"),
+                ],
+            )
+            .await?;
+        Ok(found["items"][0]["id"].as_str().unwrap_or("0").to_owned())
+    }
+
+    async fn correspondence_after(&self, cursor: &str) -> Result<Vec<Value>, HelpdeskError> {
+        let own = self.own_id().await?;
+        let cursor: u64 = cursor.parse().unwrap_or(0);
+        let query = format!("ObjectType = 'RT::Ticket' AND Type = 'Correspond' AND Creator != {own} AND id > {cursor}");
+        let per_page = PAGE.to_string();
+        let found = self
+            .get(
+                "/transactions",
+                &[
+                    ("query", query.as_str()),
+                    ("orderby", "id"),
+                    ("order", "ASC"),
+                    ("per_page", per_page.as_str()),
+                    ("fields", "Type,Creator,Created,ObjectId"),
+                ],
+            )
+            .await?;
+        Ok(found["items"].as_array().cloned().unwrap_or_default())
+    }
+
+    /// The tickets among `ids` that carry a conversation.
+    async fn omni_tickets(&self, ids: &[&str]) -> Result<BTreeMap<String, OmniTicket>, HelpdeskError> {
+        if ids.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let any: Vec<String> = ids.iter().map(|id| format!("id = {}", id.parse::<u64>().unwrap_or(0))).collect();
+        let query = format!("'CF.{{{CF_CONVERSATION}}}' IS NOT NULL AND ({})", any.join(" OR "));
+        let found = self
+            .get(
+                "/tickets",
+                &[("query", query.as_str()), ("fields", "Subject,CustomFields"), ("per_page", "100")],
+            )
+            .await?;
+        let mut tickets = BTreeMap::new();
+        for item in found["items"].as_array().into_iter().flatten() {
+            let conversation = item["CustomFields"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|cf| cf["name"] == CF_CONVERSATION)
+                .and_then(|cf| cf["values"].get(0))
+                .and_then(Value::as_str);
+            if let (Some(id), Some(conversation)) = (item["id"].as_str(), conversation) {
+                let subject = item["Subject"].as_str().unwrap_or_default().to_owned();
+                tickets.insert(
+                    id.to_owned(),
+                    OmniTicket {
+                        conversation_id: conversation.to_owned(),
+                        subject,
+                    },
+                );
+            }
+        }
+        Ok(tickets)
+    }
+
+    async fn agent(&self, name: &str) -> Result<Agent, HelpdeskError> {
+        if let Some(agent) = self.users.lock().expect("users").get(name) {
+            return Ok(agent.clone());
+        }
+        let user = self.get(&format!("/user/{name}"), &[]).await?;
+        let privileged = user["Privileged"].as_u64() == Some(1) || user["Privileged"].as_str() == Some("1");
+        let real_name = user["RealName"].as_str().filter(|n| !n.is_empty()).unwrap_or(name);
+        let identifiers = user["EmailAddress"]
+            .as_str()
+            .filter(|e| !e.is_empty())
+            .map(|email| ContactIdentifier {
+                kind: Kind::Email as i32,
+                value: email.to_owned(),
+                platform: String::new(),
+            })
+            .into_iter()
+            .collect();
+        let agent = Agent {
+            participant: Participant {
+                role: Role::Agent as i32,
+                display_name: real_name.to_owned(),
+                identifiers,
+            },
+            privileged,
+        };
+        self.users.lock().expect("users").insert(name.to_owned(), agent.clone());
+        Ok(agent)
+    }
+
+    /// The transaction's body as RT picks it; `None` when it has no text part (yet).
+    async fn body(&self, transaction_id: &str) -> Result<Option<Body>, HelpdeskError> {
+        let parts = self
+            .get(
+                &format!("/transaction/{transaction_id}/attachments"),
+                &[("fields", "ContentType,Content,Filename,Headers"), ("per_page", "100")],
+            )
+            .await?;
+        Ok(pick_body(parts["items"].as_array().map(Vec::as_slice).unwrap_or_default()))
+    }
+
+    fn reference(&self, ticket_id: &str) -> String {
+        let tag = &self.rt.config.subject_tag;
+        if tag.is_empty() {
+            String::new()
+        } else {
+            format!("[{tag} #{ticket_id}]")
+        }
+    }
+}
+
+/// RT's body of a transaction: the first `text/plain` part that is not a file, else the first
+/// such `text/html`, as text.
+fn pick_body(parts: &[Value]) -> Option<Body> {
+    let is_body = |part: &&Value, kind: &str| {
+        let content_type = part["ContentType"].as_str().unwrap_or_default().to_ascii_lowercase();
+        let file = !part["Filename"].as_str().unwrap_or_default().is_empty()
+            || part["Headers"]
+                .as_str()
+                .unwrap_or_default()
+                .to_ascii_lowercase()
+                .contains("content-disposition: attachment");
+        content_type.starts_with(kind) && !file && !part["Content"].as_str().unwrap_or_default().trim().is_empty()
+    };
+    let content = |part: &Value| part["Content"].as_str().unwrap_or_default().trim_end().replace("\r\n", "\n");
+    if let Some(text) = parts.iter().find(|part| is_body(part, "text/plain")) {
+        let text = content(text);
+        return Some(Body {
+            new_text: text.clone(),
+            text,
+            html: String::new(),
+        });
+    }
+    let html = content(parts.iter().find(|part| is_body(part, "text/html"))?);
+    let text = mail_parser::decoders::html::html_to_text(&html).trim().to_owned();
+    Some(Body {
+        new_text: text.clone(),
+        text,
+        html,
+    })
+}
+
+#[async_trait]
+impl ReplyPoller for RtReplies {
+    async fn poll(&self, cursor: Option<&str>) -> Result<Polled, HelpdeskError> {
+        let Some(cursor) = cursor else {
+            let newest = self.newest_transaction().await?;
+            tracing::info!(cursor = %newest, "no reply cursor yet: taking answers written from now on");
+            return Ok(Polled {
+                replies: Vec::new(),
+                cursor: newest,
+            });
+        };
+        let transactions = self.correspondence_after(cursor).await?;
+        let ticket_ids: Vec<&str> = transactions.iter().filter_map(|t| t["ObjectId"].as_str()).collect();
+        let tickets = self.omni_tickets(&ticket_ids).await?;
+        let mut polled = Polled {
+            replies: Vec::new(),
+            cursor: cursor.to_owned(),
+        };
+        for transaction in &transactions {
+            let Some(id) = transaction["id"].as_str() else { continue };
+            let ticket_id = transaction["ObjectId"].as_str().unwrap_or_default();
+            let creator = transaction["Creator"]["id"].as_str().unwrap_or_default();
+            if let Some(ticket) = tickets.get(ticket_id) {
+                let agent = self.agent(creator).await?;
+                if agent.privileged {
+                    let written_at = transaction["Created"]
+                        .as_str()
+                        .and_then(|t| prost_types::Timestamp::from_str(t).ok());
+                    let Some(body) = self.body(id).await? else {
+                        if is_recent(written_at) {
+                            break; // its body is not stored yet: look again at the next poll
+                        }
+                        tracing::warn!(transaction = id, ticket = ticket_id, "answer without a text part skipped");
+                        polled.cursor = id.to_owned();
+                        continue;
+                    };
+                    polled.replies.push(AgentReply {
+                        comment_id: id.to_owned(),
+                        conversation_id: ticket.conversation_id.clone(),
+                        ticket: self.rt.ticket_ref(ticket_id),
+                        subject: ticket.subject.clone(),
+                        ticket_reference: self.reference(ticket_id),
+                        agent: agent.participant,
+                        body,
+                        written_at,
+                    });
+                }
+            }
+            polled.cursor = id.to_owned();
+        }
+        Ok(polled)
+    }
+}
+
+fn is_recent(written_at: Option<prost_types::Timestamp>) -> bool {
+    let Some(written) = written_at.and_then(|t| SystemTime::try_from(t).ok()) else {
+        return false;
+    };
+    SystemTime::now()
+        .duration_since(written)
+        .map(|age| age < BODY_GRACE)
+        .unwrap_or(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn the_body_is_the_first_text_part_that_is_not_a_file() {
+        let parts = [
+            json!({"ContentType": "multipart/mixed", "Content": ""}),
+            json!({"ContentType": "text/plain", "Filename": "fatura.txt", "Content": "file"}),
+            json!({"ContentType": "text/plain; charset=utf-8", "Filename": "", "Content": "Kargonuz yolda.\r\n"}),
+        ];
+        let body = pick_body(&parts).unwrap();
+        assert_eq!(body.text, "Kargonuz yolda.");
+        assert!(body.html.is_empty());
+    }
+
+    #[test]
+    fn an_html_only_answer_is_read_as_text() {
+        let parts = [
+            json!({"ContentType": "text/html", "Content": "<p>Beste Jan,</p><p>uw pakket is <b>onderweg</b>.</p>"}),
+            json!({"ContentType": "text/plain", "Filename": "", "Headers": "Content-Disposition: attachment; filename=x", "Content": "x"}),
+        ];
+        let body = pick_body(&parts).unwrap();
+        assert!(body.text.contains("Beste Jan,"), "{}", body.text);
+        assert!(body.text.contains("onderweg"), "{}", body.text);
+        assert!(!body.text.contains('<'), "{}", body.text);
+        assert!(body.html.starts_with("<p>"));
+    }
+
+    #[test]
+    fn no_text_part_is_no_body() {
+        assert_eq!(pick_body(&[json!({"ContentType": "multipart/mixed", "Content": ""})]), None);
+        assert_eq!(pick_body(&[]), None);
+    }
+
+    #[test]
+    fn a_recent_answer_waits_for_its_body() {
+        assert!(is_recent(Some(SystemTime::now().into())));
+        assert!(!is_recent(Some((SystemTime::now() - Duration::from_secs(120)).into())));
+        assert!(!is_recent(None));
+    }
+}
