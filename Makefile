@@ -1,13 +1,20 @@
 # omni: `make help` lists the targets. CI (.ci/run) calls the same targets.
 SHELL := /bin/bash
 export PATH := $(HOME)/.cargo/bin:$(PATH)
-# The Request Tracker and Dovecot instances the end-to-end tests use (separate from `make run`'s).
+# The Request Tracker, Dovecot and Postfix instances the end-to-end tests use (separate from
+# `make run`'s).
 TEST_RT_PORT ?= 8098
 TEST_IMAP_PORT ?= 11143
+TEST_SMTP_PORT ?= 12525
 # Size of the backfill test's mailbox in `make test` (`make test-backfill` uses 10,000).
 TEST_BACKFILL_MESSAGES ?= 300
 TEST_ENV = OMNI_TEST_RT_URL=http://127.0.0.1:$(TEST_RT_PORT) OMNI_TEST_IMAP_PORT=$(TEST_IMAP_PORT) \
-  OMNI_TEST_DOVECOT_CONF=$(CURDIR)/.omni/dovecot-$(TEST_IMAP_PORT)/dovecot.conf
+  OMNI_TEST_DOVECOT_CONF=$(CURDIR)/.omni/dovecot-$(TEST_IMAP_PORT)/dovecot.conf OMNI_TEST_SMTP_PORT=$(TEST_SMTP_PORT)
+# Fresh test servers before a run, stopped after it (keeping the run's exit status).
+TEST_SERVERS_RESET = deploy/local/rt.sh reset $(TEST_RT_PORT) && deploy/local/dovecot.sh reset $(TEST_IMAP_PORT) \
+  && deploy/local/postfix.sh reset $(TEST_SMTP_PORT) $(TEST_IMAP_PORT)
+TEST_SERVERS_STOP = status=$$?; deploy/local/postfix.sh stop $(TEST_SMTP_PORT); deploy/local/rt.sh stop $(TEST_RT_PORT); \
+  deploy/local/dovecot.sh stop $(TEST_IMAP_PORT); exit $$status
 
 .PHONY: help deps build run up down test test-unit test-backfill bench chaos bench-email bench-webhooks bench-routing fuzz fuzz-short lint fmt clean
 
@@ -29,36 +36,32 @@ up: deps build ## start the whole pipeline in the background (keeps what runs), 
 down: ## stop every process `make up` or `make run` started
 	@deploy/local/run.sh --stop
 
-test: deps build ## run every test: unit tests, then end-to-end tests against tansu, Request Tracker and Dovecot
-	@deploy/local/rt.sh reset $(TEST_RT_PORT)
-	@deploy/local/dovecot.sh reset $(TEST_IMAP_PORT)
+test: deps build ## run every test: unit tests, then end-to-end tests against tansu, Request Tracker, Dovecot and Postfix
+	@$(TEST_SERVERS_RESET)
 	$(TEST_ENV) OMNI_TEST_BACKFILL_MESSAGES=$(TEST_BACKFILL_MESSAGES) OMNI_TEST_BACKFILL_THREAD=30 \
 	  cargo test --workspace --no-fail-fast; \
-	  status=$$?; deploy/local/rt.sh stop $(TEST_RT_PORT); deploy/local/dovecot.sh stop $(TEST_IMAP_PORT); exit $$status
+	  $(TEST_SERVERS_STOP)
 
 test-backfill: deps build ## the 10,000-message mailbox through connector kills (long: RT takes ~0.4 s per correspondence)
-	@deploy/local/rt.sh reset $(TEST_RT_PORT)
-	@deploy/local/dovecot.sh reset $(TEST_IMAP_PORT)
+	@$(TEST_SERVERS_RESET)
 	$(TEST_ENV) OMNI_TEST_BACKFILL_MESSAGES=10000 OMNI_TEST_BACKFILL_THREAD=100 \
 	  cargo test -p omni-e2e --test email_backfill -- --nocapture a_large_mailbox; \
-	  status=$$?; deploy/local/rt.sh stop $(TEST_RT_PORT); deploy/local/dovecot.sh stop $(TEST_IMAP_PORT); exit $$status
+	  $(TEST_SERVERS_STOP)
 
 # `make bench BENCH_ARGS="--messages 5000 --rate 20"`: sizes and durations are flags (`--help` lists them).
 BENCH_ARGS ?=
 bench: deps ## benchmark the whole pipeline (release build) and write target/bench/report.{md,json}
 	cargo build --release --workspace --bins
-	@deploy/local/rt.sh reset $(TEST_RT_PORT)
-	@deploy/local/dovecot.sh reset $(TEST_IMAP_PORT)
+	@$(TEST_SERVERS_RESET)
 	$(TEST_ENV) target/release/omni-bench $(BENCH_ARGS); \
-	  status=$$?; deploy/local/rt.sh stop $(TEST_RT_PORT); deploy/local/dovecot.sh stop $(TEST_IMAP_PORT); exit $$status
+	  $(TEST_SERVERS_STOP)
 
 # `make chaos CHAOS_ARGS="--load-secs 600 --kills 50"`; `make test` runs a short variant.
 CHAOS_ARGS ?=
 chaos: deps build ## SIGKILL every service, restart the broker, fail the helpdesk under load: 0 lost, 0 duplicated or exit 1
-	@deploy/local/rt.sh reset $(TEST_RT_PORT)
-	@deploy/local/dovecot.sh reset $(TEST_IMAP_PORT)
+	@$(TEST_SERVERS_RESET)
 	$(TEST_ENV) target/debug/omni-chaos $(CHAOS_ARGS); \
-	  status=$$?; deploy/local/rt.sh stop $(TEST_RT_PORT); deploy/local/dovecot.sh stop $(TEST_IMAP_PORT); exit $$status
+	  $(TEST_SERVERS_STOP)
 
 bench-email: deps build ## print email normalization and backfill rates (figures, not a test)
 	cargo bench -p omni-channels --bench normalize_email
@@ -70,10 +73,9 @@ bench-webhooks: deps build ## print accepted webhooks/s and p50/p99 latency, bro
 	cargo test -p omni-e2e --test webhooks_bench -- --ignored --nocapture webhook_load_benchmark
 
 bench-routing: deps build ## print routed events/s and ingest-to-delivery p50/p99 against a Zendesk-shaped stub (figures, not a test)
-	@deploy/local/rt.sh reset $(TEST_RT_PORT)
-	@deploy/local/dovecot.sh reset $(TEST_IMAP_PORT)
+	@$(TEST_SERVERS_RESET)
 	$(TEST_ENV) cargo test -p omni-e2e --test routing_bench -- --ignored --nocapture routing_benchmark; \
-	  status=$$?; deploy/local/rt.sh stop $(TEST_RT_PORT); deploy/local/dovecot.sh stop $(TEST_IMAP_PORT); exit $$status
+	  $(TEST_SERVERS_STOP)
 
 # cargo-fuzz needs nightly flags (sanitizers): RUSTC_BOOTSTRAP lets the stable toolchain take them.
 FUZZ_SECONDS ?= 600

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # A project-owned Dovecot IMAP server for `make run` and the tests: its own config, mail
-# directory and run directory under $OMNI_STATE_DIR/dovecot-PORT, loopback only, one account
-# support / support. It never touches /etc/dovecot.
+# directory and run directory under $OMNI_STATE_DIR/dovecot-PORT, loopback only, two accounts:
+# support / support (the mailbox omni reads) and customers / customers (the catch-all into whose
+# Maildir, mail/customers, the local SMTP server deploy/local/postfix.sh delivers every message
+# omni sends). It never touches /etc/dovecot.
 #
 #   127.0.0.1:PORT      IMAP; plain login allowed, STARTTLS offered
 #   127.0.0.1:PORT+1    IMAPS (TLS from the first byte)
@@ -51,7 +53,7 @@ make_certificates() {
 write_config() {
   mkdir -p "$state/run" "$state/state" "$state/mail"
   chown dovecot:dovecot "$state/mail"
-  echo "support:{PLAIN}support" > "$state/passwd"
+  printf '%s\n' "support:{PLAIN}support" "customers:{PLAIN}customers" > "$state/passwd"
   make_certificates
   cat > "$state/oauth2.conf.ext" <<CONF
 # Token introspection (RFC 7662) by a local test server; see dovecot.sh.

@@ -6,6 +6,8 @@
 #     cached in ~/.cargo/bin; docs/adr/0001-tansu-group-coordinator.md says why);
 #   - Request Tracker 5 with SQLite from Debian's packages (the local helpdesk);
 #   - Dovecot from Debian's packages (the local IMAP mailbox);
+#   - Postfix from Debian's packages (the local SMTP server, deploy/local/postfix.sh; the package's
+#     own instance on port 25 is not used, and may not even start in a container);
 #   - Python packages for the independent protobuf consumer used in tests, and the providers'
 #     official SDKs (twilio, slack_sdk) that sign the webhook tests' requests;
 #   - wrk from Debian's packages, the load generator of `make bench-webhooks`.
@@ -15,6 +17,7 @@ export PATH="$HOME/.cargo/bin:$PATH"
 need_apt=()
 [ -x /usr/share/request-tracker5/libexec/rt-server ] || need_apt+=(request-tracker5 rt5-db-sqlite rt5-standalone)
 command -v dovecot >/dev/null || need_apt+=(dovecot-imapd)
+[ -x /usr/sbin/postfix ] || need_apt+=(postfix)
 # sqlite3 adds the index tansu 0.6 lacks on its record headers (deploy/local/tansu-index.sh).
 command -v sqlite3 >/dev/null || need_apt+=(sqlite3)
 command -v curl >/dev/null || need_apt+=(curl)
