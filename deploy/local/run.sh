@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole pipeline on the embedded defaults: the tansu broker (SQLite storage under
 # .omni/, so data survives a broker restart), Request Tracker on 127.0.0.1:8099, Dovecot on
-# 127.0.0.1:1143, and every omni service.
+# 127.0.0.1:1143, Postfix on 127.0.0.1:2525 (delivers every message to Dovecot's catch-all
+# customers / customers), and every omni service.
 #   deploy/local/run.sh            foreground; Ctrl-C stops everything
 #   deploy/local/run.sh --detach   background; returns once every service is ready (make up)
 #   deploy/local/run.sh --stop     stops what --detach started (make down)
@@ -19,8 +20,8 @@ mkdir -p "$state/logs"
 # The Asterisk CDR file omni-calllog follows by default ([calllog.files.pbx] path, relative to the
 # working directory: the repository under `make run`).
 mkdir -p "$here/var/asterisk"
-services=(gateway email normalizer router calllog)
-admin_ports=(9181 9184 9182 9183 9185)
+services=(gateway email normalizer router calllog replies sender)
+admin_ports=(9181 9184 9182 9183 9185 9186 9187)
 
 # Pids of every live process this stack started (marked by OMNI_STACK=$state).
 stack_pids() {
@@ -77,6 +78,7 @@ stop_all() {
   stop_pids "${pids[@]}"
   for name in "${services[@]}" broker; do rm -f "$state/$name.pid"; done
   "$here/deploy/local/rt.sh" stop 8099
+  "$here/deploy/local/postfix.sh" stop 2525
   "$here/deploy/local/dovecot.sh" stop 1143
 }
 
@@ -120,6 +122,7 @@ fi
 
 "$here/deploy/local/rt.sh" start 8099
 "$here/deploy/local/dovecot.sh" start 1143
+"$here/deploy/local/postfix.sh" start 2525 1143
 if pid=$(live_pid broker); then
   echo "broker already running (pid $pid)"
 elif (exec 3<>/dev/tcp/127.0.0.1/9092) 2>/dev/null; then
@@ -151,6 +154,7 @@ Or drop a mail into the local mailbox (IMAP 127.0.0.1:1143, support / support):
 Or log calls the way Asterisk's cdr_csv does (omni-calllog follows var/asterisk/Master.csv):
   cat crates/omni-channels/src/asterisk/fixtures/Master.csv >> var/asterisk/Master.csv
 Tickets: http://127.0.0.1:8099/REST/2.0/tickets?query=id>0 (root / password)
+Mail omni sends (SMTP 127.0.0.1:2525) lands in IMAP 127.0.0.1:1143, customers / customers
 Logs: $state/logs
 MSG
 

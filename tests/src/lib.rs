@@ -473,6 +473,29 @@ impl Rt {
         Ok(serde_json::from_str(&body)?)
     }
 
+    /// POST JSON to a REST2 path as `root`, the agent of these tests (omni writes as `omni`).
+    pub async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        let response = self
+            .client
+            .post(format!("{}/REST/2.0{path}", self.url))
+            .basic_auth("root", Some("password"))
+            .json(body)
+            .send()
+            .await?;
+        let status = response.status();
+        let text = response.text().await?;
+        if !status.is_success() {
+            bail!("POST {path}: {status}: {text}");
+        }
+        Ok(serde_json::from_str(&text)?)
+    }
+
+    /// The agent `root` answers the customer on a ticket (correspondence, as in RT's reply box).
+    pub async fn answer(&self, ticket: &str, text: &str) -> anyhow::Result<()> {
+        let body = serde_json::json!({ "Content": text, "ContentType": "text/plain" });
+        self.post(&format!("/ticket/{ticket}/correspond"), &body).await.map(|_| ())
+    }
+
     /// Every item of a paged REST2 collection (RT serves at most 100 per page).
     async fn all_pages(&self, path: &str, params: &[(&str, &str)]) -> anyhow::Result<Vec<Value>> {
         let mut items = Vec::new();
@@ -733,6 +756,28 @@ impl Mailbox {
             bail!("omni mail append failed: {}", String::from_utf8_lossy(&output.stderr));
         }
         Ok(())
+    }
+
+    /// The full text of every message in `user`'s INBOX matching an IMAP SEARCH (for example
+    /// `["to", "jan@example.nl"]`), read with `doveadm fetch`.
+    pub fn fetch(&self, user: &str, search: &[&str]) -> anyhow::Result<Vec<String>> {
+        let output = Command::new("doveadm")
+            .arg("-c")
+            .arg(&self.conf)
+            .args(["fetch", "-u", user, "text", "mailbox", "INBOX"])
+            .args(search)
+            .output()?;
+        if !output.status.success() {
+            bail!("doveadm fetch failed: {}", String::from_utf8_lossy(&output.stderr));
+        }
+        // One `text:` field per message, separated by form feeds.
+        let all = String::from_utf8_lossy(&output.stdout).into_owned();
+        Ok(all
+            .split('\x0c')
+            .map(|m| m.trim_start_matches('\n').trim_start_matches("text:").trim_start_matches('\n'))
+            .filter(|m| !m.trim().is_empty())
+            .map(str::to_owned)
+            .collect())
     }
 
     /// Deletes and creates the folder again: the server gives it a new UIDVALIDITY.

@@ -1,0 +1,186 @@
+//! omni-replies: the agents' public answers, taken from the helpdesks onto `omni.outbound.v1`.
+//!
+//! For each destination in `[replies] destinations` it polls the helpdesk (Request Tracker: its
+//! correspondence transactions) every `poll_interval_ms`, writes one `OutboundMessage` per
+//! answer, keyed by conversation id, and then moves the destination's cursor in the compacted
+//! topic `omni.state.replies.v1`, only after the broker acknowledged every answer before it. A
+//! restart resumes at the stored cursor: nothing is skipped; an answer whose outbound message
+//! was written just before a crash is written again with the same `outbound_id`, and the sender
+//! sends it once.
+
+mod config;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use omni_kafka::{CloudEvent, ProduceError, Producer, topics};
+use omni_proto::v1::{OutboundMessage, ReplyCursor};
+use omni_router::helpdesk::replies::{self, ReplyPoller};
+use omni_runtime::ServiceContext;
+use prost::Message as _;
+
+pub use config::{RepliesConfig, RepliesServiceConfig};
+
+const CURSOR_KEY_PREFIX: &str = "cursor/";
+
+/// Runs omni-replies until shutdown.
+pub async fn run(config: RepliesServiceConfig, context: ServiceContext) -> anyhow::Result<()> {
+    let client_id = format!("omni-replies-{}", config.service.instance_id);
+    context.readiness.register("kafka");
+    context.readiness.register("pollers");
+    topics::ensure_topics_until_ready(&config.kafka, &client_id, &context).await?;
+    let mut pollers: BTreeMap<String, Arc<dyn ReplyPoller>> = BTreeMap::new();
+    for name in &config.service.destinations {
+        let destination = &config.router.destinations[name];
+        match destination.destination().reply_poller()? {
+            Some(poller) => pollers.insert(name.clone(), poller),
+            None => anyhow::bail!("destination `{name}` is not polled"),
+        };
+    }
+    let producer = Producer::new(&config.kafka, &client_id)?;
+    let source = format!("omni/replies/{}", config.service.instance_id);
+    let mut cursors = loop {
+        match restore_cursors(&config, &client_id).await {
+            Ok(cursors) => break cursors,
+            Err(error) => {
+                context.readiness.not_ready("pollers", error.to_string());
+                tracing::warn!(%error, "cannot restore the reply cursors; trying again");
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_secs(2)) => {}
+                    () = context.shutdown.cancelled() => return Ok(()),
+                }
+            }
+        }
+    };
+    tracing::info!(destinations = pollers.len(), cursors = cursors.len(), "reply cursors restored");
+    context.readiness.ready("pollers");
+    let interval = Duration::from_millis(config.service.poll_interval_ms);
+    while !context.shutdown.is_cancelled() {
+        let mut failures = Vec::new();
+        for (name, poller) in &pollers {
+            if let Err(error) = poll_once(&producer, &source, name, poller.as_ref(), &mut cursors).await {
+                metrics::counter!("omni_replies_poll_failures_total", "destination" => name.clone()).increment(1);
+                tracing::warn!(destination = %name, %error, "poll failed; trying again at the next interval");
+                failures.push(format!("{name}: {error}"));
+            }
+        }
+        if failures.is_empty() {
+            context.readiness.ready("pollers");
+        } else {
+            context.readiness.not_ready("pollers", failures.join("; "));
+        }
+        tokio::select! {
+            () = tokio::time::sleep(interval) => {}
+            () = context.shutdown.cancelled() => break,
+        }
+    }
+    Ok(())
+}
+
+/// Destination -> cursor, from `omni.state.replies.v1`.
+async fn restore_cursors(
+    config: &RepliesServiceConfig,
+    client_id: &str,
+) -> Result<BTreeMap<String, String>, omni_kafka::state::StateError> {
+    let timeout = Duration::from_secs(config.service.state_restore_timeout_secs);
+    let records = omni_kafka::state::read_all(&config.kafka, client_id, topics::STATE_REPLIES, timeout).await?;
+    let mut cursors = BTreeMap::new();
+    for (key, value) in records {
+        let key = String::from_utf8_lossy(&key);
+        match (key.strip_prefix(CURSOR_KEY_PREFIX), ReplyCursor::decode(value.as_slice())) {
+            (Some(destination), Ok(cursor)) => {
+                cursors.insert(destination.to_owned(), cursor.last_comment_id);
+            }
+            _ => tracing::warn!(%key, "unreadable reply cursor skipped"),
+        }
+    }
+    Ok(cursors)
+}
+
+/// Why one poll of one destination stopped.
+#[derive(Debug)]
+enum PollError {
+    Helpdesk(omni_router::helpdesk::HelpdeskError),
+    Produce(ProduceError),
+}
+
+impl std::fmt::Display for PollError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Helpdesk(error) => write!(f, "{error}"),
+            Self::Produce(error) => write!(f, "{error}"),
+        }
+    }
+}
+
+/// Polls one destination, writes its answers, then its cursor.
+async fn poll_once(
+    producer: &Producer,
+    source: &str,
+    destination: &str,
+    poller: &dyn ReplyPoller,
+    cursors: &mut BTreeMap<String, String>,
+) -> Result<(), PollError> {
+    let cursor = cursors.get(destination).map(String::as_str);
+    let polled = poller.poll(cursor).await.map_err(PollError::Helpdesk)?;
+    for reply in polled.replies {
+        let outbound = replies::outbound_message(destination, reply);
+        write_outbound(producer, source, &outbound).await.map_err(PollError::Produce)?;
+        metrics::counter!("omni_replies_taken_total", "destination" => destination.to_owned()).increment(1);
+        tracing::info!(
+            destination,
+            outbound_id = %outbound.outbound_id,
+            conversation_id = %outbound.conversation_id,
+            ticket = %outbound.ticket_id,
+            "agent answer taken"
+        );
+    }
+    if cursor != Some(polled.cursor.as_str()) {
+        write_cursor(producer, source, destination, &polled.cursor)
+            .await
+            .map_err(PollError::Produce)?;
+        cursors.insert(destination.to_owned(), polled.cursor);
+    }
+    Ok(())
+}
+
+async fn write_outbound(producer: &Producer, source: &str, outbound: &OutboundMessage) -> Result<(), ProduceError> {
+    let headers = CloudEvent {
+        id: &outbound.outbound_id,
+        kind: "omni.v1.OutboundMessage",
+        source,
+        subject: Some(&outbound.conversation_id),
+        time: SystemTime::now(),
+    }
+    .to_headers();
+    producer
+        .send(
+            topics::OUTBOUND,
+            outbound.conversation_id.as_bytes(),
+            &outbound.encode_to_vec(),
+            headers,
+        )
+        .await
+        .map(|_| ())
+}
+
+async fn write_cursor(producer: &Producer, source: &str, destination: &str, cursor: &str) -> Result<(), ProduceError> {
+    let key = format!("{CURSOR_KEY_PREFIX}{destination}");
+    let value = ReplyCursor {
+        last_comment_id: cursor.to_owned(),
+        updated_at: Some(SystemTime::now().into()),
+    };
+    let headers = CloudEvent {
+        id: &key,
+        kind: "omni.v1.ReplyCursor",
+        source,
+        subject: None,
+        time: SystemTime::now(),
+    }
+    .to_headers();
+    producer
+        .send(topics::STATE_REPLIES, key.as_bytes(), &value.encode_to_vec(), headers)
+        .await
+        .map(|_| ())
+}

@@ -1,0 +1,122 @@
+//! The way back, end to end on real servers: a customer's mail opens an RT ticket, an agent
+//! answers in RT (as `root`, through REST2, while omni writes as its own user `omni`),
+//! omni-replies takes the answer, omni-sender mails it through the local Postfix, and the
+//! customer's copy lands in the local Dovecot's catch-all account `customers`.
+
+use std::time::Duration;
+
+use omni_e2e::{Pipeline, Service, eventually, free_port, nonce, serial};
+
+const TIMEOUT: Duration = Duration::from_secs(90);
+
+/// The SMTP server `make test` starts (deploy/local/postfix.sh).
+fn smtp_port() -> u16 {
+    std::env::var("OMNI_TEST_SMTP_PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(12525)
+}
+
+/// omni-replies and omni-sender beside a running pipeline.
+async fn return_path(pipeline: &Pipeline) -> anyhow::Result<(Service, Service)> {
+    let (replies_admin, sender_admin) = (free_port(), free_port());
+    let mut env = pipeline.env.clone();
+    env.extend([
+        ("OMNI__REPLIES__ADMIN_LISTEN".to_owned(), format!("127.0.0.1:{replies_admin}")),
+        ("OMNI__REPLIES__POLL_INTERVAL_MS".to_owned(), "500".to_owned()),
+        ("OMNI__SENDER__ADMIN_LISTEN".to_owned(), format!("127.0.0.1:{sender_admin}")),
+        (
+            "OMNI__SENDER__EMAIL__SMTP_URL".to_owned(),
+            format!("smtp://127.0.0.1:{}", smtp_port()),
+        ),
+    ]);
+    let mut replies = Service::spawn("replies", replies_admin, &env);
+    let mut sender = Service::spawn("sender", sender_admin, &env);
+    replies.wait_ready().await?;
+    sender.wait_ready().await?;
+    Ok((replies, sender))
+}
+
+fn mail(from: &str, message_id: &str, thread: &str, subject: &str, text: &str) -> Vec<u8> {
+    format!(
+        "From: {from}\r\nTo: Support <support@omni.local>\r\nSubject: {subject}\r\nMessage-ID: <{message_id}>\r\n{thread}Date: Fri, 04 Dec 2026 10:00:00 +0000\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{text}\r\n"
+    )
+    .into_bytes()
+}
+
+/// The value of a header in a raw message (first occurrence, unfolded).
+fn header(message: &str, name: &str) -> Option<String> {
+    let parsed = mail_parser::MessageParser::default().parse(message.as_bytes())?;
+    parsed.header_raw(name).map(|v| v.split_whitespace().collect::<Vec<_>>().join(" "))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agents_answer_in_rt_reaches_the_customer_once_threaded_and_the_answer_comes_back() -> anyhow::Result<()> {
+    let _serial = serial().await;
+    let pipeline = Pipeline::start(&[]).await?;
+    let (_replies, _sender) = return_path(&pipeline).await?;
+    let run = nonce();
+    let customer = format!("jan-{run}@example.nl");
+    let first_id = format!("first-{run}@mail.example.nl");
+    pipeline.mailbox.deliver(&mail(
+        &format!("Jan de Vries <{customer}>"),
+        &first_id,
+        "",
+        "Waar blijft mijn bestelling?",
+        "Hallo, mijn bestelling 1042 is nog niet binnen.",
+    ));
+    let rt = &pipeline.rt;
+    eventually("the customer's ticket", TIMEOUT, || async {
+        Ok(rt.tickets_of_requestor(&customer).await?.len() == 1)
+    })
+    .await?;
+    let ticket = rt.tickets_of_requestor(&customer).await?.remove(0);
+
+    rt.answer(&ticket, "Beste Jan, uw pakket is onderweg en komt morgen.").await?;
+    let customers = &pipeline.mailbox;
+    eventually("the answer in the customer's mailbox", TIMEOUT, || async {
+        Ok(!customers.fetch("customers", &["to", &customer])?.is_empty())
+    })
+    .await?;
+    let answer = customers.fetch("customers", &["to", &customer])?.remove(0);
+    assert_eq!(header(&answer, "In-Reply-To").as_deref(), Some(format!("<{first_id}>").as_str()));
+    assert!(header(&answer, "References").unwrap_or_default().contains(&first_id), "{answer}");
+    let subject = header(&answer, "Subject").unwrap_or_default();
+    assert!(subject.contains(&format!("[omni-local #{ticket}]")), "subject: {subject}");
+    assert!(answer.contains("uw pakket is onderweg"), "{answer}");
+    assert_eq!(header(&answer, "From").as_deref(), Some("Support <support@omni.local>"));
+    let our_id = header(&answer, "Message-ID").unwrap_or_default();
+    assert!(our_id.starts_with("<omni-reply."), "{our_id}");
+
+    // The customer answers the agent's mail: the same ticket, no new one.
+    let second_id = format!("second-{run}@mail.example.nl");
+    let thread = format!("In-Reply-To: {our_id}\r\nReferences: <{first_id}> {our_id}\r\n");
+    pipeline.mailbox.deliver(&mail(
+        &format!("Jan de Vries <{customer}>"),
+        &second_id,
+        &thread,
+        &format!("Re: {subject}"),
+        "Dank u, ik wacht af.",
+    ));
+    eventually("the customer's answer on the same ticket", TIMEOUT, || async {
+        Ok(rt.texts(&ticket).await?.iter().any(|text| text.contains("ik wacht af")))
+    })
+    .await?;
+    // A copy of omni's own mail coming back into the support mailbox (a Bcc) opens nothing and
+    // adds nothing: the normalizer keeps it out.
+    let ignored = "omni_normalizer_records_total{outcome=\"ignored\"";
+    let before = pipeline.normalizer.metric(ignored).await.unwrap_or(0.0);
+    pipeline.mailbox.deliver(answer.as_bytes());
+    eventually("the copy of omni's answer ignored", TIMEOUT, || async {
+        Ok(pipeline.normalizer.metric(ignored).await.unwrap_or(0.0) > before)
+    })
+    .await?;
+    assert_eq!(rt.tickets_of_requestor(&customer).await?, std::slice::from_ref(&ticket));
+    // The agent's answer and the customer's: nothing more, not even a comment.
+    assert_eq!(rt.transactions(&ticket, "Correspond").await?.len(), 2);
+    assert!(rt.transactions(&ticket, "Comment").await?.is_empty());
+    // Exactly one mail reached the customer; the customer's own answer did not start another.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(customers.fetch("customers", &["to", &customer])?.len(), 1);
+    Ok(())
+}
