@@ -759,25 +759,30 @@ impl Mailbox {
     }
 
     /// The full text of every message in `user`'s INBOX matching an IMAP SEARCH (for example
-    /// `["to", "jan@example.nl"]`), read with `doveadm fetch`.
+    /// `["to", "jan@example.nl"]`), in UID order, read with `doveadm search` and `fetch`.
     pub fn fetch(&self, user: &str, search: &[&str]) -> anyhow::Result<Vec<String>> {
-        let output = Command::new("doveadm")
-            .arg("-c")
-            .arg(&self.conf)
-            .args(["fetch", "-u", user, "text", "mailbox", "INBOX"])
-            .args(search)
-            .output()?;
-        if !output.status.success() {
-            bail!("doveadm fetch failed: {}", String::from_utf8_lossy(&output.stderr));
-        }
-        // One `text:` field per message, separated by form feeds.
-        let all = String::from_utf8_lossy(&output.stdout).into_owned();
-        Ok(all
-            .split('\x0c')
-            .map(|m| m.trim_start_matches('\n').trim_start_matches("text:").trim_start_matches('\n'))
-            .filter(|m| !m.trim().is_empty())
-            .map(str::to_owned)
-            .collect())
+        let doveadm = |args: &[&str]| -> anyhow::Result<String> {
+            let output = Command::new("doveadm").arg("-c").arg(&self.conf).args(args).output()?;
+            if !output.status.success() {
+                bail!("doveadm {args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
+            }
+            Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+        };
+        let mut query = vec!["search", "-u", user, "mailbox", "INBOX"];
+        query.extend_from_slice(search);
+        // One `<mailbox guid> <uid>` line per message.
+        let found = doveadm(&query)?;
+        let mut uids: Vec<u32> = found
+            .lines()
+            .filter_map(|line| line.split_whitespace().nth(1)?.parse().ok())
+            .collect();
+        uids.sort_unstable();
+        uids.into_iter()
+            .map(|uid| {
+                let text = doveadm(&["fetch", "-u", user, "text", "mailbox", "INBOX", "uid", &uid.to_string()])?;
+                Ok(text.strip_prefix("text:\n").unwrap_or(&text).to_owned())
+            })
+            .collect()
     }
 
     /// Deletes and creates the folder again: the server gives it a new UIDVALIDITY.

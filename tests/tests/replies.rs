@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use anyhow::Context as _;
 use omni_e2e::{Pipeline, Service, eventually, free_port, nonce, serial};
 
 const TIMEOUT: Duration = Duration::from_secs(90);
@@ -118,5 +119,78 @@ async fn an_agents_answer_in_rt_reaches_the_customer_once_threaded_and_the_answe
     // Exactly one mail reached the customer; the customer's own answer did not start another.
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(customers.fetch("customers", &["to", &customer])?.len(), 1);
+    Ok(())
+}
+
+/// Message-ID and body of each mail, in arrival order.
+fn ids_and_bodies(mails: &[String]) -> Vec<(String, String)> {
+    mails
+        .iter()
+        .map(|mail| {
+            let parsed = mail_parser::MessageParser::default().parse(mail.as_bytes()).expect("a mail");
+            let id = parsed.message_id().unwrap_or_default().to_owned();
+            (id, parsed.body_text(0).unwrap_or_default().trim().to_owned())
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sender_killed_again_and_again_loses_no_answer_and_keeps_their_order() -> anyhow::Result<()> {
+    const ANSWERS: usize = 6;
+    let _serial = serial().await;
+    let pipeline = Pipeline::start(&[]).await?;
+    let (replies, mut sender) = return_path(&pipeline).await?;
+    let run = nonce();
+    let customer = format!("ayse-{run}@example.com");
+    pipeline.mailbox.deliver(&mail(
+        &format!("Ayşe Yılmaz <{customer}>"),
+        &format!("k-{run}@mail.example.com"),
+        "",
+        "Siparişim nerede?",
+        "Merhaba, siparişim nerede?",
+    ));
+    let rt = &pipeline.rt;
+    eventually("the customer's ticket", TIMEOUT, || async {
+        Ok(rt.tickets_of_requestor(&customer).await?.len() == 1)
+    })
+    .await?;
+    let ticket = rt.tickets_of_requestor(&customer).await?.remove(0);
+    let mut kills = 0;
+    for answer in 0..ANSWERS {
+        rt.answer(&ticket, &format!("Yanıt {answer}: kargonuz yolda.")).await?;
+        // Kill the sender at some point of its work on the answers so far, and start it again.
+        tokio::time::sleep(Duration::from_millis(150 + 200 * (answer as u64 % 4))).await;
+        sender.relaunch();
+        kills += 1;
+    }
+    sender.wait_ready().await?;
+    let customers = &pipeline.mailbox;
+    eventually("every answer in the customer's mailbox", TIMEOUT, || async {
+        let mails = customers.fetch("customers", &["to", &customer])?;
+        let mut ids: Vec<String> = ids_and_bodies(&mails).into_iter().map(|(id, _)| id).collect();
+        ids.sort();
+        ids.dedup();
+        Ok(ids.len() >= ANSWERS)
+    })
+    .await
+    .with_context(|| format!("omni-sender log:\n{}\nomni-replies log:\n{}", sender.log(), replies.log()))?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mails = ids_and_bodies(&customers.fetch("customers", &["to", &customer])?);
+    let mut first_seen: Vec<&(String, String)> = Vec::new();
+    for mail in &mails {
+        match first_seen.iter().find(|(id, _)| *id == mail.0) {
+            // Email is at-least-once after a crash: a copy is the same mail, same id and text.
+            Some(first) => assert_eq!(first.1, mail.1, "two mails share Message-ID {}", mail.0),
+            None => first_seen.push(mail),
+        }
+    }
+    let texts: Vec<String> = first_seen.iter().map(|(_, text)| text.clone()).collect();
+    let expected: Vec<String> = (0..ANSWERS).map(|a| format!("Yanıt {a}: kargonuz yolda.")).collect();
+    assert_eq!(texts, expected, "every answer once, in the agent's order");
+    println!(
+        "{ANSWERS} answers, {kills} sender kills: {} mails ({} copies sent again after a crash)",
+        mails.len(),
+        mails.len() - ANSWERS
+    );
     Ok(())
 }
