@@ -45,7 +45,7 @@ struct Agent {
 pub struct RtReplies {
     rt: RequestTracker,
     own_id: tokio::sync::OnceCell<String>,
-    users: Mutex<HashMap<String, Agent>>,
+    users: Mutex<HashMap<u64, Agent>>,
 }
 
 impl RtReplies {
@@ -76,7 +76,11 @@ impl RtReplies {
         let id = self
             .own_id
             .get_or_try_init(|| async {
-                let user = self.get(&format!("/user/{name}"), &[]).await?;
+                let path = format!(
+                    "/user/{}",
+                    percent_encoding::utf8_percent_encode(name, percent_encoding::NON_ALPHANUMERIC)
+                );
+                let user = self.get(&path, &[]).await?;
                 user["id"]
                     .as_u64()
                     .map(|id| id.to_string())
@@ -99,12 +103,23 @@ impl RtReplies {
                 ],
             )
             .await?;
-        Ok(found["items"][0]["id"].as_str().unwrap_or("0").to_owned())
+        match found["items"].as_array().map(Vec::as_slice) {
+            Some([]) => Ok("0".to_owned()),
+            Some([newest, ..]) => newest["id"]
+                .as_str()
+                .filter(|id| id.parse::<u64>().is_ok())
+                .map(str::to_owned)
+                .ok_or_else(|| HelpdeskError::Unavailable(format!("RT listed a transaction without a numeric id: {newest}"))),
+            None => Err(HelpdeskError::Unavailable(format!("RT's transaction search has no items: {found}"))),
+        }
     }
 
     async fn correspondence_after(&self, cursor: &str) -> Result<Vec<Value>, HelpdeskError> {
         let own = self.own_id().await?;
-        let cursor: u64 = cursor.parse().unwrap_or(0);
+        // A cursor that is not a number would read as 0 and send RT's whole history again.
+        let cursor: u64 = cursor
+            .parse()
+            .map_err(|_| HelpdeskError::Misconfigured(format!("reply cursor `{cursor}` is not an RT transaction id")))?;
         let query = format!("ObjectType = 'RT::Ticket' AND Type = 'Correspond' AND Creator != {own} AND id > {cursor}");
         let per_page = PAGE.to_string();
         let found = self
@@ -115,7 +130,9 @@ impl RtReplies {
                     ("orderby", "id"),
                     ("order", "ASC"),
                     ("per_page", per_page.as_str()),
-                    ("fields", "Type,Creator,Created,ObjectId"),
+                    ("fields", "Type,Creator,Created,ObjectId,CustomFields"),
+                    // The creator's numeric id: user names (customers' addresses) need no quoting then.
+                    ("fields[Creator]", "id"),
                 ],
             )
             .await?;
@@ -158,11 +175,16 @@ impl RtReplies {
         Ok(tickets)
     }
 
-    async fn agent(&self, name: &str) -> Result<Agent, HelpdeskError> {
-        if let Some(agent) = self.users.lock().expect("users").get(name) {
+    /// The user with RT id `id`; not privileged when RT does not know it.
+    async fn agent(&self, id: u64) -> Result<Agent, HelpdeskError> {
+        if let Some(agent) = self.users.lock().expect("users").get(&id) {
             return Ok(agent.clone());
         }
-        let user = self.get(&format!("/user/{name}"), &[]).await?;
+        let user = match self.get(&format!("/user/{id}"), &[]).await {
+            Err(HelpdeskError::Rejected { status: 404, .. }) => Value::Null,
+            other => other?,
+        };
+        let name = user["Name"].as_str().unwrap_or_default();
         let privileged = user["Privileged"].as_u64() == Some(1) || user["Privileged"].as_str() == Some("1");
         let real_name = user["RealName"].as_str().filter(|n| !n.is_empty()).unwrap_or(name);
         let identifiers = user["EmailAddress"]
@@ -183,7 +205,7 @@ impl RtReplies {
             },
             privileged,
         };
-        self.users.lock().expect("users").insert(name.to_owned(), agent.clone());
+        self.users.lock().expect("users").insert(id, agent.clone());
         Ok(agent)
     }
 
@@ -260,37 +282,57 @@ impl ReplyPoller for RtReplies {
         for transaction in &transactions {
             let Some(id) = transaction["id"].as_str() else { continue };
             let ticket_id = transaction["ObjectId"].as_str().unwrap_or_default();
-            let creator = transaction["Creator"]["id"].as_str().unwrap_or_default();
-            if let Some(ticket) = tickets.get(ticket_id) {
-                let agent = self.agent(creator).await?;
-                if agent.privileged {
-                    let written_at = transaction["Created"]
-                        .as_str()
-                        .and_then(|t| prost_types::Timestamp::from_str(t).ok());
-                    let Some(body) = self.body(id).await? else {
-                        if is_recent(written_at) {
-                            break; // its body is not stored yet: look again at the next poll
-                        }
-                        tracing::warn!(transaction = id, ticket = ticket_id, "answer without a text part skipped");
-                        polled.cursor = id.to_owned();
-                        continue;
-                    };
-                    polled.replies.push(AgentReply {
-                        comment_id: id.to_owned(),
-                        conversation_id: ticket.conversation_id.clone(),
-                        ticket: self.rt.ticket_ref(ticket_id),
-                        subject: ticket.subject.clone(),
-                        ticket_reference: self.reference(ticket_id),
-                        agent: agent.participant,
-                        body,
-                        written_at,
-                    });
+            let creator = transaction["Creator"]["id"].as_u64();
+            match (tickets.get(ticket_id), creator) {
+                (Some(_), _) if records_an_event(transaction) => {
+                    // omni's own correspondence written under another account: never echoed back.
+                    tracing::warn!(
+                        transaction = id,
+                        "correspondence carrying an omni Event skipped: is the router writing as an agent?"
+                    );
+                }
+                (Some(_), None) => tracing::warn!(transaction = id, "correspondence without a creator skipped"),
+                (None, _) => tracing::debug!(transaction = id, ticket = ticket_id, "not an omni ticket (or not visible to omni)"),
+                (Some(ticket), Some(creator)) => {
+                    let agent = self.agent(creator).await?;
+                    if agent.privileged {
+                        let written_at = transaction["Created"]
+                            .as_str()
+                            .and_then(|t| prost_types::Timestamp::from_str(t).ok());
+                        let Some(body) = self.body(id).await? else {
+                            if is_recent(written_at) {
+                                break; // its body is not stored yet: look again at the next poll
+                            }
+                            tracing::warn!(transaction = id, ticket = ticket_id, "answer without a text part skipped");
+                            polled.cursor = id.to_owned();
+                            continue;
+                        };
+                        polled.replies.push(AgentReply {
+                            comment_id: id.to_owned(),
+                            conversation_id: ticket.conversation_id.clone(),
+                            ticket: self.rt.ticket_ref(ticket_id),
+                            subject: ticket.subject.clone(),
+                            ticket_reference: self.reference(ticket_id),
+                            agent: agent.participant,
+                            body,
+                            written_at,
+                        });
+                    }
                 }
             }
             polled.cursor = id.to_owned();
         }
         Ok(polled)
     }
+}
+
+/// Whether a transaction carries an `omni Event` value: the router recorded an event with it.
+fn records_an_event(transaction: &Value) -> bool {
+    transaction["CustomFields"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|cf| cf["name"] == super::CF_EVENT && cf["values"].as_array().is_some_and(|v| !v.is_empty()))
 }
 
 fn is_recent(written_at: Option<prost_types::Timestamp>) -> bool {
