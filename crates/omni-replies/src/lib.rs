@@ -40,26 +40,32 @@ pub async fn run(config: RepliesServiceConfig, context: ServiceContext) -> anyho
     }
     let producer = Producer::new(&config.kafka, &client_id)?;
     let source = format!("omni/replies/{}", config.service.instance_id);
-    let mut cursors = loop {
-        match restore_cursors(&config, &client_id).await {
-            Ok(cursors) => break cursors,
-            Err(error) => {
-                context.readiness.not_ready("pollers", error.to_string());
-                tracing::warn!(%error, "cannot restore the reply cursors; trying again");
-                tokio::select! {
-                    () = tokio::time::sleep(Duration::from_secs(2)) => {}
-                    () = context.shutdown.cancelled() => return Ok(()),
-                }
-            }
-        }
-    };
-    tracing::info!(destinations = pollers.len(), cursors = cursors.len(), "reply cursors restored");
+    omni_kafka::supervise(&context, "pollers", || async {
+        let cursors = restore_cursors(&config, &client_id)
+            .await
+            .map_err(|error| omni_kafka::Stopped::Restart(format!("cannot restore the reply cursors: {error}")))?;
+        tracing::info!(destinations = pollers.len(), cursors = cursors.len(), "reply cursors restored");
+        poll_until_shutdown(&config, &context, &producer, &source, &pollers, cursors).await;
+        Ok(())
+    })
+    .await
+}
+
+/// Polls every destination each interval until shutdown; a failed poll is tried again next time.
+async fn poll_until_shutdown(
+    config: &RepliesServiceConfig,
+    context: &ServiceContext,
+    producer: &Producer,
+    source: &str,
+    pollers: &BTreeMap<String, Arc<dyn ReplyPoller>>,
+    mut cursors: BTreeMap<String, String>,
+) {
     context.readiness.ready("pollers");
     let interval = Duration::from_millis(config.service.poll_interval_ms);
     while !context.shutdown.is_cancelled() {
         let mut failures = Vec::new();
-        for (name, poller) in &pollers {
-            if let Err(error) = poll_once(&producer, &source, name, poller.as_ref(), &mut cursors).await {
+        for (name, poller) in pollers {
+            if let Err(error) = poll_once(producer, source, name, poller.as_ref(), &mut cursors).await {
                 metrics::counter!("omni_replies_poll_failures_total", "destination" => name.clone()).increment(1);
                 tracing::warn!(destination = %name, %error, "poll failed; trying again at the next interval");
                 failures.push(format!("{name}: {error}"));
@@ -75,7 +81,6 @@ pub async fn run(config: RepliesServiceConfig, context: ServiceContext) -> anyho
             () = context.shutdown.cancelled() => break,
         }
     }
-    Ok(())
 }
 
 /// Destination -> cursor, from `omni.state.replies.v1`.
@@ -99,19 +104,12 @@ async fn restore_cursors(
 }
 
 /// Why one poll of one destination stopped.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 enum PollError {
+    #[error("{0}")]
     Helpdesk(omni_router::helpdesk::HelpdeskError),
+    #[error("{0}")]
     Produce(ProduceError),
-}
-
-impl std::fmt::Display for PollError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Helpdesk(error) => write!(f, "{error}"),
-            Self::Produce(error) => write!(f, "{error}"),
-        }
-    }
 }
 
 /// Polls one destination, writes its answers, then its cursor.
