@@ -32,6 +32,8 @@
 //! <https://core.telegram.org/bots/api#update>, <https://core.telegram.org/bots/api#message>,
 //! <https://core.telegram.org/bots/webhooks#testing-your-bot-with-updates>.
 
+pub mod send;
+
 use omni_proto::v1::contact_identifier::Kind;
 use omni_proto::v1::participant::Role;
 use omni_proto::v1::{
