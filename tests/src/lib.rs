@@ -14,6 +14,7 @@ pub mod bench;
 pub mod chaos;
 pub mod load;
 pub mod stack;
+pub mod telegram;
 pub mod zendesk;
 
 use std::io::{BufRead, BufReader};

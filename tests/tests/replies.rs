@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
+use omni_e2e::telegram::TelegramApi;
 use omni_e2e::{Pipeline, Service, eventually, free_port, nonce, serial};
 
 const TIMEOUT: Duration = Duration::from_secs(90);
@@ -18,8 +19,8 @@ fn smtp_port() -> u16 {
         .unwrap_or(12525)
 }
 
-/// omni-replies and omni-sender beside a running pipeline.
-async fn return_path(pipeline: &Pipeline) -> anyhow::Result<(Service, Service)> {
+/// omni-replies and omni-sender beside a running pipeline, with `extra` in their environment.
+async fn return_path(pipeline: &Pipeline, extra: &[(&str, &str)]) -> anyhow::Result<(Service, Service)> {
     let (replies_admin, sender_admin) = (free_port(), free_port());
     let mut env = pipeline.env.clone();
     env.extend([
@@ -31,6 +32,7 @@ async fn return_path(pipeline: &Pipeline) -> anyhow::Result<(Service, Service)> 
             format!("smtp://127.0.0.1:{}", smtp_port()),
         ),
     ]);
+    env.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
     let mut replies = Service::spawn("replies", replies_admin, &env);
     let mut sender = Service::spawn("sender", sender_admin, &env);
     replies.wait_ready().await?;
@@ -55,7 +57,7 @@ fn header(message: &str, name: &str) -> Option<String> {
 async fn an_agents_answer_in_rt_reaches_the_customer_once_threaded_and_the_answer_comes_back() -> anyhow::Result<()> {
     let _serial = serial().await;
     let pipeline = Pipeline::start(&[]).await?;
-    let (_replies, _sender) = return_path(&pipeline).await?;
+    let (_replies, _sender) = return_path(&pipeline, &[]).await?;
     let run = nonce();
     let customer = format!("jan-{run}@example.nl");
     let first_id = format!("first-{run}@mail.example.nl");
@@ -139,7 +141,7 @@ async fn a_sender_killed_again_and_again_loses_no_answer_and_keeps_their_order()
     const ANSWERS: usize = 6;
     let _serial = serial().await;
     let pipeline = Pipeline::start(&[]).await?;
-    let (replies, mut sender) = return_path(&pipeline).await?;
+    let (replies, mut sender) = return_path(&pipeline, &[]).await?;
     let run = nonce();
     let customer = format!("ayse-{run}@example.com");
     pipeline.mailbox.deliver(&mail(
@@ -192,5 +194,68 @@ async fn a_sender_killed_again_and_again_loses_no_answer_and_keeps_their_order()
         mails.len(),
         mails.len() - ANSWERS
     );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_telegram_customer_gets_the_answer_in_their_chat_once_through_a_429() -> anyhow::Result<()> {
+    let _serial = serial().await;
+    let token = "123456:omni-test-token";
+    let (telegram, api_url) = TelegramApi::start(token).await?;
+    let pipeline = Pipeline::start(&[]).await?;
+    let (replies, sender) = return_path(
+        &pipeline,
+        &[
+            ("OMNI__SENDER__TELEGRAM__DEFAULT__BOT_TOKEN", token),
+            ("OMNI__SENDER__TELEGRAM__DEFAULT__API_BASE_URL", &api_url),
+        ],
+    )
+    .await?;
+    // A chat of its own, so the conversation (one per chat) is new in the shared RT.
+    let chat: u64 = 7_000_000_000 + (std::process::id() as u64 * 7919 + nonce().len() as u64) % 1_000_000_000;
+    let update = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../crates/omni-channels/src/telegram/fixtures/message-tr.json"
+    ))?
+    .replace("1111111", &chat.to_string());
+    let (status, answer) = pipeline.post_webhook("telegram", "application/json", &update).await?;
+    assert_eq!(status, 200, "{answer}");
+    let rt = &pipeline.rt;
+    let requestor = format!("{chat}@telegram.invalid");
+    eventually("the chat's ticket", TIMEOUT, || async {
+        Ok(rt.tickets_of_requestor(&requestor).await?.len() == 1)
+    })
+    .await?;
+    let ticket = rt.tickets_of_requestor(&requestor).await?.remove(0);
+
+    telegram.rate_limit_next(2);
+    rt.answer(&ticket, "Merhaba Ayşe, siparişiniz yarın teslim edilecek.").await?;
+    eventually("the answer sent to Telegram", TIMEOUT, || async {
+        Ok(telegram.calls().iter().any(|c| c.status == 200))
+    })
+    .await
+    .with_context(|| {
+        format!(
+            "calls: {:?}\nomni-sender log:\n{}\nomni-replies log:\n{}",
+            telegram.calls(),
+            sender.log(),
+            replies.log()
+        )
+    })?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let calls = telegram.calls();
+    for call in &calls {
+        assert!(
+            call.violations.is_empty(),
+            "request not as the Bot API documents: {:?}",
+            call.violations
+        );
+    }
+    let statuses: Vec<u16> = calls.iter().map(|c| c.status).collect();
+    assert_eq!(statuses, [429, 429, 200], "two 429s waited out, then exactly one message");
+    let sent = &calls[2].body;
+    assert_eq!(sent["chat_id"], chat);
+    assert_eq!(sent["text"], "Merhaba Ayşe, siparişiniz yarın teslim edilecek.");
+    assert_eq!(sent["reply_parameters"]["message_id"], 1365, "a reply to the customer's message");
     Ok(())
 }

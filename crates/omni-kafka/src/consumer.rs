@@ -14,7 +14,7 @@
 //! replica beyond the partition count holds none by design and so rejoins at those growing
 //! intervals; run no more replicas than partitions, or set `rejoin_after_secs = 0` on spares.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -43,12 +43,15 @@ struct AssignmentWatch {
     /// When the consumer last went from some partitions to none (or was created); `None` while
     /// it holds some.
     unassigned_since: Mutex<Option<Instant>>,
+    /// Rebalances that assigned partitions so far.
+    assignments: AtomicU64,
 }
 
 impl AssignmentWatch {
     fn new(now: Instant) -> Self {
         Self {
             unassigned_since: Mutex::new(Some(now)),
+            assignments: AtomicU64::new(0),
         }
     }
 
@@ -90,7 +93,10 @@ impl ConsumerContext for RebalanceLog {
                 .join(",")
         };
         match rebalance {
-            Rebalance::Assign(list) => tracing::info!(group = %self.group_id, partitions = %describe(list), "partitions assigned"),
+            Rebalance::Assign(list) => {
+                self.assignment.assignments.fetch_add(1, Ordering::SeqCst);
+                tracing::info!(group = %self.group_id, partitions = %describe(list), "partitions assigned");
+            }
             Rebalance::Revoke(list) => tracing::info!(group = %self.group_id, partitions = %describe(list), "partitions revoked"),
             Rebalance::Error(error) => tracing::warn!(group = %self.group_id, %error, "rebalance failed"),
         }
@@ -242,6 +248,12 @@ impl GroupMember {
     /// The consumer: receive with it, store offsets on it.
     pub fn consumer(&self) -> &GroupConsumer {
         &self.consumer
+    }
+
+    /// How many rebalances have assigned partitions to this member so far: a service whose
+    /// state follows its partitions reads it again when this moves.
+    pub fn assignments(&self) -> u64 {
+        self.assignment.assignments.load(Ordering::SeqCst)
     }
 
     /// How long the member may hold no partitions before it rejoins (see [`rejoin_wait`]).

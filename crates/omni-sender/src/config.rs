@@ -28,6 +28,62 @@ pub struct SenderConfig {
     /// Email out through SMTP; without it an answer on an email conversation is a dead letter.
     #[serde(default)]
     pub email: Option<EmailConfig>,
+    /// Telegram bots by account (the `[gateway.webhooks.telegram]` account names); an answer on
+    /// a Telegram conversation of an account not listed is a dead letter.
+    #[serde(default)]
+    pub telegram: BTreeMap<String, TelegramConfig>,
+}
+
+/// `[sender.telegram.<account>]`: the bot that answers.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelegramConfig {
+    /// The bot's token from @BotFather (prefer `OMNI__SENDER__TELEGRAM__<ACCOUNT>__BOT_TOKEN`).
+    pub bot_token: String,
+    /// The Bot API's base URL; requests go to `<api_base_url>/bot<token>/<method>`.
+    #[serde(default = "telegram_api")]
+    pub api_base_url: String,
+    /// Seconds per request.
+    #[serde(default = "default_timeout")]
+    pub timeout_secs: u64,
+}
+
+fn telegram_api() -> String {
+    "https://api.telegram.org".to_owned()
+}
+
+fn default_timeout() -> u64 {
+    20
+}
+
+impl std::fmt::Debug for TelegramConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TelegramConfig")
+            .field("bot_token", &"<redacted>")
+            .field("api_base_url", &self.api_base_url)
+            .field("timeout_secs", &self.timeout_secs)
+            .finish()
+    }
+}
+
+impl Validate for TelegramConfig {
+    fn validate(&self, prefix: &str, problems: &mut Problems) {
+        problems.check(
+            self.bot_token.contains(':') && !self.bot_token.contains(['/', ' ']),
+            format!("{prefix}.bot_token"),
+            "is not a bot token (<bot id>:<secret>, from @BotFather)",
+        );
+        if reqwest::Url::parse(&self.api_base_url)
+            .map(|url| !url.scheme().starts_with("http"))
+            .unwrap_or(true)
+        {
+            problems.push(
+                format!("{prefix}.api_base_url"),
+                format!("`{}` is not an http(s) URL", self.api_base_url),
+            );
+        }
+        problems.check(self.timeout_secs >= 1, format!("{prefix}.timeout_secs"), "must be at least 1");
+    }
 }
 
 /// `[sender.email]`: one SMTP relay for every mailbox.
@@ -54,7 +110,7 @@ pub struct EmailConfig {
 impl std::fmt::Debug for EmailConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EmailConfig")
-            .field("smtp_url", &self.smtp_url)
+            .field("smtp_url", &redacted(&self.smtp_url))
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
             .field("timeout_secs", &self.timeout_secs)
@@ -82,13 +138,16 @@ impl Validate for SenderConfig {
         if let Some(email) = &self.email {
             email.validate(&format!("{prefix}.email"), problems);
         }
+        for (account, telegram) in &self.telegram {
+            telegram.validate(&format!("{prefix}.telegram.{account}"), problems);
+        }
     }
 }
 
 impl Validate for EmailConfig {
     fn validate(&self, prefix: &str, problems: &mut Problems) {
         if let Err(error) = lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::from_url(&self.smtp_url) {
-            problems.push(format!("{prefix}.smtp_url"), format!("`{}`: {error}", self.smtp_url));
+            problems.push(format!("{prefix}.smtp_url"), format!("`{}`: {error}", redacted(&self.smtp_url)));
         }
         problems.check(
             self.username.is_some() == self.password.is_some(),
@@ -112,6 +171,17 @@ impl Validate for EmailConfig {
     }
 }
 
+/// The URL without a password lettre would take from it (`smtp://user:password@host`).
+fn redacted(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) if rest.contains('@') => {
+            let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+            format!("{scheme}://<redacted>@{host}")
+        }
+        _ => url.to_owned(),
+    }
+}
+
 /// Everything the sender reads: `[kafka]` and `[sender]`.
 pub type SenderServiceConfig = KafkaService<SenderConfig>;
 
@@ -124,5 +194,29 @@ impl ServiceSection for SenderConfig {
 
     fn drain_timeout_secs(&self) -> u64 {
         self.drain_timeout_secs
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_password_in_the_smtp_url_is_never_shown() {
+        assert_eq!(
+            redacted("smtps://omni:s3cret@mail.example.com:465"),
+            "smtps://<redacted>@mail.example.com:465"
+        );
+        assert_eq!(redacted("smtp://127.0.0.1:2525"), "smtp://127.0.0.1:2525");
+        let config = EmailConfig {
+            smtp_url: "smtp://u:s3cret@h:25".into(),
+            username: None,
+            password: Some("other-secret".into()),
+            timeout_secs: 1,
+            message_id_domain: "omni.local".into(),
+            from: BTreeMap::new(),
+        };
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("s3cret") && !shown.contains("other-secret"), "{shown}");
     }
 }

@@ -49,8 +49,19 @@ impl EmailSender {
         let mail = email::build(address, outbound, from, &self.domain).map_err(|error| SendError::Refused(error.to_string()))?;
         match self.transport.send(mail).await {
             Ok(_) => Ok(email::message_id(&outbound.outbound_id, &self.domain)),
-            Err(error) if error.is_permanent() => Err(SendError::Refused(format!("the SMTP server refused the mail: {error}"))),
-            Err(error) => Err(SendError::Unavailable(format!("SMTP: {error}"))),
+            Err(error) if refuses_the_mail(&error) => Err(SendError::Refused(format!("the SMTP server refused the mail: {error}"))),
+            Err(error) => Err(SendError::Unavailable {
+                reason: format!("SMTP: {error}"),
+                retry_after: None,
+            }),
         }
     }
+}
+
+/// Whether an SMTP error is about this mail (a 5xx of the mail system: no such mailbox, message
+/// refused), which no retry changes. A permanent error about the session (530/535: our login
+/// refused, 5.x.x on connection) is the relay's or the operator's to fix: retried, not lost.
+fn refuses_the_mail(error: &lettre::transport::smtp::Error) -> bool {
+    use lettre::transport::smtp::response::Category;
+    error.is_permanent() && error.status().is_some_and(|code| code.category == Category::MailSystem)
 }

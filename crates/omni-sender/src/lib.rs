@@ -17,6 +17,7 @@
 mod config;
 mod email;
 mod state;
+mod telegram;
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -39,10 +40,34 @@ pub use config::{EmailConfig, SenderConfig, SenderServiceConfig};
 /// Why a provider did not take a message.
 #[derive(Debug)]
 pub enum SendError {
-    /// For good (SMTP 5xx, no address): a dead letter.
+    /// For good (the recipient refused, no address): a dead letter.
     Refused(String),
-    /// Not now (unreachable, 4xx): retried with backoff.
-    Unavailable(String),
+    /// Not now (unreachable, 4xx or 429, the relay refusing our login): tried again.
+    Unavailable {
+        /// What went wrong.
+        reason: String,
+        /// The provider's own delay, when it gave one.
+        retry_after: Option<Duration>,
+    },
+}
+
+/// Between two tries of an unavailable provider, unless it says otherwise.
+const RETRY_DELAY: Duration = Duration::from_secs(2);
+/// At most, whatever the provider says.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(300);
+
+/// What waiting for a conversation's reply address gave.
+enum Waited {
+    Found(Box<ReplyAddress>),
+    TimedOut,
+    Stopped,
+}
+
+/// Whether an answer whose send was cut by a crash is sent again: only email, whose copies the
+/// customer's client collapses by Message-ID. Chat APIs take no idempotency key and cannot be
+/// asked, so a second send could be a second message (at-most-once there).
+fn resend_after_crash(channel: Channel) -> bool {
+    channel == Channel::Email
 }
 
 /// Answers queued behind the one in hand, at most.
@@ -54,15 +79,9 @@ pub async fn run(config: SenderServiceConfig, context: ServiceContext) -> anyhow
     context.readiness.register("kafka");
     context.readiness.register("pipeline");
     topics::ensure_topics_until_ready(&config.kafka, &client_id, &context).await?;
-    let email = config
-        .service
-        .email
-        .as_ref()
-        .map(email::EmailSender::new)
-        .transpose()?
-        .map(Arc::new);
+    let channels = Channels::new(&config.service)?;
     omni_kafka::supervise(&context, "pipeline", || async {
-        run_pipeline(&config, &client_id, &context, email.clone())
+        run_pipeline(&config, &client_id, &context, channels.clone())
             .await
             .map_err(|error| match error {
                 PipelineError::Fatal(reason) => omni_kafka::Stopped::Fatal(reason),
@@ -93,6 +112,22 @@ enum Outcome {
     Stopped,
 }
 
+/// The provider clients, one per channel the sender can answer on.
+#[derive(Clone)]
+struct Channels {
+    email: Option<Arc<email::EmailSender>>,
+    telegram: Arc<telegram::TelegramSender>,
+}
+
+impl Channels {
+    fn new(config: &SenderConfig) -> anyhow::Result<Self> {
+        Ok(Self {
+            email: config.email.as_ref().map(email::EmailSender::new).transpose()?.map(Arc::new),
+            telegram: Arc::new(telegram::TelegramSender::new(&config.telegram)?),
+        })
+    }
+}
+
 /// What every outbound record's handling shares.
 #[derive(Clone)]
 struct Worker {
@@ -102,7 +137,7 @@ struct Worker {
     memory: Arc<Mutex<state::Memory>>,
     /// Wakes answers waiting for their conversation.
     learned: Arc<tokio::sync::Notify>,
-    email: Option<Arc<email::EmailSender>>,
+    channels: Channels,
     conversation_wait: Duration,
     shutdown: CancellationToken,
 }
@@ -111,7 +146,7 @@ async fn run_pipeline(
     config: &SenderServiceConfig,
     client_id: &str,
     context: &ServiceContext,
-    email: Option<Arc<email::EmailSender>>,
+    channels: Channels,
 ) -> Result<(), PipelineError> {
     let fatal = |what: &str, error: rdkafka::error::KafkaError| PipelineError::Fatal(format!("cannot create {what}: {error}"));
     let producer = Producer::new(&config.kafka, client_id).map_err(|e| fatal("producer", e))?;
@@ -137,12 +172,12 @@ async fn run_pipeline(
         source,
         memory: Arc::new(Mutex::new(memory)),
         learned: Arc::new(tokio::sync::Notify::new()),
-        email,
+        channels,
         conversation_wait: Duration::from_secs(config.service.conversation_wait_secs),
         shutdown: context.shutdown.clone(),
     };
     context.readiness.ready("pipeline");
-    let result = pump(&member, &worker, context).await;
+    let result = pump(&member, &worker, context, || state::restore(config, client_id)).await;
     // Dropping the consumer closes it, which commits the offsets stored so far (and only those).
     drop(member);
     result
@@ -151,11 +186,24 @@ async fn run_pipeline(
 type InHand = BoxFuture<'static, (OwnedMessage, Result<Outcome, ProduceError>)>;
 
 /// Receives both topics: conversation events update the reply addresses at once; answers are
-/// handled one at a time, in order, the others queued behind.
-async fn pump(member: &GroupMember, worker: &Worker, context: &ServiceContext) -> Result<(), PipelineError> {
+/// handled one at a time, in order, the others queued behind (the answers' partitions paused
+/// while the queue is full, never the conversations', which an answer may be waiting for).
+/// Whenever partitions were assigned, the state is read again before the next record: another
+/// replica may have written it for them.
+async fn pump<R, Fut>(member: &GroupMember, worker: &Worker, context: &ServiceContext, restore: R) -> Result<(), PipelineError>
+where
+    R: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<state::Memory, omni_kafka::state::StateError>>,
+{
     let mut queue: VecDeque<OwnedMessage> = VecDeque::new();
     let mut in_hand: Option<InHand> = None;
+    let mut assignments = 0;
+    let mut paused = false;
     loop {
+        if paused != (queue.len() >= QUEUE_BOUND) {
+            paused = !paused;
+            pause_answers(member.consumer(), paused);
+        }
         tokio::select! {
             biased;
             Some((message, outcome)) = OptionFuture::from(in_hand.as_mut()), if in_hand.is_some() => {
@@ -168,9 +216,13 @@ async fn pump(member: &GroupMember, worker: &Worker, context: &ServiceContext) -
             stall = member.stalled() => {
                 member.rejoin(stall).map_err(|error| PipelineError::Fatal(format!("cannot subscribe again: {error}")))?;
             }
-            received = member.consumer().recv(), if queue.len() < QUEUE_BOUND && !context.shutdown.is_cancelled() => match received {
+            received = member.consumer().recv(), if !context.shutdown.is_cancelled() => match received {
                 Ok(message) => {
                     let message = message.detach();
+                    if member.assignments() != assignments {
+                        assignments = member.assignments();
+                        *worker.memory.lock().expect("sender memory") = restore().await?;
+                    }
                     if message.topic() == topics::CONVERSATIONS {
                         worker.learn(&message).await?;
                         consumer::store_next(member.consumer(), message.topic(), message.partition(), message.offset());
@@ -189,6 +241,25 @@ async fn pump(member: &GroupMember, worker: &Worker, context: &ServiceContext) -
             },
         }
     }
+}
+
+/// Pauses (or resumes) fetching the answers' partitions this replica holds.
+fn pause_answers(consumer: &GroupConsumer, pause: bool) {
+    use rdkafka::consumer::Consumer as _;
+    let Ok(assigned) = consumer.assignment() else { return };
+    let mut answers = rdkafka::TopicPartitionList::new();
+    for element in assigned.elements().iter().filter(|e| e.topic() == topics::OUTBOUND) {
+        answers.add_partition(element.topic(), element.partition());
+    }
+    let result = if pause {
+        consumer.pause(&answers)
+    } else {
+        consumer.resume(&answers)
+    };
+    if let Err(error) = result {
+        tracing::warn!(%error, pause, "cannot pause or resume the answers' partitions");
+    }
+    tracing::debug!(pause, queued = QUEUE_BOUND, "answers' partitions paused or resumed");
 }
 
 /// Stores the answer's offset once handled; `false` when it was not (shutdown).
@@ -270,22 +341,34 @@ impl Worker {
         };
         let id = outbound.outbound_id.clone();
         let before = self.memory.lock().expect("sender memory").outbox.get(&id).map(|e| e.status());
-        match before {
-            Some(Status::Sent | Status::Failed) => {
-                tracing::debug!(outbound_id = %id, "already handled; skipped");
-                return Ok(Outcome::Duplicate);
-            }
-            Some(Status::Pending) => tracing::warn!(outbound_id = %id, "the sender stopped during this send; sending again"),
-            _ => {}
+        // A FAILED one is handled again: that is a dead letter replayed after a fix.
+        if before == Some(Status::Sent) {
+            tracing::debug!(outbound_id = %id, "already sent; skipped");
+            return Ok(Outcome::Duplicate);
         }
-        let Some(address) = self.address_of(&outbound.conversation_id).await else {
-            let reason = format!(
-                "no customer message of conversation {} reached the sender within {}s",
-                outbound.conversation_id,
-                self.conversation_wait.as_secs()
-            );
-            return self.fail(message, &id, &reason).await;
+        let address = match self.address_of(&outbound.conversation_id).await {
+            Waited::Found(address) => *address,
+            Waited::Stopped => return Ok(Outcome::Stopped),
+            Waited::TimedOut => {
+                let reason = format!(
+                    "no customer message of conversation {} reached the sender within {}s",
+                    outbound.conversation_id,
+                    self.conversation_wait.as_secs()
+                );
+                return self.fail(message, &id, &reason).await;
+            }
         };
+        if before == Some(Status::Pending) {
+            if !resend_after_crash(address.channel()) {
+                let reason = format!(
+                    "may not have reached the customer on {}: the sender stopped during the call, and {} cannot be asked; not sent again",
+                    channel_name(address.channel()),
+                    channel_name(address.channel())
+                );
+                return self.fail(message, &id, &reason).await;
+            }
+            tracing::warn!(outbound_id = %id, "the sender stopped during this send; sending again (same Message-ID)");
+        }
         self.write_outbox(&id, Status::Pending, "", "").await?;
         loop {
             match self.send(&address, &outbound).await {
@@ -296,10 +379,11 @@ impl Worker {
                     return Ok(Outcome::Sent);
                 }
                 Err(SendError::Refused(reason)) => return self.fail(message, &id, &reason).await,
-                Err(SendError::Unavailable(reason)) => {
-                    tracing::warn!(outbound_id = %id, %reason, "provider unavailable; trying again");
+                Err(SendError::Unavailable { reason, retry_after }) => {
+                    let delay = retry_after.unwrap_or(RETRY_DELAY).min(MAX_RETRY_DELAY);
+                    tracing::warn!(outbound_id = %id, %reason, retry_in_ms = delay.as_millis() as u64, "provider unavailable; trying again");
                     tokio::select! {
-                        () = tokio::time::sleep(Duration::from_secs(2)) => {}
+                        () = tokio::time::sleep(delay) => {}
                         () = self.shutdown.cancelled() => return Ok(Outcome::Stopped),
                     }
                 }
@@ -308,25 +392,28 @@ impl Worker {
     }
 
     /// The conversation's reply address, waiting for it up to `conversation_wait`.
-    async fn address_of(&self, conversation_id: &str) -> Option<ReplyAddress> {
+    async fn address_of(&self, conversation_id: &str) -> Waited {
         let deadline = tokio::time::Instant::now() + self.conversation_wait;
         loop {
             let learned = self.learned.notified();
             if let Some(address) = self.memory.lock().expect("sender memory").addresses.get(conversation_id) {
-                return Some(address.clone());
+                return Waited::Found(Box::new(address.clone()));
             }
-            if tokio::time::timeout_at(deadline, learned).await.is_err() {
-                return None;
+            tokio::select! {
+                () = learned => {}
+                () = tokio::time::sleep_until(deadline) => return Waited::TimedOut,
+                () = self.shutdown.cancelled() => return Waited::Stopped,
             }
         }
     }
 
     async fn send(&self, address: &ReplyAddress, outbound: &OutboundMessage) -> Result<String, SendError> {
         match address.channel() {
-            Channel::Email => match &self.email {
+            Channel::Email => match &self.channels.email {
                 Some(email) => email.send(address, outbound).await,
                 None => Err(SendError::Refused("email answers need [sender.email]".into())),
             },
+            Channel::Telegram => self.channels.telegram.send(address, outbound).await,
             other => Err(SendError::Refused(format!("answers on {} are not sent yet", channel_name(other)))),
         }
     }
@@ -337,11 +424,12 @@ impl Worker {
         Ok(())
     }
 
-    /// Refused for good: `FAILED` in the outbox and a dead letter with the reason.
+    /// Refused for good: a dead letter with the reason, then `FAILED` in the outbox.
     async fn fail(&self, message: &OwnedMessage, id: &str, reason: &str) -> Result<Outcome, ProduceError> {
         tracing::warn!(outbound_id = %id, %reason, "answer not delivered");
+        let outcome = self.refuse(message, Fault::External, reason, id).await?;
         self.write_outbox(id, Status::Failed, "", reason).await?;
-        self.refuse(message, Fault::External, reason, id).await
+        Ok(outcome)
     }
 
     async fn refuse(&self, message: &OwnedMessage, fault: Fault, reason: &str, id: &str) -> Result<Outcome, ProduceError> {
