@@ -559,8 +559,19 @@ impl Rt {
     /// The text/plain contents the customer's messages left on the ticket (the Create and
     /// Correspond transactions, not RT's own autoreplies), oldest first.
     pub async fn texts(&self, ticket: &str) -> anyhow::Result<Vec<String>> {
-        let mut transactions = self.transactions(ticket, "Create").await?;
-        transactions.extend(self.transactions(ticket, "Correspond").await?);
+        self.texts_of(ticket, &["Create", "Correspond"]).await
+    }
+
+    /// The text/plain contents of the ticket's internal comments, oldest first.
+    pub async fn comments(&self, ticket: &str) -> anyhow::Result<Vec<String>> {
+        self.texts_of(ticket, &["Comment"]).await
+    }
+
+    async fn texts_of(&self, ticket: &str, kinds: &[&str]) -> anyhow::Result<Vec<String>> {
+        let mut transactions = Vec::new();
+        for kind in kinds {
+            transactions.extend(self.transactions(ticket, kind).await?);
+        }
         let params = [("fields", "Content,ContentType,TransactionId"), ("orderby", "id")];
         let items = self.all_pages(&format!("/ticket/{ticket}/attachments"), &params).await?;
         let mut texts = Vec::new();

@@ -3,7 +3,8 @@
 //! `POST /bot<token>/sendMessage`, `Content-Type: application/json`, a JSON object with
 //! `chat_id` (integer or string) and a non-empty `text` of at most 4096 characters, and
 //! `reply_parameters.message_id` an integer when present. It answers as Telegram does
-//! (`{"ok": true, "result": Message}`), and can answer 429 with `parameters.retry_after` first.
+//! (`{"ok": true, "result": Message}`), and can answer 429 with `parameters.retry_after` first,
+//! or 403 as for a user who blocked the bot.
 
 use std::sync::{Arc, Mutex};
 
@@ -29,6 +30,8 @@ struct Inner {
     calls: Vec<Call>,
     /// 429s still to answer before accepting.
     rate_limited: u32,
+    /// 403s ("bot was blocked by the user") still to answer.
+    blocked: u32,
     next_message_id: i64,
 }
 
@@ -61,6 +64,11 @@ impl TelegramApi {
     /// Answers the next `count` calls with 429 Too Many Requests, `retry_after` 1 s.
     pub fn rate_limit_next(&self, count: u32) {
         self.inner.lock().unwrap().rate_limited = count;
+    }
+
+    /// Answers the next `count` valid calls with 403: the customer blocked the bot.
+    pub fn block_next(&self, count: u32) {
+        self.inner.lock().unwrap().blocked = count;
     }
 
     /// Every call so far.
@@ -110,6 +118,12 @@ async fn call(
         (
             StatusCode::BAD_REQUEST,
             json!({"ok": false, "error_code": 400, "description": format!("Bad Request: {}", wrong.join("; "))}),
+        )
+    } else if inner.blocked > 0 {
+        inner.blocked -= 1;
+        (
+            StatusCode::FORBIDDEN,
+            json!({"ok": false, "error_code": 403, "description": "Forbidden: bot was blocked by the user"}),
         )
     } else if inner.rate_limited > 0 {
         inner.rate_limited -= 1;

@@ -198,7 +198,7 @@ async fn a_sender_killed_again_and_again_loses_no_answer_and_keeps_their_order()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_telegram_customer_gets_the_answer_in_their_chat_once_through_a_429() -> anyhow::Result<()> {
+async fn a_telegram_customer_gets_the_answer_once_through_429s_and_a_refusal_is_noted_on_the_ticket() -> anyhow::Result<()> {
     let _serial = serial().await;
     let token = "123456:omni-test-token";
     let (telegram, api_url) = TelegramApi::start(token).await?;
@@ -257,5 +257,26 @@ async fn a_telegram_customer_gets_the_answer_in_their_chat_once_through_a_429() 
     assert_eq!(sent["chat_id"], chat);
     assert_eq!(sent["text"], "Merhaba Ayşe, siparişiniz yarın teslim edilecek.");
     assert_eq!(sent["reply_parameters"]["message_id"], 1365, "a reply to the customer's message");
+
+    // The customer blocks the bot: the next answer is refused, and the agent reads why on the
+    // ticket, as an internal note (never mailed to anyone), once.
+    telegram.block_next(1);
+    rt.answer(&ticket, "Kargo takip numaranız TR123.").await?;
+    eventually("the refusal noted on the ticket", TIMEOUT, || async {
+        Ok(rt
+            .comments(&ticket)
+            .await?
+            .iter()
+            .any(|c| c.contains("bot was blocked by the user")))
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let comments = rt.comments(&ticket).await?;
+    assert_eq!(comments.len(), 1, "{comments:?}");
+    assert!(
+        comments[0].starts_with("omni: this answer was not delivered to the customer on telegram"),
+        "{comments:?}"
+    );
+    assert_eq!(telegram.calls().len(), 4, "the refused answer was not tried again");
     Ok(())
 }

@@ -355,7 +355,7 @@ impl Worker {
                     outbound.conversation_id,
                     self.conversation_wait.as_secs()
                 );
-                return self.fail(message, &id, &reason).await;
+                return self.fail(message, &outbound, Channel::Unspecified, &reason).await;
             }
         };
         if before == Some(Status::Pending) {
@@ -365,7 +365,7 @@ impl Worker {
                     channel_name(address.channel()),
                     channel_name(address.channel())
                 );
-                return self.fail(message, &id, &reason).await;
+                return self.fail(message, &outbound, address.channel(), &reason).await;
             }
             tracing::warn!(outbound_id = %id, "the sender stopped during this send; sending again (same Message-ID)");
         }
@@ -378,7 +378,7 @@ impl Worker {
                     tracing::info!(outbound_id = %id, channel = ?address.channel(), provider_message_id = %provider_id, "answer sent");
                     return Ok(Outcome::Sent);
                 }
-                Err(SendError::Refused(reason)) => return self.fail(message, &id, &reason).await,
+                Err(SendError::Refused(reason)) => return self.fail(message, &outbound, address.channel(), &reason).await,
                 Err(SendError::Unavailable { reason, retry_after }) => {
                     let delay = retry_after.unwrap_or(RETRY_DELAY).min(MAX_RETRY_DELAY);
                     tracing::warn!(outbound_id = %id, %reason, retry_in_ms = delay.as_millis() as u64, "provider unavailable; trying again");
@@ -424,12 +424,45 @@ impl Worker {
         Ok(())
     }
 
-    /// Refused for good: a dead letter with the reason, then `FAILED` in the outbox.
-    async fn fail(&self, message: &OwnedMessage, id: &str, reason: &str) -> Result<Outcome, ProduceError> {
+    /// Refused for good: a dead letter with the reason, a note for the agent on the ticket, then
+    /// `FAILED` in the outbox.
+    async fn fail(
+        &self,
+        message: &OwnedMessage,
+        outbound: &OutboundMessage,
+        channel: Channel,
+        reason: &str,
+    ) -> Result<Outcome, ProduceError> {
+        let id = &outbound.outbound_id;
         tracing::warn!(outbound_id = %id, %reason, "answer not delivered");
         let outcome = self.refuse(message, Fault::External, reason, id).await?;
+        self.note_on_ticket(outbound, channel, reason).await?;
         self.write_outbox(id, Status::Failed, "", reason).await?;
         Ok(outcome)
+    }
+
+    /// Tells the agent on the ticket: an outbound event on the conversation, which the router
+    /// logs on the conversation's ticket as an internal note (`answered_calls`: what the team
+    /// wrote itself never opens a ticket, and every helpdesk keeps it private).
+    async fn note_on_ticket(&self, outbound: &OutboundMessage, channel: Channel, reason: &str) -> Result<(), ProduceError> {
+        let event = failure_note(outbound, channel, reason);
+        let headers = omni_kafka::CloudEvent {
+            id: &event.event_id,
+            kind: "omni.v1.ConversationEvent",
+            source: &self.source,
+            subject: Some(&event.conversation_id),
+            time: SystemTime::now(),
+        }
+        .to_headers();
+        self.producer
+            .send(
+                topics::CONVERSATIONS,
+                event.conversation_id.as_bytes(),
+                &event.encode_to_vec(),
+                headers,
+            )
+            .await
+            .map(|_| ())
     }
 
     async fn refuse(&self, message: &OwnedMessage, fault: Fault, reason: &str, id: &str) -> Result<Outcome, ProduceError> {
@@ -437,6 +470,37 @@ impl Worker {
             .send(message, fault, reason, id)
             .await
             .map(|()| Outcome::DeadLettered)
+    }
+}
+
+/// The note for the agent on a ticket whose answer did not reach the customer; its event id is
+/// the outbound id's, so a failure handled twice is one note.
+fn failure_note(outbound: &OutboundMessage, channel: Channel, reason: &str) -> ConversationEvent {
+    let on = match channel {
+        Channel::Unspecified => String::new(),
+        channel => format!(" on {}", channel_name(channel)),
+    };
+    let text = format!("omni: this answer was not delivered to the customer{on}: {reason}.");
+    ConversationEvent {
+        event_id: format!("sender-failure-{}", outbound.outbound_id),
+        conversation_id: outbound.conversation_id.clone(),
+        channel: channel as i32,
+        direction: Direction::Outbound as i32,
+        participants: vec![omni_proto::v1::Participant {
+            role: Role::System as i32,
+            display_name: "omni".into(),
+            identifiers: Vec::new(),
+        }],
+        body: Some(omni_proto::v1::Body {
+            new_text: text.clone(),
+            text,
+            html: String::new(),
+        }),
+        tags: vec!["omni-delivery-failure".into()],
+        occurred_at: Some(SystemTime::now().into()),
+        received_at: Some(SystemTime::now().into()),
+        normalized_at: Some(SystemTime::now().into()),
+        ..Default::default()
     }
 }
 
@@ -501,6 +565,29 @@ mod tests {
         let mut no_provider = event(Direction::Inbound, &[]);
         no_provider.provider = None;
         assert_eq!(reply_address(&no_provider), None);
+    }
+
+    #[test]
+    fn a_failure_is_one_internal_note_on_the_conversation() {
+        let outbound = OutboundMessage {
+            outbound_id: "ab12".into(),
+            conversation_id: "c9".into(),
+            ..Default::default()
+        };
+        let note = failure_note(
+            &outbound,
+            Channel::Telegram,
+            "Telegram refused the message (403): Forbidden: bot was blocked by the user",
+        );
+        assert_eq!(note.event_id, "sender-failure-ab12");
+        assert_eq!(note.conversation_id, "c9");
+        assert_eq!(note.direction(), Direction::Outbound);
+        assert_eq!(
+            note.body.unwrap().text,
+            "omni: this answer was not delivered to the customer on telegram: Telegram refused the message (403): Forbidden: bot was blocked by the user."
+        );
+        // The sender's own note never becomes where answers go.
+        assert_eq!(reply_address(&failure_note(&outbound, Channel::Email, "x")), None);
     }
 
     #[test]
