@@ -281,48 +281,71 @@ impl ReplyPoller for RtReplies {
         };
         for transaction in &transactions {
             let Some(id) = transaction["id"].as_str() else { continue };
-            let ticket_id = transaction["ObjectId"].as_str().unwrap_or_default();
-            let creator = transaction["Creator"]["id"].as_u64();
-            match (tickets.get(ticket_id), creator) {
-                (Some(_), _) if records_an_event(transaction) => {
-                    // omni's own correspondence written under another account: never echoed back.
-                    tracing::warn!(
-                        transaction = id,
-                        "correspondence carrying an omni Event skipped: is the router writing as an agent?"
-                    );
-                }
-                (Some(_), None) => tracing::warn!(transaction = id, "correspondence without a creator skipped"),
-                (None, _) => tracing::debug!(transaction = id, ticket = ticket_id, "not an omni ticket (or not visible to omni)"),
-                (Some(ticket), Some(creator)) => {
-                    let agent = self.agent(creator).await?;
-                    if agent.privileged {
-                        let written_at = transaction["Created"]
-                            .as_str()
-                            .and_then(|t| prost_types::Timestamp::from_str(t).ok());
-                        let Some(body) = self.body(id).await? else {
-                            if is_recent(written_at) {
-                                break; // its body is not stored yet: look again at the next poll
-                            }
-                            tracing::warn!(transaction = id, ticket = ticket_id, "answer without a text part skipped");
-                            polled.cursor = id.to_owned();
-                            continue;
-                        };
-                        polled.replies.push(AgentReply {
-                            comment_id: id.to_owned(),
-                            conversation_id: ticket.conversation_id.clone(),
-                            ticket: self.rt.ticket_ref(ticket_id),
-                            subject: ticket.subject.clone(),
-                            ticket_reference: self.reference(ticket_id),
-                            agent: agent.participant,
-                            body,
-                            written_at,
-                        });
-                    }
-                }
+            match self.step(transaction, id, &tickets).await? {
+                Step::Take(reply) => polled.replies.push(*reply),
+                Step::Skip => {}
+                // Its body is not stored yet: this poll ends before it, the next looks again.
+                Step::Wait => break,
             }
             polled.cursor = id.to_owned();
         }
         Ok(polled)
+    }
+}
+
+/// What one correspondence transaction is to reply intake.
+enum Step {
+    /// An agent's public answer.
+    Take(Box<AgentReply>),
+    /// Not an answer to send (not an omni ticket, not an agent, omni's own write).
+    Skip,
+    /// An answer whose body RT has not stored yet.
+    Wait,
+}
+
+impl RtReplies {
+    async fn step(&self, transaction: &Value, id: &str, tickets: &BTreeMap<String, OmniTicket>) -> Result<Step, HelpdeskError> {
+        let ticket_id = transaction["ObjectId"].as_str().unwrap_or_default();
+        let Some(ticket) = tickets.get(ticket_id) else {
+            tracing::debug!(transaction = id, ticket = ticket_id, "not an omni ticket (or not visible to omni)");
+            return Ok(Step::Skip);
+        };
+        if records_an_event(transaction) {
+            // omni's own correspondence written under another account: never echoed back.
+            tracing::warn!(
+                transaction = id,
+                "correspondence carrying an omni Event skipped: is the router writing as an agent?"
+            );
+            return Ok(Step::Skip);
+        }
+        let Some(creator) = transaction["Creator"]["id"].as_u64() else {
+            tracing::warn!(transaction = id, "correspondence without a creator skipped");
+            return Ok(Step::Skip);
+        };
+        let agent = self.agent(creator).await?;
+        if !agent.privileged {
+            return Ok(Step::Skip); // a requestor who mailed RT directly
+        }
+        let written_at = transaction["Created"]
+            .as_str()
+            .and_then(|t| prost_types::Timestamp::from_str(t).ok());
+        let Some(body) = self.body(id).await? else {
+            if is_recent(written_at) {
+                return Ok(Step::Wait);
+            }
+            tracing::warn!(transaction = id, ticket = ticket_id, "answer without a text part skipped");
+            return Ok(Step::Skip);
+        };
+        Ok(Step::Take(Box::new(AgentReply {
+            comment_id: id.to_owned(),
+            conversation_id: ticket.conversation_id.clone(),
+            ticket: self.rt.ticket_ref(ticket_id),
+            subject: ticket.subject.clone(),
+            ticket_reference: self.reference(ticket_id),
+            agent: agent.participant,
+            body,
+            written_at,
+        })))
     }
 }
 
@@ -380,6 +403,101 @@ mod tests {
     fn no_text_part_is_no_body() {
         assert_eq!(pick_body(&[json!({"ContentType": "multipart/mixed", "Content": ""})]), None);
         assert_eq!(pick_body(&[]), None);
+    }
+
+    /// A REST2 stand-in with transactions 11-15 after cursor 10, each a case of its own; the
+    /// shapes are those probed on RT 5.0.3 (docs/notes/rt-reply-intake.md).
+    async fn rt_stub() -> String {
+        use axum::extract::{Path, Query};
+        use axum::routing::get;
+        let old = "2026-12-01T10:00:00Z";
+        let now = prost_types::Timestamp::from(SystemTime::now()).to_string();
+        let transactions = json!({"count": 5, "items": [
+            {"id": "11", "ObjectId": "1", "Type": "Correspond", "Created": old, "Creator": {"id": 14}, "CustomFields": [{"name": "omni Event", "values": []}]},
+            {"id": "12", "ObjectId": "2", "Type": "Correspond", "Created": old, "Creator": {"id": 14}, "CustomFields": []},
+            {"id": "13", "ObjectId": "1", "Type": "Correspond", "Created": old, "Creator": {"id": 40}, "CustomFields": []},
+            {"id": "14", "ObjectId": "1", "Type": "Correspond", "Created": old, "Creator": {"id": 14}, "CustomFields": [{"name": "omni Event", "values": ["e-7"]}]},
+            {"id": "15", "ObjectId": "1", "Type": "Correspond", "Created": now, "Creator": {"id": 14}, "CustomFields": []},
+        ]});
+        let app = axum::Router::new()
+            .route("/REST/2.0/user/{user}", get(|Path(user): Path<String>| async move {
+                axum::Json(match user.as_str() {
+                    "omni" => json!({"id": 27, "Name": "omni", "Privileged": 1}),
+                    "14" => json!({"id": 14, "Name": "root", "RealName": "Deniz Agent", "EmailAddress": "deniz@shop.example", "Privileged": 1}),
+                    _ => json!({"id": 40, "Name": "jan@example.nl", "Privileged": 0}),
+                })
+            }))
+            .route("/REST/2.0/transactions", get(move |Query(q): Query<std::collections::HashMap<String, String>>| {
+                let transactions = transactions.clone();
+                async move {
+                    let query = &q["query"];
+                    if query == "ObjectType = 'RT::Ticket'" {
+                        return axum::Json(json!({"count": 1, "items": [{"id": "99"}]}));
+                    }
+                    assert!(query.contains("Type = 'Correspond'") && query.contains("Creator != 27") && query.contains("id > 10"), "{query}");
+                    axum::Json(transactions)
+                }
+            }))
+            .route("/REST/2.0/tickets", get(|Query(q): Query<std::collections::HashMap<String, String>>| async move {
+                assert!(q["query"].starts_with("'CF.{omni Conversation}' IS NOT NULL AND (id = 1 OR id = 2"), "{}", q["query"]);
+                axum::Json(json!({"items": [{"id": "1", "Subject": "Siparişim nerede?", "CustomFields": [{"name": "omni Conversation", "values": ["c-1"]}]}]}))
+            }))
+            .route("/REST/2.0/transaction/{id}/attachments", get(|Path(id): Path<String>| async move {
+                axum::Json(match id.as_str() {
+                    "11" => json!({"items": [{"ContentType": "text/plain", "Filename": "", "Content": "Kargonuz yolda."}]}),
+                    _ => json!({"items": []}),
+                })
+            }));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        url
+    }
+
+    fn poller(base_url: String) -> RtReplies {
+        RtReplies::new(
+            RequestTracker::new(super::super::RequestTrackerConfig {
+                base_url,
+                username: Some("omni".into()),
+                password: Some("omni-local".into()),
+                token: None,
+                api_user: None,
+                queue: "General".into(),
+                timeout_secs: 5,
+                subject_tag: "omni-local".into(),
+            })
+            .unwrap(),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_poll_takes_agents_answers_on_omni_tickets_and_stops_before_one_without_its_body() {
+        let rt = poller(rt_stub().await);
+        let polled = rt.poll(Some("10")).await.unwrap();
+        // 11: taken. 12: not an omni ticket. 13: a requestor. 14: omni's own write. 15: too
+        // young to be without a body: the cursor stays before it.
+        assert_eq!(polled.cursor, "14");
+        assert_eq!(polled.replies.len(), 1, "{:?}", polled.replies);
+        let reply = &polled.replies[0];
+        assert_eq!((reply.comment_id.as_str(), reply.conversation_id.as_str()), ("11", "c-1"));
+        assert_eq!(reply.body.text, "Kargonuz yolda.");
+        assert_eq!(reply.ticket_reference, "[omni-local #1]");
+        assert_eq!(reply.subject, "Siparişim nerede?");
+        assert_eq!(reply.agent.display_name, "Deniz Agent");
+        assert_eq!(reply.agent.role, Role::Agent as i32);
+    }
+
+    #[tokio::test]
+    async fn a_first_poll_starts_from_now_and_a_bad_cursor_is_refused() {
+        let rt = poller(rt_stub().await);
+        assert_eq!(
+            rt.poll(None).await.unwrap(),
+            Polled {
+                replies: Vec::new(),
+                cursor: "99".into()
+            }
+        );
+        assert!(matches!(rt.poll(Some("not-a-number")).await, Err(HelpdeskError::Misconfigured(_))));
     }
 
     #[test]
