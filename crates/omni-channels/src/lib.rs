@@ -21,6 +21,7 @@ pub mod instagram;
 pub mod kit;
 pub mod messenger;
 pub mod meta;
+pub mod outbound;
 pub mod slack;
 pub mod telegram;
 pub mod twilio;

@@ -15,26 +15,10 @@ use std::time::Duration;
 use omni_proto::v1::{OutboundMessage, ReplyAddress};
 use serde_json::{Value, json};
 
+pub use crate::outbound::{Refusal, Request};
+
 /// The longest text `sendMessage` takes, in characters (after entity parsing; omni sends plain text).
 pub const MAX_TEXT_CHARS: usize = 4096;
-
-/// One HTTP request to the Bot API.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Request {
-    /// `https://api.telegram.org/bot<token>/sendMessage`, under the account's base URL.
-    pub url: String,
-    /// The JSON body.
-    pub body: Value,
-}
-
-/// Why Telegram did not take a message.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Refusal {
-    /// For good (400 chat not found, 403 bot blocked by the user, a text too long).
-    Refused(String),
-    /// Not now: 429 (with Telegram's `retry_after`) or 5xx.
-    Later(Option<Duration>, String),
-}
 
 /// The `sendMessage` request for `outbound` to the chat of `address`.
 pub fn send_message(api_base_url: &str, bot_token: &str, address: &ReplyAddress, outbound: &OutboundMessage) -> Result<Request, Refusal> {
@@ -42,15 +26,7 @@ pub fn send_message(api_base_url: &str, bot_token: &str, address: &ReplyAddress,
     if provider.reply_to.is_empty() {
         return Err(Refusal::Refused("the conversation names no Telegram chat to answer in".into()));
     }
-    let text = outbound.body.as_ref().map(|b| b.text.trim()).unwrap_or_default();
-    if text.is_empty() {
-        return Err(Refusal::Refused("the answer has no text".into()));
-    }
-    if text.chars().count() > MAX_TEXT_CHARS {
-        return Err(Refusal::Refused(format!(
-            "the answer is longer than Telegram's {MAX_TEXT_CHARS} characters"
-        )));
-    }
+    let text = crate::outbound::answer_text(outbound, "Telegram", MAX_TEXT_CHARS)?;
     let chat_id: Value = provider
         .reply_to
         .parse::<i64>()
@@ -63,6 +39,7 @@ pub fn send_message(api_base_url: &str, bot_token: &str, address: &ReplyAddress,
     }
     Ok(Request {
         url: format!("{}/bot{bot_token}/sendMessage", api_base_url.trim_end_matches('/')),
+        bearer: None,
         body,
     })
 }

@@ -1,0 +1,53 @@
+//! What every channel's way back shares: the one HTTP request that sends an answer through a
+//! provider's API, and how a provider says no. Each channel folder's `send.rs` builds the request
+//! and reads the answer (pure, tested without a server); the sender service does the HTTP.
+
+use std::time::Duration;
+
+use omni_proto::v1::OutboundMessage;
+use serde_json::Value;
+
+/// One HTTP POST with a JSON body to a provider's send API.
+#[derive(Clone, PartialEq)]
+pub struct Request {
+    /// The endpoint, under the account's `api_base_url`.
+    pub url: String,
+    /// A bearer token for `Authorization`, when the API takes one (never logged).
+    pub bearer: Option<String>,
+    /// The JSON body.
+    pub body: Value,
+}
+
+impl std::fmt::Debug for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Request")
+            .field("url", &"<may carry a token>")
+            .field("bearer", &self.bearer.as_ref().map(|_| "<redacted>"))
+            .field("body", &self.body)
+            .finish()
+    }
+}
+
+/// Why a provider did not take a message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// For good (no such chat, the user blocked the bot, outside the messaging window): a dead
+    /// letter and a note for the agent.
+    Refused(String),
+    /// Not now (rate limited, 5xx): tried again after the provider's delay, when it gave one.
+    Later(Option<Duration>, String),
+}
+
+/// The answer's text, trimmed; refused when there is none or it is longer than `max_chars`.
+pub fn answer_text<'a>(outbound: &'a OutboundMessage, provider: &str, max_chars: usize) -> Result<&'a str, Refusal> {
+    let text = outbound.body.as_ref().map(|b| b.text.trim()).unwrap_or_default();
+    if text.is_empty() {
+        return Err(Refusal::Refused("the answer has no text".into()));
+    }
+    if text.chars().count() > max_chars {
+        return Err(Refusal::Refused(format!(
+            "the answer is longer than {provider}'s {max_chars} characters"
+        )));
+    }
+    Ok(text)
+}
