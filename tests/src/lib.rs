@@ -15,6 +15,7 @@ pub mod chaos;
 pub mod load;
 pub mod stack;
 pub mod telegram;
+pub mod whatsapp_api;
 pub mod zendesk;
 
 use std::io::{BufRead, BufReader};

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use omni_e2e::telegram::TelegramApi;
+use omni_e2e::whatsapp_api::WhatsAppApi;
 use omni_e2e::{Pipeline, Service, eventually, free_port, nonce, serial};
 
 const TIMEOUT: Duration = Duration::from_secs(90);
@@ -278,5 +279,91 @@ async fn a_telegram_customer_gets_the_answer_once_through_429s_and_a_refusal_is_
         "{comments:?}"
     );
     assert_eq!(telegram.calls().len(), 4, "the refused answer was not tried again");
+    Ok(())
+}
+
+/// The WhatsApp text fixture from a customer of its own, sent `age_secs` ago.
+fn whatsapp_message(customer: &str, run: &str, age_secs: u64) -> String {
+    let sent = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        - age_secs;
+    std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../crates/omni-channels/src/whatsapp/fixtures/text-tr.json"
+    ))
+    .unwrap()
+    .replace("905551112233", customer)
+    .replace(
+        "wamid.HBgMOTA1NTUxMTEyMjMzFQIAEhgUM0E0QjY1OTlBRUUwMzgxMDE0NEYA",
+        &format!("wamid.IN-{run}-{age_secs}"),
+    )
+    .replace("1749416383", &sent.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whatsapp_answers_are_text_inside_the_24_hour_window_and_a_template_outside() -> anyhow::Result<()> {
+    let _serial = serial().await;
+    let token = "EAAG-omni-test";
+    let (whatsapp, api_url) = WhatsAppApi::start(token).await?;
+    let pipeline = Pipeline::start(&[]).await?;
+    let (_replies, _sender) = return_path(
+        &pipeline,
+        &[
+            ("OMNI__SENDER__WHATSAPP__DEFAULT__ACCESS_TOKEN", token),
+            ("OMNI__SENDER__WHATSAPP__DEFAULT__API_BASE_URL", &api_url),
+            ("OMNI__SENDER__WHATSAPP__DEFAULT__TEMPLATE", "support_answer"),
+            ("OMNI__SENDER__WHATSAPP__DEFAULT__TEMPLATE_LANGUAGE", "tr"),
+        ],
+    )
+    .await?;
+    let run = nonce();
+    let digits: String = run.chars().filter(char::is_ascii_digit).take(6).collect();
+    let (recent, old) = (format!("9055{digits:0>6}01"), format!("9055{digits:0>6}02"));
+    let rt = &pipeline.rt;
+    let mut tickets = Vec::new();
+    for (customer, age) in [(&recent, 60), (&old, 30 * 3600)] {
+        let (status, body) = pipeline
+            .post_webhook("whatsapp", "application/json", &whatsapp_message(customer, &run, age))
+            .await?;
+        assert_eq!(status, 200, "{body}");
+        let requestor = format!("+{customer}@phone.invalid");
+        eventually("the customer's ticket", TIMEOUT, || async {
+            Ok(rt.tickets_of_requestor(&requestor).await?.len() == 1)
+        })
+        .await?;
+        tickets.push(rt.tickets_of_requestor(&requestor).await?.remove(0));
+    }
+    rt.answer(&tickets[0], "Kargonuz yolda, takip numarası TR123.").await?;
+    rt.answer(&tickets[1], "Geç cevap için özür dileriz: kargonuz yolda.").await?;
+    eventually("both answers sent", TIMEOUT, || async { Ok(whatsapp.calls().len() >= 2) }).await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let calls = whatsapp.calls();
+    assert_eq!(calls.len(), 2, "one request per answer: {calls:?}");
+    for call in &calls {
+        assert!(call.violations.is_empty(), "not as the Cloud API documents: {:?}", call.violations);
+        assert_eq!(
+            call.phone_number_id, "106540352242922",
+            "sent from the number the customer wrote to"
+        );
+    }
+    let by_to = |to: &str| {
+        calls
+            .iter()
+            .find(|c| c.body["to"] == to)
+            .unwrap_or_else(|| panic!("nothing sent to {to}: {calls:?}"))
+    };
+    let inside = &by_to(&recent).body;
+    assert_eq!(inside["type"], "text");
+    assert_eq!(inside["text"]["body"], "Kargonuz yolda, takip numarası TR123.");
+    assert_eq!(inside["context"]["message_id"], format!("wamid.IN-{run}-60"));
+    let outside = &by_to(&old).body;
+    assert_eq!(outside["type"], "template", "30 hours after the customer's message: a template");
+    assert_eq!(outside["template"]["name"], "support_answer");
+    assert_eq!(
+        outside["template"]["components"][0]["parameters"][0]["text"],
+        "Geç cevap için özür dileriz: kargonuz yolda."
+    );
     Ok(())
 }

@@ -32,6 +32,85 @@ pub struct SenderConfig {
     /// a Telegram conversation of an account not listed is a dead letter.
     #[serde(default)]
     pub telegram: BTreeMap<String, TelegramConfig>,
+    /// WhatsApp Cloud API accounts by account (the `[gateway.webhooks.whatsapp]` names).
+    #[serde(default)]
+    pub whatsapp: BTreeMap<String, WhatsAppConfig>,
+}
+
+/// `[sender.whatsapp.<account>]`: the Cloud API credentials answers are sent with.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WhatsAppConfig {
+    /// A system user's access token with `whatsapp_business_messaging` (prefer
+    /// `OMNI__SENDER__WHATSAPP__<ACCOUNT>__ACCESS_TOKEN`).
+    pub access_token: String,
+    /// The Graph API's base URL.
+    #[serde(default = "graph_api")]
+    pub api_base_url: String,
+    /// The Graph API version in the path.
+    #[serde(default = "graph_version")]
+    pub api_version: String,
+    /// An approved template with one body parameter, for answers outside the 24-hour customer
+    /// service window; none: those answers are refused (a dead letter and a note on the ticket).
+    #[serde(default)]
+    pub template: Option<String>,
+    /// The template's language code.
+    #[serde(default = "template_language")]
+    pub template_language: String,
+    /// Seconds per request.
+    #[serde(default = "default_timeout")]
+    pub timeout_secs: u64,
+}
+
+fn graph_api() -> String {
+    "https://graph.facebook.com".to_owned()
+}
+
+fn graph_version() -> String {
+    "v21.0".to_owned()
+}
+
+fn template_language() -> String {
+    "en".to_owned()
+}
+
+impl std::fmt::Debug for WhatsAppConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WhatsAppConfig")
+            .field("access_token", &"<redacted>")
+            .field("api_base_url", &self.api_base_url)
+            .field("api_version", &self.api_version)
+            .field("template", &self.template)
+            .field("template_language", &self.template_language)
+            .field("timeout_secs", &self.timeout_secs)
+            .finish()
+    }
+}
+
+impl Validate for WhatsAppConfig {
+    fn validate(&self, prefix: &str, problems: &mut Problems) {
+        problems.check(
+            !self.access_token.trim().is_empty(),
+            format!("{prefix}.access_token"),
+            "must not be empty",
+        );
+        check_http_url(&self.api_base_url, &format!("{prefix}.api_base_url"), problems);
+        problems.check(
+            self.api_version.starts_with('v') && !self.api_version.contains('/'),
+            format!("{prefix}.api_version"),
+            "is a Graph API version such as v21.0",
+        );
+        problems.check(self.timeout_secs >= 1, format!("{prefix}.timeout_secs"), "must be at least 1");
+    }
+}
+
+fn check_http_url(url: &str, key: &str, problems: &mut Problems) {
+    if reqwest::Url::parse(url)
+        .map(|url| !url.scheme().starts_with("http"))
+        .unwrap_or(true)
+    {
+        problems.push(key, format!("`{url}` is not an http(s) URL"));
+    }
 }
 
 /// `[sender.telegram.<account>]`: the bot that answers.
@@ -73,15 +152,7 @@ impl Validate for TelegramConfig {
             format!("{prefix}.bot_token"),
             "is not a bot token (<bot id>:<secret>, from @BotFather)",
         );
-        if reqwest::Url::parse(&self.api_base_url)
-            .map(|url| !url.scheme().starts_with("http"))
-            .unwrap_or(true)
-        {
-            problems.push(
-                format!("{prefix}.api_base_url"),
-                format!("`{}` is not an http(s) URL", self.api_base_url),
-            );
-        }
+        check_http_url(&self.api_base_url, &format!("{prefix}.api_base_url"), problems);
         problems.check(self.timeout_secs >= 1, format!("{prefix}.timeout_secs"), "must be at least 1");
     }
 }
@@ -140,6 +211,9 @@ impl Validate for SenderConfig {
         }
         for (account, telegram) in &self.telegram {
             telegram.validate(&format!("{prefix}.telegram.{account}"), problems);
+        }
+        for (account, whatsapp) in &self.whatsapp {
+            whatsapp.validate(&format!("{prefix}.whatsapp.{account}"), problems);
         }
     }
 }

@@ -16,8 +16,10 @@
 
 mod config;
 mod email;
+mod http;
 mod state;
 mod telegram;
+mod whatsapp;
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -117,6 +119,7 @@ enum Outcome {
 struct Channels {
     email: Option<Arc<email::EmailSender>>,
     telegram: Arc<telegram::TelegramSender>,
+    whatsapp: Arc<whatsapp::WhatsAppSender>,
 }
 
 impl Channels {
@@ -124,6 +127,7 @@ impl Channels {
         Ok(Self {
             email: config.email.as_ref().map(email::EmailSender::new).transpose()?.map(Arc::new),
             telegram: Arc::new(telegram::TelegramSender::new(&config.telegram)?),
+            whatsapp: Arc::new(whatsapp::WhatsAppSender::new(&config.whatsapp)?),
         })
     }
 }
@@ -414,6 +418,7 @@ impl Worker {
                 None => Err(SendError::Refused("email answers need [sender.email]".into())),
             },
             Channel::Telegram => self.channels.telegram.send(address, outbound).await,
+            Channel::Whatsapp => self.channels.whatsapp.send(address, outbound).await,
             other => Err(SendError::Refused(format!("answers on {} are not sent yet", channel_name(other)))),
         }
     }

@@ -1,13 +1,12 @@
-//! Telegram out: the request built by the Telegram channel folder, sent with reqwest.
+//! Telegram out: the request built by the Telegram channel folder.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
-use omni_channels::telegram::send::{self as telegram, Refusal};
+use omni_channels::telegram::send as telegram;
 use omni_proto::v1::{OutboundMessage, ReplyAddress};
 
-use crate::SendError;
 use crate::config::TelegramConfig;
+use crate::{SendError, http};
 
 /// The bots of every configured account.
 pub struct TelegramSender {
@@ -17,14 +16,10 @@ pub struct TelegramSender {
 impl TelegramSender {
     /// One HTTP client per bot (its own timeout).
     pub fn new(config: &BTreeMap<String, TelegramConfig>) -> Result<Self, reqwest::Error> {
-        let mut bots = BTreeMap::new();
-        for (account, bot) in config {
-            let client = reqwest::Client::builder()
-                .timeout(Duration::from_secs(bot.timeout_secs))
-                .user_agent(concat!("omni-sender/", env!("CARGO_PKG_VERSION")))
-                .build()?;
-            bots.insert(account.clone(), (bot.clone(), client));
-        }
+        let bots = config
+            .iter()
+            .map(|(account, bot)| Ok((account.clone(), (bot.clone(), http::client(bot.timeout_secs)?))))
+            .collect::<Result<_, reqwest::Error>>()?;
         Ok(Self { bots })
     }
 
@@ -35,29 +30,8 @@ impl TelegramSender {
             .bots
             .get(account)
             .ok_or_else(|| SendError::Refused(format!("no [sender.telegram.{account}] bot to answer with")))?;
-        let request = telegram::send_message(&bot.api_base_url, &bot.bot_token, address, outbound).map_err(refusal)?;
-        let response = client
-            .post(&request.url)
-            .json(&request.body)
-            .send()
-            .await
-            .map_err(|error| SendError::Unavailable {
-                // The URL carries the bot token: never in a log line.
-                reason: format!("Telegram unreachable: {}", error.without_url()),
-                retry_after: None,
-            })?;
-        let status = response.status().as_u16();
-        let body = response.bytes().await.map_err(|error| SendError::Unavailable {
-            reason: format!("Telegram answer cut: {}", error.without_url()),
-            retry_after: None,
-        })?;
-        telegram::read_response(status, &body).map_err(refusal)
-    }
-}
-
-fn refusal(refusal: Refusal) -> SendError {
-    match refusal {
-        Refusal::Refused(reason) => SendError::Refused(reason),
-        Refusal::Later(retry_after, reason) => SendError::Unavailable { reason, retry_after },
+        let request = telegram::send_message(&bot.api_base_url, &bot.bot_token, address, outbound).map_err(http::refusal)?;
+        let (status, body) = http::post(client, &request, "Telegram").await?;
+        telegram::read_response(status, &body).map_err(http::refusal)
     }
 }

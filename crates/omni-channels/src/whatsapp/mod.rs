@@ -26,7 +26,10 @@
 //!
 //! `context.id` (a quoted message) is always `in_reply_to`. The customer is the `wa_id` (its E.164
 //! phone number and the WhatsApp id) with the profile name; one conversation per (whatsapp,
-//! account, business `phone_number_id`, `wa_id`); replies go to the `wa_id`.
+//! account, business `phone_number_id`, `wa_id`); replies go to the `wa_id` (`reply_to`), from the
+//! business number (`thread_id`): see [`send`].
+
+pub mod send;
 
 use omni_proto::v1::contact_identifier::Kind;
 use omni_proto::v1::participant::Role;
@@ -673,7 +676,8 @@ fn event(
             provider: PROVIDER.to_owned(),
             account: raw.account.clone(),
             message_id: message_id.to_owned(),
-            thread_id: String::new(),
+            // The business number the customer wrote to: the answer is sent from it.
+            thread_id: found.business.clone(),
             reply_to: found.customer.clone(),
             in_reply_to: content.in_reply_to,
         }),

@@ -1,0 +1,40 @@
+//! The HTTP half of every chat channel: one request built by the channel folder, sent.
+
+use std::time::Duration;
+
+use omni_channels::outbound::{Refusal, Request};
+
+use crate::SendError;
+
+/// A client for one account's API, with its timeout.
+pub fn client(timeout_secs: u64) -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(timeout_secs))
+        .user_agent(concat!("omni-sender/", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
+/// POSTs the request; returns the status and body, or why the provider could not be asked.
+pub async fn post(client: &reqwest::Client, request: &Request, provider: &str) -> Result<(u16, Vec<u8>), SendError> {
+    let mut builder = client.post(&request.url).json(&request.body);
+    if let Some(token) = &request.bearer {
+        builder = builder.bearer_auth(token);
+    }
+    // URLs can carry tokens (Telegram's): never in a log line.
+    let unavailable = |what: &str, error: reqwest::Error| SendError::Unavailable {
+        reason: format!("{provider} {what}: {}", error.without_url()),
+        retry_after: None,
+    };
+    let response = builder.send().await.map_err(|e| unavailable("unreachable", e))?;
+    let status = response.status().as_u16();
+    let body = response.bytes().await.map_err(|e| unavailable("answer cut", e))?;
+    Ok((status, body.to_vec()))
+}
+
+/// A channel's refusal as the sender's error.
+pub fn refusal(refusal: Refusal) -> SendError {
+    match refusal {
+        Refusal::Refused(reason) => SendError::Refused(reason),
+        Refusal::Later(retry_after, reason) => SendError::Unavailable { reason, retry_after },
+    }
+}
