@@ -65,6 +65,14 @@ enum Waited {
     Stopped,
 }
 
+/// Whether a record is a dead letter replayed by `omni deadletter replay`.
+fn is_replay(message: &OwnedMessage) -> bool {
+    use rdkafka::Message as _;
+    message
+        .headers()
+        .is_some_and(|headers| omni_kafka::headers::header_str(headers, "omni_replayed_from").is_some())
+}
+
 /// Whether an answer whose send was cut by a crash is sent again: only email, whose copies the
 /// customer's client collapses by Message-ID. Chat APIs take no idempotency key and cannot be
 /// asked, so a second send could be a second message (at-most-once there).
@@ -345,10 +353,18 @@ impl Worker {
         };
         let id = outbound.outbound_id.clone();
         let before = self.memory.lock().expect("sender memory").outbox.get(&id).map(|e| e.status());
-        // A FAILED one is handled again: that is a dead letter replayed after a fix.
-        if before == Some(Status::Sent) {
-            tracing::debug!(outbound_id = %id, "already sent; skipped");
-            return Ok(Outcome::Duplicate);
+        match before {
+            Some(Status::Sent) => {
+                tracing::debug!(outbound_id = %id, "already sent; skipped");
+                return Ok(Outcome::Duplicate);
+            }
+            // Refused before: only a dead letter replayed after a fix (`omni deadletter replay`)
+            // is tried again, never a plain redelivery (that would undo at-most-once).
+            Some(Status::Failed) if !is_replay(message) => {
+                tracing::debug!(outbound_id = %id, "refused before; replay its dead letter to try again");
+                return Ok(Outcome::Duplicate);
+            }
+            _ => {}
         }
         let address = match self.address_of(&outbound.conversation_id).await {
             Waited::Found(address) => *address,
@@ -593,6 +609,33 @@ mod tests {
         );
         // The sender's own note never becomes where answers go.
         assert_eq!(reply_address(&failure_note(&outbound, Channel::Email, "x")), None);
+    }
+
+    #[test]
+    fn only_a_replayed_dead_letter_is_a_replay() {
+        use rdkafka::message::{Header, OwnedHeaders, Timestamp};
+        let record = |headers: Option<OwnedHeaders>| {
+            OwnedMessage::new(
+                Some(Vec::new()),
+                None,
+                topics::OUTBOUND.into(),
+                Timestamp::NotAvailable,
+                0,
+                7,
+                headers,
+            )
+        };
+        assert!(!is_replay(&record(None)));
+        let cloud_event = OwnedHeaders::new().insert(Header {
+            key: "ce_id",
+            value: Some("x"),
+        });
+        assert!(!is_replay(&record(Some(cloud_event))));
+        let replayed = OwnedHeaders::new().insert(Header {
+            key: "omni_replayed_from",
+            value: Some("omni.deadletter.v1/0/12"),
+        });
+        assert!(is_replay(&record(Some(replayed))));
     }
 
     #[test]
