@@ -28,6 +28,17 @@ impl std::fmt::Debug for Request {
     }
 }
 
+/// What a provider answered.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Response {
+    /// The HTTP status.
+    pub status: u16,
+    /// The `Retry-After` header, in seconds, when sent.
+    pub retry_after: Option<Duration>,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
 /// Why a provider did not take a message.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Refusal {

@@ -34,6 +34,8 @@
 //! <https://api.slack.com/events/message.channels>, <https://api.slack.com/events/message/file_share>,
 //! <https://api.slack.com/events/message/bot_message>, <https://api.slack.com/events/message/message_changed>.
 
+pub mod send;
+
 use std::time::{Duration, UNIX_EPOCH};
 
 use omni_proto::v1::contact_identifier::Kind;
