@@ -13,6 +13,7 @@
 pub mod bench;
 pub mod chaos;
 pub mod load;
+pub mod slack_api;
 pub mod stack;
 pub mod telegram;
 pub mod whatsapp_api;

@@ -6,9 +6,11 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
+use omni_e2e::slack_api::SlackApi;
 use omni_e2e::telegram::TelegramApi;
 use omni_e2e::whatsapp_api::WhatsAppApi;
 use omni_e2e::{Pipeline, Service, eventually, free_port, nonce, serial};
+use serde_json::Value;
 
 const TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -365,5 +367,69 @@ async fn whatsapp_answers_are_text_inside_the_24_hour_window_and_a_template_outs
         outside["template"]["components"][0]["parameters"][0]["text"],
         "Geç cevap için özür dileriz: kargonuz yolda."
     );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slack_answers_go_into_the_customers_thread_paced_and_through_a_429() -> anyhow::Result<()> {
+    let _serial = serial().await;
+    let token = "xoxb-omni-test";
+    let (slack, api_url) = SlackApi::start(token).await?;
+    let pipeline = Pipeline::start(&[]).await?;
+    let (_replies, _sender) = return_path(
+        &pipeline,
+        &[
+            ("OMNI__SENDER__SLACK__DEFAULT__BOT_TOKEN", token),
+            ("OMNI__SENDER__SLACK__DEFAULT__API_BASE_URL", &api_url),
+        ],
+    )
+    .await?;
+    let run = nonce();
+    let user = format!("U{}", run.to_uppercase());
+    let event = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../crates/omni-channels/src/slack/fixtures/message-im.json"
+    ))?
+    .replace("U2147483697", &user)
+    .replace("Ev0PV52K21", &format!("Ev{run}"));
+    let (status, body) = pipeline.post_webhook("slack", "application/json", &event).await?;
+    assert_eq!(status, 200, "{body}");
+    let sent: Value = serde_json::from_str(&event)?;
+    let rt = &pipeline.rt;
+    let requestor = format!("{user}@slack.invalid");
+    eventually("the customer's ticket", TIMEOUT, || async {
+        Ok(rt.tickets_of_requestor(&requestor).await?.len() == 1)
+    })
+    .await?;
+    let ticket = rt.tickets_of_requestor(&requestor).await?.remove(0);
+    slack.rate_limit_next(1);
+    for answer in ["Dank u, we kijken het na.", "Uw pakket is onderweg."] {
+        rt.answer(&ticket, answer).await?;
+    }
+    eventually("both answers posted", TIMEOUT, || async {
+        Ok(slack.calls().iter().filter(|c| c.status == 200).count() >= 2)
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let calls = slack.calls();
+    for call in &calls {
+        assert!(
+            call.violations.is_empty(),
+            "not as chat.postMessage documents: {:?}",
+            call.violations
+        );
+        assert_eq!(call.body["channel"], sent["event"]["channel"]);
+        assert_eq!(call.body["thread_ts"], sent["event"]["ts"], "in the customer's thread");
+    }
+    let statuses: Vec<u16> = calls.iter().map(|c| c.status).collect();
+    assert_eq!(statuses, [429, 200, 200], "the 429 waited out, then each answer once");
+    let texts: Vec<&str> = calls[1..].iter().map(|c| c.body["text"].as_str().unwrap_or_default()).collect();
+    assert_eq!(
+        texts,
+        ["Dank u, we kijken het na.", "Uw pakket is onderweg."],
+        "in the agent's order"
+    );
+    let gap = calls[2].at.duration_since(calls[1].at);
+    assert!(gap >= Duration::from_millis(900), "one message a second per channel, got {gap:?}");
     Ok(())
 }

@@ -35,6 +35,50 @@ pub struct SenderConfig {
     /// WhatsApp Cloud API accounts by account (the `[gateway.webhooks.whatsapp]` names).
     #[serde(default)]
     pub whatsapp: BTreeMap<String, WhatsAppConfig>,
+    /// Slack apps by account (the `[gateway.webhooks.slack]` names).
+    #[serde(default)]
+    pub slack: BTreeMap<String, SlackConfig>,
+}
+
+/// `[sender.slack.<account>]`: the app's bot that answers in the customer's thread.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlackConfig {
+    /// The bot token (`xoxb-...`, scope `chat:write`; prefer
+    /// `OMNI__SENDER__SLACK__<ACCOUNT>__BOT_TOKEN`).
+    pub bot_token: String,
+    /// Slack's Web API base URL; requests go to `<api_base_url>/api/chat.postMessage`.
+    #[serde(default = "slack_api")]
+    pub api_base_url: String,
+    /// Seconds per request.
+    #[serde(default = "default_timeout")]
+    pub timeout_secs: u64,
+}
+
+fn slack_api() -> String {
+    "https://slack.com".to_owned()
+}
+
+impl std::fmt::Debug for SlackConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SlackConfig")
+            .field("bot_token", &"<redacted>")
+            .field("api_base_url", &self.api_base_url)
+            .field("timeout_secs", &self.timeout_secs)
+            .finish()
+    }
+}
+
+impl Validate for SlackConfig {
+    fn validate(&self, prefix: &str, problems: &mut Problems) {
+        problems.check(
+            self.bot_token.starts_with("xoxb-"),
+            format!("{prefix}.bot_token"),
+            "is not a bot token (xoxb-...)",
+        );
+        check_http_url(&self.api_base_url, &format!("{prefix}.api_base_url"), problems);
+        problems.check(self.timeout_secs >= 1, format!("{prefix}.timeout_secs"), "must be at least 1");
+    }
 }
 
 /// `[sender.whatsapp.<account>]`: the Cloud API credentials answers are sent with.
@@ -214,6 +258,9 @@ impl Validate for SenderConfig {
         }
         for (account, whatsapp) in &self.whatsapp {
             whatsapp.validate(&format!("{prefix}.whatsapp.{account}"), problems);
+        }
+        for (account, slack) in &self.slack {
+            slack.validate(&format!("{prefix}.slack.{account}"), problems);
         }
     }
 }

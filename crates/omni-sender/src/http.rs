@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use omni_channels::outbound::{Refusal, Request};
+use omni_channels::outbound::{Refusal, Request, Response};
 
 use crate::SendError;
 
@@ -14,8 +14,8 @@ pub fn client(timeout_secs: u64) -> Result<reqwest::Client, reqwest::Error> {
         .build()
 }
 
-/// POSTs the request; returns the status and body, or why the provider could not be asked.
-pub async fn post(client: &reqwest::Client, request: &Request, provider: &str) -> Result<(u16, Vec<u8>), SendError> {
+/// POSTs the request; returns what the provider answered, or why it could not be asked.
+pub async fn post(client: &reqwest::Client, request: &Request, provider: &str) -> Result<Response, SendError> {
     let mut builder = client.post(&request.url).json(&request.body);
     if let Some(token) = &request.bearer {
         builder = builder.bearer_auth(token);
@@ -27,8 +27,17 @@ pub async fn post(client: &reqwest::Client, request: &Request, provider: &str) -
     };
     let response = builder.send().await.map_err(|e| unavailable("unreachable", e))?;
     let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|value| value.to_str().ok()?.trim().parse().ok())
+        .map(Duration::from_secs);
     let body = response.bytes().await.map_err(|e| unavailable("answer cut", e))?;
-    Ok((status, body.to_vec()))
+    Ok(Response {
+        status,
+        retry_after,
+        body: body.to_vec(),
+    })
 }
 
 /// A channel's refusal as the sender's error.

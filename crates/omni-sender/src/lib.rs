@@ -17,6 +17,7 @@
 mod config;
 mod email;
 mod http;
+mod slack;
 mod state;
 mod telegram;
 mod whatsapp;
@@ -128,6 +129,7 @@ struct Channels {
     email: Option<Arc<email::EmailSender>>,
     telegram: Arc<telegram::TelegramSender>,
     whatsapp: Arc<whatsapp::WhatsAppSender>,
+    slack: Arc<slack::SlackSender>,
 }
 
 impl Channels {
@@ -136,6 +138,7 @@ impl Channels {
             email: config.email.as_ref().map(email::EmailSender::new).transpose()?.map(Arc::new),
             telegram: Arc::new(telegram::TelegramSender::new(&config.telegram)?),
             whatsapp: Arc::new(whatsapp::WhatsAppSender::new(&config.whatsapp)?),
+            slack: Arc::new(slack::SlackSender::new(&config.slack)?),
         })
     }
 }
@@ -435,6 +438,7 @@ impl Worker {
             },
             Channel::Telegram => self.channels.telegram.send(address, outbound).await,
             Channel::Whatsapp => self.channels.whatsapp.send(address, outbound).await,
+            Channel::Slack => self.channels.slack.send(address, outbound).await,
             other => Err(SendError::Refused(format!("answers on {} are not sent yet", channel_name(other)))),
         }
     }

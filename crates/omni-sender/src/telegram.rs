@@ -31,7 +31,7 @@ impl TelegramSender {
             .get(account)
             .ok_or_else(|| SendError::Refused(format!("no [sender.telegram.{account}] bot to answer with")))?;
         let request = telegram::send_message(&bot.api_base_url, &bot.bot_token, address, outbound).map_err(http::refusal)?;
-        let (status, body) = http::post(client, &request, "Telegram").await?;
-        telegram::read_response(status, &body).map_err(http::refusal)
+        let response = http::post(client, &request, "Telegram").await?;
+        telegram::read_response(response.status, &response.body).map_err(http::refusal)
     }
 }

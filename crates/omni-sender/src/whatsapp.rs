@@ -44,7 +44,7 @@ impl WhatsAppSender {
             template: template.as_ref(),
         };
         let request = whatsapp::request(&account, address, outbound, SystemTime::now()).map_err(http::refusal)?;
-        let (status, body) = http::post(client, &request, "WhatsApp").await?;
-        whatsapp::read_response(status, &body).map_err(http::refusal)
+        let response = http::post(client, &request, "WhatsApp").await?;
+        whatsapp::read_response(response.status, &response.body).map_err(http::refusal)
     }
 }
