@@ -1,10 +1,40 @@
 //! The HTTP half of every chat channel: one request built by the channel folder, sent.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use omni_channels::outbound::{Refusal, Request, Response};
+use omni_proto::v1::ReplyAddress;
 
 use crate::SendError;
+
+/// One channel's configured accounts (`[sender.<channel>.<account>]`), each with its own HTTP
+/// client, found by the account the customer wrote to.
+pub struct Accounts<C> {
+    channel: &'static str,
+    accounts: BTreeMap<String, (C, reqwest::Client)>,
+}
+
+impl<C: Clone> Accounts<C> {
+    /// A client per account, with the timeout `timeout_secs` reads from its config.
+    pub fn new(channel: &'static str, config: &BTreeMap<String, C>, timeout_secs: impl Fn(&C) -> u64) -> Result<Self, reqwest::Error> {
+        let accounts = config
+            .iter()
+            .map(|(name, account)| Ok((name.clone(), (account.clone(), client(timeout_secs(account))?))))
+            .collect::<Result<_, reqwest::Error>>()?;
+        Ok(Self { channel, accounts })
+    }
+
+    /// The config and client of the account `address` was written to; refused when none is
+    /// configured (the answer cannot go out until one is, and its dead letter replayed).
+    pub fn of(&self, address: &ReplyAddress) -> Result<(&C, &reqwest::Client), SendError> {
+        let name = address.provider.as_ref().map(|p| p.account.as_str()).unwrap_or_default();
+        self.accounts
+            .get(name)
+            .map(|(config, client)| (config, client))
+            .ok_or_else(|| SendError::Refused(format!("no [sender.{}.{name}] account to answer with", self.channel)))
+    }
+}
 
 /// A client for one account's API, with its timeout.
 pub fn client(timeout_secs: u64) -> Result<reqwest::Client, reqwest::Error> {

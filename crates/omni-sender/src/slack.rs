@@ -13,17 +13,14 @@ use crate::{SendError, http};
 
 /// The app installations by account, and the pace per channel.
 pub struct SlackSender {
-    apps: BTreeMap<String, (SlackConfig, reqwest::Client)>,
+    apps: http::Accounts<SlackConfig>,
     pace: DefaultKeyedRateLimiter<String>,
 }
 
 impl SlackSender {
     /// One HTTP client per app (its own timeout).
     pub fn new(config: &BTreeMap<String, SlackConfig>) -> Result<Self, reqwest::Error> {
-        let apps = config
-            .iter()
-            .map(|(account, app)| Ok((account.clone(), (app.clone(), http::client(app.timeout_secs)?))))
-            .collect::<Result<_, reqwest::Error>>()?;
+        let apps = http::Accounts::new("slack", config, |app| app.timeout_secs)?;
         let one_a_second = Quota::per_second(NonZeroU32::MIN);
         Ok(Self {
             apps,
@@ -33,11 +30,8 @@ impl SlackSender {
 
     /// Posts the answer in the customer's thread; returns its `ts`.
     pub async fn send(&self, address: &ReplyAddress, outbound: &OutboundMessage) -> Result<String, SendError> {
+        let (app, client) = self.apps.of(address)?;
         let provider = address.provider.clone().unwrap_or_default();
-        let (app, client) = self
-            .apps
-            .get(&provider.account)
-            .ok_or_else(|| SendError::Refused(format!("no [sender.slack.{}] app to answer with", provider.account)))?;
         let request = slack::post_message(&app.api_base_url, &app.bot_token, address, outbound).map_err(http::refusal)?;
         self.pace
             .until_key_ready(&format!("{}/{}", provider.account, provider.reply_to))

@@ -11,32 +11,24 @@ use crate::{SendError, http};
 
 /// The Cloud API accounts by name.
 pub struct WhatsAppSender {
-    accounts: BTreeMap<String, (WhatsAppConfig, Option<Template>, reqwest::Client)>,
+    accounts: http::Accounts<WhatsAppConfig>,
 }
 
 impl WhatsAppSender {
     /// One HTTP client per account (its own timeout).
     pub fn new(config: &BTreeMap<String, WhatsAppConfig>) -> Result<Self, reqwest::Error> {
-        let accounts = config
-            .iter()
-            .map(|(name, account)| {
-                let template = account.template.as_ref().map(|name| Template {
-                    name: name.clone(),
-                    language: account.template_language.clone(),
-                });
-                Ok((name.clone(), (account.clone(), template, http::client(account.timeout_secs)?)))
-            })
-            .collect::<Result<_, reqwest::Error>>()?;
-        Ok(Self { accounts })
+        Ok(Self {
+            accounts: http::Accounts::new("whatsapp", config, |account| account.timeout_secs)?,
+        })
     }
 
     /// Sends the answer; returns its wamid.
     pub async fn send(&self, address: &ReplyAddress, outbound: &OutboundMessage) -> Result<String, SendError> {
-        let name = address.provider.as_ref().map(|p| p.account.as_str()).unwrap_or_default();
-        let (config, template, client) = self
-            .accounts
-            .get(name)
-            .ok_or_else(|| SendError::Refused(format!("no [sender.whatsapp.{name}] account to answer with")))?;
+        let (config, client) = self.accounts.of(address)?;
+        let template = config.template.as_ref().map(|name| Template {
+            name: name.clone(),
+            language: config.template_language.clone(),
+        });
         let account = Account {
             api_base_url: &config.api_base_url,
             api_version: &config.api_version,
