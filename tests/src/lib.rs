@@ -476,6 +476,19 @@ impl Rt {
         Ok(serde_json::from_str(&body)?)
     }
 
+    /// The values of a ticket's custom field, by name (none when the ticket has no such field).
+    pub async fn custom_field(&self, ticket: &str, name: &str) -> anyhow::Result<Vec<String>> {
+        let ticket = self.get(&format!("/ticket/{ticket}")).await?;
+        Ok(ticket["CustomFields"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|field| field["name"] == name)
+            .flat_map(|field| field["values"].as_array().cloned().unwrap_or_default())
+            .filter_map(|value| value.as_str().map(str::to_owned))
+            .collect())
+    }
+
     /// POST JSON to a REST2 path as `root`, the agent of these tests (omni writes as `omni`).
     pub async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
         let response = self

@@ -56,6 +56,15 @@ enum Command {
         /// is used) or the event object itself. `-` reads standard input.
         event: std::path::PathBuf,
     },
+    /// What the normalizer finds in a text with the configured [normalizer.understanding]:
+    /// language (with confidence), problem-area tags and order numbers. For trying a lexicon.
+    Understand {
+        /// The text; `-` reads standard input.
+        text: String,
+        /// Print JSON instead of lines.
+        #[arg(long)]
+        json: bool,
+    },
     /// Dead-letter commands.
     Deadletter {
         #[command(subcommand)]
@@ -154,6 +163,13 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Understand { text, json } => match understand(&text, json) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("omni understand: {error:#}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Route { explain: _, event } => match route_explain(&event) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
@@ -269,6 +285,57 @@ fn deadletter_replay(filter: &ReplayFilter, dry_run: bool) -> anyhow::Result<()>
     Ok(())
 }
 
+/// `omni understand TEXT`.
+fn understand(text: &str, json: bool) -> anyhow::Result<()> {
+    let text = if text == "-" {
+        std::io::read_to_string(std::io::stdin())?
+    } else {
+        text.to_owned()
+    };
+    let settings = Settings::load()?;
+    let mut problems = Problems::default();
+    let config: Option<omni_understand::UnderstandingConfig> = settings.section("normalizer.understanding", &mut problems);
+    let Some(config) = config.filter(|_| problems.is_empty()) else {
+        anyhow::bail!("invalid configuration:\n{problems}");
+    };
+    let understanding = omni_understand::Understanding::new(&config).map_err(anyhow::Error::msg)?;
+    let found = understanding.understand(&text);
+    if json {
+        let value = serde_json::json!({
+            "language": found.language.as_ref().map(|(language, _)| language),
+            "confidence": found.language.as_ref().map(|(_, confidence)| confidence),
+            "tags": found.tags,
+            "order_numbers": found.order_numbers,
+        });
+        println!("{value}");
+        return Ok(());
+    }
+    match &found.language {
+        Some((language, confidence)) => println!("language      {language} (confidence {confidence:.2})"),
+        None => println!(
+            "language      unknown (below min_confidence {} or too short)",
+            config.min_confidence
+        ),
+    }
+    println!(
+        "tags          {}",
+        if found.tags.is_empty() {
+            "none".to_owned()
+        } else {
+            found.tags.join(", ")
+        }
+    );
+    println!(
+        "order numbers {}",
+        if found.order_numbers.is_empty() {
+            "none".to_owned()
+        } else {
+            found.order_numbers.join(", ")
+        }
+    );
+    Ok(())
+}
+
 /// `omni route --explain FILE`.
 fn route_explain(path: &std::path::Path) -> anyhow::Result<()> {
     use anyhow::Context as _;
@@ -288,6 +355,12 @@ fn route_explain(path: &std::path::Path) -> anyhow::Result<()> {
         anyhow::bail!("invalid router configuration:\n{problems}");
     };
     let rules = config.service.rules();
+    println!(
+        "event: channel {}, language {}, tags [{}]",
+        omni_router::rules::channel_name(event.channel()),
+        if event.language.is_empty() { "unknown" } else { &event.language },
+        event.tags.join(", ")
+    );
     for line in rules.explain(&event) {
         println!("{} {}: {}", if line.matched { "match" } else { "no   " }, line.rule, line.reason);
     }

@@ -23,6 +23,8 @@ pub struct NormalizerConfig {
     /// Longest time to read the known events (`omni.state.normalizer.v1`) when the pipeline
     /// starts, in seconds.
     pub state_restore_timeout_secs: u64,
+    /// `[normalizer.understanding]`: language, problem-area tags and order numbers.
+    pub understanding: omni_understand::UnderstandingConfig,
 }
 
 impl Validate for NormalizerConfig {
@@ -40,6 +42,7 @@ impl Validate for NormalizerConfig {
             format!("{prefix}.state_restore_timeout_secs"),
             "must be at least 1",
         );
+        self.understanding.validate(&format!("{prefix}.understanding"), problems);
     }
 }
 

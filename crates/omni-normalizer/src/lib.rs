@@ -5,6 +5,10 @@
 //! `RawRecord`, unknown provider, malformed payload) goes to `omni.deadletter.v1` with the reason
 //! and the original bytes, and the stream goes on.
 //!
+//! Understanding: each customer message's language (when the channel declared none), problem
+//! areas (tags) and order numbers are filled in from its text before it is written (see
+//! `omni-understand` and `[normalizer.understanding]`).
+//!
 //! Known events: every event written is recorded in the compacted topic
 //! `omni.state.normalizer.v1` (event id -> conversation id) once the broker acknowledged it, and
 //! in a local map restored from that topic whenever the pipeline starts. A raw record whose event
@@ -46,12 +50,49 @@ pub async fn run(config: NormalizerServiceConfig, context: ServiceContext) -> an
     context.readiness.register("kafka");
     context.readiness.register("pipeline");
     topics::ensure_topics_until_ready(&config.kafka, &client_id, &context).await?;
+    let understanding = understanding(&config.service.understanding)?;
     omni_kafka::supervise(&context, "pipeline", || async {
-        run_pipeline(&config, &client_id, &context)
+        run_pipeline(&config, understanding.as_ref(), &client_id, &context)
             .await
             .map_err(PipelineError::into_stopped)
     })
     .await
+}
+
+/// The detector and lexicons, when enabled (building them loads the language models).
+fn understanding(config: &omni_understand::UnderstandingConfig) -> anyhow::Result<Option<omni_understand::Understanding>> {
+    if !config.enabled {
+        tracing::info!("understanding disabled: events keep the language and tags their channel gave");
+        return Ok(None);
+    }
+    let started = std::time::Instant::now();
+    let understanding =
+        omni_understand::Understanding::new(config).map_err(|error| anyhow::anyhow!("normalizer.understanding: {error}"))?;
+    tracing::info!(languages = ?config.languages, tags = config.lexicon.len(), took_ms = started.elapsed().as_millis() as u64, "language models and lexicons loaded");
+    Ok(Some(understanding))
+}
+
+/// Fills the event's language, tags and order numbers and counts what was found.
+fn understand(understanding: Option<&omni_understand::Understanding>, event: &mut ConversationEvent) {
+    let Some(understanding) = understanding else {
+        return;
+    };
+    let declared = !event.language.is_empty();
+    let Some(understood) = understanding.apply(event) else {
+        return;
+    };
+    let language = match (&understood.language, declared) {
+        (_, true) => "declared",
+        (Some((language, _)), false) => language.as_str(),
+        (None, false) => "unknown",
+    };
+    metrics::counter!("omni_normalizer_languages_total", "language" => language.to_owned()).increment(1);
+    for tag in &understood.tags {
+        metrics::counter!("omni_normalizer_tags_total", "tag" => tag.clone()).increment(1);
+    }
+    if understood.tags.is_empty() {
+        metrics::counter!("omni_normalizer_tags_total", "tag" => "none").increment(1);
+    }
 }
 
 /// Why the pipeline stopped before shutdown.
@@ -116,7 +157,12 @@ async fn restore_known(config: &NormalizerServiceConfig, client_id: &str) -> Res
     Ok(known)
 }
 
-async fn run_pipeline(config: &NormalizerServiceConfig, client_id: &str, context: &ServiceContext) -> Result<(), PipelineError> {
+async fn run_pipeline(
+    config: &NormalizerServiceConfig,
+    understanding: Option<&omni_understand::Understanding>,
+    client_id: &str,
+    context: &ServiceContext,
+) -> Result<(), PipelineError> {
     let producer =
         Producer::new(&config.kafka, client_id).map_err(|error| PipelineError::Fatal(format!("cannot create producer: {error}")))?;
     let raw_topics = topics::raw_topics();
@@ -158,7 +204,7 @@ async fn run_pipeline(config: &NormalizerServiceConfig, client_id: &str, context
             received = member.consumer().recv(), if in_flight.len() < config.service.max_in_flight => match received {
                 Ok(message) => {
                     let message = message.detach();
-                    let pending = start(&producer, &dead_letters, &source, &mut known, message);
+                    let pending = start(&producer, &dead_letters, &source, &mut known, understanding, message);
                     in_flight.push_back(pending);
                 }
                 Err(error) => {
@@ -211,6 +257,7 @@ fn start(
     dead_letters: &DeadLetterWriter,
     source: &str,
     known: &mut Known,
+    understanding: Option<&omni_understand::Understanding>,
     message: OwnedMessage,
 ) -> impl std::future::Future<Output = (OwnedMessage, Result<Handled, ProduceError>)> + use<> {
     use futures::future::Either;
@@ -225,7 +272,8 @@ fn start(
                 tracing::debug!(event_id = %raw.event_id, provider = %raw.provider, "nothing for an agent; kept in the raw topic only");
                 return done(message, Ok(Handled::Ignored));
             }
-            Ok(Some(event)) => {
+            Ok(Some(mut event)) => {
+                understand(understanding, &mut event);
                 let headers = CloudEvent {
                     id: &event.event_id,
                     kind: "omni.v1.ConversationEvent",

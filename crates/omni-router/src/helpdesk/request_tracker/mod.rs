@@ -33,6 +33,15 @@ pub const CF_CONVERSATION: &str = "omni Conversation";
 pub const CF_ORIGIN_EVENT: &str = "omni Origin Event";
 /// Transaction custom field holding the event id of each correspondence.
 pub const CF_EVENT: &str = "omni Event";
+/// Ticket custom field (multiple values) with the ticket's tags: `channel-<name>`, the problem
+/// areas the normalizer found, the rule's tags. Optional: used when RT has it.
+pub const CF_TAGS: &str = "omni Tags";
+/// Ticket custom field with the opening message's language. Optional.
+pub const CF_LANGUAGE: &str = "omni Language";
+/// Ticket custom field (multiple values) with the order numbers the customer mentioned. Optional.
+pub const CF_ORDER_NUMBERS: &str = "omni Order Numbers";
+/// The optional fields, filled only where RT has them (an RT set up before they existed).
+const OPTIONAL_FIELDS: [&str; 3] = [CF_TAGS, CF_LANGUAGE, CF_ORDER_NUMBERS];
 
 /// `kind = "request_tracker"` destination.
 #[derive(Clone, Deserialize)]
@@ -114,6 +123,8 @@ pub struct RequestTracker {
     config: RequestTrackerConfig,
     api: String,
     client: reqwest::Client,
+    /// Which of [`OPTIONAL_FIELDS`] RT has, found by `check`; none until then.
+    optional_fields: std::sync::OnceLock<Vec<&'static str>>,
 }
 
 impl RequestTracker {
@@ -124,7 +135,12 @@ impl RequestTracker {
             .user_agent(concat!("omni-router/", env!("CARGO_PKG_VERSION")))
             .build()?;
         let api = format!("{}/REST/2.0", config.base_url.trim_end_matches('/'));
-        Ok(Self { config, api, client })
+        Ok(Self {
+            config,
+            api,
+            client,
+            optional_fields: std::sync::OnceLock::new(),
+        })
     }
 
     fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
@@ -312,6 +328,14 @@ impl Helpdesk for RequestTracker {
                 "custom fields {missing:?} missing: load deploy/request-tracker/omni-initialdata with rt-setup-database"
             )));
         }
+        let (present, absent): (Vec<&'static str>, Vec<&'static str>) = OPTIONAL_FIELDS.into_iter().partition(|cf| names.contains(cf));
+        if !absent.is_empty() {
+            tracing::warn!(
+                fields = ?absent,
+                "RT lacks these omni custom fields, so new tickets do not record them; create them as in deploy/request-tracker/omni-initialdata"
+            );
+        }
+        let _ = self.optional_fields.set(present);
         Ok(())
     }
 
@@ -370,14 +394,24 @@ impl Helpdesk for RequestTracker {
             status: 0,
             detail: "the event names no customer with an email or phone".into(),
         })?;
-        // RT has no tags: routing tags go nowhere here (a custom field can carry them when the
-        // rule sets one). The group is the queue.
+        // RT has no tags: the tags, language and order numbers go into omni's optional custom
+        // fields where RT has them, and a rule's custom fields as it names them. The group is
+        // the queue.
         let mut custom_fields = serde_json::Map::new();
         for (name, value) in &routing.custom_fields {
             custom_fields.insert(name.clone(), json!(value));
         }
         custom_fields.insert(CF_CONVERSATION.into(), json!(event.conversation_id));
         custom_fields.insert(CF_ORIGIN_EVENT.into(), json!(event.event_id));
+        for field in self.optional_fields.get().into_iter().flatten() {
+            let value = match *field {
+                CF_TAGS => json!(super::ticket_tags(event, routing, |tag| tag.trim().to_lowercase())),
+                CF_LANGUAGE if !event.language.is_empty() => json!(event.language),
+                CF_ORDER_NUMBERS if !event.order_numbers.is_empty() => json!(event.order_numbers),
+                _ => continue,
+            };
+            custom_fields.insert((*field).into(), value);
+        }
         let mut body = json!({
             "Queue": routing.group.as_deref().unwrap_or(&self.config.queue),
             "Subject": subject(event),
