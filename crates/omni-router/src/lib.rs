@@ -427,6 +427,10 @@ impl Router {
             channel: event.channel,
             customer: event.participants.iter().find(|p| p.role == Role::Customer as i32).cloned(),
             error: error.unwrap_or_default(),
+            language: event.language.clone(),
+            tags: event.tags.clone(),
+            ticket_reference: ticket.map(|t| self.helpdesk.ticket_reference(&t.id)).unwrap_or_default(),
+            account: event.provider.as_ref().map(|p| p.account.clone()).unwrap_or_default(),
         };
         let headers = CloudEvent {
             id: &event.event_id,

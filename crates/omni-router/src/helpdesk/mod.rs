@@ -131,6 +131,13 @@ pub trait Helpdesk: Send + Sync {
         Ok(None)
     }
 
+    /// What to keep in an email subject so the customer's answer finds ticket `ticket_id` even
+    /// when the mail client drops the thread headers (RT: `[omni-local #12]`); empty when the
+    /// helpdesk has no such reference.
+    fn ticket_reference(&self, _ticket_id: &str) -> String {
+        String::new()
+    }
+
     /// Whether a follow-up for `event_id` was already added to the ticket.
     async fn has_event(&self, ticket: &TicketRef, event_id: &str) -> Result<bool, HelpdeskError>;
 
@@ -180,6 +187,10 @@ impl Helpdesk for RateLimited {
     async fn ticket_in_subject(&self, subject: &str) -> Result<Option<TicketRef>, HelpdeskError> {
         self.token().await;
         self.inner.ticket_in_subject(subject).await
+    }
+
+    fn ticket_reference(&self, ticket_id: &str) -> String {
+        self.inner.ticket_reference(ticket_id)
     }
 
     async fn has_event(&self, ticket: &TicketRef, event_id: &str) -> Result<bool, HelpdeskError> {

@@ -369,6 +369,15 @@ impl Helpdesk for RequestTracker {
         }))
     }
 
+    fn ticket_reference(&self, ticket_id: &str) -> String {
+        let tag = &self.config.subject_tag;
+        if tag.is_empty() {
+            String::new()
+        } else {
+            format!("[{tag} #{ticket_id}]")
+        }
+    }
+
     async fn ticket_in_subject(&self, subject: &str) -> Result<Option<TicketRef>, HelpdeskError> {
         let Some(id) = ticket_number_in_subject(&self.config.subject_tag, subject) else {
             return Ok(None);

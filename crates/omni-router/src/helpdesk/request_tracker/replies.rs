@@ -19,8 +19,8 @@ use omni_proto::v1::{Body, ContactIdentifier, Participant, participant::Role};
 use serde_json::Value;
 
 use super::{CF_CONVERSATION, RequestTracker};
-use crate::helpdesk::HelpdeskError;
 use crate::helpdesk::replies::{AgentReply, Polled, ReplyPoller};
+use crate::helpdesk::{Helpdesk as _, HelpdeskError};
 
 /// Transactions asked for per page (RT caps `per_page` at 100).
 const PAGE: usize = 50;
@@ -219,15 +219,6 @@ impl RtReplies {
             .await?;
         Ok(pick_body(parts["items"].as_array().map(Vec::as_slice).unwrap_or_default()))
     }
-
-    fn reference(&self, ticket_id: &str) -> String {
-        let tag = &self.rt.config.subject_tag;
-        if tag.is_empty() {
-            String::new()
-        } else {
-            format!("[{tag} #{ticket_id}]")
-        }
-    }
 }
 
 /// RT's body of a transaction: the first `text/plain` part that is not a file, else the first
@@ -341,7 +332,7 @@ impl RtReplies {
             conversation_id: ticket.conversation_id.clone(),
             ticket: self.rt.ticket_ref(ticket_id),
             subject: ticket.subject.clone(),
-            ticket_reference: self.reference(ticket_id),
+            ticket_reference: self.rt.ticket_reference(ticket_id),
             agent: agent.participant,
             body,
             written_at,
