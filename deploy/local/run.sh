@@ -20,8 +20,8 @@ mkdir -p "$state/logs"
 # The Asterisk CDR file omni-calllog follows by default ([calllog.files.pbx] path, relative to the
 # working directory: the repository under `make run`).
 mkdir -p "$here/var/asterisk"
-services=(gateway email normalizer router calllog replies sender)
-admin_ports=(9181 9184 9182 9183 9185 9186 9187)
+services=(gateway email normalizer router calllog replies sender notifier)
+admin_ports=(9181 9184 9182 9183 9185 9186 9187 9188)
 
 # Pids of every live process this stack started (marked by OMNI_STACK=$state).
 stack_pids() {

@@ -819,6 +819,30 @@ impl Mailbox {
     }
 }
 
+/// The SMTP server `make test` starts (deploy/local/postfix.sh), which delivers every mail to
+/// the local Dovecot's `customers` account.
+pub fn smtp_port() -> u16 {
+    std::env::var("OMNI_TEST_SMTP_PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(12525)
+}
+
+/// A plain-text mail to the support mailbox; `headers` are added as they are (each ending in
+/// CRLF), for example thread headers or `Auto-Submitted`.
+pub fn mail(from: &str, message_id: &str, headers: &str, subject: &str, text: &str) -> Vec<u8> {
+    format!(
+        "From: {from}\r\nTo: Support <support@omni.local>\r\nSubject: {subject}\r\nMessage-ID: <{message_id}>\r\n{headers}Date: Fri, 04 Dec 2026 10:00:00 +0000\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{text}\r\n"
+    )
+    .into_bytes()
+}
+
+/// The value of a header in a raw message (first occurrence, unfolded).
+pub fn header(message: &str, name: &str) -> Option<String> {
+    let parsed = mail_parser::MessageParser::default().parse(message.as_bytes())?;
+    parsed.header_raw(name).map(|v| v.split_whitespace().collect::<Vec<_>>().join(" "))
+}
+
 /// The whole pipeline: broker, gateway, email connector, normalizer, router, against the
 /// shared RT and Dovecot.
 pub struct Pipeline {
@@ -899,6 +923,18 @@ impl Pipeline {
             env,
             http: reqwest::Client::new(),
         })
+    }
+
+    /// Starts `omni-<name>` beside the running pipeline, with the pipeline's environment, its own
+    /// admin port and `extra`, and waits until it is ready.
+    pub async fn spawn_beside(&self, name: &str, extra: &[(&str, &str)]) -> anyhow::Result<Service> {
+        let admin = free_port();
+        let mut env = self.env.clone();
+        env.push((format!("OMNI__{}__ADMIN_LISTEN", name.to_uppercase()), format!("127.0.0.1:{admin}")));
+        env.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        let mut service = Service::spawn(name, admin, &env);
+        service.wait_ready().await?;
+        Ok(service)
     }
 
     /// Posts a body to `/v1/messages` with a token; returns status and JSON answer.

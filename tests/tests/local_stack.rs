@@ -2,7 +2,7 @@
 //! started: a second start keeps what runs, restarts a service whose binary was rebuilt, stops
 //! copies no pid file names, and a stop leaves no process of the stack behind.
 //!
-//! It uses the stack's fixed ports (broker 9092, gateway 8080, admin 9181-9187, Request Tracker
+//! It uses the stack's fixed ports (broker 9092, gateway 8080, admin 9181-9188, Request Tracker
 //! 8099, Dovecot 1143, Postfix 2525) with its own state directory and a copy of the service binaries.
 
 use std::path::Path;
@@ -11,7 +11,16 @@ use std::process::Command;
 use anyhow::{Context, bail, ensure};
 use omni_e2e::{bin_dir, serial};
 
-const SERVICES: [&str; 7] = ["gateway", "email", "normalizer", "router", "calllog", "replies", "sender"];
+const SERVICES: [&str; 8] = [
+    "gateway",
+    "email",
+    "normalizer",
+    "router",
+    "calllog",
+    "replies",
+    "sender",
+    "notifier",
+];
 
 fn run_sh(state: &Path, bin: &Path, arg: &str) -> anyhow::Result<String> {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/local/run.sh");

@@ -9,51 +9,22 @@ use anyhow::Context as _;
 use omni_e2e::slack_api::SlackApi;
 use omni_e2e::telegram::TelegramApi;
 use omni_e2e::whatsapp_api::WhatsAppApi;
-use omni_e2e::{Pipeline, Service, eventually, free_port, nonce, serial};
+use omni_e2e::{Pipeline, Service, eventually, header, mail, nonce, serial, smtp_port};
 use serde_json::Value;
 
 const TIMEOUT: Duration = Duration::from_secs(90);
 
-/// The SMTP server `make test` starts (deploy/local/postfix.sh).
-fn smtp_port() -> u16 {
-    std::env::var("OMNI_TEST_SMTP_PORT")
-        .ok()
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(12525)
-}
-
 /// omni-replies and omni-sender beside a running pipeline, with `extra` in their environment.
 async fn return_path(pipeline: &Pipeline, extra: &[(&str, &str)]) -> anyhow::Result<(Service, Service)> {
-    let (replies_admin, sender_admin) = (free_port(), free_port());
-    let mut env = pipeline.env.clone();
-    env.extend([
-        ("OMNI__REPLIES__ADMIN_LISTEN".to_owned(), format!("127.0.0.1:{replies_admin}")),
-        ("OMNI__REPLIES__POLL_INTERVAL_MS".to_owned(), "500".to_owned()),
-        ("OMNI__SENDER__ADMIN_LISTEN".to_owned(), format!("127.0.0.1:{sender_admin}")),
-        (
-            "OMNI__SENDER__EMAIL__SMTP_URL".to_owned(),
-            format!("smtp://127.0.0.1:{}", smtp_port()),
-        ),
-    ]);
-    env.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
-    let mut replies = Service::spawn("replies", replies_admin, &env);
-    let mut sender = Service::spawn("sender", sender_admin, &env);
-    replies.wait_ready().await?;
-    sender.wait_ready().await?;
+    let smtp = format!("smtp://127.0.0.1:{}", smtp_port());
+    let mut env = vec![
+        ("OMNI__REPLIES__POLL_INTERVAL_MS", "500"),
+        ("OMNI__SENDER__EMAIL__SMTP_URL", smtp.as_str()),
+    ];
+    env.extend_from_slice(extra);
+    let replies = pipeline.spawn_beside("replies", &env).await?;
+    let sender = pipeline.spawn_beside("sender", &env).await?;
     Ok((replies, sender))
-}
-
-fn mail(from: &str, message_id: &str, thread: &str, subject: &str, text: &str) -> Vec<u8> {
-    format!(
-        "From: {from}\r\nTo: Support <support@omni.local>\r\nSubject: {subject}\r\nMessage-ID: <{message_id}>\r\n{thread}Date: Fri, 04 Dec 2026 10:00:00 +0000\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{text}\r\n"
-    )
-    .into_bytes()
-}
-
-/// The value of a header in a raw message (first occurrence, unfolded).
-fn header(message: &str, name: &str) -> Option<String> {
-    let parsed = mail_parser::MessageParser::default().parse(message.as_bytes())?;
-    parsed.header_raw(name).map(|v| v.split_whitespace().collect::<Vec<_>>().join(" "))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

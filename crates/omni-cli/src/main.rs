@@ -405,6 +405,7 @@ fn config_check() -> ExitCode {
     let _ = omni_calllog::CallLogServiceConfig::from_settings(&settings, &mut service_problems);
     let _ = omni_replies::RepliesServiceConfig::from_settings(&settings, &mut service_problems);
     let _ = omni_sender::SenderServiceConfig::from_settings(&settings, &mut service_problems);
+    let _ = omni_notifier::NotifierServiceConfig::from_settings(&settings, &mut service_problems);
     for (key, problem) in service_problems.items() {
         if !key.starts_with("kafka") {
             problems.push(key.clone(), problem.clone());

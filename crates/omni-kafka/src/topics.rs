@@ -30,6 +30,8 @@ pub const OUTBOUND: &str = "omni.outbound.v1";
 pub const STATE_REPLIES: &str = "omni.state.replies.v1";
 /// The sender's reply addresses and outbox (`omni.v1.SenderState`), compacted.
 pub const STATE_SENDER: &str = "omni.state.sender.v1";
+/// The latest acknowledgement per customer (`omni.v1.AcknowledgementRecord`), compacted.
+pub const STATE_NOTIFIER: &str = "omni.state.notifier.v1";
 
 /// The raw topic of a channel's family (`omni.raw.<family>.v1`, the family named beside the
 /// value in `common.proto`); `None` for `CHANNEL_UNSPECIFIED`.
@@ -115,6 +117,11 @@ pub fn all_topics() -> Vec<TopicSpec> {
     topics.push(TopicSpec {
         name: STATE_SENDER.into(),
         message_type: "omni.v1.SenderState",
+        compacted: true,
+    });
+    topics.push(TopicSpec {
+        name: STATE_NOTIFIER.into(),
+        message_type: "omni.v1.AcknowledgementRecord",
         compacted: true,
     });
     topics
@@ -251,6 +258,7 @@ mod tests {
             OUTBOUND,
             STATE_REPLIES,
             STATE_SENDER,
+            STATE_NOTIFIER,
         ] {
             assert!(names.iter().any(|name| name == topic), "{topic} is not in all_topics()");
         }

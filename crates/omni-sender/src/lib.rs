@@ -505,7 +505,8 @@ fn failure_note(outbound: &OutboundMessage, channel: Channel, reason: &str) -> C
         Channel::Unspecified => String::new(),
         channel => format!(" on {}", channel_name(channel)),
     };
-    let text = format!("omni: this answer was not delivered to the customer{on}: {reason}.");
+    let what = what_it_is(outbound);
+    let text = format!("omni: this {what} was not delivered to the customer{on}: {reason}.");
     ConversationEvent {
         event_id: format!("sender-failure-{}", outbound.outbound_id),
         conversation_id: outbound.conversation_id.clone(),
@@ -536,7 +537,16 @@ fn observe_latency(address: &ReplyAddress, outbound: &OutboundMessage) {
     };
     if let Ok(elapsed) = SystemTime::now().duration_since(written) {
         let channel = channel_name(address.channel());
-        metrics::histogram!("omni_sender_reply_latency_seconds", "channel" => channel).record(elapsed.as_secs_f64());
+        metrics::histogram!("omni_sender_reply_latency_seconds", "channel" => channel, "kind" => what_it_is(outbound))
+            .record(elapsed.as_secs_f64());
+    }
+}
+
+/// `answer` (an agent's) or `acknowledgement` (omni-notifier's), for notes and metrics.
+fn what_it_is(outbound: &OutboundMessage) -> &'static str {
+    match outbound.kind() {
+        omni_proto::v1::outbound_message::Kind::Acknowledgement => "acknowledgement",
+        _ => "answer",
     }
 }
 

@@ -7,8 +7,10 @@
 //! adapter recognises it as omni's own and keeps it out of the helpdesk ([`is_own_message_id`]).
 
 use lettre::Message;
-use lettre::message::{Mailbox, MultiPart, SinglePart, header::ContentType};
-use omni_proto::v1::contact_identifier::Kind;
+use lettre::message::header::{ContentType, HeaderName, HeaderValue};
+use lettre::message::{Mailbox, MultiPart, SinglePart};
+use omni_proto::v1::contact_identifier::Kind as IdentifierKind;
+use omni_proto::v1::outbound_message::Kind;
 use omni_proto::v1::{OutboundMessage, ReplyAddress};
 
 /// The local-part prefix of the Message-IDs omni gives its replies.
@@ -74,7 +76,7 @@ pub fn build(address: &ReplyAddress, outbound: &OutboundMessage, from: &Mailbox,
             .customer
             .iter()
             .flat_map(|c| &c.identifiers)
-            .find(|i| i.kind == Kind::Email as i32)
+            .find(|i| i.kind == IdentifierKind::Email as i32)
             .map(|i| i.value.clone())
             .ok_or(EmailReplyError::NoAddress)?
     } else {
@@ -100,6 +102,14 @@ pub fn build(address: &ReplyAddress, outbound: &OutboundMessage, from: &Mailbox,
         .to(to)
         .subject(reply_subject(subject, &outbound.ticket_reference))
         .message_id(Some(format!("<{}>", message_id(&outbound.outbound_id, domain))));
+    if outbound.kind() == Kind::Acknowledgement {
+        // RFC 3834: an automatic answer says so, so the customer's own auto-responder (and any
+        // well-behaved robot) does not answer it, and no mail loop starts.
+        builder = builder.raw_header(HeaderValue::new(
+            HeaderName::new_from_ascii_str("Auto-Submitted"),
+            "auto-replied".to_owned(),
+        ));
+    }
     if !provider.message_id.is_empty() {
         builder = builder.in_reply_to(format!("<{}>", provider.message_id));
         let mut references = Vec::new();
@@ -140,7 +150,7 @@ mod tests {
             customer: Some(Participant {
                 display_name: "Ayşe Yılmaz".into(),
                 identifiers: vec![ContactIdentifier {
-                    kind: Kind::Email as i32,
+                    kind: IdentifierKind::Email as i32,
                     value: "ayse@example.com".into(),
                     platform: String::new(),
                 }],
@@ -183,6 +193,26 @@ mod tests {
         assert_eq!(parsed.to().unwrap().first().unwrap().address(), Some("ayse@example.com"));
         assert_eq!(parsed.to().unwrap().first().unwrap().name(), Some("Ayşe Yılmaz"));
         assert_eq!(parsed.body_text(0).unwrap().trim_end(), "Kargonuz yolda.");
+    }
+
+    #[test]
+    fn an_acknowledgement_says_it_is_automatic_and_a_reply_does_not() {
+        let from: Mailbox = "support@omni.local".parse().unwrap();
+        let address = address("m1@mail.example", "m1@mail.example");
+        let mut ack = outbound("Mesajınızı aldık.");
+        ack.kind = Kind::Acknowledgement as i32;
+        let mail = build(&address, &ack, &from, "omni.local").unwrap().formatted();
+        let parsed = MessageParser::default().parse(&mail).unwrap();
+        assert_eq!(parsed.header_raw("Auto-Submitted").map(str::trim), Some("auto-replied"));
+        assert_eq!(parsed.in_reply_to().as_text(), Some("m1@mail.example"));
+        let reply = build(&address, &outbound("x"), &from, "omni.local").unwrap().formatted();
+        assert!(
+            MessageParser::default()
+                .parse(&reply)
+                .unwrap()
+                .header_raw("Auto-Submitted")
+                .is_none()
+        );
     }
 
     #[test]

@@ -1,0 +1,47 @@
+//! The notifier's state in `omni.state.notifier.v1`: each customer's latest acknowledgement.
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime};
+
+use omni_kafka::state::StateError;
+use omni_kafka::{CloudEvent, ProduceError, Producer, topics};
+use omni_proto::v1::AcknowledgementRecord;
+use prost::Message as _;
+
+use crate::NotifierServiceConfig;
+
+/// Customer key -> latest acknowledgement.
+pub type Memory = HashMap<String, AcknowledgementRecord>;
+
+/// Reads the whole state topic (last record per key wins).
+pub async fn restore(config: &NotifierServiceConfig, client_id: &str) -> Result<Memory, StateError> {
+    let timeout = Duration::from_secs(config.service.state_restore_timeout_secs);
+    let records = omni_kafka::state::read_all(&config.kafka, client_id, topics::STATE_NOTIFIER, timeout).await?;
+    let mut memory = Memory::new();
+    for (key, value) in records {
+        let key = String::from_utf8_lossy(&key).into_owned();
+        match AcknowledgementRecord::decode(value.as_slice()) {
+            Ok(record) => {
+                memory.insert(key, record);
+            }
+            Err(error) => tracing::warn!(%key, %error, "unreadable notifier state record skipped"),
+        }
+    }
+    Ok(memory)
+}
+
+/// Writes a customer's latest acknowledgement and waits for the broker.
+pub async fn write(producer: &Producer, source: &str, key: &str, record: &AcknowledgementRecord) -> Result<(), ProduceError> {
+    let headers = CloudEvent {
+        id: key,
+        kind: "omni.v1.AcknowledgementRecord",
+        source,
+        subject: None,
+        time: SystemTime::now(),
+    }
+    .to_headers();
+    producer
+        .send(topics::STATE_NOTIFIER, key.as_bytes(), &record.encode_to_vec(), headers)
+        .await
+        .map(|_| ())
+}
