@@ -59,6 +59,27 @@ pub enum Stopped {
     Fatal(String),
 }
 
+impl Stopped {
+    /// A fatal stop whose reason says what could not be done (`cannot create producer: ...`).
+    pub fn fatal(what: &str, error: impl std::fmt::Display) -> Self {
+        Self::Fatal(format!("{what}: {error}"))
+    }
+}
+
+/// A write the broker did not take: restart from the last stored offset.
+impl From<crate::ProduceError> for Stopped {
+    fn from(error: crate::ProduceError) -> Self {
+        Self::Restart(error.to_string())
+    }
+}
+
+/// State not restored: try again.
+impl From<crate::state::StateError> for Stopped {
+    fn from(error: crate::state::StateError) -> Self {
+        Self::Restart(error.to_string())
+    }
+}
+
 /// Runs `attempt` until it returns `Ok` (shutdown) or [`Stopped::Fatal`]. After a
 /// [`Stopped::Restart`] it marks the readiness check `check` not ready and runs it again after
 /// an exponential backoff with jitter (0.5 s doubling to 10 s).

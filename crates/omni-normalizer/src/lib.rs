@@ -35,7 +35,7 @@ use futures::stream::FuturesOrdered;
 use omni_channels::NormalizeError;
 use omni_kafka::consumer::{GroupConsumer, GroupMember};
 use omni_kafka::producer::Pending;
-use omni_kafka::{CloudEvent, DeadLetterWriter, ProduceError, Producer, consumer, topics};
+use omni_kafka::{CloudEvent, DeadLetterWriter, ProduceError, Producer, Stopped, consumer, topics};
 use omni_proto::v1::{ConversationEvent, NormalizedEvent, RawRecord, dead_letter::Fault};
 use omni_runtime::ServiceContext;
 use prost::Message as _;
@@ -52,9 +52,7 @@ pub async fn run(config: NormalizerServiceConfig, context: ServiceContext) -> an
     topics::ensure_topics_until_ready(&config.kafka, &client_id, &context).await?;
     let understanding = understanding(&config.service.understanding)?;
     omni_kafka::supervise(&context, "pipeline", || async {
-        run_pipeline(&config, understanding.as_ref(), &client_id, &context)
-            .await
-            .map_err(PipelineError::into_stopped)
+        run_pipeline(&config, understanding.as_ref(), &client_id, &context).await
     })
     .await
 }
@@ -95,36 +93,6 @@ fn understand(understanding: Option<&omni_understand::Understanding>, event: &mu
     }
 }
 
-/// Why the pipeline stopped before shutdown.
-#[derive(Debug)]
-enum PipelineError {
-    /// A write failed: restart the pipeline from the last stored offset.
-    Produce(ProduceError),
-    /// The known events could not be restored: try again.
-    State(omni_kafka::state::StateError),
-    /// The Kafka clients cannot be used (bad config, fenced by another replica): stop.
-    Fatal(String),
-}
-
-impl PipelineError {
-    fn into_stopped(self) -> omni_kafka::Stopped {
-        match self {
-            Self::Fatal(reason) => omni_kafka::Stopped::Fatal(reason),
-            other => omni_kafka::Stopped::Restart(other.to_string()),
-        }
-    }
-}
-
-impl std::fmt::Display for PipelineError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Produce(error) => write!(f, "{error}"),
-            Self::State(error) => write!(f, "{error}"),
-            Self::Fatal(reason) => write!(f, "{reason}"),
-        }
-    }
-}
-
 /// What became of one raw record.
 enum Handled {
     Normalized,
@@ -162,9 +130,8 @@ async fn run_pipeline(
     understanding: Option<&omni_understand::Understanding>,
     client_id: &str,
     context: &ServiceContext,
-) -> Result<(), PipelineError> {
-    let producer =
-        Producer::new(&config.kafka, client_id).map_err(|error| PipelineError::Fatal(format!("cannot create producer: {error}")))?;
+) -> Result<(), Stopped> {
+    let producer = Producer::new(&config.kafka, client_id).map_err(|error| Stopped::fatal("cannot create producer", error))?;
     let raw_topics = topics::raw_topics();
     let raw_topics: Vec<&str> = raw_topics.iter().map(String::as_str).collect();
     let member = GroupMember::join(
@@ -175,10 +142,10 @@ async fn run_pipeline(
         &raw_topics,
         &context.readiness,
     )
-    .map_err(|error| PipelineError::Fatal(format!("cannot create consumer: {error}")))?;
+    .map_err(|error| Stopped::fatal("cannot create consumer", error))?;
     let source = format!("omni/normalizer/{}", config.service.instance_id);
     let dead_letters = DeadLetterWriter::new(producer.clone(), "normalizer", source.clone());
-    let mut known = restore_known(config, client_id).await.map_err(PipelineError::State)?;
+    let mut known = restore_known(config, client_id).await?;
     tracing::info!(known_events = known.len(), "known events restored");
     context.readiness.ready("pipeline");
 
@@ -189,7 +156,7 @@ async fn run_pipeline(
             biased;
             Some((message, outcome)) = in_flight.next(), if !in_flight.is_empty() => {
                 if let Err(error) = finish(member.consumer(), &message, outcome) {
-                    failure = Some(PipelineError::Produce(error));
+                    failure = Some(Stopped::from(error));
                     break;
                 }
             }
@@ -197,7 +164,7 @@ async fn run_pipeline(
             stall = member.stalled() => {
                 // Holding no partitions, so what is in flight cannot be stored anyway.
                 if let Err(error) = member.rejoin(stall) {
-                    failure = Some(PipelineError::Fatal(format!("cannot subscribe again: {error}")));
+                    failure = Some(Stopped::fatal("cannot subscribe again", error));
                     break;
                 }
             }
@@ -209,7 +176,7 @@ async fn run_pipeline(
                 }
                 Err(error) => {
                     if let Some(fatal) = consumer::fatal_error(member.consumer()) {
-                        failure = Some(PipelineError::Fatal(format!("consumer failed fatally: {fatal}")));
+                        failure = Some(Stopped::fatal("consumer failed fatally", fatal));
                         break;
                     }
                     tracing::warn!(%error, "consumer error");
@@ -221,7 +188,7 @@ async fn run_pipeline(
     if failure.is_none() {
         while let Some((message, outcome)) = in_flight.next().await {
             if let Err(error) = finish(member.consumer(), &message, outcome) {
-                failure = Some(PipelineError::Produce(error));
+                failure = Some(Stopped::from(error));
                 break;
             }
         }

@@ -28,7 +28,7 @@ use std::time::{Duration, SystemTime};
 
 use backon::{ExponentialBuilder, Retryable as _};
 use omni_kafka::consumer::{self, GroupMember};
-use omni_kafka::{CloudEvent, DeadLetterWriter, ProduceError, Producer, topics};
+use omni_kafka::{CloudEvent, DeadLetterWriter, ProduceError, Producer, Stopped, topics};
 use omni_proto::v1::delivery::Outcome;
 use omni_proto::v1::{AcknowledgementRecord, Delivery, dead_letter::Fault};
 use omni_router::rules::channel_name;
@@ -46,25 +46,9 @@ pub async fn run(config: NotifierServiceConfig, context: ServiceContext) -> anyh
     topics::ensure_topics_until_ready(&config.kafka, &client_id, &context).await?;
     let hours = hours::BusinessHours::new(&config.service.business_hours).map_err(anyhow::Error::msg)?;
     omni_kafka::supervise(&context, "pipeline", || async {
-        run_pipeline(&config, &hours, &client_id, &context)
-            .await
-            .map_err(|error| match error {
-                PipelineError::Fatal(reason) => omni_kafka::Stopped::Fatal(reason),
-                other => omni_kafka::Stopped::Restart(other.to_string()),
-            })
+        run_pipeline(&config, &hours, &client_id, &context).await
     })
     .await
-}
-
-/// Why the pipeline stopped before shutdown.
-#[derive(Debug, thiserror::Error)]
-enum PipelineError {
-    #[error("{0}")]
-    Produce(#[from] ProduceError),
-    #[error("{0}")]
-    State(#[from] omni_kafka::state::StateError),
-    #[error("{0}")]
-    Fatal(String),
 }
 
 /// What handling a delivery needs.
@@ -81,9 +65,8 @@ async fn run_pipeline(
     hours: &hours::BusinessHours,
     client_id: &str,
     context: &ServiceContext,
-) -> Result<(), PipelineError> {
-    let fatal = |what: &str, error: rdkafka::error::KafkaError| PipelineError::Fatal(format!("cannot create {what}: {error}"));
-    let producer = Producer::new(&config.kafka, client_id).map_err(|e| fatal("producer", e))?;
+) -> Result<(), Stopped> {
+    let producer = Producer::new(&config.kafka, client_id).map_err(|e| Stopped::fatal("cannot create producer", e))?;
     let member = GroupMember::join(
         &config.kafka,
         client_id,
@@ -92,7 +75,7 @@ async fn run_pipeline(
         &[topics::DELIVERIES],
         &context.readiness,
     )
-    .map_err(|e| fatal("consumer", e))?;
+    .map_err(|e| Stopped::fatal("cannot create consumer", e))?;
     let source = format!("omni/notifier/{}", config.service.instance_id);
     let notifier = Notifier {
         config: &config.service,
@@ -108,7 +91,7 @@ async fn run_pipeline(
         tokio::select! {
             () = context.shutdown.cancelled() => return Ok(()),
             stall = member.stalled() => {
-                member.rejoin(stall).map_err(|error| PipelineError::Fatal(format!("cannot subscribe again: {error}")))?;
+                member.rejoin(stall).map_err(|error| Stopped::fatal("cannot subscribe again", error))?;
             }
             received = member.consumer().recv() => match received {
                 Ok(message) => {
@@ -122,7 +105,7 @@ async fn run_pipeline(
                 }
                 Err(error) => {
                     if let Some(fatal) = consumer::fatal_error(member.consumer()) {
-                        return Err(PipelineError::Fatal(format!("consumer failed fatally: {fatal}")));
+                        return Err(Stopped::fatal("consumer failed fatally", fatal));
                     }
                     tracing::warn!(%error, "consumer error");
                 }

@@ -28,7 +28,7 @@ use std::time::{Duration, SystemTime};
 
 use futures::future::{BoxFuture, OptionFuture};
 use omni_kafka::consumer::{GroupConsumer, GroupMember};
-use omni_kafka::{DeadLetterWriter, ProduceError, Producer, consumer, topics};
+use omni_kafka::{DeadLetterWriter, ProduceError, Producer, Stopped, consumer, topics};
 use omni_proto::v1::outbox_entry::Status;
 use omni_proto::v1::participant::Role;
 use omni_proto::v1::{Channel, ConversationEvent, Direction, OutboundMessage, ReplyAddress, dead_letter::Fault};
@@ -92,25 +92,9 @@ pub async fn run(config: SenderServiceConfig, context: ServiceContext) -> anyhow
     topics::ensure_topics_until_ready(&config.kafka, &client_id, &context).await?;
     let channels = Channels::new(&config.service)?;
     omni_kafka::supervise(&context, "pipeline", || async {
-        run_pipeline(&config, &client_id, &context, channels.clone())
-            .await
-            .map_err(|error| match error {
-                PipelineError::Fatal(reason) => omni_kafka::Stopped::Fatal(reason),
-                other => omni_kafka::Stopped::Restart(other.to_string()),
-            })
+        run_pipeline(&config, &client_id, &context, channels.clone()).await
     })
     .await
-}
-
-/// Why the pipeline stopped before shutdown.
-#[derive(Debug, thiserror::Error)]
-enum PipelineError {
-    #[error("{0}")]
-    Produce(#[from] ProduceError),
-    #[error("{0}")]
-    State(#[from] omni_kafka::state::StateError),
-    #[error("{0}")]
-    Fatal(String),
 }
 
 /// What became of one outbound record.
@@ -157,14 +141,8 @@ struct Worker {
     shutdown: CancellationToken,
 }
 
-async fn run_pipeline(
-    config: &SenderServiceConfig,
-    client_id: &str,
-    context: &ServiceContext,
-    channels: Channels,
-) -> Result<(), PipelineError> {
-    let fatal = |what: &str, error: rdkafka::error::KafkaError| PipelineError::Fatal(format!("cannot create {what}: {error}"));
-    let producer = Producer::new(&config.kafka, client_id).map_err(|e| fatal("producer", e))?;
+async fn run_pipeline(config: &SenderServiceConfig, client_id: &str, context: &ServiceContext, channels: Channels) -> Result<(), Stopped> {
+    let producer = Producer::new(&config.kafka, client_id).map_err(|e| Stopped::fatal("cannot create producer", e))?;
     let member = GroupMember::join(
         &config.kafka,
         client_id,
@@ -173,7 +151,7 @@ async fn run_pipeline(
         &[topics::CONVERSATIONS, topics::OUTBOUND],
         &context.readiness,
     )
-    .map_err(|e| fatal("consumer", e))?;
+    .map_err(|e| Stopped::fatal("cannot create consumer", e))?;
     let source = format!("omni/sender/{}", config.service.instance_id);
     let memory = state::restore(config, client_id).await?;
     tracing::info!(
@@ -205,7 +183,7 @@ type InHand = BoxFuture<'static, (OwnedMessage, Result<Outcome, ProduceError>)>;
 /// while the queue is full, never the conversations', which an answer may be waiting for).
 /// Whenever partitions were assigned, the state is read again before the next record: another
 /// replica may have written it for them.
-async fn pump<R, Fut>(member: &GroupMember, worker: &Worker, context: &ServiceContext, restore: R) -> Result<(), PipelineError>
+async fn pump<R, Fut>(member: &GroupMember, worker: &Worker, context: &ServiceContext, restore: R) -> Result<(), Stopped>
 where
     R: Fn() -> Fut,
     Fut: std::future::Future<Output = Result<state::Memory, omni_kafka::state::StateError>>,
@@ -229,7 +207,7 @@ where
             }
             () = context.shutdown.cancelled(), if in_hand.is_none() => return Ok(()),
             stall = member.stalled() => {
-                member.rejoin(stall).map_err(|error| PipelineError::Fatal(format!("cannot subscribe again: {error}")))?;
+                member.rejoin(stall).map_err(|error| Stopped::fatal("cannot subscribe again", error))?;
             }
             received = member.consumer().recv(), if !context.shutdown.is_cancelled() => match received {
                 Ok(message) => {
@@ -249,7 +227,7 @@ where
                 }
                 Err(error) => {
                     if let Some(fatal) = consumer::fatal_error(member.consumer()) {
-                        return Err(PipelineError::Fatal(format!("consumer failed fatally: {fatal}")));
+                        return Err(Stopped::fatal("consumer failed fatally", fatal));
                     }
                     tracing::warn!(%error, "consumer error");
                 }
