@@ -48,6 +48,7 @@ async fn a_turkish_return_is_acknowledged_once_in_turkish_and_robots_and_lists_a
     .await?;
     let ticket = rt.tickets_of_requestor(&customer).await?.remove(0);
     assert_eq!(rt.custom_field(&ticket, "omni Language").await?, ["tr"]);
+    assert!(rt.custom_field(&ticket, "omni Tags").await?.contains(&"returns".to_owned()));
 
     let customers = &pipeline.mailbox;
     eventually("the acknowledgement in the customer's mailbox", TIMEOUT, || async {
@@ -108,8 +109,25 @@ async fn a_turkish_return_is_acknowledged_once_in_turkish_and_robots_and_lists_a
         })
         .await?;
     }
+    // Every delivery handled again, as after a crash before the offsets were stored: a second
+    // notifier in a group of its own writes the same acknowledgement again, which the sender's
+    // outbox does not send twice.
+    let again = pipeline
+        .spawn_beside(
+            "notifier",
+            &[
+                ("OMNI__NOTIFIER__GROUP_ID", "omni-notifier-again"),
+                ("OMNI__NOTIFIER__INSTANCE_ID", "notifier-again"),
+            ],
+        )
+        .await?;
+    let written = "omni_notifier_acknowledgements_total{channel=\"email\"";
+    eventually("the acknowledgement written again", TIMEOUT, || async {
+        Ok(again.metric(written).await.unwrap_or(0.0) >= 1.0)
+    })
+    .await?;
     // Let anything wrongly sent arrive, then count: one mail to the customer, none to the others.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
     assert_eq!(customers.fetch("customers", &["to", &customer])?.len(), 1);
     for (address, _) in &robots {
         assert!(customers.fetch("customers", &["to", address])?.is_empty(), "{address} got mail");
