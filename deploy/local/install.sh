@@ -10,7 +10,9 @@
 #     own instance on port 25 is not used, and may not even start in a container);
 #   - Python packages for the independent protobuf consumer used in tests, and the providers'
 #     official SDKs (twilio, slack_sdk) that sign the webhook tests' requests;
-#   - wrk from Debian's packages, the load generator of `make bench-webhooks`.
+#   - wrk from Debian's packages, the load generator of `make bench-webhooks`;
+#   - kubernetes-validate and check-jsonschema (PyPI), which check deploy/kubernetes and the
+#     compose file against their schemas without a cluster or a Docker engine.
 set -euo pipefail
 export PATH="$HOME/.cargo/bin:$PATH"
 
@@ -32,8 +34,9 @@ fi
 
 "$(dirname "$0")/tansu/build.sh"
 
-if ! python3 -c 'import confluent_kafka, google.protobuf, grpc_tools, twilio, slack_sdk, requests' 2>/dev/null; then
-  echo "installing python packages for the independent consumer check and webhook signing"
-  python3 -m pip install --quiet --disable-pip-version-check confluent-kafka protobuf grpcio-tools twilio==9.13.0 slack_sdk==3.47.0 requests
+if ! python3 -c 'import confluent_kafka, google.protobuf, grpc_tools, twilio, slack_sdk, requests, kubernetes_validate, check_jsonschema' 2>/dev/null; then
+  echo "installing python packages for the independent consumer check, webhook signing and deploy file checks"
+  python3 -m pip install --quiet --disable-pip-version-check confluent-kafka protobuf grpcio-tools twilio==9.13.0 slack_sdk==3.47.0 requests \
+    kubernetes-validate==1.37.0 check-jsonschema==0.39.0
 fi
 echo "dependencies ready"
