@@ -114,6 +114,8 @@ pub(crate) fn fold(text: &str) -> String {
         .filter(|&c| !is_combining_mark(c))
         .filter_map(|c| match c {
             'ı' => Some('i'),
+            // A phone's typographic apostrophe is the lexicon's plain one (`where’s`).
+            '\u{2019}' => Some('\''),
             'ـ' => None,
             'ى' => Some('ي'),
             'ة' => Some('ه'),

@@ -2,17 +2,20 @@
 //!
 //! A term is one or more words, matched in order on adjacent words of the message:
 //! - a plain word matches a word with the same folded form or the same stem (`return` matches
-//!   `returned`, `returning`);
+//!   `returned`, `returning`); a Latin word of three letters or fewer by its form only (the
+//!   stem of `ups` is `up`);
 //! - `iade*` matches a word that starts with `iade` (Turkish suffixes: `iadesini`,
 //!   `iadem`), `*kaart` one that ends with `kaart` (Dutch compounds: `cadeaukaart`), `*punt*`
 //!   one that contains `punt`;
 //! - `...` between two words lets up to three other words stand between them (`send ... back`
 //!   matches `send the shoes back`).
 //!
-//! Every word of a term is folded like the message's words (see [`crate::fold`]), so terms are
-//! written the way a dictionary spells them.
+//! Every word of a term is split and folded like the message's words (see [`crate::fold`]):
+//! `e-gift` is the two words `e gift`, and terms are written the way a dictionary spells them.
 
 use std::collections::{BTreeMap, HashMap};
+
+use unicode_segmentation::UnicodeSegmentation;
 
 use crate::fold::{Folder, Word, fold};
 
@@ -205,7 +208,9 @@ impl Lexicon {
     }
 }
 
-/// A term's patterns, or `None` when it has no word.
+/// A term's patterns, or `None` when it has no word. Each part between spaces is split into
+/// words the way a message is (`e-gift` is `e` then `gift`), a leading `*` belonging to its
+/// first word and a trailing one to its last.
 fn compile(folder: &Folder, term: &str) -> Option<Vec<Pattern>> {
     let mut patterns = Vec::new();
     for part in term.split_whitespace() {
@@ -214,23 +219,11 @@ fn compile(folder: &Folder, term: &str) -> Option<Vec<Pattern>> {
             continue;
         }
         let (starts, ends) = (part.starts_with('*'), part.ends_with('*'));
-        let core = part.trim_matches('*');
-        if core.is_empty() {
-            continue;
+        let words: Vec<&str> = part.trim_matches('*').unicode_words().collect();
+        let last = words.len().saturating_sub(1);
+        for (index, word) in words.iter().enumerate() {
+            patterns.push(pattern(folder, word, starts && index == 0, ends && index == last));
         }
-        let pattern = match (starts, ends) {
-            (false, false) => {
-                let word = folder.word(core);
-                Pattern::Word {
-                    form: word.forms.into_iter().next().unwrap_or_default(),
-                    stem: word.stem,
-                }
-            }
-            (false, true) => Pattern::Prefix(fold(&folder.word(core).forms[0])),
-            (true, false) => Pattern::Suffix(fold(&folder.word(core).forms[0])),
-            (true, true) => Pattern::Infix(fold(&folder.word(core).forms[0])),
-        };
-        patterns.push(pattern);
     }
     // A gap at either end matches nothing more than the words without it.
     while matches!(patterns.last(), Some(Pattern::Gap)) {
@@ -240,6 +233,29 @@ fn compile(folder: &Folder, term: &str) -> Option<Vec<Pattern>> {
         patterns.remove(0);
     }
     (!patterns.is_empty()).then_some(patterns)
+}
+
+/// Latin-script words shorter than this match by their form only: their stems collide with
+/// common words (the English stem of `ups` is `up`, as in "sign up"). Arabic keeps its stems:
+/// its words are built on three-letter roots (`وين`, `طلب`).
+const SHORTEST_STEMMED: usize = 4;
+
+/// One word of a term: a whole word (by form, and by stem when long enough), or a prefix,
+/// suffix or infix (`iade*`, `*kaart`, `*punt*`).
+fn pattern(folder: &Folder, word: &str, starts: bool, ends: bool) -> Pattern {
+    let folded = || fold(&folder.word(word).forms[0]);
+    match (starts, ends) {
+        (false, false) => {
+            let word = folder.word(word);
+            let form = word.forms.into_iter().next().unwrap_or_default();
+            let short_latin = form.is_ascii() && form.chars().count() < SHORTEST_STEMMED;
+            let stem = if short_latin { String::new() } else { word.stem };
+            Pattern::Word { form, stem }
+        }
+        (false, true) => Pattern::Prefix(folded()),
+        (true, false) => Pattern::Suffix(folded()),
+        (true, true) => Pattern::Infix(folded()),
+    }
 }
 
 #[cfg(test)]
@@ -275,6 +291,19 @@ mod tests {
         assert!(lexicon.tags("send me the invoice, I am back home").is_empty());
         // A phrase needs its words adjacent.
         assert!(lexicon.tags("money is tight, back soon").is_empty());
+    }
+
+    #[test]
+    fn terms_split_like_messages_and_short_words_match_by_form_only() {
+        let lexicon = lexicon(&[
+            ("cards", "en", &["e-gift"]),
+            ("tracking", "en", &["where's my"]),
+            ("shipping", "en", &["ups"]),
+        ]);
+        assert_eq!(lexicon.tags("my E-Gift code fails"), ["cards"]);
+        assert_eq!(lexicon.tags("Where’s my parcel?"), ["tracking"]);
+        assert_eq!(lexicon.tags("UPS lost it"), ["shipping"]);
+        assert!(lexicon.tags("I signed up yesterday, can you follow up").is_empty());
     }
 
     #[test]

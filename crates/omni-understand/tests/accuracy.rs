@@ -201,7 +201,13 @@ fn shipped_understanding_meets_its_targets_on_the_labelled_set() {
         orders_right as f64 / orders_labelled.max(1) as f64
     );
 
+    let order_precision = orders_right as f64 / orders_found.max(1) as f64;
+    let order_recall = orders_right as f64 / orders_labelled.max(1) as f64;
     assert!(language_accuracy >= 0.97, "language accuracy {language_accuracy:.3} < 0.97");
+    assert!(
+        order_precision >= 0.95 && order_recall >= 0.95,
+        "order numbers: precision {order_precision:.2}, recall {order_recall:.2} < 0.95"
+    );
     assert!(f1 >= 0.90, "tags micro-F1 {f1:.3} < 0.90");
     assert!(none_share >= 0.90, "untagged share of area-less messages {none_share:.3} < 0.90");
 }
