@@ -39,6 +39,8 @@ async fn router_killed_between_helpdesk_and_commit_leaves_one_ticket_and_one_rep
         Outcome::Duplicate,
         "the restarted router found the ticket it had created"
     );
+    // ... and says this event opened it, so a notifier still acknowledges the new ticket.
+    assert!(first_delivery.opened_ticket, "{first_delivery:?}");
     let ticket = first_delivery.ticket_id.clone();
     let second = pipeline
         .post_ok(&message(&email, &thread, &format!("{run}-2"), "Ik heb nog niets ontvangen."))
@@ -50,6 +52,7 @@ async fn router_killed_between_helpdesk_and_commit_leaves_one_ticket_and_one_rep
     pipeline.router.restart_with(&[]).await?;
     let second_delivery = pipeline.delivery_of(&second, TIMEOUT).await?;
     assert_eq!(second_delivery.outcome(), Outcome::Duplicate);
+    assert!(!second_delivery.opened_ticket, "a follow-up opened nothing: {second_delivery:?}");
     assert_eq!(second_delivery.ticket_id, ticket);
     let third = pipeline
         .post_ok(&message(&email, &thread, &format!("{run}-3"), "Graag een reactie."))

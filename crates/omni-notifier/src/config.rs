@@ -98,14 +98,21 @@ impl Validate for NotifierConfig {
         for (name, channel) in &self.channels {
             let key = format!("{prefix}.channels.{name}");
             problems.check(
-                omni_proto::channels::channel_named(name).is_some(),
+                omni_proto::channels::channel_named(name).is_some() && *name == name.to_lowercase(),
                 key.clone(),
-                format!("`{name}` is not a channel ({})", channel_names()),
+                format!("`{name}` is not a channel name, in lowercase ({})", channel_names()),
             );
             problems.check(
                 channel.first_response_minutes >= 1,
                 format!("{key}.first_response_minutes"),
                 "must be at least 1",
+            );
+        }
+        for robot in &self.robot_local_parts {
+            problems.check(
+                !crate::decide::robot_local_part(robot).is_empty(),
+                format!("{prefix}.robot_local_parts"),
+                format!("`{robot}` would match every address"),
             );
         }
         self.business_hours.validate(&format!("{prefix}.business_hours"), problems);

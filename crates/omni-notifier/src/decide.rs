@@ -75,8 +75,14 @@ pub struct Acknowledgement {
     pub language: String,
 }
 
-/// Decides about one delivery of outcome `CREATED`; `acknowledged` holds each customer's latest
-/// acknowledgement by customer key.
+/// Whether a delivery says its event opened a ticket: `CREATED`, or a `DUPLICATE` of the event
+/// that did (a router that stopped before recording `CREATED`).
+pub fn opened_a_ticket(delivery: &Delivery) -> bool {
+    delivery.outcome() == Outcome::Created || (delivery.outcome() == Outcome::Duplicate && delivery.opened_ticket)
+}
+
+/// Decides about one delivery whose event opened a ticket ([`opened_a_ticket`]);
+/// `acknowledged` holds each customer's latest acknowledgement by customer key.
 pub fn decide(
     config: &NotifierConfig,
     hours: &BusinessHours,
@@ -84,7 +90,7 @@ pub fn decide(
     acknowledged: &HashMap<String, AcknowledgementRecord>,
     now: Timestamp,
 ) -> Result<Acknowledgement, Suppressed> {
-    debug_assert_eq!(delivery.outcome(), Outcome::Created);
+    debug_assert!(opened_a_ticket(delivery));
     let channel = channel_name(delivery.channel());
     let target = config.channels.get(channel).ok_or(Suppressed::ChannelOff)?;
     if !target.accounts.is_empty() && !target.accounts.contains(&delivery.account) {
@@ -130,15 +136,26 @@ fn check_loops(config: &NotifierConfig, delivery: &Delivery) -> Result<(), Suppr
         return Err(Suppressed::MailingList);
     }
     let customer = delivery.customer.as_ref().ok_or(Suppressed::NoCustomer)?;
-    let emails = customer
-        .identifiers
-        .iter()
-        .filter(|i| i.kind == IdentifierKind::Email as i32)
-        .map(|i| i.value.to_lowercase());
+    // The address the sender writes to: an email's Reply-To (else From), which is what a robot
+    // or the team itself would receive; the customer's own addresses only when there is none.
+    let emails: Vec<String> = if delivery.reply_to.contains('@') {
+        vec![delivery.reply_to.to_lowercase()]
+    } else {
+        customer
+            .identifiers
+            .iter()
+            .filter(|i| i.kind == IdentifierKind::Email as i32)
+            .map(|i| i.value.to_lowercase())
+            .collect()
+    };
     for email in emails {
         let (local, domain) = email.rsplit_once('@').unwrap_or((&email, ""));
-        let local: String = local.chars().filter(|c| !matches!(c, '-' | '_' | '.')).collect();
-        if config.robot_local_parts.iter().any(|robot| local.starts_with(robot.as_str())) {
+        let local = robot_local_part(local);
+        if config
+            .robot_local_parts
+            .iter()
+            .any(|robot| local.starts_with(&robot_local_part(robot)))
+        {
             return Err(Suppressed::RobotAddress);
         }
         let own_address = config.own_addresses.iter().any(|own| own.eq_ignore_ascii_case(&email));
@@ -148,6 +165,11 @@ fn check_loops(config: &NotifierConfig, delivery: &Delivery) -> Result<(), Suppr
         }
     }
     Ok(())
+}
+
+/// A local part as compared: lowercase, without `-`, `_` and `.` (`No-Reply` is `noreply`).
+pub(crate) fn robot_local_part(local: &str) -> String {
+    local.to_lowercase().chars().filter(|c| !matches!(c, '-' | '_' | '.')).collect()
 }
 
 /// `customer/<channel>/<first identifier, lowercase>`; `None` without one.
@@ -287,6 +309,37 @@ mod tests {
         let mut nobody = created("a@example.com", "en", &[]);
         nobody.customer = None;
         assert_eq!(decide_now(&config, &nobody, &none).err(), Some(Suppressed::NoCustomer));
+    }
+
+    #[test]
+    fn the_address_the_answer_goes_to_is_the_one_checked() {
+        let mut config = config();
+        // A contact form: From a robot, Reply-To the customer.
+        let mut form = created("no-reply@forms.example", "en", &[]);
+        form.reply_to = "jan@example.nl".into();
+        assert!(decide_now(&config, &form, &HashMap::new()).is_ok());
+        // A person whose Reply-To is a robot's or the team's own address.
+        let mut person = created("jan@example.nl", "en", &[]);
+        person.reply_to = "Mailer-Daemon@mx.example".into();
+        assert_eq!(decide_now(&config, &person, &HashMap::new()).err(), Some(Suppressed::RobotAddress));
+        person.reply_to = "Support@omni.local".into();
+        assert_eq!(decide_now(&config, &person, &HashMap::new()).err(), Some(Suppressed::OwnAddress));
+        // Robots' local parts as people write them match as configured.
+        config.robot_local_parts = vec!["Do-Not-Reply".into()];
+        let robot = created("do_not_reply@shop.example", "en", &[]);
+        assert_eq!(decide_now(&config, &robot, &HashMap::new()).err(), Some(Suppressed::RobotAddress));
+    }
+
+    #[test]
+    fn a_duplicate_of_the_event_that_opened_the_ticket_counts_as_new() {
+        let mut delivery = created("a@example.com", "en", &[]);
+        assert!(opened_a_ticket(&delivery));
+        delivery.outcome = Outcome::Duplicate as i32;
+        assert!(!opened_a_ticket(&delivery), "a follow-up delivered twice");
+        delivery.opened_ticket = true;
+        assert!(opened_a_ticket(&delivery), "the router stopped before recording CREATED");
+        delivery.outcome = Outcome::Appended as i32;
+        assert!(!opened_a_ticket(&delivery));
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! omni-notifier: a prompt acknowledgement to every customer whose message opened a ticket.
 //!
-//! It reads `omni.deliveries.v1`; for each `CREATED` delivery on a configured channel it decides
+//! It reads `omni.deliveries.v1`; for each delivery of an event that opened a ticket (`CREATED`,
+//! or the `DUPLICATE` a router records when it handles that event again after stopping between
+//! opening the ticket and recording it: `opened_ticket`) on a configured channel it decides
 //! ([`decide`]) whether the customer is acknowledged, renders the template of the customer's
 //! language with the ticket number, the expected first answer (the channel's target counted in
 //! business hours, [`hours`]) and the help articles of the message's problem areas, and writes
@@ -29,7 +31,6 @@ use std::time::{Duration, SystemTime};
 use backon::{ExponentialBuilder, Retryable as _};
 use omni_kafka::consumer::{self, GroupMember};
 use omni_kafka::{CloudEvent, DeadLetterWriter, ProduceError, Producer, Stopped, topics};
-use omni_proto::v1::delivery::Outcome;
 use omni_proto::v1::{AcknowledgementRecord, Delivery, dead_letter::Fault};
 use omni_router::rules::channel_name;
 use omni_runtime::ServiceContext;
@@ -136,7 +137,7 @@ impl Notifier<'_> {
                     .await;
             }
         };
-        if delivery.outcome() != Outcome::Created {
+        if !decide::opened_a_ticket(&delivery) {
             return Ok(());
         }
         let channel = channel_name(delivery.channel());

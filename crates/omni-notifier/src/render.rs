@@ -25,7 +25,13 @@ pub fn placeholders(text: &str) -> Vec<&str> {
 /// The language whose template answers a customer who wrote in `language` (a BCP 47 tag, maybe
 /// empty): its primary subtag when there is a template for it, else `default`.
 pub fn template_language<'a>(templates: &'a BTreeMap<String, Template>, language: &str, default: &'a str) -> &'a str {
-    let primary = language.split(['-', '_']).next().unwrap_or_default().to_ascii_lowercase();
+    // `tr-TR`, `tr_TR`, and a list (`tr, en`: its first).
+    let primary = language
+        .split([',', '-', '_'])
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
     templates.get_key_value(&primary).map_or(default, |(key, _)| key.as_str())
 }
 
@@ -94,6 +100,7 @@ mod tests {
             .collect();
         assert_eq!(template_language(&templates, "tr-TR", "en"), "tr");
         assert_eq!(template_language(&templates, "TR", "en"), "tr");
+        assert_eq!(template_language(&templates, "tr, en", "en"), "tr");
         assert_eq!(template_language(&templates, "de", "en"), "en");
         assert_eq!(template_language(&templates, "", "en"), "en");
     }

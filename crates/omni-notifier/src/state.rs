@@ -16,18 +16,29 @@ pub type Memory = HashMap<String, AcknowledgementRecord>;
 /// Reads the whole state topic (last record per key wins).
 pub async fn restore(config: &NotifierServiceConfig, client_id: &str) -> Result<Memory, StateError> {
     let timeout = Duration::from_secs(config.service.state_restore_timeout_secs);
+    let window = Duration::from_secs(config.service.window_secs);
     let records = omni_kafka::state::read_all(&config.kafka, client_id, topics::STATE_NOTIFIER, timeout).await?;
     let mut memory = Memory::new();
     for (key, value) in records {
         let key = String::from_utf8_lossy(&key).into_owned();
         match AcknowledgementRecord::decode(value.as_slice()) {
-            Ok(record) => {
+            // A record past the window decides nothing any more: memory holds the customers
+            // acknowledged within the window, not every customer ever.
+            Ok(record) if within(&record, window) => {
                 memory.insert(key, record);
             }
-            Err(error) => tracing::warn!(%key, %error, "unreadable notifier state record skipped"),
+            Ok(_) => {}
+            // The key names a customer: not logged.
+            Err(error) => tracing::warn!(%error, "unreadable notifier state record skipped"),
         }
     }
     Ok(memory)
+}
+
+/// Whether a record is younger than `window`.
+fn within(record: &AcknowledgementRecord, window: Duration) -> bool {
+    let at = record.acknowledged_at.and_then(|at| SystemTime::try_from(at).ok());
+    at.is_some_and(|at| at.elapsed().map_or(true, |age| age < window))
 }
 
 /// Writes a customer's latest acknowledgement and waits for the broker.

@@ -314,6 +314,9 @@ impl Router {
                 tracing::warn!(destination = %target.name, event_id = %event.event_id, %error, retry_in_ms = delay.as_millis() as u64, "delivery failed, retrying");
             })
             .await;
+        // Whether this event opened the ticket, also when it is handled again after a stop between
+        // opening the ticket and recording the delivery (then DUPLICATE): see Delivery.opened_ticket.
+        let opened_ticket = state.lock().await.opened(target.name, &event.conversation_id, &event.event_id);
         let (outcome, ticket, error) = match result {
             Ok((outcome, ticket)) => (outcome, ticket, None),
             Err(DeliverError::Kafka(error)) => return Err(error),
@@ -326,7 +329,9 @@ impl Router {
         metrics::counter!("omni_router_events_total", "destination" => target.name.to_owned(), "outcome" => outcome.as_str_name())
             .increment(1);
         tracing::debug!(destination = %target.name, event_id = %event.event_id, conversation_id = %event.conversation_id, outcome = outcome.as_str_name(), "event delivered");
-        self.record_delivery(event, target.name, outcome, ticket.as_ref(), error).await
+        let opened_ticket = opened_ticket && matches!(outcome, Outcome::Created | Outcome::Duplicate);
+        self.record_delivery(event, target.name, (outcome, opened_ticket), ticket.as_ref(), error)
+            .await
     }
 
     /// One attempt at delivering `event`, following the steps in the crate docs.
@@ -358,14 +363,18 @@ impl Router {
         // A ticket found in the helpdesk rather than in our state (state lost, a destination
         // renamed): the event may be in it already, so it is looked for like a PENDING one.
         let mut unknown_to_state = false;
+        let mut origin = String::new();
         if ticket.is_none()
             && let Some(found) = target.helpdesk.find_ticket(conversation_id).await?
         {
             unknown_to_state = true;
             if found.origin_event_id == event_id {
-                state.mark_done(destination, conversation_id, event_id, &found.ticket).await?;
+                state
+                    .mark_done(destination, conversation_id, event_id, &found.ticket, event_id)
+                    .await?;
                 return Ok((Outcome::Duplicate, Some(found.ticket)));
             }
+            origin = found.origin_event_id;
             ticket = Some(found.ticket);
         }
         if ticket.is_none() && !event.subject.is_empty() {
@@ -377,12 +386,12 @@ impl Router {
                 state.mark_pending(destination, event_id).await?;
                 let ticket = target.helpdesk.create_ticket(event, target.routing).await?;
                 fault_point("after_create").await;
-                state.mark_done(destination, conversation_id, event_id, &ticket).await?;
+                state.mark_done(destination, conversation_id, event_id, &ticket, event_id).await?;
                 Ok((Outcome::Created, Some(ticket)))
             }
             Some(ticket) => {
                 if (status == Status::Pending || unknown_to_state) && target.helpdesk.has_event(&ticket, event_id).await? {
-                    state.mark_done(destination, conversation_id, event_id, &ticket).await?;
+                    state.mark_done(destination, conversation_id, event_id, &ticket, &origin).await?;
                     return Ok((Outcome::Duplicate, Some(ticket)));
                 }
                 if status != Status::Pending {
@@ -390,7 +399,7 @@ impl Router {
                 }
                 target.helpdesk.append(&ticket, event).await?;
                 fault_point("after_append").await;
-                state.mark_done(destination, conversation_id, event_id, &ticket).await?;
+                state.mark_done(destination, conversation_id, event_id, &ticket, &origin).await?;
                 Ok((Outcome::Appended, Some(ticket)))
             }
         }
@@ -400,7 +409,7 @@ impl Router {
         &self,
         event: &ConversationEvent,
         destination: &str,
-        outcome: Outcome,
+        (outcome, opened_ticket): (Outcome, bool),
         ticket: Option<&TicketRef>,
         error: Option<String>,
     ) -> Result<(), ProduceError> {
@@ -431,6 +440,8 @@ impl Router {
             tags: event.tags.clone(),
             ticket_reference: ticket.map(|t| self.helpdesk.ticket_reference(&t.id)).unwrap_or_default(),
             account: event.provider.as_ref().map(|p| p.account.clone()).unwrap_or_default(),
+            opened_ticket,
+            reply_to: event.provider.as_ref().map(|p| p.reply_to.clone()).unwrap_or_default(),
         };
         let headers = CloudEvent {
             id: &event.event_id,

@@ -16,6 +16,8 @@ pub struct StateStore {
     producer: Producer,
     source: String,
     tickets: HashMap<String, TicketRef>,
+    /// Ticket key -> the event that opened the ticket, where known.
+    origins: HashMap<String, String>,
     events: HashMap<String, Status>,
 }
 
@@ -41,6 +43,7 @@ impl StateStore {
             producer,
             source,
             tickets: HashMap::new(),
+            origins: HashMap::new(),
             events: HashMap::new(),
         };
         for (key, value) in records {
@@ -53,6 +56,11 @@ impl StateStore {
     fn apply(&mut self, key: &str, value: &[u8]) {
         match RouterState::decode(value).map(|state| state.entry) {
             Ok(Some(Entry::Ticket(ticket))) => {
+                if ticket.origin_event_id.is_empty() {
+                    self.origins.remove(key);
+                } else {
+                    self.origins.insert(key.to_owned(), ticket.origin_event_id);
+                }
                 self.tickets.insert(
                     key.to_owned(),
                     TicketRef {
@@ -78,6 +86,13 @@ impl StateStore {
         self.tickets.get(&ticket_key(destination, conversation_id))
     }
 
+    /// Whether `event_id` opened the ticket holding the conversation at a destination.
+    pub fn opened(&self, destination: &str, conversation_id: &str, event_id: &str) -> bool {
+        self.origins
+            .get(&ticket_key(destination, conversation_id))
+            .is_some_and(|origin| origin == event_id)
+    }
+
     /// How far delivery of an event to a destination got.
     pub fn event(&self, destination: &str, event_id: &str) -> Status {
         self.events
@@ -96,13 +111,15 @@ impl StateStore {
         self.write(vec![(event_key(destination, event_id), entry)]).await
     }
 
-    /// Records that the helpdesk has the event, in `ticket`, which holds the conversation.
+    /// Records that the helpdesk has the event, in `ticket`, which holds the conversation and
+    /// was opened by `origin_event_id` (empty when not known).
     pub async fn mark_done(
         &mut self,
         destination: &str,
         conversation_id: &str,
         event_id: &str,
         ticket: &TicketRef,
+        origin_event_id: &str,
     ) -> Result<(), ProduceError> {
         let now = Some(SystemTime::now().into());
         let mut entries = vec![(
@@ -120,6 +137,7 @@ impl StateStore {
                     ticket_id: ticket.id.clone(),
                     ticket_url: ticket.url.clone(),
                     updated_at: now,
+                    origin_event_id: origin_event_id.to_owned(),
                 }),
             ));
         }
