@@ -5,7 +5,7 @@
 //! `RawRecord`, unknown provider, malformed payload) goes to `omni.deadletter.v1` with the reason
 //! and the original bytes, and the stream goes on.
 //!
-//! Understanding: each customer message's language (when the channel declared none), problem
+//! Understanding: each customer message's language (a channel's declared one is a hint), problem
 //! areas (tags) and order numbers are filled in from its text before it is written (see
 //! `omni-understand` and `[normalizer.understanding]`).
 //!
@@ -75,14 +75,15 @@ fn understand(understanding: Option<&omni_understand::Understanding>, event: &mu
     let Some(understanding) = understanding else {
         return;
     };
-    let declared = !event.language.is_empty();
+    let declared = event.language.clone();
     let Some(understood) = understanding.apply(event) else {
         return;
     };
-    let language = match (&understood.language, declared) {
-        (_, true) => "declared",
-        (Some((language, _)), false) => language.as_str(),
-        (None, false) => "unknown",
+    // `declared`: the channel's language stayed (nothing detected, or the same language).
+    let language = match &understood.language {
+        _ if !declared.is_empty() && event.language == declared => "declared",
+        Some((language, _)) => language.as_str(),
+        None => "unknown",
     };
     metrics::counter!("omni_normalizer_languages_total", "language" => language.to_owned()).increment(1);
     for tag in &understood.tags {

@@ -1,9 +1,10 @@
 //! What a customer's message is about: its language, its problem areas and the order numbers it
 //! mentions, filled into the `ConversationEvent` by the normalizer.
 //!
-//! - **Language**: detected with lingua among the configured languages when the channel declared
-//!   none, from the subject and the new text (an email reply's own words, not the quote); left
-//!   empty (unknown) below the confidence threshold rather than guessed.
+//! - **Language**: detected with lingua among the configured languages, from the subject and the
+//!   new text (an email reply's own words, not the quote); below the confidence threshold the
+//!   channel's declared language stays (often only its software's locale), or none (unknown)
+//!   rather than a guess.
 //! - **Tags**: every problem area (`returns`, `refunds`, `shipping`, ...) whose lexicon terms
 //!   occur in the text, in any configured lexicon language; terms and words are folded and
 //!   stemmed per language first (see [`fold`] and [`lexicon`]). The lexicons are configuration:
@@ -84,8 +85,11 @@ impl Understanding {
         self.lexicon.tags(head(text, TAG_CHARS)).into_iter().map(str::to_owned).collect()
     }
 
-    /// Fills `event`'s language (when the channel gave none), tags and order numbers from what
-    /// the customer wrote. Events the team wrote (direction outbound), calls (their text is
+    /// Fills `event`'s language, tags and order numbers from what the customer wrote. A
+    /// language the channel declared is a hint: it stays when nothing is detected or the
+    /// detection agrees with it, and a confident detection of another language replaces it (an
+    /// email's `Content-Language` and Telegram's `language_code` are the customer's software's
+    /// locale, not the message's: Outlook sends `en-US` whatever the customer writes). Events the team wrote (direction outbound), calls (their text is
     /// omni's own summary) and events without text are left as they are; `None` then.
     pub fn apply(&self, event: &mut ConversationEvent) -> Option<Understood> {
         if event.direction() == Direction::Outbound || event.call.is_some() {
@@ -98,8 +102,8 @@ impl Understanding {
             return None;
         }
         let understood = self.understand(&text);
-        if event.language.is_empty()
-            && let Some((language, _)) = &understood.language
+        if let Some((language, _)) = &understood.language
+            && primary_subtag(&event.language) != *language
         {
             event.language.clone_from(language);
         }
@@ -130,6 +134,11 @@ impl Understanding {
         }
         numbers
     }
+}
+
+/// The language part of a BCP 47 tag or a list of them, lowercase (`tr-TR`, `tr, en`: `tr`).
+fn primary_subtag(tag: &str) -> String {
+    tag.split([',', '-', '_']).next().unwrap_or_default().trim().to_ascii_lowercase()
 }
 
 /// `text` with Arabic-Indic and Persian digits as ASCII digits.
@@ -234,11 +243,21 @@ mod tests {
     }
 
     #[test]
-    fn a_declared_language_is_kept_and_outbound_events_and_calls_are_left_alone() {
+    fn a_declared_language_is_a_hint_and_outbound_events_and_calls_are_left_alone() {
+        // A client's locale against a confident detection: the text's language wins.
         let mut declared = event("", "I would like to return these shoes please", "");
         declared.language = "nl-BE".into();
         understanding().apply(&mut declared).unwrap();
-        assert_eq!((declared.language.as_str(), declared.tags.len()), ("nl-BE", 2));
+        assert_eq!((declared.language.as_str(), declared.tags.len()), ("en", 2));
+        // The same language, more precisely declared, or nothing detected: the declaration stays.
+        let mut agrees = event("", "Ik wil deze schoenen graag terugsturen, ze passen niet", "");
+        agrees.language = "nl-BE".into();
+        understanding().apply(&mut agrees).unwrap();
+        assert_eq!(agrees.language, "nl-BE");
+        let mut short = event("", "ok", "");
+        short.language = "tr".into();
+        understanding().apply(&mut short).unwrap();
+        assert_eq!(short.language, "tr");
 
         let mut outbound = event("", "Your delivery is late, we will return your money", "");
         outbound.direction = Direction::Outbound as i32;
