@@ -161,7 +161,7 @@ impl Notifier<'_> {
                 memory.insert(ack.customer_key.clone(), record);
                 metrics::counter!("omni_notifier_acknowledgements_total", "channel" => channel, "language" => ack.language.clone())
                     .increment(1);
-                tracing::info!(ticket_id = %delivery.ticket_id, outbound_id = %ack.outbound.outbound_id, channel, language = %ack.language, "acknowledgement written");
+                tracing::debug!(ticket_id = %delivery.ticket_id, outbound_id = %ack.outbound.outbound_id, channel, language = %ack.language, "acknowledgement written");
                 Ok(())
             }
         }
