@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use omni_channels::asterisk::{self, CdrSettings, Timezone};
-use omni_kafka::{KafkaService, ServiceSection};
+use omni_kafka::KafkaService;
 use omni_runtime::settings::check_socket_addr;
 use omni_runtime::{Problems, Validate};
 use serde::Deserialize;
@@ -135,17 +135,7 @@ impl Validate for CallLogConfig {
     }
 }
 
-impl ServiceSection for CallLogConfig {
-    const NAME: &'static str = "calllog";
-
-    fn admin_listen(&self) -> &str {
-        &self.admin_listen
-    }
-
-    fn drain_timeout_secs(&self) -> u64 {
-        self.drain_timeout_secs
-    }
-}
+omni_kafka::service_section!(CallLogConfig, "calllog");
 
 /// Everything the call-log connector reads: `[kafka]` and `[calllog]`.
 pub type CallLogServiceConfig = KafkaService<CallLogConfig>;

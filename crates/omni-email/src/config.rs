@@ -5,7 +5,7 @@ use std::fmt;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
-use omni_kafka::{KafkaService, ServiceSection};
+use omni_kafka::KafkaService;
 use omni_runtime::settings::check_socket_addr;
 use omni_runtime::{Problems, Validate};
 use serde::Deserialize;
@@ -279,17 +279,7 @@ impl Validate for EmailConfig {
     }
 }
 
-impl ServiceSection for EmailConfig {
-    const NAME: &'static str = "email";
-
-    fn admin_listen(&self) -> &str {
-        &self.admin_listen
-    }
-
-    fn drain_timeout_secs(&self) -> u64 {
-        self.drain_timeout_secs
-    }
-}
+omni_kafka::service_section!(EmailConfig, "email");
 
 /// Everything the email connector reads: `[kafka]` and `[email]`.
 pub type EmailServiceConfig = KafkaService<EmailConfig>;

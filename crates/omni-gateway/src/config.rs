@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use omni_channels::webhook::{DEVELOPMENT_SECRET_PREFIX, WebhookAccount, webhook_adapter, webhook_adapters};
-use omni_kafka::{KafkaService, ServiceSection};
+use omni_kafka::KafkaService;
 use omni_runtime::settings::check_socket_addr;
 use omni_runtime::{Problems, Validate};
 use serde::Deserialize;
@@ -138,17 +138,7 @@ impl Validate for GatewayConfig {
 /// Everything the gateway reads: `[kafka]` and `[gateway]`.
 pub type GatewayServiceConfig = KafkaService<GatewayConfig>;
 
-impl ServiceSection for GatewayConfig {
-    const NAME: &'static str = "gateway";
-
-    fn admin_listen(&self) -> &str {
-        &self.admin_listen
-    }
-
-    fn drain_timeout_secs(&self) -> u64 {
-        self.drain_timeout_secs
-    }
-}
+omni_kafka::service_section!(GatewayConfig, "gateway");
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -22,6 +22,25 @@ pub trait ServiceSection: DeserializeOwned + Validate + Send + 'static {
     fn drain_timeout_secs(&self) -> u64;
 }
 
+/// Implements [`ServiceSection`] for a section struct with the usual `admin_listen: String` and
+/// `drain_timeout_secs: u64` fields: `omni_kafka::service_section!(SenderConfig, "sender");`.
+#[macro_export]
+macro_rules! service_section {
+    ($section:ty, $name:literal) => {
+        impl $crate::ServiceSection for $section {
+            const NAME: &'static str = $name;
+
+            fn admin_listen(&self) -> &str {
+                &self.admin_listen
+            }
+
+            fn drain_timeout_secs(&self) -> u64 {
+                self.drain_timeout_secs
+            }
+        }
+    };
+}
+
 /// `[kafka]` and one service's section: everything such a service reads.
 #[derive(Clone, Debug)]
 pub struct KafkaService<S> {

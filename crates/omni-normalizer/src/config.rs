@@ -1,6 +1,6 @@
 //! `[normalizer]` configuration.
 
-use omni_kafka::{KafkaService, ServiceSection};
+use omni_kafka::KafkaService;
 use omni_runtime::settings::check_socket_addr;
 use omni_runtime::{Problems, Validate};
 use serde::Deserialize;
@@ -49,14 +49,4 @@ impl Validate for NormalizerConfig {
 /// Everything the normalizer reads: `[kafka]` and `[normalizer]`.
 pub type NormalizerServiceConfig = KafkaService<NormalizerConfig>;
 
-impl ServiceSection for NormalizerConfig {
-    const NAME: &'static str = "normalizer";
-
-    fn admin_listen(&self) -> &str {
-        &self.admin_listen
-    }
-
-    fn drain_timeout_secs(&self) -> u64 {
-        self.drain_timeout_secs
-    }
-}
+omni_kafka::service_section!(NormalizerConfig, "normalizer");

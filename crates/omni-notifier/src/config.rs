@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use omni_kafka::{KafkaService, ServiceSection};
+use omni_kafka::KafkaService;
 use omni_runtime::settings::check_socket_addr;
 use omni_runtime::{Problems, Validate};
 use serde::Deserialize;
@@ -161,14 +161,4 @@ fn channel_names() -> String {
 /// `[kafka]` and `[notifier]`.
 pub type NotifierServiceConfig = KafkaService<NotifierConfig>;
 
-impl ServiceSection for NotifierConfig {
-    const NAME: &'static str = "notifier";
-
-    fn admin_listen(&self) -> &str {
-        &self.admin_listen
-    }
-
-    fn drain_timeout_secs(&self) -> u64 {
-        self.drain_timeout_secs
-    }
-}
+omni_kafka::service_section!(NotifierConfig, "notifier");

@@ -1,6 +1,6 @@
 //! `[router]` configuration.
 
-use omni_kafka::{KafkaService, ServiceSection};
+use omni_kafka::KafkaService;
 use omni_runtime::settings::check_socket_addr;
 use omni_runtime::{Problems, Validate};
 use serde::Deserialize;
@@ -148,17 +148,7 @@ impl RouterConfig {
 /// Everything the router reads: `[kafka]` and `[router]`.
 pub type RouterServiceConfig = KafkaService<RouterConfig>;
 
-impl ServiceSection for RouterConfig {
-    const NAME: &'static str = "router";
-
-    fn admin_listen(&self) -> &str {
-        &self.admin_listen
-    }
-
-    fn drain_timeout_secs(&self) -> u64 {
-        self.drain_timeout_secs
-    }
-}
+omni_kafka::service_section!(RouterConfig, "router");
 
 #[cfg(test)]
 mod tests {

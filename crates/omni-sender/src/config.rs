@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use omni_kafka::{KafkaService, ServiceSection};
+use omni_kafka::KafkaService;
 use omni_runtime::settings::check_socket_addr;
 use omni_runtime::{Problems, Validate};
 use serde::Deserialize;
@@ -306,17 +306,7 @@ fn redacted(url: &str) -> String {
 /// Everything the sender reads: `[kafka]` and `[sender]`.
 pub type SenderServiceConfig = KafkaService<SenderConfig>;
 
-impl ServiceSection for SenderConfig {
-    const NAME: &'static str = "sender";
-
-    fn admin_listen(&self) -> &str {
-        &self.admin_listen
-    }
-
-    fn drain_timeout_secs(&self) -> u64 {
-        self.drain_timeout_secs
-    }
-}
+omni_kafka::service_section!(SenderConfig, "sender");
 
 #[cfg(test)]
 mod tests {
