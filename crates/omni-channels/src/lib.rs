@@ -49,6 +49,13 @@ pub trait Normalize: Send + Sync {
     /// stays in the raw topic only.
     fn normalize(&self, raw: &RawRecord, known: &dyn KnownEvents) -> Result<Option<ConversationEvent>, NormalizeError>;
 
+    /// Further keys the event's conversation is known by besides its event id, for
+    /// [`KnownEvents`] lookups of later messages: what they name it by when that is not its
+    /// event id (an email's Message-ID, which two different messages may share).
+    fn known_as(&self, _event: &ConversationEvent) -> Vec<String> {
+        Vec::new()
+    }
+
     /// The same adapter as a webhook adapter, when it takes provider webhooks: `Some(self)`.
     fn as_webhook(&self) -> Option<&dyn webhook::WebhookAdapter> {
         None

@@ -76,6 +76,18 @@ pub struct MailboxConfig {
     /// raw record's `list_mail` attribute.
     #[serde(default)]
     pub list_mail: omni_channels::email::ListMail,
+    /// Subject markers of out-of-office replies that carry no auto-reply header ("Automatic
+    /// reply: ..."): a subject opening with one of them and a colon is tagged `auto-reply`.
+    /// Unset: omni's list (`omni_channels::email::DEFAULT_AUTO_REPLY_SUBJECTS`, English,
+    /// German, Turkish, Dutch, Arabic, French); `[]` turns the check off.
+    #[serde(default)]
+    pub auto_reply_subjects: Option<Vec<String>>,
+    /// The charset raw 8-bit header bytes (a subject sent without RFC 2047) are read in when the
+    /// message's own declared charset does not fit them, for example `windows-1256` for a
+    /// mailbox of Arabic customers. Unset: Windows-1254 when the bytes are Turkish, else
+    /// Windows-1252.
+    #[serde(default)]
+    pub default_charset: Option<String>,
 }
 
 impl MailboxConfig {
@@ -169,6 +181,13 @@ impl MailboxConfig {
         problems.check(self.port != 0, format!("{key}.port"), "must not be 0");
         problems.check(!self.username.is_empty(), format!("{key}.username"), "must not be empty");
         problems.check(!self.folder.is_empty(), format!("{key}.folder"), "must not be empty");
+        if let Some(charset) = &self.default_charset {
+            problems.check(
+                omni_channels::email::header::is_charset(charset),
+                format!("{key}.default_charset"),
+                format!("`{charset}` is not a charset name (WHATWG labels: windows-1256, iso-8859-9, koi8-r, ...)"),
+            );
+        }
         match self.security {
             Security::Plain => {
                 problems.check(

@@ -421,6 +421,8 @@ mod tests {
             oauth2_token_file: None,
             folder: "INBOX".into(),
             list_mail: Default::default(),
+            auto_reply_subjects: None,
+            default_charset: None,
         }
     }
 

@@ -165,6 +165,12 @@ impl MailboxReader {
                 self.mailbox.list_mail.as_str().to_owned(),
             ),
         ]);
+        if let Some(subjects) = &self.mailbox.auto_reply_subjects {
+            attributes.insert(omni_channels::email::AUTO_REPLY_SUBJECTS_ATTRIBUTE.to_owned(), subjects.join("\n"));
+        }
+        if let Some(charset) = &self.mailbox.default_charset {
+            attributes.insert(omni_channels::email::header::DEFAULT_CHARSET_ATTRIBUTE.to_owned(), charset.clone());
+        }
         let payload = if body.len() > self.settings.max_inline_bytes {
             // Too large for a record: keep the header, say so, and point at the message on the server.
             attributes.insert("truncated".to_owned(), "true".to_owned());

@@ -230,7 +230,7 @@ fn start(
 ) -> impl std::future::Future<Output = (OwnedMessage, Result<Handled, ProduceError>)> + use<> {
     use futures::future::Either;
     let done = |message, outcome| Either::Left(std::future::ready((message, outcome)));
-    let enqueued: Result<(Pending, ConversationEvent), (Fault, String, String)> = match decode(message.payload().unwrap_or_default()) {
+    let enqueued: Result<(Pending, ConversationEvent, Vec<String>), Rejection> = match decode(message.payload().unwrap_or_default()) {
         Ok(raw) if known.contains_key(&raw.event_id) => {
             tracing::debug!(event_id = %raw.event_id, "event already written; skipped");
             return done(message, Ok(Handled::Duplicate));
@@ -259,8 +259,13 @@ fn start(
                     Ok(pending) => {
                         // Known from now on, so a copy of the record further on in this batch is
                         // skipped; a failed write restores the map from the topic.
-                        known.insert(event.event_id.clone(), event.conversation_id.clone());
-                        Ok((pending, event))
+                        let aliases = omni_channels::normalizer_for(&raw.provider)
+                            .map(|adapter| adapter.known_as(&event))
+                            .unwrap_or_default();
+                        for key in std::iter::once(&event.event_id).chain(&aliases) {
+                            known.insert(key.clone(), event.conversation_id.clone());
+                        }
+                        Ok((pending, event, aliases))
                     }
                     Err(ProduceError::Refused(error)) => Err((
                         Fault::Internal,
@@ -279,8 +284,10 @@ fn start(
     let source = source.to_owned();
     Either::Right(async move {
         let outcome = match enqueued {
-            Ok((pending, event)) => match pending.acknowledged().await {
-                Ok(_) => record_known(&producer, &source, &event).await.map(|()| Handled::Normalized),
+            Ok((pending, event, aliases)) => match pending.acknowledged().await {
+                Ok(_) => record_known(&producer, &source, &event, &aliases)
+                    .await
+                    .map(|()| Handled::Normalized),
                 Err(error) => Err(error),
             },
             Err((fault, reason, event_id)) => dead_letters
@@ -292,29 +299,35 @@ fn start(
     })
 }
 
-/// Records that `event` was written, in `omni.state.normalizer.v1`.
-async fn record_known(producer: &Producer, source: &str, event: &ConversationEvent) -> Result<(), ProduceError> {
-    let key = format!("{KNOWN_KEY_PREFIX}{}", event.event_id);
+/// Records that `event` was written, in `omni.state.normalizer.v1`, under its event id and the
+/// further keys its adapter says it is known by (`aliases`), all written at once.
+async fn record_known(producer: &Producer, source: &str, event: &ConversationEvent, aliases: &[String]) -> Result<(), ProduceError> {
     let value = NormalizedEvent {
         conversation_id: event.conversation_id.clone(),
         updated_at: Some(SystemTime::now().into()),
-    };
-    let headers = CloudEvent {
-        id: &key,
-        kind: "omni.v1.NormalizedEvent",
-        source,
-        subject: Some(&event.conversation_id),
-        time: SystemTime::now(),
     }
-    .to_headers();
-    producer
-        .send(topics::STATE_NORMALIZER, key.as_bytes(), &value.encode_to_vec(), headers)
-        .await
-        .map(|_| ())
+    .encode_to_vec();
+    let writes = std::iter::once(&event.event_id).chain(aliases).map(|id| {
+        let key = format!("{KNOWN_KEY_PREFIX}{id}");
+        let headers = CloudEvent {
+            id: &key,
+            kind: "omni.v1.NormalizedEvent",
+            source,
+            subject: Some(&event.conversation_id),
+            time: SystemTime::now(),
+        }
+        .to_headers();
+        let value = &value;
+        async move { producer.send(topics::STATE_NORMALIZER, key.as_bytes(), value, headers).await }
+    });
+    futures::future::try_join_all(writes).await.map(|_| ())
 }
 
+/// Why a record cannot become an event: `(fault, reason, event id)`.
+pub type Rejection = (Fault, String, String);
+
 /// Decodes a raw record, or says why not: `(fault, reason, event id)`.
-fn decode(payload: &[u8]) -> Result<RawRecord, (Fault, String, String)> {
+fn decode(payload: &[u8]) -> Result<RawRecord, Rejection> {
     let raw = RawRecord::decode(payload).map_err(|error| (Fault::Input, format!("not an omni.v1.RawRecord: {error}"), String::new()))?;
     if raw.event_id.is_empty() {
         return Err((Fault::Input, "raw record has no event_id".to_owned(), String::new()));
@@ -323,7 +336,7 @@ fn decode(payload: &[u8]) -> Result<RawRecord, (Fault, String, String)> {
 }
 
 /// Normalizes a decoded raw record, or says why not: `(fault, reason, event id)`.
-fn normalize_raw(raw: &RawRecord, known: &dyn omni_channels::KnownEvents) -> Result<Option<ConversationEvent>, (Fault, String, String)> {
+fn normalize_raw(raw: &RawRecord, known: &dyn omni_channels::KnownEvents) -> Result<Option<ConversationEvent>, Rejection> {
     let adapter = omni_channels::normalizer_for(&raw.provider).map_err(|error| (Fault::Input, error.to_string(), raw.event_id.clone()))?;
     let mut event = adapter.normalize(raw, known).map_err(|error| {
         let fault = match error {
@@ -339,7 +352,7 @@ fn normalize_raw(raw: &RawRecord, known: &dyn omni_channels::KnownEvents) -> Res
 
 /// Decodes a raw record and normalizes it with the given known events (`None`: nothing for an
 /// agent), or says why not: `(fault, reason, event id)`.
-pub fn normalize(payload: &[u8], known: &dyn omni_channels::KnownEvents) -> Result<Option<ConversationEvent>, (Fault, String, String)> {
+pub fn normalize(payload: &[u8], known: &dyn omni_channels::KnownEvents) -> Result<Option<ConversationEvent>, Rejection> {
     normalize_raw(&decode(payload)?, known)
 }
 

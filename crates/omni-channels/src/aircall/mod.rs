@@ -385,6 +385,7 @@ impl Normalize for Aircall {
                 thread_id: String::new(),
                 reply_to,
                 in_reply_to: String::new(),
+                references: Vec::new(),
             }),
             ..Default::default()
         }))

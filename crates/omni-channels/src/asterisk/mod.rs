@@ -759,6 +759,7 @@ impl Normalize for Asterisk {
                 thread_id: cdr.linkedid.clone(),
                 reply_to: customer,
                 in_reply_to: String::new(),
+                references: Vec::new(),
             }),
             ..Default::default()
         }))

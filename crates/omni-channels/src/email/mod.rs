@@ -12,16 +12,29 @@
 //!   account and the thread root: the first `References` id, else `In-Reply-To`, else the
 //!   message's own Message-ID. The subject is never used: a reply with a new subject stays in its
 //!   thread and a new mail with an old subject opens its own;
-//! - readable text: the text part, or the HTML part converted to text when there is none, and
-//!   [`reply::new_text`] without the quoted history and the signature;
-//! - attachments with name, media type, size and SHA-256, inline parts marked inline;
+//!   A different message that reuses a Message-ID (some mailers and ticket systems do) is told
+//!   from a redelivered copy by a digest of its decoded content, which is part of the event id;
+//!   the conversation is known under the Message-ID too ([`Normalize::known_as`]), so replies
+//!   naming it still join;
+//! - a readable header ([`header`]): a body with no blank line before it, raw 8-bit bytes in
+//!   header fields decoded in the charset that fits them;
+//! - readable content ([`body`]): every inline text part in order, forwarded messages as quoted
+//!   forwards with their files, and [`reply::new_text`] without the quoted history and the
+//!   signature; attachments with name, media type, size and SHA-256, inline parts marked
+//!   inline, report parts and empty containers left out;
+//! - any message with a header field is a message: one without From is named by its Sender,
+//!   Reply-To or Return-Path, else it reaches the helpdesk without a sender address (each
+//!   helpdesk names such a requester as it names any customer without an address);
 //! - loops and noise: auto-replies (RFC 3834 `Auto-Submitted`, `X-Autoreply`, `X-Autorespond`,
 //!   `X-Auto-Response-Suppress`, `Precedence: auto_reply`, and `Precedence: bulk`/`junk` outside
-//!   list mail) are tagged `auto-reply`, delivery reports (`multipart/report`) `bounce`; the
+//!   list mail, and weaker, a subject that opens with an out-of-office marker such as
+//!   "Automatic reply:" or "Otomatik yanıt:", per mailbox `auto_reply_subjects`) are tagged `auto-reply`, delivery reports (`multipart/report`) `bounce`; the
 //!   router never opens a ticket for either. Mail through a list or group alias (`List-*`,
 //!   `Precedence: list`) is tagged `mailing-list` and is a person's message, unless the mailbox
 //!   says `list_mail = "automated"` ([`ListMail`]).
 
+pub mod body;
+pub mod header;
 pub mod reply;
 pub mod send;
 
@@ -33,7 +46,6 @@ use omni_proto::v1::participant::Role;
 use omni_proto::v1::{
     Attachment, Body, Channel, ContactIdentifier, ConversationEvent, Direction, Participant, ProviderReference, RawRecord,
 };
-use sha2::{Digest, Sha256};
 
 use crate::{Normalize, NormalizeError, ids};
 
@@ -66,7 +78,8 @@ pub struct MessageIds {
 /// The conversation id here is the thread root's: what the normalizer gives when it knows none
 /// of the messages the reply names.
 pub fn ids(account: &str, bytes: &[u8]) -> MessageIds {
-    match MessageParser::new().parse_headers(bytes) {
+    let readable = readable(bytes, None);
+    match parse(&readable) {
         Some(message) => ids_of(account, &message, bytes, &crate::NoKnownEvents),
         None => {
             let event_id = ids::event_id(CHANNEL, account, None, bytes);
@@ -81,16 +94,40 @@ pub fn ids(account: &str, bytes: &[u8]) -> MessageIds {
     }
 }
 
+/// What the parser reads of the bytes: a readable header ([`header::readable`]) and no empty
+/// container swallowing the parts after it ([`body::close_empty_containers`]).
+fn readable<'a>(bytes: &'a [u8], mailbox_charset: Option<&str>) -> Cow<'a, [u8]> {
+    let header = header::readable(bytes, mailbox_charset);
+    match body::close_empty_containers(&header) {
+        Some(repaired) => Cow::Owned(repaired),
+        None => header,
+    }
+}
+
+/// The message, when the bytes hold one: they open with a header field.
+fn parse(bytes: &[u8]) -> Option<Message<'_>> {
+    header::has_fields(bytes).then(|| MessageParser::default().parse(bytes)).flatten()
+}
+
+/// The key a message is known by under its Message-ID (what replies name it by), whatever its
+/// content: the event id of every message before reused Message-IDs were told apart.
+pub fn message_key(account: &str, message_id: &str) -> String {
+    ids::event_id(CHANNEL, account, Some(message_id), b"")
+}
+
 fn ids_of(account: &str, message: &Message<'_>, bytes: &[u8], known: &dyn crate::KnownEvents) -> MessageIds {
     let message_id = message.message_id().map(str::trim).filter(|id| !id.is_empty()).map(str::to_owned);
-    let event_id = ids::event_id(CHANNEL, account, message_id.as_deref(), bytes);
-    let references = all_ids(message.references());
-    let in_reply_to = all_ids(message.in_reply_to());
+    let event_id = match &message_id {
+        Some(id) => ids::event_id(CHANNEL, account, Some(&format!("{id}\n{}", body::digest(message))), bytes),
+        None => ids::event_id(CHANNEL, account, None, bytes),
+    };
+    let references = header_ids(message, "References");
+    let in_reply_to = header_ids(message, "In-Reply-To");
     let known_parent = in_reply_to
         .iter()
         .chain(references.iter().rev())
         .filter(|parent| Some(parent.as_str()) != message_id.as_deref())
-        .find_map(|parent| known.conversation_of(&ids::event_id(CHANNEL, account, Some(parent), b"")));
+        .find_map(|parent| known.conversation_of(&message_key(account, parent)));
     let root = references.first().or(in_reply_to.first()).cloned().or(message_id.clone());
     let conversation_id = match (known_parent, &root) {
         (Some(conversation_id), _) => conversation_id,
@@ -105,7 +142,13 @@ fn ids_of(account: &str, message: &Message<'_>, bytes: &[u8], known: &dyn crate:
     }
 }
 
-/// The message ids in a `References` or `In-Reply-To` header, in header order.
+/// The message ids in every `name` header (`References`, `In-Reply-To`), in header order: a
+/// message may carry two `References` lines.
+fn header_ids(message: &Message<'_>, name: &str) -> Vec<String> {
+    message.header_values(name).flat_map(all_ids).collect()
+}
+
+/// The message ids in one `References` or `In-Reply-To` header, in header order.
 fn all_ids(value: &HeaderValue<'_>) -> Vec<String> {
     let ids: Vec<&str> = match value {
         HeaderValue::Text(id) => vec![id.as_ref()],
@@ -122,6 +165,30 @@ fn all_ids(value: &HeaderValue<'_>) -> Vec<String> {
 /// The raw record attribute carrying the mailbox's `list_mail` setting (set by the email
 /// connector; absent means [`ListMail::Message`]).
 pub const LIST_MAIL_ATTRIBUTE: &str = "list_mail";
+
+/// The raw record attribute carrying the mailbox's `auto_reply_subjects`, one per line (set by
+/// the email connector when the mailbox names its own; absent means
+/// [`DEFAULT_AUTO_REPLY_SUBJECTS`], empty means none).
+pub const AUTO_REPLY_SUBJECTS_ATTRIBUTE: &str = "auto_reply_subjects";
+
+/// Subject markers of out-of-office replies, as mail clients write them before a colon
+/// (Outlook and Exchange in several languages, Lotus Notes' `AUTO:`).
+pub const DEFAULT_AUTO_REPLY_SUBJECTS: [&str; 14] = [
+    "Automatic reply",
+    "Auto reply",
+    "Autoreply",
+    "Out of Office",
+    "Out of Office AutoReply",
+    "AUTO",
+    "Abwesenheitsnotiz",
+    "Otomatik yanıt",
+    "Otomatik cevap",
+    "Automatisch antwoord",
+    "Afwezigheidsbericht",
+    "رد تلقائي",
+    "الرد التلقائي",
+    "Réponse automatique",
+];
 
 /// What mail that came through a mailing list or a group alias is, for one mailbox.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
@@ -144,12 +211,42 @@ impl ListMail {
             Self::Automated => "automated",
         }
     }
+}
 
-    fn of(raw: &RawRecord) -> Self {
-        match raw.attributes.get(LIST_MAIL_ATTRIBUTE).map(String::as_str) {
-            Some("automated") => Self::Automated,
-            _ => Self::Message,
+/// A mailbox's settings, as its connector put them in the raw record's attributes.
+#[derive(Clone, Debug)]
+pub struct MailboxSettings {
+    /// What list mail is.
+    pub list_mail: ListMail,
+    /// Subject markers of out-of-office replies.
+    pub auto_reply_subjects: Vec<String>,
+    /// The charset raw 8-bit header bytes are read in when the message declares none that fits.
+    pub default_charset: Option<String>,
+}
+
+impl Default for MailboxSettings {
+    fn default() -> Self {
+        Self {
+            list_mail: ListMail::default(),
+            auto_reply_subjects: DEFAULT_AUTO_REPLY_SUBJECTS.map(str::to_owned).to_vec(),
+            default_charset: None,
         }
+    }
+}
+
+impl MailboxSettings {
+    /// The settings a raw record carries.
+    pub fn of(raw: &RawRecord) -> Self {
+        let attribute = |name: &str| raw.attributes.get(name).map(String::as_str);
+        let mut settings = Self::default();
+        if attribute(LIST_MAIL_ATTRIBUTE) == Some("automated") {
+            settings.list_mail = ListMail::Automated;
+        }
+        if let Some(subjects) = attribute(AUTO_REPLY_SUBJECTS_ATTRIBUTE) {
+            settings.auto_reply_subjects = subjects.lines().filter(|s| !s.trim().is_empty()).map(str::to_owned).collect();
+        }
+        settings.default_charset = attribute(header::DEFAULT_CHARSET_ATTRIBUTE).map(str::to_owned);
+        settings
     }
 }
 
@@ -189,21 +286,46 @@ fn is_auto_reply(message: &Message<'_>) -> bool {
     auto_submitted || vendor || precedence == "auto_reply" || bulk_outside_lists
 }
 
-/// What kind of automated message this is, if any, for a mailbox whose list mail is `list_mail`.
-pub fn automated_kind(message: &Message<'_>, list_mail: ListMail) -> Option<&'static str> {
+/// Whether the subject opens with one of `markers` followed by a colon ("Automatic reply: ...",
+/// "Otomatik yanıt: ..."): weaker evidence than a header, so only a marker at the very start
+/// counts, never words in the text.
+pub fn subject_says_auto_reply(subject: &str, markers: &[String]) -> bool {
+    let subject = subject.trim_start().to_lowercase();
+    markers.iter().any(|marker| {
+        subject
+            .strip_prefix(&marker.trim().to_lowercase())
+            .is_some_and(|rest| rest.trim_start().starts_with([':', '：']))
+    })
+}
+
+/// What kind of automated message this is, if any, for a mailbox with `settings`.
+pub fn automated_kind(message: &Message<'_>, settings: &MailboxSettings) -> Option<&'static str> {
     let is_report = message
         .content_type()
         .is_some_and(|ct| ct.ctype().eq_ignore_ascii_case("multipart") && ct.subtype().is_some_and(|s| s.eq_ignore_ascii_case("report")));
     if is_report {
         return Some(TAG_BOUNCE);
     }
-    let automated = is_auto_reply(message) || list_mail == ListMail::Automated && is_list_mail(message);
+    let by_subject = message
+        .subject()
+        .is_some_and(|subject| subject_says_auto_reply(subject, &settings.auto_reply_subjects));
+    let automated = is_auto_reply(message) || by_subject || settings.list_mail == ListMail::Automated && is_list_mail(message);
     automated.then_some(TAG_AUTO_REPLY)
 }
 
+/// The sender: `From`, else `Sender`, else `Reply-To`, else the `Return-Path` address; a
+/// message with none of them has a sender without name or address.
 fn sender(message: &Message<'_>, automated: bool) -> Participant {
-    let from = message.from().and_then(Address::first);
-    let address = from.and_then(|addr| addr.address()).map(str::to_owned);
+    let from = [message.from(), message.sender(), message.reply_to()]
+        .into_iter()
+        .flatten()
+        .find_map(Address::first);
+    let address = from
+        .and_then(|addr| addr.address())
+        .or_else(|| message.return_address())
+        .map(str::trim)
+        .filter(|address| !address.is_empty())
+        .map(str::to_owned);
     let name = from.and_then(|addr| addr.name()).unwrap_or_default().to_owned();
     let identifiers = address
         .into_iter()
@@ -218,28 +340,6 @@ fn sender(message: &Message<'_>, automated: bool) -> Participant {
         role: role as i32,
         display_name: name,
         identifiers,
-    }
-}
-
-fn attachment(part: &mail_parser::MessagePart<'_>, inline_limit: usize) -> Attachment {
-    let contents = part.contents();
-    let media_type = part
-        .content_type()
-        .map(|ct| match ct.subtype() {
-            Some(sub) => format!("{}/{}", ct.ctype(), sub),
-            None => ct.ctype().to_owned(),
-        })
-        .unwrap_or_else(|| "application/octet-stream".to_owned())
-        .to_ascii_lowercase();
-    let inline = part.content_disposition().is_some_and(|cd| cd.is_inline()) || part.content_id().is_some();
-    Attachment {
-        name: part.attachment_name().unwrap_or_default().to_owned(),
-        media_type,
-        size_bytes: contents.len() as u64,
-        sha256: hex::encode(Sha256::digest(contents)),
-        content: (contents.len() <= inline_limit).then(|| omni_proto::v1::attachment::Content::Data(contents.to_vec())),
-        inline,
-        content_id: part.content_id().unwrap_or_default().trim_matches(['<', '>']).to_owned(),
     }
 }
 
@@ -306,40 +406,35 @@ impl Normalize for EmailNormalizer {
         let own = event.provider.as_ref().is_some_and(|p| send::is_own_message_id(&p.message_id));
         Ok((!own).then_some(event))
     }
+
+    /// Its Message-ID, which replies name it by and other messages may reuse.
+    fn known_as(&self, event: &ConversationEvent) -> Vec<String> {
+        event
+            .provider
+            .as_ref()
+            .filter(|provider| !provider.message_id.is_empty())
+            .map(|provider| vec![message_key(&provider.account, &provider.message_id)])
+            .unwrap_or_default()
+    }
 }
 
 impl EmailNormalizer {
     /// Normalizes one record; every record of this channel is a message.
     pub fn event(&self, raw: &RawRecord, known: &dyn crate::KnownEvents) -> Result<ConversationEvent, NormalizeError> {
-        let malformed = |reason: &str| NormalizeError::Malformed {
+        let settings = MailboxSettings::of(raw);
+        let readable = readable(&raw.payload, settings.default_charset.as_deref());
+        let message = parse(&readable).ok_or_else(|| NormalizeError::Malformed {
             provider: PROVIDER,
-            reason: reason.to_owned(),
-        };
-        let message = MessageParser::default()
-            .parse(&raw.payload)
-            .ok_or_else(|| malformed("not an RFC 5322 message"))?;
-        if message.from().is_none() && message.message_id().is_none() && message.subject().is_none() {
-            return Err(malformed("no From, Message-ID or Subject header: not an email"));
-        }
+            reason: "no header field: not an RFC 5322 message".to_owned(),
+        })?;
         let ids = ids_of(&raw.account, &message, &raw.payload, known);
-        let text: Cow<'_, str> = message.body_text(0).unwrap_or_default();
-        let html = if message.html_body_count() > 0 && message.text_body_count() > 0 || message.text_body_count() == 0 {
-            message.body_html(0).map(Cow::into_owned).unwrap_or_default()
-        } else {
-            String::new()
-        };
-        let text = text.trim_end().replace("\r\n", "\n");
-        let new_text = reply::new_text(&text);
-        let mut tags = Vec::new();
-        let automated = automated_kind(&message, ListMail::of(raw));
-        tags.extend(automated.map(str::to_owned));
+        let content = body::content(&message, self.inline_attachment_limit);
+        let automated = automated_kind(&message, &settings);
+        let mut tags: Vec<String> = automated.into_iter().map(str::to_owned).collect();
         if is_list_mail(&message) {
             tags.push(TAG_MAILING_LIST.to_owned());
         }
-        let mut attachments: Vec<Attachment> = message
-            .attachments()
-            .map(|part| attachment(part, self.inline_attachment_limit))
-            .collect();
+        let mut attachments = content.attachments;
         if let Some(whole) = truncated_message(raw) {
             tags.push(TAG_TRUNCATED.to_owned());
             attachments.push(whole);
@@ -352,25 +447,24 @@ impl EmailNormalizer {
             })
             .or(raw.received_at);
         let sender = sender(&message, automated.is_some());
-        let reply_to = message
-            .reply_to()
-            .and_then(Address::first)
-            .and_then(|a| a.address())
-            .map(str::to_owned)
-            .or_else(|| sender.identifiers.first().map(|i| i.value.clone()))
-            .unwrap_or_default();
+        let conversation_id = ids.conversation_id.clone();
+        let provider = provider_reference(raw, &message, ids, &sender);
         let language = message
             .header_raw("Content-Language")
             .map(|v| v.trim().to_owned())
             .unwrap_or_default();
         Ok(ConversationEvent {
             event_id: raw.event_id.clone(),
-            conversation_id: ids.conversation_id,
+            conversation_id,
             channel: Channel::Email as i32,
             direction: Direction::Inbound as i32,
             participants: vec![sender],
             subject: message.subject().unwrap_or_default().trim().to_owned(),
-            body: Some(Body { text, html, new_text }),
+            body: Some(Body {
+                text: content.text,
+                html: content.html,
+                new_text: content.new_text,
+            }),
             attachments,
             call: None,
             language,
@@ -378,16 +472,29 @@ impl EmailNormalizer {
             occurred_at,
             received_at: raw.received_at,
             normalized_at: None,
-            provider: Some(ProviderReference {
-                provider: PROVIDER.to_owned(),
-                account: raw.account.clone(),
-                message_id: ids.message_id.unwrap_or_default(),
-                thread_id: ids.thread_root.unwrap_or_default(),
-                reply_to,
-                ..Default::default()
-            }),
+            provider: Some(provider),
             ..Default::default()
         })
+    }
+}
+
+/// Where the message sits among the mail: its ids, its thread and where an answer goes.
+fn provider_reference(raw: &RawRecord, message: &Message<'_>, ids: MessageIds, sender: &Participant) -> ProviderReference {
+    let reply_to = message
+        .reply_to()
+        .and_then(Address::first)
+        .and_then(|a| a.address())
+        .map(str::to_owned)
+        .or_else(|| sender.identifiers.first().map(|i| i.value.clone()))
+        .unwrap_or_default();
+    ProviderReference {
+        provider: PROVIDER.to_owned(),
+        account: raw.account.clone(),
+        message_id: ids.message_id.unwrap_or_default(),
+        thread_id: ids.thread_root.unwrap_or_default(),
+        reply_to,
+        in_reply_to: header_ids(message, "In-Reply-To").into_iter().next().unwrap_or_default(),
+        references: header_ids(message, "References"),
     }
 }
 

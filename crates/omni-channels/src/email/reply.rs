@@ -4,7 +4,9 @@
 //! ("On … wrote:", "Op … schreef …:", "… tarihinde … yazdı:", "Am … schrieb …:", "Le … a écrit :",
 //! "… كتب:"), an Outlook header block ("-----Original Message-----", "From: … Sent: …"), and
 //! the signature separator "-- ". The new text is everything above the first of these; when that
-//! would leave nothing, the whole text is kept.
+//! would leave nothing, the whole text is kept. So is it when the sender wrote below or between
+//! quoted lines (an interleaved or bottom-posted answer): every line they wrote reaches the
+//! helpdesk, with the quotes that give it sense, rather than only the attribution line.
 
 /// The text above the first quote or signature marker.
 pub fn new_text(text: &str) -> String {
@@ -14,9 +16,29 @@ pub fn new_text(text: &str) -> String {
         .enumerate()
         .position(|(index, line)| starts_history(line, lines.get(index + 1).copied()))
         .unwrap_or(lines.len());
+    if answers_among_quotes(&lines[cut..]) {
+        return text.trim().to_owned();
+    }
     let kept = lines[..cut].join("\n");
     let kept = kept.trim();
     if kept.is_empty() { text.trim().to_owned() } else { kept.to_owned() }
+}
+
+/// Whether a line of the sender's own follows a `>`-quoted line in `history` (before a
+/// signature, which ends what they wrote).
+fn answers_among_quotes(history: &[&str]) -> bool {
+    let mut quoted = false;
+    for (index, line) in history.iter().enumerate() {
+        let trimmed = line.trim();
+        if trimmed.starts_with('>') {
+            quoted = true;
+        } else if *line == "-- " || trimmed == "--" {
+            return false;
+        } else if quoted && !trimmed.is_empty() && !starts_history(line, history.get(index + 1).copied()) {
+            return true;
+        }
+    }
+    false
 }
 
 fn starts_history(line: &str, next: Option<&str>) -> bool {
@@ -42,21 +64,23 @@ fn starts_history(line: &str, next: Option<&str>) -> bool {
     }
     // An attribution line ends with ':' and names the quoting verb, whatever sits between
     // ("schreef Klantenservice <k@shop.example>:").
-    let attribution_end = lower.ends_with(':')
-        && [
+    let names_verb = [
             "wrote",
             "schreef",
             "schrieb",
             "a écrit",
             "yazdı",
-            "كتب",
+            "yazmış",
+            "geschreven",
             "のメッセージ",
             "書きました",
             "escribió",
         ]
         .iter()
-        .any(|verb| lower.contains(verb));
-    attribution_end && trimmed.chars().count() < 300
+        .any(|verb| lower.contains(verb))
+        // Arabic "wrote" (كتب, كتبت) as a word of its own: "مكتب" (office) contains it.
+        || lower.split(|c: char| !c.is_alphanumeric()).any(|word| word == "كتب" || word == "كتبت");
+    lower.ends_with(':') && names_verb && trimmed.chars().count() < 300
 }
 
 #[cfg(test)]
@@ -87,6 +111,23 @@ mod tests {
         let text = "Please cancel.\r\n\r\nFrom: Shop Support\r\nSent: Friday, 13 November 2026\r\nSubject: Order";
         assert_eq!(new_text(&text.replace("\r\n", "\n")), "Please cancel.");
         assert_eq!(new_text("Yes.\n-----Original Message-----\nold"), "Yes.");
+    }
+
+    #[test]
+    fn answers_between_or_below_quotes_keep_the_whole_text() {
+        let interleaved = "Ayşe Hanım,\n\n20 Kas 2026 tarihinde Destek <d@shop.example> şunu yazmıştı:\n> Sipariş numaranız nedir?\n1042.\n> Ürünü iade etmek mi istiyorsunuz?\nEvet, iade.\n\n-- \nAyşe";
+        assert_eq!(new_text(interleaved), interleaved.trim());
+        let bottom = "Op 20 nov. 2026 schreef Klantenservice:\n> Welke maat?\n\nMaat L graag.";
+        assert_eq!(new_text(bottom), bottom);
+        // Quotes, then only a signature: the answer is above.
+        assert_eq!(new_text("Yes.\n\nOn Fri, Shop wrote:\n> Cancel?\n\n-- \nMaria"), "Yes.");
+        // An Arabic line about the office (مكتب) ending in a colon is no attribution.
+        let office = "الطرد وصل إلى المكتب:\nلكن العلبة مكسورة.";
+        assert_eq!(new_text(office), office);
+        assert_eq!(
+            new_text("نعم.\n\nفي 20 نوفمبر 2026، كتب المتجر <s@shop.example>:\n> هل تريد الإلغاء؟"),
+            "نعم."
+        );
     }
 
     #[test]

@@ -122,10 +122,28 @@ fn replies_share_the_conversation_of_their_thread_root_and_new_mail_does_not() {
 }
 
 #[test]
-fn event_id_is_the_message_id_else_the_bytes() {
+fn event_id_is_the_message_id_and_content_else_the_bytes() {
+    // A copy with other headers is the same message; another text under the same id is not.
     assert_eq!(
         ids("a", b"Message-ID: <m@x>\r\n\r\none").event_id,
-        ids("a", b"Message-ID: <m@x>\r\nX-Extra: 1\r\n\r\ntwo").event_id
+        ids("a", b"Received: by relay\r\nMessage-ID: <m@x>\r\nX-Extra: 1\r\n\r\none").event_id
+    );
+    assert_ne!(
+        ids("a", b"Message-ID: <m@x>\r\n\r\none").event_id,
+        ids("a", b"Message-ID: <m@x>\r\n\r\ntwo").event_id
+    );
+    // The same text, quoted-printable as a relay may re-encode it: the same message.
+    assert_eq!(
+        ids(
+            "a",
+            b"Message-ID: <m@x>\r\nContent-Type: text/plain; charset=utf-8\r\n\r\ncaf\xc3\xa9"
+        )
+        .event_id,
+        ids(
+            "a",
+            b"Message-ID: <m@x>\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\ncaf=C3=A9"
+        )
+        .event_id
     );
     assert_ne!(
         ids("a", b"Subject: s\r\n\r\none").event_id,
@@ -169,12 +187,21 @@ fn mail(message_id: &str, thread_headers: &str, subject: &str) -> RawRecord {
     }
 }
 
+/// What the normalizer keeps of a written event: its conversation under its event id and the
+/// keys the adapter says it is known by.
+fn remember(known: &mut std::collections::HashMap<String, String>, event: &ConversationEvent) {
+    use crate::Normalize as _;
+    for key in std::iter::once(event.event_id.clone()).chain(EmailNormalizer::default().known_as(event)) {
+        known.insert(key, event.conversation_id.clone());
+    }
+}
+
 #[test]
 fn a_reply_that_dropped_the_root_joins_the_conversation_of_the_message_it_names() {
     let normalizer = EmailNormalizer::default();
     let mut known = std::collections::HashMap::new();
     let root = normalizer.event(&mail("root@x", "", "Bestelling 1042"), &known).unwrap();
-    known.insert(root.event_id.clone(), root.conversation_id.clone());
+    remember(&mut known, &root);
     let second = normalizer
         .event(
             &mail(
@@ -186,7 +213,7 @@ fn a_reply_that_dropped_the_root_joins_the_conversation_of_the_message_it_names(
         )
         .unwrap();
     assert_eq!(second.conversation_id, root.conversation_id);
-    known.insert(second.event_id.clone(), second.conversation_id.clone());
+    remember(&mut known, &second);
 
     // Outlook-style: only In-Reply-To, naming the second message, not the root.
     let broken = mail("third@x", "In-Reply-To: <second@x>\r\n", "AW: Bestelling 1042");
@@ -322,4 +349,124 @@ fn omnis_own_answer_coming_back_is_kept_out() {
     // A customer's message whose id merely looks alike is a message.
     let customer = mail("omni-reply.not-ours@mail.example", "", "Order");
     assert!(normalizer.normalize(&customer, &crate::NoKnownEvents).unwrap().is_some());
+}
+
+/// One fixture's expected reading, written by hand from what the message shows (golden.json).
+#[derive(serde::Deserialize)]
+struct Golden {
+    fixture: String,
+    class: u8,
+    subject: String,
+    sender: GoldenSender,
+    role: String,
+    text: Option<String>,
+    text_contains: Vec<String>,
+    new_text: Option<String>,
+    new_text_contains: Vec<String>,
+    html_contains: Vec<String>,
+    attachments: Vec<GoldenAttachment>,
+    tags: Vec<String>,
+    in_reply_to: String,
+    references: Vec<String>,
+    same_event_id_as: Option<String>,
+    different_event_id_from: Option<String>,
+}
+
+#[derive(serde::Deserialize)]
+struct GoldenSender {
+    address: String,
+    name: String,
+}
+
+#[derive(serde::Deserialize, Debug, PartialEq)]
+struct GoldenAttachment {
+    name: String,
+    media_type: String,
+    #[serde(default)]
+    inline: bool,
+}
+
+impl Golden {
+    /// Every way `event` differs from this expectation.
+    fn differences(&self, event: &ConversationEvent) -> Vec<String> {
+        let mut found = Vec::new();
+        let mut check = |ok: bool, what: String| {
+            if !ok {
+                found.push(what);
+            }
+        };
+        let body = event.body.clone().unwrap_or_default();
+        let sender = &event.participants[0];
+        let address = sender.identifiers.first().map(|i| i.value.as_str()).unwrap_or_default();
+        let provider = event.provider.clone().unwrap_or_default();
+        check(event.subject == self.subject, format!("subject {:?}", event.subject));
+        check(address == self.sender.address, format!("sender address {address:?}"));
+        check(
+            sender.display_name == self.sender.name,
+            format!("sender name {:?}", sender.display_name),
+        );
+        let role = if sender.role == Role::System as i32 { "system" } else { "customer" };
+        check(role == self.role, format!("role {role}"));
+        if let Some(text) = &self.text {
+            check(&body.text == text, format!("text {:?}", body.text));
+        }
+        if let Some(new_text) = &self.new_text {
+            check(&body.new_text == new_text, format!("new text {:?}", body.new_text));
+        }
+        for (field, value, wanted) in [
+            ("text", &body.text, &self.text_contains),
+            ("new text", &body.new_text, &self.new_text_contains),
+            ("html", &body.html, &self.html_contains),
+        ] {
+            for piece in wanted {
+                check(value.contains(piece.as_str()), format!("{field} lacks {piece:?}"));
+            }
+        }
+        let attachments: Vec<GoldenAttachment> = event
+            .attachments
+            .iter()
+            .map(|a| GoldenAttachment {
+                name: a.name.clone(),
+                media_type: a.media_type.clone(),
+                inline: a.inline,
+            })
+            .collect();
+        check(attachments == self.attachments, format!("attachments {attachments:?}"));
+        check(event.tags == self.tags, format!("tags {:?}", event.tags));
+        check(
+            provider.in_reply_to == self.in_reply_to,
+            format!("in_reply_to {:?}", provider.in_reply_to),
+        );
+        check(
+            provider.references == self.references,
+            format!("references {:?}", provider.references),
+        );
+        found
+    }
+}
+
+#[test]
+fn every_class_of_odd_mail_reads_as_its_golden_file_says() {
+    let path = format!("{}/src/email/golden.json", env!("CARGO_MANIFEST_DIR"));
+    let golden: Vec<Golden> = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    assert!(golden.len() >= 11, "one or more fixtures per class");
+    let event_id = |name: &str| ids("support@shop", &fixture(name)).event_id;
+    let mut failures = Vec::new();
+    for expected in &golden {
+        let event = normalize(&expected.fixture);
+        for difference in expected.differences(&event) {
+            failures.push(format!("{} (class {}): {difference}", expected.fixture, expected.class));
+        }
+        if let Some(other) = &expected.same_event_id_as
+            && event_id(&expected.fixture) != event_id(other)
+        {
+            failures.push(format!("{}: not the same message as {other}", expected.fixture));
+        }
+        if let Some(other) = &expected.different_event_id_from
+            && event_id(&expected.fixture) == event_id(other)
+        {
+            failures.push(format!("{}: taken for a copy of {other}", expected.fixture));
+        }
+    }
+    assert!(failures.is_empty(), "{} differences:\n{}", failures.len(), failures.join("\n"));
 }

@@ -330,6 +330,7 @@ impl Normalize for FreeSwitch {
                     String::new()
                 },
                 in_reply_to: String::new(),
+                references: Vec::new(),
             }),
             ..Default::default()
         }))

@@ -489,6 +489,7 @@ impl Messaging {
                 thread_id: String::new(),
                 reply_to: found.customer.clone(),
                 in_reply_to: content.in_reply_to,
+                references: Vec::new(),
             }),
             locations: content.locations,
             ..Default::default()

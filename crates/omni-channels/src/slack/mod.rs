@@ -291,6 +291,7 @@ impl Normalize for Slack {
                     .unwrap_or_else(|| event.ts.clone()),
                 reply_to: event.channel.clone(),
                 in_reply_to: String::new(),
+                references: Vec::new(),
             }),
             ..Default::default()
         }))

@@ -461,6 +461,7 @@ impl Normalize for Telegram {
                     .as_ref()
                     .map(|r| r.message_id.to_string())
                     .unwrap_or_default(),
+                references: Vec::new(),
             }),
             locations: content.locations,
             contacts: content.contacts,

@@ -229,6 +229,7 @@ impl Normalize for TwilioSms {
                 thread_id: String::new(),
                 reply_to: message.customer.clone(),
                 in_reply_to: message.get("OriginalRepliedMessageSid").trim().to_owned(),
+                references: Vec::new(),
             }),
             locations: location.into_iter().collect(),
             ..Default::default()

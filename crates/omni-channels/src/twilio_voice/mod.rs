@@ -372,6 +372,7 @@ impl Normalize for TwilioVoice {
                 thread_id: String::new(),
                 reply_to,
                 in_reply_to: String::new(),
+                references: Vec::new(),
             }),
             call: Some(call),
             ..Default::default()

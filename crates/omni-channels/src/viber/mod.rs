@@ -250,6 +250,7 @@ impl Normalize for Viber {
                 thread_id: sender.id.clone(),
                 reply_to: sender.id.clone(),
                 in_reply_to: String::new(),
+                references: Vec::new(),
             }),
             locations: content.locations,
             contacts: content.contacts,

@@ -680,6 +680,7 @@ fn event(
             thread_id: found.business.clone(),
             reply_to: found.customer.clone(),
             in_reply_to: content.in_reply_to,
+            references: Vec::new(),
         }),
         locations: content.locations,
         contacts: content.contacts,

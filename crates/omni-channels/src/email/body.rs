@@ -1,0 +1,238 @@
+//! What a message says and carries: its text, HTML, forwarded messages and files.
+//!
+//! - **text**: every inline text part, in MIME order (an Apple Mail message is text, an image,
+//!   more text), each with its line breaks as LF and trailing blanks trimmed, joined by a blank
+//!   line; HTML-only parts turned into text;
+//! - **HTML**: the HTML parts, when the sender sent any (plain-text parts between them turned
+//!   into HTML so nothing is left out); empty otherwise;
+//! - **forwarded messages** (`message/rfc822`, inline or attached, a whole message sent as the
+//!   body, the original returned in a bounce) become a quoted forward after the text: a
+//!   "Forwarded message" line, its From, Date, Subject and To, a blank line and its own text;
+//!   their files are listed after the part that contained them;
+//! - **empty containers**: a `multipart/*` part with no parts at all (its close delimiter right
+//!   after its header) is read as empty, not as swallowing the parts after it;
+//! - **attachments**: every other part that is not inline text, except empty `multipart/*`
+//!   containers and the machine-readable parts of reports (`message/delivery-status`,
+//!   `message/disposition-notification`, `text/rfc822-headers`, ...), which are data about a
+//!   bounce or a receipt, not files the customer sent.
+
+use mail_parser::decoders::html::{html_to_text, text_to_html};
+use mail_parser::{Address, Message, MessagePart, MimeHeaders, PartType};
+use omni_proto::v1::Attachment;
+use sha2::{Digest, Sha256};
+
+use super::reply;
+
+/// The line that opens a forwarded message in the text.
+pub const FORWARD_LINE: &str = "---------- Forwarded message ----------";
+
+/// Report parts (RFC 6522 and its kin): what a mail system says about a message.
+const REPORT_PARTS: [&str; 7] = [
+    "message/delivery-status",
+    "message/global-delivery-status",
+    "message/disposition-notification",
+    "message/global-disposition-notification",
+    "message/feedback-report",
+    "message/global-headers",
+    "text/rfc822-headers",
+];
+
+/// A message's readable content.
+#[derive(Debug, Default)]
+pub struct Content {
+    /// Everything the message says, forwards included.
+    pub text: String,
+    /// The HTML the sender sent, if any.
+    pub html: String,
+    /// What the sender wrote this time (without quoted history and signature), then the forwards.
+    pub new_text: String,
+    /// The files, a forwarded message's after the part that held it.
+    pub attachments: Vec<Attachment>,
+}
+
+/// The content of `message`; attachments up to `inline_limit` bytes carry their bytes.
+pub fn content(message: &Message<'_>, inline_limit: usize) -> Content {
+    let own = own_text(message);
+    let mut forwards = Vec::new();
+    let mut attachments = Vec::new();
+    for part in message.attachments() {
+        if let PartType::Message(inner) = &part.body {
+            let inner_content = content(inner, inline_limit);
+            forwards.push(forward_block(inner, &inner_content.text));
+            attachments.extend(inner_content.attachments);
+        } else if is_file(part) {
+            attachments.push(attachment(part, inline_limit));
+        }
+    }
+    let with_forwards = |text: String| {
+        forwards.iter().fold(text, |text, block| {
+            if text.is_empty() {
+                block.clone()
+            } else {
+                format!("{text}\n\n{block}")
+            }
+        })
+    };
+    Content {
+        new_text: with_forwards(reply::new_text(&own)),
+        text: with_forwards(own),
+        html: own_html(message),
+        attachments,
+    }
+}
+
+/// The message's own inline text parts, in order.
+fn own_text(message: &Message<'_>) -> String {
+    let parts: Vec<String> = message
+        .text_bodies()
+        .filter_map(|part| match &part.body {
+            PartType::Text(text) => Some(text.replace("\r\n", "\n")),
+            PartType::Html(html) => Some(html_to_text(html).replace("\r\n", "\n")),
+            _ => None,
+        })
+        .map(|text| text.trim_end().to_owned())
+        .filter(|text| !text.trim().is_empty())
+        .collect();
+    parts.join("\n\n")
+}
+
+/// The message's HTML parts, when it has any.
+fn own_html(message: &Message<'_>) -> String {
+    if !message.html_bodies().any(|part| matches!(part.body, PartType::Html(_))) {
+        return String::new();
+    }
+    let parts: Vec<String> = message
+        .html_bodies()
+        .filter_map(|part| match &part.body {
+            PartType::Html(html) => Some(html.to_string()),
+            PartType::Text(text) if !text.trim().is_empty() => Some(text_to_html(text)),
+            _ => None,
+        })
+        .collect();
+    parts.join("\n")
+}
+
+/// A forwarded message as a reader sees it in a mail client.
+fn forward_block(inner: &Message<'_>, text: &str) -> String {
+    let mut lines = vec![FORWARD_LINE.to_owned()];
+    if let Some(from) = inner.from() {
+        lines.push(format!("From: {}", addresses(from)));
+    }
+    if let Some(date) = inner.header_raw("Date") {
+        lines.push(format!("Date: {}", date.trim()));
+    }
+    if let Some(subject) = inner.subject() {
+        lines.push(format!("Subject: {}", subject.trim()));
+    }
+    if let Some(to) = inner.to() {
+        lines.push(format!("To: {}", addresses(to)));
+    }
+    let header = lines.join("\n");
+    if text.is_empty() { header } else { format!("{header}\n\n{text}") }
+}
+
+/// `Name <address>` (or the address alone) for each address, comma separated.
+pub fn addresses(address: &Address<'_>) -> String {
+    let one = |addr: &mail_parser::Addr<'_>| match (addr.name(), addr.address()) {
+        (Some(name), Some(address)) => format!("{name} <{address}>"),
+        (None, Some(address)) => address.to_owned(),
+        (Some(name), None) => name.to_owned(),
+        (None, None) => String::new(),
+    };
+    address.iter().map(one).filter(|s| !s.is_empty()).collect::<Vec<_>>().join(", ")
+}
+
+/// The part's media type, lowercase, `application/octet-stream` when it has none.
+fn media_type(part: &MessagePart<'_>) -> String {
+    part.content_type()
+        .map(|ct| match ct.subtype() {
+            Some(sub) => format!("{}/{}", ct.ctype(), sub),
+            None => ct.ctype().to_owned(),
+        })
+        .unwrap_or_else(|| "application/octet-stream".to_owned())
+        .to_ascii_lowercase()
+}
+
+/// Whether a part mail-parser lists as an attachment is a file the sender sent.
+fn is_file(part: &MessagePart<'_>) -> bool {
+    let media_type = media_type(part);
+    !(media_type.starts_with("multipart/") || REPORT_PARTS.contains(&media_type.as_str()))
+}
+
+fn attachment(part: &MessagePart<'_>, inline_limit: usize) -> Attachment {
+    let contents = part.contents();
+    let inline = part.content_disposition().is_some_and(|cd| cd.is_inline()) || part.content_id().is_some();
+    Attachment {
+        name: part.attachment_name().unwrap_or_default().to_owned(),
+        media_type: media_type(part),
+        size_bytes: contents.len() as u64,
+        sha256: hex::encode(Sha256::digest(contents)),
+        content: (contents.len() <= inline_limit).then(|| omni_proto::v1::attachment::Content::Data(contents.to_vec())),
+        inline,
+        content_id: part.content_id().unwrap_or_default().trim_matches(['<', '>']).to_owned(),
+    }
+}
+
+/// A digest of what the message says and carries, decoded (so a copy that a server re-encoded
+/// or gave other `Received` headers has the same one): every part's decoded contents in order.
+pub fn digest(message: &Message<'_>) -> String {
+    let mut hasher = Sha256::new();
+    for part in &message.parts {
+        let contents = part.contents();
+        hasher.update((contents.len() as u64).to_be_bytes());
+        hasher.update(contents);
+    }
+    hex::encode(&hasher.finalize()[..16])
+}
+
+/// The message with the close delimiter of every empty `multipart/*` removed, when it has any:
+/// a multipart whose first delimiter line is its close delimiter (`--b--`) has no parts, and a
+/// parser that takes that line for a part's start reads the rest of the message into it. Without
+/// the line, the container is an empty part, which is no file.
+pub fn close_empty_containers(bytes: &[u8]) -> Option<Vec<u8>> {
+    let mut removed: Vec<(usize, usize)> = boundaries(bytes)
+        .filter_map(|boundary| {
+            let delimiter = [b"--".as_slice(), boundary].concat();
+            let first = (0..bytes.len()).find(|&at| (at == 0 || bytes[at - 1] == b'\n') && bytes[at..].starts_with(&delimiter))?;
+            let after = first + delimiter.len();
+            bytes[after..].starts_with(b"--").then(|| {
+                let end = bytes[after..]
+                    .iter()
+                    .position(|&b| b == b'\n')
+                    .map_or(bytes.len(), |i| after + i + 1);
+                (first, end)
+            })
+        })
+        .collect();
+    if removed.is_empty() {
+        return None;
+    }
+    removed.sort_unstable();
+    removed.dedup();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut pos = 0;
+    for (start, end) in removed {
+        out.extend_from_slice(&bytes[pos..start.max(pos)]);
+        pos = pos.max(end);
+    }
+    out.extend_from_slice(&bytes[pos..]);
+    Some(out)
+}
+
+/// Every `boundary=` parameter's value in the message.
+fn boundaries(bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
+    const NEEDLE: &[u8] = b"boundary=";
+    bytes
+        .windows(NEEDLE.len())
+        .enumerate()
+        .filter(|(_, window)| window.eq_ignore_ascii_case(NEEDLE))
+        .filter_map(move |(at, _)| {
+            let rest = &bytes[at + NEEDLE.len()..];
+            let (rest, end_of) = match rest.strip_prefix(b"\"") {
+                Some(quoted) => (quoted, &b"\"\r\n"[..]),
+                None => (rest, &b"; \t\r\n"[..]),
+            };
+            let len = rest.iter().position(|b| end_of.contains(b)).unwrap_or(rest.len());
+            (len > 0).then(|| &rest[..len])
+        })
+}
