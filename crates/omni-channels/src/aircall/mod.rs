@@ -17,8 +17,11 @@
 //!   voicemail event; `call.commented` the comment's text (an agent's internal note, direction
 //!   outbound, the agent as second participant). Every other call event (`call.created`,
 //!   `call.ringing_on_agent`, `call.answered`, `call.tagged`, `call.hungup`, ...) normalizes to `None`.
-//! - Customer: `raw_digits` (E.164) with the Aircall contact's name, emails, numbers and id;
-//!   business: `number.digits`; agent: `user.name`. Conversation per (`voice`, account, business
+//! - Customer: `raw_digits` with the Aircall contact's name, emails, numbers and id; business:
+//!   `number.digits`; numbers keyed leniently ([`webhook::lenient_phone`]: E.164 where they
+//!   parse, a national number in the line's `number.country`, else their digits, so a sample or
+//!   short code still keys one conversation); agent: `user.name`, else the `participants` entry
+//!   of type `user`. Conversation per (`voice`, account, business
 //!   number, customer number); an anonymous caller (no number in `raw_digits`) gets a
 //!   conversation per call. The partition key is (`voice`, business, customer).
 //! - Recordings: `asset` (Aircall's stable, signed-in page of the recording or voicemail) when
@@ -37,7 +40,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::webhook::signature::tokens_equal;
-use crate::webhook::{self, Accepted, Item, Rejection, WebhookAccount, WebhookAdapter, WebhookRequest, e164, json_str};
+use crate::webhook::{self, Accepted, Item, Rejection, WebhookAccount, WebhookAdapter, WebhookRequest, json_str};
 use crate::{KnownEvents, Normalize, NormalizeError, ids};
 
 /// The `provider` of this adapter's raw records and its URL segment.
@@ -78,27 +81,37 @@ fn id_at(value: &Value, key: &str) -> Option<String> {
     }
 }
 
-/// A number in E.164, or `None` when it is none (`anonymous`, empty).
-fn phone(raw: &str) -> Option<String> {
-    let number = e164(raw);
-    number
-        .strip_prefix('+')
-        .is_some_and(|digits| !digits.is_empty() && digits.chars().all(|c| c.is_ascii_digit()))
-        .then_some(number)
-}
-
 impl CallEvent {
     fn inbound(&self) -> bool {
         json_str(&self.call, &["direction"]) != "outbound"
     }
 
+    /// A number as a key ([`webhook::lenient_phone`], national numbers read in the country of
+    /// the Aircall line), or `None` when it is none (`anonymous`, empty).
+    fn phone(&self, raw: &str) -> Option<String> {
+        let country = json_str(&self.call, &["number", "country"]);
+        webhook::lenient_phone(raw, (!country.is_empty()).then_some(country))
+    }
+
     fn customer_number(&self) -> Option<String> {
-        phone(json_str(&self.call, &["raw_digits"]))
+        self.phone(json_str(&self.call, &["raw_digits"]))
     }
 
     fn business_number(&self) -> String {
         let digits = json_str(&self.call, &["number", "digits"]);
-        phone(digits).unwrap_or_else(|| digits.to_owned())
+        self.phone(digits).unwrap_or_else(|| digits.to_owned())
+    }
+
+    /// The agent's user object: `user`, else the participant of type `user` (a call whose
+    /// `user` is empty may still name the agent among its participants).
+    fn agent_user(&self) -> Option<&Value> {
+        self.call.get("user").filter(|user| user.is_object()).or_else(|| {
+            self.call
+                .get("participants")?
+                .as_array()?
+                .iter()
+                .find(|p| json_str(p, &["type"]) == "user")
+        })
     }
 
     fn customer_key(&self) -> String {
@@ -163,7 +176,7 @@ impl CallEvent {
             push(Kind::Email, json_str(email, &["value"]).to_owned(), "");
         }
         for number in contact.get("phone_numbers").and_then(Value::as_array).into_iter().flatten() {
-            if let Some(number) = phone(json_str(number, &["value"])) {
+            if let Some(number) = self.phone(json_str(number, &["value"])) {
                 push(Kind::Phone, number, "");
             }
         }
@@ -224,7 +237,11 @@ impl CallEvent {
                 .filter(|&s| s > 0)
                 .map(|seconds| prost_types::Duration { seconds, nanos: 0 }),
             outcome: outcome as i32,
-            agent: json_str(&self.call, &["user", "name"]).to_owned(),
+            agent: self
+                .agent_user()
+                .map(|user| json_str(user, &["name"]))
+                .unwrap_or_default()
+                .to_owned(),
             recording_reference: if asset.is_empty() { direct } else { asset }.to_owned(),
             call_id: self.call_id.clone(),
             ..Default::default()
@@ -333,7 +350,7 @@ impl Normalize for Aircall {
                         tags.push(tag);
                     }
                 }
-                let participants = std::iter::once(customer).chain(CallEvent::agent(event.call.get("user"))).collect();
+                let participants = std::iter::once(customer).chain(CallEvent::agent(event.agent_user())).collect();
                 let direction = if event.inbound() { Direction::Inbound } else { Direction::Outbound };
                 let occurred_at = call.started_at;
                 (text, Some(call), participants, direction, tags, occurred_at)
@@ -346,10 +363,7 @@ impl Normalize for Aircall {
                 if content.is_empty() {
                     return Ok(None);
                 }
-                let author = comment
-                    .get("posted_by")
-                    .filter(|u| u.is_object())
-                    .or_else(|| event.call.get("user"));
+                let author = comment.get("posted_by").filter(|u| u.is_object()).or_else(|| event.agent_user());
                 let agent = CallEvent::agent(author);
                 let text = match agent.as_ref().map(|a| a.display_name.as_str()).filter(|n| !n.is_empty()) {
                     Some(name) => format!("Call note by {name}: {content}"),

@@ -272,3 +272,29 @@ fn passes_the_conformance_kit() {
         .body_not_signed()
         .run();
 }
+
+#[test]
+fn sample_and_national_numbers_key_one_conversation_and_a_participant_names_the_agent() {
+    // Aircall's documented samples carry numbers no numbering plan accepts, and call systems
+    // write one caller's number in several ways: each call must not become its own conversation.
+    let with = |digits: &str| {
+        let mut body: Value = serde_json::from_str(ANSWERED_TR).unwrap();
+        body["data"]["raw_digits"] = Value::from(digits);
+        body["data"]["user"] = Value::Null;
+        body["data"]["id"] = Value::from(call_id(digits));
+        event(&body.to_string())
+    };
+    let sample = with("+1 (555) 010-0123");
+    assert_eq!(sample.participants[0].identifiers[0].value, "+15550100123");
+    assert_eq!(sample.conversation_id, with("+15550100123").conversation_id);
+    // Written nationally on a Turkish line: the same caller as +90.
+    assert_eq!(with("0555 111 22 33").conversation_id, with("+90 555 111 22 33").conversation_id);
+    // `user` empty, the agent named among the participants.
+    assert_eq!(sample.participants[1].display_name, "Madelaine Dupont");
+    assert_eq!(sample.call.as_ref().unwrap().agent, "Madelaine Dupont");
+}
+
+/// A call id per number, so the variants are different calls.
+fn call_id(digits: &str) -> u64 {
+    digits.bytes().fold(7_u64, |id, b| id.wrapping_mul(31).wrapping_add(u64::from(b))) % 1_000_000_007
+}

@@ -442,16 +442,44 @@ pub fn e164(number: &str) -> String {
     }
 }
 
-/// A number in E.164 when it parses as one (a leading international `00` read as `+`), else as given.
+/// A number as call systems' records key it: [`lenient_phone`] without a region (a leading
+/// international `00` read as `+`), else as given (no digit at all: `anonymous`).
 pub fn phone_number(number: &str) -> String {
+    lenient_phone(number, None).unwrap_or_else(|| number.trim().to_owned())
+}
+
+/// A number as a conversation key, leniently: E.164 when it parses, with `region` (an ISO 3166
+/// code such as `TR`, the business line's country) for a number written nationally
+/// (`0555 111 22 33`), even when it is not a valid number (a sample or a short code); digits
+/// alone that make a valid international number read as one (`905551112233`); else `+` and its
+/// digits when written internationally, else its digits alone. So one caller's calls
+/// meet in one conversation however the call system formats the number. `None` when it has no
+/// digit (`anonymous`, empty).
+pub fn lenient_phone(number: &str, region: Option<&str>) -> Option<String> {
     let trimmed = number.trim();
-    let candidate = trimmed.strip_prefix("00").filter(|_| trimmed.len() > 8).unwrap_or(trimmed);
-    let formatted = e164(candidate);
-    if formatted.starts_with('+') {
-        formatted
-    } else {
-        trimmed.to_owned()
+    let digits: String = trimmed.chars().filter(char::is_ascii_digit).collect();
+    if digits.is_empty() {
+        return None;
     }
+    let international = trimmed.starts_with('+') || trimmed.starts_with("00");
+    let region = region.and_then(|code| code.trim().to_ascii_uppercase().parse::<phonenumber::country::Id>().ok());
+    let candidate = match trimmed.strip_prefix("00") {
+        Some(rest) => format!("+{rest}"),
+        None => trimmed.to_owned(),
+    };
+    // Digits without `+` and no region: international when that makes a valid number (as
+    // WhatsApp and Asterisk write them: 905551112233).
+    let as_international = || phonenumber::parse(None, format!("+{digits}")).ok().filter(phonenumber::is_valid);
+    let parsed = match (international, region) {
+        (true, _) => phonenumber::parse(None, &candidate).ok(),
+        (false, Some(region)) => phonenumber::parse(Some(region), &candidate).ok().or_else(as_international),
+        (false, None) => as_international(),
+    };
+    Some(match parsed {
+        Some(number) => number.format().mode(phonenumber::Mode::E164).to_string(),
+        None if international => format!("+{}", digits.trim_start_matches("00")),
+        None => digits,
+    })
 }
 
 /// A `Content-Type` value without its parameters, lowercased (`application/json`).
@@ -496,6 +524,19 @@ mod tests {
         );
         assert_eq!(redact_json_string_member(b"[1]", "token").as_ref(), b"[1]");
         assert_eq!(redact_json_string_member(br#"{"token":1}"#, "token").as_ref(), br#"{"token":1}"#);
+    }
+
+    #[test]
+    fn phone_numbers_are_keyed_leniently() {
+        // A sample number (not valid in any plan) keeps one form however it is written.
+        assert_eq!(lenient_phone("+1 (555) 010-0123", None).as_deref(), Some("+15550100123"));
+        assert_eq!(lenient_phone("+15550100123", None).as_deref(), Some("+15550100123"));
+        // National writing with the line's country.
+        assert_eq!(lenient_phone("0555 111 22 33", Some("tr")).as_deref(), Some("+905551112233"));
+        assert_eq!(lenient_phone("0031 20 123 4567", None).as_deref(), Some("+31201234567"));
+        // A short code stays its digits; nothing to key on is None.
+        assert_eq!(lenient_phone("4040", None).as_deref(), Some("4040"));
+        assert_eq!(lenient_phone("anonymous", Some("NL")), None);
     }
 
     #[test]
