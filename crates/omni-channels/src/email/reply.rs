@@ -16,12 +16,35 @@ pub fn new_text(text: &str) -> String {
         .enumerate()
         .position(|(index, line)| starts_history(line, lines.get(index + 1).copied()))
         .unwrap_or(lines.len());
-    if answers_among_quotes(&lines[cut..]) {
+    let forwarded = lines.iter().take(cut + 1).any(|line| is_forward_marker(line));
+    if forwarded || answers_among_quotes(&lines[cut..]) {
         return text.trim().to_owned();
     }
     let kept = lines[..cut].join("\n");
     let kept = kept.trim();
     if kept.is_empty() { text.trim().to_owned() } else { kept.to_owned() }
+}
+
+/// Whether the line opens a message forwarded inline ("---------- Forwarded message ---------",
+/// Apple Mail's "Begin forwarded message:", and the same in Dutch, Turkish, German and Arabic):
+/// what follows is what the sender sends now, not history to cut.
+fn is_forward_marker(line: &str) -> bool {
+    let phrase = line
+        .trim()
+        .trim_matches(|c: char| c == '-' || c == ':' || c.is_whitespace())
+        .to_lowercase();
+    [
+        "forwarded message",
+        "begin forwarded message",
+        "doorgestuurd bericht",
+        "begin doorgestuurd bericht",
+        "yönlendirilen ileti",
+        "iletilen ileti",
+        "weitergeleitete nachricht",
+        "الرسالة المعاد توجيهها",
+        "رسالة معاد توجيهها",
+    ]
+    .contains(&phrase.as_str())
 }
 
 /// Whether a line of the sender's own follows a `>`-quoted line in `history` (before a
@@ -128,6 +151,14 @@ mod tests {
             new_text("نعم.\n\nفي 20 نوفمبر 2026، كتب المتجر <s@shop.example>:\n> هل تريد الإلغاء؟"),
             "نعم."
         );
+    }
+
+    #[test]
+    fn a_message_forwarded_inline_is_kept_whole() {
+        let gmail = "See below.\n\n---------- Forwarded message ---------\nFrom: Parcelway <no-reply@parcelway.example>\nDate: Fri, 20 Nov 2026\nSubject: Missed delivery\n\nWe missed you.";
+        assert_eq!(new_text(gmail), gmail);
+        let apple = "FYI\n\nBegin forwarded message:\n\nFrom: Shop <s@shop.example>\nDate: 20 November 2026\n\nRefund sent.";
+        assert_eq!(new_text(apple), apple);
     }
 
     #[test]

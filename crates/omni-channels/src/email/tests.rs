@@ -470,3 +470,82 @@ fn every_class_of_odd_mail_reads_as_its_golden_file_says() {
     }
     assert!(failures.is_empty(), "{} differences:\n{}", failures.len(), failures.join("\n"));
 }
+
+/// One message of the end-to-end corpus (`tests/corpus/email/manifest.json`).
+#[derive(serde::Deserialize)]
+struct CorpusEntry {
+    file: String,
+    subject: String,
+    from: String,
+    says: Vec<String>,
+    attachments: Vec<CorpusAttachment>,
+    tags: Vec<String>,
+}
+
+#[derive(serde::Deserialize, Debug, PartialEq)]
+struct CorpusAttachment {
+    name: String,
+    media_type: String,
+}
+
+/// The corpus read without servers: what the end-to-end run (tests/tests/email_corpus.rs) then
+/// checks in the helpdesk, here checked on the events, so a difference shows with its message.
+#[test]
+fn the_email_corpus_reads_as_its_manifest_says() {
+    let dir = format!("{}/../../tests/corpus/email", env!("CARGO_MANIFEST_DIR"));
+    let manifest: Vec<CorpusEntry> = serde_json::from_slice(&std::fs::read(format!("{dir}/manifest.json")).unwrap()).unwrap();
+    assert!(manifest.len() >= 60, "a corpus of at least 60 messages");
+    let mut failures = Vec::new();
+    for entry in &manifest {
+        let bytes = std::fs::read(format!("{dir}/{}", entry.file)).unwrap();
+        let raw = RawRecord {
+            event_id: ids("support", &bytes).event_id,
+            provider: PROVIDER.into(),
+            account: "support".into(),
+            payload: bytes,
+            ..Default::default()
+        };
+        let event = match EmailNormalizer::default().event(&raw, &crate::NoKnownEvents) {
+            Ok(event) => event,
+            Err(error) => {
+                failures.push(format!("{}: {error}", entry.file));
+                continue;
+            }
+        };
+        let body = event.body.clone().unwrap_or_default();
+        let from = event.participants[0]
+            .identifiers
+            .first()
+            .map(|i| i.value.as_str())
+            .unwrap_or_default();
+        let attachments: Vec<CorpusAttachment> = event
+            .attachments
+            .iter()
+            .map(|a| CorpusAttachment {
+                name: a.name.clone(),
+                media_type: a.media_type.clone(),
+            })
+            .collect();
+        let mut differ = |ok: bool, what: String| {
+            if !ok {
+                failures.push(format!("{}: {what}", entry.file));
+            }
+        };
+        differ(event.subject == entry.subject, format!("subject {:?}", event.subject));
+        differ(from == entry.from, format!("from {from:?}"));
+        differ(event.tags == entry.tags, format!("tags {:?}", event.tags));
+        differ(attachments == entry.attachments, format!("attachments {attachments:?}"));
+        for phrase in &entry.says {
+            // The helpdesk receives new_text: every phrase the customer wrote must be in it.
+            differ(
+                body.new_text.contains(phrase.as_str()),
+                format!("new text lacks {phrase:?}: {:?}", body.new_text),
+            );
+        }
+        differ(
+            !(body.text.contains('\u{FFFD}') || event.subject.contains('\u{FFFD}')),
+            "replacement characters".to_owned(),
+        );
+    }
+    assert!(failures.is_empty(), "{} differences:\n{}", failures.len(), failures.join("\n"));
+}
