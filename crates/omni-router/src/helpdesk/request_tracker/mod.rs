@@ -196,21 +196,32 @@ fn sql_quote(value: &str) -> String {
 
 /// The requestor address of the event's customer: the email, else `<E.164>@phone.invalid`, else
 /// `<platform user id>@<platform>.invalid`, else for a caller who withheld the number
-/// `anonymous-<call id>@voice.invalid` (addresses RT accepts that can never receive mail).
+/// `anonymous-<call id>@voice.invalid`, else for a customer who gave no address at all (an
+/// email without From, Sender, Reply-To or Return-Path) `unknown-sender-<conversation
+/// id>@unknown.invalid`, one per conversation (addresses RT accepts that can never receive
+/// mail). `None` only for an event without a customer.
 pub fn requestor(event: &ConversationEvent) -> Option<String> {
-    customer_address(event).or_else(|| {
-        // A caller who withheld the number: still a ticket, under the call's own address.
-        let call = event.call.as_ref()?;
-        let id: String = call
-            .call_id
-            .chars()
-            .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-            .collect();
-        Some(format!(
-            "anonymous-{}@voice.invalid",
-            if id.is_empty() { &event.conversation_id } else { &id }
-        ))
+    customer_address(event).or_else(|| anonymous_caller(event)).or_else(|| {
+        event
+            .participants
+            .iter()
+            .any(|p| p.role == Role::Customer as i32)
+            .then(|| format!("unknown-sender-{}@unknown.invalid", event.conversation_id))
     })
+}
+
+/// A caller who withheld the number: still a ticket, under the call's own address.
+fn anonymous_caller(event: &ConversationEvent) -> Option<String> {
+    let call = event.call.as_ref()?;
+    let id: String = call
+        .call_id
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        .collect();
+    Some(format!(
+        "anonymous-{}@voice.invalid",
+        if id.is_empty() { &event.conversation_id } else { &id }
+    ))
 }
 
 fn customer_address(event: &ConversationEvent) -> Option<String> {
@@ -499,7 +510,13 @@ mod tests {
         assert_eq!(requestor(&both).as_deref(), Some("ayse@example.com"));
         let phone = event_with(vec![id(Kind::Phone, "+905551112233")], "", "");
         assert_eq!(requestor(&phone).as_deref(), Some("+905551112233@phone.invalid"));
-        assert_eq!(requestor(&event_with(vec![], "", "")), None);
+        // A customer without any address (an email without From, Sender, Reply-To or
+        // Return-Path): a requestor of the conversation's own that cannot receive mail.
+        let mut nobody = event_with(vec![], "", "");
+        nobody.conversation_id = "c1".into();
+        assert_eq!(requestor(&nobody).as_deref(), Some("unknown-sender-c1@unknown.invalid"));
+        nobody.participants.clear();
+        assert_eq!(requestor(&nobody), None);
         let mut telegram = id(Kind::PlatformUserId, "123456789");
         telegram.platform = "telegram".into();
         assert_eq!(
