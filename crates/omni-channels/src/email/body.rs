@@ -190,11 +190,20 @@ pub fn digest(message: &Message<'_>) -> String {
 /// parser that takes that line for a part's start reads the rest of the message into it. Without
 /// the line, the container is an empty part, which is no file.
 pub fn close_empty_containers(bytes: &[u8]) -> Option<Vec<u8>> {
-    let mut removed: Vec<(usize, usize)> = boundaries(bytes)
+    let mut boundaries: Vec<&[u8]> = boundaries(bytes).collect();
+    boundaries.sort_unstable();
+    boundaries.dedup();
+    // A hostile message may name thousands: real ones nest a handful.
+    boundaries.truncate(MAX_BOUNDARIES);
+    let line_starts: Vec<usize> = std::iter::once(0)
+        .chain(bytes.iter().enumerate().filter(|(_, b)| **b == b'\n').map(|(at, _)| at + 1))
+        .filter(|&at| bytes.get(at..at + 2) == Some(b"--"))
+        .collect();
+    let mut removed: Vec<(usize, usize)> = boundaries
+        .into_iter()
         .filter_map(|boundary| {
-            let delimiter = [b"--".as_slice(), boundary].concat();
-            let first = (0..bytes.len()).find(|&at| (at == 0 || bytes[at - 1] == b'\n') && bytes[at..].starts_with(&delimiter))?;
-            let after = first + delimiter.len();
+            let first = line_starts.iter().copied().find(|&at| bytes[at + 2..].starts_with(boundary))?;
+            let after = first + 2 + boundary.len();
             bytes[after..].starts_with(b"--").then(|| {
                 let end = bytes[after..]
                     .iter()
@@ -208,7 +217,6 @@ pub fn close_empty_containers(bytes: &[u8]) -> Option<Vec<u8>> {
         return None;
     }
     removed.sort_unstable();
-    removed.dedup();
     let mut out = Vec::with_capacity(bytes.len());
     let mut pos = 0;
     for (start, end) in removed {
@@ -218,6 +226,9 @@ pub fn close_empty_containers(bytes: &[u8]) -> Option<Vec<u8>> {
     out.extend_from_slice(&bytes[pos..]);
     Some(out)
 }
+
+/// The most distinct boundaries [`close_empty_containers`] looks at.
+const MAX_BOUNDARIES: usize = 64;
 
 /// Every `boundary=` parameter's value in the message.
 fn boundaries(bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
