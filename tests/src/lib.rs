@@ -587,7 +587,7 @@ impl Rt {
         for kind in kinds {
             transactions.extend(self.transactions(ticket, kind).await?);
         }
-        let params = [("fields", "Content,ContentType,TransactionId"), ("orderby", "id")];
+        let params = [("fields", "Content,ContentType,TransactionId,Filename"), ("orderby", "id")];
         let items = self.all_pages(&format!("/ticket/{ticket}/attachments"), &params).await?;
         let mut texts = Vec::new();
         for item in &items {
@@ -595,7 +595,9 @@ impl Rt {
                 .as_str()
                 .or(item["TransactionId"].as_str())
                 .unwrap_or_default();
+            // A text file the customer sent has a name; the message's text has none.
             if item["ContentType"].as_str() == Some("text/plain")
+                && item["Filename"].as_str().unwrap_or_default().is_empty()
                 && transactions.iter().any(|t| t == transaction)
                 && let Some(content) = item["Content"].as_str()
             {
@@ -603,6 +605,19 @@ impl Rt {
             }
         }
         Ok(texts)
+    }
+
+    /// The files on the ticket, `(file name, content type)`, oldest first.
+    pub async fn files(&self, ticket: &str) -> anyhow::Result<Vec<(String, String)>> {
+        let params = [("fields", "Filename,ContentType"), ("orderby", "id")];
+        let items = self.all_pages(&format!("/ticket/{ticket}/attachments"), &params).await?;
+        Ok(items
+            .iter()
+            .filter_map(|item| {
+                let name = item["Filename"].as_str().filter(|name| !name.is_empty())?;
+                Some((name.to_owned(), item["ContentType"].as_str().unwrap_or_default().to_owned()))
+            })
+            .collect())
     }
 
     /// The ticket's requestor addresses.

@@ -10,6 +10,10 @@
 //! deploy/request-tracker/omni-initialdata`; the router's readiness check fails with a clear
 //! message until they exist.
 //!
+//! Files whose bytes came with the event (an email's attachments up to the normalizer's inline
+//! limit) are REST2 `Attachments` of the ticket's create or correspondence, up to RT's default
+//! `$MaxAttachmentSize` in all; the others are listed under the text with where to fetch them.
+//!
 //! The customer becomes the ticket's requestor by email address. A customer known only by phone
 //! becomes the address `<E.164 number>@phone.invalid` (the `.invalid` top-level domain can never
 //! receive mail, RFC 2606), so agents see the number and RT never mails a stranger.
@@ -19,6 +23,7 @@ pub mod replies;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use base64::Engine as _;
 use omni_proto::v1::contact_identifier::Kind;
 use omni_proto::v1::{ConversationEvent, participant::Role};
 use omni_runtime::{Problems, Validate};
@@ -266,35 +271,38 @@ pub fn subject(event: &ConversationEvent) -> String {
     subject
 }
 
-fn content(event: &ConversationEvent) -> String {
-    let body = event.body.as_ref();
-    let text = body
-        .map(|b| {
-            if b.new_text.is_empty() {
-                b.text.as_str()
-            } else {
-                b.new_text.as_str()
-            }
+/// A file name as RT 5's REST2 needs it: its UTF-8 bytes, one character each. REST2 gives
+/// `FileName` to MIME::Entity as it came from JSON, and RT later reads the name back with
+/// `Encode::decode("UTF-8", ...)` (`RT::Util::mime_recommended_filename`), which dies on a
+/// character above U+00FF ("Wide character", a 500 and a lost transaction) and turns octets
+/// into the right name. Checked against Debian's RT 5.0 with Turkish, Arabic and `€` names
+/// (tests/tests/email_corpus.rs).
+fn as_octets(name: &str) -> String {
+    name.bytes().map(char::from).collect()
+}
+
+/// RT's default `$MaxAttachmentSize` (10 MB): files whose bytes travel with the event, up to
+/// this much in all, become RT attachments; the rest are listed in the text.
+pub const MAX_ATTACHMENT_BYTES: u64 = 10_000_000;
+
+/// The REST2 `Content` and `Attachments` of an event: what the sender wrote, then what came with
+/// it and is not attached (with where to fetch it); the files as `FileName`, `FileType` and
+/// base64 `FileContent`, as REST2's create, correspond and comment take them.
+fn content_and_files(event: &ConversationEvent) -> (String, Vec<Value>) {
+    let (files, listed) = super::split_attachments(event, MAX_ATTACHMENT_BYTES);
+    let content = super::text_with_listed_attachments(event, &listed, "(unnamed)");
+    let files = files
+        .into_iter()
+        .filter_map(|attachment| match &attachment.content {
+            Some(omni_proto::v1::attachment::Content::Data(data)) => Some(json!({
+                "FileName": as_octets(super::attachment_name(attachment)),
+                "FileType": if attachment.media_type.is_empty() { "application/octet-stream" } else { &attachment.media_type },
+                "FileContent": base64::engine::general_purpose::STANDARD.encode(data),
+            })),
+            _ => None,
         })
-        .unwrap_or_default();
-    let mut content = if text.is_empty() { "(no text)".to_owned() } else { text.to_owned() };
-    // RT gets the text only (attachments over REST2 are issue 5's work): list what came with it,
-    // so the agent knows, with where to fetch what was too large to store.
-    if !event.attachments.is_empty() {
-        content.push_str("\n\n-- \nAttachments:");
-        for attachment in &event.attachments {
-            let name = if attachment.name.is_empty() {
-                "(unnamed)"
-            } else {
-                &attachment.name
-            };
-            content.push_str(&format!("\n- {name} ({}, {} bytes)", attachment.media_type, attachment.size_bytes));
-            if let Some(omni_proto::v1::attachment::Content::Reference(reference)) = &attachment.content {
-                content.push_str(&format!(": {reference}"));
-            }
-        }
-    }
-    content
+        .collect();
+    (content, files)
 }
 
 #[async_trait]
@@ -432,14 +440,18 @@ impl Helpdesk for RequestTracker {
             };
             custom_fields.insert((*field).into(), value);
         }
+        let (content, files) = content_and_files(event);
         let mut body = json!({
             "Queue": routing.group.as_deref().unwrap_or(&self.config.queue),
             "Subject": subject(event),
             "Requestor": requestor,
-            "Content": content(event),
+            "Content": content,
             "ContentType": "text/plain",
             "CustomFields": custom_fields,
         });
+        if !files.is_empty() {
+            body["Attachments"] = json!(files);
+        }
         if let Some(priority) = routing.priority {
             body["Priority"] = json!(rt_priority(priority));
         }
@@ -453,11 +465,15 @@ impl Helpdesk for RequestTracker {
     }
 
     async fn append(&self, ticket: &TicketRef, event: &ConversationEvent) -> Result<(), HelpdeskError> {
-        let body = json!({
-            "Content": content(event),
+        let (content, files) = content_and_files(event);
+        let mut body = json!({
+            "Content": content,
             "ContentType": "text/plain",
             "TxnCustomFields": { CF_EVENT: event.event_id },
         });
+        if !files.is_empty() {
+            body["Attachments"] = json!(files);
+        }
         // What the team itself wrote elsewhere (an Aircall call comment) is an internal comment,
         // never correspondence RT would send to the customer.
         let kind = if event.direction() == omni_proto::v1::Direction::Outbound {
@@ -537,9 +553,9 @@ mod tests {
     }
 
     #[test]
-    fn content_lists_attachments_with_references() {
+    fn files_with_their_bytes_are_attached_and_the_rest_listed() {
         let mut event = event_with(vec![], "x", "Zie bijlage");
-        assert_eq!(content(&event), "Zie bijlage");
+        assert_eq!(content_and_files(&event), ("Zie bijlage".to_owned(), vec![]));
         event.attachments = vec![
             omni_proto::v1::Attachment {
                 name: "factuur.pdf".into(),
@@ -557,10 +573,23 @@ mod tests {
                 ..Default::default()
             },
         ];
+        event.attachments.push(omni_proto::v1::Attachment {
+            name: "foto.jpg".into(),
+            media_type: "image/jpeg".into(),
+            size_bytes: 3,
+            content: Some(omni_proto::v1::attachment::Content::Data(b"\xff\xd8\xff".to_vec())),
+            ..Default::default()
+        });
+        let (content, files) = content_and_files(&event);
         assert_eq!(
-            content(&event),
+            content,
             "Zie bijlage\n\n-- \nAttachments:\n- factuur.pdf (application/pdf, 2048 bytes)\n- message.eml (message/rfc822, 31457280 bytes): imap://support/INBOX;UIDVALIDITY=7/;UID=42"
         );
+        assert_eq!(
+            files,
+            [json!({"FileName": "foto.jpg", "FileType": "image/jpeg", "FileContent": "/9j/"})]
+        );
+        assert_eq!(as_octets("ş.pdf"), "\u{c5}\u{9f}.pdf");
     }
 
     #[test]
