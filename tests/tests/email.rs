@@ -260,3 +260,46 @@ async fn a_malformed_message_is_dead_lettered_and_the_mailbox_goes_on() -> anyho
     assert_eq!(raw.payload, junk, "the dead letter keeps the exact bytes");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_phone_photo_too_large_for_a_record_leaves_its_text_in_the_ticket() -> anyhow::Result<()> {
+    use base64::Engine as _;
+    let _serial = serial().await;
+    let pipeline = Pipeline::start(&[]).await?;
+    let run = nonce();
+    // A 3 MB photo: four times the connector's max_inline_bytes (768 KiB).
+    let photo: Vec<u8> = (0..3_000_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let encoded = base64::engine::general_purpose::STANDARD.encode(&photo);
+    let lines: Vec<&str> = encoded
+        .as_bytes()
+        .chunks(76)
+        .map(|line| std::str::from_utf8(line).unwrap())
+        .collect();
+    let message = format!(
+        "From: Sanne de Wit <sanne+{run}@example.nl>\r\nTo: support@shop.example\r\nSubject: Kapotte vaas\r\n\
+         Message-ID: <vaas-{run}@example.nl>\r\nDate: Sat, 05 Dec 2026 09:00:00 +0100\r\nMIME-Version: 1.0\r\n\
+         Content-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n--b1\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n\
+         De vaas uit bestelling 10442 is gebroken aangekomen. Zie de foto.\r\n--b1\r\nContent-Type: image/jpeg\r\n\
+         Content-Disposition: attachment; filename=\"vaas.jpg\"\r\nContent-Transfer-Encoding: base64\r\n\r\n{}\r\n--b1--\r\n",
+        lines.join("\r\n")
+    )
+    .into_bytes();
+    pipeline.mailbox.deliver(&message);
+    let delivery = pipeline.delivery_of(&event_id_of(&message), TIMEOUT).await?;
+    assert_eq!(delivery.outcome(), Outcome::Created, "{delivery:?}");
+    let texts = pipeline.rt.texts(&delivery.ticket_id).await?;
+    assert_eq!(texts.len(), 1, "{texts:?}");
+    assert!(
+        texts[0].starts_with("De vaas uit bestelling 10442 is gebroken aangekomen. Zie de foto."),
+        "{}",
+        texts[0]
+    );
+    // The photo's bytes stayed on the server: listed with its size and its IMAP section.
+    let listed = format!(
+        "- vaas.jpg (image/jpeg, 3000000 bytes): imap://support/{};UIDVALIDITY=",
+        pipeline.mailbox.folder
+    );
+    assert!(texts[0].contains(&listed), "{}", texts[0]);
+    assert!(texts[0].trim_end().ends_with("/;UID=1/;SECTION=2"), "{}", texts[0]);
+    Ok(())
+}

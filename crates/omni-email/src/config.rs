@@ -26,8 +26,9 @@ pub struct EmailConfig {
     pub idle_renew_secs: u64,
     /// Seconds between polls of a server without IDLE.
     pub poll_interval_secs: u64,
-    /// Messages up to this many bytes are stored whole; a larger one is stored as its header,
-    /// with its size, SHA-256 and IMAP UID in the record's attributes (it stays on the server).
+    /// Messages up to this many bytes are stored whole; a larger one without the bytes of its
+    /// large file parts (`omni_channels::email::large`), or, when even that is too large, as its
+    /// header with its size, SHA-256 and IMAP UID in the record's attributes.
     pub max_inline_bytes: usize,
     /// Mailboxes by name; the name is the account recorded with each message.
     pub mailboxes: BTreeMap<String, MailboxConfig>,

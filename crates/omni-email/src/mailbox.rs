@@ -171,8 +171,22 @@ impl MailboxReader {
         if let Some(charset) = &self.mailbox.default_charset {
             attributes.insert(omni_channels::email::header::DEFAULT_CHARSET_ATTRIBUTE.to_owned(), charset.clone());
         }
-        let payload = if body.len() > self.settings.max_inline_bytes {
-            // Too large for a record: keep the header, say so, and point at the message on the server.
+        let max = self.settings.max_inline_bytes;
+        let stripped = (body.len() > max)
+            .then(|| omni_channels::email::large::strip(body))
+            .flatten()
+            .filter(|(payload, _)| payload.len() <= max);
+        let payload = if let Some((payload, parts)) = stripped {
+            // Too large for a record: the text, HTML and file list stay; the large files' bytes
+            // stay on the server, each named by its IMAP section.
+            attributes.insert(
+                omni_channels::email::large::STRIPPED_ATTRIBUTE.to_owned(),
+                omni_channels::email::large::attribute(&parts),
+            );
+            payload
+        } else if body.len() > max {
+            // Even without its files too large (a huge text): keep the header, say so, and
+            // point at the message on the server.
             attributes.insert("truncated".to_owned(), "true".to_owned());
             attributes.insert("sha256".to_owned(), hex::encode(Sha256::digest(body)));
             let end = body

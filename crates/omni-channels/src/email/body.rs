@@ -16,12 +16,25 @@
 //!   `message/disposition-notification`, `text/rfc822-headers`, ...), which are data about a
 //!   bounce or a receipt, not files the customer sent.
 
+use std::collections::HashMap;
+
 use mail_parser::decoders::html::{html_to_text, text_to_html};
 use mail_parser::{Address, Message, MessagePart, MimeHeaders, PartType};
 use omni_proto::v1::Attachment;
 use sha2::{Digest, Sha256};
 
+use super::large::{self, StrippedPart};
 use super::reply;
+
+/// The files of a message its connector left on the IMAP server ([`large`]), and where the
+/// message is there.
+#[derive(Clone, Debug, Default)]
+pub struct ClaimChecks {
+    /// The parts left out, by IMAP section.
+    pub parts: HashMap<String, StrippedPart>,
+    /// The message's IMAP URL; a part's is this with `/;SECTION=<part>`.
+    pub message_url: String,
+}
 
 /// The line that opens a forwarded message in the text.
 pub const FORWARD_LINE: &str = "---------- Forwarded message ----------";
@@ -50,18 +63,35 @@ pub struct Content {
     pub attachments: Vec<Attachment>,
 }
 
-/// The content of `message`; attachments up to `inline_limit` bytes carry their bytes.
-pub fn content(message: &Message<'_>, inline_limit: usize) -> Content {
+/// The content of `message`; attachments up to `inline_limit` bytes carry their bytes, those in
+/// `claims` a reference to their bytes on the IMAP server.
+pub fn content(message: &Message<'_>, inline_limit: usize, claims: &ClaimChecks) -> Content {
     let own = own_text(message);
+    let sections = if claims.parts.is_empty() {
+        HashMap::new()
+    } else {
+        large::sections(message)
+    };
     let mut forwards = Vec::new();
     let mut attachments = Vec::new();
-    for part in message.attachments() {
-        if let PartType::Message(inner) = &part.body {
-            let inner_content = content(inner, inline_limit);
+    for index in &message.attachments {
+        let Some(part) = message.parts.get(*index as usize) else { continue };
+        let claim = sections.get(index).and_then(|section| claims.parts.get(section));
+        if let (PartType::Message(inner), None) = (&part.body, claim) {
+            let inner_content = content(inner, inline_limit, &ClaimChecks::default());
             forwards.push(forward_block(inner, &inner_content.text));
             attachments.extend(inner_content.attachments);
         } else if is_file(part) {
-            attachments.push(attachment(part, inline_limit));
+            let mut file = attachment(part, inline_limit);
+            if let Some(claim) = claim {
+                file.size_bytes = claim.size_bytes;
+                file.sha256 = claim.sha256.clone();
+                file.content = Some(omni_proto::v1::attachment::Content::Reference(format!(
+                    "{}/;SECTION={}",
+                    claims.message_url, claim.section
+                )));
+            }
+            attachments.push(file);
         }
     }
     let with_forwards = |text: String| {

@@ -35,6 +35,7 @@
 
 pub mod body;
 pub mod header;
+pub mod large;
 pub mod reply;
 pub mod send;
 
@@ -360,16 +361,33 @@ fn truncated_message(raw: &RawRecord) -> Option<Attachment> {
         media_type: "message/rfc822".to_owned(),
         size_bytes: attribute("size_bytes").parse().unwrap_or(0),
         sha256: attribute("sha256").to_owned(),
-        content: Some(omni_proto::v1::attachment::Content::Reference(format!(
-            "imap://{}/{};UIDVALIDITY={}/;UID={}",
-            raw.account,
-            attribute("imap_folder"),
-            attribute("imap_uid_validity"),
-            attribute("imap_uid")
-        ))),
+        content: Some(omni_proto::v1::attachment::Content::Reference(imap_url(raw))),
         inline: false,
         content_id: String::new(),
     })
+}
+
+/// The message's RFC 5092 IMAP URL path: `imap://<account>/<folder>;UIDVALIDITY=<v>/;UID=<uid>`.
+fn imap_url(raw: &RawRecord) -> String {
+    let attribute = |name: &str| raw.attributes.get(name).map(String::as_str).unwrap_or_default();
+    format!(
+        "imap://{}/{};UIDVALIDITY={}/;UID={}",
+        raw.account,
+        attribute("imap_folder"),
+        attribute("imap_uid_validity"),
+        attribute("imap_uid")
+    )
+}
+
+/// The files the connector left on the IMAP server ([`large`]), as its record says.
+fn claim_checks(raw: &RawRecord) -> body::ClaimChecks {
+    match raw.attributes.get(large::STRIPPED_ATTRIBUTE) {
+        Some(value) => body::ClaimChecks {
+            parts: large::parse_attribute(value),
+            message_url: imap_url(raw),
+        },
+        None => body::ClaimChecks::default(),
+    }
 }
 
 /// Normalizes raw records from IMAP mailboxes.
@@ -428,7 +446,7 @@ impl EmailNormalizer {
             reason: "no header field: not an RFC 5322 message".to_owned(),
         })?;
         let ids = ids_of(&raw.account, &message, &raw.payload, known);
-        let content = body::content(&message, self.inline_attachment_limit);
+        let content = body::content(&message, self.inline_attachment_limit, &claim_checks(raw));
         let automated = automated_kind(&message, &settings);
         let mut tags: Vec<String> = automated.into_iter().map(str::to_owned).collect();
         if is_list_mail(&message) {

@@ -549,3 +549,50 @@ fn the_email_corpus_reads_as_its_manifest_says() {
     }
     assert!(failures.is_empty(), "{} differences:\n{}", failures.len(), failures.join("\n"));
 }
+
+#[test]
+fn a_message_whose_files_stayed_on_the_server_keeps_its_text_and_points_at_each_file() {
+    use base64::Engine as _;
+    let photo: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
+    let bytes = format!(
+        "From: Sanne <sanne@example.nl>\r\nSubject: Kapotte vaas\r\nMessage-ID: <vaas@example.nl>\r\nMIME-Version: 1.0\r\n\
+         Content-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n--b1\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n\
+         De vaas is gebroken aangekomen, zie de foto.\r\n--b1\r\nContent-Type: image/jpeg\r\n\
+         Content-Disposition: attachment; filename=\"vaas.jpg\"\r\nContent-Transfer-Encoding: base64\r\n\r\n{}\r\n--b1--\r\n",
+        base64::engine::general_purpose::STANDARD.encode(&photo)
+    )
+    .into_bytes();
+    let (payload, parts) = large::strip(&bytes).unwrap();
+    let raw = RawRecord {
+        event_id: ids("support@shop", &bytes).event_id,
+        provider: PROVIDER.into(),
+        account: "support@shop".into(),
+        payload,
+        attributes: [
+            ("imap_folder", "INBOX"),
+            ("imap_uid_validity", "7"),
+            ("imap_uid", "42"),
+            (large::STRIPPED_ATTRIBUTE, large::attribute(&parts).as_str()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect(),
+        ..Default::default()
+    };
+    let event = EmailNormalizer::default().event(&raw, &crate::NoKnownEvents).unwrap();
+    assert_eq!(text(&event), "De vaas is gebroken aangekomen, zie de foto.");
+    let file = &event.attachments[0];
+    assert_eq!(
+        (file.name.as_str(), file.media_type.as_str(), file.size_bytes),
+        ("vaas.jpg", "image/jpeg", 300_000)
+    );
+    assert_eq!(file.sha256, hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&photo)));
+    assert_eq!(
+        file.content,
+        Some(omni_proto::v1::attachment::Content::Reference(
+            "imap://support@shop/INBOX;UIDVALIDITY=7/;UID=42/;SECTION=2".into()
+        ))
+    );
+    // The event id is the whole message's, as the connector computed it.
+    assert_eq!(event.event_id, ids("support@shop", &bytes).event_id);
+}
