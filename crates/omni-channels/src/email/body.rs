@@ -117,7 +117,7 @@ fn own_text(message: &Message<'_>) -> String {
         .text_bodies()
         .filter_map(|part| match &part.body {
             PartType::Text(text) => Some(text.replace("\r\n", "\n")),
-            PartType::Html(html) => Some(html_to_text(html).replace("\r\n", "\n")),
+            PartType::Html(html) => Some(html_text(html)),
             _ => None,
         })
         .map(|text| text.trim_end().to_owned())
@@ -125,6 +125,63 @@ fn own_text(message: &Message<'_>) -> String {
         .collect();
     parts.join("\n\n")
 }
+
+/// HTML as a reader sees it (html2text): paragraphs, `div`s, list items and table rows on lines
+/// of their own, `blockquote`s marked `> ` like quoted mail (so the quoted history of an
+/// HTML-only reply is told from the answer), no wrapping, no trailing blanks. mail-parser's own
+/// conversion breaks lines only at `br` and `p`, which ran a webmail's `div` lines together.
+/// HTML nested deeper than this (a crafted message: real mail nests a few dozen levels) is
+/// turned into text by mail-parser's linear conversion instead, which html2text's rendering
+/// takes seconds for.
+fn html_text(html: &str) -> String {
+    if nesting_depth(html) > MAX_HTML_DEPTH {
+        return html_to_text(html).replace("\r\n", "\n");
+    }
+    // A panic inside the renderer on some crafted input must not stop the normalizer on this
+    // record forever: such HTML gets the plain conversion.
+    let rendered = std::panic::catch_unwind(|| {
+        html2text::config::plain_no_decorate()
+            .link_footnotes(false)
+            .string_from_read(html.as_bytes(), HTML_TEXT_WIDTH)
+    });
+    match rendered {
+        Ok(Ok(text)) => text.replace("\r\n", "\n").lines().map(str::trim_end).collect::<Vec<_>>().join("\n"),
+        Ok(Err(_)) | Err(_) => html_to_text(html).replace("\r\n", "\n"),
+    }
+}
+
+const MAX_HTML_DEPTH: usize = 200;
+
+/// How deep the HTML's elements nest, roughly: opening tags less closing ones, void elements
+/// (`br`, `img`, ...) and self-closing tags not counted.
+fn nesting_depth(html: &str) -> usize {
+    const VOID: [&str; 11] = ["br", "img", "hr", "meta", "link", "input", "wbr", "col", "area", "base", "source"];
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    for tag in html.split('<').skip(1) {
+        let end = tag.find('>').unwrap_or(tag.len());
+        let inside = &tag[..end];
+        if let Some(closing) = inside.strip_prefix('/') {
+            if !closing.is_empty() {
+                depth = depth.saturating_sub(1);
+            }
+            continue;
+        }
+        let name: String = inside
+            .chars()
+            .take_while(char::is_ascii_alphanumeric)
+            .collect::<String>()
+            .to_ascii_lowercase();
+        if name.is_empty() || inside.ends_with('/') || VOID.contains(&name.as_str()) {
+            continue;
+        }
+        depth += 1;
+        deepest = deepest.max(depth);
+    }
+    deepest
+}
+
+/// Lines are not wrapped: the helpdesk wraps them for the agent.
+const HTML_TEXT_WIDTH: usize = 100_000;
 
 /// The message's HTML parts, when it has any.
 fn own_html(message: &Message<'_>) -> String {

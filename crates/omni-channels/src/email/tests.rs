@@ -596,3 +596,28 @@ fn a_message_whose_files_stayed_on_the_server_keeps_its_text_and_points_at_each_
     // The event id is the whole message's, as the connector computed it.
     assert_eq!(event.event_id, ids("support@shop", &bytes).event_id);
 }
+
+#[test]
+fn hostile_html_is_text_not_a_crash() {
+    // Deep nesting and a huge table, as a sender could craft them: readable text, no stack
+    // overflow, no blow-up.
+    let deep = format!(
+        "{}Hallo{}",
+        "<div><blockquote>".repeat(20_000),
+        "</blockquote></div>".repeat(20_000)
+    );
+    let wide = format!("<table><tr>{}</tr></table>", "<td>x</td>".repeat(5_000));
+    for html in [deep, wide] {
+        let bytes = format!("From: a@b.example\r\nSubject: x\r\nContent-Type: text/html; charset=utf-8\r\n\r\n{html}").into_bytes();
+        let raw = RawRecord {
+            event_id: "e".into(),
+            provider: PROVIDER.into(),
+            payload: bytes,
+            ..Default::default()
+        };
+        let started = std::time::Instant::now();
+        let event = EmailNormalizer::default().event(&raw, &crate::NoKnownEvents).unwrap();
+        assert!(!text(&event).is_empty());
+        eprintln!("{} bytes of text in {:?}", text(&event).len(), started.elapsed());
+    }
+}
