@@ -260,16 +260,33 @@ fn attachment(part: &MessagePart<'_>, inline_limit: usize) -> Attachment {
     }
 }
 
-/// A digest of what the message says and carries, decoded (so a copy that a server re-encoded
-/// or gave other `Received` headers has the same one): every part's decoded contents in order.
+/// A digest of what the message says and carries, decoded (so a copy that a server re-encoded,
+/// gave other `Received` headers or other line endings has the same one; an IMAP server hands
+/// out CRLF whatever it was given): every part's decoded contents in order, text with LF line
+/// endings and no trailing blanks.
 pub fn digest(message: &Message<'_>) -> String {
     let mut hasher = Sha256::new();
     for part in &message.parts {
-        let contents = part.contents();
+        let contents: std::borrow::Cow<'_, [u8]> = match &part.body {
+            PartType::Text(text) | PartType::Html(text) => text.replace("\r\n", "\n").trim_end().as_bytes().to_vec().into(),
+            PartType::Message(inner) => lf_only(inner.raw_message()).into(),
+            _ => part.contents().into(),
+        };
         hasher.update((contents.len() as u64).to_be_bytes());
-        hasher.update(contents);
+        hasher.update(&contents);
     }
     hex::encode(&hasher.finalize()[..16])
+}
+
+/// The bytes with every CRLF as LF.
+fn lf_only(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len());
+    for (index, &byte) in bytes.iter().enumerate() {
+        if !(byte == b'\r' && bytes.get(index + 1) == Some(&b'\n')) {
+            out.push(byte);
+        }
+    }
+    out
 }
 
 /// The message with the close delimiter of every empty `multipart/*` removed, when it has any:

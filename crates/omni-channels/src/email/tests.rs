@@ -132,6 +132,11 @@ fn event_id_is_the_message_id_and_content_else_the_bytes() {
         ids("a", b"Message-ID: <m@x>\r\n\r\none").event_id,
         ids("a", b"Message-ID: <m@x>\r\n\r\ntwo").event_id
     );
+    // Stored with LF, handed out by the IMAP server with CRLF: the same message.
+    assert_eq!(
+        ids("a", b"Message-ID: <m@x>\nSubject: s\n\none\ntwo\n").event_id,
+        ids("a", b"Message-ID: <m@x>\r\nSubject: s\r\n\r\none\r\ntwo\r\n").event_id
+    );
     // The same text, quoted-printable as a relay may re-encode it: the same message.
     assert_eq!(
         ids(
