@@ -11,6 +11,8 @@
 #   - Python packages for the independent protobuf consumer used in tests, and the providers'
 #     official SDKs (twilio, slack_sdk) that sign the webhook tests' requests;
 #   - wrk from Debian's packages, the load generator of `make bench-webhooks`;
+#   - promtool, from Debian's prometheus package, which checks and unit-tests the alert rules and
+#     the dashboard's queries (deploy/prometheus, deploy/grafana);
 #   - kubernetes-validate and check-jsonschema (PyPI), which check deploy/kubernetes and the
 #     compose file against their schemas without a cluster or a Docker engine.
 set -euo pipefail
@@ -25,6 +27,7 @@ command -v sqlite3 >/dev/null || need_apt+=(sqlite3)
 command -v curl >/dev/null || need_apt+=(curl)
 command -v patch >/dev/null || need_apt+=(patch)
 command -v wrk >/dev/null || need_apt+=(wrk)
+command -v promtool >/dev/null || need_apt+=(prometheus)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing from Debian: ${need_apt[*]} (about 2 minutes, once)"
   export DEBIAN_FRONTEND=noninteractive

@@ -381,13 +381,20 @@ impl Service {
     /// The sum of the Prometheus samples whose name and labels start with `series`, for example
     /// `omni_normalizer_records_total{outcome="duplicate"`; 0 when there are none.
     pub async fn metric(&self, series: &str) -> anyhow::Result<f64> {
-        let url = format!("http://127.0.0.1:{}/metrics", self.admin_port);
-        let text = reqwest::get(&url).await?.text().await?;
+        let text = self.metrics_text().await?;
         Ok(text
             .lines()
             .filter(|line| line.starts_with(series))
             .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
             .sum())
+    }
+}
+
+impl Service {
+    /// The service's whole `/metrics` page.
+    pub async fn metrics_text(&self) -> anyhow::Result<String> {
+        let url = format!("http://127.0.0.1:{}/metrics", self.admin_port);
+        Ok(reqwest::get(&url).await?.text().await?)
     }
 }
 

@@ -172,6 +172,13 @@ async fn every_message_of_the_corpus_reaches_the_helpdesk_once_readable_with_its
             assert_eq!(subject, first.subject.as_str(), "{}", first.file);
         }
     }
+    // The router reports its consumer lag (librdkafka statistics, every 15 s): drained to 0.
+    const LAG: &str = "omni_kafka_consumer_lag_messages{group=\"omni-router\",topic=\"omni.conversations.v1\"";
+    eventually("the router's lag series, at 0", Duration::from_secs(40), || async {
+        let text = pipeline.router.metrics_text().await?;
+        Ok(text.contains(LAG) && pipeline.router.metric(LAG).await? == 0.0)
+    })
+    .await?;
     let created = on_ticket.len();
     let skipped = manifest.len() - on_ticket.values().map(Vec::len).sum::<usize>();
     eprintln!(

@@ -81,7 +81,31 @@ impl AssignmentWatch {
     }
 }
 
-impl ClientContext for RebalanceLog {}
+/// How often librdkafka reports its statistics, from which the consumer lag is read.
+const STATISTICS_INTERVAL_MS: &str = "15000";
+
+impl ClientContext for RebalanceLog {
+    /// Consumer lag per partition (`omni_kafka_consumer_lag_messages`): how many records of the
+    /// partition this member has yet to read, as librdkafka computes it from the partition's end
+    /// and the member's position; 0 for partitions it does not hold (librdkafka says -1), so the
+    /// sum over a group's members is the group's lag.
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        for (topic, stats) in &statistics.topics {
+            for (partition, partition_stats) in &stats.partitions {
+                if *partition < 0 {
+                    continue;
+                }
+                metrics::gauge!(
+                    "omni_kafka_consumer_lag_messages",
+                    "group" => self.group_id.clone(),
+                    "topic" => topic.clone(),
+                    "partition" => partition.to_string()
+                )
+                .set(partition_stats.consumer_lag.max(0) as f64);
+            }
+        }
+    }
+}
 
 impl ConsumerContext for RebalanceLog {
     fn post_rebalance(&self, consumer: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -138,6 +162,7 @@ fn group_consumer(
         .set("auto.offset.reset", "earliest")
         .set("session.timeout.ms", config.consumer.session_timeout_ms.to_string())
         .set("queued.max.messages.kbytes", config.consumer.queue_max_kbytes.to_string())
+        .set("statistics.interval.ms", STATISTICS_INTERVAL_MS)
         .create_with_context(RebalanceLog {
             group_id: group_id.to_owned(),
             assignment: assignment.clone(),
