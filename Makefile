@@ -78,6 +78,8 @@ bench-routing: deps build ## print routed events/s and ingest-to-delivery p50/p9
 	  $(TEST_SERVERS_STOP)
 
 # cargo-fuzz needs nightly flags (sanitizers): RUSTC_BOOTSTRAP lets the stable toolchain take them.
+# Built as shipped (-O: release, no debug assertions, which cargo-fuzz would turn on for every
+# crate, mail-parser's internal ones included) but with overflow checks on.
 FUZZ_SECONDS ?= 600
 # libFuzzer flags; fuzz-short fixes the seed so CI's run is the same every time.
 FUZZ_FLAGS ?=
@@ -91,7 +93,7 @@ fuzz: ## fuzz every adapter's parsing/normalization and the signature checks, FU
 	@command -v cargo-fuzz >/dev/null || cargo install --quiet --locked cargo-fuzz
 	cargo run --quiet -p omni-channels --example fuzz_seeds -- fuzz/corpus
 	cd fuzz && for target in normalize webhook; do \
-	  RUSTC_BOOTSTRAP=1 cargo fuzz run $$target corpus/$$target -- -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=4096 $(FUZZ_FLAGS) || exit 1; \
+	  RUSTFLAGS=-Coverflow-checks=on RUSTC_BOOTSTRAP=1 cargo fuzz run -O $$target corpus/$$target -- -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=4096 $(FUZZ_FLAGS) || exit 1; \
 	done
 
 fuzz-short: ## the CI-sized fuzz run: 60 s per target
