@@ -23,12 +23,13 @@
 //!   signature; attachments with name, media type, size and SHA-256, inline parts marked
 //!   inline, report parts and empty containers left out;
 //! - any message with a header field is a message: one without From is named by its Sender,
-//!   Reply-To or Return-Path, else it reaches the helpdesk without a sender address (each
-//!   helpdesk names such a requester as it names any customer without an address);
+//!   Reply-To or Return-Path, else it reaches the helpdesk without a sender address (the
+//!   helpdesks name that requester `unknown-sender-<conversation id>@unknown.invalid`);
 //! - loops and noise: auto-replies (RFC 3834 `Auto-Submitted`, `X-Autoreply`, `X-Autorespond`,
 //!   `X-Auto-Response-Suppress`, `Precedence: auto_reply`, and `Precedence: bulk`/`junk` outside
 //!   list mail, and weaker, a subject that opens with an out-of-office marker such as
-//!   "Automatic reply:" or "Otomatik yanıt:", per mailbox `auto_reply_subjects`) are tagged `auto-reply`, delivery reports (`multipart/report`) `bounce`; the
+//!   "Automatic reply:" or "Otomatik yanıt:", per mailbox `auto_reply_subjects`) are tagged
+//!   `auto-reply`, delivery reports (`multipart/report`) `bounce`; the
 //!   router never opens a ticket for either. Mail through a list or group alias (`List-*`,
 //!   `Precedence: list`) is tagged `mailing-list` and is a person's message, unless the mailbox
 //!   says `list_mail = "automated"` ([`ListMail`]).
