@@ -74,6 +74,10 @@ pub struct MessageIds {
     /// The Message-ID of the thread's first message (from `References`, else `In-Reply-To`,
     /// else this message's own), when there is one: a reply names it first in `References`.
     pub thread_root: Option<String>,
+    /// Every id of every `References` header, in header order.
+    pub references: Vec<String>,
+    /// The ids of the `In-Reply-To` header.
+    pub in_reply_to: Vec<String>,
 }
 
 /// Parses just enough of a message to compute its ids (connectors call this before storing).
@@ -91,6 +95,8 @@ pub fn ids(account: &str, bytes: &[u8]) -> MessageIds {
                 conversation_id,
                 message_id: None,
                 thread_root: None,
+                references: Vec::new(),
+                in_reply_to: Vec::new(),
             }
         }
     }
@@ -141,6 +147,8 @@ fn ids_of(account: &str, message: &Message<'_>, bytes: &[u8], known: &dyn crate:
         conversation_id,
         message_id,
         thread_root: root,
+        references,
+        in_reply_to,
     }
 }
 
@@ -512,8 +520,8 @@ fn provider_reference(raw: &RawRecord, message: &Message<'_>, ids: MessageIds, s
         message_id: ids.message_id.unwrap_or_default(),
         thread_id: ids.thread_root.unwrap_or_default(),
         reply_to,
-        in_reply_to: header_ids(message, "In-Reply-To").into_iter().next().unwrap_or_default(),
-        references: header_ids(message, "References"),
+        in_reply_to: ids.in_reply_to.into_iter().next().unwrap_or_default(),
+        references: ids.references,
     }
 }
 
