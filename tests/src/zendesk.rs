@@ -24,7 +24,8 @@
 //! It misbehaves on cue ([`Mode`]): 429 with `Retry-After`, 500, or 503 for everything, as
 //! Zendesk does when rate-limiting, failing or down, or carries writes out and loses the answer;
 //! and answers slowly on cue
-//! ([`Zendesk::set_delay`]).
+//! ([`Zendesk::set_delay`]), or holds the writes carrying a given text until released
+//! ([`Zendesk::hold_writes_containing`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -87,6 +88,8 @@ pub struct Zendesk {
     delay_ms: Arc<std::sync::atomic::AtomicU64>,
     inner: Arc<Mutex<Inner>>,
     auth: Arc<String>,
+    /// Writes whose body contains this text wait until it is cleared.
+    hold: Arc<tokio::sync::watch::Sender<Option<String>>>,
 }
 
 impl Zendesk {
@@ -120,6 +123,26 @@ impl Zendesk {
     /// Answers every request only after `delay` (a slow helpdesk); zero for none.
     pub fn set_delay(&self, delay: std::time::Duration) {
         self.delay_ms.store(delay.as_millis() as u64, Ordering::SeqCst);
+    }
+
+    /// Makes every write (create, update) whose body contains `text` wait until
+    /// [`release`](Self::release): a helpdesk stuck on one conversation.
+    pub fn hold_writes_containing(&self, text: &str) {
+        self.hold.send_replace(Some(text.to_owned()));
+    }
+
+    /// Lets the held writes through.
+    pub fn release(&self) {
+        self.hold.send_replace(None);
+    }
+
+    async fn wait_if_held(&self, body: &[u8]) {
+        let mut held = self.hold.subscribe();
+        let free = |hold: &Option<String>| {
+            hold.as_ref()
+                .is_none_or(|text| !body.windows(text.len().max(1)).any(|window| window == text.as_bytes()))
+        };
+        let _ = held.wait_for(free).await;
     }
 
     async fn slow_down(&self) {
@@ -246,6 +269,7 @@ async fn list(State(server): State<Zendesk>, headers: HeaderMap, Query(query): Q
 
 async fn create(State(server): State<Zendesk>, method: Method, headers: HeaderMap, body: Bytes) -> Response {
     server.slow_down().await;
+    server.wait_if_held(&body).await;
     if let Some(refused) = server.gate(&headers, "POST /tickets") {
         return refused;
     }
@@ -318,6 +342,7 @@ async fn show(State(server): State<Zendesk>, headers: HeaderMap, Path(id): Path<
 
 async fn update(State(server): State<Zendesk>, headers: HeaderMap, Path(id): Path<u64>, body: Bytes) -> Response {
     server.slow_down().await;
+    server.wait_if_held(&body).await;
     if let Some(refused) = server.gate(&headers, "PUT /tickets/{id}") {
         return refused;
     }

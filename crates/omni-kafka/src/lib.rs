@@ -17,6 +17,7 @@ pub mod config;
 pub mod consumer;
 pub mod deadletter;
 pub mod headers;
+pub mod keyed;
 pub mod producer;
 pub mod reader;
 pub mod service;

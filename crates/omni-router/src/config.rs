@@ -24,6 +24,10 @@ pub struct RouterConfig {
     pub drain_timeout_secs: u64,
     /// Longest time to read the state topic at start-up, in seconds.
     pub state_restore_timeout_secs: u64,
+    /// Events each destination's pipeline holds at once (see [`omni_kafka::keyed`]): events of
+    /// different conversations are delivered concurrently, one conversation's in order.
+    /// 1 delivers one event at a time.
+    pub max_in_flight: usize,
     /// Where events no rule matches go.
     pub default_destination: String,
     /// Routing rules, in order: the first match decides (see [`crate::rules`]).
@@ -106,6 +110,11 @@ impl Validate for RouterConfig {
         check_socket_addr(&self.admin_listen, format!("{prefix}.admin_listen"), problems);
         problems.check(!self.group_id.is_empty(), format!("{prefix}.group_id"), "must not be empty");
         problems.check(!self.instance_id.is_empty(), format!("{prefix}.instance_id"), "must not be empty");
+        problems.check(
+            (1..=10_000).contains(&self.max_in_flight),
+            format!("{prefix}.max_in_flight"),
+            "must be between 1 and 10000",
+        );
         problems.check(
             self.destinations.contains_key(&self.default_destination),
             format!("{prefix}.default_destination"),

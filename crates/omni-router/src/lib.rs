@@ -18,9 +18,12 @@
 //! `omni.conversations.v1` (the configured `group_id` for the default destination,
 //! `<group_id>.<destination>` for the others), its own offsets and retries, so a helpdesk that is
 //! down or rate-limiting only delays its own events while the others keep flowing; a pipeline
-//! skips the events routed elsewhere. Within a pipeline events are handled one at a time, in
-//! partition order, so one conversation's follow-ups reach the ticket in order. Transient failures (helpdesk down, 429, 5xx, broker
-//! unavailable) are retried with jittered exponential backoff without moving on; a helpdesk's
+//! skips the events routed elsewhere. Within a pipeline up to `max_in_flight` events are in hand
+//! at once: different conversations' concurrently, one conversation's strictly one after the
+//! other in partition order (the record key is the conversation id), so its follow-ups reach the
+//! ticket in order; a partition's offset is stored only up to its lowest unfinished event
+//! ([`omni_kafka::keyed`]). Transient failures (helpdesk down, 429, 5xx, broker unavailable) are
+//! retried with jittered exponential backoff, holding up only that conversation; a helpdesk's
 //! permanent refusal (a 4xx other than 401/403/408/429) sends the event to the dead-letter topic.
 //!
 //! A conversation with no ticket yet whose subject carries the helpdesk's own ticket reference
@@ -44,12 +47,13 @@ use std::time::{Duration, SystemTime};
 
 use backon::{ExponentialBuilder, Retryable};
 use omni_kafka::consumer::GroupMember;
+use omni_kafka::keyed::{KeyOrdered, Position};
 use omni_kafka::{CloudEvent, DeadLetterWriter, ProduceError, Producer, consumer, topics};
 use omni_proto::v1::{ConversationEvent, Delivery, dead_letter::Fault, delivery::Outcome, event_delivery::Status, participant::Role};
 use omni_runtime::ServiceContext;
 use prost::Message as _;
 use rdkafka::Message;
-use rdkafka::message::BorrowedMessage;
+use rdkafka::message::OwnedMessage;
 
 pub use config::{AutomatedMessages, DestinationConfig, RouterConfig, RouterServiceConfig};
 use helpdesk::{Helpdesk, HelpdeskError, TicketRef};
@@ -150,7 +154,7 @@ async fn run_destination(
 
     let producer = Producer::new(&config.kafka, &client_id)?;
     let timeout = Duration::from_secs(config.service.state_restore_timeout_secs);
-    let mut state = StateStore::restore(&config.kafka, &client_id, producer.clone(), source.clone(), timeout).await?;
+    let state = StateStore::restore(&config.kafka, &client_id, producer.clone(), source.clone(), timeout).await?;
     let (conversations, events) = state.len();
     tracing::info!(destination, conversations, events, "router state restored");
     context.readiness.ready(&format!("state:{destination}"));
@@ -175,39 +179,10 @@ async fn run_destination(
         automated_messages: config.service.automated_messages,
         answered_calls: config.service.answered_calls,
     };
-    loop {
-        let message = tokio::select! {
-            () = context.shutdown.cancelled() => break,
-            stall = member.stalled() => {
-                member.rejoin(stall)?;
-                continue;
-            }
-            received = member.consumer().recv() => match received {
-                Ok(message) => message,
-                Err(error) => {
-                    if let Some(fatal) = consumer::fatal_error(member.consumer()) {
-                        anyhow::bail!("consumer failed fatally: {fatal}");
-                    }
-                    tracing::warn!(destination, %error, "consumer error");
-                    continue;
-                }
-            },
-        };
-        // Not stored when shutdown interrupted the retries: the event is delivered again later.
-        let handled = tokio::select! {
-            () = context.shutdown.cancelled() => false,
-            result = router.handle(&mut state, &message) => match result {
-                Ok(()) => true,
-                Err(error) => { tracing::error!(destination, %error, "event not handled; stopping"); return Err(error.into()); }
-            },
-        };
-        if !handled {
-            break;
-        }
-        consumer::store_handled(member.consumer(), &message);
-    }
+    let max_in_flight = config.service.max_in_flight;
+    let result = router.consume(&member, &state, max_in_flight, context).await;
     router.producer.flush(Duration::from_secs(5)).ok();
-    Ok(())
+    result
 }
 
 async fn wait_for_helpdesk(name: &str, helpdesk: &dyn Helpdesk, context: &ServiceContext) {
@@ -239,6 +214,9 @@ struct Target<'a> {
     routing: &'a helpdesk::Routing,
 }
 
+/// One event being handled: gives the record back with how it went.
+type Handling<'a> = std::pin::Pin<Box<dyn Future<Output = (OwnedMessage, Result<(), ProduceError>)> + Send + 'a>>;
+
 struct Router {
     producer: Producer,
     source: String,
@@ -254,9 +232,69 @@ struct Router {
 }
 
 impl Router {
+    /// Reads the destination's pipeline until shutdown with up to `max_in_flight` records in
+    /// hand (see [`omni_kafka::keyed`]): events of different conversations are delivered
+    /// concurrently, one conversation's events one after the other in partition order, and a
+    /// partition's offset is stored only up to its lowest unfinished record. Shutdown drops the
+    /// deliveries in hand (their offsets are not stored: they are delivered again later).
+    async fn consume(
+        &self,
+        member: &GroupMember,
+        state: &StateStore,
+        max_in_flight: usize,
+        context: &ServiceContext,
+    ) -> anyhow::Result<()> {
+        let destination = self.destination.as_str();
+        let in_flight = metrics::gauge!("omni_router_in_flight_events", "destination" => destination.to_owned());
+        let mut held = KeyOrdered::new(max_in_flight);
+        let mut running = futures::stream::FuturesUnordered::<Handling<'_>>::new();
+        let start = |message: OwnedMessage| -> Handling<'_> {
+            Box::pin(async move {
+                let result = self.handle(state, &message).await;
+                (message, result)
+            })
+        };
+        loop {
+            in_flight.set(held.in_flight() as f64);
+            tokio::select! {
+                () = context.shutdown.cancelled() => return Ok(()),
+                stall = member.stalled() => member.rejoin(stall)?,
+                Some((message, result)) = futures::StreamExt::next(&mut running), if !running.is_empty() => {
+                    if let Err(error) = result {
+                        tracing::error!(destination, %error, "event not handled; stopping");
+                        return Err(error.into());
+                    }
+                    let position = Position::of(&message);
+                    let finished = held.finish(message.key().unwrap_or_default(), &position);
+                    if let Some(next) = finished.next {
+                        running.push(start(next));
+                    }
+                    if let Some(offset) = finished.handled_up_to {
+                        consumer::store_next(member.consumer(), &position.topic, position.partition, offset);
+                    }
+                }
+                received = member.consumer().recv(), if held.has_room() => match received {
+                    Ok(message) => {
+                        let message = message.detach();
+                        let key = message.key().unwrap_or_default().to_vec();
+                        if let Some(message) = held.admit(&key, &Position::of(&message), message) {
+                            running.push(start(message));
+                        }
+                    }
+                    Err(error) => {
+                        if let Some(fatal) = consumer::fatal_error(member.consumer()) {
+                            anyhow::bail!("consumer failed fatally: {fatal}");
+                        }
+                        tracing::warn!(destination, %error, "consumer error");
+                    }
+                },
+            }
+        }
+    }
+
     /// Handles one record fully: delivered, or dead-lettered. Errors only on a dead-letter write
     /// refused for good.
-    async fn handle(&self, state: &mut StateStore, message: &BorrowedMessage<'_>) -> Result<(), ProduceError> {
+    async fn handle(&self, state: &StateStore, message: &OwnedMessage) -> Result<(), ProduceError> {
         let event = match ConversationEvent::decode(message.payload().unwrap_or_default()) {
             Ok(event) if !event.event_id.is_empty() && !event.conversation_id.is_empty() => event,
             _ if !self.reports_bad_input => return Ok(()),
@@ -291,8 +329,8 @@ impl Router {
     /// Delivers `event` to one destination with retries, then records the outcome.
     async fn handle_for(
         &self,
-        state: &mut StateStore,
-        message: &BorrowedMessage<'_>,
+        state: &StateStore,
+        message: &OwnedMessage,
         event: &ConversationEvent,
         target: &Target<'_>,
     ) -> Result<(), ProduceError> {
@@ -301,8 +339,7 @@ impl Router {
             .with_max_delay(Duration::from_secs(30))
             .with_jitter()
             .without_max_times();
-        let state = tokio::sync::Mutex::new(state);
-        let result = (|| async { self.deliver(&mut **state.lock().await, event, target).await })
+        let result = (|| self.deliver(state, event, target))
             .retry(backoff)
             .when(DeliverError::is_transient)
             .adjust(|error, delay| match error {
@@ -316,7 +353,7 @@ impl Router {
             .await;
         // Whether this event opened the ticket, also when it is handled again after a stop between
         // opening the ticket and recording the delivery (then DUPLICATE): see Delivery.opened_ticket.
-        let opened_ticket = state.lock().await.opened(target.name, &event.conversation_id, &event.event_id);
+        let opened_ticket = state.opened(target.name, &event.conversation_id, &event.event_id);
         let (outcome, ticket, error) = match result {
             Ok((outcome, ticket)) => (outcome, ticket, None),
             Err(DeliverError::Kafka(error)) => return Err(error),
@@ -337,7 +374,7 @@ impl Router {
     /// One attempt at delivering `event`, following the steps in the crate docs.
     async fn deliver(
         &self,
-        state: &mut StateStore,
+        state: &StateStore,
         event: &ConversationEvent,
         target: &Target<'_>,
     ) -> Result<(Outcome, Option<TicketRef>), DeliverError> {
@@ -354,7 +391,7 @@ impl Router {
             return Ok((Outcome::Skipped, None));
         }
         let status = state.event(destination, event_id);
-        let mut ticket = state.ticket(destination, conversation_id).cloned();
+        let mut ticket = state.ticket(destination, conversation_id);
         if status == Status::Done
             && let Some(ticket) = ticket
         {
@@ -462,7 +499,7 @@ impl Router {
         Ok(())
     }
 
-    async fn dead_letter(&self, message: &BorrowedMessage<'_>, fault: Fault, reason: &str, event_id: &str) -> Result<(), ProduceError> {
+    async fn dead_letter(&self, message: &OwnedMessage, fault: Fault, reason: &str, event_id: &str) -> Result<(), ProduceError> {
         (|| self.dead_letters.send(message, fault, reason, event_id))
             .retry(kafka_backoff())
             .when(ProduceError::is_transient)

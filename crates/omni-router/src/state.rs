@@ -3,6 +3,7 @@
 //! local map; every change is acknowledged by the broker before the router acts on it.
 
 use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use omni_kafka::{CloudEvent, KafkaConfig, ProduceError, Producer, topics};
@@ -11,48 +12,24 @@ use prost::Message as _;
 
 use crate::helpdesk::TicketRef;
 
-/// The state of one router replica.
+/// The state of one router replica. Shared by the events in flight: they touch disjoint keys
+/// (one conversation's events are handled one at a time), and the maps are locked only to read
+/// or apply an entry, never across a broker write.
 pub struct StateStore {
     producer: Producer,
     source: String,
+    maps: Mutex<Maps>,
+}
+
+#[derive(Default)]
+struct Maps {
     tickets: HashMap<String, TicketRef>,
     /// Ticket key -> the event that opened the ticket, where known.
     origins: HashMap<String, String>,
     events: HashMap<String, Status>,
 }
 
-fn ticket_key(destination: &str, conversation_id: &str) -> String {
-    format!("ticket/{destination}/{conversation_id}")
-}
-
-fn event_key(destination: &str, event_id: &str) -> String {
-    format!("event/{destination}/{event_id}")
-}
-
-impl StateStore {
-    /// Reads the whole state topic.
-    pub async fn restore(
-        kafka: &KafkaConfig,
-        client_id: &str,
-        producer: Producer,
-        source: String,
-        timeout: Duration,
-    ) -> Result<Self, omni_kafka::state::StateError> {
-        let records = omni_kafka::state::read_all(kafka, client_id, topics::STATE_ROUTER, timeout).await?;
-        let mut store = Self {
-            producer,
-            source,
-            tickets: HashMap::new(),
-            origins: HashMap::new(),
-            events: HashMap::new(),
-        };
-        for (key, value) in records {
-            let Ok(key) = String::from_utf8(key) else { continue };
-            store.apply(&key, &value);
-        }
-        Ok(store)
-    }
-
+impl Maps {
     fn apply(&mut self, key: &str, value: &[u8]) {
         match RouterState::decode(value).map(|state| state.entry) {
             Ok(Some(Entry::Ticket(ticket))) => {
@@ -75,34 +52,72 @@ impl StateStore {
             Ok(None) | Err(_) => tracing::warn!(key, "unreadable state record skipped"),
         }
     }
+}
+
+fn ticket_key(destination: &str, conversation_id: &str) -> String {
+    format!("ticket/{destination}/{conversation_id}")
+}
+
+fn event_key(destination: &str, event_id: &str) -> String {
+    format!("event/{destination}/{event_id}")
+}
+
+impl StateStore {
+    /// Reads the whole state topic.
+    pub async fn restore(
+        kafka: &KafkaConfig,
+        client_id: &str,
+        producer: Producer,
+        source: String,
+        timeout: Duration,
+    ) -> Result<Self, omni_kafka::state::StateError> {
+        let records = omni_kafka::state::read_all(kafka, client_id, topics::STATE_ROUTER, timeout).await?;
+        let mut maps = Maps::default();
+        for (key, value) in records {
+            let Ok(key) = String::from_utf8(key) else { continue };
+            maps.apply(&key, &value);
+        }
+        Ok(Self {
+            producer,
+            source,
+            maps: Mutex::new(maps),
+        })
+    }
+
+    fn maps(&self) -> std::sync::MutexGuard<'_, Maps> {
+        self.maps.lock().expect("router state lock")
+    }
 
     /// Number of conversations and events known.
     pub fn len(&self) -> (usize, usize) {
-        (self.tickets.len(), self.events.len())
+        let maps = self.maps();
+        (maps.tickets.len(), maps.events.len())
     }
 
     /// The ticket holding a conversation at a destination.
-    pub fn ticket(&self, destination: &str, conversation_id: &str) -> Option<&TicketRef> {
-        self.tickets.get(&ticket_key(destination, conversation_id))
+    pub fn ticket(&self, destination: &str, conversation_id: &str) -> Option<TicketRef> {
+        self.maps().tickets.get(&ticket_key(destination, conversation_id)).cloned()
     }
 
     /// Whether `event_id` opened the ticket holding the conversation at a destination.
     pub fn opened(&self, destination: &str, conversation_id: &str, event_id: &str) -> bool {
-        self.origins
+        self.maps()
+            .origins
             .get(&ticket_key(destination, conversation_id))
             .is_some_and(|origin| origin == event_id)
     }
 
     /// How far delivery of an event to a destination got.
     pub fn event(&self, destination: &str, event_id: &str) -> Status {
-        self.events
+        self.maps()
+            .events
             .get(&event_key(destination, event_id))
             .copied()
             .unwrap_or(Status::Unspecified)
     }
 
     /// Records that the router is about to call the helpdesk for this event.
-    pub async fn mark_pending(&mut self, destination: &str, event_id: &str) -> Result<(), ProduceError> {
+    pub async fn mark_pending(&self, destination: &str, event_id: &str) -> Result<(), ProduceError> {
         let entry = Entry::Event(EventDelivery {
             status: Status::Pending as i32,
             ticket_id: String::new(),
@@ -114,7 +129,7 @@ impl StateStore {
     /// Records that the helpdesk has the event, in `ticket`, which holds the conversation and
     /// was opened by `origin_event_id` (empty when not known).
     pub async fn mark_done(
-        &mut self,
+        &self,
         destination: &str,
         conversation_id: &str,
         event_id: &str,
@@ -130,7 +145,7 @@ impl StateStore {
                 updated_at: now,
             }),
         )];
-        if self.ticket(destination, conversation_id) != Some(ticket) {
+        if self.ticket(destination, conversation_id).as_ref() != Some(ticket) {
             entries.push((
                 ticket_key(destination, conversation_id),
                 Entry::Ticket(StoredTicket {
@@ -144,7 +159,7 @@ impl StateStore {
         self.write(entries).await
     }
 
-    async fn write(&mut self, entries: Vec<(String, Entry)>) -> Result<(), ProduceError> {
+    async fn write(&self, entries: Vec<(String, Entry)>) -> Result<(), ProduceError> {
         let mut pending = Vec::with_capacity(entries.len());
         let mut encoded = Vec::with_capacity(entries.len());
         for (key, entry) in entries {
@@ -163,8 +178,9 @@ impl StateStore {
         for acknowledgement in pending {
             acknowledgement.acknowledged().await?;
         }
+        let mut maps = self.maps();
         for (key, value) in encoded {
-            self.apply(&key, &value);
+            maps.apply(&key, &value);
         }
         Ok(())
     }
