@@ -271,7 +271,17 @@ impl Producer {
     /// Enqueues one record without waiting. Records enqueued in order are stored in that order
     /// within a partition, so a pipeline can enqueue in input order and await in any order.
     pub fn enqueue(&self, topic: &str, key: &[u8], payload: &[u8], headers: OwnedHeaders) -> Result<Pending, ProduceError> {
-        let record = FutureRecord::to(topic).key(key).payload(payload).headers(headers);
+        self.enqueue_record(FutureRecord::to(topic).key(key).payload(payload).headers(headers))
+    }
+
+    /// Enqueues a tombstone for `key` (a record without a value) in a compacted topic: readers
+    /// of the topic forget the key, and compaction drops its earlier records.
+    pub fn enqueue_tombstone(&self, topic: &str, key: &[u8], headers: OwnedHeaders) -> Result<Pending, ProduceError> {
+        self.enqueue_record(FutureRecord::<[u8], [u8]>::to(topic).key(key).headers(headers))
+    }
+
+    fn enqueue_record(&self, record: FutureRecord<'_, [u8], [u8]>) -> Result<Pending, ProduceError> {
+        let topic = record.topic;
         let (generation, producer) = self.current();
         match producer.send_result(record) {
             Ok(future) => Ok(Pending {

@@ -45,10 +45,22 @@ pub async fn read_all(
     topic: &str,
     timeout: Duration,
 ) -> Result<HashMap<Vec<u8>, Vec<u8>>, StateError> {
+    read_where(config, client_id, topic, timeout, |_| true).await
+}
+
+/// [`read_all`], keeping only the keys `keep` accepts (a replica's share of a topic that several
+/// kinds of state share), so memory follows what the caller needs, not the whole topic.
+pub async fn read_where(
+    config: &KafkaConfig,
+    client_id: &str,
+    topic: &str,
+    timeout: Duration,
+    keep: impl Fn(&[u8]) -> bool + Send + 'static,
+) -> Result<HashMap<Vec<u8>, Vec<u8>>, StateError> {
     let config = config.clone();
     let client_id = client_id.to_owned();
     let topic = topic.to_owned();
-    tokio::task::spawn_blocking(move || read_all_blocking(&config, &client_id, &topic, timeout))
+    tokio::task::spawn_blocking(move || read_all_blocking(&config, &client_id, &topic, timeout, &keep))
         .await
         .expect("state reader panicked")
 }
@@ -58,6 +70,7 @@ fn read_all_blocking(
     client_id: &str,
     topic: &str,
     timeout: Duration,
+    keep: &dyn Fn(&[u8]) -> bool,
 ) -> Result<HashMap<Vec<u8>, Vec<u8>>, StateError> {
     let kafka = |source| StateError::Kafka {
         topic: topic.to_owned(),
@@ -86,7 +99,7 @@ fn read_all_blocking(
         };
         let message = result.map_err(kafka)?;
         records += 1;
-        if let Some(key) = message.key() {
+        if let Some(key) = message.key().filter(|key| keep(key)) {
             match message.payload() {
                 Some(value) => state.insert(key.to_vec(), value.to_vec()),
                 None => state.remove(key),

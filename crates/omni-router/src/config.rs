@@ -28,6 +28,9 @@ pub struct RouterConfig {
     /// different conversations are delivered concurrently, one conversation's in order.
     /// 1 delivers one event at a time.
     pub max_in_flight: usize,
+    /// How long the router remembers a delivered event and a conversation's ticket after the
+    /// conversation's last event, in seconds (see [`crate::state`]); 0 keeps them forever.
+    pub state_retention_secs: u64,
     /// Where events no rule matches go.
     pub default_destination: String,
     /// Routing rules, in order: the first match decides (see [`crate::rules`]).
@@ -51,6 +54,19 @@ pub struct RouterConfig {
     pub rate_limits: BTreeMap<String, u32>,
     /// Helpdesk destinations by name.
     pub destinations: BTreeMap<String, DestinationConfig>,
+}
+
+impl RouterConfig {
+    /// `state_retention_secs` as a duration.
+    pub fn state_retention(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.state_retention_secs)
+    }
+
+    /// How often expired state is looked for: a tenth of the retention, between 1 s and an hour;
+    /// `None` when state is kept forever.
+    pub fn state_expiry_interval(&self) -> Option<std::time::Duration> {
+        (self.state_retention_secs > 0).then(|| std::time::Duration::from_secs((self.state_retention_secs / 10).clamp(1, 3600)))
+    }
 }
 
 /// What becomes of auto-replies and bounces (`automated_messages`) or answered calls (`answered_calls`).

@@ -154,9 +154,12 @@ async fn run_destination(
 
     let producer = Producer::new(&config.kafka, &client_id)?;
     let timeout = Duration::from_secs(config.service.state_restore_timeout_secs);
-    let state = StateStore::restore(&config.kafka, &client_id, producer.clone(), source.clone(), timeout).await?;
+    let restore_started = std::time::Instant::now();
+    let state = StateStore::restore(&config.kafka, &client_id, (producer.clone(), source.clone()), destination, timeout).await?;
     let (conversations, events) = state.len();
-    tracing::info!(destination, conversations, events, "router state restored");
+    let restore_secs = restore_started.elapsed().as_secs_f64();
+    metrics::gauge!("omni_router_state_restore_seconds", "destination" => destination.to_owned()).set(restore_secs);
+    tracing::info!(destination, conversations, events, restore_secs, "router state restored");
     context.readiness.ready(&format!("state:{destination}"));
 
     let member = GroupMember::join(
@@ -178,11 +181,38 @@ async fn run_destination(
         reports_bad_input: destination == config.service.default_destination,
         automated_messages: config.service.automated_messages,
         answered_calls: config.service.answered_calls,
+        state_retention: config.service.state_retention(),
     };
-    let max_in_flight = config.service.max_in_flight;
-    let result = router.consume(&member, &state, max_in_flight, context).await;
+    let result = router.consume(&member, &state, &config.service, context).await;
     router.producer.flush(Duration::from_secs(5)).ok();
     result
+}
+
+/// One round of [`StateStore::expire`], logged and counted; a failure waits for the next round.
+async fn expire_state(destination: &str, state: &StateStore, retention: Duration) {
+    match state.expire(retention, SystemTime::now()).await {
+        Ok((events, tickets)) => {
+            for (kind, expired) in [("event", events), ("ticket", tickets)] {
+                metrics::counter!("omni_router_state_expired_total", "destination" => destination.to_owned(), "kind" => kind)
+                    .increment(expired as u64);
+            }
+            let (conversations, known) = state.len();
+            metrics::gauge!("omni_router_state_entries", "destination" => destination.to_owned(), "kind" => "ticket")
+                .set(conversations as f64);
+            metrics::gauge!("omni_router_state_entries", "destination" => destination.to_owned(), "kind" => "event").set(known as f64);
+            if events + tickets > 0 {
+                tracing::info!(
+                    destination,
+                    events,
+                    tickets,
+                    conversations,
+                    known,
+                    "router state past its retention removed"
+                );
+            }
+        }
+        Err(error) => tracing::warn!(destination, %error, "router state not expired this round"),
+    }
 }
 
 async fn wait_for_helpdesk(name: &str, helpdesk: &dyn Helpdesk, context: &ServiceContext) {
@@ -229,6 +259,9 @@ struct Router {
     reports_bad_input: bool,
     automated_messages: AutomatedMessages,
     answered_calls: AutomatedMessages,
+    /// `[router] state_retention_secs`: an event older than that may have been delivered and
+    /// forgotten, so it is looked for in the ticket before being appended.
+    state_retention: Duration,
 }
 
 impl Router {
@@ -241,12 +274,13 @@ impl Router {
         &self,
         member: &GroupMember,
         state: &StateStore,
-        max_in_flight: usize,
+        config: &RouterConfig,
         context: &ServiceContext,
     ) -> anyhow::Result<()> {
         let destination = self.destination.as_str();
         let in_flight = metrics::gauge!("omni_router_in_flight_events", "destination" => destination.to_owned());
-        let mut held = KeyOrdered::new(max_in_flight);
+        let mut held = KeyOrdered::new(config.max_in_flight);
+        let mut expiry = config.state_expiry_interval().map(tokio::time::interval);
         let mut running = futures::stream::FuturesUnordered::<Handling<'_>>::new();
         let start = |message: OwnedMessage| -> Handling<'_> {
             Box::pin(async move {
@@ -259,6 +293,9 @@ impl Router {
             tokio::select! {
                 () = context.shutdown.cancelled() => return Ok(()),
                 stall = member.stalled() => member.rejoin(stall)?,
+                _ = async { expiry.as_mut().expect("checked").tick().await }, if expiry.is_some() => {
+                    expire_state(destination, state, config.state_retention()).await;
+                }
                 Some((message, result)) = futures::StreamExt::next(&mut running), if !running.is_empty() => {
                     if let Err(error) = result {
                         tracing::error!(destination, %error, "event not handled; stopping");
@@ -397,9 +434,11 @@ impl Router {
         {
             return Ok((Outcome::Duplicate, Some(ticket)));
         }
-        // A ticket found in the helpdesk rather than in our state (state lost, a destination
-        // renamed): the event may be in it already, so it is looked for like a PENDING one.
-        let mut unknown_to_state = false;
+        // Looked for in the ticket before being appended, like a PENDING event: a copy of an
+        // event older than the state's retention (its record may have expired), and any event
+        // whose ticket is found in the helpdesk rather than in our state (state lost or expired,
+        // a destination renamed).
+        let mut unknown_to_state = status == Status::Unspecified && self.older_than_retention(event);
         let mut origin = String::new();
         if ticket.is_none()
             && let Some(found) = target.helpdesk.find_ticket(conversation_id).await?
@@ -420,7 +459,7 @@ impl Router {
         match ticket {
             None if policy == AutomatedMessages::AttachToExisting => Ok((Outcome::Skipped, None)),
             None => {
-                state.mark_pending(destination, event_id).await?;
+                state.mark_pending(destination, conversation_id, event_id).await?;
                 let ticket = target.helpdesk.create_ticket(event, target.routing).await?;
                 fault_point("after_create").await;
                 state.mark_done(destination, conversation_id, event_id, &ticket, event_id).await?;
@@ -432,7 +471,7 @@ impl Router {
                     return Ok((Outcome::Duplicate, Some(ticket)));
                 }
                 if status != Status::Pending {
-                    state.mark_pending(destination, event_id).await?;
+                    state.mark_pending(destination, conversation_id, event_id).await?;
                 }
                 target.helpdesk.append(&ticket, event).await?;
                 fault_point("after_append").await;
@@ -440,6 +479,11 @@ impl Router {
                 Ok((Outcome::Appended, Some(ticket)))
             }
         }
+    }
+
+    fn older_than_retention(&self, event: &ConversationEvent) -> bool {
+        let received = event.received_at.and_then(|at| SystemTime::try_from(at).ok());
+        !self.state_retention.is_zero() && received.is_some_and(|at| at.elapsed().is_ok_and(|age| age > self.state_retention))
     }
 
     async fn record_delivery(
