@@ -25,6 +25,9 @@ pub struct SenderConfig {
     /// message (both topics are read side by side; one may lag), in seconds; then it is a
     /// dead letter.
     pub conversation_wait_secs: u64,
+    /// Answers handled at once: different conversations' concurrently, one conversation's one
+    /// after the other in order (see `omni_kafka::keyed`). 1 sends one answer at a time.
+    pub max_in_flight: usize,
     /// Email out through SMTP; without it an answer on an email conversation is a dead letter.
     #[serde(default)]
     pub email: Option<EmailConfig>,
@@ -244,6 +247,11 @@ impl Validate for SenderConfig {
             self.state_restore_timeout_secs >= 1,
             format!("{prefix}.state_restore_timeout_secs"),
             "must be at least 1",
+        );
+        problems.check(
+            (1..=10_000).contains(&self.max_in_flight),
+            format!("{prefix}.max_in_flight"),
+            "must be between 1 and 10000",
         );
         problems.check(
             self.conversation_wait_secs >= 1,

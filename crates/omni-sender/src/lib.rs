@@ -22,12 +22,14 @@ mod state;
 mod telegram;
 mod whatsapp;
 
-use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use futures::future::{BoxFuture, OptionFuture};
+use futures::StreamExt as _;
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
 use omni_kafka::consumer::{GroupConsumer, GroupMember};
+use omni_kafka::keyed::{KeyOrdered, Position};
 use omni_kafka::{DeadLetterWriter, ProduceError, Producer, Stopped, consumer, topics};
 use omni_proto::v1::outbox_entry::Status;
 use omni_proto::v1::participant::Role;
@@ -80,9 +82,6 @@ fn is_replay(message: &OwnedMessage) -> bool {
 fn resend_after_crash(channel: Channel) -> bool {
     channel == Channel::Email
 }
-
-/// Answers queued behind the one in hand, at most.
-const QUEUE_BOUND: usize = 1000;
 
 /// Runs the sender until shutdown.
 pub async fn run(config: SenderServiceConfig, context: ServiceContext) -> anyhow::Result<()> {
@@ -170,7 +169,10 @@ async fn run_pipeline(config: &SenderServiceConfig, client_id: &str, context: &S
         shutdown: context.shutdown.clone(),
     };
     context.readiness.ready("pipeline");
-    let result = pump(&member, &worker, context, || state::restore(config, client_id)).await;
+    let result = pump(&member, &worker, config.service.max_in_flight, context, || {
+        state::restore(config, client_id)
+    })
+    .await;
     // Dropping the consumer closes it, which commits the offsets stored so far (and only those).
     drop(member);
     result
@@ -179,37 +181,63 @@ async fn run_pipeline(config: &SenderServiceConfig, client_id: &str, context: &S
 type InHand = BoxFuture<'static, (OwnedMessage, Result<Outcome, ProduceError>)>;
 
 /// Receives both topics: conversation events update the reply addresses at once; answers are
-/// handled one at a time, in order, the others queued behind (the answers' partitions paused
-/// while the queue is full, never the conversations', which an answer may be waiting for).
+/// handled up to `max_in_flight` at a time ([`omni_kafka::keyed`]): different conversations'
+/// concurrently, one conversation's one after the other in order, an answer's offset stored only
+/// once every answer before it in its partition finished. The answers' partitions are paused
+/// while the bound is reached, never the conversations', which an answer may be waiting for.
 /// Whenever partitions were assigned, the state is read again before the next record: another
-/// replica may have written it for them.
-async fn pump<R, Fut>(member: &GroupMember, worker: &Worker, context: &ServiceContext, restore: R) -> Result<(), Stopped>
+/// replica may have written it for them. On shutdown the answers in hand finish (or stop at a
+/// safe point) before it returns.
+async fn pump<R, Fut>(
+    member: &GroupMember,
+    worker: &Worker,
+    max_in_flight: usize,
+    context: &ServiceContext,
+    restore: R,
+) -> Result<(), Stopped>
 where
     R: Fn() -> Fut,
     Fut: std::future::Future<Output = Result<state::Memory, omni_kafka::state::StateError>>,
 {
-    let mut queue: VecDeque<OwnedMessage> = VecDeque::new();
-    let mut in_hand: Option<InHand> = None;
+    let mut held: KeyOrdered<OwnedMessage> = KeyOrdered::new(max_in_flight);
+    let mut running: FuturesUnordered<InHand> = FuturesUnordered::new();
+    let start = |message: OwnedMessage| -> InHand { Box::pin(worker.clone().handle(message)) };
     let mut assignments = 0;
     let mut paused = false;
+    let mut stopping = false;
     loop {
-        if paused != (queue.len() >= QUEUE_BOUND) {
-            paused = !paused;
+        let full = !held.has_room();
+        if paused != full {
+            paused = full;
             pause_answers(member.consumer(), paused);
+        }
+        if (stopping || context.shutdown.is_cancelled()) && running.is_empty() {
+            return Ok(());
         }
         tokio::select! {
             biased;
-            Some((message, outcome)) = OptionFuture::from(in_hand.as_mut()), if in_hand.is_some() => {
-                if !finish(member.consumer(), &message, outcome)? || context.shutdown.is_cancelled() {
-                    return Ok(());
+            Some((message, outcome)) = running.next(), if !running.is_empty() => {
+                let position = Position::of(&message);
+                let finished = held.finish(message.key().unwrap_or_default(), &position);
+                if !finish(&message, outcome)? {
+                    // Stopped at a safe point by shutdown: its offset, and those above it, stay
+                    // unstored; it is handled again after the restart.
+                    stopping = true;
+                    continue;
                 }
-                in_hand = queue.pop_front().map(|next| Box::pin(worker.clone().handle(next)) as InHand);
+                if let Some(offset) = finished.handled_up_to {
+                    consumer::store_next(member.consumer(), &position.topic, position.partition, offset);
+                }
+                match finished.next {
+                    Some(next) if !context.shutdown.is_cancelled() => running.push(start(next)),
+                    _ => {}
+                }
             }
-            () = context.shutdown.cancelled(), if in_hand.is_none() => return Ok(()),
+            () = context.shutdown.cancelled(), if running.is_empty() => return Ok(()),
             stall = member.stalled() => {
                 member.rejoin(stall).map_err(|error| Stopped::fatal("cannot subscribe again", error))?;
             }
-            received = member.consumer().recv(), if !context.shutdown.is_cancelled() => match received {
+            received = member.consumer().recv(), if !context.shutdown.is_cancelled() && !stopping => match received {
                 Ok(message) => {
                     let message = message.detach();
                     if member.assignments() != assignments {
@@ -219,10 +247,11 @@ where
                     if message.topic() == topics::CONVERSATIONS {
                         worker.learn(&message).await?;
                         consumer::store_next(member.consumer(), message.topic(), message.partition(), message.offset());
-                    } else if in_hand.is_none() {
-                        in_hand = Some(Box::pin(worker.clone().handle(message)));
                     } else {
-                        queue.push_back(message);
+                        let key = message.key().unwrap_or_default().to_vec();
+                        if let Some(message) = held.admit(&key, &Position::of(&message), message) {
+                            running.push(start(message));
+                        }
                     }
                 }
                 Err(error) => {
@@ -252,11 +281,12 @@ fn pause_answers(consumer: &GroupConsumer, pause: bool) {
     if let Err(error) = result {
         tracing::warn!(%error, pause, "cannot pause or resume the answers' partitions");
     }
-    tracing::debug!(pause, queued = QUEUE_BOUND, "answers' partitions paused or resumed");
+    tracing::debug!(pause, "answers' partitions paused or resumed");
 }
 
-/// Stores the answer's offset once handled; `false` when it was not (shutdown).
-fn finish(consumer: &GroupConsumer, message: &OwnedMessage, outcome: Result<Outcome, ProduceError>) -> Result<bool, ProduceError> {
+/// Counts how an answer went; `false` when it was not handled (stopped by shutdown), so its
+/// offset must not be stored.
+fn finish(message: &OwnedMessage, outcome: Result<Outcome, ProduceError>) -> Result<bool, ProduceError> {
     let label = match &outcome {
         Ok(Outcome::Sent) => "sent",
         Ok(Outcome::Duplicate) => "duplicate",
@@ -265,11 +295,14 @@ fn finish(consumer: &GroupConsumer, message: &OwnedMessage, outcome: Result<Outc
         Err(_) => "failed",
     };
     metrics::counter!("omni_sender_outbound_total", "outcome" => label).increment(1);
-    if matches!(outcome?, Outcome::Stopped) {
-        return Ok(false);
-    }
-    consumer::store_next(consumer, message.topic(), message.partition(), message.offset());
-    Ok(true)
+    tracing::trace!(
+        topic = message.topic(),
+        partition = message.partition(),
+        offset = message.offset(),
+        outcome = label,
+        "answer finished"
+    );
+    Ok(!matches!(outcome?, Outcome::Stopped))
 }
 
 /// Where an event's customer is answered, when it is a customer's own message.
