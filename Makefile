@@ -16,7 +16,7 @@ TEST_SERVERS_RESET = deploy/local/rt.sh reset $(TEST_RT_PORT) && deploy/local/do
 TEST_SERVERS_STOP = status=$$?; deploy/local/postfix.sh stop $(TEST_SMTP_PORT); deploy/local/rt.sh stop $(TEST_RT_PORT); \
   deploy/local/dovecot.sh stop $(TEST_IMAP_PORT); exit $$status
 
-.PHONY: help deps build run up down test test-unit test-backfill bench chaos bench-email bench-webhooks bench-routing bench-understand accuracy fuzz fuzz-short lint fmt clean
+.PHONY: help deps build run up down test test-unit test-backfill bench chaos bench-email bench-webhooks bench-routing bench-state bench-understand accuracy fuzz fuzz-short lint fmt clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -83,6 +83,11 @@ bench-routing: deps build ## print routed events/s and ingest-to-delivery p50/p9
 FUZZ_SECONDS ?= 600
 # libFuzzer flags; fuzz-short fixes the seed so CI's run is the same every time.
 FUZZ_FLAGS ?=
+bench-state: deps build ## print the router's state restore time and memory for a large state, and its expiry (figures, not a test)
+	@$(TEST_SERVERS_RESET)
+	$(TEST_ENV) cargo test -p omni-e2e --test router_state_retention -- --ignored --nocapture router_state_restore_benchmark; \
+	  $(TEST_SERVERS_STOP)
+
 bench-understand: ## print messages/s of language detection + tagging alone (figures, not a test)
 	cargo bench -p omni-understand --bench understand
 

@@ -18,6 +18,11 @@
 //!    each must get 503 with Retry-After (nothing buffered without bound), and once the broker is
 //!    back the same webhooks, retried as providers do, arrive once.
 //!
+//! 5. **router alone** ([`crate::router_sweep`]): events written straight to the conversation
+//!    topic, routed to the stub answering after each `sweep_delays_ms`, at each
+//!    `sweep_in_flight` bound: events/s as a ratio of the baseline, and every event once and in
+//!    order per conversation.
+//!
 //! Resident memory of every service is sampled each second throughout.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -32,6 +37,7 @@ use rdkafka::{ClientConfig, Message as _};
 use serde::Serialize;
 
 use crate::load::{Generator, Item, Markers, Sender, Sent, items_for, send_paced};
+use crate::router_sweep::{SweepPlan, SweepRun};
 use crate::stack::{SERVICES, Stack, from_millis, quantile, seconds_between};
 use crate::{Usage, eventually};
 
@@ -56,6 +62,33 @@ pub struct BenchOptions {
     pub burst_webhooks: usize,
     /// Seed of the load.
     pub seed: u64,
+    /// Router sweep: the stub's delays per request (ms) ...
+    pub sweep_delays_ms: Vec<u64>,
+    /// ... at each of these `max_in_flight` bounds ...
+    pub sweep_in_flight: Vec<usize>,
+    /// ... with this many events in this many conversations (a tenth of both at bound 1).
+    pub sweep_events: usize,
+    /// See `sweep_events`.
+    pub sweep_conversations: usize,
+}
+
+impl BenchOptions {
+    /// The router sweep's runs, bound by bound, delay by delay.
+    fn sweep_plans(&self) -> Vec<SweepPlan> {
+        let mut plans = Vec::new();
+        for &in_flight in &self.sweep_in_flight {
+            let scale = if in_flight == 1 { 10 } else { 1 };
+            for &helpdesk_delay_ms in &self.sweep_delays_ms {
+                plans.push(SweepPlan {
+                    helpdesk_delay_ms,
+                    in_flight,
+                    events: (self.sweep_events / scale).max(1),
+                    conversations: (self.sweep_conversations / scale).max(1),
+                });
+            }
+        }
+        plans
+    }
 }
 
 /// The machine and build the figures come from.
@@ -179,6 +212,8 @@ pub struct BenchReport {
     pub services: Vec<ServiceFigures>,
     /// The slow helpdesk: lag and router memory each second.
     pub slow_helpdesk: Vec<LagSample>,
+    /// The router alone at each helpdesk delay and in-flight bound.
+    pub router_sweep: Vec<SweepRun>,
     /// The broker-down burst.
     pub broker_down: BrokerDown,
 }
@@ -534,6 +569,9 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
     };
     sampler.abort();
 
+    // 5. The router alone against the stub at each delay and in-flight bound.
+    let router_sweep = crate::router_sweep::run(&mut stack, &options.sweep_plans(), baseline.per_second).await?;
+
     let total = (burst.len() + steady.len()) as f64;
     let mut services = Vec::new();
     let usage_final: HashMap<&str, Usage> = stack.usage().into_iter().filter_map(|(n, u)| Some((n, u?))).collect();
@@ -566,6 +604,7 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
         services,
         slow_helpdesk,
         broker_down,
+        router_sweep,
         options,
     })
 }
@@ -675,6 +714,14 @@ impl BenchReport {
                 first.router_rss_mib
             ));
         }
+        for run in &self.router_sweep {
+            if run.not_once > 0 || run.out_of_order > 0 {
+                problems.push(format!(
+                    "router sweep ({} ms, {} in flight): {} events not in the helpdesk exactly once, {} conversations out of order",
+                    run.helpdesk_delay_ms, run.in_flight, run.not_once, run.out_of_order
+                ));
+            }
+        }
         problems
     }
 
@@ -740,6 +787,24 @@ impl BenchReport {
             "\nBroker down, {} webhooks posted once each: {} ({} with Retry-After); answer p50 {:.0} ms, max {:.0} ms; gateway RSS {:.1} -> {:.1} MiB. Retried after the broker came back: {} of {} in the helpdesk exactly once.\n",
             b.posted, answers.join(", "), b.with_retry_after, b.answer_p50_ms, b.answer_max_ms, b.gateway_rss_before_mib, b.gateway_rss_after_mib, b.arrived_once_after_restart, b.posted
         ));
+        out.push_str(&format!(
+            "\n## Router alone\n\nEvents written straight to omni.conversations.v1 in a burst, routed to the stub answering each request after the delay; from the first write to the last comment. Baseline copy: {:.1} records/s.\n\n| helpdesk delay ms | in flight | events | conversations | seconds | events/s | x baseline | not once | out of order |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+            self.baseline.per_second
+        ));
+        for r in &self.router_sweep {
+            out.push_str(&format!(
+                "| {} | {} | {} | {} | {:.1} | {:.1} | {:.3} | {} | {} |\n",
+                r.helpdesk_delay_ms,
+                r.in_flight,
+                r.events,
+                r.conversations,
+                r.seconds,
+                r.per_second,
+                r.of_baseline,
+                r.not_once,
+                r.out_of_order
+            ));
+        }
         for problem in self.problems() {
             out.push_str(&format!("\nFAILED: {problem}\n"));
         }

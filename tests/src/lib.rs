@@ -392,6 +392,29 @@ impl Service {
 }
 
 impl Service {
+    /// Waits until every consumer group of the service holds partitions
+    /// (`omni_kafka_consumer_assigned_partitions` above 0 for each group it reports).
+    pub async fn wait_assigned(&self) -> anyhow::Result<()> {
+        let name = self.name.clone();
+        eventually(
+            &format!("omni-{name}'s consumers to hold partitions"),
+            Duration::from_secs(60),
+            || {
+                let page = self.metrics_text();
+                async move {
+                    let page = page.await.unwrap_or_default();
+                    let held: Vec<f64> = page
+                        .lines()
+                        .filter(|line| line.starts_with("omni_kafka_consumer_assigned_partitions{"))
+                        .filter_map(|line| line.rsplit(' ').next()?.parse().ok())
+                        .collect();
+                    Ok(!held.is_empty() && held.iter().all(|n| *n > 0.0))
+                }
+            },
+        )
+        .await
+    }
+
     /// The service's whole `/metrics` page.
     pub async fn metrics_text(&self) -> anyhow::Result<String> {
         let url = format!("http://127.0.0.1:{}/metrics", self.admin_port);

@@ -71,6 +71,7 @@ pub async fn run(stack: &mut Stack, plans: &[SweepPlan], baseline: f64) -> anyho
                 .router
                 .restart_with(&[("OMNI__ROUTER__MAX_IN_FLIGHT", value.as_str())])
                 .await?;
+            stack.pipeline.router.wait_assigned().await?;
             bound = Some(plan.in_flight);
         }
         stack.zendesk.set_delay(Duration::from_millis(plan.helpdesk_delay_ms));

@@ -69,6 +69,10 @@ timeout_secs = 5
         ]);
         let mut calllog = Service::spawn("calllog", admin, &calllog_env);
         calllog.wait_ready().await?;
+        // Ready is not yet reading: a measurement that starts before the consumers hold their
+        // partitions would count the group join (seconds on tansu) as pipeline time.
+        pipeline.normalizer.wait_assigned().await?;
+        pipeline.router.wait_assigned().await?;
         Ok(Self {
             pipeline,
             calllog,

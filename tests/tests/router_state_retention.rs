@@ -94,3 +94,121 @@ async fn state_past_its_retention_is_tombstoned_and_a_late_follow_up_still_joins
     );
     Ok(())
 }
+
+/// `make bench-state`: restore time and memory of a large router state, and what the retention
+/// does to it. Writes `OMNI_BENCH_STATE_EVENTS` (default 200,000) delivered-event records in
+/// conversations of 4 (with their ticket records) to `omni.state.router.v1`, half of the
+/// conversations last active 60 days ago; restarts the router (30-day retention), which restores
+/// them and tombstones the old half; restarts it again. Figures, not a timed test: `#[ignore]`d,
+/// asserting only that exactly the old half expired.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: run with `make bench-state`"]
+async fn router_state_restore_benchmark() -> anyhow::Result<()> {
+    use omni_proto::v1::{EventDelivery, RouterState, TicketRef, event_delivery::Status, router_state::Entry};
+    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer as _, ThreadedProducer};
+    use std::time::{Instant, SystemTime};
+
+    let _serial = serial().await;
+    let events: usize = std::env::var("OMNI_BENCH_STATE_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200_000);
+    let mut stack = Stack::start(&[]).await?;
+    let producer: ThreadedProducer<DefaultProducerContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", stack.pipeline.broker.bootstrap())
+        .set("linger.ms", "50")
+        .set("compression.type", "lz4")
+        .set("queue.buffering.max.messages", "1000000")
+        .create()?;
+    let old = SystemTime::now() - Duration::from_secs(60 * 86_400);
+    let now = SystemTime::now();
+    let written = Instant::now();
+    let mut records = Vec::with_capacity(events + events / 4);
+    for n in 0..events {
+        let conversation = n / 4;
+        let at = if conversation % 2 == 0 { old } else { now };
+        let event = RouterState {
+            entry: Some(Entry::Event(EventDelivery {
+                status: Status::Done as i32,
+                ticket_id: conversation.to_string(),
+                updated_at: Some(at.into()),
+                conversation_id: format!("bench-c{conversation}"),
+            })),
+        };
+        records.push((format!("event/zendesk/bench-e{n}"), event.encode_to_vec()));
+        if n % 4 == 0 {
+            let ticket = RouterState {
+                entry: Some(Entry::Ticket(TicketRef {
+                    ticket_id: conversation.to_string(),
+                    ticket_url: String::new(),
+                    updated_at: Some(at.into()),
+                    origin_event_id: format!("bench-e{n}"),
+                })),
+            };
+            records.push((format!("ticket/zendesk/bench-c{conversation}"), ticket.encode_to_vec()));
+        }
+    }
+    for (key, value) in &records {
+        let mut record = BaseRecord::<String, Vec<u8>>::to(omni_kafka::topics::STATE_ROUTER)
+            .key(key)
+            .payload(value);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((_, back)) => {
+                    record = back;
+                    producer.poll(Duration::from_millis(10));
+                }
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(600))?;
+    let write_secs = written.elapsed().as_secs_f64();
+    let conversations = events.div_ceil(4);
+
+    let mut figures = Vec::new();
+    for round in ["restore", "restore after expiry"] {
+        stack.pipeline.router.restart_with(&[]).await?;
+        let restored = stack
+            .pipeline
+            .router
+            .metric(r#"omni_router_state_restore_seconds{destination="zendesk"}"#)
+            .await?;
+        if round == "restore" {
+            eventually("the old half expired", Duration::from_secs(600), || {
+                let expired = stack
+                    .pipeline
+                    .router
+                    .metric(r#"omni_router_state_expired_total{destination="zendesk",kind="event"}"#);
+                async move { Ok(expired.await? >= (events / 2) as f64) }
+            })
+            .await?;
+        }
+        let tickets = stack
+            .pipeline
+            .router
+            .metric(r#"omni_router_state_entries{destination="zendesk",kind="ticket"}"#)
+            .await?;
+        let known = stack
+            .pipeline
+            .router
+            .metric(r#"omni_router_state_entries{destination="zendesk",kind="event"}"#)
+            .await?;
+        let rss = stack.pipeline.router.usage().map_or(0, |u| u.rss_kib) as f64 / 1024.0;
+        figures.push(format!(
+            "{round}: {restored:.2} s to read the state topic; then {known} events and {tickets} conversations held, router RSS {rss:.1} MiB"
+        ));
+        if round == "restore" {
+            assert_eq!(known as usize, events - events / 2, "the recent half of the events kept");
+            assert_eq!(tickets as usize, conversations / 2, "the recent half of the conversations kept");
+        }
+    }
+    println!(
+        "router state: {events} delivered events in {conversations} conversations ({} records) written in {write_secs:.1} s; half last active 60 days ago, retention 30 days (tansu 0.6, SQLite)",
+        records.len()
+    );
+    for line in figures {
+        println!("  {line}");
+    }
+    Ok(())
+}

@@ -159,6 +159,7 @@ async fn run_destination(
     let (conversations, events) = state.len();
     let restore_secs = restore_started.elapsed().as_secs_f64();
     metrics::gauge!("omni_router_state_restore_seconds", "destination" => destination.to_owned()).set(restore_secs);
+    state_gauges(destination, &state);
     tracing::info!(destination, conversations, events, restore_secs, "router state restored");
     context.readiness.ready(&format!("state:{destination}"));
 
@@ -188,18 +189,24 @@ async fn run_destination(
     result
 }
 
+/// Sets `omni_router_state_entries{destination,kind}`; returns (conversations, events) held.
+fn state_gauges(destination: &str, state: &StateStore) -> (usize, usize) {
+    let (conversations, known) = state.len();
+    metrics::gauge!("omni_router_state_entries", "destination" => destination.to_owned(), "kind" => "ticket").set(conversations as f64);
+    metrics::gauge!("omni_router_state_entries", "destination" => destination.to_owned(), "kind" => "event").set(known as f64);
+    (conversations, known)
+}
+
 /// One round of [`StateStore::expire`], logged and counted; a failure waits for the next round.
-async fn expire_state(destination: &str, state: &StateStore, retention: Duration) {
+/// Whether the round was a full batch (more may be waiting).
+async fn expire_state(destination: &str, state: &StateStore, retention: Duration) -> bool {
     match state.expire(retention, SystemTime::now()).await {
         Ok((events, tickets)) => {
             for (kind, expired) in [("event", events), ("ticket", tickets)] {
                 metrics::counter!("omni_router_state_expired_total", "destination" => destination.to_owned(), "kind" => kind)
                     .increment(expired as u64);
             }
-            let (conversations, known) = state.len();
-            metrics::gauge!("omni_router_state_entries", "destination" => destination.to_owned(), "kind" => "ticket")
-                .set(conversations as f64);
-            metrics::gauge!("omni_router_state_entries", "destination" => destination.to_owned(), "kind" => "event").set(known as f64);
+            let (conversations, known) = state_gauges(destination, state);
             if events + tickets > 0 {
                 tracing::info!(
                     destination,
@@ -210,8 +217,12 @@ async fn expire_state(destination: &str, state: &StateStore, retention: Duration
                     "router state past its retention removed"
                 );
             }
+            events + tickets >= state::EXPIRE_BATCH
         }
-        Err(error) => tracing::warn!(destination, %error, "router state not expired this round"),
+        Err(error) => {
+            tracing::warn!(destination, %error, "router state not expired this round");
+            false
+        }
     }
 }
 
@@ -294,7 +305,12 @@ impl Router {
                 () = context.shutdown.cancelled() => return Ok(()),
                 stall = member.stalled() => member.rejoin(stall)?,
                 _ = async { expiry.as_mut().expect("checked").tick().await }, if expiry.is_some() => {
-                    expire_state(destination, state, config.state_retention()).await;
+                    if expire_state(destination, state, config.state_retention()).await
+                        && let Some(expiry) = expiry.as_mut()
+                    {
+                        // A full batch: more is past the retention (after a long stop); go on at once.
+                        expiry.reset_immediately();
+                    }
                 }
                 Some((message, result)) = futures::StreamExt::next(&mut running), if !running.is_empty() => {
                     if let Err(error) = result {

@@ -20,9 +20,10 @@ use prost::Message as _;
 
 use crate::helpdesk::TicketRef;
 
-/// Most keys one [`StateStore::expire`] call tombstones (the rest wait for the next call), so a
-/// sweep after a long stop does not fill the producer's queue.
-const EXPIRE_BATCH: usize = 10_000;
+/// Most keys one [`StateStore::expire`] call tombstones (the rest wait for the next call, which
+/// the router makes at once after a full batch), so a sweep after a long stop does not fill the
+/// producer's queue.
+pub const EXPIRE_BATCH: usize = 10_000;
 
 /// The state of one destination's pipeline. Shared by the events in flight: they touch disjoint
 /// keys (one conversation's events are handled one at a time), and the maps are locked only to
@@ -89,6 +90,18 @@ impl Maps {
             }
             Ok(None) | Err(_) => tracing::warn!(key, "unreadable state record skipped"),
         }
+    }
+
+    /// Gives memory back once a map holds less than a quarter of what it has room for.
+    fn shrink(&mut self) {
+        fn shrink<V>(map: &mut HashMap<String, V>) {
+            if map.len() < map.capacity() / 4 {
+                map.shrink_to_fit();
+            }
+        }
+        shrink(&mut self.tickets);
+        shrink(&mut self.events);
+        shrink(&mut self.activity);
     }
 
     fn touch(&mut self, ticket_key: String, at: SystemTime) {
@@ -284,6 +297,7 @@ impl StateStore {
                 maps.tickets.remove(key);
             }
         }
+        maps.shrink();
         Ok((events.len(), tickets.len()))
     }
 }

@@ -38,6 +38,18 @@ struct Args {
     /// Seed of the load (the same seed sends the same messages).
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// Router sweep: the helpdesk stub's delays per request, ms.
+    #[arg(long, value_delimiter = ',', default_value = "0,100,300")]
+    sweep_delays_ms: Vec<u64>,
+    /// Router sweep: the `[router] max_in_flight` bounds to run at.
+    #[arg(long, value_delimiter = ',', default_value = "1,32,128,256")]
+    sweep_in_flight: Vec<usize>,
+    /// Router sweep: events per run (a tenth at bound 1).
+    #[arg(long, default_value_t = 1000)]
+    sweep_events: usize,
+    /// Router sweep: conversations per run (a tenth at bound 1).
+    #[arg(long, default_value_t = 250)]
+    sweep_conversations: usize,
     /// Where to write report.md and report.json.
     #[arg(long, default_value = "target/bench")]
     out: PathBuf,
@@ -56,6 +68,10 @@ async fn main() -> anyhow::Result<()> {
         slow_secs: args.slow_secs,
         burst_webhooks: args.burst_webhooks,
         seed: args.seed,
+        sweep_delays_ms: args.sweep_delays_ms,
+        sweep_in_flight: args.sweep_in_flight,
+        sweep_events: args.sweep_events,
+        sweep_conversations: args.sweep_conversations,
     })
     .await?;
     std::fs::create_dir_all(&args.out)?;
