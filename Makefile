@@ -83,9 +83,11 @@ bench-routing: deps build ## print routed events/s and ingest-to-delivery p50/p9
 FUZZ_SECONDS ?= 600
 # libFuzzer flags; fuzz-short fixes the seed so CI's run is the same every time.
 FUZZ_FLAGS ?=
-bench-state: deps build ## print the router's state restore time and memory for a large state, and its expiry (figures, not a test)
+# `make bench-state OMNI_BENCH_STATE_EVENTS=1000000` for a million delivered events.
+bench-state: deps ## print the router's state restore time and memory for a large state, and its expiry (release build; figures, not a test)
+	cargo build --release --workspace --bins
 	@$(TEST_SERVERS_RESET)
-	$(TEST_ENV) cargo test -p omni-e2e --test router_state_retention -- --ignored --nocapture router_state_restore_benchmark; \
+	$(TEST_ENV) cargo test --release -p omni-e2e --test router_state_retention -- --ignored --nocapture router_state_restore_benchmark; \
 	  $(TEST_SERVERS_STOP)
 
 bench-understand: ## print messages/s of language detection + tagging alone (figures, not a test)

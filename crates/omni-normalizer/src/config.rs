@@ -23,6 +23,9 @@ pub struct NormalizerConfig {
     /// Longest time to read the known events (`omni.state.normalizer.v1`) when the pipeline
     /// starts, in seconds.
     pub state_restore_timeout_secs: u64,
+    /// How long an event id (and alias) is remembered, in seconds: for recognising copies and
+    /// threading replies (see the `known` module); 0 keeps them forever.
+    pub known_retention_secs: u64,
     /// `[normalizer.understanding]`: language, problem-area tags and order numbers.
     pub understanding: omni_understand::UnderstandingConfig,
 }
@@ -43,6 +46,19 @@ impl Validate for NormalizerConfig {
             "must be at least 1",
         );
         self.understanding.validate(&format!("{prefix}.understanding"), problems);
+    }
+}
+
+impl NormalizerConfig {
+    /// `known_retention_secs` as a duration.
+    pub fn known_retention(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.known_retention_secs)
+    }
+
+    /// How often expired known events are looked for: a tenth of the retention, between 1 s and
+    /// an hour; `None` when they are kept forever.
+    pub fn known_expiry_interval(&self) -> Option<std::time::Duration> {
+        (self.known_retention_secs > 0).then(|| std::time::Duration::from_secs((self.known_retention_secs / 10).clamp(1, 3600)))
     }
 }
 

@@ -16,6 +16,7 @@
 //! after a crash or a UIDVALIDITY change, or a provider's retried webhook, adds nothing to
 //! `omni.conversations.v1`. Adapters also look up earlier events to thread replies (an email
 //! whose client dropped the thread root joins the conversation of the message it answers).
+//! Known events are kept for `known_retention_secs`, then tombstoned (see [`known`]).
 //!
 //! Delivery: records are handled up to `max_in_flight` at a time, but their outputs are enqueued
 //! in input order (so one conversation's events keep their order) and offsets are stored
@@ -26,8 +27,8 @@
 //! its known-event record; both copies carry the same event id, which the router deduplicates.
 
 mod config;
+mod known;
 
-use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
 use futures::StreamExt;
@@ -38,6 +39,8 @@ use omni_kafka::producer::Pending;
 use omni_kafka::{CloudEvent, DeadLetterWriter, ProduceError, Producer, Stopped, consumer, topics};
 use omni_proto::v1::{ConversationEvent, NormalizedEvent, RawRecord, dead_letter::Fault};
 use omni_runtime::ServiceContext;
+
+use known::Known;
 use prost::Message as _;
 use rdkafka::Message;
 use rdkafka::message::OwnedMessage;
@@ -104,26 +107,33 @@ enum Handled {
     DeadLettered,
 }
 
-/// Event id -> conversation id of every event written, from `omni.state.normalizer.v1`.
-type Known = HashMap<String, String>;
-
-const KNOWN_KEY_PREFIX: &str = "event/";
-
 async fn restore_known(config: &NormalizerServiceConfig, client_id: &str) -> Result<Known, omni_kafka::state::StateError> {
     let timeout = Duration::from_secs(config.service.state_restore_timeout_secs);
+    let started = std::time::Instant::now();
     let records = omni_kafka::state::read_all(&config.kafka, client_id, topics::STATE_NORMALIZER, timeout).await?;
-    let mut known = Known::with_capacity(records.len());
-    for (key, value) in records {
-        let event_id = String::from_utf8_lossy(&key).strip_prefix(KNOWN_KEY_PREFIX).map(str::to_owned);
-        match (event_id, NormalizedEvent::decode(value.as_slice())) {
-            (Some(event_id), Ok(entry)) => {
-                known.insert(event_id, entry.conversation_id);
+    let known = Known::from_records(records);
+    metrics::gauge!("omni_normalizer_known_events").set(known.len() as f64);
+    metrics::gauge!("omni_normalizer_state_restore_seconds").set(started.elapsed().as_secs_f64());
+    Ok(known)
+}
+
+/// One round of [`known::expire`], logged and counted; whether it was a full batch (more may be
+/// waiting). A failure waits for the next round.
+async fn expire_known(known: &mut Known, producer: &Producer, source: &str, retention: Duration) -> bool {
+    match known::expire(known, producer, source, retention, SystemTime::now()).await {
+        Ok(expired) => {
+            metrics::counter!("omni_normalizer_known_expired_total").increment(expired as u64);
+            metrics::gauge!("omni_normalizer_known_events").set(known.len() as f64);
+            if expired > 0 {
+                tracing::info!(expired, known = known.len(), "known events past their retention removed");
             }
-            _ => tracing::warn!(key = %String::from_utf8_lossy(&key), "unreadable known-event record skipped"),
+            expired >= known::EXPIRE_BATCH
+        }
+        Err(error) => {
+            tracing::warn!(%error, "known events not expired this round");
+            false
         }
     }
-    metrics::gauge!("omni_normalizer_known_events").set(known.len() as f64);
-    Ok(known)
 }
 
 async fn run_pipeline(
@@ -152,6 +162,8 @@ async fn run_pipeline(
 
     let mut in_flight = FuturesOrdered::new();
     let mut failure = None;
+    let retention = config.service.known_retention();
+    let mut expiry = config.service.known_expiry_interval().map(tokio::time::interval);
     loop {
         tokio::select! {
             biased;
@@ -162,6 +174,13 @@ async fn run_pipeline(
                 }
             }
             () = context.shutdown.cancelled() => break,
+            _ = async { expiry.as_mut().expect("checked").tick().await }, if expiry.is_some() => {
+                if expire_known(&mut known, &producer, &source, retention).await
+                    && let Some(expiry) = expiry.as_mut()
+                {
+                    expiry.reset_immediately();
+                }
+            }
             stall = member.stalled() => {
                 // Holding no partitions, so what is in flight cannot be stored anyway.
                 if let Err(error) = member.rejoin(stall) {
@@ -231,7 +250,7 @@ fn start(
     use futures::future::Either;
     let done = |message, outcome| Either::Left(std::future::ready((message, outcome)));
     let enqueued: Result<(Pending, ConversationEvent, Vec<String>), Rejection> = match decode(message.payload().unwrap_or_default()) {
-        Ok(raw) if known.contains_key(&raw.event_id) => {
+        Ok(raw) if known.contains(&raw.event_id) => {
             tracing::debug!(event_id = %raw.event_id, "event already written; skipped");
             return done(message, Ok(Handled::Duplicate));
         }
@@ -308,7 +327,7 @@ async fn record_known(producer: &Producer, source: &str, event: &ConversationEve
     }
     .encode_to_vec();
     let writes = std::iter::once(&event.event_id).chain(aliases).map(|id| {
-        let key = format!("{KNOWN_KEY_PREFIX}{id}");
+        let key = format!("{}{id}", known::KEY_PREFIX);
         let headers = CloudEvent {
             id: &key,
             kind: "omni.v1.NormalizedEvent",
