@@ -87,7 +87,7 @@ FUZZ_FLAGS ?=
 bench-state: deps ## print the router's state restore time and memory for a large state, and its expiry (release build; figures, not a test)
 	cargo build --release --workspace --bins
 	@$(TEST_SERVERS_RESET)
-	$(TEST_ENV) cargo test --release -p omni-e2e --test router_state_retention -- --ignored --nocapture router_state_restore_benchmark; \
+	$(TEST_ENV) OMNI_TEST_READY_SECS=900 cargo test --release -p omni-e2e --test router_state_retention -- --ignored --nocapture router_state_restore_benchmark; \
 	  $(TEST_SERVERS_STOP)
 
 bench-understand: ## print messages/s of language detection + tagging alone (figures, not a test)

@@ -715,10 +715,10 @@ impl BenchReport {
             ));
         }
         for run in &self.router_sweep {
-            if run.not_once > 0 || run.out_of_order > 0 {
+            if run.not_once > 0 || run.out_of_order > 0 || run.tickets != run.conversations {
                 problems.push(format!(
-                    "router sweep ({} ms, {} in flight): {} events not in the helpdesk exactly once, {} conversations out of order",
-                    run.helpdesk_delay_ms, run.in_flight, run.not_once, run.out_of_order
+                    "router sweep ({} ms, {} in flight): {} events not in the helpdesk exactly once, {} conversations out of order, {} tickets for {} conversations",
+                    run.helpdesk_delay_ms, run.in_flight, run.not_once, run.out_of_order, run.tickets, run.conversations
                 ));
             }
         }

@@ -288,13 +288,18 @@ impl Service {
         self.process = Some(Process::spawn(command, &self.name));
     }
 
-    /// Waits until `/readyz` answers 200; fails at once, with its log, when the process exits
-    /// first (a refused config, a panic) instead of waiting out the timeout.
+    /// Waits until `/readyz` answers 200 (60 s at most, or `OMNI_TEST_READY_SECS`: a benchmark
+    /// restoring a large state takes longer); fails at once, with its log, when the process
+    /// exits first (a refused config, a panic) instead of waiting out the timeout.
     pub async fn wait_ready(&mut self) -> anyhow::Result<()> {
         let url = format!("http://127.0.0.1:{}/readyz", self.admin_port);
         let client = reqwest::Client::new();
         let name = self.name.clone();
-        let result = eventually(&format!("omni-{name} to be ready"), Duration::from_secs(60), || {
+        let timeout = std::env::var("OMNI_TEST_READY_SECS")
+            .ok()
+            .and_then(|secs| secs.parse().ok())
+            .map_or(Duration::from_secs(60), Duration::from_secs);
+        let result = eventually(&format!("omni-{name} to be ready"), timeout, || {
             let exited = self.exit_status().map(|status| GaveUp(format!("omni-{name} exited ({status})")));
             let request = client.get(&url).send();
             async move {

@@ -39,6 +39,8 @@ pub struct SweepRun {
     pub not_once: usize,
     /// Conversations whose comments are not in the order their events were written.
     pub out_of_order: usize,
+    /// Tickets opened for the run (one per conversation when all went well).
+    pub tickets: usize,
 }
 
 /// What one run sends: `events` events spread over `conversations` conversations.
@@ -137,7 +139,15 @@ async fn one_run(stack: &Stack, producer: &FutureProducer, plan: &SweepPlan, bas
             out_of_order += 1;
         }
     }
+    let prefix = format!("sweep-{run}-");
+    let tickets = stack
+        .zendesk
+        .tickets()
+        .iter()
+        .filter(|t| t.external_id.starts_with(&prefix))
+        .count();
     Ok(SweepRun {
+        tickets,
         helpdesk_delay_ms: plan.helpdesk_delay_ms,
         in_flight: plan.in_flight,
         events: plan.events,

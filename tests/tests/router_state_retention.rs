@@ -95,6 +95,60 @@ async fn state_past_its_retention_is_tombstoned_and_a_late_follow_up_still_joins
     Ok(())
 }
 
+/// A copy of an event whose own record expired while its conversation's ticket is still known
+/// (a later event keeps it): the router cannot tell from its state that it delivered it, so it
+/// looks in the ticket (`has_event`) instead of appending it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_copy_of_an_expired_event_is_looked_for_in_its_still_known_ticket() -> anyhow::Result<()> {
+    let _serial = serial().await;
+    let stack = Stack::start(&[("OMNI__ROUTER__STATE_RETENTION_SECS", "8")]).await?;
+    let run = nonce();
+    let (first, second) = (event(&run, 0, 0), event(&run, 0, 1));
+    send(&stack, &first).await?;
+    send(&stack, &second).await?;
+    wait_for_comments(&stack, &run, &[0, 1]).await?;
+    // A third event 5 s later keeps the conversation (its ticket record) alive past the moment
+    // the second one's record expires.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    send(&stack, &event(&run, 0, 2)).await?;
+    wait_for_comments(&stack, &run, &[0, 1, 2]).await?;
+    let event_key = format!("event/zendesk/{}", second.event_id);
+    let ticket_key = format!("ticket/zendesk/{}", second.conversation_id);
+    eventually("the second event's record tombstoned", Duration::from_secs(30), || {
+        let done = tombstoned(&stack, &event_key);
+        async move { Ok(done) }
+    })
+    .await?;
+    assert!(!tombstoned(&stack, &ticket_key), "the ticket must still be known for this test");
+    send(&stack, &second).await?;
+    eventually("the copy routed", Duration::from_secs(30), || {
+        let copies = stack
+            .pipeline
+            .deliveries()
+            .map(|d| d.iter().filter(|d| d.event_id == second.event_id).count())
+            .unwrap_or(0);
+        async move { Ok(copies >= 2) }
+    })
+    .await?;
+    let outcomes: Vec<_> = stack
+        .pipeline
+        .deliveries()?
+        .into_iter()
+        .filter(|d| d.event_id == second.event_id)
+        .map(|d| d.outcome())
+        .collect();
+    use omni_proto::v1::delivery::Outcome;
+    assert_eq!(outcomes, [Outcome::Appended, Outcome::Duplicate]);
+    let numbers: Vec<usize> = comments(&stack.zendesk, &run)
+        .remove(&0)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    assert_eq!(numbers, [0, 1, 2], "the copy was not appended again");
+    Ok(())
+}
+
 /// `make bench-state`: restore time and memory of a large router state, and what the retention
 /// does to it. Writes `OMNI_BENCH_STATE_EVENTS` (default 200,000) delivered-event records in
 /// conversations of 4 (with their ticket records) to `omni.state.router.v1`, half of the
@@ -113,7 +167,7 @@ async fn router_state_restore_benchmark() -> anyhow::Result<()> {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(200_000);
-    let mut stack = Stack::start(&[]).await?;
+    let mut stack = Stack::start(&[("OMNI__ROUTER__STATE_RESTORE_TIMEOUT_SECS", "900")]).await?;
     let producer: ThreadedProducer<DefaultProducerContext> = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", stack.pipeline.broker.bootstrap())
         .set("linger.ms", "50")

@@ -45,6 +45,8 @@ struct AssignmentWatch {
     unassigned_since: Mutex<Option<Instant>>,
     /// Rebalances that assigned partitions so far.
     assignments: AtomicU64,
+    /// Counts every rebalance (assignment or revocation), for loops that must react to one.
+    rebalances: tokio::sync::watch::Sender<u64>,
 }
 
 impl AssignmentWatch {
@@ -52,6 +54,7 @@ impl AssignmentWatch {
         Self {
             unassigned_since: Mutex::new(Some(now)),
             assignments: AtomicU64::new(0),
+            rebalances: tokio::sync::watch::Sender::new(0),
         }
     }
 
@@ -128,6 +131,7 @@ impl ConsumerContext for RebalanceLog {
         // incremental): its current assignment.
         let held = consumer.assignment().map(|list| list.count()).unwrap_or(0);
         self.assignment.set(held, Instant::now());
+        self.assignment.rebalances.send_modify(|n| *n += 1);
         metrics::gauge!("omni_kafka_consumer_assigned_partitions", "group" => self.group_id.clone()).set(held as f64);
     }
 }
@@ -281,6 +285,25 @@ impl GroupMember {
         self.assignment.assignments.load(Ordering::SeqCst)
     }
 
+    /// Changes whenever a rebalance assigned or revoked partitions: a loop holding records in
+    /// hand selects on `changed()` and drops those of partitions it no longer
+    /// [`holds`](Self::holds).
+    pub fn rebalances(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.assignment.rebalances.subscribe()
+    }
+
+    /// The partitions the member holds now, as a test for [`crate::keyed`]'s `revoke` and
+    /// `cancel_unless`. When the assignment cannot be read, it holds nothing.
+    pub fn holds(&self) -> impl Fn(&str, i32) -> bool + use<> {
+        use rdkafka::consumer::Consumer as _;
+        let held: std::collections::HashSet<(String, i32)> = self
+            .consumer
+            .assignment()
+            .map(|list| list.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect())
+            .unwrap_or_default();
+        move |topic: &str, partition: i32| held.contains(&(topic.to_owned(), partition))
+    }
+
     /// How long the member may hold no partitions before it rejoins (see [`rejoin_wait`]).
     fn limit(&self, base: Duration) -> Duration {
         rejoin_wait(base, self.rejoins.load(Ordering::Relaxed))
@@ -333,8 +356,9 @@ impl GroupMember {
     /// Both make the group rebalance, hence the backoff in [`stalled`](Self::stalled). The
     /// consumer is kept rather than closed and made anew: closing a consumer that tansu had left
     /// without partitions sometimes never finished (librdkafka kept waiting in
-    /// `rd_kafka_consumer_close`). Only a member that holds no partitions is rejoined, so
-    /// nothing is in flight for it.
+    /// `rd_kafka_consumer_close`). Only a member that holds no partitions is rejoined: records
+    /// still in hand belong to partitions it lost, which [`rebalances`](Self::rebalances) told
+    /// the caller to drop.
     pub fn rejoin(&self, stall: Stall) -> Result<(), KafkaError> {
         let rejoins = self.rejoins.fetch_add(1, Ordering::Relaxed) + 1;
         metrics::counter!("omni_kafka_consumer_rejoins_total", "group" => self.group_id.clone()).increment(1);

@@ -11,6 +11,11 @@
 //! recognises them without calling the helpdesk again.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::future::Future;
+
+use futures::future::{AbortHandle, Abortable, Aborted, BoxFuture};
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt as _, StreamExt as _};
 
 /// Where a record sits: topic, partition, offset.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -50,7 +55,7 @@ pub struct KeyOrdered<T> {
     limit: usize,
     in_flight: usize,
     /// Per key with a record being handled: the records read behind it, in order.
-    waiting: HashMap<Vec<u8>, VecDeque<T>>,
+    waiting: HashMap<Vec<u8>, VecDeque<(Position, T)>>,
     partitions: HashMap<(String, i32), Progress>,
 }
 
@@ -107,7 +112,7 @@ impl<T> KeyOrdered<T> {
         progress.highest = progress.highest.max(position.offset);
         match self.waiting.get_mut(key) {
             Some(queue) => {
-                queue.push_back(item);
+                queue.push_back((position.clone(), item));
                 None
             }
             None => {
@@ -122,7 +127,7 @@ impl<T> KeyOrdered<T> {
         self.in_flight = self.in_flight.saturating_sub(1);
         let next = match self.waiting.get_mut(key) {
             Some(queue) => {
-                let next = queue.pop_front();
+                let next = queue.pop_front().map(|(_, item)| item);
                 if next.is_none() {
                     self.waiting.remove(key);
                 }
@@ -135,6 +140,88 @@ impl<T> KeyOrdered<T> {
             .get_mut(&(position.topic.clone(), position.partition))
             .and_then(|progress| progress.finish(position.offset));
         Finished { next, handled_up_to }
+    }
+}
+
+impl<T> KeyOrdered<T> {
+    /// Forgets the partitions `held` no longer accepts (revoked in a rebalance: another member
+    /// reads them from their committed offset now): their waiting records are dropped and their
+    /// offsets never reported again. Their running records must be cancelled by the caller (see
+    /// [`InHand::cancel_unless`]) and still [`finish`](Self::finish)ed, which frees their key.
+    /// Returns how many waiting records were dropped.
+    pub fn revoke(&mut self, held: impl Fn(&str, i32) -> bool) -> usize {
+        let mut dropped = 0;
+        for queue in self.waiting.values_mut() {
+            let before = queue.len();
+            queue.retain(|(position, _)| held(&position.topic, position.partition));
+            dropped += before - queue.len();
+        }
+        self.in_flight = self.in_flight.saturating_sub(dropped);
+        self.partitions.retain(|(topic, partition), _| held(topic, *partition));
+        dropped
+    }
+}
+
+/// The running records of a [`KeyOrdered`] loop: futures polled together, each of which can be
+/// cancelled by partition when a rebalance takes its partition away.
+pub struct InHand<'a, O> {
+    running: FuturesUnordered<BoxFuture<'a, (u64, Result<O, Aborted>)>>,
+    started: HashMap<u64, (Vec<u8>, Position, AbortHandle)>,
+    next_id: u64,
+}
+
+impl<'a, O: Send + 'a> Default for InHand<'a, O> {
+    fn default() -> Self {
+        Self {
+            running: FuturesUnordered::new(),
+            started: HashMap::new(),
+            next_id: 0,
+        }
+    }
+}
+
+impl<'a, O: Send + 'a> InHand<'a, O> {
+    /// Starts handling the record of `key` at `position`.
+    pub fn push(&mut self, key: &[u8], position: Position, handling: impl Future<Output = O> + Send + 'a) {
+        let id = self.next_id;
+        self.next_id += 1;
+        let (abort, registration) = AbortHandle::new_pair();
+        self.started.insert(id, (key.to_vec(), position, abort));
+        self.running
+            .push(Box::pin(Abortable::new(handling, registration).map(move |outcome| (id, outcome))));
+    }
+
+    /// Whether nothing runs.
+    pub fn is_empty(&self) -> bool {
+        self.running.is_empty()
+    }
+
+    /// The next record to end: its key, position and outcome (`None` when it was cancelled).
+    /// Pending forever while nothing runs (for a `select!` branch).
+    pub async fn next(&mut self) -> (Vec<u8>, Position, Option<O>) {
+        loop {
+            match self.running.next().await {
+                Some((id, outcome)) => {
+                    if let Some((key, position, _)) = self.started.remove(&id) {
+                        return (key, position, outcome.ok());
+                    }
+                }
+                None => std::future::pending::<()>().await,
+            }
+        }
+    }
+
+    /// Cancels the running records of the partitions `held` no longer accepts; they end (through
+    /// [`next`](Self::next)) without an outcome. Returns how many.
+    pub fn cancel_unless(&mut self, held: impl Fn(&str, i32) -> bool) -> usize {
+        let mut cancelled = 0;
+        for (_, position, abort) in self.started.values() {
+            if !held(&position.topic, position.partition) && !abort.is_aborted() {
+                abort.abort();
+                cancelled += 1;
+            }
+        }
+        cancelled
     }
 }
 
@@ -246,6 +333,40 @@ mod tests {
         assert!(!held.has_room());
         held.finish(b"a", &at(0));
         assert!(held.has_room());
+    }
+
+    #[test]
+    fn a_revoked_partition_loses_its_waiting_records_and_reports_no_offset() {
+        let mut held = KeyOrdered::new(10);
+        let other = Position { partition: 1, ..at(0) };
+        held.admit(b"a", &at(0), "a0");
+        held.admit(b"a", &at(1), "a1");
+        held.admit(b"b", &other, "b0");
+        assert_eq!(held.revoke(|_, partition| partition == 1), 1, "a1 dropped");
+        assert_eq!(held.in_flight(), 2);
+        // The cancelled a0 ends: nothing of its key waits any more, no offset for partition 0.
+        assert_eq!(
+            held.finish(b"a", &at(0)),
+            Finished {
+                next: None,
+                handled_up_to: None
+            }
+        );
+        assert_eq!(held.finish(b"b", &other).handled_up_to, Some(0));
+        assert_eq!(held.in_flight(), 0);
+    }
+
+    #[tokio::test]
+    async fn running_records_of_a_revoked_partition_end_without_an_outcome() {
+        let mut in_hand = InHand::default();
+        in_hand.push(b"a", at(0), std::future::pending::<&str>());
+        in_hand.push(b"b", Position { partition: 1, ..at(0) }, async { "done" });
+        assert_eq!(in_hand.cancel_unless(|_, partition| partition == 1), 1);
+        let mut ended = [in_hand.next().await, in_hand.next().await];
+        ended.sort_by_key(|(key, _, _)| key.clone());
+        assert_eq!(ended[0], (b"a".to_vec(), at(0), None));
+        assert_eq!(ended[1].2, Some("done"));
+        assert!(in_hand.is_empty());
     }
 
     #[test]

@@ -47,7 +47,7 @@ use std::time::{Duration, SystemTime};
 
 use backon::{ExponentialBuilder, Retryable};
 use omni_kafka::consumer::GroupMember;
-use omni_kafka::keyed::{KeyOrdered, Position};
+use omni_kafka::keyed::{InHand, KeyOrdered, Position};
 use omni_kafka::{CloudEvent, DeadLetterWriter, ProduceError, Producer, consumer, topics};
 use omni_proto::v1::{ConversationEvent, Delivery, dead_letter::Fault, delivery::Outcome, event_delivery::Status, participant::Role};
 use omni_runtime::ServiceContext;
@@ -255,9 +255,6 @@ struct Target<'a> {
     routing: &'a helpdesk::Routing,
 }
 
-/// One event being handled: gives the record back with how it went.
-type Handling<'a> = std::pin::Pin<Box<dyn Future<Output = (OwnedMessage, Result<(), ProduceError>)> + Send + 'a>>;
-
 struct Router {
     producer: Producer,
     source: String,
@@ -291,19 +288,24 @@ impl Router {
         let destination = self.destination.as_str();
         let in_flight = metrics::gauge!("omni_router_in_flight_events", "destination" => destination.to_owned());
         let mut held = KeyOrdered::new(config.max_in_flight);
+        let mut running: InHand<'_, Result<(), ProduceError>> = InHand::default();
+        let mut rebalances = member.rebalances();
         let mut expiry = config.state_expiry_interval().map(tokio::time::interval);
-        let mut running = futures::stream::FuturesUnordered::<Handling<'_>>::new();
-        let start = |message: OwnedMessage| -> Handling<'_> {
-            Box::pin(async move {
-                let result = self.handle(state, &message).await;
-                (message, result)
-            })
-        };
         loop {
             in_flight.set(held.in_flight() as f64);
             tokio::select! {
                 () = context.shutdown.cancelled() => return Ok(()),
                 stall = member.stalled() => member.rejoin(stall)?,
+                Ok(()) = rebalances.changed() => {
+                    // Partitions another member reads now: what is in hand of them is dropped
+                    // (its offsets were not stored, so the new owner handles it), not delivered
+                    // twice side by side.
+                    let holds = member.holds();
+                    let (waiting, cancelled) = (held.revoke(&holds), running.cancel_unless(&holds));
+                    if waiting + cancelled > 0 {
+                        tracing::info!(destination, waiting, cancelled, "events of revoked partitions dropped");
+                    }
+                }
                 _ = async { expiry.as_mut().expect("checked").tick().await }, if expiry.is_some() => {
                     if expire_state(destination, state, config.state_retention()).await
                         && let Some(expiry) = expiry.as_mut()
@@ -312,15 +314,15 @@ impl Router {
                         expiry.reset_immediately();
                     }
                 }
-                Some((message, result)) = futures::StreamExt::next(&mut running), if !running.is_empty() => {
-                    if let Err(error) = result {
+                (key, position, outcome) = running.next(), if !running.is_empty() => {
+                    if let Some(Err(error)) = outcome {
                         tracing::error!(destination, %error, "event not handled; stopping");
                         return Err(error.into());
                     }
-                    let position = Position::of(&message);
-                    let finished = held.finish(message.key().unwrap_or_default(), &position);
+                    // Handled, or cancelled by a rebalance (then its partition reports nothing).
+                    let finished = held.finish(&key, &position);
                     if let Some(next) = finished.next {
-                        running.push(start(next));
+                        self.start(state, &mut running, next);
                     }
                     if let Some(offset) = finished.handled_up_to {
                         consumer::store_next(member.consumer(), &position.topic, position.partition, offset);
@@ -331,7 +333,7 @@ impl Router {
                         let message = message.detach();
                         let key = message.key().unwrap_or_default().to_vec();
                         if let Some(message) = held.admit(&key, &Position::of(&message), message) {
-                            running.push(start(message));
+                            self.start(state, &mut running, message);
                         }
                     }
                     Err(error) => {
@@ -343,6 +345,12 @@ impl Router {
                 },
             }
         }
+    }
+
+    /// Starts handling `message` among the events in hand.
+    fn start<'a>(&'a self, state: &'a StateStore, running: &mut InHand<'a, Result<(), ProduceError>>, message: OwnedMessage) {
+        let key = message.key().unwrap_or_default().to_vec();
+        running.push(&key, Position::of(&message), async move { self.handle(state, &message).await });
     }
 
     /// Handles one record fully: delivered, or dead-lettered. Errors only on a dead-letter write

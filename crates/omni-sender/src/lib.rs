@@ -25,11 +25,8 @@ mod whatsapp;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use futures::StreamExt as _;
-use futures::future::BoxFuture;
-use futures::stream::FuturesUnordered;
 use omni_kafka::consumer::{GroupConsumer, GroupMember};
-use omni_kafka::keyed::{KeyOrdered, Position};
+use omni_kafka::keyed::{InHand, KeyOrdered, Position};
 use omni_kafka::{DeadLetterWriter, ProduceError, Producer, Stopped, consumer, topics};
 use omni_proto::v1::outbox_entry::Status;
 use omni_proto::v1::participant::Role;
@@ -178,8 +175,6 @@ async fn run_pipeline(config: &SenderServiceConfig, client_id: &str, context: &S
     result
 }
 
-type InHand = BoxFuture<'static, (OwnedMessage, Result<Outcome, ProduceError>)>;
-
 /// Receives both topics: conversation events update the reply addresses at once; answers are
 /// handled up to `max_in_flight` at a time ([`omni_kafka::keyed`]): different conversations'
 /// concurrently, one conversation's one after the other in order, an answer's offset stored only
@@ -200,8 +195,12 @@ where
     Fut: std::future::Future<Output = Result<state::Memory, omni_kafka::state::StateError>>,
 {
     let mut held: KeyOrdered<OwnedMessage> = KeyOrdered::new(max_in_flight);
-    let mut running: FuturesUnordered<InHand> = FuturesUnordered::new();
-    let start = |message: OwnedMessage| -> InHand { Box::pin(worker.clone().handle(message)) };
+    let mut running: InHand<'static, (OwnedMessage, Result<Outcome, ProduceError>)> = InHand::default();
+    let start = |running: &mut InHand<'static, _>, message: OwnedMessage| {
+        let key = message.key().unwrap_or_default().to_vec();
+        running.push(&key, Position::of(&message), worker.clone().handle(message));
+    };
+    let mut rebalances = member.rebalances();
     let mut assignments = 0;
     let mut paused = false;
     let mut stopping = false;
@@ -216,21 +215,33 @@ where
         }
         tokio::select! {
             biased;
-            Some((message, outcome)) = running.next(), if !running.is_empty() => {
-                let position = Position::of(&message);
-                let finished = held.finish(message.key().unwrap_or_default(), &position);
-                if !finish(&message, outcome)? {
-                    // Stopped at a safe point by shutdown: its offset, and those above it, stay
-                    // unstored; it is handled again after the restart.
+            (key, position, ended) = running.next(), if !running.is_empty() => {
+                if let Some((message, outcome)) = ended
+                    && !finish(&message, outcome)?
+                {
+                    // Stopped at a safe point by shutdown: left unfinished, so neither its
+                    // offset nor any above it in its partition is stored; it is handled again
+                    // after the restart.
                     stopping = true;
                     continue;
                 }
+                // Handled, or cancelled by a rebalance (then its partition reports nothing).
+                let finished = held.finish(&key, &position);
                 if let Some(offset) = finished.handled_up_to {
                     consumer::store_next(member.consumer(), &position.topic, position.partition, offset);
                 }
                 match finished.next {
-                    Some(next) if !context.shutdown.is_cancelled() => running.push(start(next)),
+                    Some(next) if !context.shutdown.is_cancelled() && !stopping => start(&mut running, next),
                     _ => {}
+                }
+            }
+            Ok(()) = rebalances.changed() => {
+                // Answers of partitions another member reads now are dropped, not sent twice
+                // side by side: their offsets were not stored, the new owner sends them.
+                let holds = member.holds();
+                let (waiting, cancelled) = (held.revoke(&holds), running.cancel_unless(&holds));
+                if waiting + cancelled > 0 {
+                    tracing::info!(waiting, cancelled, "answers of revoked partitions dropped");
                 }
             }
             () = context.shutdown.cancelled(), if running.is_empty() => return Ok(()),
@@ -250,7 +261,7 @@ where
                     } else {
                         let key = message.key().unwrap_or_default().to_vec();
                         if let Some(message) = held.admit(&key, &Position::of(&message), message) {
-                            running.push(start(message));
+                            start(&mut running, message);
                         }
                     }
                 }
