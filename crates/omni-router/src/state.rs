@@ -41,6 +41,9 @@ struct Maps {
     events: HashMap<String, EventEntry>,
     /// Ticket key -> when the conversation last had an event or a ticket record written.
     activity: HashMap<String, SystemTime>,
+    /// Events recorded before records named their conversation: (ticket id, when), credited to
+    /// their ticket's conversation once the restore has read every ticket record.
+    legacy: Vec<(String, SystemTime)>,
 }
 
 struct TicketEntry {
@@ -84,6 +87,8 @@ impl Maps {
                 let destination = key.split('/').nth(1).unwrap_or_default();
                 if !event.conversation_id.is_empty() {
                     self.touch(ticket_key(destination, &event.conversation_id), updated);
+                } else if !event.ticket_id.is_empty() {
+                    self.legacy.push((event.ticket_id.clone(), updated));
                 }
                 let status = event.status();
                 self.events.insert(key.to_owned(), EventEntry { status, updated });
@@ -102,6 +107,25 @@ impl Maps {
         shrink(&mut self.tickets);
         shrink(&mut self.events);
         shrink(&mut self.activity);
+    }
+
+    /// Credits the events of [`Maps::legacy`] to the conversations whose ticket they are in, so
+    /// a conversation active lately through such events does not expire on its old ticket
+    /// record's time (records written before the upgrade that added `conversation_id`).
+    fn credit_legacy_events(&mut self) {
+        if self.legacy.is_empty() {
+            return;
+        }
+        let by_ticket: HashMap<String, String> = self
+            .tickets
+            .iter()
+            .map(|(key, entry)| (entry.ticket.id.clone(), key.clone()))
+            .collect();
+        for (ticket_id, at) in std::mem::take(&mut self.legacy) {
+            if let Some(key) = by_ticket.get(&ticket_id) {
+                self.touch(key.clone(), at);
+            }
+        }
     }
 
     fn touch(&mut self, ticket_key: String, at: SystemTime) {
@@ -149,6 +173,7 @@ impl StateStore {
             let Ok(key) = String::from_utf8(key) else { continue };
             maps.apply(&key, &value);
         }
+        maps.credit_legacy_events();
         Ok(Self {
             producer,
             source,
@@ -357,7 +382,18 @@ mod tests {
     fn an_event_record_written_before_conversation_ids_were_kept_still_expires_by_its_own_time() {
         let mut maps = Maps::default();
         maps.apply("event/zd/old", &event("", 0));
+        maps.credit_legacy_events();
         assert_eq!(maps.expired("zd", at(1)).0, ["event/zd/old"]);
-        assert!(maps.activity.is_empty());
+        assert!(maps.activity.is_empty(), "no ticket 7 known");
+    }
+
+    #[test]
+    fn such_an_event_keeps_its_tickets_conversation_alive() {
+        let mut maps = Maps::default();
+        maps.apply("ticket/zd/c1", &ticket(0));
+        maps.apply("event/zd/late", &event("", 50));
+        maps.credit_legacy_events();
+        assert!(maps.expired("zd", at(20)).1.is_empty(), "ticket 7 had an event at 50");
+        assert_eq!(maps.expired("zd", at(60)).1, ["ticket/zd/c1"]);
     }
 }
