@@ -126,10 +126,7 @@ async fn one_run(stack: &Stack, producer: &FutureProducer, plan: &SweepPlan, bas
     let mut not_once = 0;
     let mut out_of_order = 0;
     for conversation in 0..plan.conversations {
-        let numbers: Vec<usize> = by_conversation
-            .get(&conversation)
-            .map(|comments| comments.iter().map(|(n, _)| *n).collect())
-            .unwrap_or_default();
+        let numbers = numbers(&by_conversation, conversation);
         let expected = (plan.events + plan.conversations - 1 - conversation) / plan.conversations;
         let mut sorted = numbers.clone();
         sorted.sort_unstable();
@@ -184,6 +181,14 @@ pub fn event(run: &str, conversation: usize, number: usize) -> ConversationEvent
         received_at: Some(SystemTime::now().into()),
         ..Default::default()
     }
+}
+
+/// The message numbers of `conversation` among [`comments`], in the order they arrived.
+pub fn numbers(found: &HashMap<usize, Vec<(usize, SystemTime)>>, conversation: usize) -> Vec<usize> {
+    found
+        .get(&conversation)
+        .map(|comments| comments.iter().map(|(n, _)| *n).collect())
+        .unwrap_or_default()
 }
 
 /// The stub's comments of the events [`event`] made for run `run`, by conversation number:

@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use omni_e2e::router_sweep::{comments, event};
+use omni_e2e::router_sweep::{comments, event, numbers};
 use omni_e2e::stack::Stack;
 use omni_e2e::{eventually, nonce, serial};
 use omni_proto::v1::delivery::Outcome;
@@ -19,13 +19,6 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 
 /// Conversations and events per conversation: conversation 0 gets 3, the others 2.
 const OTHERS: usize = 3;
-
-fn numbers(found: &std::collections::HashMap<usize, Vec<(usize, std::time::SystemTime)>>, conversation: usize) -> Vec<usize> {
-    found
-        .get(&conversation)
-        .map(|comments| comments.iter().map(|(n, _)| *n).collect())
-        .unwrap_or_default()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_conversation_stuck_in_the_helpdesk_holds_up_only_itself_and_keeps_its_order() -> anyhow::Result<()> {

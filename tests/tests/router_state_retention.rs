@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use omni_e2e::router_sweep::{comments, event};
+use omni_e2e::router_sweep::{comments, event, numbers};
 use omni_e2e::stack::Stack;
 use omni_e2e::{eventually, nonce, produce, read_topic, serial};
 use omni_proto::v1::ConversationEvent;
@@ -27,16 +27,17 @@ async fn send(stack: &Stack, event: &ConversationEvent) -> anyhow::Result<()> {
 
 async fn wait_for_comments(stack: &Stack, run: &str, expected: &[usize]) -> anyhow::Result<()> {
     eventually(&format!("comments {expected:?} in the helpdesk"), Duration::from_secs(60), || {
-        let numbers: Vec<usize> = comments(&stack.zendesk, run)
-            .remove(&0)
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(n, _)| n)
-            .collect();
-        let done = numbers == expected;
+        let arrived = numbers(&comments(&stack.zendesk, run), 0);
+        let done = arrived == expected;
         async move { Ok(done) }
     })
     .await
+}
+
+/// The router's `omni_router_state_<name>{destination="zendesk",kind="<kind>"}`.
+async fn zendesk_state(stack: &Stack, name: &str, kind: &str) -> anyhow::Result<f64> {
+    let series = format!(r#"omni_router_state_{name}{{destination="zendesk",kind="{kind}"}}"#);
+    stack.pipeline.router.metric(&series).await
 }
 
 /// Whether the state topic holds a tombstone for `key`.
@@ -61,11 +62,7 @@ async fn state_past_its_retention_is_tombstoned_and_a_late_follow_up_still_joins
         async move { Ok(done) }
     })
     .await?;
-    let expired = stack
-        .pipeline
-        .router
-        .metric(r#"omni_router_state_expired_total{destination="zendesk",kind="ticket"}"#)
-        .await?;
+    let expired = zendesk_state(&stack, "expired_total", "ticket").await?;
     assert!(expired >= 1.0, "expired tickets counted: {expired}");
 
     // A late copy of the first event (older than the retention) and a follow-up.
@@ -79,13 +76,8 @@ async fn state_past_its_retention_is_tombstoned_and_a_late_follow_up_still_joins
     })
     .await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let numbers: Vec<usize> = comments(&stack.zendesk, &run)
-        .remove(&0)
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(n, _)| n)
-        .collect();
-    assert_eq!(numbers, [0, 1], "the copy was not sent again");
+    let arrived = numbers(&comments(&stack.zendesk, &run), 0);
+    assert_eq!(arrived, [0, 1], "the copy was not sent again");
     let tickets = stack.zendesk.tickets();
     assert_eq!(
         tickets.iter().filter(|t| t.external_id == first.conversation_id).count(),
@@ -139,13 +131,8 @@ async fn a_late_copy_of_an_expired_event_is_looked_for_in_its_still_known_ticket
         .collect();
     use omni_proto::v1::delivery::Outcome;
     assert_eq!(outcomes, [Outcome::Appended, Outcome::Duplicate]);
-    let numbers: Vec<usize> = comments(&stack.zendesk, &run)
-        .remove(&0)
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(n, _)| n)
-        .collect();
-    assert_eq!(numbers, [0, 1, 2], "the copy was not appended again");
+    let arrived = numbers(&comments(&stack.zendesk, &run), 0);
+    assert_eq!(arrived, [0, 1, 2], "the copy was not appended again");
     Ok(())
 }
 
@@ -231,30 +218,18 @@ async fn router_state_restore_benchmark() -> anyhow::Result<()> {
             .await?;
         if round == "restore" {
             eventually("the old half expired", Duration::from_secs(600), || {
-                let router = &stack.pipeline.router;
+                let stack = &stack;
                 async move {
-                    let events_gone = router
-                        .metric(r#"omni_router_state_expired_total{destination="zendesk",kind="event"}"#)
-                        .await?;
-                    let tickets_gone = router
-                        .metric(r#"omni_router_state_expired_total{destination="zendesk",kind="ticket"}"#)
-                        .await?;
+                    let events_gone = zendesk_state(stack, "expired_total", "event").await?;
+                    let tickets_gone = zendesk_state(stack, "expired_total", "ticket").await?;
                     Ok(events_gone >= (events / 2) as f64 && tickets_gone >= (conversations / 2) as f64)
                 }
             })
             .await?;
         }
         let expiry_secs = ready.elapsed().as_secs_f64();
-        let tickets = stack
-            .pipeline
-            .router
-            .metric(r#"omni_router_state_entries{destination="zendesk",kind="ticket"}"#)
-            .await?;
-        let known = stack
-            .pipeline
-            .router
-            .metric(r#"omni_router_state_entries{destination="zendesk",kind="event"}"#)
-            .await?;
+        let tickets = zendesk_state(&stack, "entries", "ticket").await?;
+        let known = zendesk_state(&stack, "entries", "event").await?;
         let rss = stack.pipeline.router.usage().map_or(0, |u| u.rss_kib) as f64 / 1024.0;
         figures.push(format!(
             "{round}: {restored:.2} s to read the state topic; then {known} events and {tickets} conversations held, router RSS {rss:.1} MiB{}",
