@@ -48,6 +48,13 @@ pub fn verify_sha256_base64(key: &[u8], parts: &[&[u8]], presented_base64: &str,
     verify_mac::<Hmac<Sha256>>(key, parts, &presented, what)
 }
 
+/// Checks a presented HMAC-SHA1 given in hex against `parts`, in constant time (Zammad's
+/// `X-Hub-Signature: sha1=<hex>`, without the prefix).
+pub fn verify_sha1_hex(key: &[u8], parts: &[&[u8]], presented_hex: &str, what: &str) -> Result<(), Rejection> {
+    let presented = hex::decode(presented_hex.trim()).map_err(|_| Rejection::Forbidden(format!("{what} is not hex")))?;
+    verify_mac::<Hmac<Sha1>>(key, parts, &presented, what)
+}
+
 /// Checks a presented HMAC-SHA1 given in base64 against `parts`, in constant time.
 pub fn verify_sha1_base64(key: &[u8], parts: &[&[u8]], presented_base64: &str, what: &str) -> Result<(), Rejection> {
     let presented = BASE64

@@ -113,6 +113,11 @@ pub trait Destination: omni_runtime::Validate {
     fn reply_poller(&self) -> Result<Option<std::sync::Arc<dyn replies::ReplyPoller>>, reqwest::Error> {
         Ok(None)
     }
+    /// What checks and reads this helpdesk's calls announcing the agents' answers; `None` when
+    /// it does not call omni (or no secret to verify its calls is configured).
+    fn reply_webhook(&self) -> Result<Option<std::sync::Arc<dyn replies::ReplyWebhook>>, reqwest::Error> {
+        Ok(None)
+    }
 }
 
 /// One helpdesk the router delivers to.

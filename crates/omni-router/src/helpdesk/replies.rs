@@ -2,14 +2,18 @@
 //! omni can send them to the customer on the conversation's channel.
 //!
 //! A helpdesk that is polled (Request Tracker) implements [`ReplyPoller`]; its destination config
-//! builds it through [`super::Destination::reply_poller`]. Webhook-driven helpdesks (Zendesk,
-//! Zammad, Help Scout, Freshdesk) will verify and parse a call instead; both end in
-//! [`AgentReply`] and [`outbound_message`].
+//! builds it through [`super::Destination::reply_poller`]. A helpdesk that calls omni (Zendesk,
+//! Zammad, Help Scout, Freshdesk, the webhook destination's receiver) implements
+//! [`ReplyWebhook`], built through [`super::Destination::reply_webhook`]: omni-replies serves it
+//! at `POST /replies/<destination>`. Both end in [`AgentReply`] and [`outbound_message`].
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use omni_proto::v1::{Body, OutboundMessage, Participant, outbound_message::Kind};
+use omni_channels::webhook::Rejection;
+use omni_proto::v1::contact_identifier::Kind as IdentifierKind;
+use omni_proto::v1::{Body, ContactIdentifier, OutboundMessage, Participant, outbound_message::Kind, participant::Role};
+use reqwest::header::HeaderMap;
 use sha2::{Digest, Sha256};
 
 use super::{HelpdeskError, TicketRef};
@@ -53,6 +57,136 @@ pub trait ReplyPoller: Send + Sync {
     /// Answers written after `cursor` (from an earlier [`Polled::cursor`]); `None` starts from
     /// now, taking nothing written before (a new deployment does not re-send history).
     async fn poll(&self, cursor: Option<&str>) -> Result<Polled, HelpdeskError>;
+}
+
+/// One call to a destination's reply endpoint, as received.
+pub struct ReplyCall<'a> {
+    /// The request's headers.
+    pub headers: &'a HeaderMap,
+    /// The raw body, exactly as received (signatures cover these bytes).
+    pub body: &'a [u8],
+    /// When omni received it.
+    pub received_at: SystemTime,
+    /// How far a signed timestamp may lie from `received_at`, either way; an answer written
+    /// longer ago than this is a replay too.
+    pub window: Duration,
+}
+
+impl ReplyCall<'_> {
+    /// A header's value; a missing or non-ASCII one is a 401.
+    pub fn header(&self, name: &str) -> Result<&str, Rejection> {
+        let value = self
+            .headers
+            .get(name)
+            .ok_or_else(|| Rejection::Unauthorized(format!("no {name} header")))?;
+        value.to_str().map_err(|_| Rejection::Unauthorized(format!("{name} is not ASCII")))
+    }
+
+    /// Refuses a signed timestamp (Unix seconds) outside the window.
+    pub fn check_window(&self, unix_seconds: i64, what: &str) -> Result<(), Rejection> {
+        let now = self
+            .received_at
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs() as i64;
+        if now.abs_diff(unix_seconds) > self.window.as_secs() {
+            return Err(Rejection::Forbidden(format!(
+                "{what} is {}s from now, outside the {}s replay window",
+                now - unix_seconds,
+                self.window.as_secs()
+            )));
+        }
+        Ok(())
+    }
+
+    /// The body as JSON; a verified body that is not JSON is a 400.
+    pub fn json(&self) -> Result<serde_json::Value, Rejection> {
+        serde_json::from_slice(self.body).map_err(|error| Rejection::BadRequest(format!("the body is not JSON: {error}")))
+    }
+}
+
+/// Why a reply call was not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// Not from the helpdesk, a replay, or not readable: 401/403/400, nothing stored.
+    #[error("{0}")]
+    Refused(#[from] Rejection),
+    /// The helpdesk could not be asked about the answer: 503, the helpdesk calls again.
+    #[error("{0}")]
+    Helpdesk(#[from] HelpdeskError),
+}
+
+/// A helpdesk that calls omni when an agent answered.
+#[async_trait]
+pub trait ReplyWebhook: Send + Sync {
+    /// Checks that the call comes from the helpdesk, from its headers and the raw body only
+    /// (nothing is parsed before this passed).
+    fn verify(&self, call: &ReplyCall<'_>) -> Result<(), Rejection>;
+
+    /// The public agent answers a verified call announces: none for an internal note, a
+    /// customer's message, omni's own writes or a ticket that carries no conversation.
+    async fn answers(&self, call: &ReplyCall<'_>) -> Result<Vec<AgentReply>, CallError>;
+}
+
+/// A configured reply secret must be long enough to resist guessing (16 bytes; the vendors
+/// generate longer ones).
+pub fn check_reply_secret(secret: Option<&str>, field: &str, problems: &mut omni_runtime::Problems) {
+    if let Some(secret) = secret {
+        problems.check(
+            secret.trim().len() >= 16,
+            field,
+            "must be at least 16 characters (use the secret the helpdesk generated)",
+        );
+    }
+}
+
+/// An id that a helpdesk writes as a JSON string or a number; empty when neither.
+pub fn id_of(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::String(id) => id.clone(),
+        serde_json::Value::Number(id) => id.to_string(),
+        _ => String::new(),
+    }
+}
+
+/// An answer's body from what the helpdesk gives: the text, else the HTML read as text.
+pub fn body_of(text: &str, html: &str) -> Body {
+    let text = if text.trim().is_empty() && !html.trim().is_empty() {
+        mail_parser::decoders::html::html_to_text(html).trim().to_owned()
+    } else {
+        text.trim_end().replace("\r\n", "\n")
+    };
+    Body {
+        new_text: text.clone(),
+        text,
+        html: html.to_owned(),
+    }
+}
+
+/// The agent as a participant: display name and, when known, email.
+pub fn agent(name: &str, email: &str) -> Participant {
+    Participant {
+        role: Role::Agent as i32,
+        display_name: name.trim().to_owned(),
+        identifiers: (!email.is_empty())
+            .then(|| ContactIdentifier {
+                kind: IdentifierKind::Email as i32,
+                value: email.to_owned(),
+                platform: String::new(),
+            })
+            .into_iter()
+            .collect(),
+    }
+}
+
+/// An RFC 3339 / ISO 8601 time as the helpdesks write it (`2026-12-05T09:30:00Z`,
+/// `2026-12-05T09:30:00.123+01:00`); `None` when it is not one.
+pub fn timestamp(value: &str) -> Option<prost_types::Timestamp> {
+    let parsed: jiff::Timestamp = value.trim().parse().ok()?;
+    Some(prost_types::Timestamp {
+        seconds: parsed.as_second(),
+        nanos: parsed.subsec_nanosecond(),
+    })
 }
 
 /// The deterministic outbound id of a helpdesk answer: the first 32 hex digits of SHA-256 over

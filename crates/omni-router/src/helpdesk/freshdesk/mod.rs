@@ -42,6 +42,7 @@ use super::{
     ticket_tags,
 };
 
+pub mod replies;
 #[cfg(test)]
 mod tests;
 
@@ -98,6 +99,10 @@ pub struct FreshdeskConfig {
     /// customer's reply); false: public notes in the name of the API key's agent.
     #[serde(default = "yes")]
     pub notes_as_requester: bool,
+    /// The token the Freshdesk automation rule sends in its `X-Omni-Reply-Token` header when an
+    /// agent replied (see [`replies`]); unset: this destination's answers are not taken.
+    #[serde(default)]
+    pub reply_secret: Option<String>,
 }
 
 impl fmt::Debug for FreshdeskConfig {
@@ -111,6 +116,7 @@ impl fmt::Debug for FreshdeskConfig {
             .field("origin_event_field", &self.origin_event_field)
             .field("index_lag_secs", &self.index_lag_secs)
             .field("notes_as_requester", &self.notes_as_requester)
+            .field("reply_secret", &self.reply_secret.as_ref().map(|_| "<redacted>"))
             .finish()
     }
 }
@@ -118,6 +124,10 @@ impl fmt::Debug for FreshdeskConfig {
 impl super::Destination for FreshdeskConfig {
     fn build(&self) -> Result<std::sync::Arc<dyn super::Helpdesk>, reqwest::Error> {
         Ok(std::sync::Arc::new(Freshdesk::new(self.clone())?))
+    }
+
+    fn reply_webhook(&self) -> Result<Option<std::sync::Arc<dyn super::replies::ReplyWebhook>>, reqwest::Error> {
+        Ok(replies::FreshdeskReplies::new(self)?.map(|replies| std::sync::Arc::new(replies) as _))
     }
 }
 
@@ -130,6 +140,7 @@ impl Validate for FreshdeskConfig {
             problems.push(format!("{prefix}.base_url"), format!("`{}` is not an http(s) URL", self.base_url));
         }
         problems.check(!self.api_key.trim().is_empty(), format!("{prefix}.api_key"), "must not be empty");
+        super::replies::check_reply_secret(self.reply_secret.as_deref(), &format!("{prefix}.reply_secret"), problems);
         problems.check(self.timeout_secs >= 1, format!("{prefix}.timeout_secs"), "must be at least 1");
         for (key, field) in [
             ("conversation_field", &self.conversation_field),

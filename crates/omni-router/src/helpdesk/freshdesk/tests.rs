@@ -39,6 +39,7 @@ fn config(base_url: &str) -> FreshdeskConfig {
         origin_event_field: default_origin_event_field(),
         index_lag_secs: 900,
         notes_as_requester: true,
+        reply_secret: None,
     }
 }
 

@@ -30,6 +30,7 @@
 //! A router that crashed after creating a conversation and restarts within that delay may not
 //! find it and create a second one.
 
+pub mod replies;
 #[cfg(test)]
 mod tests;
 
@@ -87,6 +88,10 @@ pub struct HelpScoutConfig {
     /// Largest attachment uploaded with a thread, in bytes; larger ones are listed in the text.
     #[serde(default = "default_max_attachment_bytes")]
     pub max_attachment_bytes: u64,
+    /// The secret key of the Help Scout webhook that tells omni-replies about agents' replies
+    /// (see [`replies`]); unset: this destination's answers are not taken.
+    #[serde(default)]
+    pub reply_secret: Option<String>,
 }
 
 /// A mailbox besides the default one.
@@ -128,6 +133,7 @@ impl fmt::Debug for HelpScoutConfig {
             .field("mailboxes", &self.mailboxes)
             .field("timeout_secs", &self.timeout_secs)
             .field("max_attachment_bytes", &self.max_attachment_bytes)
+            .field("reply_secret", &self.reply_secret.as_ref().map(|_| "<redacted>"))
             .finish()
     }
 }
@@ -163,6 +169,10 @@ fn check_mailbox(mailbox: Mailbox, prefix: &str, problems: &mut Problems) {
 impl super::Destination for HelpScoutConfig {
     fn build(&self) -> Result<std::sync::Arc<dyn super::Helpdesk>, reqwest::Error> {
         Ok(std::sync::Arc::new(HelpScout::new(self.clone())?))
+    }
+
+    fn reply_webhook(&self) -> Result<Option<std::sync::Arc<dyn super::replies::ReplyWebhook>>, reqwest::Error> {
+        Ok(replies::HelpScoutReplies::new(self)?.map(|replies| std::sync::Arc::new(replies) as _))
     }
 }
 
@@ -202,6 +212,7 @@ impl Validate for HelpScoutConfig {
             format!("{prefix}.max_attachment_bytes"),
             "Help Scout takes attachments of 10 MB at most",
         );
+        super::replies::check_reply_secret(self.reply_secret.as_deref(), &format!("{prefix}.reply_secret"), problems);
     }
 }
 

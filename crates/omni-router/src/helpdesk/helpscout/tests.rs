@@ -342,6 +342,7 @@ impl Stub {
             mailboxes: BTreeMap::new(),
             timeout_secs: 1,
             max_attachment_bytes: 1024,
+            reply_secret: None,
         }
     }
 

@@ -57,6 +57,7 @@
 //! - 3xx: not followed (a redirected POST would lose its body): misconfigured URL.
 //! - any other 4xx: the event is refused for good and goes to the dead-letter topic.
 
+pub mod replies;
 #[cfg(test)]
 mod tests;
 
@@ -152,6 +153,10 @@ impl fmt::Debug for WebhookConfig {
 impl super::Destination for WebhookConfig {
     fn build(&self) -> Result<std::sync::Arc<dyn super::Helpdesk>, reqwest::Error> {
         Ok(std::sync::Arc::new(Webhook::new(self.clone())?))
+    }
+
+    fn reply_webhook(&self) -> Result<Option<std::sync::Arc<dyn super::replies::ReplyWebhook>>, reqwest::Error> {
+        Ok(Some(std::sync::Arc::new(replies::WebhookReplies::new(self))))
     }
 }
 

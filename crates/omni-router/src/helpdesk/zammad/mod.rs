@@ -38,6 +38,7 @@ use super::{
     ticket_tags,
 };
 
+pub mod replies;
 #[cfg(test)]
 mod tests;
 
@@ -113,6 +114,10 @@ pub struct ZammadConfig {
     /// Zammad priority names for the routing priorities.
     #[serde(default)]
     pub priorities: ZammadPriorities,
+    /// The "HMAC SHA1 Signature Token" of the Zammad webhook that tells omni-replies about
+    /// agents' answers (see [`replies`]); unset: this destination's answers are not taken.
+    #[serde(default)]
+    pub reply_secret: Option<String>,
 }
 
 impl fmt::Debug for ZammadConfig {
@@ -125,6 +130,7 @@ impl fmt::Debug for ZammadConfig {
             .field("conversation_attribute", &self.conversation_attribute)
             .field("origin_event_attribute", &self.origin_event_attribute)
             .field("priorities", &self.priorities)
+            .field("reply_secret", &self.reply_secret.as_ref().map(|_| "<redacted>"))
             .finish()
     }
 }
@@ -132,6 +138,10 @@ impl fmt::Debug for ZammadConfig {
 impl super::Destination for ZammadConfig {
     fn build(&self) -> Result<std::sync::Arc<dyn super::Helpdesk>, reqwest::Error> {
         Ok(std::sync::Arc::new(Zammad::new(self.clone())?))
+    }
+
+    fn reply_webhook(&self) -> Result<Option<std::sync::Arc<dyn super::replies::ReplyWebhook>>, reqwest::Error> {
+        Ok(replies::ZammadReplies::new(self).map(|replies| std::sync::Arc::new(replies) as _))
     }
 }
 
@@ -172,6 +182,7 @@ impl Validate for ZammadConfig {
         ] {
             problems.check(!name.trim().is_empty(), format!("{prefix}.priorities.{key}"), "must not be empty");
         }
+        super::replies::check_reply_secret(self.reply_secret.as_deref(), &format!("{prefix}.reply_secret"), problems);
     }
 }
 

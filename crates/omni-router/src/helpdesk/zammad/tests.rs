@@ -38,6 +38,7 @@ fn config(base_url: &str) -> ZammadConfig {
         conversation_attribute: default_conversation_attribute(),
         origin_event_attribute: default_origin_event_attribute(),
         priorities: ZammadPriorities::default(),
+        reply_secret: None,
     }
 }
 

@@ -85,6 +85,10 @@ pub struct ZendeskConfig {
     pub reopen_on_reply: bool,
     /// Seconds per HTTP request.
     pub timeout_secs: u64,
+    /// The signing secret of the Zendesk webhook that tells omni-replies about agents' public
+    /// comments (see [`replies`]); unset: this destination's answers are not taken.
+    #[serde(default)]
+    pub reply_secret: Option<String>,
 }
 
 impl fmt::Debug for ZendeskConfig {
@@ -98,6 +102,7 @@ impl fmt::Debug for ZendeskConfig {
             .field("group_id", &self.group_id)
             .field("reopen_on_reply", &self.reopen_on_reply)
             .field("timeout_secs", &self.timeout_secs)
+            .field("reply_secret", &redacted(&self.reply_secret))
             .finish()
     }
 }
@@ -105,6 +110,10 @@ impl fmt::Debug for ZendeskConfig {
 impl super::Destination for ZendeskConfig {
     fn build(&self) -> Result<std::sync::Arc<dyn super::Helpdesk>, reqwest::Error> {
         Ok(std::sync::Arc::new(Zendesk::new(self.clone())?))
+    }
+
+    fn reply_webhook(&self) -> Result<Option<std::sync::Arc<dyn super::replies::ReplyWebhook>>, reqwest::Error> {
+        Ok(replies::ZendeskReplies::new(self).map(|replies| std::sync::Arc::new(replies) as _))
     }
 }
 
@@ -131,6 +140,7 @@ impl Validate for ZendeskConfig {
         }
         problems.check(self.group_id != Some(0), format!("{prefix}.group_id"), "must be a Zendesk group id");
         problems.check(self.timeout_secs >= 1, format!("{prefix}.timeout_secs"), "must be at least 1");
+        super::replies::check_reply_secret(self.reply_secret.as_deref(), &format!("{prefix}.reply_secret"), problems);
     }
 }
 
@@ -555,5 +565,6 @@ impl Helpdesk for Zendesk {
     }
 }
 
+pub mod replies;
 #[cfg(test)]
 mod tests;

@@ -424,6 +424,7 @@ impl Fake {
             group_id: Some(GROUP_ID),
             reopen_on_reply: true,
             timeout_secs: 1,
+            reply_secret: None,
         }
     }
 
