@@ -982,6 +982,10 @@ impl Pipeline {
         let admin = free_port();
         let mut env = self.env.clone();
         env.push((format!("OMNI__{}__ADMIN_LISTEN", name.to_uppercase()), format!("127.0.0.1:{admin}")));
+        if name == "replies" {
+            // Its reply-call listener too, so a `make run` stack on the fixed port does not clash.
+            env.push(("OMNI__REPLIES__LISTEN".into(), format!("127.0.0.1:{}", free_port())));
+        }
         env.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
         let mut service = Service::spawn(name, admin, &env);
         service.wait_ready().await?;

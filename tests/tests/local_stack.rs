@@ -2,7 +2,7 @@
 //! started: a second start keeps what runs, restarts a service whose binary was rebuilt, stops
 //! copies no pid file names, and a stop leaves no process of the stack behind.
 //!
-//! It uses the stack's fixed ports (broker 9092, gateway 8080, admin 9181-9188, Request Tracker
+//! It uses the stack's fixed ports (broker 9092, gateway 8080, replies 8096, admin 9181-9188, Request Tracker
 //! 8099, Dovecot 1143, Postfix 2525) with its own state directory and a copy of the service binaries.
 
 use std::path::Path;

@@ -252,7 +252,17 @@ fn deadletter_replay(filter: &ReplayFilter, dry_run: bool) -> anyhow::Result<()>
     println!("{} dead letters match", chosen.len());
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let producer = omni_kafka::Producer::new(&kafka, "omni-cli-replay")?;
+    let mut replayed = 0;
     for (from, letter) in &chosen {
+        if letter.source_topic.starts_with("http:") {
+            // A refused HTTP call (a helpdesk's reply call omni could not read): no topic to put
+            // it back on; the letter keeps its body and headers for whoever fixes the sender.
+            println!(
+                "skip {from}: it came from an HTTP call ({}), not a topic: {}",
+                letter.source_topic, letter.reason
+            );
+            continue;
+        }
         println!(
             "{} {from} -> {} (stage {}, event {}): {}",
             if dry_run { "would replay" } else { "replay" },
@@ -278,9 +288,10 @@ fn deadletter_replay(filter: &ReplayFilter, dry_run: bool) -> anyhow::Result<()>
         runtime
             .block_on(producer.send(&letter.source_topic, &letter.original_key, &letter.original_value, headers))
             .map_err(|error| anyhow::anyhow!("replaying {from} to {}: {error}", letter.source_topic))?;
+        replayed += 1;
     }
     if !dry_run {
-        println!("{} records replayed", chosen.len());
+        println!("{replayed} records replayed");
     }
     Ok(())
 }

@@ -27,6 +27,14 @@ pub struct RepliesConfig {
     pub poll_interval_ms: u64,
     /// The `[router.destinations]` whose agents' answers omni sends to customers.
     pub destinations: Vec<String>,
+    /// Where helpdesks that call omni (Zendesk, Zammad, Help Scout, Freshdesk, the webhook
+    /// destination) post their answers: `POST /replies/<destination>`.
+    pub listen: String,
+    /// Largest reply call accepted, in bytes; a larger one is answered 413.
+    pub max_body_bytes: usize,
+    /// How far a call's signed timestamp may lie from omni's clock, and how old an answer a call
+    /// may announce, in seconds; outside it the call is a replay (403).
+    pub replay_window_secs: u64,
 }
 
 /// Everything omni-replies reads: `[kafka]`, `[replies]` and `[router]` (for the destinations).
@@ -43,6 +51,17 @@ pub struct RepliesServiceConfig {
 impl Validate for RepliesConfig {
     fn validate(&self, prefix: &str, problems: &mut Problems) {
         check_socket_addr(&self.admin_listen, format!("{prefix}.admin_listen"), problems);
+        check_socket_addr(&self.listen, format!("{prefix}.listen"), problems);
+        problems.check(
+            (1024..=64 * 1024 * 1024).contains(&self.max_body_bytes),
+            format!("{prefix}.max_body_bytes"),
+            "must be between 1024 and 67108864",
+        );
+        problems.check(
+            (10..=7 * 86_400).contains(&self.replay_window_secs),
+            format!("{prefix}.replay_window_secs"),
+            "must be between 10 and 604800",
+        );
         problems.check(!self.instance_id.is_empty(), format!("{prefix}.instance_id"), "must not be empty");
         problems.check(
             (100..=3_600_000).contains(&self.poll_interval_ms),
@@ -68,11 +87,13 @@ impl ServiceConfig for RepliesServiceConfig {
                 match router.destinations.get(name) {
                     None => problems.push(prefix, "not one of [router.destinations]"),
                     Some(destination) => {
-                        let polled = destination.destination().reply_poller().map(|poller| poller.is_some());
+                        let destination = destination.destination();
+                        let polled = destination.reply_poller().map(|poller| poller.is_some());
+                        let called = destination.reply_webhook().map(|webhook| webhook.is_some());
                         problems.check(
-                            polled.unwrap_or(true),
+                            polled.unwrap_or(true) || called.unwrap_or(true),
                             prefix,
-                            "this helpdesk's answers are not polled (its reply webhook is not built yet)",
+                            "omni cannot take this helpdesk's answers: set its `reply_secret` (see README, \"Answers back to the customer\")",
                         );
                     }
                 }

@@ -1,22 +1,26 @@
 //! omni-replies: the agents' public answers, taken from the helpdesks onto `omni.outbound.v1`.
 //!
-//! For each destination in `[replies] destinations` it polls the helpdesk (Request Tracker: its
-//! correspondence transactions) every `poll_interval_ms`, writes one `OutboundMessage` per
-//! answer, keyed by conversation id, and then moves the destination's cursor in the compacted
-//! topic `omni.state.replies.v1`, only after the broker acknowledged every answer before it. A
-//! restart resumes at the stored cursor: nothing is skipped; an answer whose outbound message
-//! was written just before a crash is written again with the same `outbound_id`, and the sender
-//! sends it once.
+//! Polled helpdesks (Request Tracker: its correspondence transactions) are asked every
+//! `poll_interval_ms`; each answer becomes one `OutboundMessage`, keyed by conversation id, and
+//! the destination's cursor moves in the compacted topic `omni.state.replies.v1` only after the
+//! broker acknowledged every answer before it. A restart resumes at the stored cursor: nothing is
+//! skipped; an answer whose outbound message was written just before a crash is written again
+//! with the same `outbound_id`, and the sender sends it once.
+//!
+//! Helpdesks that call omni (Zendesk, Zammad, Help Scout, Freshdesk, the webhook destination)
+//! post to `POST <listen>/replies/<destination>` ([`webhooks`]); their answers are acknowledged
+//! by the broker before the call is answered 200, so a helpdesk that got no 200 calls again.
 
 mod config;
+mod webhooks;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use omni_kafka::{CloudEvent, ProduceError, Producer, topics};
+use omni_kafka::{CloudEvent, DeadLetterWriter, ProduceError, Producer, topics};
 use omni_proto::v1::{OutboundMessage, ReplyCursor};
-use omni_router::helpdesk::replies::{self, ReplyPoller};
+use omni_router::helpdesk::replies::{self, ReplyPoller, ReplyWebhook};
 use omni_runtime::ServiceContext;
 use prost::Message as _;
 
@@ -24,31 +28,73 @@ pub use config::{RepliesConfig, RepliesServiceConfig};
 
 const CURSOR_KEY_PREFIX: &str = "cursor/";
 
+/// The configured destinations, by how omni learns of their answers.
+type Intakes = (BTreeMap<String, Arc<dyn ReplyPoller>>, BTreeMap<String, Arc<dyn ReplyWebhook>>);
+
+fn intakes(config: &RepliesServiceConfig) -> anyhow::Result<Intakes> {
+    let mut pollers = BTreeMap::new();
+    let mut webhooks = BTreeMap::new();
+    for name in &config.service.destinations {
+        let destination = config.router.destinations[name].destination();
+        if let Some(poller) = destination.reply_poller()? {
+            pollers.insert(name.clone(), poller);
+        } else if let Some(webhook) = destination.reply_webhook()? {
+            webhooks.insert(name.clone(), webhook);
+        } else {
+            anyhow::bail!("destination `{name}` is neither polled nor set up to call omni");
+        }
+    }
+    Ok((pollers, webhooks))
+}
+
 /// Runs omni-replies until shutdown.
 pub async fn run(config: RepliesServiceConfig, context: ServiceContext) -> anyhow::Result<()> {
     let client_id = format!("omni-replies-{}", config.service.instance_id);
     context.readiness.register("kafka");
     context.readiness.register("pollers");
+    context.readiness.register("listener");
     topics::ensure_topics_until_ready(&config.kafka, &client_id, &context).await?;
-    let mut pollers: BTreeMap<String, Arc<dyn ReplyPoller>> = BTreeMap::new();
-    for name in &config.service.destinations {
-        let destination = &config.router.destinations[name];
-        match destination.destination().reply_poller()? {
-            Some(poller) => pollers.insert(name.clone(), poller),
-            None => anyhow::bail!("destination `{name}` is not polled"),
-        };
-    }
+    let (pollers, webhooks) = intakes(&config)?;
     let producer = Producer::new(&config.kafka, &client_id)?;
     let source = format!("omni/replies/{}", config.service.instance_id);
-    omni_kafka::supervise(&context, "pollers", || async {
+    let listener = tokio::net::TcpListener::bind(&config.service.listen)
+        .await
+        .map_err(|error| anyhow::anyhow!("cannot listen on {}: {error}", config.service.listen))?;
+    tracing::info!(listen = %config.service.listen, destinations = ?webhooks.keys().collect::<Vec<_>>(), "reply calls accepted");
+    let intake = Arc::new(webhooks::Intake {
+        webhooks,
+        producer: producer.clone(),
+        deadletters: DeadLetterWriter::new(producer.clone(), "replies", source.clone()),
+        source: source.clone(),
+        window: Duration::from_secs(config.service.replay_window_secs),
+    });
+    let app = webhooks::routes(intake, config.service.max_body_bytes);
+    let server = axum::serve(listener, app).with_graceful_shutdown(context.shutdown.clone().cancelled_owned());
+    context.readiness.ready("listener");
+    let polling = omni_kafka::supervise(&context, "pollers", || async {
         let cursors = restore_cursors(&config, &client_id)
             .await
             .map_err(|error| omni_kafka::Stopped::Restart(format!("cannot restore the reply cursors: {error}")))?;
         tracing::info!(destinations = pollers.len(), cursors = cursors.len(), "reply cursors restored");
         poll_until_shutdown(&config, &context, &producer, &source, &pollers, cursors).await;
         Ok(())
-    })
-    .await
+    });
+    let (served, polled) = tokio::join!(server, polling);
+    producer.flush(Duration::from_secs(5)).ok();
+    served?;
+    polled
+}
+
+/// Counts and logs one answer written to `omni.outbound.v1` (never its text).
+fn taken(destination: &str, outbound: &OutboundMessage) {
+    metrics::counter!("omni_replies_taken_total", "destination" => destination.to_owned()).increment(1);
+    tracing::info!(
+        destination,
+        outbound_id = %outbound.outbound_id,
+        conversation_id = %outbound.conversation_id,
+        ticket = %outbound.ticket_id,
+        "agent answer taken"
+    );
 }
 
 /// Polls every destination each interval until shutdown; a failed poll is tried again next time.
@@ -125,14 +171,7 @@ async fn poll_once(
     for reply in polled.replies {
         let outbound = replies::outbound_message(destination, reply);
         write_outbound(producer, source, &outbound).await.map_err(PollError::Produce)?;
-        metrics::counter!("omni_replies_taken_total", "destination" => destination.to_owned()).increment(1);
-        tracing::info!(
-            destination,
-            outbound_id = %outbound.outbound_id,
-            conversation_id = %outbound.conversation_id,
-            ticket = %outbound.ticket_id,
-            "agent answer taken"
-        );
+        taken(destination, &outbound);
     }
     if cursor != Some(polled.cursor.as_str()) {
         write_cursor(producer, source, destination, &polled.cursor)
