@@ -38,9 +38,12 @@ impl EmailSender {
             domain: config.message_id_domain.clone(),
         })
     }
+}
 
+#[async_trait::async_trait]
+impl crate::ChannelSender for EmailSender {
     /// Sends the answer; returns its Message-ID (always the same for the same outbound id).
-    pub async fn send(&self, address: &ReplyAddress, outbound: &OutboundMessage) -> Result<String, SendError> {
+    async fn send(&self, address: &ReplyAddress, outbound: &OutboundMessage) -> Result<String, SendError> {
         let account = address.provider.as_ref().map(|p| p.account.as_str()).unwrap_or_default();
         let from = self
             .from

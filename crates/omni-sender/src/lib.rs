@@ -22,6 +22,7 @@ mod state;
 mod telegram;
 mod whatsapp;
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -103,23 +104,37 @@ enum Outcome {
     Stopped,
 }
 
-/// The provider clients, one per channel the sender can answer on.
+/// One channel's way out: sends an answer to the customer at `address`, returns the provider's
+/// id of the sent message.
+#[async_trait::async_trait]
+pub(crate) trait ChannelSender: Send + Sync {
+    async fn send(&self, address: &ReplyAddress, outbound: &OutboundMessage) -> Result<String, SendError>;
+}
+
+/// The channels the sender answers on: one line per channel.
 #[derive(Clone)]
 struct Channels {
-    email: Option<Arc<email::EmailSender>>,
-    telegram: Arc<telegram::TelegramSender>,
-    whatsapp: Arc<whatsapp::WhatsAppSender>,
-    slack: Arc<slack::SlackSender>,
+    senders: BTreeMap<i32, Arc<dyn ChannelSender>>,
 }
 
 impl Channels {
     fn new(config: &SenderConfig) -> anyhow::Result<Self> {
-        Ok(Self {
-            email: config.email.as_ref().map(email::EmailSender::new).transpose()?.map(Arc::new),
-            telegram: Arc::new(telegram::TelegramSender::new(&config.telegram)?),
-            whatsapp: Arc::new(whatsapp::WhatsAppSender::new(&config.whatsapp)?),
-            slack: Arc::new(slack::SlackSender::new(&config.slack)?),
-        })
+        let mut senders: BTreeMap<i32, Arc<dyn ChannelSender>> = BTreeMap::new();
+        if let Some(email) = &config.email {
+            senders.insert(Channel::Email as i32, Arc::new(email::EmailSender::new(email)?));
+        }
+        senders.insert(Channel::Telegram as i32, Arc::new(telegram::TelegramSender::new(&config.telegram)?));
+        senders.insert(Channel::Whatsapp as i32, Arc::new(whatsapp::WhatsAppSender::new(&config.whatsapp)?));
+        senders.insert(Channel::Slack as i32, Arc::new(slack::SlackSender::new(&config.slack)?));
+        Ok(Self { senders })
+    }
+
+    async fn send(&self, address: &ReplyAddress, outbound: &OutboundMessage) -> Result<String, SendError> {
+        match (self.senders.get(&address.channel), address.channel()) {
+            (Some(sender), _) => sender.send(address, outbound).await,
+            (None, Channel::Email) => Err(SendError::Refused("email answers need [sender.email]".into())),
+            (None, other) => Err(SendError::Refused(format!("answers on {} are not sent yet", channel_name(other)))),
+        }
     }
 }
 
@@ -453,16 +468,7 @@ impl Worker {
     }
 
     async fn send(&self, address: &ReplyAddress, outbound: &OutboundMessage) -> Result<String, SendError> {
-        match address.channel() {
-            Channel::Email => match &self.channels.email {
-                Some(email) => email.send(address, outbound).await,
-                None => Err(SendError::Refused("email answers need [sender.email]".into())),
-            },
-            Channel::Telegram => self.channels.telegram.send(address, outbound).await,
-            Channel::Whatsapp => self.channels.whatsapp.send(address, outbound).await,
-            Channel::Slack => self.channels.slack.send(address, outbound).await,
-            other => Err(SendError::Refused(format!("answers on {} are not sent yet", channel_name(other)))),
-        }
+        self.channels.send(address, outbound).await
     }
 
     async fn write_outbox(&self, id: &str, status: Status, provider_id: &str, reason: &str) -> Result<(), ProduceError> {

@@ -27,9 +27,12 @@ impl SlackSender {
             pace: RateLimiter::keyed(one_a_second),
         })
     }
+}
 
+#[async_trait::async_trait]
+impl crate::ChannelSender for SlackSender {
     /// Posts the answer in the customer's thread; returns its `ts`.
-    pub async fn send(&self, address: &ReplyAddress, outbound: &OutboundMessage) -> Result<String, SendError> {
+    async fn send(&self, address: &ReplyAddress, outbound: &OutboundMessage) -> Result<String, SendError> {
         let (app, client) = self.apps.of(address)?;
         let provider = address.provider.clone().unwrap_or_default();
         let request = slack::post_message(&app.api_base_url, &app.bot_token, address, outbound).map_err(http::refusal)?;

@@ -20,9 +20,12 @@ impl TelegramSender {
             bots: http::Accounts::new("telegram", config, |bot| bot.timeout_secs)?,
         })
     }
+}
 
+#[async_trait::async_trait]
+impl crate::ChannelSender for TelegramSender {
     /// Sends the answer; returns Telegram's message id.
-    pub async fn send(&self, address: &ReplyAddress, outbound: &OutboundMessage) -> Result<String, SendError> {
+    async fn send(&self, address: &ReplyAddress, outbound: &OutboundMessage) -> Result<String, SendError> {
         let (bot, client) = self.bots.of(address)?;
         let request = telegram::send_message(&bot.api_base_url, &bot.bot_token, address, outbound).map_err(http::refusal)?;
         let response = http::post(client, &request, "Telegram").await?;

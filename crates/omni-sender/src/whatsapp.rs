@@ -21,9 +21,12 @@ impl WhatsAppSender {
             accounts: http::Accounts::new("whatsapp", config, |account| account.timeout_secs)?,
         })
     }
+}
 
+#[async_trait::async_trait]
+impl crate::ChannelSender for WhatsAppSender {
     /// Sends the answer; returns its wamid.
-    pub async fn send(&self, address: &ReplyAddress, outbound: &OutboundMessage) -> Result<String, SendError> {
+    async fn send(&self, address: &ReplyAddress, outbound: &OutboundMessage) -> Result<String, SendError> {
         let (config, client) = self.accounts.of(address)?;
         let template = config.template.as_ref().map(|name| Template {
             name: name.clone(),
