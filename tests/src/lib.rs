@@ -13,6 +13,7 @@
 pub mod bench;
 pub mod chaos;
 pub mod load;
+pub mod meta_api;
 pub mod router_sweep;
 pub mod slack_api;
 pub mod stack;

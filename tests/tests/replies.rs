@@ -404,3 +404,95 @@ async fn slack_answers_go_into_the_customers_thread_paced_and_through_a_429() ->
     assert!(gap >= Duration::from_millis(900), "one message a second per channel, got {gap:?}");
     Ok(())
 }
+
+/// A Meta fixture (`messenger/text-tr.json`, `instagram/text-ar.json`) from a customer of its
+/// own, sent `age_secs` ago.
+fn meta_message(fixture: &str, customer: &str, run: &str, age_secs: u64) -> String {
+    let sent_ms = (std::time::SystemTime::now() - Duration::from_secs(age_secs))
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    let text = std::fs::read_to_string(format!("{}/../crates/omni-channels/src/{fixture}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let mut update: Value = serde_json::from_str(&text).unwrap();
+    let event = &mut update["entry"][0]["messaging"][0];
+    event["sender"]["id"] = Value::from(customer);
+    event["timestamp"] = Value::from(sent_ms as u64);
+    event["message"]["mid"] = Value::from(format!("m_IN-{run}-{age_secs}"));
+    update.to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messenger_and_instagram_answers_go_through_the_send_api_with_human_agent_after_a_day() -> anyhow::Result<()> {
+    let _serial = serial().await;
+    let token = "EAAB-page-omni-test";
+    let (meta, api_url) = omni_e2e::meta_api::MetaApi::start(token).await?;
+    let pipeline = Pipeline::start(&[]).await?;
+    let (_replies, sender) = return_path(
+        &pipeline,
+        &[
+            ("OMNI__SENDER__MESSENGER__DEFAULT__PAGE_ACCESS_TOKEN", token),
+            ("OMNI__SENDER__MESSENGER__DEFAULT__API_BASE_URL", &api_url),
+            ("OMNI__SENDER__INSTAGRAM__DEFAULT__PAGE_ACCESS_TOKEN", token),
+            ("OMNI__SENDER__INSTAGRAM__DEFAULT__API_BASE_URL", &api_url),
+            ("OMNI__SENDER__INSTAGRAM__DEFAULT__HUMAN_AGENT", "true"),
+        ],
+    )
+    .await?;
+    let run = nonce();
+    let digits: String = run.chars().filter(char::is_ascii_digit).take(8).collect();
+    let (messenger_user, instagram_user) = (format!("65{digits:0>8}11"), format!("13{digits:0>8}22"));
+    let rt = &pipeline.rt;
+    let mut tickets = Vec::new();
+    for (provider, fixture, user, age) in [
+        ("messenger", "messenger/fixtures/text-tr.json", &messenger_user, 60),
+        ("instagram", "instagram/fixtures/text-ar.json", &instagram_user, 30 * 3600),
+    ] {
+        let (status, body) = pipeline
+            .post_webhook(provider, "application/json", &meta_message(fixture, user, &run, age))
+            .await?;
+        assert_eq!(status, 200, "{body}");
+        let requestor = format!("{user}@{provider}.invalid");
+        eventually("the customer's ticket", TIMEOUT, || async {
+            Ok(rt.tickets_of_requestor(&requestor).await?.len() == 1)
+        })
+        .await?;
+        tickets.push(rt.tickets_of_requestor(&requestor).await?.remove(0));
+    }
+    // A rate limit (613) first: the answer waits, then goes once.
+    meta.rate_limit_next(1);
+    rt.answer(&tickets[0], "Merhaba, siparişiniz yarın kargoda.").await?;
+    rt.answer(&tickets[1], "مرحباً، طلبك في الطريق.").await?;
+    let sent = || meta.calls().into_iter().filter(|c| c.status == 200).collect::<Vec<_>>();
+    eventually("both answers sent", TIMEOUT, || async { Ok(sent().len() >= 2) })
+        .await
+        .with_context(|| format!("calls: {:?}\nomni-sender log:\n{}", meta.calls(), sender.log()))?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let calls = meta.calls();
+    assert_eq!(
+        calls.iter().filter(|c| c.status != 200).count(),
+        1,
+        "one rate-limited call: {calls:?}"
+    );
+    assert_eq!(sent().len(), 2, "one request per answer: {calls:?}");
+    for call in &calls {
+        assert!(call.violations.is_empty(), "not as the Send API documents: {:?}", call.violations);
+    }
+    let to = |user: &str| {
+        sent()
+            .into_iter()
+            .find(|c| c.body["recipient"]["id"] == user)
+            .unwrap_or_else(|| panic!("nothing sent to {user}: {calls:?}"))
+            .body
+    };
+    let messenger = to(&messenger_user);
+    assert_eq!(messenger["messaging_type"], "RESPONSE");
+    assert_eq!(messenger["message"]["text"], "Merhaba, siparişiniz yarın kargoda.");
+    let instagram = to(&instagram_user);
+    assert_eq!(
+        instagram["messaging_type"], "MESSAGE_TAG",
+        "30 hours after the customer: HUMAN_AGENT"
+    );
+    assert_eq!(instagram["tag"], "HUMAN_AGENT");
+    assert_eq!(instagram["message"]["text"], "مرحباً، طلبك في الطريق.");
+    Ok(())
+}

@@ -41,6 +41,70 @@ pub struct SenderConfig {
     /// Slack apps by account (the `[gateway.webhooks.slack]` names).
     #[serde(default)]
     pub slack: BTreeMap<String, SlackConfig>,
+    /// Facebook Pages by account (the `[gateway.webhooks.messenger]` names).
+    #[serde(default)]
+    pub messenger: BTreeMap<String, MetaConfig>,
+    /// Instagram accounts, through their linked Pages, by account (the
+    /// `[gateway.webhooks.instagram]` names).
+    #[serde(default)]
+    pub instagram: BTreeMap<String, MetaConfig>,
+}
+
+/// `[sender.messenger.<account>]` and `[sender.instagram.<account>]`: the Page that answers
+/// through Meta's Send API.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetaConfig {
+    /// The Page access token (`pages_messaging`; for Instagram also `instagram_manage_messages`;
+    /// prefer `OMNI__SENDER__MESSENGER__<ACCOUNT>__PAGE_ACCESS_TOKEN`).
+    pub page_access_token: String,
+    /// The Graph API's base URL.
+    #[serde(default = "graph_api")]
+    pub api_base_url: String,
+    /// The Graph API version in the path.
+    #[serde(default = "graph_version")]
+    pub api_version: String,
+    /// Answer 24 hours to 7 days after the customer's last message with the `HUMAN_AGENT` tag
+    /// (the app needs Meta's Human Agent permission); false: such answers are refused (a dead
+    /// letter and a note on the ticket).
+    #[serde(default)]
+    pub human_agent: bool,
+    /// Seconds per request.
+    #[serde(default = "default_timeout")]
+    pub timeout_secs: u64,
+}
+
+impl std::fmt::Debug for MetaConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MetaConfig")
+            .field("page_access_token", &"<redacted>")
+            .field("api_base_url", &self.api_base_url)
+            .field("api_version", &self.api_version)
+            .field("human_agent", &self.human_agent)
+            .field("timeout_secs", &self.timeout_secs)
+            .finish()
+    }
+}
+
+impl Validate for MetaConfig {
+    fn validate(&self, prefix: &str, problems: &mut Problems) {
+        problems.check(
+            !self.page_access_token.trim().is_empty(),
+            format!("{prefix}.page_access_token"),
+            "must not be empty",
+        );
+        check_http_url(&self.api_base_url, &format!("{prefix}.api_base_url"), problems);
+        check_graph_version(&self.api_version, &format!("{prefix}.api_version"), problems);
+        problems.check(self.timeout_secs >= 1, format!("{prefix}.timeout_secs"), "must be at least 1");
+    }
+}
+
+fn check_graph_version(version: &str, key: &str, problems: &mut Problems) {
+    problems.check(
+        version.starts_with('v') && !version.contains('/'),
+        key,
+        "is a Graph API version such as v21.0",
+    );
 }
 
 /// `[sender.slack.<account>]`: the app's bot that answers in the customer's thread.
@@ -142,11 +206,7 @@ impl Validate for WhatsAppConfig {
             "must not be empty",
         );
         check_http_url(&self.api_base_url, &format!("{prefix}.api_base_url"), problems);
-        problems.check(
-            self.api_version.starts_with('v') && !self.api_version.contains('/'),
-            format!("{prefix}.api_version"),
-            "is a Graph API version such as v21.0",
-        );
+        check_graph_version(&self.api_version, &format!("{prefix}.api_version"), problems);
         problems.check(self.timeout_secs >= 1, format!("{prefix}.timeout_secs"), "must be at least 1");
     }
 }
@@ -269,6 +329,11 @@ impl Validate for SenderConfig {
         }
         for (account, slack) in &self.slack {
             slack.validate(&format!("{prefix}.slack.{account}"), problems);
+        }
+        for (channel, accounts) in [("messenger", &self.messenger), ("instagram", &self.instagram)] {
+            for (account, meta) in accounts {
+                meta.validate(&format!("{prefix}.{channel}.{account}"), problems);
+            }
         }
     }
 }

@@ -17,6 +17,7 @@
 mod config;
 mod email;
 mod http;
+mod meta;
 mod slack;
 mod state;
 mod telegram;
@@ -126,6 +127,18 @@ impl Channels {
         senders.insert(Channel::Telegram as i32, Arc::new(telegram::TelegramSender::new(&config.telegram)?));
         senders.insert(Channel::Whatsapp as i32, Arc::new(whatsapp::WhatsAppSender::new(&config.whatsapp)?));
         senders.insert(Channel::Slack as i32, Arc::new(slack::SlackSender::new(&config.slack)?));
+        let (messenger, instagram) = (
+            omni_channels::meta::send::Platform::Messenger,
+            omni_channels::meta::send::Platform::Instagram,
+        );
+        senders.insert(
+            Channel::Messenger as i32,
+            Arc::new(meta::MetaSender::new(messenger, "messenger", &config.messenger)?),
+        );
+        senders.insert(
+            Channel::Instagram as i32,
+            Arc::new(meta::MetaSender::new(instagram, "instagram", &config.instagram)?),
+        );
         Ok(Self { senders })
     }
 

@@ -15,6 +15,7 @@
 //!   re-serialisation. Missing: `401`; not `sha256=<hex>` or not matching: `403`.
 
 pub mod messaging;
+pub mod send;
 
 use crate::webhook::signature::{tokens_equal, verify_sha256_hex};
 use crate::webhook::{Rejection, Reply, WebhookAccount, WebhookRequest};
