@@ -18,6 +18,7 @@ pub mod router_sweep;
 pub mod slack_api;
 pub mod stack;
 pub mod telegram;
+pub mod twilio_api;
 pub mod whatsapp_api;
 pub mod zendesk;
 

@@ -496,3 +496,87 @@ async fn messenger_and_instagram_answers_go_through_the_send_api_with_human_agen
     assert_eq!(instagram["message"]["text"], "مرحباً، طلبك في الطريق.");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sms_answers_and_answers_to_calls_are_texted_through_twilio() -> anyhow::Result<()> {
+    let _serial = serial().await;
+    let (sid, auth) = ("AC3f0b7c1e9d2a4b6c8e0f1a2b3c4d5e6f", "twilio-auth-token");
+    let (twilio, api_url) = omni_e2e::twilio_api::TwilioApi::start(sid, auth).await?;
+    let pipeline = Pipeline::start(&[]).await?;
+    let (_replies, sender) = return_path(
+        &pipeline,
+        &[
+            ("OMNI__SENDER__SMS__DEFAULT__ACCOUNT_SID", sid),
+            ("OMNI__SENDER__SMS__DEFAULT__AUTH_TOKEN", auth),
+            ("OMNI__SENDER__SMS__DEFAULT__API_BASE_URL", &api_url),
+            ("OMNI__SENDER__SMS__DEFAULT__FROM", "+14155550199"),
+            ("OMNI__SENDER__ANSWER_CALLS_BY_SMS", "default"),
+        ],
+    )
+    .await?;
+    let run = nonce();
+    let digits: String = run.chars().filter(char::is_ascii_digit).take(7).collect();
+    let (texter, caller) = (format!("+9055{digits:0>7}1"), format!("+3161{digits:0>7}"));
+    // A customer's SMS to the shop's number, and a missed call from another customer.
+    let sms = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../crates/omni-channels/src/twilio_sms/fixtures/incoming-sms-tr.form"
+    ))?
+    .replace("From=%2B905551112233", &format!("From=%2B{}", &texter[1..]))
+    .replace("SM1f0e2d3c4b5a69788796a5b4c3d2e1f0", &format!("SM{digits:0>32}"));
+    let (status, body) = pipeline
+        .post_webhook("twilio-sms", "application/x-www-form-urlencoded", &sms)
+        .await?;
+    assert_eq!(status, 200, "{body}");
+    let call = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../crates/omni-channels/src/aircall/fixtures/call-ended-missed.json"
+    ))?
+    .replace("+31 6 12345678", &caller)
+    .replace("1834279456", &format!("19{digits:0>8}"));
+    let (status, body) = pipeline.post_webhook("aircall", "application/json", &call).await?;
+    assert_eq!(status, 200, "{body}");
+    let rt = &pipeline.rt;
+    let mut tickets = Vec::new();
+    for number in [&texter, &caller] {
+        let requestor = format!("{number}@phone.invalid");
+        eventually("the customer's ticket", TIMEOUT, || async {
+            Ok(rt.tickets_of_requestor(&requestor).await?.len() == 1)
+        })
+        .await?;
+        tickets.push(rt.tickets_of_requestor(&requestor).await?.remove(0));
+    }
+    twilio.rate_limit_next(1);
+    rt.answer(&tickets[0], "Merhaba, kargo takip numaranız TR123.").await?;
+    rt.answer(&tickets[1], "Sorry we missed your call: your refund was sent today.")
+        .await?;
+    let sent = || twilio.calls().into_iter().filter(|c| c.status == 201).collect::<Vec<_>>();
+    eventually("both texts sent", TIMEOUT, || async { Ok(sent().len() >= 2) })
+        .await
+        .with_context(|| format!("calls: {:?}\nomni-sender log:\n{}", twilio.calls(), sender.log()))?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let calls = twilio.calls();
+    assert_eq!(calls.iter().filter(|c| c.status == 429).count(), 1, "{calls:?}");
+    assert_eq!(sent().len(), 2, "one message per answer: {calls:?}");
+    for call in &calls {
+        assert!(
+            call.violations.is_empty(),
+            "not as the Messages API documents: {:?}",
+            call.violations
+        );
+    }
+    let to = |number: &str| {
+        sent()
+            .into_iter()
+            .find(|c| c.params.get("To").map(String::as_str) == Some(number))
+            .unwrap_or_else(|| panic!("nothing texted to {number}: {calls:?}"))
+            .params
+    };
+    let sms = to(&texter);
+    assert_eq!(sms["From"], "+14155552671", "from the number the customer wrote to");
+    assert_eq!(sms["Body"], "Merhaba, kargo takip numaranız TR123.");
+    let call = to(&caller);
+    assert_eq!(call["From"], "+14155550199", "a call is answered from [sender.sms] from");
+    assert_eq!(call["Body"], "Sorry we missed your call: your refund was sent today.");
+    Ok(())
+}

@@ -7,15 +7,20 @@ use std::time::Duration;
 use omni_proto::v1::OutboundMessage;
 use serde_json::Value;
 
-/// One HTTP POST with a JSON body to a provider's send API.
-#[derive(Clone, PartialEq)]
+/// One HTTP POST to a provider's send API.
+#[derive(Clone, Default, PartialEq)]
 pub struct Request {
     /// The endpoint, under the account's `api_base_url`.
     pub url: String,
     /// A bearer token for `Authorization`, when the API takes one (never logged).
     pub bearer: Option<String>,
-    /// The JSON body.
+    /// Basic authentication (user, password), when the API takes that instead (never logged).
+    pub basic: Option<(String, String)>,
+    /// The body: JSON, or with `form`, a flat object of strings sent as
+    /// `application/x-www-form-urlencoded` in its key order.
     pub body: Value,
+    /// Send `body` form-encoded (Twilio) rather than as JSON.
+    pub form: bool,
 }
 
 impl std::fmt::Debug for Request {
@@ -23,7 +28,9 @@ impl std::fmt::Debug for Request {
         f.debug_struct("Request")
             .field("url", &"<may carry a token>")
             .field("bearer", &self.bearer.as_ref().map(|_| "<redacted>"))
+            .field("basic", &self.basic.as_ref().map(|(user, _)| (user, "<redacted>")))
             .field("body", &self.body)
+            .field("form", &self.form)
             .finish()
     }
 }

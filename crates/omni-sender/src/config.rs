@@ -48,6 +48,90 @@ pub struct SenderConfig {
     /// `[gateway.webhooks.instagram]` names).
     #[serde(default)]
     pub instagram: BTreeMap<String, MetaConfig>,
+    /// Twilio accounts for SMS by account (the `[gateway.webhooks.twilio-sms]` names).
+    #[serde(default)]
+    pub sms: BTreeMap<String, TwilioConfig>,
+    /// The `[sender.sms]` account that answers phone calls by SMS to the caller's number (from
+    /// its `from`); none: an answer on a call is a dead letter "no channel to reply on".
+    #[serde(default)]
+    pub answer_calls_by_sms: Option<String>,
+}
+
+/// `[sender.sms.<account>]`: the Twilio account that answers by SMS.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TwilioConfig {
+    /// The account SID (`AC...`).
+    pub account_sid: String,
+    /// Its auth token (prefer `OMNI__SENDER__SMS__<ACCOUNT>__AUTH_TOKEN`).
+    pub auth_token: String,
+    /// The number (E.164) or Messaging Service SID (`MG...`) answers come from when the
+    /// conversation names none (answers to calls); SMS answers come from the number the customer
+    /// wrote to. (An environment variable `+14155550100` reaches omni as the number
+    /// 14155550100: it is read as `+14155550100`.)
+    #[serde(default, deserialize_with = "phone_number")]
+    pub from: Option<String>,
+    /// Twilio's REST API base URL.
+    #[serde(default = "twilio_api")]
+    pub api_base_url: String,
+    /// Seconds per request.
+    #[serde(default = "default_timeout")]
+    pub timeout_secs: u64,
+}
+
+/// A number or sender id given as text, or as a number (the environment's `+...` parsed as one).
+fn phone_number<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum TextOrNumber {
+        Text(String),
+        Number(u64),
+    }
+    Ok(Option::<TextOrNumber>::deserialize(deserializer)?.map(|value| match value {
+        TextOrNumber::Text(text) => text,
+        TextOrNumber::Number(number) => format!("+{number}"),
+    }))
+}
+
+fn twilio_api() -> String {
+    "https://api.twilio.com".to_owned()
+}
+
+impl std::fmt::Debug for TwilioConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TwilioConfig")
+            .field("account_sid", &self.account_sid)
+            .field("auth_token", &"<redacted>")
+            .field("from", &self.from)
+            .field("api_base_url", &self.api_base_url)
+            .field("timeout_secs", &self.timeout_secs)
+            .finish()
+    }
+}
+
+impl Validate for TwilioConfig {
+    fn validate(&self, prefix: &str, problems: &mut Problems) {
+        problems.check(
+            self.account_sid.starts_with("AC") && self.account_sid.chars().all(|c| c.is_ascii_alphanumeric()),
+            format!("{prefix}.account_sid"),
+            "is not an account SID (AC...)",
+        );
+        problems.check(
+            !self.auth_token.trim().is_empty(),
+            format!("{prefix}.auth_token"),
+            "must not be empty",
+        );
+        if let Some(from) = &self.from {
+            let number = from.starts_with('+') && from[1..].chars().all(|c| c.is_ascii_digit()) && from.len() > 4;
+            problems.check(
+                number || from.starts_with("MG"),
+                format!("{prefix}.from"),
+                "is neither an E.164 number (+...) nor a Messaging Service SID (MG...)",
+            );
+        }
+        check_http_url(&self.api_base_url, &format!("{prefix}.api_base_url"), problems);
+        problems.check(self.timeout_secs >= 1, format!("{prefix}.timeout_secs"), "must be at least 1");
+    }
 }
 
 /// `[sender.messenger.<account>]` and `[sender.instagram.<account>]`: the Page that answers
@@ -329,6 +413,17 @@ impl Validate for SenderConfig {
         }
         for (account, slack) in &self.slack {
             slack.validate(&format!("{prefix}.slack.{account}"), problems);
+        }
+        for (account, twilio) in &self.sms {
+            twilio.validate(&format!("{prefix}.sms.{account}"), problems);
+        }
+        if let Some(account) = &self.answer_calls_by_sms {
+            let usable = self.sms.get(account).is_some_and(|twilio| twilio.from.is_some());
+            problems.check(
+                usable,
+                format!("{prefix}.answer_calls_by_sms"),
+                format!("names no [sender.sms.{account}] with a `from` number to text callers from"),
+            );
         }
         for (channel, accounts) in [("messenger", &self.messenger), ("instagram", &self.instagram)] {
             for (account, meta) in accounts {

@@ -46,9 +46,23 @@ pub fn client(timeout_secs: u64) -> Result<reqwest::Client, reqwest::Error> {
 
 /// POSTs the request; returns what the provider answered, or why it could not be asked.
 pub async fn post(client: &reqwest::Client, request: &Request, provider: &str) -> Result<Response, SendError> {
-    let mut builder = client.post(&request.url).json(&request.body);
+    let mut builder = if request.form {
+        let mut form = form_urlencoded::Serializer::new(String::new());
+        for (key, value) in request.body.as_object().into_iter().flatten() {
+            form.append_pair(key, value.as_str().unwrap_or_default());
+        }
+        client
+            .post(&request.url)
+            .header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(form.finish())
+    } else {
+        client.post(&request.url).json(&request.body)
+    };
     if let Some(token) = &request.bearer {
         builder = builder.bearer_auth(token);
+    }
+    if let Some((user, password)) = &request.basic {
+        builder = builder.basic_auth(user, Some(password));
     }
     // URLs can carry tokens (Telegram's): never in a log line.
     let unavailable = |what: &str, error: reqwest::Error| SendError::Unavailable {

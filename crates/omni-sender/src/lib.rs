@@ -19,6 +19,7 @@ mod email;
 mod http;
 mod meta;
 mod slack;
+mod sms;
 mod state;
 mod telegram;
 mod whatsapp;
@@ -27,6 +28,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use omni_channels::meta::send::Platform;
 use omni_kafka::consumer::{GroupConsumer, GroupMember};
 use omni_kafka::keyed::{InHand, KeyOrdered, Position};
 use omni_kafka::{DeadLetterWriter, ProduceError, Producer, Stopped, consumer, topics};
@@ -127,18 +129,18 @@ impl Channels {
         senders.insert(Channel::Telegram as i32, Arc::new(telegram::TelegramSender::new(&config.telegram)?));
         senders.insert(Channel::Whatsapp as i32, Arc::new(whatsapp::WhatsAppSender::new(&config.whatsapp)?));
         senders.insert(Channel::Slack as i32, Arc::new(slack::SlackSender::new(&config.slack)?));
-        let (messenger, instagram) = (
-            omni_channels::meta::send::Platform::Messenger,
-            omni_channels::meta::send::Platform::Instagram,
-        );
+        let (messenger, instagram) = (&config.messenger, &config.instagram);
         senders.insert(
             Channel::Messenger as i32,
-            Arc::new(meta::MetaSender::new(messenger, "messenger", &config.messenger)?),
+            Arc::new(meta::MetaSender::new(Platform::Messenger, "messenger", messenger)?),
         );
         senders.insert(
             Channel::Instagram as i32,
-            Arc::new(meta::MetaSender::new(instagram, "instagram", &config.instagram)?),
+            Arc::new(meta::MetaSender::new(Platform::Instagram, "instagram", instagram)?),
         );
+        senders.insert(Channel::Sms as i32, Arc::new(sms::SmsSender::new(&config.sms)?));
+        let calls = config.answer_calls_by_sms.as_deref();
+        senders.insert(Channel::Voice as i32, Arc::new(sms::CallSender::new(&config.sms, calls)?));
         Ok(Self { senders })
     }
 

@@ -125,6 +125,7 @@ pub fn request(
         url: format!("{}/{}/me/messages", account.api_base_url.trim_end_matches('/'), account.api_version),
         bearer: Some(account.page_access_token.to_owned()),
         body,
+        ..Request::default()
     })
 }
 

@@ -36,6 +36,7 @@ pub fn post_message(api_base_url: &str, bot_token: &str, address: &ReplyAddress,
         url: format!("{}/api/chat.postMessage", api_base_url.trim_end_matches('/')),
         bearer: Some(bot_token.to_owned()),
         body,
+        ..Request::default()
     })
 }
 

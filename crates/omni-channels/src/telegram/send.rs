@@ -41,6 +41,7 @@ pub fn send_message(api_base_url: &str, bot_token: &str, address: &ReplyAddress,
         url: format!("{}/bot{bot_token}/sendMessage", api_base_url.trim_end_matches('/')),
         bearer: None,
         body,
+        ..Request::default()
     })
 }
 

@@ -14,7 +14,7 @@
 //!   Conversation per (`sms`, account, business address, customer address), the addresses as
 //!   Twilio gives them (`+905551112233`, or `whatsapp:+905551112233` for WhatsApp through Twilio,
 //!   so a customer's SMS and WhatsApp threads stay apart). The partition key is (`sms`, business,
-//!   customer). `reply_to` = `From`.
+//!   customer). `reply_to` = `From`, `thread_id` = `To` (the number answers are sent from).
 //! - MMS media become attachments referencing `MediaUrl{N}` (nothing is fetched); a WhatsApp
 //!   location (`Latitude`, `Longitude`, `Address`, `Label`) becomes a location.
 //! - Every status callback (`queued` ... `delivered`, `read`, and also `undelivered` and `failed`)
@@ -23,6 +23,7 @@
 //!   callbacks stay in the raw topic.
 //! - The acknowledgement is empty TwiML, so Twilio sends no automatic reply.
 
+pub mod send;
 #[cfg(test)]
 mod tests;
 
@@ -226,7 +227,8 @@ impl Normalize for TwilioSms {
                 provider: PROVIDER.to_owned(),
                 account: raw.account.clone(),
                 message_id: message.sid.clone(),
-                thread_id: String::new(),
+                // The number the customer wrote to: answers are sent from it.
+                thread_id: message.business.clone(),
                 reply_to: message.customer.clone(),
                 in_reply_to: message.get("OriginalRepliedMessageSid").trim().to_owned(),
                 references: Vec::new(),

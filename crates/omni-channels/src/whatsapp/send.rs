@@ -95,6 +95,7 @@ pub fn request(account: &Account<'_>, address: &ReplyAddress, outbound: &Outboun
         ),
         bearer: Some(account.access_token.to_owned()),
         body,
+        ..Request::default()
     })
 }
 
