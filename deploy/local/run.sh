@@ -72,11 +72,11 @@ stop_pids() { # pid... : TERM, wait up to 10 s, then KILL
 stop_all() {
   local pids
   # Services first, so they do not log the broker going away; then whatever else is marked.
-  mapfile -t pids < <(for name in "${services[@]}"; do live_pid "$name" || true; done)
+  mapfile -t pids < <(for name in "${services[@]}" sandbox; do live_pid "$name" || true; done)
   stop_pids "${pids[@]}"
   mapfile -t pids < <(stack_pids)
   stop_pids "${pids[@]}"
-  for name in "${services[@]}" broker; do rm -f "$state/$name.pid"; done
+  for name in "${services[@]}" sandbox broker; do rm -f "$state/$name.pid"; done
   "$here/deploy/local/rt.sh" stop 8099
   "$here/deploy/local/postfix.sh" stop 2525
   "$here/deploy/local/dovecot.sh" stop 1143
@@ -113,7 +113,7 @@ if [ "${1:-}" = "--stop" ]; then stop_all; echo "stopped"; exit 0; fi
 
 # Processes of this stack that no pid file names (a pid file overwritten by an earlier start
 # whose copies could not bind their ports): stop them before starting anything.
-known=$(for name in "${services[@]}" broker; do live_pid "$name" || true; done)
+known=$(for name in "${services[@]}" sandbox broker; do live_pid "$name" || true; done)
 mapfile -t strays < <(stack_pids | grep -vxF -f <(echo "${known:-none}") || true)
 if [ ${#strays[@]} -gt 0 ]; then
   echo "stopping ${#strays[@]} process(es) of an earlier start that no pid file names: ${strays[*]}"
@@ -139,6 +139,10 @@ for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/9092) 2>/dev/null && break; 
 "$here/deploy/local/tansu-index.sh" "$state/tansu.db"
 echo "broker listening on 127.0.0.1:9092 (storage $state/tansu.db)"
 
+# The chat providers' send APIs, which the embedded config's sender accounts answer through.
+start_service sandbox
+wait_http "http://127.0.0.1:8095/readyz" "omni-sandbox" "$(cat "$state/sandbox.pid")"
+echo "omni-sandbox ready (what omni sent to chat providers: http://127.0.0.1:8095/_sandbox/requests)"
 for name in "${services[@]}"; do start_service "$name"; done
 for i in "${!services[@]}"; do
   wait_http "http://127.0.0.1:${admin_ports[$i]}/readyz" "omni-${services[$i]}" "$(cat "$state/${services[$i]}.pid")"
@@ -155,6 +159,8 @@ Or log calls the way Asterisk's cdr_csv does (omni-calllog follows var/asterisk/
   cat crates/omni-channels/src/asterisk/fixtures/Master.csv >> var/asterisk/Master.csv
 Tickets: http://127.0.0.1:8099/REST/2.0/tickets?query=id>0 (root / password)
 Mail omni sends (SMTP 127.0.0.1:2525) lands in IMAP 127.0.0.1:1143, customers / customers
+Chat answers omni sends (WhatsApp, Messenger, Instagram, Telegram, Slack, SMS) are listed at
+  http://127.0.0.1:8095/_sandbox/requests
 Logs: $state/logs
 MSG
 

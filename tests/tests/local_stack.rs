@@ -2,7 +2,7 @@
 //! started: a second start keeps what runs, restarts a service whose binary was rebuilt, stops
 //! copies no pid file names, and a stop leaves no process of the stack behind.
 //!
-//! It uses the stack's fixed ports (broker 9092, gateway 8080, replies 8096, admin 9181-9188, Request Tracker
+//! It uses the stack's fixed ports (broker 9092, gateway 8080, sandbox 8095, replies 8096, admin 9181-9188, Request Tracker
 //! 8099, Dovecot 1143, Postfix 2525) with its own state directory and a copy of the service binaries.
 
 use std::path::Path;
@@ -11,7 +11,9 @@ use std::process::Command;
 use anyhow::{Context, bail, ensure};
 use omni_e2e::{bin_dir, serial};
 
-const SERVICES: [&str; 8] = [
+/// The stack's own processes besides the broker: the services and the provider sandbox.
+const SERVICES: [&str; 9] = [
+    "sandbox",
     "gateway",
     "email",
     "normalizer",

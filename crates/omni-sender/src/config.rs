@@ -129,7 +129,7 @@ impl Validate for TwilioConfig {
                 "is neither an E.164 number (+...) nor a Messaging Service SID (MG...)",
             );
         }
-        check_http_url(&self.api_base_url, &format!("{prefix}.api_base_url"), problems);
+        check_api(&self.api_base_url, &self.auth_token, prefix, problems);
         problems.check(self.timeout_secs >= 1, format!("{prefix}.timeout_secs"), "must be at least 1");
     }
 }
@@ -177,7 +177,7 @@ impl Validate for MetaConfig {
             format!("{prefix}.page_access_token"),
             "must not be empty",
         );
-        check_http_url(&self.api_base_url, &format!("{prefix}.api_base_url"), problems);
+        check_api(&self.api_base_url, &self.page_access_token, prefix, problems);
         check_graph_version(&self.api_version, &format!("{prefix}.api_version"), problems);
         problems.check(self.timeout_secs >= 1, format!("{prefix}.timeout_secs"), "must be at least 1");
     }
@@ -227,7 +227,7 @@ impl Validate for SlackConfig {
             format!("{prefix}.bot_token"),
             "is not a bot token (xoxb-...)",
         );
-        check_http_url(&self.api_base_url, &format!("{prefix}.api_base_url"), problems);
+        check_api(&self.api_base_url, &self.bot_token, prefix, problems);
         problems.check(self.timeout_secs >= 1, format!("{prefix}.timeout_secs"), "must be at least 1");
     }
 }
@@ -289,10 +289,27 @@ impl Validate for WhatsAppConfig {
             format!("{prefix}.access_token"),
             "must not be empty",
         );
-        check_http_url(&self.api_base_url, &format!("{prefix}.api_base_url"), problems);
+        check_api(&self.api_base_url, &self.access_token, prefix, problems);
         check_graph_version(&self.api_version, &format!("{prefix}.api_version"), problems);
         problems.check(self.timeout_secs >= 1, format!("{prefix}.timeout_secs"), "must be at least 1");
     }
+}
+
+/// The local sandbox `make run` starts, which the embedded config's accounts send to.
+pub const SANDBOX: &str = "127.0.0.1:8095";
+/// What the embedded config's sandbox tokens contain.
+const SANDBOX_TOKEN: &str = "omni-sandbox";
+
+/// An account's `api_base_url`, and that it is not half the sandbox's: a real token sent to the
+/// sandbox (an account configured over the embedded one that kept its `api_base_url`), or the
+/// sandbox's token sent to a provider.
+fn check_api(url: &str, token: &str, prefix: &str, problems: &mut Problems) {
+    check_http_url(url, &format!("{prefix}.api_base_url"), problems);
+    problems.check(
+        url.contains(SANDBOX) == token.contains(SANDBOX_TOKEN),
+        format!("{prefix}.api_base_url"),
+        format!("`{url}` with this token: set both the provider's api_base_url and a real token, or keep both sandbox values"),
+    );
 }
 
 fn check_http_url(url: &str, key: &str, problems: &mut Problems) {
@@ -343,7 +360,7 @@ impl Validate for TelegramConfig {
             format!("{prefix}.bot_token"),
             "is not a bot token (<bot id>:<secret>, from @BotFather)",
         );
-        check_http_url(&self.api_base_url, &format!("{prefix}.api_base_url"), problems);
+        check_api(&self.api_base_url, &self.bot_token, prefix, problems);
         problems.check(self.timeout_secs >= 1, format!("{prefix}.timeout_secs"), "must be at least 1");
     }
 }
@@ -382,6 +399,31 @@ impl std::fmt::Debug for EmailConfig {
     }
 }
 
+impl SenderConfig {
+    /// `<channel>.<account>` of every account that sends to the local sandbox.
+    pub fn sandboxed_accounts(&self) -> Vec<String> {
+        let urls = [
+            (
+                "telegram",
+                self.telegram.iter().map(|(a, c)| (a, &c.api_base_url)).collect::<Vec<_>>(),
+            ),
+            ("whatsapp", self.whatsapp.iter().map(|(a, c)| (a, &c.api_base_url)).collect()),
+            ("slack", self.slack.iter().map(|(a, c)| (a, &c.api_base_url)).collect()),
+            ("messenger", self.messenger.iter().map(|(a, c)| (a, &c.api_base_url)).collect()),
+            ("instagram", self.instagram.iter().map(|(a, c)| (a, &c.api_base_url)).collect()),
+            ("sms", self.sms.iter().map(|(a, c)| (a, &c.api_base_url)).collect()),
+        ];
+        urls.iter()
+            .flat_map(|(channel, accounts)| {
+                accounts
+                    .iter()
+                    .filter(|(_, url)| url.contains(SANDBOX))
+                    .map(move |(account, _)| format!("{channel}.{account}"))
+            })
+            .collect()
+    }
+}
+
 impl Validate for SenderConfig {
     fn validate(&self, prefix: &str, problems: &mut Problems) {
         check_socket_addr(&self.admin_listen, format!("{prefix}.admin_listen"), problems);
@@ -417,7 +459,7 @@ impl Validate for SenderConfig {
         for (account, twilio) in &self.sms {
             twilio.validate(&format!("{prefix}.sms.{account}"), problems);
         }
-        if let Some(account) = &self.answer_calls_by_sms {
+        if let Some(account) = self.answer_calls_by_sms.as_ref().filter(|a| !a.is_empty()) {
             let usable = self.sms.get(account).is_some_and(|twilio| twilio.from.is_some());
             problems.check(
                 usable,

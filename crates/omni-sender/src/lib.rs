@@ -91,6 +91,15 @@ pub async fn run(config: SenderServiceConfig, context: ServiceContext) -> anyhow
     context.readiness.register("pipeline");
     topics::ensure_topics_until_ready(&config.kafka, &client_id, &context).await?;
     let channels = Channels::new(&config.service)?;
+    let sandboxed = config.service.sandboxed_accounts();
+    if !sandboxed.is_empty() {
+        // The embedded config's accounts, for `make run`: answers go to the local omni-sandbox.
+        tracing::warn!(
+            accounts = %sandboxed.join(", "),
+            sandbox = config::SANDBOX,
+            "answers on these accounts go to the local sandbox, not to a provider: configure real accounts before production"
+        );
+    }
     omni_kafka::supervise(&context, "pipeline", || async {
         run_pipeline(&config, &client_id, &context, channels.clone()).await
     })
@@ -139,7 +148,7 @@ impl Channels {
             Arc::new(meta::MetaSender::new(Platform::Instagram, "instagram", instagram)?),
         );
         senders.insert(Channel::Sms as i32, Arc::new(sms::SmsSender::new(&config.sms)?));
-        let calls = config.answer_calls_by_sms.as_deref();
+        let calls = config.answer_calls_by_sms.as_deref().filter(|a| !a.is_empty());
         senders.insert(Channel::Voice as i32, Arc::new(sms::CallSender::new(&config.sms, calls)?));
         Ok(Self { senders })
     }
