@@ -70,6 +70,8 @@ pub struct BenchOptions {
     pub sweep_events: usize,
     /// See `sweep_events`.
     pub sweep_conversations: usize,
+    /// Agents' answers sent back through omni-replies and omni-sender (0: no replies phase).
+    pub replies: usize,
 }
 
 impl BenchOptions {
@@ -216,6 +218,8 @@ pub struct BenchReport {
     pub router_sweep: Vec<SweepRun>,
     /// The broker-down burst.
     pub broker_down: BrokerDown,
+    /// Agents' answers back to the customers.
+    pub replies: crate::bench_replies::RepliesFigures,
 }
 
 fn mib(kib: u64) -> f64 {
@@ -418,6 +422,13 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
     let steady_began = steady.iter().map(|(_, s)| s.at).min().unwrap_or_else(SystemTime::now);
     raw_times.retain(|ms| from_millis(*ms) < steady_began);
 
+    // 2b. Agents' answers back to the customers of the burst and steady conversations.
+    let replies = if options.replies > 0 {
+        crate::bench_replies::run(&stack, options.replies).await?
+    } else {
+        crate::bench_replies::RepliesFigures::default()
+    };
+
     // 3. Baseline.
     println!("bench: baseline copy of {raw_total} raw records");
     let baseline = baseline(&stack.pipeline.broker.bootstrap(), raw_total).await?;
@@ -605,6 +616,7 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
         slow_helpdesk,
         broker_down,
         router_sweep,
+        replies,
         options,
     })
 }
@@ -691,6 +703,14 @@ impl BenchReport {
     /// slow helpdesk held it back (more than 32 MiB).
     pub fn problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
+        let r = &self.replies;
+        if r.sent + r.failed != r.answers {
+            problems.push(format!(
+                "answers back: {} of {} answers reached an end (sent or refused)",
+                r.sent + r.failed,
+                r.answers
+            ));
+        }
         let b = &self.broker_down;
         if b.with_retry_after != b.posted {
             problems.push(format!(
@@ -759,6 +779,20 @@ impl BenchReport {
                 l.phase, l.path, l.count, l.p50, l.p99, l.max
             ));
         }
+        let r = &self.replies;
+        let channels: Vec<String> = r.by_channel.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        out.push_str(&format!(
+            "\n## Answers back to the customer\n\n{} agents' answers ({}) announced by signed Zendesk webhooks to omni-replies, sent by omni-sender (email through Postfix, the rest to omni-sandbox): {} sent, {} refused, {:.1} answers/s over {:.1} s; agent's answer -> provider acceptance p50 {:.3} s, p99 {:.3} s, max {:.3} s.\n",
+            r.answers,
+            channels.join(", "),
+            r.sent,
+            r.failed,
+            r.per_second,
+            r.seconds,
+            r.p50,
+            r.p99,
+            r.max
+        ));
         out.push_str("\n## Cost per service (burst + steady)\n\n| service | CPU s | CPU s / 1k msgs (of all channels) | RSS start MiB | RSS max MiB | RSS end MiB | peak RSS MiB |\n|---|---:|---:|---:|---:|---:|---:|\n");
         for s in &self.services {
             out.push_str(&format!(

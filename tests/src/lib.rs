@@ -11,6 +11,7 @@
 //! reliable one at a time.
 
 pub mod bench;
+pub mod bench_replies;
 pub mod chaos;
 pub mod load;
 pub mod meta_api;

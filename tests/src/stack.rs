@@ -15,6 +15,8 @@ use crate::{Mailbox, Pipeline, Service, Usage, free_port};
 
 const ZENDESK_EMAIL: &str = "omni@example.com";
 const ZENDESK_TOKEN: &str = "omni-load-token";
+/// The signing secret of the Zendesk webhook that announces agents' answers to omni-replies.
+pub const ZENDESK_REPLY_SECRET: &str = "omni-load-zendesk-signing-secret";
 
 /// Everything running.
 pub struct Stack {
@@ -52,6 +54,10 @@ base_url = "{zendesk_url}"
 email = "{ZENDESK_EMAIL}"
 api_token = "{ZENDESK_TOKEN}"
 timeout_secs = 5
+reply_secret = "{ZENDESK_REPLY_SECRET}"
+
+[replies]
+destinations = ["zendesk"]
 "#
             ),
         )?;

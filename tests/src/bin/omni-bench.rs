@@ -50,6 +50,9 @@ struct Args {
     /// Router sweep: conversations per run (a tenth at bound 1).
     #[arg(long, default_value_t = 250)]
     sweep_conversations: usize,
+    /// Agents' answers sent back to the bench's customers (0: none).
+    #[arg(long, default_value_t = 300)]
+    replies: usize,
     /// Where to write report.md and report.json.
     #[arg(long, default_value = "target/bench")]
     out: PathBuf,
@@ -72,6 +75,7 @@ async fn main() -> anyhow::Result<()> {
         sweep_in_flight: args.sweep_in_flight,
         sweep_events: args.sweep_events,
         sweep_conversations: args.sweep_conversations,
+        replies: args.replies,
     })
     .await?;
     std::fs::create_dir_all(&args.out)?;
