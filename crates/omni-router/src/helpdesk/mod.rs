@@ -11,6 +11,7 @@ pub mod helpscout;
 pub(crate) mod kit;
 pub mod replies;
 pub mod request_tracker;
+pub mod requester;
 pub mod webhook;
 pub mod zammad;
 pub mod zendesk;

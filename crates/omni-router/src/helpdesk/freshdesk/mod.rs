@@ -18,7 +18,7 @@
 //!
 //! The customer becomes the requester by email; a customer known only by phone by phone number
 //! (with a name, as Freshdesk requires); a chat or social user id by an address of its platform
-//! under `.invalid`, which can never receive mail (see [`super::request_tracker::requestor`]).
+//! under `.invalid`, which can never receive mail (see [`super::requester::requestor`]).
 //! A customer's follow-up is a public note in the requester's name (`incoming`, `user_id` of the
 //! requester), which Freshdesk shows as the customer's reply; what the team wrote elsewhere
 //! (an outbound event) is a private note. Inline attachments travel as files
@@ -36,7 +36,7 @@ use omni_runtime::{Problems, Validate};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::request_tracker::{requestor, subject};
+use super::requester::{requestor, subject};
 use super::{
     FoundTicket, Helpdesk, HelpdeskError, Priority, Routing, TicketRef, attachment_name, split_attachments, text_with_listed_attachments,
     ticket_tags,

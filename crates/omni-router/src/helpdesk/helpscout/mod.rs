@@ -15,7 +15,7 @@
 //! Help Scout needs an email address (or a customer id) for every customer. A customer known only
 //! by phone becomes `<E.164 number>@phone.invalid`, with the number as the customer's phone; one
 //! known by a platform id becomes `<id>@<platform>.invalid` (see
-//! [`request_tracker::requestor`](super::request_tracker::requestor)): addresses that can never
+//! [`requester::requestor`](super::requester::requestor)): addresses that can never
 //! receive mail (RFC 2606).
 //!
 //! What goes where: inbound messages become customer threads, inbound calls phone threads, and
@@ -50,7 +50,7 @@ use reqwest::header::HeaderMap;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::request_tracker::{requestor, subject};
+use super::requester::{requestor, subject};
 use super::{Answer, FoundTicket, Helpdesk, HelpdeskError, Priority, Routing, TicketRef, error_for_status, error_for_transport};
 
 /// What starts the line recording the event id in each thread omni adds.

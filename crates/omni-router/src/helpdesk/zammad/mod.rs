@@ -17,7 +17,7 @@
 //!
 //! The customer becomes the ticket's customer with `customer_id: "guess:<email>"` (created when
 //! unknown); a customer known only by phone or by a platform id gets an address under `.invalid`
-//! (see [`super::request_tracker::requestor`]). Customer messages are articles with sender
+//! (see [`super::requester::requestor`]). Customer messages are articles with sender
 //! `Customer` (type `email`, `phone` for calls, `web` for the other channels; Zammad sends
 //! nothing for customer articles); what the team wrote elsewhere (an outbound event) is an
 //! internal note. Inline attachments travel in the article (base64), up to 20 MB per article;
@@ -32,7 +32,7 @@ use omni_runtime::{Problems, Validate};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::request_tracker::{requestor, subject};
+use super::requester::{requestor, subject};
 use super::{
     FoundTicket, Helpdesk, HelpdeskError, Priority, Routing, TicketRef, attachment_name, split_attachments, text_with_listed_attachments,
     ticket_tags,

@@ -14,7 +14,7 @@
 //! audits before adding a follow-up again.
 //!
 //! The customer becomes the requester by email address; a customer known only by phone or chat id
-//! becomes an address under `.invalid` (see [`super::request_tracker::requestor`]). Follow-ups from
+//! becomes an address under `.invalid` (see [`super::requester::requestor`]). Follow-ups from
 //! the customer are public comments authored by the ticket's requester (`author_id`); outbound
 //! events are internal notes. Attachments carried inline are uploaded (`POST /api/v2/uploads`)
 //! and attached to the comment; the others are listed in the comment with where to fetch them.
@@ -34,7 +34,7 @@ use reqwest::{Method, RequestBuilder};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::request_tracker::{requestor, subject};
+use super::requester::{requestor, subject};
 use super::{
     FoundTicket, Helpdesk, HelpdeskError, Priority, Routing, TicketRef, error_for_status, text_with_listed_attachments, ticket_tags,
 };
