@@ -261,6 +261,31 @@ async fn signed_reply_calls_reach_the_customer_once_and_forged_or_replayed_ones_
         200
     );
     assert_eq!(calls.post("nowhere", &[], &hook).await?, 404);
+    // Signed but not readable (no reply_id): kept as a dead letter, without credentials, and 400.
+    let unreadable = json!({"conversation_id": conversation, "ticket_id": "T-1", "text": "UNREADABLE"}).to_string();
+    let v1 = hex::encode(hmac_sha256(
+        HOOK_SECRET.as_bytes(),
+        &[t.to_string().as_bytes(), b".", unreadable.as_bytes()],
+    ));
+    let headers = [
+        ("omni-signature", format!("t={t},v1={v1}")),
+        ("authorization", "Bearer proxy-secret".to_owned()),
+    ];
+    assert_eq!(calls.post("hook", &headers, &unreadable).await?, 400);
+    let letters = pipeline.topic(omni_kafka::topics::DEADLETTER)?;
+    let letter = letters
+        .iter()
+        .filter_map(|r| <omni_proto::v1::DeadLetter as prost::Message>::decode(r.value.as_slice()).ok())
+        .find(|l| l.stage == "replies")
+        .context("the unreadable call's dead letter")?;
+    assert_eq!(letter.original_value, unreadable.as_bytes());
+    assert!(letter.reason.contains("reply_id"), "{}", letter.reason);
+    assert!(letter.original_headers.contains_key("omni-signature"));
+    assert!(
+        !letter.original_headers.contains_key("authorization"),
+        "credentials kept: {:?}",
+        letter.original_headers.keys()
+    );
 
     let expected = [
         "Zendesk: kargonuz yolda.",

@@ -32,9 +32,12 @@ pub struct RepliesConfig {
     pub listen: String,
     /// Largest reply call accepted, in bytes; a larger one is answered 413.
     pub max_body_bytes: usize,
-    /// How far a call's signed timestamp may lie from omni's clock, and how old an answer a call
-    /// may announce, in seconds; outside it the call is a replay (403).
+    /// How far a call's signed timestamp may lie from omni's clock, in seconds; outside it the
+    /// call is a replay (403).
     pub replay_window_secs: u64,
+    /// The oldest answer a call may announce, in seconds: long enough for a helpdesk's retries
+    /// after an outage of omni's; an older answer is a replay (403, or not taken).
+    pub max_answer_age_secs: u64,
 }
 
 /// Everything omni-replies reads: `[kafka]`, `[replies]` and `[router]` (for the destinations).
@@ -53,14 +56,19 @@ impl Validate for RepliesConfig {
         check_socket_addr(&self.admin_listen, format!("{prefix}.admin_listen"), problems);
         check_socket_addr(&self.listen, format!("{prefix}.listen"), problems);
         problems.check(
-            (1024..=64 * 1024 * 1024).contains(&self.max_body_bytes),
+            (1024..=900 * 1024).contains(&self.max_body_bytes),
             format!("{prefix}.max_body_bytes"),
-            "must be between 1024 and 67108864",
+            "must be between 1024 and 921600 (an unreadable call is kept as a dead letter, which must fit a broker record)",
         );
         problems.check(
-            (10..=7 * 86_400).contains(&self.replay_window_secs),
+            (10..=86_400).contains(&self.replay_window_secs),
             format!("{prefix}.replay_window_secs"),
-            "must be between 10 and 604800",
+            "must be between 10 and 86400",
+        );
+        problems.check(
+            (60..=30 * 86_400).contains(&self.max_answer_age_secs),
+            format!("{prefix}.max_answer_age_secs"),
+            "must be between 60 and 2592000",
         );
         problems.check(!self.instance_id.is_empty(), format!("{prefix}.instance_id"), "must not be empty");
         problems.check(

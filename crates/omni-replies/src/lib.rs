@@ -67,6 +67,7 @@ pub async fn run(config: RepliesServiceConfig, context: ServiceContext) -> anyho
         deadletters: DeadLetterWriter::new(producer.clone(), "replies", source.clone()),
         source: source.clone(),
         window: Duration::from_secs(config.service.replay_window_secs),
+        max_age: Duration::from_secs(config.service.max_answer_age_secs),
     });
     let app = webhooks::routes(intake, config.service.max_body_bytes);
     let server = axum::serve(listener, app).with_graceful_shutdown(context.shutdown.clone().cancelled_owned());

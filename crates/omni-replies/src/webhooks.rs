@@ -1,12 +1,17 @@
 //! `POST /replies/<destination>`: helpdesks that call omni when an agent answered.
 //!
 //! Each call is verified by the destination's adapter from its headers and raw body before
-//! anything is parsed (401: no signature, 403: a wrong one or a replay, 413: over
-//! `max_body_bytes`, nothing stored). A verified call's answers are written to
-//! `omni.outbound.v1` and acknowledged by the broker before the 200; a call whose answers
-//! cannot be written, or whose helpdesk cannot be asked, gets 503 and the helpdesk calls again.
-//! A verified call that cannot be read is a dead letter with the reason (400): the body is kept.
-//! The same answer announced twice is the same outbound id, sent to the customer once.
+//! anything is parsed (401: no signature, 403: a wrong one or a signed timestamp outside
+//! `replay_window_secs`, 413: over `max_body_bytes`; nothing stored). An answer older than
+//! `max_answer_age_secs` is a replay too: 403 for a call that names it (Zendesk, Zammad, the
+//! webhook destination); Help Scout and Freshdesk calls name no single answer, so their adapters
+//! take only the younger ones. Answers on tickets without an omni conversation id are ignored. A
+//! verified call's answers are written to `omni.outbound.v1` and acknowledged by the broker
+//! before the 200; a call whose answers cannot be written, or whose helpdesk cannot be asked for
+//! now, gets 503 and the helpdesk calls again. A verified call that cannot be read, or whose
+//! helpdesk refuses for good to say more, is a dead letter with the reason (400): its body is
+//! kept, with its headers but those that carry credentials. The same answer announced twice is
+//! the same outbound id, sent to the customer once.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -32,6 +37,7 @@ pub struct Intake {
     pub deadletters: DeadLetterWriter,
     pub source: String,
     pub window: Duration,
+    pub max_age: Duration,
 }
 
 /// The routes, with the body limit.
@@ -51,6 +57,7 @@ async fn handle(State(intake): State<Arc<Intake>>, Path(destination): Path<Strin
         body: &body,
         received_at: SystemTime::now(),
         window: intake.window,
+        max_age: intake.max_age,
     };
     let (status, message) = take(&intake, &destination, webhook.as_ref(), &call).await;
     metrics::counter!("omni_replies_webhook_calls_total", "destination" => destination.clone(), "status" => status.as_str().to_owned())
@@ -67,20 +74,23 @@ async fn take(intake: &Intake, destination: &str, webhook: &dyn ReplyWebhook, ca
         Ok(answers) => answers,
         Err(CallError::Refused(Rejection::BadRequest(reason))) => return unreadable(intake, destination, call, reason).await,
         Err(CallError::Refused(rejection)) => return refused(destination, rejection),
+        Err(CallError::Helpdesk(error)) if !error.is_transient() => {
+            let reason = format!("the helpdesk refused to tell more about this call: {error}");
+            return unreadable(intake, destination, call, reason).await;
+        }
         Err(CallError::Helpdesk(error)) => {
             tracing::warn!(destination, %error, "cannot ask the helpdesk about a reply call; it will call again");
             return (StatusCode::SERVICE_UNAVAILABLE, format!("the helpdesk could not be asked: {error}"));
         }
     };
-    let oldest = call.received_at - call.window;
-    if let Some(stale) = answers.iter().find(|answer| {
-        answer
-            .written_at
-            .is_some_and(|at| SystemTime::try_from(at).is_ok_and(|at| at < oldest))
-    }) {
-        let reason = format!("answer {} was written before the replay window", stale.comment_id);
+    if let Some(stale) = answers.iter().find(|answer| call.is_stale(answer.written_at)) {
+        let reason = format!("answer {} is older than max_answer_age_secs", stale.comment_id);
         return refused(destination, Rejection::Forbidden(reason));
     }
+    let answers: Vec<_> = answers
+        .into_iter()
+        .filter(|answer| replies::is_conversation_id(&answer.conversation_id))
+        .collect();
     let count = answers.len();
     for answer in answers {
         let outbound = replies::outbound_message(destination, answer);
@@ -109,12 +119,16 @@ fn refused(destination: &str, rejection: Rejection) -> (StatusCode, String) {
 
 /// A verified call that cannot be read: kept as a dead letter, then 400.
 async fn unreadable(intake: &Intake, destination: &str, call: &ReplyCall<'_>, reason: String) -> (StatusCode, String) {
-    let headers = call.headers.iter().fold(OwnedHeaders::new(), |headers, (name, value)| {
-        headers.insert(rdkafka::message::Header {
-            key: name.as_str(),
-            value: Some(value.as_bytes()),
-        })
-    });
+    let headers =
+        call.headers
+            .iter()
+            .filter(|(name, _)| !carries_credentials(name.as_str()))
+            .fold(OwnedHeaders::new(), |headers, (name, value)| {
+                headers.insert(rdkafka::message::Header {
+                    key: name.as_str(),
+                    value: Some(value.as_bytes()),
+                })
+            });
     let message = OwnedMessage::new(
         Some(call.body.to_vec()),
         Some(destination.as_bytes().to_vec()),
@@ -132,6 +146,13 @@ async fn unreadable(intake: &Intake, destination: &str, call: &ReplyCall<'_>, re
             (StatusCode::SERVICE_UNAVAILABLE, "the call could not be kept; call again".into())
         }
     }
+}
+
+/// Headers never kept in a dead letter: they carry a secret (Freshdesk's static token) or a
+/// proxy's credentials.
+fn carries_credentials(name: &str) -> bool {
+    const SECRET: [&str; 4] = ["x-omni-reply-token", "authorization", "proxy-authorization", "cookie"];
+    SECRET.contains(&name.to_ascii_lowercase().as_str())
 }
 
 fn answer(status: StatusCode, message: &str) -> Response {

@@ -67,9 +67,11 @@ pub struct ReplyCall<'a> {
     pub body: &'a [u8],
     /// When omni received it.
     pub received_at: SystemTime,
-    /// How far a signed timestamp may lie from `received_at`, either way; an answer written
-    /// longer ago than this is a replay too.
+    /// How far a signed timestamp may lie from `received_at`, either way.
     pub window: Duration,
+    /// The oldest answer a call may announce (a helpdesk retrying after an outage of omni's
+    /// still gets its answers through; an older one is a replay).
+    pub max_age: Duration,
 }
 
 impl ReplyCall<'_> {
@@ -99,6 +101,13 @@ impl ReplyCall<'_> {
         Ok(())
     }
 
+    /// Whether an answer written at `written_at` is older than `max_age` (an answer without a time
+    /// is not: the helpdesks that send no signed timestamp are checked by their adapters).
+    pub fn is_stale(&self, written_at: Option<prost_types::Timestamp>) -> bool {
+        let oldest = self.received_at - self.max_age;
+        written_at.is_some_and(|at| SystemTime::try_from(at).is_ok_and(|at| at < oldest))
+    }
+
     /// The body as JSON; a verified body that is not JSON is a 400.
     pub fn json(&self) -> Result<serde_json::Value, Rejection> {
         serde_json::from_slice(self.body).map_err(|error| Rejection::BadRequest(format!("the body is not JSON: {error}")))
@@ -126,6 +135,17 @@ pub trait ReplyWebhook: Send + Sync {
     /// The public agent answers a verified call announces: none for an internal note, a
     /// customer's message, omni's own writes or a ticket that carries no conversation.
     async fn answers(&self, call: &ReplyCall<'_>) -> Result<Vec<AgentReply>, CallError>;
+}
+
+/// Whether `id` has the shape of an omni conversation id (32 lowercase hex digits): a ticket of
+/// another integration may carry its own id where omni keeps the conversation.
+pub fn is_conversation_id(id: &str) -> bool {
+    id.len() == 32 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// "First Last" from a helpdesk's name parts, trimmed.
+pub fn full_name(first: &str, last: &str) -> String {
+    format!("{first} {last}").trim().to_owned()
 }
 
 /// A configured reply secret must be long enough to resist guessing (16 bytes; the vendors

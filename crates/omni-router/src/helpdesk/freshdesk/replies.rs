@@ -11,11 +11,9 @@
 //! The token is compared in constant time. omni then reads the ticket (`GET /api/v2/tickets/{id}`:
 //! its omni conversation field and subject) and its conversations (`GET /api/v2/tickets/{id}/
 //! conversations`), and takes every reply (`source` 0, not `private`, not `incoming`) written
-//! within the replay window, by its conversation id: a second call about the same reply is the
+//! within `max_answer_age_secs`, by its conversation id: a second call about the same reply is the
 //! same answer, two quick replies whose calls cross are both sent. omni's own writes are notes
 //! (`source` 2) and are never taken.
-
-use std::time::SystemTime;
 
 use async_trait::async_trait;
 use omni_channels::webhook::Rejection;
@@ -27,6 +25,8 @@ use crate::helpdesk::replies::{self, AgentReply, CallError, ReplyCall, ReplyWebh
 
 /// The header carrying the shared token.
 pub const TOKEN: &str = "X-Omni-Reply-Token";
+/// Pages of conversations read per call (Freshdesk caps `per_page` at 100).
+const MAX_PAGES: usize = 10;
 /// Freshdesk's `source` of a reply (`2` is a note).
 const SOURCE_REPLY: u64 = 0;
 
@@ -50,6 +50,24 @@ impl FreshdeskReplies {
 
     async fn get(&self, path: &str) -> Result<Value, CallError> {
         Ok(self.freshdesk.send(self.freshdesk.request(reqwest::Method::GET, path)).await?)
+    }
+
+    /// Every conversation of the ticket, oldest first: pages of 100 until a short one (at most
+    /// `MAX_PAGES`; a ticket longer than that is read up to there).
+    async fn conversations(&self, ticket_id: &str) -> Result<Vec<Value>, CallError> {
+        let mut all = Vec::new();
+        for page in 1..=MAX_PAGES {
+            let listed = self
+                .get(&format!("/tickets/{ticket_id}/conversations?per_page=100&page={page}"))
+                .await?;
+            let items = listed.as_array().cloned().unwrap_or_default();
+            let last = items.len() < 100;
+            all.extend(items);
+            if last {
+                break;
+            }
+        }
+        Ok(all)
     }
 }
 
@@ -78,13 +96,12 @@ impl ReplyWebhook for FreshdeskReplies {
         let Some(omni) = ticket["custom_fields"][field].as_str().filter(|v| !v.is_empty()) else {
             return Ok(Vec::new());
         };
-        let listed = self.get(&format!("/tickets/{ticket_id}/conversations")).await?;
-        let oldest = call.received_at - call.window;
+        let listed = self.conversations(&ticket_id).await?;
         let mut answers = Vec::new();
-        for conversation in listed.as_array().into_iter().flatten().filter(|c| is_reply(c)) {
+        for conversation in listed.iter().filter(|c| is_reply(c)) {
             let written_at = conversation["created_at"].as_str().and_then(replies::timestamp);
             let id = id_of(&conversation["id"]);
-            if id.is_empty() || written_at.is_none_or(|at| SystemTime::try_from(at).is_ok_and(|at| at < oldest)) {
+            if id.is_empty() || written_at.is_none() || call.is_stale(written_at) {
                 continue;
             }
             answers.push(AgentReply {

@@ -9,13 +9,11 @@
 //! of the raw body, keyed with the secret. The body is the conversation (Mailbox API 2.0
 //! conversation object); its omni conversation is the custom field configured for its mailbox.
 //! The replies are its threads written by a user (an agent) of type `reply` (or `message`),
-//! not drafts, within the replay window: from `_embedded.threads` when the call carries them,
+//! not drafts, younger than `max_answer_age_secs`: from `_embedded.threads` when the call carries them,
 //! else from `GET /v2/conversations/{id}/threads`. Every such thread is taken, not only the
 //! newest, so two quick replies whose calls cross are both sent; the thread id makes a second
 //! call about the same reply the same answer. Help Scout sends no timestamp: a replayed call
-//! finds only replies older than the window, and takes none.
-
-use std::time::SystemTime;
+//! finds only replies older than that, and takes none.
 
 use async_trait::async_trait;
 use omni_channels::webhook::Rejection;
@@ -91,18 +89,16 @@ impl ReplyWebhook for HelpScoutReplies {
         let Some(omni) = custom_field(&conversation, field.conversation_field).filter(|v| !v.is_empty()) else {
             return Ok(Vec::new());
         };
-        let oldest = call.received_at - call.window;
         let mut answers = Vec::new();
         for thread in self.threads(&conversation, &id).await?.iter().filter(|t| is_agent_reply(t)) {
             let written_at = thread["createdAt"].as_str().and_then(replies::timestamp);
-            if written_at.is_none_or(|at| SystemTime::try_from(at).is_ok_and(|at| at < oldest)) {
+            if written_at.is_none() || call.is_stale(written_at) {
                 continue;
             }
             let author = &thread["createdBy"];
-            let name = format!(
-                "{} {}",
+            let name = replies::full_name(
                 author["first"].as_str().unwrap_or_default(),
-                author["last"].as_str().unwrap_or_default()
+                author["last"].as_str().unwrap_or_default(),
             );
             answers.push(AgentReply {
                 comment_id: id_of(&thread["id"]),

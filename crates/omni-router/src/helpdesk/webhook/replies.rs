@@ -165,6 +165,7 @@ mod tests {
             body: body.as_bytes(),
             received_at: SystemTime::now(),
             window: Duration::from_secs(300),
+            max_age: Duration::from_secs(3600),
         }
     }
 
@@ -198,9 +199,9 @@ mod tests {
         assert!(matches!(replies().verify(&call(&none, BODY)), Err(Rejection::Unauthorized(_))));
         let garbled = headers("v1=abc");
         assert!(matches!(replies().verify(&call(&garbled, BODY)), Err(Rejection::Unauthorized(_))));
-        let stale = signed(now() - 301, BODY);
+        let stale = signed(now() - 305, BODY);
         assert!(matches!(replies().verify(&call(&stale, BODY)), Err(Rejection::Forbidden(_))));
-        let ahead = signed(now() + 301, BODY);
+        let ahead = signed(now() + 305, BODY);
         assert!(matches!(replies().verify(&call(&ahead, BODY)), Err(Rejection::Forbidden(_))));
     }
 

@@ -9,7 +9,7 @@
 //!
 //! Each call is checked as Zammad signs it: `X-Hub-Signature: sha1=<hex HMAC-SHA1 of the raw
 //! body>`. Zammad sends no timestamp, so a replay is caught by the article's own `created_at`
-//! (omni-replies refuses answers older than its replay window) and, inside the window, by the
+//! (required; omni-replies refuses answers older than `max_answer_age_secs`) and, younger, by the
 //! article id (the same article is the same answer, sent once). An article is an answer when its
 //! sender is `Agent`, it is not internal, it is not a note, and its ticket carries an omni
 //! conversation in the `conversation_attribute`.
@@ -70,11 +70,15 @@ impl ReplyWebhook for ZammadReplies {
             return Ok(Vec::new());
         }
         let author = &article["created_by"];
-        let name = format!(
-            "{} {}",
+        let name = replies::full_name(
             author["firstname"].as_str().unwrap_or_default(),
-            author["lastname"].as_str().unwrap_or_default()
+            author["lastname"].as_str().unwrap_or_default(),
         );
+        // Zammad signs no timestamp: the article's own time is the replay check, so one is needed.
+        let written_at = article["created_at"].as_str().and_then(replies::timestamp);
+        if written_at.is_none() {
+            return Err(Rejection::Forbidden("an article without a created_at time cannot be checked for replay".into()).into());
+        }
         let body = article["body"].as_str().unwrap_or_default();
         let html = article["content_type"]
             .as_str()
@@ -91,7 +95,7 @@ impl ReplyWebhook for ZammadReplies {
             ticket_reference: String::new(),
             agent: replies::agent(&name, author["email"].as_str().unwrap_or_default()),
             body: replies::body_of(text, html),
-            written_at: article["created_at"].as_str().and_then(replies::timestamp),
+            written_at,
         }])
     }
 }

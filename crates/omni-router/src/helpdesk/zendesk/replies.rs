@@ -9,7 +9,7 @@
 //! Each call is checked as "Verifying webhook authenticity" documents: `X-Zendesk-Webhook-Signature`
 //! is the base64 HMAC-SHA256, keyed with the signing secret, of the
 //! `X-Zendesk-Webhook-Signature-Timestamp` value followed directly by the raw body; the
-//! timestamp (ISO 8601) must lie within the replay window. A comment is an answer when it is
+//! timestamp (ISO 8601) must lie within `replay_window_secs`. A comment is an answer when it is
 //! public, its author is staff (`is_staff`) and not the ticket's submitter (omni's own API user,
 //! which opened the ticket), and its ticket's `external_id` is an omni conversation. The answer's
 //! id is the comment id: Zendesk's retries of the same event are the same answer.

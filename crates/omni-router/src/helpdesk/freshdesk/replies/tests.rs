@@ -41,8 +41,8 @@ async fn fake() -> (String, Asked) {
         )
         .route(
             "/api/v2/tickets/{id}/conversations",
-            axum::routing::get(|Path(id): Path<String>, State((asked, conversations)): State<(Asked, Value)>| async move {
-                asked.lock().unwrap().push(format!("conversations {id}"));
+            axum::routing::get(|Path(id): Path<String>, State((asked, conversations)): State<(Asked, Value)>, uri: axum::http::Uri| async move {
+                asked.lock().unwrap().push(format!("conversations {id} {}", uri.query().unwrap_or_default()));
                 axum::Json(conversations)
             }),
         )
@@ -82,6 +82,7 @@ fn call<'a>(headers: &'a HeaderMap, body: &'a str) -> ReplyCall<'a> {
         body: body.as_bytes(),
         received_at: SystemTime::now(),
         window: Duration::from_secs(3600),
+        max_age: Duration::from_secs(3600),
     }
 }
 
@@ -102,7 +103,7 @@ async fn the_tickets_recent_public_reply_is_the_answer() {
     let asked = asked.lock().unwrap().clone();
     assert_eq!(asked.len(), 2, "{asked:?}");
     assert!(asked[0].starts_with("ticket 20 Basic "), "{asked:?}");
-    assert_eq!(asked[1], "conversations 20");
+    assert_eq!(asked[1], "conversations 20 per_page=100&page=1");
 }
 
 #[tokio::test]

@@ -58,6 +58,7 @@ fn call<'a>(headers: &'a HeaderMap, body: &'a str) -> ReplyCall<'a> {
         body: body.as_bytes(),
         received_at: SystemTime::now(),
         window: Duration::from_secs(3600),
+        max_age: Duration::from_secs(3600),
     }
 }
 

@@ -37,6 +37,7 @@ fn call<'a>(headers: &'a HeaderMap, body: &'a str) -> ReplyCall<'a> {
         body: body.as_bytes(),
         received_at: SystemTime::now(),
         window: Duration::from_secs(300),
+        max_age: Duration::from_secs(3600),
     }
 }
 
@@ -87,6 +88,12 @@ async fn notes_customers_and_foreign_tickets_give_no_answer() {
     for (what, body) in cases {
         assert_eq!(intake().answers(&call(&headers, &body)).await.unwrap(), [], "{what}");
     }
+    // No created_at: nothing to check a replay against.
+    let untimed = edited(|p| p["article"]["created_at"] = Value::Null);
+    assert!(matches!(
+        intake().answers(&call(&headers, &untimed)).await,
+        Err(CallError::Refused(Rejection::Forbidden(_)))
+    ));
     let broken = edited(|p| p["article"]["id"] = Value::Null);
     assert!(matches!(
         intake().answers(&call(&headers, &broken)).await,

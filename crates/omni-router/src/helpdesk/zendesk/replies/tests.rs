@@ -43,6 +43,7 @@ fn call<'a>(headers: &'a HeaderMap, body: &'a str) -> ReplyCall<'a> {
         body: body.as_bytes(),
         received_at: SystemTime::now(),
         window: Duration::from_secs(300),
+        max_age: Duration::from_secs(3600),
     }
 }
 
