@@ -69,3 +69,9 @@ pub fn answer_text<'a>(outbound: &'a OutboundMessage, provider: &str, max_chars:
     }
     Ok(text)
 }
+
+/// The provider's id of a message it accepted (2xx), or a marker when it gave none: the message
+/// went out, and sending it again would send it twice.
+pub fn accepted_id(id: Option<&str>) -> String {
+    id.filter(|id| !id.is_empty()).unwrap_or("(accepted without an id)").to_owned()
+}

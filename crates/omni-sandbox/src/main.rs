@@ -25,7 +25,9 @@ use serde_json::{Value, json};
 /// Requests kept.
 const KEEP: usize = 1000;
 
-type Requests = Arc<Mutex<VecDeque<Value>>>;
+/// The requests kept, and how many were taken in all (for ids that never repeat).
+#[derive(Clone, Default)]
+struct Requests(Arc<Mutex<(VecDeque<Value>, usize)>>);
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
@@ -66,10 +68,10 @@ fn app(requests: Requests) -> Router {
 }
 
 async fn list(State(requests): State<Requests>) -> axum::Json<Value> {
-    axum::Json(Value::Array(requests.lock().expect("requests").iter().cloned().collect()))
+    axum::Json(Value::Array(requests.0.lock().expect("requests").0.iter().cloned().collect()))
 }
 
-/// Keeps a request; returns how many were kept before it (for ids).
+/// Keeps a request; returns its number, counting every request taken (for ids).
 fn keep(requests: &Requests, method: &Method, uri: &Uri, headers: &HeaderMap, body: &str) -> usize {
     let headers: serde_json::Map<String, Value> = headers
         .iter()
@@ -88,12 +90,14 @@ fn keep(requests: &Requests, method: &Method, uri: &Uri, headers: &HeaderMap, bo
     } else {
         serde_json::from_str(body).unwrap_or_else(|_| json!(body))
     };
-    let mut requests = requests.lock().expect("requests");
-    if requests.len() == KEEP {
-        requests.pop_front();
+    let mut guard = requests.0.lock().expect("requests");
+    let (kept, taken) = &mut *guard;
+    if kept.len() == KEEP {
+        kept.pop_front();
     }
-    requests.push_back(json!({ "method": method.as_str(), "path": uri.path(), "headers": headers, "body": body }));
-    requests.len()
+    kept.push_back(json!({ "method": method.as_str(), "path": uri.path(), "headers": headers, "body": body }));
+    *taken += 1;
+    *taken
 }
 
 async fn telegram(

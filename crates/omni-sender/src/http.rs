@@ -64,24 +64,47 @@ pub async fn post(client: &reqwest::Client, request: &Request, provider: &str) -
     if let Some((user, password)) = &request.basic {
         builder = builder.basic_auth(user, Some(password));
     }
-    // URLs can carry tokens (Telegram's): never in a log line.
-    let unavailable = |what: &str, error: reqwest::Error| SendError::Unavailable {
-        reason: format!("{provider} {what}: {}", error.without_url()),
-        retry_after: None,
-    };
-    let response = builder.send().await.map_err(|e| unavailable("unreachable", e))?;
+    let response = builder.send().await.map_err(|error| unsent(request, provider, error))?;
     let status = response.status().as_u16();
     let retry_after = response
         .headers()
         .get(reqwest::header::RETRY_AFTER)
         .and_then(|value| value.to_str().ok()?.trim().parse().ok())
         .map(Duration::from_secs);
-    let body = response.bytes().await.map_err(|e| unavailable("answer cut", e))?;
+    let body = response.bytes().await.map_err(|error| maybe_sent(provider, &error))?;
     Ok(Response {
         status,
         retry_after,
         body: body.to_vec(),
     })
+}
+
+/// A request that failed. Not connected: tried again later, except toward the local sandbox,
+/// which is not there outside `make run` (a refusal then, not an answer held forever). Connected
+/// but no answer: the provider may have sent it, and the chat channels are at-most-once.
+fn unsent(request: &Request, provider: &str, error: reqwest::Error) -> SendError {
+    // URLs can carry tokens (Telegram's): never in a log line or a reason.
+    let error = error.without_url();
+    if !error.is_connect() {
+        return maybe_sent(provider, &error);
+    }
+    if request.url.contains(crate::config::SANDBOX) {
+        return SendError::Refused(format!(
+            "{provider}: this account sends to the local sandbox ({}), which does not answer: configure the account",
+            crate::config::SANDBOX
+        ));
+    }
+    SendError::Unavailable {
+        reason: format!("{provider} unreachable: {error}"),
+        retry_after: None,
+    }
+}
+
+/// The request reached the provider, its answer did not: not sent again (at-most-once).
+fn maybe_sent(provider: &str, error: &reqwest::Error) -> SendError {
+    SendError::Refused(format!(
+        "may not have reached the customer: {provider} took the request but its answer was lost ({error}); not sent again"
+    ))
 }
 
 /// A channel's refusal as the sender's error.

@@ -127,6 +127,8 @@ pub(crate) trait ChannelSender: Send + Sync {
 #[derive(Clone)]
 struct Channels {
     senders: BTreeMap<i32, Arc<dyn ChannelSender>>,
+    /// Providers whose conversations are answered through them whatever the channel.
+    by_provider: BTreeMap<&'static str, Arc<dyn ChannelSender>>,
 }
 
 impl Channels {
@@ -147,13 +149,20 @@ impl Channels {
             Channel::Instagram as i32,
             Arc::new(meta::MetaSender::new(Platform::Instagram, "instagram", instagram)?),
         );
-        senders.insert(Channel::Sms as i32, Arc::new(sms::SmsSender::new(&config.sms)?));
+        let twilio: Arc<dyn ChannelSender> = Arc::new(sms::SmsSender::new(&config.sms)?);
+        senders.insert(Channel::Sms as i32, twilio.clone());
+        let by_provider = BTreeMap::from([(omni_channels::twilio_sms::PROVIDER, twilio)]);
         let calls = config.answer_calls_by_sms.as_deref().filter(|a| !a.is_empty());
         senders.insert(Channel::Voice as i32, Arc::new(sms::CallSender::new(&config.sms, calls)?));
-        Ok(Self { senders })
+        Ok(Self { senders, by_provider })
     }
 
     async fn send(&self, address: &ReplyAddress, outbound: &OutboundMessage) -> Result<String, SendError> {
+        // WhatsApp and Messenger conversations that came through Twilio go back through Twilio.
+        let provider = address.provider.as_ref().map(|p| p.provider.as_str()).unwrap_or_default();
+        if let Some(sender) = self.by_provider.get(provider) {
+            return sender.send(address, outbound).await;
+        }
         match (self.senders.get(&address.channel), address.channel()) {
             (Some(sender), _) => sender.send(address, outbound).await,
             (None, Channel::Email) => Err(SendError::Refused("email answers need [sender.email]".into())),

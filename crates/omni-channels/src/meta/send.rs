@@ -134,10 +134,7 @@ pub fn read_response(platform: Platform, status: u16, body: &[u8]) -> Result<Str
     let answer: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
     let name = platform.name();
     if (200..300).contains(&status) {
-        return answer["message_id"]
-            .as_str()
-            .map(str::to_owned)
-            .ok_or_else(|| Refusal::Later(None, format!("{name} answered without a message id")));
+        return Ok(crate::outbound::accepted_id(answer["message_id"].as_str()));
     }
     let error = &answer["error"];
     let code = error["code"].as_i64().unwrap_or_default();

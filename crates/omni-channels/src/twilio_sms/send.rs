@@ -37,10 +37,16 @@ pub struct Account<'a> {
     pub from: Option<&'a str>,
 }
 
-/// The number to text: the SMS customer's address, or a caller's phone number.
+/// Whether the conversation came in through Twilio Messaging (SMS, or WhatsApp and Messenger
+/// through Twilio, whose addresses carry their `whatsapp:` / `messenger:` prefix).
+fn through_twilio(address: &ReplyAddress) -> bool {
+    address.channel() == Channel::Sms || address.provider.as_ref().is_some_and(|p| p.provider == super::PROVIDER)
+}
+
+/// The address to send to: the Twilio customer's own, or a caller's phone number.
 fn recipient(address: &ReplyAddress) -> Option<String> {
     let provider = address.provider.clone().unwrap_or_default();
-    if address.channel() == Channel::Sms {
+    if through_twilio(address) {
         return Some(provider.reply_to).filter(|to| !to.is_empty());
     }
     let phone = address
@@ -56,8 +62,8 @@ fn recipient(address: &ReplyAddress) -> Option<String> {
 pub fn request(account: &Account<'_>, address: &ReplyAddress, outbound: &OutboundMessage) -> Result<Request, Refusal> {
     let to = recipient(address).ok_or_else(|| Refusal::Refused("the conversation names no phone number to text".into()))?;
     let written_to = address.provider.as_ref().map(|p| p.thread_id.as_str()).unwrap_or_default();
-    let from = match (address.channel(), written_to) {
-        (Channel::Sms, number) if !number.is_empty() => number,
+    let from = match (through_twilio(address), written_to) {
+        (true, number) if !number.is_empty() => number,
         _ => account
             .from
             .filter(|from| !from.is_empty())
@@ -82,10 +88,7 @@ pub fn request(account: &Account<'_>, address: &ReplyAddress, outbound: &Outboun
 pub fn read_response(status: u16, body: &[u8]) -> Result<String, Refusal> {
     let answer: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
     if (200..300).contains(&status) {
-        return answer["sid"]
-            .as_str()
-            .map(str::to_owned)
-            .ok_or_else(|| Refusal::Later(None, "Twilio answered without a message sid".into()));
+        return Ok(crate::outbound::accepted_id(answer["sid"].as_str()));
     }
     let code = answer["code"].as_i64().unwrap_or_default();
     let message = answer["message"].as_str().unwrap_or("no message");
@@ -181,6 +184,20 @@ mod tests {
         assert_eq!(
             request.body,
             json!({"To": "+905551112233", "From": "+14155550100", "Body": "Kargonuz yolda."})
+        );
+    }
+
+    #[test]
+    fn whatsapp_through_twilio_goes_back_through_twilio_with_its_prefixes() {
+        let mut address = sms_address();
+        address.channel = Channel::Whatsapp as i32;
+        let provider = address.provider.as_mut().unwrap();
+        provider.thread_id = "whatsapp:+14155550100".into();
+        provider.reply_to = "whatsapp:+905551112233".into();
+        let request = request(&account(None), &address, &answer("Merhaba")).unwrap();
+        assert_eq!(
+            request.body,
+            json!({"To": "whatsapp:+905551112233", "From": "whatsapp:+14155550100", "Body": "Merhaba"})
         );
     }
 

@@ -103,10 +103,7 @@ pub fn request(account: &Account<'_>, address: &ReplyAddress, outbound: &Outboun
 pub fn read_response(status: u16, body: &[u8]) -> Result<String, Refusal> {
     let answer: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
     if (200..300).contains(&status) {
-        return answer["messages"][0]["id"]
-            .as_str()
-            .map(str::to_owned)
-            .ok_or_else(|| Refusal::Later(None, "WhatsApp answered without a message id".into()));
+        return Ok(crate::outbound::accepted_id(answer["messages"][0]["id"].as_str()));
     }
     let error = &answer["error"];
     let code = error["code"].as_i64().unwrap_or_default();
