@@ -45,6 +45,7 @@ live_pid() {
   exe=${exe% (deleted)}
   case "$1" in
     broker) [ "${exe##*/}" = tansu ] ;;
+    prometheus) [ "${exe##*/}" = prometheus ] ;;
     *) [ "${exe##*/}" = "omni-$1" ] ;;
   esac && echo "$pid"
 }
@@ -72,11 +73,11 @@ stop_pids() { # pid... : TERM, wait up to 10 s, then KILL
 stop_all() {
   local pids
   # Services first, so they do not log the broker going away; then whatever else is marked.
-  mapfile -t pids < <(for name in "${services[@]}" sandbox; do live_pid "$name" || true; done)
+  mapfile -t pids < <(for name in "${services[@]}" sandbox prometheus; do live_pid "$name" || true; done)
   stop_pids "${pids[@]}"
   mapfile -t pids < <(stack_pids)
   stop_pids "${pids[@]}"
-  for name in "${services[@]}" sandbox broker; do rm -f "$state/$name.pid"; done
+  for name in "${services[@]}" sandbox prometheus broker; do rm -f "$state/$name.pid"; done
   "$here/deploy/local/rt.sh" stop 8099
   "$here/deploy/local/postfix.sh" stop 2525
   "$here/deploy/local/dovecot.sh" stop 1143
@@ -113,7 +114,7 @@ if [ "${1:-}" = "--stop" ]; then stop_all; echo "stopped"; exit 0; fi
 
 # Processes of this stack that no pid file names (a pid file overwritten by an earlier start
 # whose copies could not bind their ports): stop them before starting anything.
-known=$(for name in "${services[@]}" sandbox broker; do live_pid "$name" || true; done)
+known=$(for name in "${services[@]}" sandbox prometheus broker; do live_pid "$name" || true; done)
 mapfile -t strays < <(stack_pids | grep -vxF -f <(echo "${known:-none}") || true)
 if [ ${#strays[@]} -gt 0 ]; then
   echo "stopping ${#strays[@]} process(es) of an earlier start that no pid file names: ${strays[*]}"
@@ -148,6 +149,22 @@ for i in "${!services[@]}"; do
   wait_http "http://127.0.0.1:${admin_ports[$i]}/readyz" "omni-${services[$i]}" "$(cat "$state/${services[$i]}.pid")"
   echo "omni-${services[$i]} ready (admin http://127.0.0.1:${admin_ports[$i]}/readyz)"
 done
+# Prometheus (Debian's package, installed by `make deps`) scraping every service with omni's
+# alert rules (deploy/prometheus/), when it is installed and the port is free.
+if pid=$(live_pid prometheus); then
+  echo "prometheus already running (pid $pid)"
+elif ! command -v prometheus >/dev/null; then
+  echo "prometheus is not installed (make deps installs it); the stack runs without it"
+elif (exec 3<>/dev/tcp/127.0.0.1/9090) 2>/dev/null; then
+  echo "something this stack did not start listens on 127.0.0.1:9090; not starting Prometheus"
+else
+  OMNI_STACK="$state" nohup prometheus --config.file="$here/deploy/prometheus/prometheus.yml" \
+    --web.listen-address=127.0.0.1:9090 --storage.tsdb.path="$state/prometheus" \
+    > "$state/logs/prometheus.log" 2>&1 &
+  echo $! > "$state/prometheus.pid"
+  wait_http "http://127.0.0.1:9090/-/ready" "prometheus" "$(cat "$state/prometheus.pid")"
+  echo "prometheus ready (http://127.0.0.1:9090, alerts: http://127.0.0.1:9090/alerts)"
+fi
 cat <<MSG
 
 omni is running. Send a message:
@@ -161,6 +178,7 @@ Tickets: http://127.0.0.1:8099/REST/2.0/tickets?query=id>0 (root / password)
 Mail omni sends (SMTP 127.0.0.1:2525) lands in IMAP 127.0.0.1:1143, customers / customers
 Chat answers omni sends (WhatsApp, Messenger, Instagram, Telegram, Slack, SMS) are listed at
   http://127.0.0.1:8095/_sandbox/requests
+Metrics and alerts: http://127.0.0.1:9090 (Prometheus, when installed)
 Logs: $state/logs
 MSG
 
