@@ -20,6 +20,8 @@ pub struct Call {
     pub status: u16,
     /// The form parameters.
     pub params: BTreeMap<String, String>,
+    /// The message sid it answered with (201 only).
+    pub sid: String,
     /// What was wrong with it by the reference; empty when nothing.
     pub violations: Vec<String>,
 }
@@ -107,6 +109,7 @@ async fn messages(
         limited
     };
     let mut calls = api.calls.lock().unwrap();
+    let sid = format!("SM{:032x}", calls.len() + 1);
     let (status, answer) = if limited {
         (
             StatusCode::TOO_MANY_REQUESTS,
@@ -115,7 +118,7 @@ async fn messages(
     } else if wrong.is_empty() {
         (
             StatusCode::CREATED,
-            json!({"sid": format!("SM{:032x}", calls.len() + 1), "status": "queued", "to": params["To"], "body": params["Body"]}),
+            json!({"sid": sid, "status": "queued", "to": params["To"], "body": params["Body"]}),
         )
     } else {
         (
@@ -124,6 +127,7 @@ async fn messages(
         )
     };
     calls.push(Call {
+        sid: if status == StatusCode::CREATED { sid } else { String::new() },
         status: status.as_u16(),
         params,
         violations: wrong,

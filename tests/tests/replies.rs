@@ -578,5 +578,52 @@ async fn sms_answers_and_answers_to_calls_are_texted_through_twilio() -> anyhow:
     let call = to(&caller);
     assert_eq!(call["From"], "+14155550199", "a call is answered from [sender.sms] from");
     assert_eq!(call["Body"], "Sorry we missed your call: your refund was sent today.");
+
+    // Twilio's status callbacks: the SMS was delivered, the caller's text was not. The outbox
+    // records both; the agent reads the failure on the call's ticket.
+    let sid_to = |number: &str| sent().into_iter().find(|c| c.params["To"] == number).unwrap().sid;
+    for (number, from, status) in [(&texter, "+14155552671", "delivered"), (&caller, "+14155550199", "undelivered")] {
+        let callback = form_urlencoded::Serializer::new(String::new())
+            .append_pair("ErrorCode", if status == "undelivered" { "30003" } else { "" })
+            .append_pair("MessageSid", &sid_to(number))
+            .append_pair("SmsSid", &sid_to(number))
+            .append_pair("MessageStatus", status)
+            .append_pair("SmsStatus", status)
+            .append_pair("To", number)
+            .append_pair("From", from)
+            .append_pair("AccountSid", sid)
+            .append_pair("ApiVersion", "2010-04-01")
+            .finish();
+        let (code, body) = pipeline
+            .post_webhook("twilio-sms", "application/x-www-form-urlencoded", &callback)
+            .await?;
+        assert_eq!(code, 200, "{body}");
+    }
+    eventually("the failure noted on the call's ticket", TIMEOUT, || async {
+        Ok(rt.comments(&tickets[1]).await?.iter().any(|c| c.contains("30003")))
+    })
+    .await
+    .with_context(|| format!("omni-sender log:\n{}", sender.log()))?;
+    let comments = rt.comments(&tickets[1]).await?;
+    assert!(
+        comments
+            .iter()
+            .any(|c| c.starts_with("omni: this answer was not delivered to the customer on voice: the provider reported it undelivered")),
+        "{comments:?}"
+    );
+    assert!(rt.comments(&tickets[0]).await?.is_empty(), "a delivered answer adds no note");
+    let mut steps = std::collections::BTreeMap::new();
+    for record in pipeline.topic(omni_kafka::topics::STATE_SENDER)? {
+        use prost::Message as _;
+        if let Ok(omni_proto::v1::SenderState {
+            entry: Some(omni_proto::v1::sender_state::Entry::Outbox(entry)),
+        }) = omni_proto::v1::SenderState::decode(record.value.as_slice())
+        {
+            steps.insert(entry.provider_message_id.clone(), entry.delivery());
+        }
+    }
+    use omni_proto::v1::delivery_receipt::Status as Step;
+    assert_eq!(steps.get(&sid_to(&texter)), Some(&Step::Delivered), "{steps:?}");
+    assert_eq!(steps.get(&sid_to(&caller)), Some(&Step::Failed), "{steps:?}");
     Ok(())
 }

@@ -31,6 +31,14 @@ pub fn conversation_id(fields: &[&str]) -> String {
     digest("omni.conversation.v1", &fields)
 }
 
+/// The id of a delivery receipt: over provider, account, the provider's message id and status.
+pub fn receipt_id(provider: &str, account: &str, message_id: &str, status: &str) -> String {
+    digest(
+        "omni.receipt.v1",
+        &[provider.as_bytes(), account.as_bytes(), message_id.as_bytes(), status.as_bytes()],
+    )
+}
+
 /// A partition key over the given fields, so records of one customer stay in order.
 pub fn partition_key(fields: &[&str]) -> String {
     let fields: Vec<&[u8]> = fields.iter().map(|f| f.as_bytes()).collect();

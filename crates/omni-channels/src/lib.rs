@@ -49,6 +49,13 @@ pub trait Normalize: Send + Sync {
     /// stays in the raw topic only.
     fn normalize(&self, raw: &RawRecord, known: &dyn KnownEvents) -> Result<Option<ConversationEvent>, NormalizeError>;
 
+    /// What the record says about a message omni sent (a provider's delivery status callback),
+    /// for omni-sender; `None` for everything else. A record may give both an event and a
+    /// receipt (WhatsApp's `failed`, which the agent reads on the ticket too).
+    fn receipt(&self, _raw: &RawRecord) -> Result<Option<omni_proto::v1::DeliveryReceipt>, NormalizeError> {
+        Ok(None)
+    }
+
     /// Further keys the event's conversation is known by besides its event id, for
     /// [`KnownEvents`] lookups of later messages: what they name it by when that is not its
     /// event id (an email's Message-ID, which two different messages may share).

@@ -26,6 +26,9 @@ pub const STATE_NORMALIZER: &str = "omni.state.normalizer.v1";
 pub const STATE_CALLLOG: &str = "omni.state.calllog.v1";
 /// What the team sends to customers (`omni.v1.OutboundMessage`), keyed by conversation id.
 pub const OUTBOUND: &str = "omni.outbound.v1";
+/// What providers said about the messages omni sent (`omni.v1.DeliveryReceipt`), keyed by
+/// conversation id.
+pub const RECEIPTS: &str = "omni.receipts.v1";
 /// How far omni-replies polled each helpdesk (`omni.v1.ReplyCursor`), compacted.
 pub const STATE_REPLIES: &str = "omni.state.replies.v1";
 /// The sender's reply addresses and outbox (`omni.v1.SenderState`), compacted.
@@ -107,6 +110,11 @@ pub fn all_topics() -> Vec<TopicSpec> {
     topics.push(TopicSpec {
         name: OUTBOUND.into(),
         message_type: "omni.v1.OutboundMessage",
+        compacted: false,
+    });
+    topics.push(TopicSpec {
+        name: RECEIPTS.into(),
+        message_type: "omni.v1.DeliveryReceipt",
         compacted: false,
     });
     topics.push(TopicSpec {
@@ -256,6 +264,7 @@ mod tests {
             STATE_NORMALIZER,
             STATE_CALLLOG,
             OUTBOUND,
+            RECEIPTS,
             STATE_REPLIES,
             STATE_SENDER,
             STATE_NOTIFIER,

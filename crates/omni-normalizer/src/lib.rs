@@ -5,6 +5,11 @@
 //! `RawRecord`, unknown provider, malformed payload) goes to `omni.deadletter.v1` with the reason
 //! and the original bytes, and the stream goes on.
 //!
+//! Receipts: a provider's delivery status of a message omni sent (WhatsApp `statuses`, Twilio's
+//! status callbacks) is written to `omni.receipts.v1`, keyed by conversation id, for omni-sender
+//! (outcome `receipt`); a record that is both (WhatsApp's `failed`, also an event the agent reads)
+//! has its receipt acknowledged before its event counts as known.
+//!
 //! Understanding: each customer message's language (a channel's declared one is a hint), problem
 //! areas (tags) and order numbers are filled in from its text before it is written (see
 //! `omni-understand` and `[normalizer.understanding]`).
@@ -104,6 +109,8 @@ enum Handled {
     Duplicate,
     /// The adapter found nothing for an agent in the record (a read receipt, typing).
     Ignored,
+    /// A delivery status of a message omni sent: written to `omni.receipts.v1` only.
+    Receipt,
     DeadLettered,
 }
 
@@ -228,6 +235,7 @@ fn finish(consumer: &GroupConsumer, message: &OwnedMessage, outcome: Result<Hand
         Ok(Handled::Normalized) => "normalized",
         Ok(Handled::Duplicate) => "duplicate",
         Ok(Handled::Ignored) => "ignored",
+        Ok(Handled::Receipt) => "receipt",
         Ok(Handled::DeadLettered) => "dead_lettered",
         Err(_) => "failed",
     };
@@ -249,17 +257,34 @@ fn start(
 ) -> impl std::future::Future<Output = (OwnedMessage, Result<Handled, ProduceError>)> + use<> {
     use futures::future::Either;
     let done = |message, outcome| Either::Left(std::future::ready((message, outcome)));
-    let enqueued: Result<(Pending, ConversationEvent, Vec<String>), Rejection> = match decode(message.payload().unwrap_or_default()) {
+    let enqueued: Result<(Pending, Option<Pending>, ConversationEvent, Vec<String>), Rejection> = match decode(
+        message.payload().unwrap_or_default(),
+    ) {
         Ok(raw) if known.contains(&raw.event_id) => {
             tracing::debug!(event_id = %raw.event_id, "event already written; skipped");
             return done(message, Ok(Handled::Duplicate));
         }
         Ok(raw) => match normalize_raw(&raw, known) {
             Ok(None) => {
-                tracing::debug!(event_id = %raw.event_id, provider = %raw.provider, "nothing for an agent; kept in the raw topic only");
-                return done(message, Ok(Handled::Ignored));
+                return match enqueue_receipt(producer, source, &raw) {
+                    Ok(Some(pending)) => Either::Right(Either::Left(async move {
+                        let outcome = pending.acknowledged().await.map(|_| Handled::Receipt);
+                        (message, outcome)
+                    })),
+                    Ok(None) => {
+                        tracing::debug!(event_id = %raw.event_id, provider = %raw.provider, "nothing for an agent; kept in the raw topic only");
+                        done(message, Ok(Handled::Ignored))
+                    }
+                    Err(error) => done(message, Err(error)),
+                };
             }
             Ok(Some(mut event)) => {
+                // A receipt first (WhatsApp's failed status is both): acknowledged before the
+                // event counts as known, so a redelivered record cannot skip it.
+                let receipt = match enqueue_receipt(producer, source, &raw) {
+                    Ok(receipt) => receipt,
+                    Err(error) => return done(message, Err(error)),
+                };
                 understand(understanding, &mut event);
                 let headers = CloudEvent {
                     id: &event.event_id,
@@ -284,7 +309,7 @@ fn start(
                         for key in std::iter::once(&event.event_id).chain(&aliases) {
                             known.insert(key.clone(), event.conversation_id.clone());
                         }
-                        Ok((pending, event, aliases))
+                        Ok((pending, receipt, event, aliases))
                     }
                     Err(ProduceError::Refused(error)) => Err((
                         Fault::Internal,
@@ -301,10 +326,10 @@ fn start(
     let dead_letters = dead_letters.clone();
     let producer = producer.clone();
     let source = source.to_owned();
-    Either::Right(async move {
+    Either::Right(Either::Right(async move {
         let outcome = match enqueued {
-            Ok((pending, event, aliases)) => match pending.acknowledged().await {
-                Ok(_) => record_known(&producer, &source, &event, &aliases)
+            Ok((pending, receipt, event, aliases)) => match acknowledged(pending, receipt).await {
+                Ok(()) => record_known(&producer, &source, &event, &aliases)
                     .await
                     .map(|()| Handled::Normalized),
                 Err(error) => Err(error),
@@ -315,7 +340,42 @@ fn start(
                 .map(|()| Handled::DeadLettered),
         };
         (message, outcome)
-    })
+    }))
+}
+
+/// The event's and the receipt's acknowledgements.
+async fn acknowledged(event: Pending, receipt: Option<Pending>) -> Result<(), ProduceError> {
+    if let Some(receipt) = receipt {
+        receipt.acknowledged().await?;
+    }
+    event.acknowledged().await.map(|_| ())
+}
+
+/// Enqueues the record's delivery receipt, when its adapter finds one, to `omni.receipts.v1`
+/// keyed by conversation id. A record the adapter cannot read has none (its normalization says
+/// why).
+fn enqueue_receipt(producer: &Producer, source: &str, raw: &RawRecord) -> Result<Option<Pending>, ProduceError> {
+    let receipt = omni_channels::normalizer_for(&raw.provider)
+        .ok()
+        .and_then(|adapter| adapter.receipt(raw).ok().flatten());
+    let Some(receipt) = receipt else { return Ok(None) };
+    let headers = CloudEvent {
+        id: &receipt.receipt_id,
+        kind: "omni.v1.DeliveryReceipt",
+        source,
+        subject: Some(&receipt.conversation_id),
+        time: SystemTime::now(),
+    }
+    .to_headers();
+    metrics::counter!("omni_normalizer_receipts_total", "provider" => raw.provider.clone()).increment(1);
+    producer
+        .enqueue(
+            topics::RECEIPTS,
+            receipt.conversation_id.as_bytes(),
+            &receipt.encode_to_vec(),
+            headers,
+        )
+        .map(Some)
 }
 
 /// Records that `event` was written, in `omni.state.normalizer.v1`, under its event id and the

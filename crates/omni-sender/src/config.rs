@@ -71,6 +71,11 @@ pub struct TwilioConfig {
     /// 14155550100: it is read as `+14155550100`.)
     #[serde(default, deserialize_with = "phone_number")]
     pub from: Option<String>,
+    /// Where Twilio reports each answer's delivery (the gateway's
+    /// `https://<gateway>/webhooks/twilio-sms/<account>`), so omni records it and notes failures;
+    /// unset: Twilio reports to the Messaging Service's callback URL, if it has one.
+    #[serde(default)]
+    pub status_callback: Option<String>,
     /// Twilio's REST API base URL.
     #[serde(default = "twilio_api")]
     pub api_base_url: String,
@@ -103,6 +108,7 @@ impl std::fmt::Debug for TwilioConfig {
             .field("account_sid", &self.account_sid)
             .field("auth_token", &"<redacted>")
             .field("from", &self.from)
+            .field("status_callback", &self.status_callback)
             .field("api_base_url", &self.api_base_url)
             .field("timeout_secs", &self.timeout_secs)
             .finish()

@@ -18,6 +18,7 @@ mod config;
 mod email;
 mod http;
 mod meta;
+mod receipts;
 mod slack;
 mod sms;
 mod state;
@@ -192,7 +193,7 @@ async fn run_pipeline(config: &SenderServiceConfig, client_id: &str, context: &S
         client_id,
         &config.service.group_id,
         &config.service.instance_id,
-        &[topics::CONVERSATIONS, topics::OUTBOUND],
+        &[topics::CONVERSATIONS, topics::OUTBOUND, topics::RECEIPTS],
         &context.readiness,
     )
     .map_err(|e| Stopped::fatal("cannot create consumer", e))?;
@@ -305,6 +306,9 @@ where
                     }
                     if message.topic() == topics::CONVERSATIONS {
                         worker.learn(&message).await?;
+                        consumer::store_next(member.consumer(), message.topic(), message.partition(), message.offset());
+                    } else if message.topic() == topics::RECEIPTS {
+                        worker.take_receipt(&message).await?;
                         consumer::store_next(member.consumer(), message.topic(), message.partition(), message.offset());
                     } else {
                         let key = message.key().unwrap_or_default().to_vec();
@@ -462,11 +466,11 @@ impl Worker {
             }
             tracing::warn!(outbound_id = %id, "the sender stopped during this send; sending again (same Message-ID)");
         }
-        self.write_outbox(&id, Status::Pending, "", "").await?;
+        self.write_outbox(&outbound, Status::Pending, "", "").await?;
         loop {
             match self.send(&address, &outbound).await {
                 Ok(provider_id) => {
-                    self.write_outbox(&id, Status::Sent, &provider_id, "").await?;
+                    self.write_outbox(&outbound, Status::Sent, &provider_id, "").await?;
                     observe_latency(&address, &outbound);
                     tracing::info!(outbound_id = %id, channel = ?address.channel(), provider_message_id = %provider_id, "answer sent");
                     return Ok(Outcome::Sent);
@@ -504,9 +508,19 @@ impl Worker {
         self.channels.send(address, outbound).await
     }
 
-    async fn write_outbox(&self, id: &str, status: Status, provider_id: &str, reason: &str) -> Result<(), ProduceError> {
-        let entry = state::write_outbox(&self.producer, &self.source, id, status, provider_id, reason).await?;
-        self.memory.lock().expect("sender memory").outbox.insert(id.to_owned(), entry);
+    async fn write_outbox(&self, outbound: &OutboundMessage, status: Status, provider_id: &str, reason: &str) -> Result<(), ProduceError> {
+        let id = &outbound.outbound_id;
+        let entry = state::write_outbox(
+            &self.producer,
+            &self.source,
+            id,
+            &outbound.conversation_id,
+            status,
+            provider_id,
+            reason,
+        )
+        .await?;
+        self.memory.lock().expect("sender memory").outbox.insert(id.clone(), entry);
         Ok(())
     }
 
@@ -523,7 +537,7 @@ impl Worker {
         tracing::warn!(outbound_id = %id, %reason, "answer not delivered");
         let outcome = self.refuse(message, Fault::External, reason, id).await?;
         self.note_on_ticket(outbound, channel, reason).await?;
-        self.write_outbox(id, Status::Failed, "", reason).await?;
+        self.write_outbox(outbound, Status::Failed, "", reason).await?;
         Ok(outcome)
     }
 
@@ -531,7 +545,20 @@ impl Worker {
     /// logs on the conversation's ticket as an internal note (`answered_calls`: what the team
     /// wrote itself never opens a ticket, and every helpdesk keeps it private).
     async fn note_on_ticket(&self, outbound: &OutboundMessage, channel: Channel, reason: &str) -> Result<(), ProduceError> {
-        let event = failure_note(outbound, channel, reason);
+        self.note_on_ticket_as(outbound, channel, reason, "sender-failure").await
+    }
+
+    /// [`Self::note_on_ticket`] with the note's event id `<prefix>-<outbound id>` (one note per
+    /// answer and kind of failure, so a note written again after a crash is deduplicated).
+    async fn note_on_ticket_as(
+        &self,
+        outbound: &OutboundMessage,
+        channel: Channel,
+        reason: &str,
+        prefix: &str,
+    ) -> Result<(), ProduceError> {
+        let mut event = failure_note(outbound, channel, reason);
+        event.event_id = format!("{prefix}-{}", outbound.outbound_id);
         let headers = omni_kafka::CloudEvent {
             id: &event.event_id,
             kind: "omni.v1.ConversationEvent",

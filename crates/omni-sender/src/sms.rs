@@ -21,6 +21,7 @@ async fn send_with(
         account_sid: &config.account_sid,
         auth_token: &config.auth_token,
         from: config.from.as_deref(),
+        status_callback: config.status_callback.as_deref(),
     };
     let request = sms::request(&account, address, outbound).map_err(http::refusal)?;
     let response = http::post(client, &request, "Twilio").await?;

@@ -56,6 +56,7 @@ pub async fn write_outbox(
     producer: &Producer,
     source: &str,
     outbound_id: &str,
+    conversation_id: &str,
     status: Status,
     provider_message_id: &str,
     reason: &str,
@@ -65,10 +66,17 @@ pub async fn write_outbox(
         provider_message_id: provider_message_id.to_owned(),
         reason: reason.to_owned(),
         updated_at: Some(SystemTime::now().into()),
+        conversation_id: conversation_id.to_owned(),
+        ..OutboxEntry::default()
     };
-    let key = format!("{OUTBOX_PREFIX}{outbound_id}");
-    write(producer, source, &key, Entry::Outbox(entry.clone())).await?;
+    write_entry(producer, source, outbound_id, &entry).await?;
     Ok(entry)
+}
+
+/// Writes an outbox entry as it is (a receipt's step added to it).
+pub async fn write_entry(producer: &Producer, source: &str, outbound_id: &str, entry: &OutboxEntry) -> Result<(), ProduceError> {
+    let key = format!("{OUTBOX_PREFIX}{outbound_id}");
+    write(producer, source, &key, Entry::Outbox(entry.clone())).await
 }
 
 async fn write(producer: &Producer, source: &str, key: &str, entry: Entry) -> Result<(), ProduceError> {

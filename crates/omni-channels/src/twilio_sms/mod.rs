@@ -29,8 +29,10 @@ mod tests;
 
 use std::collections::BTreeMap;
 
+use omni_proto::v1::delivery_receipt as receipt;
 use omni_proto::v1::{
-    Attachment, Body, Channel, ConversationEvent, Direction, Location, Participant, ProviderReference, RawRecord, attachment, participant,
+    Attachment, Body, Channel, ConversationEvent, DeliveryReceipt, Direction, Location, Participant, ProviderReference, RawRecord,
+    attachment, participant,
 };
 
 use crate::webhook::{self, Accepted, Item, Rejection, Reply, WebhookAccount, WebhookAdapter, WebhookRequest};
@@ -176,6 +178,35 @@ impl Normalize for TwilioSms {
 
     fn provider(&self) -> &'static str {
         PROVIDER
+    }
+
+    fn receipt(&self, raw: &RawRecord) -> Result<Option<DeliveryReceipt>, NormalizeError> {
+        let message = Message::parse(&raw.payload).map_err(malformed)?;
+        let Some(status) = message.status.as_deref() else { return Ok(None) };
+        let step = match status {
+            "sent" => receipt::Status::Sent,
+            "delivered" => receipt::Status::Delivered,
+            "read" => receipt::Status::Read,
+            "failed" | "undelivered" => receipt::Status::Failed,
+            // queued, sending, accepted, scheduled, canceled...: not a delivery step.
+            _ => return Ok(None),
+        };
+        let code = message.get("ErrorCode").trim();
+        let reason = match (step, code) {
+            (receipt::Status::Failed, "") => format!("Twilio: {status}"),
+            (receipt::Status::Failed, code) => format!("Twilio: {status}, error {code} (https://www.twilio.com/docs/api/errors/{code})"),
+            _ => String::new(),
+        };
+        Ok(Some(DeliveryReceipt {
+            receipt_id: ids::receipt_id(PROVIDER, &raw.account, &message.sid, status),
+            conversation_id: message.conversation_id(&raw.account),
+            provider: PROVIDER.to_owned(),
+            account: raw.account.clone(),
+            provider_message_id: message.sid.clone(),
+            status: step as i32,
+            reason,
+            occurred_at: raw.received_at,
+        }))
     }
 
     fn normalize(&self, raw: &RawRecord, _known: &dyn KnownEvents) -> Result<Option<ConversationEvent>, NormalizeError> {

@@ -35,6 +35,9 @@ pub struct Account<'a> {
     /// The number (E.164) or Messaging Service (`MG...`) answers come from when the conversation
     /// does not name the number the customer wrote to (always, for calls).
     pub from: Option<&'a str>,
+    /// Where Twilio reports the message's status (the gateway's `twilio-sms` webhook), sent as
+    /// `StatusCallback`; `None`: Twilio reports to the Messaging Service's URL, if any.
+    pub status_callback: Option<&'a str>,
 }
 
 /// Whether the conversation came in through Twilio Messaging (SMS, or WhatsApp and Messenger
@@ -71,6 +74,10 @@ pub fn request(account: &Account<'_>, address: &ReplyAddress, outbound: &Outboun
     };
     let text = crate::outbound::answer_text(outbound, "SMS", MAX_BODY_CHARS)?;
     let sender = if from.starts_with("MG") { "MessagingServiceSid" } else { "From" };
+    let mut body = json!({ "To": to, sender: from, "Body": text });
+    if let Some(url) = account.status_callback.filter(|url| !url.is_empty()) {
+        body["StatusCallback"] = json!(url);
+    }
     Ok(Request {
         url: format!(
             "{}/2010-04-01/Accounts/{}/Messages.json",
@@ -78,7 +85,7 @@ pub fn request(account: &Account<'_>, address: &ReplyAddress, outbound: &Outboun
             account.account_sid
         ),
         basic: Some((account.account_sid.to_owned(), account.auth_token.to_owned())),
-        body: json!({ "To": to, sender: from, "Body": text }),
+        body,
         form: true,
         ..Request::default()
     })
@@ -166,6 +173,7 @@ mod tests {
             account_sid: "AC0123456789abcdef0123456789abcdef",
             auth_token: "twilio-token",
             from,
+            status_callback: None,
         }
     }
 
@@ -185,6 +193,12 @@ mod tests {
             request.body,
             json!({"To": "+905551112233", "From": "+14155550100", "Body": "Kargonuz yolda."})
         );
+        let reported = Account {
+            status_callback: Some("https://gw.example/webhooks/twilio-sms/shop"),
+            ..account(None)
+        };
+        let request = super::request(&reported, &sms_address(), &answer("x")).unwrap();
+        assert_eq!(request.body["StatusCallback"], "https://gw.example/webhooks/twilio-sms/shop");
     }
 
     #[test]

@@ -286,3 +286,30 @@ fn passes_the_conformance_kit() {
         .no_event(&["status-delivered.form", "status-undelivered.form"])
         .run();
 }
+
+#[test]
+fn status_callbacks_are_receipts_for_the_sender() {
+    use omni_proto::v1::delivery_receipt::Status;
+    let failed = TwilioSms.receipt(&raw(UNDELIVERED)).unwrap().expect("a receipt");
+    assert_eq!(failed.provider_message_id, "SM2b3c4d5e6f708192a3b4c5d6e7f8091a");
+    assert_eq!(failed.status(), Status::Failed);
+    assert!(failed.reason.contains("30003"), "{}", failed.reason);
+    assert_eq!(failed.provider, PROVIDER);
+    assert_eq!(failed.account, "shop");
+    // The conversation of the customer the message went to (To), as their own messages'.
+    let incoming = event(INCOMING_TR_WITH_CUSTOMER_TO_OF_UNDELIVERED);
+    assert_eq!(failed.conversation_id, incoming.conversation_id);
+    let delivered = TwilioSms.receipt(&raw(DELIVERED)).unwrap().expect("a receipt");
+    assert_eq!(delivered.status(), Status::Delivered);
+    assert!(delivered.reason.is_empty());
+    assert_ne!(delivered.receipt_id, failed.receipt_id);
+    assert_eq!(
+        TwilioSms.receipt(&raw(DELIVERED)).unwrap().unwrap().receipt_id,
+        delivered.receipt_id
+    );
+    // An incoming message is no receipt.
+    assert_eq!(TwilioSms.receipt(&raw(INCOMING_TR_WITH_CUSTOMER_TO_OF_UNDELIVERED)).unwrap(), None);
+}
+
+/// An incoming SMS from the customer the undelivered fixture was sent to, to the same number.
+const INCOMING_TR_WITH_CUSTOMER_TO_OF_UNDELIVERED: &str = "SmsMessageSid=SM0000000000000000000000000000in01&NumMedia=0&SmsStatus=received&Body=Merhaba&To=%2B14155552671&MessagingServiceSid=MG9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d&MessageSid=SM0000000000000000000000000000in01&AccountSid=AC3f0b7c1e9d2a4b6c8e0f1a2b3c4d5e6f&From=%2B905551112233&ApiVersion=2010-04-01";

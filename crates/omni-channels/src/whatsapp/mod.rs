@@ -32,10 +32,11 @@
 pub mod send;
 
 use omni_proto::v1::contact_identifier::Kind;
+use omni_proto::v1::delivery_receipt as receipt;
 use omni_proto::v1::participant::Role;
 use omni_proto::v1::{
-    Attachment, Body, Channel, ContactIdentifier, ConversationEvent, Direction, Location, Participant, ProviderReference, RawRecord,
-    SharedContact, attachment,
+    Attachment, Body, Channel, ContactIdentifier, ConversationEvent, DeliveryReceipt, Direction, Location, Participant, ProviderReference,
+    RawRecord, SharedContact, attachment,
 };
 use serde::{Deserialize, Deserializer};
 
@@ -745,6 +746,38 @@ impl Normalize for WhatsApp {
 
     fn provider(&self) -> &'static str {
         PROVIDER
+    }
+
+    fn receipt(&self, raw: &RawRecord) -> Result<Option<DeliveryReceipt>, NormalizeError> {
+        let index = webhook::item_index(raw, PROVIDER)?;
+        let values = values(&raw.payload).map_err(malformed)?;
+        let found = found(&values).map_err(malformed)?;
+        let Some(Found {
+            what: What::Status(status),
+            business,
+            customer,
+            ..
+        }) = found.get(index)
+        else {
+            return Ok(None);
+        };
+        let step = match status.status.as_str() {
+            "sent" => receipt::Status::Sent,
+            "delivered" => receipt::Status::Delivered,
+            "read" => receipt::Status::Read,
+            "failed" => receipt::Status::Failed,
+            _ => return Ok(None),
+        };
+        Ok(Some(DeliveryReceipt {
+            receipt_id: ids::receipt_id(PROVIDER, &raw.account, &status.id, &status.status),
+            conversation_id: ids::conversation_id(&[ID_CHANNEL, &raw.account, business, customer]),
+            provider: PROVIDER.to_owned(),
+            account: raw.account.clone(),
+            provider_message_id: status.id.clone(),
+            status: step as i32,
+            reason: describe(&status.errors),
+            occurred_at: status.timestamp.0.parse().ok().map(webhook::unix_seconds),
+        }))
     }
 
     fn normalize(&self, raw: &RawRecord, _known: &dyn KnownEvents) -> Result<Option<ConversationEvent>, NormalizeError> {

@@ -420,3 +420,25 @@ fn a_record_that_cannot_be_read_is_malformed() {
 fn passes_the_conformance_kit() {
     crate::kit::WebhookConformance::new(&WhatsApp).no_event(&["statuses.json"]).run();
 }
+
+#[test]
+fn statuses_are_receipts_for_the_sender_and_messages_are_not() {
+    use omni_proto::v1::delivery_receipt::Status;
+    let statuses = include_str!("fixtures/statuses.json");
+    let sent = WhatsApp.receipt(&raw(statuses, 0)).unwrap().expect("a receipt");
+    assert_eq!(
+        sent.provider_message_id,
+        "wamid.HBgMOTA1NTUxMTEyMjMzFQIAERgSQjZGOTUwRDRFNzg2MUEzN0VEAA=="
+    );
+    assert_eq!(sent.status(), Status::Sent);
+    assert_eq!(sent.occurred_at.unwrap().seconds, 1_750_857_384);
+    // The customer's conversation: the one their own messages to this number join.
+    assert_eq!(sent.conversation_id, event(TEXT_TR, 0).conversation_id);
+    let failed = WhatsApp
+        .receipt(&raw(include_str!("fixtures/status-failed.json"), 0))
+        .unwrap()
+        .expect("a receipt");
+    assert_eq!(failed.status(), Status::Failed);
+    assert!(failed.reason.contains("131047"), "{}", failed.reason);
+    assert_eq!(WhatsApp.receipt(&raw(TEXT_TR, 0)).unwrap(), None);
+}
