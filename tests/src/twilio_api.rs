@@ -33,6 +33,8 @@ pub struct TwilioApi {
     auth_token: Arc<String>,
     calls: Arc<Mutex<Vec<Call>>>,
     limited: Arc<Mutex<u32>>,
+    /// How long the next answer is held back after the call is recorded.
+    hold: Arc<Mutex<std::time::Duration>>,
 }
 
 impl TwilioApi {
@@ -43,6 +45,7 @@ impl TwilioApi {
             auth_token: Arc::new(auth_token.to_owned()),
             calls: Arc::default(),
             limited: Arc::default(),
+            hold: Arc::default(),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}", listener.local_addr()?);
@@ -56,6 +59,12 @@ impl TwilioApi {
     /// The next `count` requests get 429.
     pub fn rate_limit_next(&self, count: u32) {
         *self.limited.lock().unwrap() = count;
+    }
+
+    /// The next answer comes `hold` after its call is recorded (a slow provider: the message is
+    /// created, omni does not know it yet).
+    pub fn hold_next(&self, hold: std::time::Duration) {
+        *self.hold.lock().unwrap() = hold;
     }
 
     /// Every call so far.
@@ -108,29 +117,34 @@ async fn messages(
         *left = left.saturating_sub(1);
         limited
     };
-    let mut calls = api.calls.lock().unwrap();
-    let sid = format!("SM{:032x}", calls.len() + 1);
-    let (status, answer) = if limited {
-        (
-            StatusCode::TOO_MANY_REQUESTS,
-            json!({"code": 20429, "message": "Too Many Requests", "more_info": "https://www.twilio.com/docs/errors/20429", "status": 429}),
-        )
-    } else if wrong.is_empty() {
-        (
-            StatusCode::CREATED,
-            json!({"sid": sid, "status": "queued", "to": params["To"], "body": params["Body"]}),
-        )
-    } else {
-        (
-            StatusCode::BAD_REQUEST,
-            json!({"code": 21604, "message": wrong.join("; "), "status": 400}),
-        )
+    let (status, answer) = {
+        let mut calls = api.calls.lock().unwrap();
+        let sid = format!("SM{:032x}", calls.len() + 1);
+        let (status, answer) = if limited {
+            (
+                StatusCode::TOO_MANY_REQUESTS,
+                json!({"code": 20429, "message": "Too Many Requests", "more_info": "https://www.twilio.com/docs/errors/20429", "status": 429}),
+            )
+        } else if wrong.is_empty() {
+            (
+                StatusCode::CREATED,
+                json!({"sid": sid, "status": "queued", "to": params["To"], "body": params["Body"]}),
+            )
+        } else {
+            (
+                StatusCode::BAD_REQUEST,
+                json!({"code": 21604, "message": wrong.join("; "), "status": 400}),
+            )
+        };
+        calls.push(Call {
+            sid: if status == StatusCode::CREATED { sid } else { String::new() },
+            status: status.as_u16(),
+            params,
+            violations: wrong,
+        });
+        (status, answer)
     };
-    calls.push(Call {
-        sid: if status == StatusCode::CREATED { sid } else { String::new() },
-        status: status.as_u16(),
-        params,
-        violations: wrong,
-    });
+    let hold = std::mem::take(&mut *api.hold.lock().unwrap());
+    tokio::time::sleep(hold).await;
     (status, axum::Json(answer))
 }

@@ -625,5 +625,30 @@ async fn sms_answers_and_answers_to_calls_are_texted_through_twilio() -> anyhow:
     use omni_proto::v1::delivery_receipt::Status as Step;
     assert_eq!(steps.get(&sid_to(&texter)), Some(&Step::Delivered), "{steps:?}");
     assert_eq!(steps.get(&sid_to(&caller)), Some(&Step::Failed), "{steps:?}");
+
+    // A failure reported while the sender still waits for Twilio's answer (before SENT is
+    // recorded) is kept and applied once it is.
+    let before = twilio.calls().len();
+    twilio.hold_next(Duration::from_secs(4));
+    rt.answer(&tickets[0], "Kargonuz bugün yola çıktı.").await?;
+    eventually("the held call", TIMEOUT, || async { Ok(twilio.calls().len() > before) }).await?;
+    let held = twilio.calls()[before].sid.clone();
+    let callback = form_urlencoded::Serializer::new(String::new())
+        .append_pair("ErrorCode", "30005")
+        .append_pair("MessageSid", &held)
+        .append_pair("MessageStatus", "failed")
+        .append_pair("To", &texter)
+        .append_pair("From", "+14155552671")
+        .append_pair("AccountSid", sid)
+        .finish();
+    let (code, body) = pipeline
+        .post_webhook("twilio-sms", "application/x-www-form-urlencoded", &callback)
+        .await?;
+    assert_eq!(code, 200, "{body}");
+    eventually("the early failure noted on the SMS ticket", TIMEOUT, || async {
+        Ok(rt.comments(&tickets[0]).await?.iter().any(|c| c.contains("30005")))
+    })
+    .await
+    .with_context(|| format!("omni-sender log:\n{}", sender.log()))?;
     Ok(())
 }

@@ -245,6 +245,9 @@ fn finish(consumer: &GroupConsumer, message: &OwnedMessage, outcome: Result<Hand
     Ok(())
 }
 
+/// An event enqueued: its acknowledgement, its receipt's (if any), the event and its aliases.
+type Enqueued = (Pending, Option<Pending>, ConversationEvent, Vec<String>);
+
 /// Normalizes one record and enqueues its output right away (keeping input order), returning a
 /// future that resolves once the output and its known-event record were acknowledged.
 fn start(
@@ -257,9 +260,7 @@ fn start(
 ) -> impl std::future::Future<Output = (OwnedMessage, Result<Handled, ProduceError>)> + use<> {
     use futures::future::Either;
     let done = |message, outcome| Either::Left(std::future::ready((message, outcome)));
-    let enqueued: Result<(Pending, Option<Pending>, ConversationEvent, Vec<String>), Rejection> = match decode(
-        message.payload().unwrap_or_default(),
-    ) {
+    let enqueued: Result<Enqueued, Rejection> = match decode(message.payload().unwrap_or_default()) {
         Ok(raw) if known.contains(&raw.event_id) => {
             tracing::debug!(event_id = %raw.event_id, "event already written; skipped");
             return done(message, Ok(Handled::Duplicate));

@@ -40,6 +40,8 @@ impl<C: Clone> Accounts<C> {
 pub fn client(timeout_secs: u64) -> Result<reqwest::Client, reqwest::Error> {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(timeout_secs))
+        // A connection not made in time is a connect error (tried again), not an answer lost.
+        .connect_timeout(Duration::from_secs(timeout_secs.div_ceil(2).clamp(1, 10)))
         .user_agent(concat!("omni-sender/", env!("CARGO_PKG_VERSION")))
         .build()
 }
@@ -85,6 +87,9 @@ pub async fn post(client: &reqwest::Client, request: &Request, provider: &str) -
 fn unsent(request: &Request, provider: &str, error: reqwest::Error) -> SendError {
     // URLs can carry tokens (Telegram's): never in a log line or a reason.
     let error = error.without_url();
+    if error.is_builder() {
+        return SendError::Refused(format!("{provider}: the request could not be built: {error}"));
+    }
     if !error.is_connect() {
         return maybe_sent(provider, &error);
     }

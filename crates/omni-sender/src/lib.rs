@@ -1,8 +1,8 @@
 //! omni-sender: the team's answers (`omni.outbound.v1`) to the customer, on the channel the
 //! customer used.
 //!
-//! It reads `omni.conversations.v1` beside `omni.outbound.v1` (both keyed by conversation id, so
-//! one replica holds both sides of a conversation) and keeps, per conversation, where its
+//! It reads `omni.conversations.v1` and `omni.receipts.v1` beside `omni.outbound.v1` (all keyed
+//! by conversation id, so one replica holds every side of a conversation) and keeps, per conversation, where its
 //! customer is answered: the provider ids of the customer's latest message (`ReplyAddress`, in
 //! the compacted `omni.state.sender.v1`). An answer whose conversation it has not read yet waits
 //! for it up to `conversation_wait_secs`.
@@ -224,7 +224,8 @@ async fn run_pipeline(config: &SenderServiceConfig, client_id: &str, context: &S
     result
 }
 
-/// Receives both topics: conversation events update the reply addresses at once; answers are
+/// Receives the three topics: conversation events update the reply addresses and receipts the
+/// outbox at once (see [`receipts`]); answers are
 /// handled up to `max_in_flight` at a time ([`omni_kafka::keyed`]): different conversations'
 /// concurrently, one conversation's one after the other in order, an answer's offset stored only
 /// once every answer before it in its partition finished. The answers' partitions are paused
@@ -471,6 +472,7 @@ impl Worker {
             match self.send(&address, &outbound).await {
                 Ok(provider_id) => {
                     self.write_outbox(&outbound, Status::Sent, &provider_id, "").await?;
+                    self.apply_early_receipt(&id, &provider_id).await?;
                     observe_latency(&address, &outbound);
                     tracing::info!(outbound_id = %id, channel = ?address.channel(), provider_message_id = %provider_id, "answer sent");
                     return Ok(Outcome::Sent);

@@ -5,10 +5,15 @@
 //! arrives after `read` changes nothing), so a redelivered receipt is harmless. A failure is told
 //! to the agent on the ticket as an internal note, like the sender's own refusals; WhatsApp's
 //! `failed` status is already an event of the conversation (the normalizer writes it), so it adds
-//! no second note. A receipt for a message the sender does not know (a marketing message from the
-//! same number, an answer sent before this version) is counted and left.
+//! no second note. A receipt that comes before its answer's `SENT` record (a fast failure while
+//! the sender still reads the provider's answer) waits in memory up to ten minutes for it; one
+//! for a message this replica did not send (marketing from the same number, an answer sent before
+//! this version, with several replicas a call answered by SMS whose receipt reaches the other
+//! one) is counted `unknown` and left.
 
 use omni_kafka::ProduceError;
+use std::time::{Duration, Instant};
+
 use omni_proto::v1::delivery_receipt::Status as Step;
 use omni_proto::v1::outbox_entry::Status;
 use omni_proto::v1::{Channel, DeliveryReceipt, OutboundMessage, OutboxEntry};
@@ -17,6 +22,26 @@ use rdkafka::Message as _;
 use rdkafka::message::OwnedMessage;
 
 use crate::{Worker, state};
+
+/// How long a receipt waits for its answer's `SENT` record.
+const EARLY_RECEIPT_TTL: Duration = Duration::from_secs(600);
+/// Receipts waiting at most (the rest are counted `unknown`).
+const MAX_EARLY_RECEIPTS: usize = 10_000;
+
+/// The step's name in metrics and logs.
+fn step_name(step: Step) -> &'static str {
+    match step {
+        Step::Unspecified => "unspecified",
+        Step::Sent => "sent",
+        Step::Delivered => "delivered",
+        Step::Read => "read",
+        Step::Failed => "failed",
+    }
+}
+
+fn count(receipt: &DeliveryReceipt, outcome: &'static str) {
+    metrics::counter!("omni_sender_receipts_total", "status" => step_name(receipt.status()), "outcome" => outcome).increment(1);
+}
 
 /// How far a step is along the way; a receipt of a lower one does not move an entry back.
 fn rank(step: Step) -> u8 {
@@ -30,45 +55,82 @@ fn rank(step: Step) -> u8 {
 }
 
 impl Worker {
-    /// Records one receipt on its answer's outbox entry.
+    /// Records one receipt on its answer's outbox entry; a receipt that came before its answer's
+    /// `SENT` record waits in memory for it (see [`Self::apply_early_receipt`]).
     pub(crate) async fn take_receipt(&self, message: &OwnedMessage) -> Result<(), ProduceError> {
         let Ok(receipt) = DeliveryReceipt::decode(message.payload().unwrap_or_default()) else {
             tracing::warn!(offset = message.offset(), "unreadable delivery receipt skipped");
             return Ok(());
         };
-        let count = |outcome: &'static str| {
-            metrics::counter!("omni_sender_receipts_total", "status" => receipt.status().as_str_name(), "outcome" => outcome).increment(1);
-        };
-        let Some((id, mut entry)) = self.sent_as(&receipt.provider_message_id) else {
-            count("unknown");
-            return Ok(());
-        };
+        match self.sent_as(&receipt.provider_message_id) {
+            Some((id, entry)) => self.apply(id, entry, &receipt).await,
+            None if receipt.provider_message_id.is_empty() => {
+                count(&receipt, "unknown");
+                Ok(())
+            }
+            None => {
+                let mut memory = self.memory.lock().expect("sender memory");
+                let early = &mut memory.early_receipts;
+                early.retain(|_, (at, _)| at.elapsed() < EARLY_RECEIPT_TTL);
+                if early.len() < MAX_EARLY_RECEIPTS {
+                    count(&receipt, "early");
+                    let key = receipt.provider_message_id.clone();
+                    early.insert(key, (Instant::now(), receipt));
+                } else {
+                    count(&receipt, "unknown");
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// After an answer's `SENT` record: the receipt that came before it, if one did.
+    pub(crate) async fn apply_early_receipt(&self, outbound_id: &str, provider_message_id: &str) -> Result<(), ProduceError> {
+        let early = self
+            .memory
+            .lock()
+            .expect("sender memory")
+            .early_receipts
+            .remove(provider_message_id);
+        let Some((_, receipt)) = early else { return Ok(()) };
+        let entry = self.memory.lock().expect("sender memory").outbox.get(outbound_id).cloned();
+        match entry {
+            Some(entry) => self.apply(outbound_id.to_owned(), entry, &receipt).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Records the receipt's step on the entry unless it is no step forward; a failure is noted
+    /// on the ticket first (the note's id is fixed, so a receipt handled again after a crash in
+    /// between writes the same note, which the router keeps once).
+    async fn apply(&self, id: String, mut entry: OutboxEntry, receipt: &DeliveryReceipt) -> Result<(), ProduceError> {
         if rank(receipt.status()) <= rank(entry.delivery()) {
-            count("not_newer");
+            count(receipt, "not_newer");
             return Ok(());
         }
-        entry.delivery = receipt.status;
-        entry.delivery_at = receipt.occurred_at;
-        state::write_entry(&self.producer, &self.source, &id, &entry).await?;
-        self.memory.lock().expect("sender memory").outbox.insert(id.clone(), entry);
-        count("recorded");
-        tracing::info!(outbound_id = %id, status = receipt.status().as_str_name(), provider = %receipt.provider, "delivery receipt");
         if receipt.status() == Step::Failed && receipt.provider != omni_channels::whatsapp::PROVIDER {
             // The answer's own conversation: a call answered by SMS has its receipt on the SMS
             // thread's conversation, but the agent reads the call's ticket.
-            let conversation_id = match self.memory.lock().expect("sender memory").outbox.get(&id) {
-                Some(entry) if !entry.conversation_id.is_empty() => entry.conversation_id.clone(),
-                _ => receipt.conversation_id.clone(),
+            let conversation_id = if entry.conversation_id.is_empty() {
+                receipt.conversation_id.clone()
+            } else {
+                entry.conversation_id.clone()
             };
             let channel = self.channel_of(&conversation_id);
             let outbound = OutboundMessage {
-                outbound_id: id,
+                outbound_id: id.clone(),
                 conversation_id,
                 ..OutboundMessage::default()
             };
             let reason = format!("the provider reported it undelivered ({})", receipt.reason);
             self.note_on_ticket_as(&outbound, channel, &reason, "sender-undelivered").await?;
         }
+        entry.delivery = receipt.status;
+        entry.delivery_at = receipt.occurred_at;
+        state::write_entry(&self.producer, &self.source, &id, &entry).await?;
+        self.memory.lock().expect("sender memory").outbox.insert(id.clone(), entry);
+        count(receipt, "recorded");
+        tracing::info!(outbound_id = %id, status = step_name(receipt.status()), provider = %receipt.provider, "delivery receipt");
         Ok(())
     }
 

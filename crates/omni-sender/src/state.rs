@@ -22,6 +22,9 @@ pub struct Memory {
     pub addresses: HashMap<String, ReplyAddress>,
     /// Outbound id -> how far it got.
     pub outbox: HashMap<String, OutboxEntry>,
+    /// Receipts that came before their answer's `SENT` record (a provider's fast failure), by
+    /// provider message id, applied when it is written; kept in memory only, a few minutes.
+    pub early_receipts: HashMap<String, (std::time::Instant, omni_proto::v1::DeliveryReceipt)>,
 }
 
 /// Reads the whole state topic.

@@ -19,8 +19,9 @@
 //!   location (`Latitude`, `Longitude`, `Address`, `Label`) becomes a location.
 //! - Every status callback (`queued` ... `delivered`, `read`, and also `undelivered` and `failed`)
 //!   normalizes to `None`: the same Twilio number often sends order notifications and marketing
-//!   that are no support conversation, and a failed one of those must not open a ticket. The
-//!   callbacks stay in the raw topic.
+//!   that are no support conversation, and a failed one of those must not open a ticket. Their
+//!   `sent`, `delivered`, `read`, `failed` and `undelivered` are delivery receipts for
+//!   omni-sender instead ([`Normalize::receipt`]).
 //! - The acknowledgement is empty TwiML, so Twilio sends no automatic reply.
 
 pub mod send;
