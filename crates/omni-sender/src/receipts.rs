@@ -72,7 +72,12 @@ impl Worker {
                 let mut memory = self.memory.lock().expect("sender memory");
                 let early = &mut memory.early_receipts;
                 early.retain(|_, (at, _)| at.elapsed() < EARLY_RECEIPT_TTL);
-                if early.len() < MAX_EARLY_RECEIPTS {
+                let further = early
+                    .get(&receipt.provider_message_id)
+                    .is_none_or(|(_, kept)| rank(kept.status()) < rank(receipt.status()));
+                if !further {
+                    count(&receipt, "not_newer");
+                } else if early.len() < MAX_EARLY_RECEIPTS {
                     count(&receipt, "early");
                     let key = receipt.provider_message_id.clone();
                     early.insert(key, (Instant::now(), receipt));
