@@ -15,12 +15,15 @@ pub mod bench_replies;
 pub mod chaos;
 pub mod load;
 pub mod meta_api;
+pub mod provider_api;
 pub mod router_sweep;
 pub mod slack_api;
 pub mod stack;
 pub mod telegram;
 pub mod twilio_api;
+pub mod viber_api;
 pub mod whatsapp_api;
+pub mod x_api;
 pub mod zendesk;
 
 use std::io::{BufRead, BufReader};

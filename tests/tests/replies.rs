@@ -652,3 +652,104 @@ async fn sms_answers_and_answers_to_calls_are_texted_through_twilio() -> anyhow:
     .with_context(|| format!("omni-sender log:\n{}", sender.log()))?;
     Ok(())
 }
+
+/// A channel fixture (`x/fixtures/dm-tr.json`) as JSON, to be given this run's ids.
+fn fixture(path: &str) -> Value {
+    let text = std::fs::read_to_string(format!("{}/../crates/omni-channels/src/{path}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn x_and_viber_answers_are_sent_once_as_their_apis_document_through_rate_limits() -> anyhow::Result<()> {
+    let _serial = serial().await;
+    let x_api = omni_e2e::x_api::XApi {
+        consumer_key: "xck-omni-test".into(),
+        consumer_secret: "xcs-omni-test".into(),
+        access_token: "4337869213-omni-test".into(),
+        access_token_secret: "xats-omni-test".into(),
+    };
+    let viber_token = "4c5a9f1e2b7d3a60-omni-test";
+    let (x, x_url) = x_api.start().await?;
+    let (viber, viber_url) = omni_e2e::viber_api::ViberApi {
+        auth_token: viber_token.into(),
+    }
+    .start()
+    .await?;
+    let pipeline = Pipeline::start(&[]).await?;
+    let (_replies, sender) = return_path(
+        &pipeline,
+        &[
+            ("OMNI__SENDER__X__DEFAULT__CONSUMER_KEY", "xck-omni-test"),
+            ("OMNI__SENDER__X__DEFAULT__CONSUMER_SECRET", "xcs-omni-test"),
+            ("OMNI__SENDER__X__DEFAULT__ACCESS_TOKEN", "4337869213-omni-test"),
+            ("OMNI__SENDER__X__DEFAULT__ACCESS_TOKEN_SECRET", "xats-omni-test"),
+            ("OMNI__SENDER__X__DEFAULT__API_BASE_URL", &x_url),
+            ("OMNI__SENDER__VIBER__DEFAULT__AUTH_TOKEN", viber_token),
+            ("OMNI__SENDER__VIBER__DEFAULT__API_BASE_URL", &viber_url),
+        ],
+    )
+    .await?;
+    let run = nonce();
+    let digits: String = run.chars().filter(char::is_ascii_digit).take(8).collect();
+    // An X DM and a Viber message from customers of this run.
+    let x_user = format!("30{digits:0>8}57");
+    let mut dm = fixture("x/fixtures/dm-tr.json");
+    let event = &mut dm["direct_message_events"][0];
+    event["id"] = Value::from(format!("10{digits:0>8}404"));
+    event["message_create"]["sender_id"] = Value::from(x_user.clone());
+    dm["users"][&x_user] = serde_json::json!({"id": x_user, "name": "Ayşe Yılmaz", "screen_name": format!("ayse{digits}")});
+    // (A Viber id often ends in `==`, which the requestor address leaves out.)
+    let viber_user = format!("Vb{digits:0>8}Tb9Vg");
+    let mut message = fixture("viber/fixtures/message-text-tr.json");
+    message["sender"]["id"] = Value::from(viber_user.clone());
+    message["message_token"] = Value::from(format!("59{digits:0>8}27730").parse::<u64>()?);
+    let rt = &pipeline.rt;
+    let mut tickets = Vec::new();
+    for (provider, body, user) in [("x", &dm, &x_user), ("viber", &message, &viber_user)] {
+        let (status, answer) = pipeline.post_webhook(provider, "application/json", &body.to_string()).await?;
+        assert_eq!(status, 200, "{answer}");
+        let requestor = format!("{user}@{provider}.invalid");
+        eventually("the customer's ticket", TIMEOUT, || async {
+            Ok(rt.tickets_of_requestor(&requestor).await?.len() == 1)
+        })
+        .await?;
+        tickets.push(rt.tickets_of_requestor(&requestor).await?.remove(0));
+    }
+    // Each provider rate-limits the first call: the answer waits, then goes once.
+    x.rate_limit_next(1);
+    viber.rate_limit_next(1);
+    rt.answer(&tickets[0], "Merhaba Ayşe, yeni kutu yarın kargoda.").await?;
+    rt.answer(&tickets[1], "Merhaba, değişim için kargo kodunuz: 4821.").await?;
+    eventually("both answers sent", TIMEOUT, || async {
+        Ok(x.calls().iter().any(|c| c.status == 201) && viber.calls().iter().filter(|c| c.status == 200).count() >= 2)
+    })
+    .await
+    .with_context(|| format!("X: {:?}\nViber: {:?}\nomni-sender log:\n{}", x.calls(), viber.calls(), sender.log()))?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let x_calls = x.calls();
+    for call in &x_calls {
+        assert!(call.violations.is_empty(), "not as X documents: {:?}", call.violations);
+    }
+    let statuses: Vec<u16> = x_calls.iter().map(|c| c.status).collect();
+    assert_eq!(statuses, [429, 201], "one rate-limited call, then the DM once");
+    assert_eq!(x_calls[1].path["participant_id"], x_user);
+    assert_eq!(
+        x_calls[1].body,
+        serde_json::json!({"text": "Merhaba Ayşe, yeni kutu yarın kargoda."})
+    );
+    // Viber answers every call with HTTP 200: the first was refused by its status 12.
+    let viber_calls = viber.calls();
+    for call in &viber_calls {
+        assert!(call.violations.is_empty(), "not as Viber documents: {:?}", call.violations);
+    }
+    assert_eq!(
+        viber_calls.len(),
+        2,
+        "one rate-limited call, then the message once: {viber_calls:?}"
+    );
+    let sent = &viber_calls[1].body;
+    assert_eq!(sent["receiver"], viber_user.as_str());
+    assert_eq!(sent["text"], "Merhaba, değişim için kargo kodunuz: 4821.");
+    assert_eq!(sent["sender"]["name"], "Omni Support", "the embedded account's sender name");
+    Ok(())
+}

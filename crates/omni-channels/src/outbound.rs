@@ -21,6 +21,9 @@ pub struct Request {
     pub body: Value,
     /// Send `body` form-encoded (Twilio) rather than as JSON.
     pub form: bool,
+    /// Other headers the API wants (Viber's `X-Viber-Auth-Token`, an OAuth 1.0a
+    /// `Authorization`): credentials, so their values are never logged.
+    pub headers: Vec<(&'static str, String)>,
 }
 
 impl std::fmt::Debug for Request {
@@ -31,6 +34,10 @@ impl std::fmt::Debug for Request {
             .field("basic", &self.basic.as_ref().map(|(user, _)| (user, "<redacted>")))
             .field("body", &self.body)
             .field("form", &self.form)
+            .field(
+                "headers",
+                &self.headers.iter().map(|(name, _)| (name, "<redacted>")).collect::<Vec<_>>(),
+            )
             .finish()
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! Every provider account of the embedded config sends to it (`api_base_url =
 //! "http://127.0.0.1:8095"`), so a newcomer sees what omni would have sent to WhatsApp, Messenger,
-//! Instagram, Telegram, Slack or Twilio without an account anywhere. It answers each send as the
+//! Instagram, Telegram, Slack, Twilio, X or Viber without an account anywhere. It answers each send as the
 //! provider's reference documents a success, and keeps every request:
 //!
 //! - `GET /_sandbox/requests`: JSON, oldest first: `[{"method", "path", "headers", "body"}]`
@@ -64,6 +64,10 @@ fn app(requests: Requests) -> Router {
         .route("/api/chat.postMessage", post(slack))
         // Twilio Messages API: POST /2010-04-01/Accounts/<sid>/Messages.json.
         .route("/2010-04-01/Accounts/{sid}/Messages.json", post(twilio))
+        // X API v2: POST /2/dm_conversations/with/<participant id>/messages.
+        .route("/2/dm_conversations/with/{participant}/messages", post(x))
+        // Viber REST Bot API: POST /pa/send_message.
+        .route("/pa/send_message", post(viber))
         .with_state(requests)
 }
 
@@ -157,6 +161,27 @@ async fn twilio(
     (StatusCode::CREATED, axum::Json(message))
 }
 
+async fn x(
+    State(requests): State<Requests>,
+    Path(participant): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: String,
+) -> (StatusCode, axum::Json<Value>) {
+    let n = keep(&requests, &method, &uri, &headers, &body);
+    let data =
+        json!({"dm_conversation_id": format!("1-{participant}"), "dm_event_id": format!("{}", 1_800_000_000_000_000_000u64 + n as u64)});
+    (StatusCode::CREATED, axum::Json(json!({ "data": data })))
+}
+
+async fn viber(State(requests): State<Requests>, method: Method, uri: Uri, headers: HeaderMap, body: String) -> axum::Json<Value> {
+    let n = keep(&requests, &method, &uri, &headers, &body);
+    axum::Json(
+        json!({"status": 0, "status_message": "ok", "message_token": 5_000_000_000_000_000_000u64 + n as u64, "chat_hostname": "sandbox"}),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -206,6 +231,19 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(twilio.status(), 201);
+        let x = post("/2/dm_conversations/with/9001/messages", json!({"text": "hi"})).await.unwrap();
+        assert_eq!(x.status(), 201);
+        assert_eq!(x.json::<Value>().await.unwrap()["data"]["dm_event_id"], "1800000000000000006");
+        let viber: Value = post("/pa/send_message", json!({"receiver": "u1", "type": "text", "text": "hi"}))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            (viber["status"].as_i64(), viber["message_token"].as_u64()),
+            (Some(0), Some(5_000_000_000_000_000_007))
+        );
         let listed: Value = http
             .get(format!("{base}/_sandbox/requests"))
             .send()
@@ -222,7 +260,9 @@ mod tests {
                 "/v21.0/me/messages",
                 "/v21.0/1065/messages",
                 "/api/chat.postMessage",
-                "/2010-04-01/Accounts/AC1/Messages.json"
+                "/2010-04-01/Accounts/AC1/Messages.json",
+                "/2/dm_conversations/with/9001/messages",
+                "/pa/send_message"
             ]
         );
         assert_eq!(listed[4]["body"], json!({"To": "+31", "Body": "hallo"}));

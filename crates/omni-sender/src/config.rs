@@ -51,6 +51,12 @@ pub struct SenderConfig {
     /// Twilio accounts for SMS by account (the `[gateway.webhooks.twilio-sms]` names).
     #[serde(default)]
     pub sms: BTreeMap<String, TwilioConfig>,
+    /// X accounts by account (the `[gateway.webhooks.x]` names).
+    #[serde(default)]
+    pub x: BTreeMap<String, XConfig>,
+    /// Viber bots by account (the `[gateway.webhooks.viber]` names).
+    #[serde(default)]
+    pub viber: BTreeMap<String, ViberConfig>,
     /// The `[sender.sms]` account that answers phone calls by SMS to the caller's number (from
     /// its `from`); none: an answer on a call is a dead letter "no channel to reply on".
     #[serde(default)]
@@ -327,6 +333,109 @@ fn check_http_url(url: &str, key: &str, problems: &mut Problems) {
     }
 }
 
+/// `[sender.x.<account>]`: the X account that answers DMs, with OAuth 1.0a user context.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct XConfig {
+    /// The app's API key.
+    pub consumer_key: String,
+    /// The app's API key secret (prefer `OMNI__SENDER__X__<ACCOUNT>__CONSUMER_SECRET`).
+    pub consumer_secret: String,
+    /// The subscribed account's access token (scope: send DMs).
+    pub access_token: String,
+    /// Its secret (prefer `OMNI__SENDER__X__<ACCOUNT>__ACCESS_TOKEN_SECRET`).
+    pub access_token_secret: String,
+    /// The X API's base URL.
+    #[serde(default = "x_api")]
+    pub api_base_url: String,
+    /// Seconds per request.
+    #[serde(default = "default_timeout")]
+    pub timeout_secs: u64,
+}
+
+fn x_api() -> String {
+    "https://api.x.com".to_owned()
+}
+
+impl std::fmt::Debug for XConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("XConfig")
+            .field("consumer_key", &self.consumer_key)
+            .field("consumer_secret", &"<redacted>")
+            .field("access_token", &"<redacted>")
+            .field("access_token_secret", &"<redacted>")
+            .field("api_base_url", &self.api_base_url)
+            .field("timeout_secs", &self.timeout_secs)
+            .finish()
+    }
+}
+
+impl Validate for XConfig {
+    fn validate(&self, prefix: &str, problems: &mut Problems) {
+        for (key, value) in [
+            ("consumer_key", &self.consumer_key),
+            ("consumer_secret", &self.consumer_secret),
+            ("access_token", &self.access_token),
+            ("access_token_secret", &self.access_token_secret),
+        ] {
+            problems.check(!value.trim().is_empty(), format!("{prefix}.{key}"), "must not be empty");
+        }
+        check_api(&self.api_base_url, &self.access_token, prefix, problems);
+        problems.check(self.timeout_secs >= 1, format!("{prefix}.timeout_secs"), "must be at least 1");
+    }
+}
+
+/// `[sender.viber.<account>]`: the bot that answers.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ViberConfig {
+    /// The bot's authentication token (the gateway account's `secret`; prefer
+    /// `OMNI__SENDER__VIBER__<ACCOUNT>__AUTH_TOKEN`).
+    pub auth_token: String,
+    /// The sender name the customer sees (Viber requires one, at most 28 characters).
+    pub sender_name: String,
+    /// The REST Bot API's base URL.
+    #[serde(default = "viber_api")]
+    pub api_base_url: String,
+    /// Seconds per request.
+    #[serde(default = "default_timeout")]
+    pub timeout_secs: u64,
+}
+
+fn viber_api() -> String {
+    "https://chatapi.viber.com".to_owned()
+}
+
+impl std::fmt::Debug for ViberConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ViberConfig")
+            .field("auth_token", &"<redacted>")
+            .field("sender_name", &self.sender_name)
+            .field("api_base_url", &self.api_base_url)
+            .field("timeout_secs", &self.timeout_secs)
+            .finish()
+    }
+}
+
+impl Validate for ViberConfig {
+    fn validate(&self, prefix: &str, problems: &mut Problems) {
+        problems.check(
+            !self.auth_token.trim().is_empty(),
+            format!("{prefix}.auth_token"),
+            "must not be empty",
+        );
+        let name = self.sender_name.trim().chars().count();
+        let most = omni_channels::viber::send::MAX_SENDER_NAME_CHARS;
+        problems.check(
+            (1..=most).contains(&name),
+            format!("{prefix}.sender_name"),
+            format!("must be 1 to {most} characters (Viber's limit)"),
+        );
+        check_api(&self.api_base_url, &self.auth_token, prefix, problems);
+        problems.check(self.timeout_secs >= 1, format!("{prefix}.timeout_secs"), "must be at least 1");
+    }
+}
+
 /// `[sender.telegram.<account>]`: the bot that answers.
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -418,6 +527,8 @@ impl SenderConfig {
             ("messenger", self.messenger.iter().map(|(a, c)| (a, &c.api_base_url)).collect()),
             ("instagram", self.instagram.iter().map(|(a, c)| (a, &c.api_base_url)).collect()),
             ("sms", self.sms.iter().map(|(a, c)| (a, &c.api_base_url)).collect()),
+            ("x", self.x.iter().map(|(a, c)| (a, &c.api_base_url)).collect()),
+            ("viber", self.viber.iter().map(|(a, c)| (a, &c.api_base_url)).collect()),
         ];
         urls.iter()
             .flat_map(|(channel, accounts)| {
@@ -464,6 +575,12 @@ impl Validate for SenderConfig {
         }
         for (account, twilio) in &self.sms {
             twilio.validate(&format!("{prefix}.sms.{account}"), problems);
+        }
+        for (account, x) in &self.x {
+            x.validate(&format!("{prefix}.x.{account}"), problems);
+        }
+        for (account, viber) in &self.viber {
+            viber.validate(&format!("{prefix}.viber.{account}"), problems);
         }
         if let Some(account) = self.answer_calls_by_sms.as_ref().filter(|a| !a.is_empty()) {
             let usable = self.sms.get(account).is_some_and(|twilio| twilio.from.is_some());

@@ -66,19 +66,30 @@ pub async fn post(client: &reqwest::Client, request: &Request, provider: &str) -
     if let Some((user, password)) = &request.basic {
         builder = builder.basic_auth(user, Some(password));
     }
+    for (name, value) in &request.headers {
+        builder = builder.header(*name, value);
+    }
     let response = builder.send().await.map_err(|error| unsent(request, provider, error))?;
     let status = response.status().as_u16();
-    let retry_after = response
-        .headers()
-        .get(reqwest::header::RETRY_AFTER)
-        .and_then(|value| value.to_str().ok()?.trim().parse().ok())
-        .map(Duration::from_secs);
+    let retry_after = retry_after(response.headers());
     let body = response.bytes().await.map_err(|error| maybe_sent(provider, &error))?;
     Ok(Response {
         status,
         retry_after,
         body: body.to_vec(),
     })
+}
+
+/// How long the provider asks to wait: `Retry-After` in seconds, else X's `x-rate-limit-reset`
+/// (the epoch second the window reopens).
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let number = |name: &str| headers.get(name).and_then(|value| value.to_str().ok()?.trim().parse::<u64>().ok());
+    if let Some(seconds) = number(reqwest::header::RETRY_AFTER.as_str()) {
+        return Some(Duration::from_secs(seconds));
+    }
+    let reset = number("x-rate-limit-reset")?;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok()?.as_secs();
+    Some(Duration::from_secs(reset.saturating_sub(now).max(1)))
 }
 
 /// A request that failed. Not connected: tried again later, except toward the local sandbox,

@@ -23,7 +23,9 @@ mod slack;
 mod sms;
 mod state;
 mod telegram;
+mod viber;
 mod whatsapp;
+mod x;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -150,6 +152,8 @@ impl Channels {
             Channel::Instagram as i32,
             Arc::new(meta::MetaSender::new(Platform::Instagram, "instagram", instagram)?),
         );
+        senders.insert(Channel::X as i32, Arc::new(x::XSender::new(&config.x)?));
+        senders.insert(Channel::Viber as i32, Arc::new(viber::ViberSender::new(&config.viber)?));
         let twilio: Arc<dyn ChannelSender> = Arc::new(sms::SmsSender::new(&config.sms)?);
         senders.insert(Channel::Sms as i32, twilio.clone());
         let by_provider = BTreeMap::from([(omni_channels::twilio_sms::PROVIDER, twilio)]);

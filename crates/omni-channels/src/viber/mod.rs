@@ -25,6 +25,8 @@
 //! <https://creators.viber.com/docs/bots-api/getting-started/web-hooks>,
 //! <https://creators.viber.com/docs/bots-api/data-models/message>.
 
+pub mod send;
+
 use omni_proto::v1::contact_identifier::Kind;
 use omni_proto::v1::participant::Role;
 use omni_proto::v1::{

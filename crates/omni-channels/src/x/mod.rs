@@ -29,6 +29,8 @@
 //! <https://developer.x.com/en/docs/twitter-api/enterprise/account-activity-api/guides/account-activity-data-objects>,
 //! <https://developer.x.com/en/docs/twitter-api/v1/direct-messages/message-attachments/guides/retrieving-media>.
 
+pub mod send;
+
 use std::collections::BTreeMap;
 
 use omni_proto::v1::contact_identifier::Kind;
