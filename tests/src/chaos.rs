@@ -4,7 +4,8 @@
 //! (500s; then writes carried out but answered 500, the answer lost; then 503 "down"). At the end it counts, per sequence number, the events in
 //! `omni.conversations.v1` and the comments in the helpdesk: lost (in neither) and duplicated
 //! (two events or two comments for one message) must both be 0. It also reports how long the
-//! pipeline took to deliver again after each fault.
+//! pipeline took to deliver again after each fault. Agents answer conversations meanwhile, and
+//! omni-replies and omni-sender are among the services killed ([`crate::chaos_answers`]).
 //!
 //! The short variant runs in `make test` (`tests/tests/chaos.rs`), the long one is `make chaos`
 //! (`omni-chaos`, flags for every size).
@@ -16,6 +17,8 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::bail;
 use serde::Serialize;
 
+use crate::bench_replies::ReturnPath;
+use crate::chaos_answers::{Agents, AnswersReport};
 use crate::load::{Generator, Item, Kind, Markers, Sent, items_for, send_paced};
 use crate::stack::{SERVICES, Stack, seconds_between};
 use crate::zendesk::Mode;
@@ -39,20 +42,24 @@ pub struct ChaosOptions {
     pub seed: u64,
     /// Longest wait for everything to arrive once the load stopped, seconds.
     pub settle_secs: u64,
+    /// Agents' answers spread over the load, through omni-replies and omni-sender.
+    pub answers: u32,
 }
 
 impl ChaosOptions {
-    /// The variant `make test` runs: 90 s of load, 10 kills, 1 broker restart.
+    /// The variant `make test` runs: 90 s of load, 14 kills (two per service), 1 broker
+    /// restart, 30 answers.
     pub fn short() -> Self {
         Self {
             load_secs: 90,
             rate: 4.0,
             follow_up_percent: 40,
-            kills: 10,
+            kills: 14,
             broker_restarts: 1,
             helpdesk_outage_secs: 15,
             seed: 6,
             settle_secs: 600,
+            answers: 30,
         }
     }
 }
@@ -93,6 +100,8 @@ pub struct ChaosReport {
     pub tickets: usize,
     /// Comments in the helpdesk (the first of each ticket included).
     pub comments: usize,
+    /// Of which the sender's notes on answers it could not deliver.
+    pub notes: usize,
     /// Sequence numbers that never reached the helpdesk.
     pub lost: Vec<u64>,
     /// Sequence numbers in the helpdesk more than once, or normalized into two events.
@@ -111,6 +120,8 @@ pub struct ChaosReport {
     pub max_recovery_secs: BTreeMap<String, f64>,
     /// From the end of the load until the last message arrived, seconds.
     pub drain_secs: f64,
+    /// The agents' answers on the way back.
+    pub answers: AnswersReport,
 }
 
 impl ChaosReport {
@@ -120,7 +131,8 @@ impl ChaosReport {
             && self.duplicated.is_empty()
             && self.split_conversations.is_empty()
             && self.merged_tickets.is_empty()
-            && self.comments == self.sent
+            && self.comments - self.notes == self.sent
+            && self.answers.passed()
     }
 
     /// The report as Markdown.
@@ -158,8 +170,33 @@ impl ChaosReport {
             first(&self.merged_tickets)
         ));
         out.push_str(&format!(
-            "| comments that are no message | {} |\n",
-            self.comments.saturating_sub(self.sent)
+            "| comments that are no message (besides {} sender notes) | {} |\n",
+            self.notes,
+            (self.comments - self.notes).saturating_sub(self.sent)
+        ));
+        let a = &self.answers;
+        let channels: Vec<String> = a.by_channel.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        out.push_str(&format!(
+            "| agents' answers (webhook calls made again) | {} ({}) ({}) |\n",
+            a.announced,
+            channels.join(", "),
+            a.announcements_retried
+        ));
+        out.push_str(&format!("| answers delivered once | {} |\n", a.delivered_once));
+        out.push_str(&format!(
+            "| email answers delivered again, same Message-ID (at-least-once) | {} |\n",
+            a.email_copies
+        ));
+        out.push_str(&format!(
+            "| chat answers cut by a kill, noted and not sent (at-most-once) | {} {:?} |\n",
+            a.not_sent_noted.len(),
+            a.not_sent_noted
+        ));
+        out.push_str(&format!("| **answers lost** | **{}** {:?} |\n", a.lost.len(), a.lost));
+        out.push_str(&format!(
+            "| **answers sent twice** | **{}** {:?} |\n",
+            a.duplicated.len(),
+            a.duplicated
         ));
         out.push_str(&format!(
             "| last message in, after the load stopped | {:.1} s |\n\n",
@@ -216,6 +253,8 @@ impl FaultKind {
             FaultKind::Kill("gateway") => kind.via_gateway(),
             FaultKind::Kill("email") => kind == Kind::Email,
             FaultKind::Kill("calllog") => kind == Kind::Call,
+            // The way back: no customer message waits for them.
+            FaultKind::Kill("replies" | "sender") => false,
             _ => true,
         }
     }
@@ -231,6 +270,8 @@ struct Fault {
 pub async fn run(options: ChaosOptions) -> anyhow::Result<ChaosReport> {
     let mut stack = Stack::start(&[("OMNI__KAFKA__PRODUCER__LINGER_MS", "5")]).await?;
     let sender = Arc::new(stack.sender());
+    let mut path = ReturnPath::start(&stack).await?;
+    let mut agents = Agents::new(options.answers as usize, Duration::from_secs(options.load_secs));
 
     // The load, in its own task: one message every 1/rate s, each sent (and retried) by a task of
     // its own, so a stalled channel does not hold up the others.
@@ -249,8 +290,9 @@ pub async fn run(options: ChaosOptions) -> anyhow::Result<ChaosReport> {
 
     // The faults, spread evenly over the load: kills in turn over the services, broker restarts
     // at even spacing among them, and the helpdesk outage (running beside the kills) in the middle.
+    let targets: Vec<&'static str> = SERVICES.iter().copied().chain(["replies", "sender"]).collect();
     let mut plan: Vec<FaultKind> = (0..options.kills)
-        .map(|n| FaultKind::Kill(SERVICES[n as usize % SERVICES.len()]))
+        .map(|n| FaultKind::Kill(targets[n as usize % targets.len()]))
         .collect();
     let (kills, restarts) = (options.kills as usize, options.broker_restarts as usize);
     for n in 0..restarts {
@@ -265,12 +307,17 @@ pub async fn run(options: ChaosOptions) -> anyhow::Result<ChaosReport> {
     let load_clock = Instant::now();
     for (n, fault) in plan.into_iter().enumerate() {
         // At fixed times from the start of the load, whatever the previous fault took.
-        tokio::time::sleep_until((load_clock + spacing * (n as u32 + 1)).into()).await;
+        // Agents answer meanwhile.
+        agents.work_until(&stack, &path, load_clock + spacing * (n as u32 + 1)).await?;
         let began = SystemTime::now();
         match &fault {
             FaultKind::Kill(name) => {
                 println!("chaos: SIGKILL {name}");
-                let service = stack.service(name);
+                let service = match *name {
+                    "replies" => &mut path.replies,
+                    "sender" => &mut path.sender,
+                    other => stack.service(other),
+                };
                 service.sigkill();
                 tokio::time::sleep(Duration::from_millis(rng.u64(0..1500))).await;
                 service.relaunch();
@@ -314,6 +361,9 @@ pub async fn run(options: ChaosOptions) -> anyhow::Result<ChaosReport> {
         });
     }
     faults.sort_by_key(|f| f.began);
+    agents
+        .work_until(&stack, &path, load_clock + Duration::from_secs(options.load_secs))
+        .await?;
     let sent = load.await??;
     let load_ended = SystemTime::now();
     println!("chaos: load done, {} messages sent; waiting for them to arrive", sent.len());
@@ -339,6 +389,9 @@ pub async fn run(options: ChaosOptions) -> anyhow::Result<ChaosReport> {
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
+    // The answers: each reached its customer or was given up on with a note (written as a
+    // comment, so before the quiet wait below).
+    let answers = agents.finish(&stack, &path, Duration::from_secs(options.settle_secs)).await?;
     // Then until nothing has arrived for 15 s (longer than the router's helpdesk timeout and its
     // first retries), so a late duplicate would be seen too.
     let mut comments = stack.helpdesk_comments().len();
@@ -436,6 +489,11 @@ pub async fn run(options: ChaosOptions) -> anyhow::Result<ChaosReport> {
         conversation_events: records.iter().map(|(e, _)| e.event_id.as_str()).collect::<HashSet<_>>().len(),
         tickets: tickets.len(),
         comments: tickets.iter().map(|t| t.comments.len()).sum(),
+        notes: tickets
+            .iter()
+            .flat_map(|t| &t.comments)
+            .filter(|c| c.starts_with("omni: this "))
+            .count(),
         lost,
         duplicated,
         split_conversations,
@@ -445,6 +503,7 @@ pub async fn run(options: ChaosOptions) -> anyhow::Result<ChaosReport> {
         faults: fault_reports,
         max_recovery_secs,
         drain_secs: seconds_between(load_ended, last_arrival),
+        answers,
         options,
     };
     if !report.passed() {

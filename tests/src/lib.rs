@@ -13,6 +13,7 @@
 pub mod bench;
 pub mod bench_replies;
 pub mod chaos;
+pub mod chaos_answers;
 pub mod load;
 pub mod meta_api;
 pub mod provider_api;

@@ -35,6 +35,10 @@ struct Args {
     /// Longest wait for everything to arrive after the load, seconds.
     #[arg(long, default_value_t = 900)]
     settle_secs: u64,
+    /// Agents' answers spread over the load (through omni-replies and omni-sender, both killed
+    /// in turn with the rest).
+    #[arg(long, default_value_t = 100)]
+    answers: u32,
     /// Where to write chaos.md and chaos.json.
     #[arg(long, default_value = "target/chaos")]
     out: PathBuf,
@@ -52,6 +56,7 @@ async fn main() -> anyhow::Result<()> {
         helpdesk_outage_secs: args.helpdesk_outage_secs,
         seed: args.seed,
         settle_secs: args.settle_secs,
+        answers: args.answers,
     })
     .await?;
     std::fs::create_dir_all(&args.out)?;
