@@ -753,3 +753,68 @@ async fn x_and_viber_answers_are_sent_once_as_their_apis_document_through_rate_l
     assert_eq!(sent["sender"]["name"], "Omni Support", "the embedded account's sender name");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_api_customers_are_answered_by_email_and_those_without_one_are_noted() -> anyhow::Result<()> {
+    let _serial = serial().await;
+    let pipeline = Pipeline::start(&[]).await?;
+    let (_replies, sender) = return_path(&pipeline, &[]).await?;
+    let run = nonce();
+    let customer = format!("ayse-{run}@example.com");
+    let phone_only = format!("+9055{}", run.chars().filter(char::is_ascii_digit).take(8).collect::<String>());
+    for (who, body) in [
+        (
+            &customer,
+            serde_json::json!({"customer": {"name": "Ayşe Yılmaz", "email": customer, "phone": "+905551112233"},
+                               "subject": "Siparişim nerede?", "text": "Merhaba, 1042 numaralı siparişim gelmedi.",
+                               "external_id": format!("form-{run}")}),
+        ),
+        (
+            &phone_only,
+            serde_json::json!({"customer": {"name": "Mehmet Kaya", "phone": phone_only},
+                               "text": "İade nasıl yapılır?", "external_id": format!("form-{run}-phone")}),
+        ),
+    ] {
+        let (status, answer) = pipeline.post(omni_e2e::DEV_TOKEN, &body.to_string()).await?;
+        assert_eq!(status, 202, "{who}: {answer}");
+    }
+    let rt = &pipeline.rt;
+    let mut tickets = Vec::new();
+    for requestor in [customer.clone(), format!("{phone_only}@phone.invalid")] {
+        eventually("the customer's ticket", TIMEOUT, || async {
+            Ok(rt.tickets_of_requestor(&requestor).await?.len() == 1)
+        })
+        .await?;
+        tickets.push(rt.tickets_of_requestor(&requestor).await?.remove(0));
+    }
+    rt.answer(&tickets[0], "Merhaba Ayşe, siparişiniz yarın teslim edilecek.").await?;
+    rt.answer(&tickets[1], "Merhaba Mehmet, iade formu ektedir.").await?;
+    let customers = &pipeline.mailbox;
+    eventually("the answer in the customer's mailbox", TIMEOUT, || async {
+        Ok(!customers.fetch("customers", &["to", &customer])?.is_empty())
+    })
+    .await
+    .with_context(|| format!("omni-sender log:\n{}", sender.log()))?;
+    let mail = customers.fetch("customers", &["to", &customer])?.remove(0);
+    assert_eq!(header(&mail, "From").as_deref(), Some("Support <support@omni.local>"));
+    let parsed = mail_parser::MessageParser::default().parse(mail.as_bytes()).expect("a mail");
+    let subject = parsed.subject().unwrap_or_default();
+    assert!(
+        subject.contains("Siparişim nerede?") && subject.contains(&format!("#{}]", tickets[0])),
+        "subject: {subject}"
+    );
+    assert_eq!(header(&mail, "In-Reply-To"), None, "nothing to thread to: {mail}");
+    assert_eq!(
+        parsed.body_text(0).unwrap_or_default().trim(),
+        "Merhaba Ayşe, siparişiniz yarın teslim edilecek."
+    );
+    // The customer without an email: no channel, a note for the agent on the ticket.
+    eventually("the note on the phone-only customer's ticket", TIMEOUT, || async {
+        Ok(rt.comments(&tickets[1]).await?.iter().any(|text| text.contains("no email address")))
+    })
+    .await
+    .with_context(|| format!("omni-sender log:\n{}", sender.log()))?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(customers.fetch("customers", &["to", &customer])?.len(), 1, "one mail");
+    Ok(())
+}

@@ -61,6 +61,10 @@ pub struct SenderConfig {
     /// its `from`); none: an answer on a call is a dead letter "no channel to reply on".
     #[serde(default)]
     pub answer_calls_by_sms: Option<String>,
+    /// The `[sender.email.from]` mailbox that answers the HTTP API's customers by email (those
+    /// who gave an address); none: such answers are dead letters "no channel to reply on".
+    #[serde(default)]
+    pub answer_api_by_email: Option<String>,
 }
 
 /// `[sender.sms.<account>]`: the Twilio account that answers by SMS.
@@ -588,6 +592,13 @@ impl Validate for SenderConfig {
                 usable,
                 format!("{prefix}.answer_calls_by_sms"),
                 format!("names no [sender.sms.{account}] with a `from` number to text callers from"),
+            );
+        }
+        if let Some(mailbox) = self.answer_api_by_email.as_ref().filter(|m| !m.is_empty()) {
+            problems.check(
+                self.email.as_ref().is_some_and(|email| email.from.contains_key(mailbox)),
+                format!("{prefix}.answer_api_by_email"),
+                format!("names no [sender.email.from] mailbox `{mailbox}` to write from"),
             );
         }
         for (channel, accounts) in [("messenger", &self.messenger), ("instagram", &self.instagram)] {

@@ -80,11 +80,13 @@ fn is_replay(message: &OwnedMessage) -> bool {
         .is_some_and(|headers| omni_kafka::headers::header_str(headers, "omni_replayed_from").is_some())
 }
 
-/// Whether an answer whose send was cut by a crash is sent again: only email, whose copies the
+/// Whether an answer whose send was cut by a crash is sent again: only email (and HTTP API
+/// customers, answered by email), whose copies the
 /// customer's client collapses by Message-ID. Chat APIs take no idempotency key and cannot be
 /// asked, so a second send could be a second message (at-most-once there).
 fn resend_after_crash(channel: Channel) -> bool {
-    channel == Channel::Email
+    // The HTTP API's customers are answered by email too.
+    matches!(channel, Channel::Email | Channel::Api)
 }
 
 /// Runs the sender until shutdown.
@@ -137,9 +139,12 @@ struct Channels {
 impl Channels {
     fn new(config: &SenderConfig) -> anyhow::Result<Self> {
         let mut senders: BTreeMap<i32, Arc<dyn ChannelSender>> = BTreeMap::new();
-        if let Some(email) = &config.email {
-            senders.insert(Channel::Email as i32, Arc::new(email::EmailSender::new(email)?));
+        let email = config.email.as_ref().map(email::EmailSender::new).transpose()?.map(Arc::new);
+        if let Some(email) = &email {
+            senders.insert(Channel::Email as i32, email.clone());
         }
+        let api_mailbox = config.answer_api_by_email.as_deref().filter(|m| !m.is_empty());
+        senders.insert(Channel::Api as i32, Arc::new(email::ApiSender::new(email, api_mailbox)));
         senders.insert(Channel::Telegram as i32, Arc::new(telegram::TelegramSender::new(&config.telegram)?));
         senders.insert(Channel::Whatsapp as i32, Arc::new(whatsapp::WhatsAppSender::new(&config.whatsapp)?));
         senders.insert(Channel::Slack as i32, Arc::new(slack::SlackSender::new(&config.slack)?));
