@@ -555,6 +555,20 @@ impl Rt {
         self.post(&format!("/ticket/{ticket}/correspond"), &body).await.map(|_| ())
     }
 
+    /// [`Self::answer`] with files (name, media type, bytes), as REST2 takes them on correspond.
+    pub async fn answer_with_files(&self, ticket: &str, text: &str, files: &[(&str, &str, &[u8])]) -> anyhow::Result<()> {
+        use base64::Engine as _;
+        let attachments: Vec<Value> = files
+            .iter()
+            .map(|(name, media_type, bytes)| {
+                serde_json::json!({"FileName": name, "FileType": media_type,
+                                   "FileContent": base64::engine::general_purpose::STANDARD.encode(bytes)})
+            })
+            .collect();
+        let body = serde_json::json!({ "Content": text, "ContentType": "text/plain", "Attachments": attachments });
+        self.post(&format!("/ticket/{ticket}/correspond"), &body).await.map(|_| ())
+    }
+
     /// Every item of a paged REST2 collection (RT serves at most 100 per page).
     async fn all_pages(&self, path: &str, params: &[(&str, &str)]) -> anyhow::Result<Vec<Value>> {
         let mut items = Vec::new();

@@ -818,3 +818,76 @@ async fn http_api_customers_are_answered_by_email_and_those_without_one_are_note
     assert_eq!(customers.fetch("customers", &["to", &customer])?.len(), 1, "one mail");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agents_files_go_with_an_email_answer_and_the_agent_hears_of_those_that_do_not() -> anyhow::Result<()> {
+    use sha2::{Digest as _, Sha256};
+    let _serial = serial().await;
+    let pipeline = Pipeline::start(&[]).await?;
+    let (_replies, sender) = return_path(&pipeline, &[]).await?;
+    let run = nonce();
+    let customer = format!("jan-{run}@example.nl");
+    pipeline.mailbox.deliver(&mail(
+        &format!("Jan de Vries <{customer}>"),
+        &format!("files-{run}@mail.example.nl"),
+        "",
+        "Retourlabel?",
+        "Kunt u mij een retourlabel sturen?",
+    ));
+    let rt = &pipeline.rt;
+    eventually("the customer's ticket", TIMEOUT, || async {
+        Ok(rt.tickets_of_requestor(&customer).await?.len() == 1)
+    })
+    .await?;
+    let ticket = rt.tickets_of_requestor(&customer).await?.remove(0);
+    // A label (binary, carried) and a catalogue above what an answer's record carries.
+    let mut rng = fastrand::Rng::with_seed(16);
+    let label: Vec<u8> = (0..40_000).map(|_| rng.u8(..)).collect();
+    let catalogue: Vec<u8> = (0..600_000).map(|_| rng.u8(..)).collect();
+    rt.answer_with_files(
+        &ticket,
+        "Beste Jan, het retourlabel zit in de bijlage.",
+        &[
+            ("retourlabel.png", "image/png", &label),
+            ("catalogus.pdf", "application/pdf", &catalogue),
+        ],
+    )
+    .await?;
+    let customers = &pipeline.mailbox;
+    eventually("the answer in the customer's mailbox", TIMEOUT, || async {
+        Ok(!customers.fetch("customers", &["to", &customer])?.is_empty())
+    })
+    .await
+    .with_context(|| format!("omni-sender log:\n{}", sender.log()))?;
+    let mail = customers.fetch("customers", &["to", &customer])?.remove(0);
+    let parsed = mail_parser::MessageParser::default().parse(mail.as_bytes()).expect("a mail");
+    assert_eq!(
+        parsed.body_text(0).unwrap_or_default().trim(),
+        "Beste Jan, het retourlabel zit in de bijlage."
+    );
+    let files: Vec<(String, String)> = parsed
+        .attachments()
+        .map(|a| {
+            use mail_parser::MimeHeaders as _;
+            (
+                a.attachment_name().unwrap_or_default().to_owned(),
+                hex::encode(Sha256::digest(a.contents())),
+            )
+        })
+        .collect();
+    assert_eq!(
+        files,
+        [("retourlabel.png".to_owned(), hex::encode(Sha256::digest(&label)))],
+        "the label byte for byte, not the catalogue"
+    );
+    eventually("the note about the catalogue", TIMEOUT, || async {
+        Ok(rt
+            .comments(&ticket)
+            .await?
+            .iter()
+            .any(|c| c.contains("catalogus.pdf (600000 bytes)")))
+    })
+    .await
+    .with_context(|| format!("omni-sender log:\n{}", sender.log()))?;
+    Ok(())
+}

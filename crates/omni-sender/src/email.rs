@@ -60,6 +60,10 @@ impl crate::ChannelSender for EmailSender {
             }),
         }
     }
+
+    fn sends_files(&self) -> bool {
+        true
+    }
 }
 
 /// Answers to the HTTP API's customers: by email from `[sender] answer_api_by_email`, to the
@@ -87,6 +91,10 @@ impl crate::ChannelSender for ApiSender {
             ));
         };
         email.send(&by_email(address, mailbox)?, outbound).await
+    }
+
+    fn sends_files(&self) -> bool {
+        true
     }
 }
 

@@ -126,6 +126,12 @@ enum Outcome {
 #[async_trait::async_trait]
 pub(crate) trait ChannelSender: Send + Sync {
     async fn send(&self, address: &ReplyAddress, outbound: &OutboundMessage) -> Result<String, SendError>;
+
+    /// Whether the agent's files carried in the answer's record go with it on this channel; the
+    /// agent is told on the ticket about those that do not.
+    fn sends_files(&self) -> bool {
+        false
+    }
 }
 
 /// The channels the sender answers on: one line per channel.
@@ -167,17 +173,32 @@ impl Channels {
         Ok(Self { senders, by_provider })
     }
 
-    async fn send(&self, address: &ReplyAddress, outbound: &OutboundMessage) -> Result<String, SendError> {
-        // WhatsApp and Messenger conversations that came through Twilio go back through Twilio.
+    /// The sender of a conversation: WhatsApp and Messenger conversations that came through
+    /// Twilio go back through Twilio, the others by their channel.
+    fn sender_of(&self, address: &ReplyAddress) -> Option<&Arc<dyn ChannelSender>> {
         let provider = address.provider.as_ref().map(|p| p.provider.as_str()).unwrap_or_default();
-        if let Some(sender) = self.by_provider.get(provider) {
-            return sender.send(address, outbound).await;
-        }
-        match (self.senders.get(&address.channel), address.channel()) {
+        self.by_provider.get(provider).or_else(|| self.senders.get(&address.channel))
+    }
+
+    async fn send(&self, address: &ReplyAddress, outbound: &OutboundMessage) -> Result<String, SendError> {
+        match (self.sender_of(address), address.channel()) {
             (Some(sender), _) => sender.send(address, outbound).await,
             (None, Channel::Email) => Err(SendError::Refused("email answers need [sender.email]".into())),
             (None, other) => Err(SendError::Refused(format!("answers on {} are not sent yet", channel_name(other)))),
         }
+    }
+
+    /// The agent's files that did not go with a sent answer: all of them where the channel sends
+    /// text only, else those too large to be carried in the record.
+    /// With whether the channel sends files at all.
+    fn files_left_out<'a>(&self, address: &ReplyAddress, outbound: &'a OutboundMessage) -> (Vec<&'a omni_proto::v1::Attachment>, bool) {
+        let sends_files = self.sender_of(address).is_some_and(|sender| sender.sends_files());
+        let left_out = outbound
+            .attachments
+            .iter()
+            .filter(|file| !sends_files || !omni_channels::email::send::carried(file))
+            .collect();
+        (left_out, sends_files)
     }
 }
 
@@ -481,6 +502,7 @@ impl Worker {
             match self.send(&address, &outbound).await {
                 Ok(provider_id) => {
                     self.write_outbox(&outbound, Status::Sent, &provider_id, "").await?;
+                    self.note_files_left_out(&address, &outbound).await?;
                     self.apply_early_receipt(&id, &provider_id).await?;
                     observe_latency(&address, &outbound);
                     tracing::info!(outbound_id = %id, channel = ?address.channel(), provider_message_id = %provider_id, "answer sent");
@@ -552,24 +574,43 @@ impl Worker {
         Ok(outcome)
     }
 
+    /// Tells the agent which of their files the customer did not get with a sent answer.
+    async fn note_files_left_out(&self, address: &ReplyAddress, outbound: &OutboundMessage) -> Result<(), ProduceError> {
+        let (left_out, sends_files) = self.channels.files_left_out(address, outbound);
+        if left_out.is_empty() {
+            return Ok(());
+        }
+        let channel = address.channel();
+        let names: Vec<String> = left_out
+            .iter()
+            .map(|file| format!("{} ({} bytes)", file.name, file.size_bytes))
+            .collect();
+        let why = if sends_files {
+            "files above 512 KiB in all are not carried with an answer yet".to_owned()
+        } else {
+            format!("answers on {} carry text only so far", channel_name(channel))
+        };
+        let text = format!(
+            "omni: the answer was sent on {}, without {}: {why}. Send them another way if the customer needs them.",
+            channel_name(channel),
+            names.join(", ")
+        );
+        metrics::counter!("omni_sender_files_left_out_total", "channel" => channel_name(channel)).increment(left_out.len() as u64);
+        self.note_on_ticket_as(outbound, channel, &text, "sender-files").await
+    }
+
     /// Tells the agent on the ticket: an outbound event on the conversation, which the router
     /// logs on the conversation's ticket as an internal note (`answered_calls`: what the team
     /// wrote itself never opens a ticket, and every helpdesk keeps it private).
     async fn note_on_ticket(&self, outbound: &OutboundMessage, channel: Channel, reason: &str) -> Result<(), ProduceError> {
-        self.note_on_ticket_as(outbound, channel, reason, "sender-failure").await
+        self.note_on_ticket_as(outbound, channel, &failure_text(outbound, channel, reason), "sender-failure")
+            .await
     }
 
-    /// [`Self::note_on_ticket`] with the note's event id `<prefix>-<outbound id>` (one note per
-    /// answer and kind of failure, so a note written again after a crash is deduplicated).
-    async fn note_on_ticket_as(
-        &self,
-        outbound: &OutboundMessage,
-        channel: Channel,
-        reason: &str,
-        prefix: &str,
-    ) -> Result<(), ProduceError> {
-        let mut event = failure_note(outbound, channel, reason);
-        event.event_id = format!("{prefix}-{}", outbound.outbound_id);
+    /// A note `text` on the answer's ticket with the event id `<prefix>-<outbound id>` (one note
+    /// per answer and kind, so a note written again after a crash is deduplicated).
+    async fn note_on_ticket_as(&self, outbound: &OutboundMessage, channel: Channel, text: &str, prefix: &str) -> Result<(), ProduceError> {
+        let event = note(outbound, channel, text, prefix);
         let headers = omni_kafka::CloudEvent {
             id: &event.event_id,
             kind: "omni.v1.ConversationEvent",
@@ -597,17 +638,22 @@ impl Worker {
     }
 }
 
-/// The note for the agent on a ticket whose answer did not reach the customer; its event id is
-/// the outbound id's, so a failure handled twice is one note.
-fn failure_note(outbound: &OutboundMessage, channel: Channel, reason: &str) -> ConversationEvent {
+/// What the agent reads on a ticket whose answer did not reach the customer.
+fn failure_text(outbound: &OutboundMessage, channel: Channel, reason: &str) -> String {
     let on = match channel {
         Channel::Unspecified => String::new(),
         channel => format!(" on {}", channel_name(channel)),
     };
     let what = what_it_is(outbound);
-    let text = format!("omni: this {what} was not delivered to the customer{on}: {reason}.");
+    format!("omni: this {what} was not delivered to the customer{on}: {reason}.")
+}
+
+/// A note for the agent on the answer's ticket: an outbound system event on its conversation,
+/// with the event id `<prefix>-<outbound id>`.
+fn note(outbound: &OutboundMessage, channel: Channel, text: &str, prefix: &str) -> ConversationEvent {
+    let text = text.to_owned();
     ConversationEvent {
-        event_id: format!("sender-failure-{}", outbound.outbound_id),
+        event_id: format!("{prefix}-{}", outbound.outbound_id),
         conversation_id: outbound.conversation_id.clone(),
         channel: channel as i32,
         direction: Direction::Outbound as i32,
@@ -708,10 +754,12 @@ mod tests {
             conversation_id: "c9".into(),
             ..Default::default()
         };
-        let note = failure_note(
+        let reason = "Telegram refused the message (403): Forbidden: bot was blocked by the user";
+        let note = note(
             &outbound,
             Channel::Telegram,
-            "Telegram refused the message (403): Forbidden: bot was blocked by the user",
+            &failure_text(&outbound, Channel::Telegram, reason),
+            "sender-failure",
         );
         assert_eq!(note.event_id, "sender-failure-ab12");
         assert_eq!(note.conversation_id, "c9");
@@ -721,7 +769,7 @@ mod tests {
             "omni: this answer was not delivered to the customer on telegram: Telegram refused the message (403): Forbidden: bot was blocked by the user."
         );
         // The sender's own note never becomes where answers go.
-        assert_eq!(reply_address(&failure_note(&outbound, Channel::Email, "x")), None);
+        assert_eq!(reply_address(&super::note(&outbound, Channel::Email, "x", "sender-failure")), None);
     }
 
     #[test]

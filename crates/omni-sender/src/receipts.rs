@@ -128,7 +128,8 @@ impl Worker {
                 ..OutboundMessage::default()
             };
             let reason = format!("the provider reported it undelivered ({})", receipt.reason);
-            self.note_on_ticket_as(&outbound, channel, &reason, "sender-undelivered").await?;
+            let text = crate::failure_text(&outbound, channel, &reason);
+            self.note_on_ticket_as(&outbound, channel, &text, "sender-undelivered").await?;
         }
         entry.delivery = receipt.status;
         entry.delivery_at = receipt.occurred_at;

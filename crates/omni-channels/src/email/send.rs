@@ -11,7 +11,7 @@ use lettre::message::header::{ContentType, HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart, SinglePart};
 use omni_proto::v1::contact_identifier::Kind as IdentifierKind;
 use omni_proto::v1::outbound_message::Kind;
-use omni_proto::v1::{OutboundMessage, ReplyAddress};
+use omni_proto::v1::{Attachment, OutboundMessage, ReplyAddress, attachment};
 
 /// The local-part prefix of the Message-IDs omni gives its replies.
 pub const OWN_MESSAGE_ID_PREFIX: &str = "omni-reply.";
@@ -121,18 +121,55 @@ pub fn build(address: &ReplyAddress, outbound: &OutboundMessage, from: &Mailbox,
     }
     let body = outbound.body.clone().unwrap_or_default();
     let text = SinglePart::builder().header(ContentType::TEXT_PLAIN).body(body.text);
-    let message = if body.html.is_empty() {
-        builder.singlepart(text)?
-    } else {
-        let html = SinglePart::builder().header(ContentType::TEXT_HTML).body(body.html);
-        builder.multipart(MultiPart::alternative().singlepart(text).singlepart(html))?
+    let files: Vec<SinglePart> = outbound.attachments.iter().filter_map(file_part).collect();
+    let message = match (body.html.is_empty(), files.is_empty()) {
+        (true, true) => builder.singlepart(text)?,
+        (false, true) => builder.multipart(alternative(text, body.html))?,
+        (html_empty, false) => {
+            let mut mixed = if html_empty {
+                MultiPart::mixed().singlepart(text)
+            } else {
+                MultiPart::mixed().multipart(alternative(text, body.html))
+            };
+            for file in files {
+                mixed = mixed.singlepart(file);
+            }
+            builder.multipart(mixed)?
+        }
     };
     Ok(message)
 }
 
+fn alternative(text: SinglePart, html: String) -> MultiPart {
+    MultiPart::alternative()
+        .singlepart(text)
+        .singlepart(SinglePart::builder().header(ContentType::TEXT_HTML).body(html))
+}
+
+/// A file of the answer as a MIME attachment; `None` when its bytes are not in the record (too
+/// large to carry: the sender notes it on the ticket instead).
+fn file_part(file: &Attachment) -> Option<SinglePart> {
+    let Some(attachment::Content::Data(data)) = &file.content else {
+        return None;
+    };
+    let content_type =
+        ContentType::parse(&file.media_type).unwrap_or_else(|_| ContentType::parse("application/octet-stream").expect("a media type"));
+    let name = if file.name.trim().is_empty() {
+        "attachment".to_owned()
+    } else {
+        file.name.clone()
+    };
+    Some(lettre::message::Attachment::new(name).body(data.clone(), content_type))
+}
+
+/// Whether a file of the answer goes with the mail (its bytes are in the record).
+pub fn carried(file: &Attachment) -> bool {
+    matches!(file.content, Some(attachment::Content::Data(_)))
+}
+
 #[cfg(test)]
 mod tests {
-    use mail_parser::MessageParser;
+    use mail_parser::{MessageParser, MimeHeaders};
     use omni_proto::v1::{Body, ContactIdentifier, Participant, ProviderReference};
 
     use super::*;
@@ -213,6 +250,37 @@ mod tests {
                 .header_raw("Auto-Submitted")
                 .is_none()
         );
+    }
+
+    #[test]
+    fn the_agents_files_are_attached_and_a_referenced_one_is_left_out() {
+        let from: Mailbox = "support@omni.local".parse().unwrap();
+        let mut answer = outbound("Etiketiniz ekte.");
+        answer.body.as_mut().unwrap().html = "<p>Etiketiniz ekte.</p>".into();
+        let png = vec![0x89, b'P', b'N', b'G', 0, 1, 2, 255];
+        answer.attachments = vec![
+            Attachment {
+                name: "iade etiketi.png".into(),
+                media_type: "image/png".into(),
+                size_bytes: png.len() as u64,
+                content: Some(attachment::Content::Data(png.clone())),
+                ..Default::default()
+            },
+            Attachment {
+                name: "katalog.pdf".into(),
+                media_type: "application/pdf".into(),
+                size_bytes: 9_000_000,
+                content: Some(attachment::Content::Reference("http://rt/REST/2.0/attachment/9".into())),
+                ..Default::default()
+            },
+        ];
+        let mail = build(&address("m1@mail.example", "m1@mail.example"), &answer, &from, "omni.local").unwrap();
+        let parsed = MessageParser::default().parse(&mail.formatted()).unwrap().into_owned();
+        assert_eq!(parsed.body_text(0).unwrap().trim_end(), "Etiketiniz ekte.");
+        assert_eq!(parsed.body_html(0).unwrap().trim_end(), "<p>Etiketiniz ekte.</p>");
+        let files: Vec<(Option<&str>, &[u8])> = parsed.attachments().map(|a| (a.attachment_name(), a.contents())).collect();
+        assert_eq!(files, [(Some("iade etiketi.png"), png.as_slice())]);
+        assert!(carried(&answer.attachments[0]) && !carried(&answer.attachments[1]));
     }
 
     #[test]

@@ -36,6 +36,8 @@ pub struct AgentReply {
     pub agent: Participant,
     /// What the agent wrote; `text` always set (from the HTML when the agent wrote only HTML).
     pub body: Body,
+    /// The files the agent attached: their bytes, or where they are when too large to carry.
+    pub attachments: Vec<omni_proto::v1::Attachment>,
     /// When, by the helpdesk's clock.
     pub written_at: Option<prost_types::Timestamp>,
 }
@@ -231,7 +233,7 @@ pub fn outbound_message(destination: &str, reply: AgentReply) -> OutboundMessage
         comment_id: reply.comment_id,
         agent: Some(reply.agent),
         body: Some(reply.body),
-        attachments: Vec::new(),
+        attachments: reply.attachments,
         subject: reply.subject,
         ticket_reference: reply.ticket_reference,
         written_at: reply.written_at,

@@ -115,6 +115,7 @@ impl ReplyWebhook for FreshdeskReplies {
                     conversation["body_text"].as_str().unwrap_or_default(),
                     conversation["body"].as_str().unwrap_or_default(),
                 ),
+                attachments: Vec::new(),
                 written_at,
             });
         }

@@ -108,6 +108,7 @@ impl ReplyWebhook for HelpScoutReplies {
                 ticket_reference: String::new(),
                 agent: replies::agent(&name, author["email"].as_str().unwrap_or_default()),
                 body: replies::body_of("", thread["body"].as_str().unwrap_or_default()),
+                attachments: Vec::new(),
                 written_at,
             });
         }

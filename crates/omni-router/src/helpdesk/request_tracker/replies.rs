@@ -6,7 +6,9 @@
 //! ticket search per page: TransactionSQL cannot test a ticket's custom field) and their creator
 //! is privileged (a requestor who mailed RT directly is not an agent). Comments are never taken.
 //! The text is RT's own choice of body: the first `text/plain` part that is not a file, else the
-//! first `text/html` as text. Probed against RT 5.0.3: docs/notes/rt-reply-intake.md.
+//! first `text/html` as text; the files the agent attached travel with the answer (up to 512 KiB
+//! in all; a larger one is referenced, and the sender notes it on the ticket). Probed against RT
+//! 5.0.3: docs/notes/rt-reply-intake.md.
 
 use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;
@@ -14,9 +16,11 @@ use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
+use base64::Engine as _;
 use omni_proto::v1::contact_identifier::Kind;
-use omni_proto::v1::{Body, ContactIdentifier, Participant, participant::Role};
+use omni_proto::v1::{Attachment, Body, ContactIdentifier, Participant, attachment, participant::Role};
 use serde_json::Value;
+use sha2::{Digest as _, Sha256};
 
 use super::{CF_CONVERSATION, RequestTracker};
 use crate::helpdesk::replies::{AgentReply, Polled, ReplyPoller};
@@ -209,47 +213,108 @@ impl RtReplies {
         Ok(agent)
     }
 
-    /// The transaction's body as RT picks it; `None` when it has no text part (yet).
-    async fn body(&self, transaction_id: &str) -> Result<Option<Body>, HelpdeskError> {
+    /// The transaction's body as RT picks it and the files the agent attached; `None` when it
+    /// has no text part (yet). The parts are listed without their content (REST2 puts a binary
+    /// part's raw bytes into the JSON list, which then does not parse), and each needed part is
+    /// read on its own (`GET /attachment/<id>`: base64 content).
+    async fn content(&self, transaction_id: &str) -> Result<Option<(Body, Vec<Attachment>)>, HelpdeskError> {
         let parts = self
             .get(
                 &format!("/transaction/{transaction_id}/attachments"),
-                &[("fields", "ContentType,Content,Filename,Headers"), ("per_page", "100")],
+                &[("fields", "ContentType,Filename,Headers,ContentLength"), ("per_page", "100")],
             )
             .await?;
-        Ok(pick_body(parts["items"].as_array().map(Vec::as_slice).unwrap_or_default()))
+        let parts = parts["items"].as_array().map(Vec::as_slice).unwrap_or_default();
+        let Some((part, html)) = pick_body(parts) else {
+            return Ok(None);
+        };
+        let text = String::from_utf8_lossy(&self.part_content(part).await?).into_owned();
+        let mut files = Vec::new();
+        let mut inline_left = MAX_INLINE_FILES_BYTES;
+        for part in parts.iter().filter(|part| is_file(part)) {
+            let size = part["ContentLength"].as_str().and_then(|n| n.parse::<usize>().ok()).unwrap_or(0);
+            let mut file = Attachment {
+                name: part["Filename"].as_str().unwrap_or_default().to_owned(),
+                media_type: media_type(part),
+                size_bytes: size as u64,
+                ..Attachment::default()
+            };
+            if size <= inline_left {
+                let data = self.part_content(part).await?;
+                inline_left -= data.len().min(inline_left);
+                file.size_bytes = data.len() as u64;
+                file.sha256 = hex::encode(Sha256::digest(&data));
+                file.content = Some(attachment::Content::Data(data));
+            } else {
+                // Too large for the answer's record: where it is, for the note the sender writes.
+                file.content = Some(attachment::Content::Reference(part["_url"].as_str().unwrap_or_default().to_owned()));
+            }
+            files.push(file);
+        }
+        Ok(Some((body_of(text.trim_end().replace("\r\n", "\n"), html), files)))
+    }
+
+    /// One part's content, from its base64 in `GET /attachment/<id>`.
+    async fn part_content(&self, part: &Value) -> Result<Vec<u8>, HelpdeskError> {
+        let id = part["id"].as_str().unwrap_or_default();
+        let attachment = self.get(&format!("/attachment/{id}"), &[]).await?;
+        let encoded: String = attachment["Content"].as_str().unwrap_or_default().split_whitespace().collect();
+        base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .map_err(|error| HelpdeskError::Unavailable(format!("RT attachment {id} is not base64: {error}")))
     }
 }
 
-/// RT's body of a transaction: the first `text/plain` part that is not a file, else the first
-/// such `text/html`, as text.
-fn pick_body(parts: &[Value]) -> Option<Body> {
+/// The answers' files kept in their outbound record, in bytes all together: the record stays
+/// well below the broker's 1 MB; a file beyond is referenced, and the agent told.
+const MAX_INLINE_FILES_BYTES: usize = 512 * 1024;
+
+/// Whether a part is a file the agent attached (a name, or `Content-Disposition: attachment`).
+fn is_file(part: &Value) -> bool {
+    let content_type = part["ContentType"].as_str().unwrap_or_default().to_ascii_lowercase();
+    let named = !part["Filename"].as_str().unwrap_or_default().is_empty();
+    let disposition = part["Headers"]
+        .as_str()
+        .unwrap_or_default()
+        .to_ascii_lowercase()
+        .contains("content-disposition: attachment");
+    !content_type.starts_with("multipart/") && (named || disposition)
+}
+
+/// A part's media type without parameters.
+fn media_type(part: &Value) -> String {
+    let content_type = part["ContentType"].as_str().unwrap_or("application/octet-stream");
+    content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase()
+}
+
+/// RT's body part of a transaction: the first non-empty `text/plain` part that is not a file,
+/// else the first such `text/html` (then `true`).
+fn pick_body(parts: &[Value]) -> Option<(&Value, bool)> {
     let is_body = |part: &&Value, kind: &str| {
-        let content_type = part["ContentType"].as_str().unwrap_or_default().to_ascii_lowercase();
-        let file = !part["Filename"].as_str().unwrap_or_default().is_empty()
-            || part["Headers"]
-                .as_str()
-                .unwrap_or_default()
-                .to_ascii_lowercase()
-                .contains("content-disposition: attachment");
-        content_type.starts_with(kind) && !file && !part["Content"].as_str().unwrap_or_default().trim().is_empty()
+        let length = part["ContentLength"].as_str().and_then(|n| n.parse::<u64>().ok()).unwrap_or(0);
+        media_type(part) == kind && !is_file(part) && length > 0
     };
-    let content = |part: &Value| part["Content"].as_str().unwrap_or_default().trim_end().replace("\r\n", "\n");
     if let Some(text) = parts.iter().find(|part| is_body(part, "text/plain")) {
-        let text = content(text);
-        return Some(Body {
-            new_text: text.clone(),
-            text,
-            html: String::new(),
-        });
+        return Some((text, false));
     }
-    let html = content(parts.iter().find(|part| is_body(part, "text/html"))?);
-    let text = mail_parser::decoders::html::html_to_text(&html).trim().to_owned();
-    Some(Body {
+    Some((parts.iter().find(|part| is_body(part, "text/html"))?, true))
+}
+
+/// The body from the chosen part's content.
+fn body_of(content: String, html: bool) -> Body {
+    if !html {
+        return Body {
+            new_text: content.clone(),
+            text: content,
+            html: String::new(),
+        };
+    }
+    let text = mail_parser::decoders::html::html_to_text(&content).trim().to_owned();
+    Body {
         new_text: text.clone(),
         text,
-        html,
-    })
+        html: content,
+    }
 }
 
 #[async_trait]
@@ -320,7 +385,7 @@ impl RtReplies {
         let written_at = transaction["Created"]
             .as_str()
             .and_then(|t| prost_types::Timestamp::from_str(t).ok());
-        let Some(body) = self.body(id).await? else {
+        let Some((body, attachments)) = self.content(id).await? else {
             if is_recent(written_at) {
                 return Ok(Step::Wait);
             }
@@ -335,6 +400,7 @@ impl RtReplies {
             ticket_reference: self.rt.ticket_reference(ticket_id),
             agent: agent.participant,
             body,
+            attachments,
             written_at,
         })))
     }
@@ -368,22 +434,26 @@ mod tests {
     #[test]
     fn the_body_is_the_first_text_part_that_is_not_a_file() {
         let parts = [
-            json!({"ContentType": "multipart/mixed", "Content": ""}),
-            json!({"ContentType": "text/plain", "Filename": "fatura.txt", "Content": "file"}),
-            json!({"ContentType": "text/plain; charset=utf-8", "Filename": "", "Content": "Kargonuz yolda.\r\n"}),
+            json!({"id": "1", "ContentType": "multipart/mixed", "ContentLength": "0"}),
+            json!({"id": "2", "ContentType": "text/plain", "Filename": "fatura.txt", "ContentLength": "4"}),
+            json!({"id": "3", "ContentType": "text/plain; charset=utf-8", "Filename": "", "ContentLength": "17"}),
         ];
-        let body = pick_body(&parts).unwrap();
-        assert_eq!(body.text, "Kargonuz yolda.");
-        assert!(body.html.is_empty());
+        let (part, html) = pick_body(&parts).unwrap();
+        assert_eq!((part["id"].as_str(), html), (Some("3"), false));
+        let files: Vec<&str> = parts.iter().filter(|p| is_file(p)).filter_map(|p| p["id"].as_str()).collect();
+        assert_eq!(files, ["2"]);
+        assert_eq!(body_of("Kargonuz yolda.".into(), false).text, "Kargonuz yolda.");
     }
 
     #[test]
     fn an_html_only_answer_is_read_as_text() {
         let parts = [
-            json!({"ContentType": "text/html", "Content": "<p>Beste Jan,</p><p>uw pakket is <b>onderweg</b>.</p>"}),
-            json!({"ContentType": "text/plain", "Filename": "", "Headers": "Content-Disposition: attachment; filename=x", "Content": "x"}),
+            json!({"id": "1", "ContentType": "text/html", "ContentLength": "60"}),
+            json!({"id": "2", "ContentType": "text/plain", "Filename": "", "Headers": "Content-Disposition: attachment; filename=x", "ContentLength": "1"}),
         ];
-        let body = pick_body(&parts).unwrap();
+        let (part, html) = pick_body(&parts).unwrap();
+        assert_eq!((part["id"].as_str(), html), (Some("1"), true));
+        let body = body_of("<p>Beste Jan,</p><p>uw pakket is <b>onderweg</b>.</p>".into(), true);
         assert!(body.text.contains("Beste Jan,"), "{}", body.text);
         assert!(body.text.contains("onderweg"), "{}", body.text);
         assert!(!body.text.contains('<'), "{}", body.text);
@@ -392,8 +462,9 @@ mod tests {
 
     #[test]
     fn no_text_part_is_no_body() {
-        assert_eq!(pick_body(&[json!({"ContentType": "multipart/mixed", "Content": ""})]), None);
-        assert_eq!(pick_body(&[]), None);
+        assert!(pick_body(&[json!({"ContentType": "multipart/mixed", "ContentLength": "0"})]).is_none());
+        assert!(pick_body(&[json!({"ContentType": "text/plain", "ContentLength": "0"})]).is_none());
+        assert!(pick_body(&[]).is_none());
     }
 
     /// A REST2 stand-in with transactions 11-15 after cursor 10, each a case of its own; the
@@ -433,11 +504,27 @@ mod tests {
                 assert!(q["query"].starts_with("'CF.{omni Conversation}' IS NOT NULL AND (id = 1 OR id = 2"), "{}", q["query"]);
                 axum::Json(json!({"items": [{"id": "1", "Subject": "Siparişim nerede?", "CustomFields": [{"name": "omni Conversation", "values": ["c-1"]}]}]}))
             }))
-            .route("/REST/2.0/transaction/{id}/attachments", get(|Path(id): Path<String>| async move {
+            .route("/REST/2.0/transaction/{id}/attachments", get(|Path(id): Path<String>, Query(q): Query<std::collections::HashMap<String, String>>| async move {
+                // Listing content would put a file's raw bytes into the JSON (RT 5.0.3 does).
+                assert!(!q["fields"].contains("Content,") && !q["fields"].ends_with("Content"), "{}", q["fields"]);
                 axum::Json(match id.as_str() {
-                    "11" => json!({"items": [{"ContentType": "text/plain", "Filename": "", "Content": "Kargonuz yolda."}]}),
+                    "11" => json!({"items": [
+                        {"id": "70", "ContentType": "multipart/mixed", "Filename": "", "ContentLength": "0"},
+                        {"id": "71", "ContentType": "text/plain", "Filename": "", "ContentLength": "15"},
+                        {"id": "72", "ContentType": "image/png", "Filename": "etiket.png", "ContentLength": "4", "_url": "http://rt/REST/2.0/attachment/72"},
+                        {"id": "73", "ContentType": "application/pdf", "Filename": "fatura.pdf", "ContentLength": "900000", "_url": "http://rt/REST/2.0/attachment/73"},
+                    ]}),
                     _ => json!({"items": []}),
                 })
+            }))
+            .route("/REST/2.0/attachment/{id}", get(|Path(id): Path<String>| async move {
+                use base64::Engine as _;
+                let content: &[u8] = match id.as_str() {
+                    "71" => "Kargonuz yolda.".as_bytes(),
+                    "72" => &[0x89, b'P', b'N', b'G'],
+                    other => panic!("attachment {other} read: a file above the limit is not fetched"),
+                };
+                axum::Json(json!({"id": id, "Content": base64::engine::general_purpose::STANDARD.encode(content)}))
             }));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
@@ -476,6 +563,22 @@ mod tests {
         assert_eq!(reply.subject, "Siparişim nerede?");
         assert_eq!(reply.agent.display_name, "Deniz Agent");
         assert_eq!(reply.agent.role, Role::Agent as i32);
+        // The agent's files: the small one carried with its hash, the large one referenced.
+        let files: Vec<(&str, &str, u64)> = reply
+            .attachments
+            .iter()
+            .map(|a| (a.name.as_str(), a.media_type.as_str(), a.size_bytes))
+            .collect();
+        assert_eq!(files, [("etiket.png", "image/png", 4), ("fatura.pdf", "application/pdf", 900_000)]);
+        assert_eq!(
+            reply.attachments[0].content,
+            Some(attachment::Content::Data(vec![0x89, b'P', b'N', b'G']))
+        );
+        assert_eq!(reply.attachments[0].sha256, hex::encode(Sha256::digest([0x89, b'P', b'N', b'G'])));
+        assert_eq!(
+            reply.attachments[1].content,
+            Some(attachment::Content::Reference("http://rt/REST/2.0/attachment/73".into()))
+        );
     }
 
     #[tokio::test]

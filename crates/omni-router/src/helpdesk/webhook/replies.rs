@@ -128,6 +128,7 @@ impl ReplyWebhook for WebhookReplies {
             ticket_reference: String::new(),
             agent: replies::agent(&call.agent.name, &call.agent.email),
             body: replies::body_of(&call.text, &call.html),
+            attachments: Vec::new(),
             written_at,
         }])
     }

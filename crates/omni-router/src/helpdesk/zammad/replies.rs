@@ -95,6 +95,7 @@ impl ReplyWebhook for ZammadReplies {
             ticket_reference: String::new(),
             agent: replies::agent(&name, author["email"].as_str().unwrap_or_default()),
             body: replies::body_of(text, html),
+            attachments: Vec::new(),
             written_at,
         }])
     }

@@ -86,6 +86,7 @@ impl ReplyWebhook for ZendeskReplies {
                 comment["body"].as_str().unwrap_or_default(),
                 comment["html_body"].as_str().unwrap_or_default(),
             ),
+            attachments: Vec::new(),
             written_at: event["time"].as_str().and_then(replies::timestamp),
         }])
     }
