@@ -1,5 +1,5 @@
-//! What every Kafka-based service shares: its configuration shape (`[kafka]` plus its own
-//! section) and the supervision of its pipeline ([`supervise`]).
+//! What every Kafka-based service shares: its configuration shape (`[kafka]`, `[objects]` and
+//! its own section) and the supervision of its pipeline ([`supervise`]).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -46,6 +46,8 @@ macro_rules! service_section {
 pub struct KafkaService<S> {
     /// `[kafka]`.
     pub kafka: KafkaConfig,
+    /// `[objects]`: the store of files too large for a record.
+    pub objects: omni_objects::ObjectsConfig,
     /// The service's own section.
     pub service: S,
 }
@@ -53,9 +55,11 @@ pub struct KafkaService<S> {
 impl<S: ServiceSection> ServiceConfig for KafkaService<S> {
     fn from_settings(settings: &Settings, problems: &mut Problems) -> Option<Self> {
         let kafka = settings.section("kafka", problems);
+        let objects = settings.section("objects", problems);
         let service = settings.section(S::NAME, problems);
         Some(Self {
             kafka: kafka?,
+            objects: objects?,
             service: service?,
         })
     }
