@@ -644,7 +644,8 @@ impl Rt {
         for kind in kinds {
             transactions.extend(self.transactions(ticket, kind).await?);
         }
-        let params = [("fields", "Content,ContentType,TransactionId,Filename"), ("orderby", "id")];
+        // Listed without Content: RT puts a binary file's raw bytes there, and the JSON breaks.
+        let params = [("fields", "ContentType,TransactionId,Filename"), ("orderby", "id")];
         let items = self.all_pages(&format!("/ticket/{ticket}/attachments"), &params).await?;
         let mut texts = Vec::new();
         for item in &items {
@@ -656,9 +657,13 @@ impl Rt {
             if item["ContentType"].as_str() == Some("text/plain")
                 && item["Filename"].as_str().unwrap_or_default().is_empty()
                 && transactions.iter().any(|t| t == transaction)
-                && let Some(content) = item["Content"].as_str()
             {
-                texts.push(content.trim_end().to_owned());
+                use base64::Engine as _;
+                let id = item["id"].as_str().unwrap_or_default();
+                let part = self.get(&format!("/attachment/{id}")).await?;
+                let encoded: String = part["Content"].as_str().unwrap_or_default().split_whitespace().collect();
+                let content = base64::engine::general_purpose::STANDARD.decode(encoded)?;
+                texts.push(String::from_utf8_lossy(&content).trim_end().to_owned());
             }
         }
         Ok(texts)
@@ -675,6 +680,26 @@ impl Rt {
                 Some((name.to_owned(), item["ContentType"].as_str().unwrap_or_default().to_owned()))
             })
             .collect())
+    }
+
+    /// The SHA-256 (hex) of each file on the ticket by name, read from `GET /attachment/<id>`
+    /// (base64; a listing with `Content` holds a binary file's raw bytes and does not parse).
+    pub async fn file_hashes(&self, ticket: &str) -> anyhow::Result<Vec<(String, String)>> {
+        use base64::Engine as _;
+        use sha2::Digest as _;
+        let params = [("fields", "Filename"), ("orderby", "id")];
+        let mut hashes = Vec::new();
+        for item in self.all_pages(&format!("/ticket/{ticket}/attachments"), &params).await? {
+            let Some(name) = item["Filename"].as_str().filter(|name| !name.is_empty()) else {
+                continue;
+            };
+            let id = item["id"].as_str().unwrap_or_default();
+            let attachment = self.get(&format!("/attachment/{id}")).await?;
+            let encoded: String = attachment["Content"].as_str().unwrap_or_default().split_whitespace().collect();
+            let bytes = base64::engine::general_purpose::STANDARD.decode(encoded)?;
+            hashes.push((name.to_owned(), hex::encode(sha2::Sha256::digest(&bytes))));
+        }
+        Ok(hashes)
     }
 
     /// The ticket's requestor addresses.
@@ -948,6 +973,11 @@ pub const NORMALIZER_NORMALIZED: &str = "omni_normalizer_records_total{outcome=\
 /// The development token of the default config.
 pub const DEV_TOKEN: &str = "omni-dev-token";
 
+/// The object store of the tests' services (`[objects] url`): a directory under `target/`.
+pub fn objects_dir() -> String {
+    concat!(env!("CARGO_MANIFEST_DIR"), "/../target/omni-objects").to_owned()
+}
+
 impl Pipeline {
     /// Starts everything and waits until every service is ready. `extra_env` is added to every
     /// service's environment.
@@ -972,6 +1002,8 @@ impl Pipeline {
             ("OMNI__EMAIL__MAILBOXES__SUPPORT__FOLDER".into(), mailbox.folder.clone()),
             ("OMNI__ROUTER__DESTINATIONS__RT__BASE_URL".into(), rt.url.clone()),
             ("OMNI__TELEMETRY__LOG_FILTER".into(), "info,omni_router=debug".into()),
+            // Content-addressed, so every test's services may share one store.
+            ("OMNI__OBJECTS__URL".into(), objects_dir()),
             ("RUST_LOG".into(), "info,omni_router=debug".into()),
         ];
         env.extend(extra_env.iter().map(|(k, v)| (k.to_string(), v.to_string())));

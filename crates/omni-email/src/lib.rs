@@ -51,6 +51,7 @@ pub async fn run(config: EmailServiceConfig, context: ServiceContext) -> anyhow:
         .filter_map(|(key, value)| Some((String::from_utf8(key).ok()?, EmailCheckpoint::decode(value.as_slice()).ok()?)))
         .collect();
     context.readiness.ready("checkpoints");
+    let objects = omni_objects::Objects::open(&config.objects.url)?;
     let mut tasks = tokio::task::JoinSet::new();
     for (name, mailbox) in &config.service.mailboxes {
         let key = checkpoint_key(&config.service.connector_id, name);
@@ -64,6 +65,7 @@ pub async fn run(config: EmailServiceConfig, context: ServiceContext) -> anyhow:
             source: format!("omni/email/{}", config.service.connector_id),
             partition_key: omni_channels::ids::partition_key(&["email", name]),
             readiness: context.readiness.clone(),
+            objects: objects.clone(),
         };
         context.readiness.register(&format!("mailbox:{name}"));
         tasks.spawn(reader.run(context.shutdown.clone()));

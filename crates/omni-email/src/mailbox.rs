@@ -39,6 +39,9 @@ pub(crate) struct MailboxReader {
     /// Key of this mailbox's raw records.
     pub partition_key: String,
     pub readiness: Readiness,
+    /// Where the bytes of files cut out of a large message go (`[objects]`); none: they stay on
+    /// the IMAP server only.
+    pub objects: Option<omni_objects::Objects>,
 }
 
 impl MailboxReader {
@@ -118,7 +121,7 @@ impl MailboxReader {
                 let (Some(uid), Some(body)) = (fetch.uid, fetch.body()) else {
                     continue;
                 };
-                pending.push((uid, self.enqueue(uid, body)?));
+                pending.push((uid, self.enqueue(uid, body).await?));
             }
             // Only UIDs that came back and were acknowledged, contiguous from the start of the
             // batch, move the checkpoint: a message the server did not return is fetched again.
@@ -152,7 +155,7 @@ impl MailboxReader {
         Ok(())
     }
 
-    fn enqueue(&self, uid: u32, body: &[u8]) -> Result<Pending, ProduceError> {
+    async fn enqueue(&self, uid: u32, body: &[u8]) -> Result<Pending, ProduceError> {
         let ids = omni_channels::email::ids(&self.name, body);
         let now = SystemTime::now();
         let mut attributes = std::collections::HashMap::from([
@@ -178,7 +181,8 @@ impl MailboxReader {
             .filter(|(payload, _)| payload.len() <= max);
         let payload = if let Some((payload, parts)) = stripped {
             // Too large for a record: the text, HTML and file list stay; the large files' bytes
-            // stay on the server, each named by its IMAP section.
+            // stay on the server, each named by its IMAP section, and go to the object store.
+            self.keep_files(body).await;
             attributes.insert(
                 omni_channels::email::large::STRIPPED_ATTRIBUTE.to_owned(),
                 omni_channels::email::large::attribute(&parts),
@@ -228,6 +232,22 @@ impl MailboxReader {
             &record.encode_to_vec(),
             headers,
         )
+    }
+
+    /// Puts the bytes of the file parts [`omni_channels::email::large::strip`] cuts out into the
+    /// object store, before the record that names them is written. A store that fails loses
+    /// nothing: the record still names each part on the IMAP server.
+    async fn keep_files(&self, body: &[u8]) {
+        let Some(objects) = &self.objects else { return };
+        for contents in omni_channels::email::large::stripped_contents(body) {
+            match objects.put(&contents).await {
+                Ok(_) => metrics::counter!("omni_email_objects_stored_total", "mailbox" => self.name.clone()).increment(1),
+                Err(error) => {
+                    tracing::warn!(mailbox = %self.name, %error, bytes = contents.len(), "a large file not kept in the object store; the record names it on the IMAP server");
+                    metrics::counter!("omni_email_object_errors_total", "mailbox" => self.name.clone()).increment(1);
+                }
+            }
+        }
     }
 
     async fn save_checkpoint(&mut self, last_uid: u32) -> Result<(), ProduceError> {

@@ -183,6 +183,7 @@ async fn run_destination(
         automated_messages: config.service.automated_messages,
         answered_calls: config.service.answered_calls,
         state_retention: config.service.state_retention(),
+        objects: omni_objects::Objects::open(&config.objects.url)?,
     };
     let result = router.consume(&member, &state, &config.service, context).await;
     router.producer.flush(Duration::from_secs(5)).ok();
@@ -255,6 +256,10 @@ struct Target<'a> {
     routing: &'a helpdesk::Routing,
 }
 
+/// The most bytes of stored files taken into one event (the helpdesk adapters apply their own,
+/// lower limits: RT's 10 MB).
+const MAX_STORED_FILE_BYTES: u64 = 25_000_000;
+
 struct Router {
     producer: Producer,
     source: String,
@@ -267,6 +272,8 @@ struct Router {
     reports_bad_input: bool,
     automated_messages: AutomatedMessages,
     answered_calls: AutomatedMessages,
+    /// `[objects]`: where the bytes of files that travel by reference are kept.
+    objects: Option<omni_objects::Objects>,
     /// `[router] state_retention_secs`: an event older than that may have been delivered and
     /// forgotten, so it is looked for in the ticket before being appended.
     state_retention: Duration,
@@ -370,6 +377,7 @@ impl Router {
                     .await;
             }
         };
+        let event = self.with_stored_files(event).await;
         let route = self.rules.route(&event);
         // A conversation that already has a ticket here keeps getting its follow-ups here, whatever
         // rule a later message matches (a "thanks" after a refund request stays in the refund ticket).
@@ -385,6 +393,34 @@ impl Router {
             routing: &route.routing,
         };
         self.handle_for(state, message, &event, &target).await
+    }
+
+    /// The event with the bytes of its files that travel without them (referenced, or above an
+    /// inline limit) that the object store holds (by their
+    /// SHA-256, checked), up to [`MAX_STORED_FILE_BYTES`] in all, so the helpdesk gets the files
+    /// and not a reference. A file the store does not have, or cannot give now, stays
+    /// referenced: the ticket names it, and the message is not held up.
+    async fn with_stored_files(&self, mut event: ConversationEvent) -> ConversationEvent {
+        let Some(objects) = &self.objects else { return event };
+        let mut total = 0u64;
+        for file in &mut event.attachments {
+            let carried = matches!(file.content, Some(omni_proto::v1::attachment::Content::Data(_)));
+            if carried || file.sha256.len() != 64 || total + file.size_bytes > MAX_STORED_FILE_BYTES {
+                continue;
+            }
+            match objects.get(&file.sha256).await {
+                Ok(Some(bytes)) => {
+                    total += bytes.len() as u64;
+                    file.content = Some(omni_proto::v1::attachment::Content::Data(bytes));
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    tracing::warn!(destination = %self.destination, event_id = %event.event_id, %error, "a stored file not read; the ticket names it instead");
+                    metrics::counter!("omni_router_object_errors_total", "destination" => self.destination.clone()).increment(1);
+                }
+            }
+        }
+        event
     }
 
     /// Delivers `event` to one destination with retries, then records the outcome.

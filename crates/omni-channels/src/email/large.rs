@@ -42,7 +42,7 @@ pub fn strip(bytes: &[u8]) -> Option<(Vec<u8>, Vec<StrippedPart>)> {
     for &index in &message.attachments {
         let part = &message.parts[index as usize];
         let (header, body, end) = (part.offset_header as usize, part.offset_body as usize, part.offset_end as usize);
-        if text_parts.contains(&index) || matches!(part.body, PartType::Multipart(_)) || end.saturating_sub(body) <= KEEP_PARTS_UP_TO {
+        if left_in(&text_parts, index, part) {
             continue;
         }
         let Some(section) = sections.get(&index) else { continue };
@@ -69,6 +69,27 @@ pub fn strip(bytes: &[u8]) -> Option<(Vec<u8>, Vec<StrippedPart>)> {
     }
     out.extend_from_slice(&bytes[pos..]);
     Some((out, stripped))
+}
+
+/// The decoded bytes of the parts [`strip`] leaves out, in its order (for the object store).
+pub fn stripped_contents(bytes: &[u8]) -> Vec<Vec<u8>> {
+    let Some(message) = MessageParser::default().parse(bytes) else {
+        return Vec::new();
+    };
+    let text_parts: Vec<u32> = message.text_body.iter().chain(&message.html_body).copied().collect();
+    message
+        .attachments
+        .iter()
+        .map(|&index| (index, &message.parts[index as usize]))
+        .filter(|(index, part)| !left_in(&text_parts, *index, part))
+        .map(|(_, part)| part.contents().to_vec())
+        .collect()
+}
+
+/// Whether [`strip`] keeps a part's body in the record.
+fn left_in(text_parts: &[u32], index: u32, part: &mail_parser::MessagePart<'_>) -> bool {
+    let (body, end) = (part.offset_body as usize, part.offset_end as usize);
+    text_parts.contains(&index) || matches!(part.body, PartType::Multipart(_)) || end.saturating_sub(body) <= KEEP_PARTS_UP_TO
 }
 
 /// The attribute value listing `parts`.
@@ -167,10 +188,13 @@ mod tests {
         let mut numbers: Vec<&str> = sections.values().map(String::as_str).collect();
         numbers.sort_unstable();
         assert_eq!(numbers, ["1", "1.1", "1.2", "2"]);
+        // The bytes left out, decoded, for the object store: exactly the photo.
+        assert_eq!(stripped_contents(&bytes), [photo]);
     }
 
     #[test]
     fn small_files_stay() {
         assert_eq!(strip(&message_with(b"small")), None);
+        assert!(stripped_contents(&message_with(b"small")).is_empty());
     }
 }
