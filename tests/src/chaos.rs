@@ -269,27 +269,85 @@ struct Fault {
 /// Runs the chaos scenario and returns what it found (an error only when it could not run).
 pub async fn run(options: ChaosOptions) -> anyhow::Result<ChaosReport> {
     let mut stack = Stack::start(&[("OMNI__KAFKA__PRODUCER__LINGER_MS", "5")]).await?;
-    let sender = Arc::new(stack.sender());
     let mut path = ReturnPath::start(&stack).await?;
     let mut agents = Agents::new(options.answers as usize, Duration::from_secs(options.load_secs));
-
-    // The load, in its own task: one message every 1/rate s, each sent (and retried) by a task of
-    // its own, so a stalled channel does not hold up the others.
     let load_started = SystemTime::now();
-    let load = {
-        let options = options.clone();
-        let sender = sender.clone();
-        tokio::spawn(async move {
-            let mut generator = Generator::new(options.seed, options.follow_up_percent);
-            let items = items_for(&mut generator, options.rate, options.load_secs)?;
-            let mut done = send_paced(&sender, items, options.rate, Arc::default()).await?;
-            done.sort_by_key(|(item, _)| item.seq);
-            anyhow::Ok(done)
-        })
+    let load = start_load(&options, Arc::new(stack.sender()));
+    let load_clock = Instant::now();
+    let faults = inject_faults(&options, &mut stack, &mut path, &mut agents).await?;
+    agents
+        .work_until(&stack, &path, load_clock + Duration::from_secs(options.load_secs))
+        .await?;
+    let sent = load.await??;
+    let load_ended = SystemTime::now();
+    println!("chaos: load done, {} messages sent; waiting for them to arrive", sent.len());
+    let markers = Markers::new(sent.iter().map(|(item, _)| item));
+    wait_for_arrivals(&stack, &sent, &markers, Duration::from_secs(options.settle_secs)).await;
+    // The answers: each reached its customer or was given up on with a note (written as a
+    // comment, so before the quiet wait below).
+    let answers = agents.finish(&stack, &path, Duration::from_secs(options.settle_secs)).await?;
+    wait_until_quiet(&stack).await;
+    let counted = count(&stack, &sent, &markers)?;
+    let (faults, max_recovery_secs) = recoveries(&faults, &sent, &counted.arrivals, load_started);
+    let last_arrival = counted.arrivals.values().flatten().max().copied().unwrap_or(load_ended);
+    let mut sent_by_channel = BTreeMap::new();
+    for (item, _) in &sent {
+        *sent_by_channel.entry(item.kind.name().to_owned()).or_default() += 1;
+    }
+    let tickets = &counted.tickets;
+    let report = ChaosReport {
+        sent: sent.len(),
+        sent_by_channel,
+        conversations: sent.iter().map(|(item, _)| item.conversation).collect::<HashSet<_>>().len(),
+        retried_sends: sent.iter().map(|(_, s)| u64::from(s.attempts - 1)).sum(),
+        conversation_records: counted.records,
+        conversation_events: counted.events,
+        tickets: tickets.len(),
+        comments: tickets.iter().map(|t| t.comments.len()).sum(),
+        notes: tickets
+            .iter()
+            .flat_map(|t| &t.comments)
+            .filter(|c| c.starts_with("omni: this "))
+            .count(),
+        lost: counted.lost,
+        duplicated: counted.duplicated,
+        split_conversations: counted.split_conversations,
+        merged_tickets: counted.merged_tickets,
+        kills: faults.iter().filter(|f| f.fault.starts_with("kill ")).count() as u32,
+        broker_restarts: faults.iter().filter(|f| f.fault == FaultKind::Broker.name()).count() as u32,
+        faults,
+        max_recovery_secs,
+        drain_secs: seconds_between(load_ended, last_arrival),
+        answers,
+        options,
     };
+    if !report.passed() {
+        explain_lost(&stack, &sent, &report.lost).await;
+    }
+    if !stack.zendesk.violations().is_empty() {
+        bail!("requests off Zendesk's documented contract: {:?}", stack.zendesk.violations());
+    }
+    Ok(report)
+}
 
-    // The faults, spread evenly over the load: kills in turn over the services, broker restarts
-    // at even spacing among them, and the helpdesk outage (running beside the kills) in the middle.
+/// The load, in its own task: one message every 1/rate s, each sent (and retried) by a task of
+/// its own, so a stalled channel does not hold up the others. Ends with what was sent, by
+/// sequence number.
+fn start_load(options: &ChaosOptions, sender: Arc<crate::load::Sender>) -> tokio::task::JoinHandle<anyhow::Result<Vec<(Item, Sent)>>> {
+    let options = options.clone();
+    tokio::spawn(async move {
+        let mut generator = Generator::new(options.seed, options.follow_up_percent);
+        let items = items_for(&mut generator, options.rate, options.load_secs)?;
+        let mut done = send_paced(&sender, items, options.rate, Arc::default()).await?;
+        done.sort_by_key(|(item, _)| item.seq);
+        anyhow::Ok(done)
+    })
+}
+
+/// The faults, spread evenly over the load: kills in turn over the services (the return path's
+/// too), broker restarts at even spacing among them, and the helpdesk outage (running beside
+/// the kills) in the middle.
+fn plan(options: &ChaosOptions) -> Vec<FaultKind> {
     let targets: Vec<&'static str> = SERVICES.iter().copied().chain(["replies", "sender"]).collect();
     let mut plan: Vec<FaultKind> = (0..options.kills)
         .map(|n| FaultKind::Kill(targets[n as usize % targets.len()]))
@@ -300,15 +358,26 @@ pub async fn run(options: ChaosOptions) -> anyhow::Result<ChaosReport> {
         plan.insert((n + 1) * kills / (restarts + 1) + n, FaultKind::Broker);
     }
     plan.insert(plan.len() / 2, FaultKind::Helpdesk);
+    plan
+}
+
+/// Carries out the plan at fixed times from now, the agents answering in between; returns each
+/// fault, in the order they began.
+async fn inject_faults(
+    options: &ChaosOptions,
+    stack: &mut Stack,
+    path: &mut ReturnPath,
+    agents: &mut Agents,
+) -> anyhow::Result<Vec<Fault>> {
+    let plan = plan(options);
     let spacing = Duration::from_secs_f64(options.load_secs as f64 / (plan.len() + 1) as f64);
     let mut rng = fastrand::Rng::with_seed(options.seed);
     let mut faults: Vec<Fault> = Vec::new();
-    let mut outage: Option<tokio::task::JoinHandle<(SystemTime, SystemTime)>> = None;
+    let mut outage = None;
     let load_clock = Instant::now();
     for (n, fault) in plan.into_iter().enumerate() {
         // At fixed times from the start of the load, whatever the previous fault took.
-        // Agents answer meanwhile.
-        agents.work_until(&stack, &path, load_clock + spacing * (n as u32 + 1)).await?;
+        agents.work_until(stack, path, load_clock + spacing * (n as u32 + 1)).await?;
         let began = SystemTime::now();
         match &fault {
             FaultKind::Kill(name) => {
@@ -330,19 +399,7 @@ pub async fn run(options: ChaosOptions) -> anyhow::Result<ChaosReport> {
             }
             FaultKind::Helpdesk => {
                 println!("chaos: the helpdesk fails for {} s", options.helpdesk_outage_secs);
-                let zendesk = stack.zendesk.clone();
-                let third = Duration::from_secs(options.helpdesk_outage_secs) / 3;
-                outage = Some(tokio::spawn(async move {
-                    let began = SystemTime::now();
-                    zendesk.set_mode(Mode::Failing);
-                    tokio::time::sleep(third).await;
-                    zendesk.set_mode(Mode::ApplyThenFail);
-                    tokio::time::sleep(third).await;
-                    zendesk.set_mode(Mode::Down);
-                    tokio::time::sleep(third).await;
-                    zendesk.set_mode(Mode::Healthy);
-                    (began, SystemTime::now())
-                }));
+                outage = Some(helpdesk_outage(stack, Duration::from_secs(options.helpdesk_outage_secs)));
                 continue;
             }
         }
@@ -361,27 +418,38 @@ pub async fn run(options: ChaosOptions) -> anyhow::Result<ChaosReport> {
         });
     }
     faults.sort_by_key(|f| f.began);
-    agents
-        .work_until(&stack, &path, load_clock + Duration::from_secs(options.load_secs))
-        .await?;
-    let sent = load.await??;
-    let load_ended = SystemTime::now();
-    println!("chaos: load done, {} messages sent; waiting for them to arrive", sent.len());
+    Ok(faults)
+}
 
-    // Everything arrives (or the settle time runs out).
-    let markers = Markers::new(sent.iter().map(|(item, _)| item));
-    let settle = Instant::now();
+/// The helpdesk failing for `length`, a third each: 500s, writes done but answered 500, 503s.
+fn helpdesk_outage(stack: &Stack, length: Duration) -> tokio::task::JoinHandle<(SystemTime, SystemTime)> {
+    let zendesk = stack.zendesk.clone();
+    let third = length / 3;
+    tokio::spawn(async move {
+        let began = SystemTime::now();
+        for mode in [Mode::Failing, Mode::ApplyThenFail, Mode::Down] {
+            zendesk.set_mode(mode);
+            tokio::time::sleep(third).await;
+        }
+        zendesk.set_mode(Mode::Healthy);
+        (began, SystemTime::now())
+    })
+}
+
+/// Until every message is in the helpdesk, or `settle` ran out.
+async fn wait_for_arrivals(stack: &Stack, sent: &[(Item, Sent)], markers: &Markers, settle: Duration) {
+    let started = Instant::now();
     let mut last_report = Instant::now();
     loop {
         let found: HashSet<u64> = stack.helpdesk_comments().iter().flat_map(|(text, _)| markers.find(text)).collect();
         let arrived = sent.iter().filter(|(item, _)| found.contains(&item.seq)).count();
-        if arrived == sent.len() || settle.elapsed() > Duration::from_secs(options.settle_secs) {
+        if arrived == sent.len() || started.elapsed() > settle {
             println!(
                 "chaos: {arrived} of {} in the helpdesk after {:.0} s",
                 sent.len(),
-                settle.elapsed().as_secs_f64()
+                started.elapsed().as_secs_f64()
             );
-            break;
+            return;
         }
         if last_report.elapsed() > Duration::from_secs(10) {
             println!("chaos: {arrived} of {} in the helpdesk so far", sent.len());
@@ -389,11 +457,11 @@ pub async fn run(options: ChaosOptions) -> anyhow::Result<ChaosReport> {
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
-    // The answers: each reached its customer or was given up on with a note (written as a
-    // comment, so before the quiet wait below).
-    let answers = agents.finish(&stack, &path, Duration::from_secs(options.settle_secs)).await?;
-    // Then until nothing has arrived for 15 s (longer than the router's helpdesk timeout and its
-    // first retries), so a late duplicate would be seen too.
+}
+
+/// Until nothing has arrived for 15 s (longer than the router's helpdesk timeout and its first
+/// retries), so a late duplicate would be seen too.
+async fn wait_until_quiet(stack: &Stack) {
     let mut comments = stack.helpdesk_comments().len();
     let mut quiet_since = Instant::now();
     while quiet_since.elapsed() < Duration::from_secs(15) {
@@ -404,8 +472,21 @@ pub async fn run(options: ChaosOptions) -> anyhow::Result<ChaosReport> {
             quiet_since = Instant::now();
         }
     }
+}
 
-    // Count.
+/// What the helpdesk and the conversation topic hold, per sequence number.
+struct Counted {
+    tickets: Vec<crate::zendesk::Ticket>,
+    arrivals: HashMap<u64, Vec<SystemTime>>,
+    records: usize,
+    events: usize,
+    lost: Vec<u64>,
+    duplicated: Vec<u64>,
+    split_conversations: Vec<u64>,
+    merged_tickets: Vec<u64>,
+}
+
+fn count(stack: &Stack, sent: &[(Item, Sent)], markers: &Markers) -> anyhow::Result<Counted> {
     let mut arrivals: HashMap<u64, Vec<SystemTime>> = HashMap::new();
     let mut tickets_of: HashMap<u64, HashSet<u64>> = HashMap::new();
     let mut conversations_of: HashMap<u64, HashSet<u64>> = HashMap::new();
@@ -430,33 +511,38 @@ pub async fn run(options: ChaosOptions) -> anyhow::Result<ChaosReport> {
             events_of.entry(seq).or_default().insert(event.event_id.clone());
         }
     }
-    let lost: Vec<u64> = sent
-        .iter()
-        .map(|(item, _)| item.seq)
-        .filter(|seq| !arrivals.contains_key(seq))
-        .collect();
-    let duplicated: Vec<u64> = sent
-        .iter()
-        .map(|(item, _)| item.seq)
+    let seqs = || sent.iter().map(|(item, _)| item.seq);
+    let lost = seqs().filter(|seq| !arrivals.contains_key(seq)).collect();
+    let duplicated = seqs()
         .filter(|seq| arrivals.get(seq).is_some_and(|a| a.len() > 1) || events_of.get(seq).is_some_and(|e| e.len() > 1))
         .collect();
-    let mut split_conversations: Vec<u64> = tickets_of
-        .iter()
-        .filter(|(_, tickets)| tickets.len() > 1)
-        .map(|(conversation, _)| *conversation)
-        .collect();
-    split_conversations.sort_unstable();
-    let mut merged_tickets: Vec<u64> = conversations_of
-        .iter()
-        .filter(|(_, conversations)| conversations.len() > 1)
-        .map(|(ticket, _)| *ticket)
-        .collect();
-    merged_tickets.sort_unstable();
+    let more_than_one = |map: &HashMap<u64, HashSet<u64>>| {
+        let mut found: Vec<u64> = map.iter().filter(|(_, set)| set.len() > 1).map(|(key, _)| *key).collect();
+        found.sort_unstable();
+        found
+    };
+    Ok(Counted {
+        records: records.len(),
+        events: records.iter().map(|(e, _)| e.event_id.as_str()).collect::<HashSet<_>>().len(),
+        split_conversations: more_than_one(&tickets_of),
+        merged_tickets: more_than_one(&conversations_of),
+        tickets,
+        arrivals,
+        lost,
+        duplicated,
+    })
+}
 
-    // Recovery after each fault.
-    let mut fault_reports = Vec::new();
+/// How the pipeline came back after each fault, and the longest recovery per kind of fault.
+fn recoveries(
+    faults: &[Fault],
+    sent: &[(Item, Sent)],
+    arrivals: &HashMap<u64, Vec<SystemTime>>,
+    load_started: SystemTime,
+) -> (Vec<FaultReport>, BTreeMap<String, f64>) {
+    let mut reports = Vec::new();
     let mut max_recovery_secs: BTreeMap<String, f64> = BTreeMap::new();
-    for fault in &faults {
+    for fault in faults {
         let first_through = sent
             .iter()
             .filter(|(item, sent)| sent.at >= fault.began && fault.kind.affects(item.kind))
@@ -468,51 +554,14 @@ pub async fn run(options: ChaosOptions) -> anyhow::Result<ChaosReport> {
             let max = max_recovery_secs.entry(name.clone()).or_default();
             *max = max.max(secs);
         }
-        fault_reports.push(FaultReport {
+        reports.push(FaultReport {
             fault: name,
             at_secs: seconds_between(load_started, fault.began),
             lasted_secs: seconds_between(fault.began, fault.ended),
             recovery_secs,
         });
     }
-    let last_arrival = arrivals.values().flatten().max().copied().unwrap_or(load_ended);
-    let mut sent_by_channel = BTreeMap::new();
-    for (item, _) in &sent {
-        *sent_by_channel.entry(item.kind.name().to_owned()).or_default() += 1;
-    }
-    let report = ChaosReport {
-        sent: sent.len(),
-        sent_by_channel,
-        conversations: sent.iter().map(|(item, _)| item.conversation).collect::<HashSet<_>>().len(),
-        retried_sends: sent.iter().map(|(_, s)| u64::from(s.attempts - 1)).sum(),
-        conversation_records: records.len(),
-        conversation_events: records.iter().map(|(e, _)| e.event_id.as_str()).collect::<HashSet<_>>().len(),
-        tickets: tickets.len(),
-        comments: tickets.iter().map(|t| t.comments.len()).sum(),
-        notes: tickets
-            .iter()
-            .flat_map(|t| &t.comments)
-            .filter(|c| c.starts_with("omni: this "))
-            .count(),
-        lost,
-        duplicated,
-        split_conversations,
-        merged_tickets,
-        kills: faults.iter().filter(|f| matches!(f.kind, FaultKind::Kill(_))).count() as u32,
-        broker_restarts: faults.iter().filter(|f| matches!(f.kind, FaultKind::Broker)).count() as u32,
-        faults: fault_reports,
-        max_recovery_secs,
-        drain_secs: seconds_between(load_ended, last_arrival),
-        answers,
-        options,
-    };
-    if !report.passed() {
-        explain_lost(&stack, &sent, &report.lost).await;
-    }
-    if !stack.zendesk.violations().is_empty() {
-        bail!("requests off Zendesk's documented contract: {:?}", stack.zendesk.violations());
-    }
-    Ok(report)
+    (reports, max_recovery_secs)
 }
 
 /// Prints where each lost message got to: its raw record(s), dead letters, the normalizer's counts.
