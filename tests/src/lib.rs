@@ -24,6 +24,7 @@ pub mod telegram;
 pub mod twilio_api;
 pub mod viber_api;
 pub mod whatsapp_api;
+pub mod whatsapp_media;
 pub mod x_api;
 pub mod zendesk;
 

@@ -1,7 +1,8 @@
 //! Files reach the agent: an email's photo far above what a record carries (the connector's
 //! `max_inline_bytes`, 768 KiB) goes through the object store (`[objects]`, a directory here) and
 //! lands in the Request Tracker ticket as a real attachment, byte for byte, with the customer's
-//! text (issue: "Attachments reach the agent").
+//! text; a WhatsApp photo is fetched from the Graph API's media endpoints (a local stand-in,
+//! `omni_e2e::whatsapp_media`) with the account's token and attached the same way.
 
 use std::time::Duration;
 
@@ -36,7 +37,8 @@ async fn a_3_mb_photo_by_email_is_in_the_ticket_byte_for_byte_with_the_text() ->
     let pipeline = Pipeline::start(&[]).await?;
     let run = nonce();
     let customer = format!("jan-{run}@example.nl");
-    let mut rng = fastrand::Rng::with_seed(3);
+    // Unique per run: the store (shared by the tests) must not have it from an earlier one.
+    let mut rng = fastrand::Rng::new();
     let photo: Vec<u8> = (0..3 * 1024 * 1024).map(|_| rng.u8(..)).collect();
     pipeline.mailbox.deliver(&mail_with_photo(
         &format!("Jan de Vries <{customer}>"),
@@ -93,5 +95,97 @@ async fn a_3_mb_photo_by_email_is_in_the_ticket_byte_for_byte_with_the_text() ->
     let text = String::from_utf8(base64::engine::general_purpose::STANDARD.decode(text.split_whitespace().collect::<String>())?)?;
     assert!(text.contains("De vaas is in scherven aangekomen"), "{text}");
     assert!(!text.contains("imap://"), "the photo is attached, not listed: {text}");
+    Ok(())
+}
+
+/// A WhatsApp image message (`whatsapp/fixtures/image-nl.json`) from `customer` carrying media
+/// `media_id` whose bytes hash to `sha256`.
+fn whatsapp_image(customer: &str, message_id: &str, media_id: &str, sha256: &str) -> String {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../crates/omni-channels/src/whatsapp/fixtures/image-nl.json"
+    ))
+    .expect("the fixture");
+    let mut update: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+    let value = &mut update["entry"][0]["changes"][0]["value"];
+    value["contacts"][0]["wa_id"] = customer.into();
+    let message = &mut value["messages"][0];
+    message["from"] = customer.into();
+    message["id"] = message_id.into();
+    message["image"]["id"] = media_id.into();
+    message["image"]["sha256"] = sha256.into();
+    update.to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whatsapp_photo_is_fetched_with_the_token_and_attached_and_a_bad_one_is_listed() -> anyhow::Result<()> {
+    use omni_e2e::whatsapp_media::{Medium, WhatsAppMedia};
+    let _serial = serial().await;
+    let token = "EAAG-media-omni-test";
+    let (graph, graph_url) = WhatsAppMedia::start(token).await?;
+    let pipeline = Pipeline::start(&[
+        ("OMNI__ROUTER__MEDIA__WHATSAPP__DEFAULT__ACCESS_TOKEN", token),
+        ("OMNI__ROUTER__MEDIA__WHATSAPP__DEFAULT__API_BASE_URL", &graph_url),
+    ])
+    .await?;
+    let run = nonce();
+    let digits: String = run.chars().filter(char::is_ascii_digit).take(7).collect();
+    // Unique per run: the store (shared by the tests) must not have it yet.
+    let mut rng = fastrand::Rng::new();
+    let photo: Vec<u8> = (0..1_500_000).map(|_| rng.u8(..)).collect();
+    let sha = |bytes: &[u8]| hex::encode(Sha256::digest(bytes));
+    // The photo fails twice before it is served (retried); the "photo" of the second customer is
+    // served as an executable (refused: the message goes on, the file is listed).
+    let (good, bad) = (format!("90{digits:0>7}1"), format!("90{digits:0>7}2"));
+    graph.add(
+        &good,
+        Medium {
+            bytes: photo.clone(),
+            mime_type: "image/jpeg".into(),
+            served_as: "image/jpeg".into(),
+            failures: 2,
+        },
+    );
+    let fake = b"MZ not a photo".to_vec();
+    graph.add(
+        &bad,
+        Medium {
+            bytes: fake.clone(),
+            mime_type: "image/jpeg".into(),
+            served_as: "application/x-msdownload".into(),
+            failures: 0,
+        },
+    );
+    let rt = &pipeline.rt;
+    let mut tickets = Vec::new();
+    for (n, (media_id, bytes)) in [(&good, &photo), (&bad, &fake)].into_iter().enumerate() {
+        // A Dutch mobile number (+31 6 and eight digits), so the requestor is the phone's.
+        let customer = format!("3161{}{n}", &format!("{digits:0>7}")[..6]);
+        let body = whatsapp_image(&customer, &format!("wamid.IMG-{run}-{n}"), media_id, &sha(bytes));
+        let (status, answer) = pipeline.post_webhook("whatsapp", "application/json", &body).await?;
+        assert_eq!(status, 200, "{answer}");
+        let requestor = format!("+{customer}@phone.invalid");
+        eventually("the customer's ticket", TIMEOUT, || async {
+            Ok(rt.tickets_of_requestor(&requestor).await?.len() == 1)
+        })
+        .await?;
+        tickets.push(rt.tickets_of_requestor(&requestor).await?.remove(0));
+    }
+    let hashes = rt.file_hashes(&tickets[0]).await?;
+    assert_eq!(hashes.len(), 1, "{hashes:?}");
+    assert_eq!(hashes[0].1, sha(&photo), "the photo byte for byte");
+    assert!(rt.file_hashes(&tickets[1]).await?.is_empty(), "nothing attached from a wrong type");
+    let texts = rt.texts(&tickets[1]).await?;
+    assert!(
+        texts.iter().any(|t| t.contains(&bad)),
+        "the file is listed by its media id: {texts:?}"
+    );
+    assert!(graph.requests().iter().all(|(_, authorized)| *authorized), "{:?}", graph.requests());
+    let downloads = graph
+        .requests()
+        .iter()
+        .filter(|(path, _)| path.contains(&format!("mid={good}")))
+        .count();
+    assert_eq!(downloads, 3, "two 500s, then the photo once");
     Ok(())
 }

@@ -54,6 +54,9 @@ pub struct RouterConfig {
     pub rate_limits: BTreeMap<String, u32>,
     /// Helpdesk destinations by name.
     pub destinations: BTreeMap<String, DestinationConfig>,
+    /// Where the customers' files are fetched from (`[router.media]`).
+    #[serde(default)]
+    pub media: crate::media::MediaConfig,
 }
 
 impl RouterConfig {
@@ -138,6 +141,24 @@ impl Validate for RouterConfig {
         );
         let names: Vec<&str> = self.destinations.keys().map(String::as_str).collect();
         self.rules().validate(prefix, &names, problems);
+        for (account, whatsapp) in &self.media.whatsapp {
+            let key = format!("{prefix}.media.whatsapp.{account}");
+            problems.check(
+                !whatsapp.access_token.trim().is_empty(),
+                format!("{key}.access_token"),
+                "must not be empty",
+            );
+            problems.check(
+                whatsapp.api_base_url.starts_with("https://") || whatsapp.api_base_url.starts_with("http://"),
+                format!("{key}.api_base_url"),
+                "is not an http(s) URL",
+            );
+        }
+        problems.check(
+            self.media.max_file_bytes >= 1,
+            format!("{prefix}.media.max_file_bytes"),
+            "must be at least 1",
+        );
         for (name, per_minute) in &self.rate_limits {
             problems.check(
                 self.destinations.contains_key(name),

@@ -38,9 +38,11 @@
 
 pub mod config;
 pub mod helpdesk;
+pub mod media;
 pub mod rules;
 pub mod state;
 
+use sha2::Digest as _;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -184,6 +186,7 @@ async fn run_destination(
         answered_calls: config.service.answered_calls,
         state_retention: config.service.state_retention(),
         objects: omni_objects::Objects::open(&config.objects.url)?,
+        media: media::Media::new(config.service.media.clone())?,
     };
     let result = router.consume(&member, &state, &config.service, context).await;
     router.producer.flush(Duration::from_secs(5)).ok();
@@ -274,6 +277,8 @@ struct Router {
     answered_calls: AutomatedMessages,
     /// `[objects]`: where the bytes of files that travel by reference are kept.
     objects: Option<omni_objects::Objects>,
+    /// `[router.media]`: the providers the customers' files are fetched from.
+    media: media::Media,
     /// `[router] state_retention_secs`: an event older than that may have been delivered and
     /// forgotten, so it is looked for in the ticket before being appended.
     state_retention: Duration,
@@ -396,31 +401,64 @@ impl Router {
     }
 
     /// The event with the bytes of its files that travel without them (referenced, or above an
-    /// inline limit) that the object store holds (by their
-    /// SHA-256, checked), up to [`MAX_STORED_FILE_BYTES`] in all, so the helpdesk gets the files
-    /// and not a reference. A file the store does not have, or cannot give now, stays
-    /// referenced: the ticket names it, and the message is not held up.
+    /// inline limit): from the object store by their SHA-256 (checked), else fetched from the
+    /// provider (`[router.media]`) and kept in the store, up to [`MAX_STORED_FILE_BYTES`] in all,
+    /// so the helpdesk gets the files and not a reference. A file neither has, or that cannot be
+    /// had now, stays referenced: the ticket names it, and the message is not held up.
     async fn with_stored_files(&self, mut event: ConversationEvent) -> ConversationEvent {
         let Some(objects) = &self.objects else { return event };
+        let provider = event.provider.clone().unwrap_or_default();
         let mut total = 0u64;
         for file in &mut event.attachments {
             let carried = matches!(file.content, Some(omni_proto::v1::attachment::Content::Data(_)));
-            if carried || file.sha256.len() != 64 || total + file.size_bytes > MAX_STORED_FILE_BYTES {
+            if carried || total + file.size_bytes > MAX_STORED_FILE_BYTES {
                 continue;
             }
-            match objects.get(&file.sha256).await {
-                Ok(Some(bytes)) => {
-                    total += bytes.len() as u64;
-                    file.content = Some(omni_proto::v1::attachment::Content::Data(bytes));
-                }
-                Ok(None) => {}
-                Err(error) => {
-                    tracing::warn!(destination = %self.destination, event_id = %event.event_id, %error, "a stored file not read; the ticket names it instead");
-                    metrics::counter!("omni_router_object_errors_total", "destination" => self.destination.clone()).increment(1);
-                }
+            if let Some(bytes) = self.stored_or_fetched(objects, &provider, file, &event.event_id).await {
+                total += bytes.len() as u64;
+                file.size_bytes = bytes.len() as u64;
+                file.sha256 = hex::encode(sha2::Sha256::digest(&bytes));
+                file.content = Some(omni_proto::v1::attachment::Content::Data(bytes));
             }
         }
         event
+    }
+
+    /// One file's bytes from the store, else from its provider (then kept in the store).
+    async fn stored_or_fetched(
+        &self,
+        objects: &omni_objects::Objects,
+        provider: &omni_proto::v1::ProviderReference,
+        file: &omni_proto::v1::Attachment,
+        event_id: &str,
+    ) -> Option<Vec<u8>> {
+        let destination = self.destination.clone();
+        if file.sha256.len() == 64 {
+            match objects.get(&file.sha256).await {
+                Ok(Some(bytes)) => return Some(bytes),
+                Ok(None) => {}
+                Err(error) => {
+                    tracing::warn!(%destination, event_id, %error, "a stored file not read; the ticket names it instead");
+                    metrics::counter!("omni_router_object_errors_total", "destination" => destination).increment(1);
+                    return None;
+                }
+            }
+        }
+        let provider_name = provider.provider.clone();
+        match self.media.fetch(provider, file).await? {
+            Ok(bytes) => {
+                if let Err(error) = objects.put(&bytes).await {
+                    tracing::warn!(%destination, event_id, %error, "a fetched file not kept in the store");
+                }
+                metrics::counter!("omni_router_media_fetched_total", "provider" => provider_name).increment(1);
+                Some(bytes)
+            }
+            Err(error) => {
+                tracing::warn!(%destination, event_id, provider = %provider_name, %error, "a customer's file not fetched; the ticket names it instead");
+                metrics::counter!("omni_router_media_failures_total", "provider" => provider_name).increment(1);
+                None
+            }
+        }
     }
 
     /// Delivers `event` to one destination with retries, then records the outcome.

@@ -29,6 +29,7 @@
 //! account, business `phone_number_id`, `wa_id`); replies go to the `wa_id` (`reply_to`), from the
 //! business number (`thread_id`): see [`send`].
 
+pub mod media;
 pub mod send;
 
 use omni_proto::v1::contact_identifier::Kind;
