@@ -21,6 +21,7 @@ pub mod router_sweep;
 pub mod slack_api;
 pub mod stack;
 pub mod telegram;
+pub mod telegram_files;
 pub mod twilio_api;
 pub mod viber_api;
 pub mod whatsapp_api;

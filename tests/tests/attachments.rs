@@ -2,7 +2,8 @@
 //! `max_inline_bytes`, 768 KiB) goes through the object store (`[objects]`, a directory here) and
 //! lands in the Request Tracker ticket as a real attachment, byte for byte, with the customer's
 //! text; a WhatsApp photo is fetched from the Graph API's media endpoints (a local stand-in,
-//! `omni_e2e::whatsapp_media`) with the account's token and attached the same way.
+//! `omni_e2e::whatsapp_media`) with the account's token and attached the same way, and a Telegram
+//! photo through `getFile` (`omni_e2e::telegram_files`).
 
 use std::time::Duration;
 
@@ -187,5 +188,53 @@ async fn a_whatsapp_photo_is_fetched_with_the_token_and_attached_and_a_bad_one_i
         .filter(|(path, _)| path.contains(&format!("mid={good}")))
         .count();
     assert_eq!(downloads, 3, "two 500s, then the photo once");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_telegram_photo_is_fetched_with_get_file_and_attached() -> anyhow::Result<()> {
+    let _serial = serial().await;
+    let token = "123456:omni-files-test";
+    let (files, api_url) = omni_e2e::telegram_files::TelegramFiles::start(token).await?;
+    let pipeline = Pipeline::start(&[
+        ("OMNI__ROUTER__MEDIA__TELEGRAM__DEFAULT__BOT_TOKEN", token),
+        ("OMNI__ROUTER__MEDIA__TELEGRAM__DEFAULT__API_BASE_URL", &api_url),
+    ])
+    .await?;
+    let run = nonce();
+    let digits: String = run.chars().filter(char::is_ascii_digit).take(8).collect();
+    let user = format!("7{digits:0>8}");
+    let file_id = format!("AgACAgQAAxkBAAIBOmVk-{digits}-large");
+    let mut rng = fastrand::Rng::new();
+    let photo: Vec<u8> = (0..800_000).map(|_| rng.u8(..)).collect();
+    files.add(&file_id, photo.clone());
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../crates/omni-channels/src/telegram/fixtures/photo-nl.json"
+    ))?;
+    let mut update: serde_json::Value = serde_json::from_str(&text)?;
+    update["update_id"] = digits.parse::<u64>()?.into();
+    let message = &mut update["message"];
+    message["from"]["id"] = user.parse::<u64>()?.into();
+    message["chat"]["id"] = user.parse::<u64>()?.into();
+    message["photo"][2]["file_id"] = file_id.clone().into();
+    let (status, answer) = pipeline.post_webhook("telegram", "application/json", &update.to_string()).await?;
+    assert_eq!(status, 200, "{answer}");
+    let rt = &pipeline.rt;
+    let requestor = format!("{user}@telegram.invalid");
+    eventually("the customer's ticket", TIMEOUT, || async {
+        Ok(rt.tickets_of_requestor(&requestor).await?.len() == 1)
+    })
+    .await?;
+    let ticket = rt.tickets_of_requestor(&requestor).await?.remove(0);
+    let hashes = rt.file_hashes(&ticket).await?;
+    assert_eq!(hashes.len(), 1, "{hashes:?}");
+    assert_eq!(hashes[0].1, hex::encode(Sha256::digest(&photo)), "the largest photo byte for byte");
+    let requests = files.requests();
+    assert!(requests.iter().all(|(_, right)| *right), "{requests:?}");
+    assert!(
+        requests.iter().any(|(what, _)| what == &format!("getFile {file_id}")),
+        "getFile for the largest size only: {requests:?}"
+    );
     Ok(())
 }

@@ -154,6 +154,13 @@ impl Validate for RouterConfig {
                 "is not an http(s) URL",
             );
         }
+        for (account, telegram) in &self.media.telegram {
+            problems.check(
+                telegram.bot_token.contains(':'),
+                format!("{prefix}.media.telegram.{account}.bot_token"),
+                "is not a bot token (<bot id>:<secret>)",
+            );
+        }
         problems.check(
             self.media.max_file_bytes >= 1,
             format!("{prefix}.media.max_file_bytes"),

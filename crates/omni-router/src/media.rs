@@ -1,8 +1,9 @@
 //! The customer's files from the provider that holds them, fetched once into the object store
 //! (`[objects]`) when the router first delivers the message: a chat message carries only the
 //! provider's media id, and the provider's links expire. Today: WhatsApp Cloud API media
-//! (`[router.media.whatsapp.<account>]`, the business's access token); the channel folder
-//! builds the requests (`omni_channels::whatsapp::media`), this module does the HTTP.
+//! (`[router.media.whatsapp.<account>]`, the business's access token) and Telegram files
+//! (`[router.media.telegram.<account>]`, the bot's token); each channel folder builds the
+//! requests (`omni_channels::<channel>::media`), this module does the HTTP.
 //!
 //! Safety: only the provider's API and its media CDN hosts are fetched (never a URL from a
 //! payload), at most `max_file_bytes` per file, only the media types `allowed_types` lists, and
@@ -32,6 +33,9 @@ pub struct MediaConfig {
     /// WhatsApp Cloud API accounts by `[gateway.webhooks.whatsapp]` account name.
     #[serde(default)]
     pub whatsapp: BTreeMap<String, WhatsAppMediaConfig>,
+    /// Telegram bots by `[gateway.webhooks.telegram]` account name.
+    #[serde(default)]
+    pub telegram: BTreeMap<String, TelegramMediaConfig>,
 }
 
 impl Default for MediaConfig {
@@ -40,6 +44,7 @@ impl Default for MediaConfig {
             max_file_bytes: default_max_file_bytes(),
             allowed_types: default_allowed_types(),
             whatsapp: BTreeMap::new(),
+            telegram: BTreeMap::new(),
         }
     }
 }
@@ -81,6 +86,30 @@ impl std::fmt::Debug for WhatsAppMediaConfig {
             .field("media_hosts", &self.media_hosts)
             .finish()
     }
+}
+
+/// `[router.media.telegram.<account>]`.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelegramMediaConfig {
+    /// The bot's token (prefer `OMNI__ROUTER__MEDIA__TELEGRAM__<ACCOUNT>__BOT_TOKEN`).
+    pub bot_token: String,
+    /// The Bot API's base URL (files are served under `<api_base_url>/file/`).
+    #[serde(default = "telegram_api")]
+    pub api_base_url: String,
+}
+
+impl std::fmt::Debug for TelegramMediaConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TelegramMediaConfig")
+            .field("bot_token", &"<redacted>")
+            .field("api_base_url", &self.api_base_url)
+            .finish()
+    }
+}
+
+fn telegram_api() -> String {
+    "https://api.telegram.org".to_owned()
 }
 
 fn graph_api() -> String {
@@ -133,18 +162,50 @@ impl Media {
     /// The bytes of `file` from the provider of the message, checked; `None` when no fetcher is
     /// configured for it.
     pub async fn fetch(&self, provider: &ProviderReference, file: &Attachment) -> Option<Result<Vec<u8>, MediaError>> {
-        let account = match provider.provider.as_str() {
-            omni_channels::whatsapp::PROVIDER => self.config.whatsapp.get(&provider.account)?,
-            _ => return None,
-        };
         let Some(omni_proto::v1::attachment::Content::Reference(id)) = &file.content else {
             return None;
         };
-        let attempt = || self.whatsapp(account, id, file);
         let retries = ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(300))
             .with_max_times(3);
-        Some(attempt.retry(retries).when(MediaError::is_transient).await)
+        let fetched = match provider.provider.as_str() {
+            omni_channels::whatsapp::PROVIDER => {
+                let account = self.config.whatsapp.get(&provider.account)?;
+                (|| self.whatsapp(account, id, file))
+                    .retry(retries)
+                    .when(MediaError::is_transient)
+                    .await
+            }
+            omni_channels::telegram::PROVIDER => {
+                let bot = self.config.telegram.get(&provider.account)?;
+                (|| self.telegram(bot, id, file))
+                    .retry(retries)
+                    .when(MediaError::is_transient)
+                    .await
+            }
+            _ => return None,
+        };
+        Some(fetched)
+    }
+
+    async fn telegram(&self, bot: &TelegramMediaConfig, file_id: &str, file: &Attachment) -> Result<Vec<u8>, MediaError> {
+        use omni_channels::telegram::media as telegram;
+        // The message's own media type: Telegram's file server does not say one.
+        self.check_type(&file.media_type)?;
+        let url = telegram::get_file_url(&bot.api_base_url, &bot.bot_token, file_id)
+            .ok_or_else(|| MediaError::Refused(format!("`{file_id}` is not a Telegram file_id")))?;
+        let answer = self.get(&url, "").await?;
+        let (download, size) = telegram::read_file(&bot.api_base_url, &bot.bot_token, &answer.bytes).map_err(MediaError::Refused)?;
+        let limit = self.config.max_file_bytes.min(telegram::MAX_DOWNLOAD_BYTES);
+        if size.is_some_and(|size| size > limit) {
+            return Err(MediaError::Refused(format!("the file is larger than {limit} bytes")));
+        }
+        let downloaded = self.get(&download, "").await?;
+        if size.is_some_and(|size| size != downloaded.bytes.len() as u64) {
+            return Err(MediaError::Unavailable("the download is not the size getFile gave".into()));
+        }
+        self.check_bytes(&downloaded.bytes, &file.sha256)?;
+        Ok(downloaded.bytes)
     }
 
     async fn whatsapp(&self, account: &WhatsAppMediaConfig, id: &str, file: &Attachment) -> Result<Vec<u8>, MediaError> {
@@ -204,12 +265,13 @@ impl Media {
         Ok(())
     }
 
-    /// GET with the token, the body read up to the size limit.
+    /// GET, with the token as bearer unless empty (Telegram's is in the URL, never logged).
     async fn get(&self, url: &str, token: &str) -> Result<Downloaded, MediaError> {
-        let response = self
-            .http
-            .get(url)
-            .bearer_auth(token)
+        let mut request = self.http.get(url);
+        if !token.is_empty() {
+            request = request.bearer_auth(token);
+        }
+        let response = request
             .send()
             .await
             .map_err(|e| MediaError::Unavailable(format!("media request failed: {}", e.without_url())))?;

@@ -32,6 +32,7 @@
 //! <https://core.telegram.org/bots/api#update>, <https://core.telegram.org/bots/api#message>,
 //! <https://core.telegram.org/bots/webhooks#testing-your-bot-with-updates>.
 
+pub mod media;
 pub mod send;
 
 use omni_proto::v1::contact_identifier::Kind;
