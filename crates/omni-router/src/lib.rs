@@ -382,7 +382,6 @@ impl Router {
                     .await;
             }
         };
-        let event = self.with_stored_files(event).await;
         let route = self.rules.route(&event);
         // A conversation that already has a ticket here keeps getting its follow-ups here, whatever
         // rule a later message matches (a "thanks" after a refund request stays in the refund ticket).
@@ -392,6 +391,8 @@ impl Router {
             return Ok(());
         }
         tracing::debug!(destination = %self.destination, event_id = %event.event_id, rule = route.rule.as_deref().unwrap_or("(default)"), "event routed by rule");
+        // Only for an event this destination delivers: the others' files are not fetched here.
+        let event = self.with_stored_files(event).await;
         let target = Target {
             name: &self.destination,
             helpdesk: self.helpdesk.as_ref(),
