@@ -6,56 +6,56 @@
 //! `tag` `HUMAN_AGENT`. It answers as the API does (`{"recipient_id", "message_id"}`), or, on cue,
 //! with the rate-limit error (code 613) the error-codes page lists.
 
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
 
-use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use serde_json::{Value, json};
 
-/// One request the stub took, as received.
-#[derive(Clone, Debug)]
-pub struct Call {
-    /// The HTTP status it answered.
-    pub status: u16,
-    /// The JSON body.
-    pub body: Value,
-    /// What was wrong with it by the reference; empty when nothing.
-    pub violations: Vec<String>,
-}
+use crate::provider_api::{Provider, ProviderApi};
 
-/// The stub's state, shared with the test.
-#[derive(Clone)]
+/// The stand-in for one Page access token.
 pub struct MetaApi {
-    token: Arc<String>,
-    calls: Arc<Mutex<Vec<Call>>>,
-    rate_limited: Arc<Mutex<u32>>,
+    token: String,
 }
 
 impl MetaApi {
     /// Starts the stub accepting the Page access token `token`; returns it and its base URL.
-    pub async fn start(token: &str) -> anyhow::Result<(MetaApi, String)> {
-        let api = MetaApi {
-            token: Arc::new(token.to_owned()),
-            calls: Arc::default(),
-            rate_limited: Arc::default(),
-        };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let url = format!("http://{}", listener.local_addr()?);
-        let app = axum::Router::new()
-            .route("/{version}/me/messages", axum::routing::post(messages))
-            .with_state(api.clone());
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        Ok((api, url))
+    pub async fn start(token: &str) -> anyhow::Result<(ProviderApi<MetaApi>, String)> {
+        ProviderApi::start(MetaApi { token: token.to_owned() }).await
+    }
+}
+
+impl Provider for MetaApi {
+    const ROUTE: &'static str = "/{version}/me/messages";
+
+    fn violations(&self, _url: &str, path: &BTreeMap<String, String>, headers: &HeaderMap, body: &Value) -> Vec<String> {
+        violations(
+            &self.token,
+            path.get("version").map(String::as_str).unwrap_or_default(),
+            headers,
+            body,
+        )
     }
 
-    /// The next `count` requests get the rate-limit error.
-    pub fn rate_limit_next(&self, count: u32) {
-        *self.rate_limited.lock().unwrap() = count;
+    fn accepted(&self, n: usize, body: &Value) -> (StatusCode, Value) {
+        (
+            StatusCode::OK,
+            json!({"recipient_id": body["recipient"]["id"], "message_id": format!("m_OUT{n}")}),
+        )
     }
 
-    /// Every call so far.
-    pub fn calls(&self) -> Vec<Call> {
-        self.calls.lock().unwrap().clone()
+    fn refused(&self, wrong: &[String]) -> (StatusCode, Value) {
+        (
+            StatusCode::BAD_REQUEST,
+            json!({"error": {"message": wrong.join("; "), "type": "OAuthException", "code": 100}}),
+        )
+    }
+
+    fn rate_limited(&self) -> (StatusCode, Value) {
+        (
+            StatusCode::BAD_REQUEST,
+            json!({"error": {"message": "Calls to this api have exceeded the rate limit.", "type": "OAuthException", "code": 613}}),
+        )
     }
 }
 
@@ -80,43 +80,4 @@ fn violations(token: &str, version: &str, headers: &HeaderMap, body: &Value) -> 
         )),
     }
     wrong
-}
-
-async fn messages(
-    State(api): State<MetaApi>,
-    Path(version): Path<String>,
-    headers: HeaderMap,
-    body: String,
-) -> (StatusCode, axum::Json<Value>) {
-    let parsed: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
-    let wrong = violations(&api.token, &version, &headers, &parsed);
-    let mut calls = api.calls.lock().unwrap();
-    let limited = {
-        let mut left = api.rate_limited.lock().unwrap();
-        let limited = *left > 0;
-        *left = left.saturating_sub(1);
-        limited
-    };
-    let (status, answer) = if limited {
-        (
-            StatusCode::BAD_REQUEST,
-            json!({"error": {"message": "Calls to this api have exceeded the rate limit.", "type": "OAuthException", "code": 613}}),
-        )
-    } else if wrong.is_empty() {
-        (
-            StatusCode::OK,
-            json!({"recipient_id": parsed["recipient"]["id"], "message_id": format!("m_OUT{}", calls.len() + 1)}),
-        )
-    } else {
-        (
-            StatusCode::BAD_REQUEST,
-            json!({"error": {"message": wrong.join("; "), "type": "OAuthException", "code": 100}}),
-        )
-    };
-    calls.push(Call {
-        status: status.as_u16(),
-        body: parsed,
-        violations: wrong,
-    });
-    (status, axum::Json(answer))
 }

@@ -6,49 +6,59 @@
 //! `template.language.code`; `context.message_id` a string when present. It answers as the API
 //! does (`{"messaging_product", "contacts", "messages": [{"id": "wamid..."}]}`).
 
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
 
-use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use serde_json::{Value, json};
 
-/// One request the stub took, as received.
-#[derive(Clone, Debug)]
-pub struct Call {
-    /// The business phone number id in the path.
-    pub phone_number_id: String,
-    /// The JSON body.
-    pub body: Value,
-    /// What was wrong with it by the reference; empty when nothing.
-    pub violations: Vec<String>,
-}
+use crate::provider_api::{Provider, ProviderApi};
 
-/// The stub's state, shared with the test.
-#[derive(Clone)]
+/// The stand-in for one access token.
 pub struct WhatsAppApi {
-    token: Arc<String>,
-    calls: Arc<Mutex<Vec<Call>>>,
+    token: String,
 }
 
 impl WhatsAppApi {
-    /// Starts the stub accepting `token`; returns it and its base URL.
-    pub async fn start(token: &str) -> anyhow::Result<(WhatsAppApi, String)> {
-        let api = WhatsAppApi {
-            token: Arc::new(token.to_owned()),
-            calls: Arc::default(),
-        };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let url = format!("http://{}", listener.local_addr()?);
-        let app = axum::Router::new()
-            .route("/{version}/{phone}/messages", axum::routing::post(messages))
-            .with_state(api.clone());
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        Ok((api, url))
+    /// Starts the stub accepting `token`; returns it and its base URL. A call's
+    /// `path["phone_number_id"]` is the business number it was sent from.
+    pub async fn start(token: &str) -> anyhow::Result<(ProviderApi<WhatsAppApi>, String)> {
+        ProviderApi::start(WhatsAppApi { token: token.to_owned() }).await
+    }
+}
+
+impl Provider for WhatsAppApi {
+    const ROUTE: &'static str = "/{version}/{phone_number_id}/messages";
+
+    fn violations(&self, _url: &str, path: &BTreeMap<String, String>, headers: &HeaderMap, body: &Value) -> Vec<String> {
+        violations(
+            &self.token,
+            path.get("version").map(String::as_str).unwrap_or_default(),
+            headers,
+            body,
+        )
     }
 
-    /// Every call so far.
-    pub fn calls(&self) -> Vec<Call> {
-        self.calls.lock().unwrap().clone()
+    fn accepted(&self, n: usize, body: &Value) -> (StatusCode, Value) {
+        (
+            StatusCode::OK,
+            json!({"messaging_product": "whatsapp", "contacts": [{"input": body["to"], "wa_id": body["to"]}],
+                   "messages": [{"id": format!("wamid.OUT{n}")}]}),
+        )
+    }
+
+    fn refused(&self, wrong: &[String]) -> (StatusCode, Value) {
+        (
+            StatusCode::BAD_REQUEST,
+            json!({"error": {"message": wrong.join("; "), "type": "OAuthException", "code": 100}}),
+        )
+    }
+
+    fn rate_limited(&self) -> (StatusCode, Value) {
+        // Cloud API throughput limit (https://developers.facebook.com/docs/whatsapp/cloud-api/support/error-codes).
+        (
+            StatusCode::BAD_REQUEST,
+            json!({"error": {"message": "(#130429) Rate limit hit", "type": "OAuthException", "code": 130429}}),
+        )
     }
 }
 
@@ -86,33 +96,4 @@ fn violations(token: &str, version: &str, headers: &HeaderMap, body: &Value) -> 
         wrong.push("context.message_id is not a string".into());
     }
     wrong
-}
-
-async fn messages(
-    State(api): State<WhatsAppApi>,
-    Path((version, phone_number_id)): Path<(String, String)>,
-    headers: HeaderMap,
-    body: String,
-) -> (StatusCode, axum::Json<Value>) {
-    let parsed: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
-    let wrong = violations(&api.token, &version, &headers, &parsed);
-    let mut calls = api.calls.lock().unwrap();
-    let answer = if wrong.is_empty() {
-        (
-            StatusCode::OK,
-            json!({"messaging_product": "whatsapp", "contacts": [{"input": parsed["to"], "wa_id": parsed["to"]}],
-                   "messages": [{"id": format!("wamid.OUT{}", calls.len() + 1)}]}),
-        )
-    } else {
-        (
-            StatusCode::BAD_REQUEST,
-            json!({"error": {"message": wrong.join("; "), "type": "OAuthException", "code": 100}}),
-        )
-    };
-    calls.push(Call {
-        phone_number_id,
-        body: parsed,
-        violations: wrong,
-    });
-    (answer.0, axum::Json(answer.1))
 }

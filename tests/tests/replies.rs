@@ -317,7 +317,7 @@ async fn whatsapp_answers_are_text_inside_the_24_hour_window_and_a_template_outs
     for call in &calls {
         assert!(call.violations.is_empty(), "not as the Cloud API documents: {:?}", call.violations);
         assert_eq!(
-            call.phone_number_id, "106540352242922",
+            call.path["phone_number_id"], "106540352242922",
             "sent from the number the customer wrote to"
         );
     }
