@@ -82,3 +82,31 @@ pub fn answer_text<'a>(outbound: &'a OutboundMessage, provider: &str, max_chars:
 pub fn accepted_id(id: Option<&str>) -> String {
     id.filter(|id| !id.is_empty()).unwrap_or("(accepted without an id)").to_owned()
 }
+
+/// What the channels' `send.rs` tests share: an answer with a text, a provider's response.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use omni_proto::v1::{Body, OutboundMessage};
+
+    use super::Response;
+
+    /// An answer whose text is `text`.
+    pub fn answer(text: &str) -> OutboundMessage {
+        OutboundMessage {
+            body: Some(Body {
+                text: text.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// A provider's response without `Retry-After`.
+    pub fn response(status: u16, body: &str) -> Response {
+        Response {
+            status,
+            retry_after: None,
+            body: body.as_bytes().to_vec(),
+        }
+    }
+}

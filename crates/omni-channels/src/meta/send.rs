@@ -158,9 +158,10 @@ pub fn read_response(platform: Platform, status: u16, body: &[u8]) -> Result<Str
 
 #[cfg(test)]
 mod tests {
-    use omni_proto::v1::{Body, ProviderReference};
+    use omni_proto::v1::ProviderReference;
 
     use super::*;
+    use crate::outbound::fixtures::answer;
 
     fn address(hours_ago: u64) -> ReplyAddress {
         ReplyAddress {
@@ -172,16 +173,6 @@ mod tests {
                 ..Default::default()
             }),
             last_inbound_at: Some((SystemTime::now() - Duration::from_secs(hours_ago * 3600)).into()),
-            ..Default::default()
-        }
-    }
-
-    fn answer(text: &str) -> OutboundMessage {
-        OutboundMessage {
-            body: Some(Body {
-                text: text.into(),
-                ..Default::default()
-            }),
             ..Default::default()
         }
     }

@@ -67,9 +67,10 @@ pub fn read_response(status: u16, body: &[u8]) -> Result<String, Refusal> {
 
 #[cfg(test)]
 mod tests {
-    use omni_proto::v1::{Body, ProviderReference};
+    use omni_proto::v1::ProviderReference;
 
     use super::*;
+    use crate::outbound::fixtures::answer;
 
     fn address(chat: &str, message_id: &str) -> ReplyAddress {
         ReplyAddress {
@@ -79,16 +80,6 @@ mod tests {
                 message_id: message_id.into(),
                 thread_id: chat.into(),
                 reply_to: chat.into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }
-    }
-
-    fn answer(text: &str) -> OutboundMessage {
-        OutboundMessage {
-            body: Some(Body {
-                text: text.into(),
                 ..Default::default()
             }),
             ..Default::default()

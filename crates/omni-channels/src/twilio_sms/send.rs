@@ -117,9 +117,10 @@ pub fn read_response(status: u16, body: &[u8]) -> Result<String, Refusal> {
 
 #[cfg(test)]
 mod tests {
-    use omni_proto::v1::{Body, ContactIdentifier, Participant, ProviderReference};
+    use omni_proto::v1::{ContactIdentifier, Participant, ProviderReference};
 
     use super::*;
+    use crate::outbound::fixtures::answer;
 
     fn sms_address() -> ReplyAddress {
         ReplyAddress {
@@ -151,16 +152,6 @@ mod tests {
                     value: "+905551112233".into(),
                     platform: String::new(),
                 }],
-                ..Default::default()
-            }),
-            ..Default::default()
-        }
-    }
-
-    fn answer(text: &str) -> OutboundMessage {
-        OutboundMessage {
-            body: Some(Body {
-                text: text.into(),
                 ..Default::default()
             }),
             ..Default::default()

@@ -76,9 +76,10 @@ pub fn read_response(response: &Response) -> Result<String, Refusal> {
 
 #[cfg(test)]
 mod tests {
-    use omni_proto::v1::{Body, ProviderReference};
+    use omni_proto::v1::ProviderReference;
 
     use super::*;
+    use crate::outbound::fixtures::{answer, response};
 
     fn address(user: &str) -> ReplyAddress {
         ReplyAddress {
@@ -90,24 +91,6 @@ mod tests {
                 ..Default::default()
             }),
             ..Default::default()
-        }
-    }
-
-    fn answer(text: &str) -> OutboundMessage {
-        OutboundMessage {
-            body: Some(Body {
-                text: text.into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }
-    }
-
-    fn response(status: u16, body: &str) -> Response {
-        Response {
-            status,
-            retry_after: None,
-            body: body.as_bytes().to_vec(),
         }
     }
 

@@ -102,9 +102,10 @@ fn problem(answer: &Value) -> String {
 mod tests {
     use std::time::Duration;
 
-    use omni_proto::v1::{Body, ProviderReference};
+    use omni_proto::v1::ProviderReference;
 
     use super::*;
+    use crate::outbound::fixtures::answer;
 
     const CREDENTIALS: Credentials<'static> = Credentials {
         consumer_key: "ck",
@@ -120,16 +121,6 @@ mod tests {
                 account: "shop".into(),
                 message_id: "1582838".into(),
                 reply_to: customer.into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }
-    }
-
-    fn answer(text: &str) -> OutboundMessage {
-        OutboundMessage {
-            body: Some(Body {
-                text: text.into(),
                 ..Default::default()
             }),
             ..Default::default()
