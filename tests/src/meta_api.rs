@@ -45,28 +45,16 @@ impl Provider for MetaApi {
     }
 
     fn refused(&self, wrong: &[String]) -> (StatusCode, Value) {
-        (
-            StatusCode::BAD_REQUEST,
-            json!({"error": {"message": wrong.join("; "), "type": "OAuthException", "code": 100}}),
-        )
+        graph_error(&wrong.join("; "), 100)
     }
 
     fn rate_limited(&self) -> (StatusCode, Value) {
-        (
-            StatusCode::BAD_REQUEST,
-            json!({"error": {"message": "Calls to this api have exceeded the rate limit.", "type": "OAuthException", "code": 613}}),
-        )
+        graph_error("Calls to this api have exceeded the rate limit.", 613)
     }
 }
 
 fn violations(token: &str, version: &str, headers: &HeaderMap, body: &Value) -> Vec<String> {
-    let mut wrong = Vec::new();
-    if !version.starts_with('v') {
-        wrong.push(format!("`{version}` is not a Graph API version"));
-    }
-    if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(&format!("Bearer {token}")) {
-        wrong.push("Authorization is not Bearer <the Page access token>".into());
-    }
+    let mut wrong = graph_violations(token, version, headers, "the Page access token");
     if body["recipient"]["id"].as_str().is_none_or(str::is_empty) {
         wrong.push("recipient.id missing".into());
     }
@@ -80,4 +68,24 @@ fn violations(token: &str, version: &str, headers: &HeaderMap, body: &Value) -> 
         )),
     }
     wrong
+}
+
+/// What is wrong with a Graph API request's version and bearer token (`whose` names the token).
+pub(crate) fn graph_violations(token: &str, version: &str, headers: &HeaderMap, whose: &str) -> Vec<String> {
+    let mut wrong = Vec::new();
+    if !version.starts_with('v') {
+        wrong.push(format!("`{version}` is not a Graph API version"));
+    }
+    if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(&format!("Bearer {token}")) {
+        wrong.push(format!("Authorization is not Bearer <{whose}>"));
+    }
+    wrong
+}
+
+/// A Graph API error answer (HTTP 400, `OAuthException` with `code`).
+pub(crate) fn graph_error(message: &str, code: u32) -> (StatusCode, Value) {
+    (
+        StatusCode::BAD_REQUEST,
+        json!({"error": {"message": message, "type": "OAuthException", "code": code}}),
+    )
 }

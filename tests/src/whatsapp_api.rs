@@ -47,29 +47,17 @@ impl Provider for WhatsAppApi {
     }
 
     fn refused(&self, wrong: &[String]) -> (StatusCode, Value) {
-        (
-            StatusCode::BAD_REQUEST,
-            json!({"error": {"message": wrong.join("; "), "type": "OAuthException", "code": 100}}),
-        )
+        crate::meta_api::graph_error(&wrong.join("; "), 100)
     }
 
     fn rate_limited(&self) -> (StatusCode, Value) {
         // Cloud API throughput limit (https://developers.facebook.com/docs/whatsapp/cloud-api/support/error-codes).
-        (
-            StatusCode::BAD_REQUEST,
-            json!({"error": {"message": "(#130429) Rate limit hit", "type": "OAuthException", "code": 130429}}),
-        )
+        crate::meta_api::graph_error("(#130429) Rate limit hit", 130429)
     }
 }
 
 fn violations(token: &str, version: &str, headers: &HeaderMap, body: &Value) -> Vec<String> {
-    let mut wrong = Vec::new();
-    if !version.starts_with('v') {
-        wrong.push(format!("`{version}` is not a Graph API version"));
-    }
-    if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(&format!("Bearer {token}")) {
-        wrong.push("Authorization is not Bearer <the account's token>".into());
-    }
+    let mut wrong = crate::meta_api::graph_violations(token, version, headers, "the account's token");
     if body["messaging_product"] != "whatsapp" {
         wrong.push("messaging_product is not \"whatsapp\"".into());
     }
