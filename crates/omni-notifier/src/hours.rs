@@ -118,6 +118,32 @@ impl BusinessHours {
         self.zoned(window_end)
     }
 
+    /// How long the team was open between two instants (zero when `to` is not after `from`):
+    /// the business time a customer waited. Bounded like [`after`](Self::after), ~2 years of days.
+    pub fn open_between(&self, from: Timestamp, to: Timestamp) -> SignedDuration {
+        let mut open = SignedDuration::ZERO;
+        // Time before `cursor` is counted (spans that overlap after conversion count once).
+        let mut cursor = from;
+        let first_day = from.to_zoned_datetime(self.tz.clone()).date();
+        for day in first_day.series(1.day()).take(HORIZON_DAYS) {
+            if cursor >= to {
+                break;
+            }
+            for (start, end) in self.openings_on(day) {
+                let (start, end) = (start.max(cursor), end.min(to));
+                if start < end {
+                    open += end.duration_since(start);
+                    cursor = end;
+                }
+            }
+            match self.midnight_after(day) {
+                Some(midnight) => cursor = cursor.max(midnight),
+                None => break,
+            }
+        }
+        open
+    }
+
     /// The opening spans of `day` as real instants, in order; none on a holiday.
     fn openings_on(&self, day: Date) -> impl Iterator<Item = (Timestamp, Timestamp)> + '_ {
         let openings: &[Opening] = if self.holidays.contains(&day) {
@@ -473,5 +499,40 @@ mod tests {
         let closed = config(ISTANBUL, &WORKDAYS, &[], &[]);
         assert_eq!(problem_keys(&closed), ["p.week"]);
         assert!(BusinessHours::new(&closed).is_err());
+    }
+
+    /// `hours.open_between(from, to)` in whole minutes.
+    fn open_minutes(hours: &BusinessHours, from: &ZonedDateTime, to: &ZonedDateTime) -> i64 {
+        hours.open_between(from.timestamp(), to.timestamp()).as_mins()
+    }
+
+    #[test]
+    fn open_time_between_two_moments_skips_nights_weekends_and_holidays() {
+        let office = office();
+        let friday = at(ISTANBUL, (2026, 3, 6), 17, 0);
+        assert_eq!(open_minutes(&office, &friday, &at(ISTANBUL, (2026, 3, 9), 10, 0)), 120);
+        assert_eq!(open_minutes(&office, &friday, &at(ISTANBUL, (2026, 3, 6), 17, 45)), 45);
+        // Asked and answered while closed: no business time passed.
+        let saturday = at(ISTANBUL, (2026, 3, 7), 12, 0);
+        assert_eq!(open_minutes(&office, &saturday, &at(ISTANBUL, (2026, 3, 8), 23, 0)), 0);
+        // Reversed: zero, never negative.
+        assert_eq!(open_minutes(&office, &at(ISTANBUL, (2026, 3, 9), 10, 0), &friday), 0);
+        let holiday = hours(ISTANBUL, &WORKDAYS, &["09:00-18:00"], &["2026-03-09"]);
+        assert_eq!(open_minutes(&holiday, &friday, &at(ISTANBUL, (2026, 3, 10), 10, 0)), 120);
+        // A span on the day the clocks move forward holds three hours.
+        let night = hours(AMSTERDAM, &["sunday"], &["01:00-05:00"], &[]);
+        let sunday = at(AMSTERDAM, (2026, 3, 29), 0, 0);
+        assert_eq!(open_minutes(&night, &sunday, &at(AMSTERDAM, (2026, 3, 29), 6, 0)), 180);
+    }
+
+    #[test]
+    fn open_time_undoes_after() {
+        let hours = hours(ISTANBUL, &WORKDAYS, &["13:00-18:00", "09:00-12:00"], &["2026-03-11"]);
+        let mut from = at(ISTANBUL, (2026, 3, 6), 8, 17);
+        for minutes in [0, 1, 59, 120, 181, 480, 600, 1000, 2400, 5000] {
+            let until = hours.after(from.timestamp(), minutes);
+            assert_eq!(open_minutes(&hours, &from, &until), i64::from(minutes), "{from} + {minutes}");
+            from = from.checked_add(jiff::SignedDuration::from_mins(437)).unwrap();
+        }
     }
 }
