@@ -1047,6 +1047,20 @@ impl Pipeline {
         Ok(service)
     }
 
+    /// Runs the `omni` command with the pipeline's environment; its standard output, or an
+    /// error with its standard error.
+    pub fn omni(&self, args: &[&str]) -> anyhow::Result<String> {
+        let output = Command::new(binary("omni"))
+            .env_remove("OMNI_CONFIG")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .args(args)
+            .output()?;
+        if !output.status.success() {
+            bail!("omni {args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
+        }
+        Ok(String::from_utf8(output.stdout)?)
+    }
+
     /// Posts a body to `/v1/messages` with a token; returns status and JSON answer.
     pub async fn post(&self, token: &str, body: &str) -> anyhow::Result<(u16, Value)> {
         let response = self

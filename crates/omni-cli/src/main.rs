@@ -4,7 +4,10 @@
 //! - `omni config check`: validates the configuration every service would load, listing every
 //!   problem at once (exit 64 when there is one);
 //! - `omni mail append FILE|DIR...`: files messages into a configured mailbox with IMAP APPEND,
-//!   as a mail client would (for trying the email channel, and for loading test mailboxes).
+//!   as a mail client would (for trying the email channel, and for loading test mailboxes);
+//! - `omni kpi [--since 7d] [--until T] [--json]`: the support KPIs of a period.
+
+mod kpi;
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -69,6 +72,20 @@ enum Command {
     Deadletter {
         #[command(subcommand)]
         command: DeadletterCommand,
+    },
+    /// The support KPIs of a period: contacts, first response and reply times (median, p90, on
+    /// the calendar and in business hours) per channel, problem-area tag and language, from
+    /// omni.state.kpi.v1.
+    Kpi {
+        /// Start of the period: an RFC 3339 time, or a span before now (7d, 24h, 90m).
+        #[arg(long, default_value = "7d")]
+        since: String,
+        /// End of the period (excluded), same forms; default: now.
+        #[arg(long)]
+        until: Option<String>,
+        /// Print JSON (each group with its `contacts`) instead of a table.
+        #[arg(long)]
+        json: bool,
     },
     /// Mailbox commands.
     Mail {
@@ -174,6 +191,13 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
                 eprintln!("omni route: {error:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Kpi { since, until, json } => match kpi::run(&since, until.as_deref(), json) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("omni kpi: {error:#}");
                 ExitCode::FAILURE
             }
         },

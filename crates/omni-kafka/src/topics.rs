@@ -35,6 +35,8 @@ pub const STATE_REPLIES: &str = "omni.state.replies.v1";
 pub const STATE_SENDER: &str = "omni.state.sender.v1";
 /// The latest acknowledgement per customer (`omni.v1.AcknowledgementRecord`), compacted.
 pub const STATE_NOTIFIER: &str = "omni.state.notifier.v1";
+/// What the KPIs are made of, per conversation (`omni.v1.ConversationKpi`), compacted.
+pub const STATE_KPI: &str = "omni.state.kpi.v1";
 
 /// The raw topic of a channel's family (`omni.raw.<family>.v1`, the family named beside the
 /// value in `common.proto`); `None` for `CHANNEL_UNSPECIFIED`.
@@ -130,6 +132,11 @@ pub fn all_topics() -> Vec<TopicSpec> {
     topics.push(TopicSpec {
         name: STATE_NOTIFIER.into(),
         message_type: "omni.v1.AcknowledgementRecord",
+        compacted: true,
+    });
+    topics.push(TopicSpec {
+        name: STATE_KPI.into(),
+        message_type: "omni.v1.ConversationKpi",
         compacted: true,
     });
     topics
@@ -268,6 +275,7 @@ mod tests {
             STATE_REPLIES,
             STATE_SENDER,
             STATE_NOTIFIER,
+            STATE_KPI,
         ] {
             assert!(names.iter().any(|name| name == topic), "{topic} is not in all_topics()");
         }

@@ -48,12 +48,27 @@ pub struct NotifierConfig {
     pub channels: BTreeMap<String, ChannelAcknowledgement>,
     /// When the team works; the expected first-response time counts only these hours.
     pub business_hours: BusinessHoursConfig,
+    /// The support KPIs pipeline.
+    pub kpi: KpiConfig,
     /// One template per language (ISO 639-1).
     pub templates: BTreeMap<String, Template>,
     /// Help articles by problem-area tag, then language: an acknowledgement of a message with
     /// that tag carries the link in the customer's language (or the default language's).
     #[serde(default)]
     pub articles: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+/// `[notifier.kpi]`: the support KPIs (see `omni_notifier::kpi`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KpiConfig {
+    /// Whether this replica runs the KPI pipeline.
+    pub enabled: bool,
+    /// Its consumer group (apart from the acknowledgements').
+    pub group_id: String,
+    /// Conversations with a message or answer within this many days are kept in memory; a
+    /// conversation quiet for longer that gets a new message counts as a new contact.
+    pub memory_days: u32,
 }
 
 /// `[notifier.channels.<channel>]`.
@@ -116,6 +131,13 @@ impl Validate for NotifierConfig {
             );
         }
         self.business_hours.validate(&format!("{prefix}.business_hours"), problems);
+        problems.check(!self.kpi.group_id.is_empty(), format!("{prefix}.kpi.group_id"), "must not be empty");
+        problems.check(
+            self.kpi.group_id != self.group_id,
+            format!("{prefix}.kpi.group_id"),
+            "must differ from the acknowledgements' group_id",
+        );
+        problems.check(self.kpi.memory_days >= 1, format!("{prefix}.kpi.memory_days"), "must be at least 1");
         for (language, template) in &self.templates {
             template.validate(&format!("{prefix}.templates.{language}"), problems);
         }

@@ -23,6 +23,7 @@
 mod config;
 pub mod decide;
 pub mod hours;
+pub mod kpi;
 pub mod render;
 mod state;
 
@@ -37,19 +38,28 @@ use omni_runtime::ServiceContext;
 use prost::Message as _;
 use rdkafka::message::{BorrowedMessage, Message as _};
 
-pub use config::{ChannelAcknowledgement, NotifierConfig, NotifierServiceConfig, Template};
+pub use config::{ChannelAcknowledgement, KpiConfig, NotifierConfig, NotifierServiceConfig, Template};
 
 /// Runs the notifier until shutdown.
 pub async fn run(config: NotifierServiceConfig, context: ServiceContext) -> anyhow::Result<()> {
     let client_id = format!("omni-notifier-{}", config.service.instance_id);
     context.readiness.register("kafka");
     context.readiness.register("pipeline");
+    if config.service.kpi.enabled {
+        context.readiness.register("kpi");
+    }
     topics::ensure_topics_until_ready(&config.kafka, &client_id, &context).await?;
     let hours = hours::BusinessHours::new(&config.service.business_hours).map_err(anyhow::Error::msg)?;
-    omni_kafka::supervise(&context, "pipeline", || async {
+    let acknowledgements = omni_kafka::supervise(&context, "pipeline", || async {
         run_pipeline(&config, &hours, &client_id, &context).await
-    })
-    .await
+    });
+    if !config.service.kpi.enabled {
+        return acknowledgements.await;
+    }
+    let kpis = omni_kafka::supervise(&context, "kpi", || async {
+        kpi::run_pipeline(&config, &hours, &client_id, &context).await
+    });
+    tokio::try_join!(acknowledgements, kpis).map(|_| ())
 }
 
 /// What handling a delivery needs.
@@ -116,7 +126,7 @@ async fn run_pipeline(
 }
 
 /// Retries of a broker write that failed transiently: the offset waits.
-fn kafka_backoff() -> ExponentialBuilder {
+pub(crate) fn kafka_backoff() -> ExponentialBuilder {
     ExponentialBuilder::default()
         .with_max_delay(Duration::from_secs(10))
         .with_jitter()

@@ -11,7 +11,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio_util::sync::CancellationToken;
 
 /// Named readiness checks; the service is ready when at least one is registered and all of them
@@ -62,6 +62,12 @@ impl Readiness {
     }
 }
 
+/// Buckets of the `omni_kpi_*` histograms, in seconds: 1, 5, 15, 30 minutes, 1, 2, 4, 8 hours,
+/// 1, 2, 7 days.
+const KPI_BUCKETS: [f64; 11] = [
+    60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0, 86400.0, 172800.0, 604800.0,
+];
+
 /// Installs the process-wide Prometheus recorder (idempotent) and returns its handle.
 pub fn metrics_handle() -> PrometheusHandle {
     static HANDLE: std::sync::OnceLock<PrometheusHandle> = std::sync::OnceLock::new();
@@ -69,6 +75,9 @@ pub fn metrics_handle() -> PrometheusHandle {
         .get_or_init(|| {
             let recorder = PrometheusBuilder::new()
                 .set_buckets(&[0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0])
+                .expect("static buckets are valid")
+                // Support KPIs (first response, reply times): a minute to a week.
+                .set_buckets_for_metric(Matcher::Prefix("omni_kpi_".to_owned()), &KPI_BUCKETS)
                 .expect("static buckets are valid")
                 .build_recorder();
             let handle = recorder.handle();

@@ -1,0 +1,266 @@
+//! The support KPIs: contacts per channel, problem area and language, first response and reply
+//! times on the calendar and in business hours, from the customers' messages
+//! (`omni.conversations.v1`) and the agents' public answers (`omni.outbound.v1`, kind REPLY).
+//!
+//! Why in omni-notifier: it is the service that already watches the customer's wait. It promises
+//! the expected answer time in business hours ([`crate::hours`]) per channel
+//! (`[notifier.channels.<channel>] first_response_minutes`); the KPIs measure whether the promise
+//! was kept with the same hours and the same targets, and need no fourth deploy unit. It is a
+//! pipeline of its own (consumer group `[notifier.kpi] group_id`, state topic
+//! `omni.state.kpi.v1`), supervised apart from the acknowledgements, so one never holds the other.
+//!
+//! Restart-safe: per record, the conversation's new [`ConversationKpi`] (with the offset it
+//! handled last in each topic) is written and acknowledged before the metrics move and the offset
+//! is stored; a record read again after a crash finds its offset handled and counts nothing.
+//! Both topics are keyed by conversation id with the same partition count, and librdkafka's range
+//! assignor gives a member the same partitions of both, so several replicas keep apart.
+//! `omni kpi` reads the state topic ([`report`]).
+
+pub mod apply;
+pub mod report;
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime};
+
+use backon::Retryable as _;
+use omni_kafka::consumer::{self, GroupMember};
+use omni_kafka::{CloudEvent, ProduceError, Producer, Stopped, topics};
+use omni_proto::v1::{ConversationEvent, ConversationKpi, OutboundMessage};
+use omni_router::rules::channel_name;
+use omni_runtime::ServiceContext;
+use prost::Message as _;
+use rdkafka::message::{BorrowedMessage, Message as _};
+
+use crate::NotifierServiceConfig;
+use crate::hours::BusinessHours;
+use apply::Counted;
+
+/// Key prefix of the state records.
+pub const KEY_PREFIX: &str = "conversation/";
+
+/// Conversation id -> its KPI record, for the conversations active within `[notifier.kpi] memory_days`.
+type Memory = HashMap<String, ConversationKpi>;
+
+/// Runs the KPI pipeline until shutdown (see the module docs).
+pub async fn run_pipeline(
+    config: &NotifierServiceConfig,
+    hours: &BusinessHours,
+    client_id: &str,
+    context: &ServiceContext,
+) -> Result<(), Stopped> {
+    let client_id = format!("{client_id}-kpi");
+    let producer = Producer::new(&config.kafka, &client_id).map_err(|e| Stopped::fatal("cannot create producer", e))?;
+    let member = GroupMember::join(
+        &config.kafka,
+        &client_id,
+        &config.service.kpi.group_id,
+        &config.service.instance_id,
+        &[topics::CONVERSATIONS, topics::OUTBOUND],
+        &context.readiness,
+    )
+    .map_err(|e| Stopped::fatal("cannot create consumer", e))?;
+    let pipeline = Kpis {
+        config,
+        hours,
+        producer,
+        source: format!("omni/notifier/{}/kpi", config.service.instance_id),
+    };
+    let mut memory = pipeline.restore(&client_id).await?;
+    let mut assignments = member.assignments();
+    context.readiness.ready("kpi");
+    loop {
+        tokio::select! {
+            () = context.shutdown.cancelled() => return Ok(()),
+            stall = member.stalled() => {
+                member.rejoin(stall).map_err(|error| Stopped::fatal("cannot subscribe again", error))?;
+            }
+            received = member.consumer().recv() => match received {
+                Ok(message) => {
+                    // Another replica may have counted records of the partitions just assigned.
+                    if member.assignments() != assignments {
+                        assignments = member.assignments();
+                        memory = pipeline.restore(&client_id).await?;
+                    }
+                    pipeline.handle(&mut memory, &message).await?;
+                    consumer::store_handled(member.consumer(), &message);
+                }
+                Err(error) => {
+                    if let Some(fatal) = consumer::fatal_error(member.consumer()) {
+                        return Err(Stopped::fatal("consumer failed fatally", fatal));
+                    }
+                    tracing::warn!(%error, "consumer error");
+                }
+            },
+        }
+    }
+}
+
+struct Kpis<'a> {
+    config: &'a NotifierServiceConfig,
+    hours: &'a BusinessHours,
+    producer: Producer,
+    source: String,
+}
+
+impl Kpis<'_> {
+    /// The KPI records of conversations with activity within `memory_days`, and the time it took.
+    async fn restore(&self, client_id: &str) -> Result<Memory, omni_kafka::state::StateError> {
+        let started = std::time::Instant::now();
+        let timeout = Duration::from_secs(self.config.service.state_restore_timeout_secs);
+        let records = omni_kafka::state::read_all(&self.config.kafka, client_id, topics::STATE_KPI, timeout).await?;
+        let horizon = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(24 * i64::from(self.config.service.kpi.memory_days));
+        let mut memory = Memory::new();
+        for value in records.into_values() {
+            match ConversationKpi::decode(value.as_slice()) {
+                Ok(kpi) if last_activity(&kpi).is_some_and(|at| at >= horizon) => {
+                    memory.insert(kpi.conversation_id.clone(), kpi);
+                }
+                Ok(_) => {}
+                Err(error) => tracing::warn!(%error, "unreadable KPI state record skipped"),
+            }
+        }
+        tracing::info!(
+            conversations = memory.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "KPI state restored"
+        );
+        Ok(memory)
+    }
+
+    /// Applies one record; writes the conversation's record when it counted something.
+    async fn handle(&self, memory: &mut Memory, message: &BorrowedMessage<'_>) -> Result<(), ProduceError> {
+        let Some(input) = Input::decode(message) else {
+            // Unreadable records are the normalizer's and the router's to report.
+            return Ok(());
+        };
+        let conversation_id = input.conversation_id().to_owned();
+        if conversation_id.is_empty() {
+            return Ok(());
+        }
+        let mut kpi = memory
+            .get(&conversation_id)
+            .cloned()
+            .unwrap_or_else(|| apply::fresh(&conversation_id));
+        let outcome = if input.handled_before(&kpi, message.offset()) {
+            "handled_before"
+        } else {
+            "not_counted"
+        };
+        let Some(counted) = input.apply(&mut kpi, message.offset(), self.hours) else {
+            metrics::counter!("omni_kpi_records_total", "outcome" => outcome).increment(1);
+            if let Some(known) = memory.get_mut(&conversation_id) {
+                *known = kpi;
+            }
+            return Ok(());
+        };
+        (|| self.write(&kpi))
+            .retry(crate::kafka_backoff())
+            .when(ProduceError::is_transient)
+            .await?;
+        self.observe(&kpi, &counted);
+        metrics::counter!("omni_kpi_records_total", "outcome" => "counted").increment(1);
+        memory.insert(conversation_id, kpi);
+        Ok(())
+    }
+
+    async fn write(&self, kpi: &ConversationKpi) -> Result<(), ProduceError> {
+        let key = format!("{KEY_PREFIX}{}", kpi.conversation_id);
+        let headers = CloudEvent {
+            id: &key,
+            kind: "omni.v1.ConversationKpi",
+            source: &self.source,
+            subject: Some(&kpi.conversation_id),
+            time: SystemTime::now(),
+        }
+        .to_headers();
+        self.producer
+            .send(topics::STATE_KPI, key.as_bytes(), &kpi.encode_to_vec(), headers)
+            .await
+            .map(|_| ())
+    }
+
+    /// Moves the metrics by what one record counted.
+    fn observe(&self, kpi: &ConversationKpi, counted: &Counted) {
+        let channel = channel_name(kpi.channel());
+        if counted.contact {
+            let language = if kpi.language.is_empty() {
+                "unknown"
+            } else {
+                kpi.language.as_str()
+            };
+            metrics::counter!("omni_kpi_contacts_total", "channel" => channel, "language" => language.to_owned()).increment(1);
+            for tag in &kpi.tags {
+                metrics::counter!("omni_kpi_contact_tags_total", "channel" => channel, "tag" => tag.clone()).increment(1);
+            }
+        }
+        if counted.customer_message {
+            metrics::counter!("omni_kpi_customer_messages_total", "channel" => channel).increment(1);
+        }
+        if counted.agent_reply {
+            metrics::counter!("omni_kpi_agent_replies_total", "channel" => channel).increment(1);
+        }
+        if let Some((calendar, business)) = counted.first_response {
+            metrics::histogram!("omni_kpi_first_response_seconds", "channel" => channel, "clock" => "calendar")
+                .record(calendar.as_secs_f64());
+            metrics::histogram!("omni_kpi_first_response_seconds", "channel" => channel, "clock" => "business")
+                .record(business.as_secs_f64());
+            let target = self.config.service.channels.get(channel).map(|c| c.first_response_minutes);
+            if target.is_some_and(|minutes| business.as_secs() > i64::from(minutes) * 60) {
+                metrics::counter!("omni_kpi_first_response_target_missed_total", "channel" => channel).increment(1);
+            }
+        }
+        if let Some((calendar, business)) = counted.reply {
+            metrics::histogram!("omni_kpi_reply_seconds", "channel" => channel, "clock" => "calendar").record(calendar.as_secs_f64());
+            metrics::histogram!("omni_kpi_reply_seconds", "channel" => channel, "clock" => "business").record(business.as_secs_f64());
+        }
+    }
+}
+
+/// A record of one of the two topics.
+enum Input {
+    Message(Box<ConversationEvent>),
+    Outbound(Box<OutboundMessage>),
+}
+
+impl Input {
+    fn decode(message: &BorrowedMessage<'_>) -> Option<Self> {
+        let payload = message.payload().unwrap_or_default();
+        if message.topic() == topics::CONVERSATIONS {
+            ConversationEvent::decode(payload).ok().map(|event| Self::Message(Box::new(event)))
+        } else {
+            OutboundMessage::decode(payload)
+                .ok()
+                .map(|outbound| Self::Outbound(Box::new(outbound)))
+        }
+    }
+
+    fn conversation_id(&self) -> &str {
+        match self {
+            Self::Message(event) => &event.conversation_id,
+            Self::Outbound(outbound) => &outbound.conversation_id,
+        }
+    }
+
+    /// Whether the conversation's record says this offset was handled already.
+    fn handled_before(&self, kpi: &ConversationKpi, offset: i64) -> bool {
+        match self {
+            Self::Message(_) => offset <= kpi.conversations_offset,
+            Self::Outbound(_) => offset <= kpi.outbound_offset,
+        }
+    }
+
+    fn apply(&self, kpi: &mut ConversationKpi, offset: i64, hours: &BusinessHours) -> Option<Counted> {
+        match self {
+            Self::Message(event) => apply::on_message(kpi, event, offset, hours),
+            Self::Outbound(outbound) => apply::on_outbound(kpi, outbound, offset, hours),
+        }
+    }
+}
+
+/// The conversation's latest message or answer.
+fn last_activity(kpi: &ConversationKpi) -> Option<jiff::Timestamp> {
+    [kpi.first_message_at, kpi.waiting_since, kpi.last_reply_at]
+        .into_iter()
+        .filter_map(apply::time_of)
+        .max()
+}
