@@ -551,6 +551,23 @@ impl Rt {
         Ok(serde_json::from_str(&text)?)
     }
 
+    /// The agent `root` sets a ticket's status (`resolved`, `open`...), as REST2 takes it.
+    pub async fn set_status(&self, ticket: &str, status: &str) -> anyhow::Result<()> {
+        let response = self
+            .client
+            .put(format!("{}/REST/2.0/ticket/{ticket}", self.url))
+            .basic_auth("root", Some("password"))
+            .json(&serde_json::json!({ "Status": status }))
+            .send()
+            .await?;
+        let code = response.status();
+        let text = response.text().await?;
+        if !code.is_success() {
+            bail!("PUT /ticket/{ticket} Status={status}: {code}: {text}");
+        }
+        Ok(())
+    }
+
     /// The agent `root` answers the customer on a ticket (correspondence, as in RT's reply box).
     pub async fn answer(&self, ticket: &str, text: &str) -> anyhow::Result<()> {
         let body = serde_json::json!({ "Content": text, "ContentType": "text/plain" });

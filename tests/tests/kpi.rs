@@ -1,6 +1,8 @@
 //! The support KPIs end to end on real servers: customers write by email, Telegram and the HTTP
-//! API; agents answer in Request Tracker; omni-replies takes the answers and omni-notifier's KPI
-//! pipeline counts contacts per channel, tag and language and times each first response.
+//! API; agents answer in Request Tracker and solve a ticket, which is reopened and solved again;
+//! omni-replies takes the answers and the status changes, and omni-notifier's KPI pipeline counts
+//! contacts per channel, tag and language, times each first response and the resolution, and
+//! counts the reopen.
 //! `omni kpi --json` and the Prometheus metrics agree with the times the test measured, also
 //! after the KPI pipeline is SIGKILLed and started again in a new consumer group, so that it reads
 //! every record again: those count nothing.
@@ -42,8 +44,16 @@ impl Answered {
 
 /// Answers `ticket` in RT as an agent and notes when.
 async fn answer(pipeline: &Pipeline, ticket: &str, asked: Timestamp, text: &str) -> anyhow::Result<Answered> {
+    timed(asked, || pipeline.rt.answer(ticket, text)).await
+}
+
+/// Runs an agent's action in RT and notes when.
+async fn timed<F: std::future::Future<Output = anyhow::Result<()>>>(
+    asked: Timestamp,
+    action: impl FnOnce() -> F,
+) -> anyhow::Result<Answered> {
     let before = Timestamp::now();
-    pipeline.rt.answer(ticket, text).await?;
+    action().await?;
     Ok(Answered {
         asked,
         before,
@@ -127,6 +137,18 @@ async fn contacts_and_first_responses_are_counted_once_through_a_kill_and_a_repl
     .await
     .with_context(|| format!("omni-notifier log:\n{}", notifier.log()))?;
 
+    // The email ticket: solved, reopened, solved again (the resolution runs to the last solve).
+    pipeline.rt.set_status(&email_ticket, "resolved").await?;
+    pipeline.rt.set_status(&email_ticket, "open").await?;
+    let solved = timed(email_at, || pipeline.rt.set_status(&email_ticket, "resolved")).await?;
+    eventually("the solve counted", TIMEOUT, || async {
+        let series = "omni_kpi_resolution_seconds_count{channel=\"email\",clock=\"calendar\"";
+        Ok(notifier.metric(series).await.unwrap_or(0.0) == 2.0)
+    })
+    .await
+    .with_context(|| format!("omni-notifier log:\n{}", notifier.log()))?;
+    assert_eq!(notifier.metric("omni_kpi_reopens_total{channel=\"email\"").await?, 1.0);
+
     let table = pipeline.omni(&["kpi", "--since", "1h"])?;
     eprintln!("{table}");
     assert!(table.contains("channel telegram") && table.contains("tag tracking"), "{table}");
@@ -152,6 +174,21 @@ async fn contacts_and_first_responses_are_counted_once_through_a_kill_and_a_repl
         let business = group["first_response_business"]["median_secs"].as_i64().context("business")?;
         assert!((0..=first).contains(&business), "{channel}: {business} business seconds of {first}");
     }
+    let email_group = &report["channels"]["email"];
+    assert_eq!(
+        (email_group["solved"].as_u64(), email_group["reopens"].as_u64()),
+        (Some(1), Some(1)),
+        "{report:#}"
+    );
+    let resolution = email_group["resolution"]["median_secs"].as_i64().context("a resolution")?;
+    assert!(
+        solved.fits(resolution),
+        "resolution {resolution} s, measured {}..{} s after {}",
+        solved.before,
+        solved.after,
+        solved.asked
+    );
+    assert_eq!(report["channels"]["telegram"]["solved"], 0, "{report:#}");
     assert_eq!(report["tags"]["refunds"]["contacts"], 1, "{report:#}");
     assert_eq!(report["tags"]["tracking"]["contacts"], 1, "{report:#}");
     assert_eq!(report["languages"]["tr"]["contacts"], 3, "{report:#}");

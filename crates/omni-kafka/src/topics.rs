@@ -29,6 +29,9 @@ pub const OUTBOUND: &str = "omni.outbound.v1";
 /// What providers said about the messages omni sent (`omni.v1.DeliveryReceipt`), keyed by
 /// conversation id.
 pub const RECEIPTS: &str = "omni.receipts.v1";
+/// Tickets solved or reopened in the helpdesks (`omni.v1.TicketStatusChange`), keyed by
+/// conversation id.
+pub const TICKETS: &str = "omni.tickets.v1";
 /// How far omni-replies polled each helpdesk (`omni.v1.ReplyCursor`), compacted.
 pub const STATE_REPLIES: &str = "omni.state.replies.v1";
 /// The sender's reply addresses and outbox (`omni.v1.SenderState`), compacted.
@@ -117,6 +120,11 @@ pub fn all_topics() -> Vec<TopicSpec> {
     topics.push(TopicSpec {
         name: RECEIPTS.into(),
         message_type: "omni.v1.DeliveryReceipt",
+        compacted: false,
+    });
+    topics.push(TopicSpec {
+        name: TICKETS.into(),
+        message_type: "omni.v1.TicketStatusChange",
         compacted: false,
     });
     topics.push(TopicSpec {
@@ -272,6 +280,7 @@ mod tests {
             STATE_CALLLOG,
             OUTBOUND,
             RECEIPTS,
+            TICKETS,
             STATE_REPLIES,
             STATE_SENDER,
             STATE_NOTIFIER,

@@ -1,11 +1,12 @@
 //! omni-replies: the agents' public answers, taken from the helpdesks onto `omni.outbound.v1`.
 //!
-//! Polled helpdesks (Request Tracker: its correspondence transactions) are asked every
+//! Polled helpdesks (Request Tracker: its correspondence and status transactions) are asked every
 //! `poll_interval_ms`; each answer becomes one `OutboundMessage`, keyed by conversation id, and
 //! the destination's cursor moves in the compacted topic `omni.state.replies.v1` only after the
 //! broker acknowledged every answer before it. A restart resumes at the stored cursor: nothing is
 //! skipped; an answer whose outbound message was written just before a crash is written again
-//! with the same `outbound_id`, and the sender sends it once.
+//! with the same `outbound_id`, and the sender sends it once. Tickets solved or reopened go to
+//! `omni.tickets.v1` the same way (before the cursor), for the support KPIs.
 //!
 //! Helpdesks that call omni (Zendesk, Zammad, Help Scout, Freshdesk, the webhook destination)
 //! post to `POST <listen>/replies/<destination>` ([`webhooks`]); their answers are acknowledged
@@ -19,7 +20,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use omni_kafka::{CloudEvent, DeadLetterWriter, ProduceError, Producer, topics};
-use omni_proto::v1::{OutboundMessage, ReplyCursor};
+use omni_proto::v1::ticket_status_change::Status as TicketStatus;
+use omni_proto::v1::{OutboundMessage, ReplyCursor, TicketStatusChange};
 use omni_router::helpdesk::replies::{self, ReplyPoller, ReplyWebhook};
 use omni_runtime::ServiceContext;
 use prost::Message as _;
@@ -174,6 +176,16 @@ async fn poll_once(
         write_outbound(producer, source, &outbound).await.map_err(PollError::Produce)?;
         taken(destination, &outbound);
     }
+    for change in polled.statuses {
+        let record = replies::status_record(destination, change);
+        write_status(producer, source, &record).await.map_err(PollError::Produce)?;
+        let status = if record.status() == TicketStatus::Solved {
+            "solved"
+        } else {
+            "reopened"
+        };
+        metrics::counter!("omni_replies_ticket_status_total", "destination" => destination.to_owned(), "status" => status).increment(1);
+    }
     if cursor != Some(polled.cursor.as_str()) {
         write_cursor(producer, source, destination, &polled.cursor)
             .await
@@ -199,6 +211,22 @@ async fn write_outbound(producer: &Producer, source: &str, outbound: &OutboundMe
             &outbound.encode_to_vec(),
             headers,
         )
+        .await
+        .map(|_| ())
+}
+
+/// Writes a ticket solved or reopened to `omni.tickets.v1`, keyed by conversation id.
+async fn write_status(producer: &Producer, source: &str, record: &TicketStatusChange) -> Result<(), ProduceError> {
+    let headers = CloudEvent {
+        id: &record.change_id,
+        kind: "omni.v1.TicketStatusChange",
+        source,
+        subject: Some(&record.conversation_id),
+        time: SystemTime::now(),
+    }
+    .to_headers();
+    producer
+        .send(topics::TICKETS, record.conversation_id.as_bytes(), &record.encode_to_vec(), headers)
         .await
         .map(|_| ())
 }

@@ -4,10 +4,15 @@
 //! answer ends it: the time between is a reply time, and the first one the first response time.
 //! Both topics are keyed by conversation, but they are read side by side, so an answer can be read
 //! before the message it answers (a lagging partition): then the message, written before the
-//! answer, closes that first response when it comes.
+//! answer, closes that first response when it comes. A ticket solved in the helpdesk
+//! (`omni.tickets.v1`) sets the resolution time (first message to the latest solve); a reopen
+//! counts and waits for the next solve.
 
 use jiff::{SignedDuration, Timestamp};
-use omni_proto::v1::{ConversationEvent, ConversationKpi, Direction, OutboundMessage, ReplyTime, outbound_message::Kind};
+use omni_proto::v1::ticket_status_change::Status as TicketStatus;
+use omni_proto::v1::{
+    ConversationEvent, ConversationKpi, Direction, OutboundMessage, ReplyTime, TicketStatusChange, outbound_message::Kind,
+};
 
 use crate::hours::BusinessHours;
 
@@ -27,6 +32,10 @@ pub struct Counted {
     pub first_response: Option<(SignedDuration, SignedDuration)>,
     /// The reply time this answer ended (calendar, business).
     pub reply: Option<(SignedDuration, SignedDuration)>,
+    /// The resolution time this solve set (calendar, business).
+    pub resolution: Option<(SignedDuration, SignedDuration)>,
+    /// The ticket was opened again after a solve.
+    pub reopen: bool,
 }
 
 /// A new record for `conversation_id`: nothing handled yet.
@@ -35,6 +44,7 @@ pub fn fresh(conversation_id: &str) -> ConversationKpi {
         conversation_id: conversation_id.to_owned(),
         conversations_offset: -1,
         outbound_offset: -1,
+        tickets_offset: -1,
         ..Default::default()
     }
 }
@@ -137,6 +147,39 @@ pub fn on_outbound(kpi: &mut ConversationKpi, outbound: &OutboundMessage, offset
     }
     counted.reply = Some(times);
     Some(counted)
+}
+
+/// Applies a ticket's status change at `offset` of the tickets topic. `None` when that offset was
+/// handled already, or for a solve of a ticket already solved (a second helpdesk, a repeat).
+pub fn on_status(kpi: &mut ConversationKpi, change: &TicketStatusChange, offset: i64, hours: &BusinessHours) -> Option<Counted> {
+    if offset <= kpi.tickets_offset {
+        return None;
+    }
+    kpi.tickets_offset = offset;
+    let at = time_of(change.changed_at)?;
+    match change.status() {
+        TicketStatus::Solved if kpi.solved_at.is_none() => {
+            // Without the first message (not read yet, or quiet beyond memory) there is no start.
+            let first = time_of(kpi.first_message_at).filter(|first| *first <= at)?;
+            kpi.solved_at = Some(stamp(at));
+            let times = (at.duration_since(first), hours.open_between(first, at));
+            kpi.resolution = Some(duration(times.0));
+            kpi.resolution_business = Some(duration(times.1));
+            Some(Counted {
+                resolution: Some(times),
+                ..Default::default()
+            })
+        }
+        TicketStatus::Reopened if kpi.solved_at.is_some() => {
+            kpi.solved_at = None;
+            kpi.reopens += 1;
+            Some(Counted {
+                reopen: true,
+                ..Default::default()
+            })
+        }
+        _ => None,
+    }
 }
 
 fn set_first_response(kpi: &mut ConversationKpi, (calendar, business): (SignedDuration, SignedDuration)) {
@@ -291,5 +334,35 @@ mod tests {
         assert_eq!(on_message(&mut kpi, &untimed, 2, &hours), None);
         assert_eq!(kpi.customer_messages, 0);
         assert_eq!(kpi.conversations_offset, 2);
+    }
+
+    fn status(time: &str, status: TicketStatus) -> TicketStatusChange {
+        TicketStatusChange {
+            conversation_id: "c1".into(),
+            status: status as i32,
+            changed_at: Some(stamp(at(time))),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn resolution_runs_from_the_first_message_to_the_latest_solve_and_reopens_count() {
+        let hours = office();
+        let mut kpi = fresh("c1");
+        on_message(&mut kpi, &message("17:00", &[]), 0, &hours).unwrap();
+        // Solved the next morning at 10:00: 17 hours, 2 business hours.
+        let counted = on_status(&mut kpi, &status("+1 10:00", TicketStatus::Solved), 0, &hours).unwrap();
+        assert_eq!(mins(&counted.resolution), Some((17 * 60, 120)));
+        // Read again, or solved again without a reopen: nothing.
+        assert_eq!(on_status(&mut kpi, &status("+1 10:00", TicketStatus::Solved), 0, &hours), None);
+        assert_eq!(on_status(&mut kpi, &status("+1 10:05", TicketStatus::Solved), 1, &hours), None);
+        let counted = on_status(&mut kpi, &status("+1 11:00", TicketStatus::Reopened), 2, &hours).unwrap();
+        assert!(counted.reopen);
+        // A reopen of an open ticket is not one.
+        assert_eq!(on_status(&mut kpi, &status("+1 11:01", TicketStatus::Reopened), 3, &hours), None);
+        let counted = on_status(&mut kpi, &status("+1 12:00", TicketStatus::Solved), 4, &hours).unwrap();
+        assert_eq!(mins(&counted.resolution), Some((19 * 60, 240)));
+        assert_eq!(kpi.reopens, 1);
+        assert_eq!(span_of(kpi.resolution_business).as_mins(), 240);
     }
 }

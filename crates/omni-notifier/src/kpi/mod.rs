@@ -1,6 +1,7 @@
-//! The support KPIs: contacts per channel, problem area and language, first response and reply
-//! times on the calendar and in business hours, from the customers' messages
-//! (`omni.conversations.v1`) and the agents' public answers (`omni.outbound.v1`, kind REPLY).
+//! The support KPIs: contacts per channel, problem area and language, first response, reply and
+//! resolution times on the calendar and in business hours, and reopens, from the customers'
+//! messages (`omni.conversations.v1`), the agents' public answers (`omni.outbound.v1`, kind
+//! REPLY) and the tickets solved and reopened in the helpdesks (`omni.tickets.v1`).
 //!
 //! Why in omni-notifier: it is the service that already watches the customer's wait. It promises
 //! the expected answer time in business hours ([`crate::hours`]) per channel
@@ -12,8 +13,8 @@
 //! Restart-safe: per record, the conversation's new [`ConversationKpi`] (with the offset it
 //! handled last in each topic) is written and acknowledged before the metrics move and the offset
 //! is stored; a record read again after a crash finds its offset handled and counts nothing.
-//! Both topics are keyed by conversation id with the same partition count, and librdkafka's range
-//! assignor gives a member the same partitions of both, so several replicas keep apart.
+//! The three topics are keyed by conversation id with the same partition count, and librdkafka's
+//! range assignor gives a member the same partitions of each, so several replicas keep apart.
 //! `omni kpi` reads the state topic ([`report`]).
 
 pub mod apply;
@@ -25,7 +26,7 @@ use std::time::{Duration, SystemTime};
 use backon::Retryable as _;
 use omni_kafka::consumer::{self, GroupMember};
 use omni_kafka::{CloudEvent, ProduceError, Producer, Stopped, topics};
-use omni_proto::v1::{ConversationEvent, ConversationKpi, OutboundMessage};
+use omni_proto::v1::{ConversationEvent, ConversationKpi, OutboundMessage, TicketStatusChange};
 use omni_router::rules::channel_name;
 use omni_runtime::ServiceContext;
 use prost::Message as _;
@@ -55,7 +56,7 @@ pub async fn run_pipeline(
         &client_id,
         &config.service.kpi.group_id,
         &config.service.instance_id,
-        &[topics::CONVERSATIONS, topics::OUTBOUND],
+        &[topics::CONVERSATIONS, topics::OUTBOUND, topics::TICKETS],
         &context.readiness,
     )
     .map_err(|e| Stopped::fatal("cannot create consumer", e))?;
@@ -209,6 +210,13 @@ impl Kpis<'_> {
                 metrics::counter!("omni_kpi_first_response_target_missed_total", "channel" => channel).increment(1);
             }
         }
+        if let Some((calendar, business)) = counted.resolution {
+            metrics::histogram!("omni_kpi_resolution_seconds", "channel" => channel, "clock" => "calendar").record(calendar.as_secs_f64());
+            metrics::histogram!("omni_kpi_resolution_seconds", "channel" => channel, "clock" => "business").record(business.as_secs_f64());
+        }
+        if counted.reopen {
+            metrics::counter!("omni_kpi_reopens_total", "channel" => channel).increment(1);
+        }
         if let Some((calendar, business)) = counted.reply {
             metrics::histogram!("omni_kpi_reply_seconds", "channel" => channel, "clock" => "calendar").record(calendar.as_secs_f64());
             metrics::histogram!("omni_kpi_reply_seconds", "channel" => channel, "clock" => "business").record(business.as_secs_f64());
@@ -220,6 +228,7 @@ impl Kpis<'_> {
 enum Input {
     Message(Box<ConversationEvent>),
     Outbound(Box<OutboundMessage>),
+    Status(TicketStatusChange),
 }
 
 impl Input {
@@ -227,6 +236,8 @@ impl Input {
         let payload = message.payload().unwrap_or_default();
         if message.topic() == topics::CONVERSATIONS {
             ConversationEvent::decode(payload).ok().map(|event| Self::Message(Box::new(event)))
+        } else if message.topic() == topics::TICKETS {
+            TicketStatusChange::decode(payload).ok().map(Self::Status)
         } else {
             OutboundMessage::decode(payload)
                 .ok()
@@ -238,6 +249,7 @@ impl Input {
         match self {
             Self::Message(event) => &event.conversation_id,
             Self::Outbound(outbound) => &outbound.conversation_id,
+            Self::Status(change) => &change.conversation_id,
         }
     }
 
@@ -246,6 +258,7 @@ impl Input {
         match self {
             Self::Message(_) => offset <= kpi.conversations_offset,
             Self::Outbound(_) => offset <= kpi.outbound_offset,
+            Self::Status(_) => offset <= kpi.tickets_offset,
         }
     }
 
@@ -253,13 +266,14 @@ impl Input {
         match self {
             Self::Message(event) => apply::on_message(kpi, event, offset, hours),
             Self::Outbound(outbound) => apply::on_outbound(kpi, outbound, offset, hours),
+            Self::Status(change) => apply::on_status(kpi, change, offset, hours),
         }
     }
 }
 
 /// The conversation's latest message or answer.
 fn last_activity(kpi: &ConversationKpi) -> Option<jiff::Timestamp> {
-    [kpi.first_message_at, kpi.waiting_since, kpi.last_reply_at]
+    [kpi.first_message_at, kpi.waiting_since, kpi.last_reply_at, kpi.solved_at]
         .into_iter()
         .filter_map(apply::time_of)
         .max()

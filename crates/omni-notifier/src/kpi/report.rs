@@ -2,7 +2,7 @@
 //! `omni.state.kpi.v1` (the latest per conversation).
 //!
 //! A contact is a conversation whose first customer message falls in the period; its first
-//! response counts with it. Reply times count in the period the answer was written in. Groups:
+//! response, resolution and reopens count with it. Reply times count in the period the answer was written in. Groups:
 //! all, per channel, per problem-area tag (a conversation with two tags counts in both), per
 //! language. Medians and p90s are nearest-rank over the period's values.
 
@@ -26,6 +26,15 @@ pub struct Group {
     pub first_response: Times,
     /// The same in business hours.
     pub first_response_business: Times,
+    /// Of the contacts, how many are solved now, and their resolution times (first message to
+    /// the latest solve).
+    pub solved: u64,
+    /// Resolution times on the calendar.
+    pub resolution: Times,
+    /// The same in business hours.
+    pub resolution_business: Times,
+    /// How often the contacts' tickets were opened again after a solve.
+    pub reopens: u64,
     /// Reply times of answers written in the period.
     pub reply: Times,
     /// The same in business hours.
@@ -49,6 +58,8 @@ pub struct Times {
 struct Values {
     first_response: Vec<SignedDuration>,
     first_response_business: Vec<SignedDuration>,
+    resolution: Vec<SignedDuration>,
+    resolution_business: Vec<SignedDuration>,
     reply: Vec<SignedDuration>,
     reply_business: Vec<SignedDuration>,
 }
@@ -120,6 +131,12 @@ fn add(group: &mut Group, kpi: &ConversationKpi, contact: bool, replies: &[&omni
             group.values.first_response.push(span_of(kpi.first_response));
             group.values.first_response_business.push(span_of(kpi.first_response_business));
         }
+        group.reopens += u64::from(kpi.reopens);
+        if kpi.solved_at.is_some() && kpi.resolution.is_some() {
+            group.solved += 1;
+            group.values.resolution.push(span_of(kpi.resolution));
+            group.values.resolution_business.push(span_of(kpi.resolution_business));
+        }
     }
     for reply in replies {
         group.values.reply.push(span_of(reply.calendar));
@@ -131,6 +148,8 @@ impl Group {
     fn summarize(&mut self) {
         self.first_response = times(&mut self.values.first_response);
         self.first_response_business = times(&mut self.values.first_response_business);
+        self.resolution = times(&mut self.values.resolution);
+        self.resolution_business = times(&mut self.values.resolution_business);
         self.reply = times(&mut self.values.reply);
         self.reply_business = times(&mut self.values.reply_business);
     }
@@ -159,17 +178,30 @@ impl Report {
     pub fn table(&self) -> String {
         let mut out = format!("omni kpi: {} .. {}\n", self.from, self.until);
         out += &format!(
-            "{:<28} {:>8} {:>8} {:>22} {:>22} {:>22}\n",
-            "group", "contacts", "answered", "first response p50/p90", "  (business hours)", "reply p50/p90"
+            "{:<28} {:>8} {:>8} {:>22} {:>22} {:>6} {:>22} {:>22} {:>7} {:>22}\n",
+            "group",
+            "contacts",
+            "answered",
+            "first response p50/p90",
+            "(business hours)",
+            "solved",
+            "resolution p50/p90",
+            "(business hours)",
+            "reopens",
+            "reply p50/p90"
         );
         let mut row = |name: String, group: &Group| {
             out += &format!(
-                "{:<28} {:>8} {:>8} {:>22} {:>22} {:>22}\n",
+                "{:<28} {:>8} {:>8} {:>22} {:>22} {:>6} {:>22} {:>22} {:>7} {:>22}\n",
                 name,
                 group.contacts,
                 group.answered,
                 pair(&group.first_response),
                 pair(&group.first_response_business),
+                group.solved,
+                pair(&group.resolution),
+                pair(&group.resolution_business),
+                group.reopens,
                 pair(&group.reply)
             );
         };
@@ -244,8 +276,13 @@ mod tests {
 
     #[test]
     fn groups_medians_and_p90s_of_the_period() {
+        let mut solved = conversation(Channel::Email, &["refund"], "tr", "2026-03-09T10:00:00Z", Some(600));
+        solved.solved_at = stamp("2026-03-09T12:00:00Z");
+        solved.resolution = secs(7200);
+        solved.resolution_business = secs(3600);
+        solved.reopens = 1;
         let records = [
-            conversation(Channel::Email, &["refund"], "tr", "2026-03-09T10:00:00Z", Some(600)),
+            solved,
             conversation(Channel::Email, &["refund", "shipping"], "en", "2026-03-09T11:00:00Z", Some(1200)),
             conversation(Channel::Email, &[], "", "2026-03-09T12:00:00Z", None),
             conversation(Channel::Whatsapp, &["shipping"], "tr", "2026-03-09T13:00:00Z", Some(60)),
@@ -264,6 +301,10 @@ mod tests {
         assert_eq!(report.all.first_response.p90_secs, Some(1200));
         assert_eq!(report.all.first_response_business.median_secs, Some(300));
         assert_eq!(report.all.reply.count, 3);
+        assert_eq!((report.all.solved, report.all.reopens), (1, 1));
+        assert_eq!(report.all.resolution.median_secs, Some(7200));
+        assert_eq!(report.tags["refund"].resolution_business.p90_secs, Some(3600));
+        assert_eq!(report.channels["whatsapp"].solved, 0);
         let email = &report.channels["email"];
         assert_eq!((email.contacts, email.answered), (3, 2));
         assert_eq!(email.first_response.median_secs, Some(600));

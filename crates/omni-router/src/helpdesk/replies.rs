@@ -12,7 +12,10 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use omni_channels::webhook::Rejection;
 use omni_proto::v1::contact_identifier::Kind as IdentifierKind;
-use omni_proto::v1::{Body, ContactIdentifier, OutboundMessage, Participant, outbound_message::Kind, participant::Role};
+pub use omni_proto::v1::ticket_status_change::Status as TicketStatus;
+use omni_proto::v1::{
+    Body, ContactIdentifier, OutboundMessage, Participant, TicketStatusChange, outbound_message::Kind, participant::Role,
+};
 use reqwest::header::HeaderMap;
 use sha2::{Digest, Sha256};
 
@@ -42,11 +45,28 @@ pub struct AgentReply {
     pub written_at: Option<prost_types::Timestamp>,
 }
 
+/// A ticket solved or reopened, on a ticket that carries an omni conversation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StatusChange {
+    /// The helpdesk's id of the change (RT transaction id).
+    pub change_id: String,
+    /// The conversation the ticket carries.
+    pub conversation_id: String,
+    /// The ticket.
+    pub ticket: TicketRef,
+    /// Solved or reopened.
+    pub status: TicketStatus,
+    /// When, by the helpdesk's clock.
+    pub changed_at: Option<prost_types::Timestamp>,
+}
+
 /// What one poll found.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Polled {
     /// Public agent answers, oldest first.
     pub replies: Vec<AgentReply>,
+    /// Tickets solved or reopened, oldest first.
+    pub statuses: Vec<StatusChange>,
     /// Where the next poll starts: past every answer above and everything skipped (internal
     /// notes, omni's own writes). Store it only after the answers' outbound messages were
     /// acknowledged.
@@ -238,6 +258,18 @@ pub fn outbound_message(destination: &str, reply: AgentReply) -> OutboundMessage
         ticket_reference: reply.ticket_reference,
         written_at: reply.written_at,
         received_at: Some(SystemTime::now().into()),
+    }
+}
+
+/// The record of a status change on `omni.tickets.v1`.
+pub fn status_record(destination: &str, change: StatusChange) -> TicketStatusChange {
+    TicketStatusChange {
+        change_id: outbound_id(destination, &change.change_id),
+        conversation_id: change.conversation_id,
+        destination: destination.to_owned(),
+        ticket_id: change.ticket.id,
+        status: change.status as i32,
+        changed_at: change.changed_at,
     }
 }
 

@@ -9,6 +9,11 @@
 //! first `text/html` as text; the files the agent attached travel with the answer (up to 512 KiB
 //! in all; a larger one is referenced, and the sender notes it on the ticket). Probed against RT
 //! 5.0.3: docs/notes/rt-reply-intake.md.
+//!
+//! The same search takes the tickets' `Status` transactions (by anyone: RT itself reopens a
+//! resolved ticket when the customer writes again): a change to `resolved` is a ticket solved, a
+//! change from `resolved` or `rejected` back to `new`, `open` or `stalled` a reopen, for the
+//! support KPIs; other changes (`new` to `open` on the first answer) are skipped.
 
 use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;
@@ -23,7 +28,7 @@ use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 
 use super::{CF_CONVERSATION, RequestTracker};
-use crate::helpdesk::replies::{AgentReply, Polled, ReplyPoller};
+use crate::helpdesk::replies::{AgentReply, Polled, ReplyPoller, StatusChange, TicketStatus};
 use crate::helpdesk::{Helpdesk as _, HelpdeskError};
 
 /// Transactions asked for per page (RT caps `per_page` at 100).
@@ -118,13 +123,14 @@ impl RtReplies {
         }
     }
 
-    async fn correspondence_after(&self, cursor: &str) -> Result<Vec<Value>, HelpdeskError> {
+    async fn transactions_after(&self, cursor: &str) -> Result<Vec<Value>, HelpdeskError> {
         let own = self.own_id().await?;
         // A cursor that is not a number would read as 0 and send RT's whole history again.
         let cursor: u64 = cursor
             .parse()
             .map_err(|_| HelpdeskError::Misconfigured(format!("reply cursor `{cursor}` is not an RT transaction id")))?;
-        let query = format!("ObjectType = 'RT::Ticket' AND Type = 'Correspond' AND Creator != {own} AND id > {cursor}");
+        let query =
+            format!("ObjectType = 'RT::Ticket' AND id > {cursor} AND ((Type = 'Correspond' AND Creator != {own}) OR Type = 'Status')");
         let per_page = PAGE.to_string();
         let found = self
             .get(
@@ -134,7 +140,7 @@ impl RtReplies {
                     ("orderby", "id"),
                     ("order", "ASC"),
                     ("per_page", per_page.as_str()),
-                    ("fields", "Type,Creator,Created,ObjectId,CustomFields"),
+                    ("fields", "Type,Creator,Created,ObjectId,CustomFields,OldValue,NewValue"),
                     // The creator's numeric id: user names (customers' addresses) need no quoting then.
                     ("fields[Creator]", "id"),
                 ],
@@ -324,21 +330,22 @@ impl ReplyPoller for RtReplies {
             let newest = self.newest_transaction().await?;
             tracing::info!(cursor = %newest, "no reply cursor yet: taking answers written from now on");
             return Ok(Polled {
-                replies: Vec::new(),
                 cursor: newest,
+                ..Polled::default()
             });
         };
-        let transactions = self.correspondence_after(cursor).await?;
+        let transactions = self.transactions_after(cursor).await?;
         let ticket_ids: Vec<&str> = transactions.iter().filter_map(|t| t["ObjectId"].as_str()).collect();
         let tickets = self.omni_tickets(&ticket_ids).await?;
         let mut polled = Polled {
-            replies: Vec::new(),
             cursor: cursor.to_owned(),
+            ..Polled::default()
         };
         for transaction in &transactions {
             let Some(id) = transaction["id"].as_str() else { continue };
             match self.step(transaction, id, &tickets).await? {
                 Step::Take(reply) => polled.replies.push(*reply),
+                Step::Status(change) => polled.statuses.push(change),
                 Step::Skip => {}
                 // Its body is not stored yet: this poll ends before it, the next looks again.
                 Step::Wait => break,
@@ -353,6 +360,8 @@ impl ReplyPoller for RtReplies {
 enum Step {
     /// An agent's public answer.
     Take(Box<AgentReply>),
+    /// The ticket solved or reopened.
+    Status(StatusChange),
     /// Not an answer to send (not an omni ticket, not an agent, omni's own write).
     Skip,
     /// An answer whose body RT has not stored yet.
@@ -366,6 +375,9 @@ impl RtReplies {
             tracing::debug!(transaction = id, ticket = ticket_id, "not an omni ticket (or not visible to omni)");
             return Ok(Step::Skip);
         };
+        if transaction["Type"] == "Status" {
+            return Ok(status_change(transaction, id, ticket, &self.rt).map_or(Step::Skip, Step::Status));
+        }
         if records_an_event(transaction) {
             // omni's own correspondence written under another account: never echoed back.
             tracing::warn!(
@@ -404,6 +416,26 @@ impl RtReplies {
             written_at,
         })))
     }
+}
+
+/// A `Status` transaction as a ticket solved or reopened; `None` for other changes.
+fn status_change(transaction: &Value, id: &str, ticket: &OmniTicket, rt: &RequestTracker) -> Option<StatusChange> {
+    const INACTIVE: [&str; 2] = ["resolved", "rejected"];
+    let (old, new) = (transaction["OldValue"].as_str()?, transaction["NewValue"].as_str()?);
+    let status = match new {
+        "resolved" => TicketStatus::Solved,
+        "new" | "open" | "stalled" if INACTIVE.contains(&old) => TicketStatus::Reopened,
+        _ => return None,
+    };
+    Some(StatusChange {
+        change_id: id.to_owned(),
+        conversation_id: ticket.conversation_id.clone(),
+        ticket: rt.ticket_ref(transaction["ObjectId"].as_str().unwrap_or_default()),
+        status,
+        changed_at: transaction["Created"]
+            .as_str()
+            .and_then(|t| prost_types::Timestamp::from_str(t).ok()),
+    })
 }
 
 /// Whether a transaction carries an `omni Event` value: the router recorded an event with it.
@@ -467,19 +499,23 @@ mod tests {
         assert!(pick_body(&[]).is_none());
     }
 
-    /// A REST2 stand-in with transactions 11-15 after cursor 10, each a case of its own; the
+    /// A REST2 stand-in with transactions 11-19 after cursor 10, each a case of its own; the
     /// shapes are those probed on RT 5.0.3 (docs/notes/rt-reply-intake.md).
     async fn rt_stub() -> String {
         use axum::extract::{Path, Query};
         use axum::routing::get;
         let old = "2026-12-01T10:00:00Z";
         let now = prost_types::Timestamp::from(SystemTime::now()).to_string();
-        let transactions = json!({"count": 5, "items": [
+        let transactions = json!({"count": 8, "items": [
             {"id": "11", "ObjectId": "1", "Type": "Correspond", "Created": old, "Creator": {"id": 14}, "CustomFields": [{"name": "omni Event", "values": []}]},
             {"id": "12", "ObjectId": "2", "Type": "Correspond", "Created": old, "Creator": {"id": 14}, "CustomFields": []},
             {"id": "13", "ObjectId": "1", "Type": "Correspond", "Created": old, "Creator": {"id": 40}, "CustomFields": []},
             {"id": "14", "ObjectId": "1", "Type": "Correspond", "Created": old, "Creator": {"id": 14}, "CustomFields": [{"name": "omni Event", "values": ["e-7"]}]},
-            {"id": "15", "ObjectId": "1", "Type": "Correspond", "Created": now, "Creator": {"id": 14}, "CustomFields": []},
+            {"id": "15", "ObjectId": "1", "Type": "Status", "Created": old, "Creator": {"id": 1}, "OldValue": "new", "NewValue": "open"},
+            {"id": "16", "ObjectId": "1", "Type": "Status", "Created": old, "Creator": {"id": 14}, "OldValue": "open", "NewValue": "resolved"},
+            {"id": "17", "ObjectId": "2", "Type": "Status", "Created": old, "Creator": {"id": 14}, "OldValue": "open", "NewValue": "resolved"},
+            {"id": "18", "ObjectId": "1", "Type": "Status", "Created": now, "Creator": {"id": 27}, "OldValue": "resolved", "NewValue": "open"},
+            {"id": "19", "ObjectId": "1", "Type": "Correspond", "Created": now, "Creator": {"id": 14}, "CustomFields": []},
         ]});
         let app = axum::Router::new()
             .route("/REST/2.0/user/{user}", get(|Path(user): Path<String>| async move {
@@ -496,7 +532,11 @@ mod tests {
                     if query == "ObjectType = 'RT::Ticket'" {
                         return axum::Json(json!({"count": 1, "items": [{"id": "99"}]}));
                     }
-                    assert!(query.contains("Type = 'Correspond'") && query.contains("Creator != 27") && query.contains("id > 10"), "{query}");
+                    assert_eq!(
+                        query,
+                        "ObjectType = 'RT::Ticket' AND id > 10 AND ((Type = 'Correspond' AND Creator != 27) OR Type = 'Status')"
+                    );
+                    assert!(q["fields"].contains("OldValue,NewValue"), "{}", q["fields"]);
                     axum::Json(transactions)
                 }
             }))
@@ -552,9 +592,22 @@ mod tests {
     async fn a_poll_takes_agents_answers_on_omni_tickets_and_stops_before_one_without_its_body() {
         let rt = poller(rt_stub().await);
         let polled = rt.poll(Some("10")).await.unwrap();
-        // 11: taken. 12: not an omni ticket. 13: a requestor. 14: omni's own write. 15: too
-        // young to be without a body: the cursor stays before it.
-        assert_eq!(polled.cursor, "14");
+        // 11: taken. 12: not an omni ticket. 13: a requestor. 14: omni's own write. 15: new to
+        // open, not a solve. 16: solved. 17: not an omni ticket. 18: reopened (by omni's own write:
+        // RT reopens when the customer writes again). 19: too young to be without a body: the
+        // cursor stays before it.
+        assert_eq!(polled.cursor, "18");
+        let statuses: Vec<(&str, &str, TicketStatus)> = polled
+            .statuses
+            .iter()
+            .map(|s| (s.change_id.as_str(), s.conversation_id.as_str(), s.status))
+            .collect();
+        assert_eq!(
+            statuses,
+            [("16", "c-1", TicketStatus::Solved), ("18", "c-1", TicketStatus::Reopened)]
+        );
+        assert_eq!(polled.statuses[0].ticket.id, "1");
+        assert_eq!(polled.statuses[0].changed_at.unwrap().to_string(), "2026-12-01T10:00:00Z");
         assert_eq!(polled.replies.len(), 1, "{:?}", polled.replies);
         let reply = &polled.replies[0];
         assert_eq!((reply.comment_id.as_str(), reply.conversation_id.as_str()), ("11", "c-1"));
@@ -587,8 +640,8 @@ mod tests {
         assert_eq!(
             rt.poll(None).await.unwrap(),
             Polled {
-                replies: Vec::new(),
-                cursor: "99".into()
+                cursor: "99".into(),
+                ..Polled::default()
             }
         );
         assert!(matches!(rt.poll(Some("not-a-number")).await, Err(HelpdeskError::Misconfigured(_))));
