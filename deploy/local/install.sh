@@ -14,7 +14,9 @@
 #   - promtool, from Debian's prometheus package, which checks and unit-tests the alert rules and
 #     the dashboard's queries (deploy/prometheus, deploy/grafana);
 #   - kubernetes-validate and check-jsonschema (PyPI), which check deploy/kubernetes and the
-#     compose file against their schemas without a cluster or a Docker engine.
+#     compose file against their schemas without a cluster or a Docker engine;
+#   - Chromium and ChromeDriver from Debian's packages, the real browser the chat widget's tests
+#     drive (tests/tests/web_chat.rs).
 set -euo pipefail
 export PATH="$HOME/.cargo/bin:$PATH"
 
@@ -28,6 +30,7 @@ command -v curl >/dev/null || need_apt+=(curl)
 command -v patch >/dev/null || need_apt+=(patch)
 command -v wrk >/dev/null || need_apt+=(wrk)
 command -v promtool >/dev/null || need_apt+=(prometheus)
+command -v chromedriver >/dev/null || need_apt+=(chromium chromium-driver)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing from Debian: ${need_apt[*]} (about 2 minutes, once)"
   export DEBIAN_FRONTEND=noninteractive

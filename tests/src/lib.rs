@@ -12,6 +12,7 @@
 
 pub mod bench;
 pub mod bench_replies;
+pub mod browser;
 pub mod chaos;
 pub mod chaos_answers;
 pub mod load;

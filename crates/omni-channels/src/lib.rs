@@ -28,6 +28,7 @@ pub mod twilio;
 pub mod twilio_sms;
 pub mod twilio_voice;
 pub mod viber;
+pub mod web_chat;
 pub mod webhook;
 pub mod whatsapp;
 pub mod x;
@@ -130,6 +131,7 @@ pub fn adapters() -> &'static [&'static dyn Normalize] {
         &asterisk::Asterisk,
         &viber::Viber,
         &freeswitch::FreeSwitch,
+        &web_chat::WebChat,
     ];
     ALL
 }

@@ -41,6 +41,9 @@ pub struct GatewayConfig {
     /// Provider webhook accounts: `[gateway.webhooks.<provider>.<account>]`.
     #[serde(default)]
     pub webhooks: BTreeMap<String, BTreeMap<String, WebhookAccount>>,
+    /// Website chat accounts: `[gateway.chat.<account>]` (see `docs/web-chat-protocol.md`).
+    #[serde(default)]
+    pub chat: BTreeMap<String, crate::chat::ChatAccount>,
 }
 
 impl GatewayConfig {
@@ -99,6 +102,9 @@ impl Validate for GatewayConfig {
             format!("{prefix}.development_webhooks"),
             "the published development webhook secrets are only accepted while the gateway listens on loopback; set it to false and configure [gateway.webhooks.<provider>.<account>]",
         );
+        for (name, account) in &self.chat {
+            account.check(name, &format!("{prefix}.chat.{name}"), loopback, problems);
+        }
         for (provider, accounts) in &self.webhooks {
             let Some(adapter) = webhook_adapter(provider) else {
                 let known: Vec<&str> = webhook_adapters().iter().map(|a| a.name()).collect();
@@ -154,7 +160,49 @@ mod tests {
             api_tokens: [("default".to_owned(), token.to_owned())].into(),
             development_webhooks: false,
             webhooks: Default::default(),
+            chat: Default::default(),
         }
+    }
+
+    #[test]
+    fn a_chat_account_is_checked_and_its_development_secret_kept_to_loopback() {
+        let account = |secret: &str, origins: &[&str]| crate::chat::ChatAccount {
+            secret: secret.into(),
+            allowed_origins: origins.iter().map(|o| o.to_string()).collect(),
+            max_message_chars: 4000,
+            messages_per_minute: 20,
+            ip_messages_per_minute: 120,
+            max_connections_per_ip: 20,
+        };
+        let problems_of = |listen: &str, name: &str, chat: crate::chat::ChatAccount| {
+            let mut config = config(listen, "a-long-production-token");
+            config.chat.insert(name.into(), chat);
+            let mut problems = Problems::default();
+            config.validate("gateway", &mut problems);
+            problems.items().iter().map(|(key, _)| key.clone()).collect::<Vec<_>>()
+        };
+        let dev = crate::chat::config::DEVELOPMENT_SECRET;
+        assert!(problems_of("127.0.0.1:8080", "default", account(dev, &["https://shop.example"])).is_empty());
+        assert_eq!(
+            problems_of("0.0.0.0:8080", "default", account(dev, &[])),
+            ["gateway.chat.default.secret"]
+        );
+        assert_eq!(
+            problems_of(
+                "127.0.0.1:8080",
+                "shop",
+                account("too short", &["https://shop.example/cart", "shop.example"])
+            ),
+            [
+                "gateway.chat.shop.secret",
+                "gateway.chat.shop.allowed_origins",
+                "gateway.chat.shop.allowed_origins"
+            ]
+        );
+        assert_eq!(
+            problems_of("127.0.0.1:8080", "my shop", account("a-long-enough-secret", &[])),
+            ["gateway.chat.my shop"]
+        );
     }
 
     #[test]

@@ -14,6 +14,7 @@
 //! 413 body over `max_body_bytes`; 503 when the broker did not acknowledge within
 //! `ack_timeout_ms` (with `Retry-After`).
 
+pub mod chat;
 pub mod config;
 mod http_api;
 mod webhooks;
@@ -41,6 +42,8 @@ pub struct GatewayState {
     api_tokens: BTreeMap<String, [u8; 32]>,
     /// Webhook accounts: provider -> account -> secrets.
     webhook_accounts: BTreeMap<String, BTreeMap<String, WebhookAccount>>,
+    /// The website chat's accounts and limits.
+    chat: Arc<chat::Chat>,
 }
 
 impl GatewayState {
@@ -69,10 +72,12 @@ pub fn app(config: &GatewayConfig, producer: Producer) -> Router {
             .map(|(account, token)| (account.clone(), Sha256::digest(token.as_bytes()).into()))
             .collect(),
         webhook_accounts: config.webhook_accounts(),
+        chat: Arc::new(chat::Chat::new(&config.chat)),
     });
     Router::new()
         .merge(http_api::routes())
         .merge(webhooks::routes())
+        .merge(chat::routes())
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
         .with_state(state)
 }
@@ -97,9 +102,20 @@ pub async fn run(config: GatewayServiceConfig, context: ServiceContext) -> anyho
             "webhook accounts use the published development secrets: set real ones before exposing the gateway"
         );
     }
+    let development_chat: Vec<&str> = config
+        .service
+        .chat
+        .iter()
+        .filter(|(_, account)| account.secret == chat::config::DEVELOPMENT_SECRET)
+        .map(|(name, _)| name.as_str())
+        .collect();
+    if !development_chat.is_empty() {
+        tracing::warn!(accounts = %development_chat.join(", "), "chat accounts use the published development secret: set real ones before exposing the gateway");
+    }
     context.readiness.ready("listener");
     let app = app(&config.service, producer.clone());
-    axum::serve(listener, app)
+    // The peer's address: the chat's limits per IP (behind a proxy, the proxy's).
+    axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
         .with_graceful_shutdown(context.shutdown.clone().cancelled_owned())
         .await?;
     producer.flush(Duration::from_secs(5)).ok();

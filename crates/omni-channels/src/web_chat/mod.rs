@@ -1,0 +1,171 @@
+//! Website live chat: the visitor messages omni-gateway takes from its chat widget
+//! (`/chat/ws/<account>`, see `docs/web-chat-protocol.md`).
+//!
+//! The gateway has checked everything a browser can get wrong or forge before it writes a record
+//! (origin, sizes, rates, the visitor token's and the identity's signatures); the record's
+//! payload is [`ChatMessage`] as JSON, exactly as the gateway wrote it.
+//!
+//! Ids:
+//! - event id: over the account, the visitor and the widget's client id of the message, so a
+//!   message the widget sends again after a reconnect is the same event;
+//! - conversation id: a verified customer's (the shop signed their id) over the account and that
+//!   id, so every device of that customer continues one conversation; an anonymous visitor's over
+//!   the account and the visitor id its signed token carries (a reload or a new tab continues it);
+//! - partition key: the same fields as the conversation, so one conversation stays in order.
+//!
+//! The customer: the verified id and email when the shop signed them; an anonymous visitor is
+//! known by the visitor id only (a name typed in the widget is a display name, never an address).
+
+use omni_proto::v1::contact_identifier::Kind;
+use omni_proto::v1::participant::Role;
+use omni_proto::v1::{Body, Channel, ContactIdentifier, ConversationEvent, Direction, Participant, ProviderReference, RawRecord};
+use serde::{Deserialize, Serialize};
+
+use crate::{Normalize, NormalizeError, ids};
+
+/// The `provider` of raw records from the chat widget.
+pub const PROVIDER: &str = "web-chat";
+/// The channel name used in ids.
+const CHANNEL: &str = "web_chat";
+
+/// One visitor message as the gateway stores it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChatMessage {
+    /// The visitor id carried by the visitor's signed token.
+    pub visitor: String,
+    /// The widget's id of this message (the same when it is sent again).
+    pub client_id: String,
+    /// What the visitor wrote, as typed.
+    pub text: String,
+    /// The name the visitor typed, if any (not verified).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The shop's customer, when the shop signed the identity and the signature checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer: Option<VerifiedCustomer>,
+    /// The page's or browser's language (BCP 47), as the widget reported it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub language: Option<String>,
+}
+
+/// A customer identity the shop signed (HMAC-SHA256 with the account's secret).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifiedCustomer {
+    /// The shop's customer id.
+    pub id: String,
+    /// The customer's email, as the shop signed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// The customer's name, as the shop gave it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// The ids of one visitor message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MessageIds {
+    /// The deterministic event id.
+    pub event_id: String,
+    /// The deterministic conversation id.
+    pub conversation_id: String,
+    /// The Kafka key of the raw record.
+    pub partition_key: String,
+}
+
+/// The ids of `message` taken on `account`.
+pub fn ids(account: &str, message: &ChatMessage) -> MessageIds {
+    let message_key = format!("{}/{}", message.visitor, message.client_id);
+    let event_id = ids::event_id(CHANNEL, account, Some(&message_key), &[]);
+    let owner: [&str; 4] = match &message.customer {
+        Some(customer) => [CHANNEL, account, "customer", &customer.id],
+        None => [CHANNEL, account, "visitor", &message.visitor],
+    };
+    MessageIds {
+        event_id,
+        conversation_id: ids::conversation_id(&owner),
+        partition_key: ids::partition_key(&owner),
+    }
+}
+
+/// Normalizes the chat widget's records.
+pub struct WebChat;
+
+impl Normalize for WebChat {
+    fn provider(&self) -> &'static str {
+        PROVIDER
+    }
+
+    fn folder(&self) -> &'static str {
+        "web_chat"
+    }
+
+    fn normalize(&self, raw: &RawRecord, _known: &dyn crate::KnownEvents) -> Result<Option<ConversationEvent>, NormalizeError> {
+        let malformed = |reason: String| NormalizeError::Malformed {
+            provider: PROVIDER,
+            reason,
+        };
+        let message: ChatMessage =
+            serde_json::from_slice(&raw.payload).map_err(|error| malformed(format!("not a chat message: {error}")))?;
+        if message.visitor.is_empty() || message.client_id.is_empty() || message.text.trim().is_empty() {
+            return Err(malformed("a chat message needs a visitor, a client id and a text".into()));
+        }
+        let ids = ids(&raw.account, &message);
+        let text = message.text.clone();
+        Ok(Some(ConversationEvent {
+            event_id: raw.event_id.clone(),
+            conversation_id: ids.conversation_id,
+            channel: Channel::WebChat as i32,
+            direction: Direction::Inbound as i32,
+            participants: vec![customer(&message)],
+            body: Some(Body {
+                text: text.clone(),
+                html: String::new(),
+                new_text: text,
+            }),
+            language: message.language.clone().unwrap_or_default(),
+            occurred_at: raw.received_at,
+            received_at: raw.received_at,
+            provider: Some(ProviderReference {
+                provider: PROVIDER.to_owned(),
+                account: raw.account.clone(),
+                message_id: message.client_id.clone(),
+                thread_id: message.visitor.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }))
+    }
+}
+
+/// The customer of a message: the verified identity, else the anonymous visitor.
+fn customer(message: &ChatMessage) -> Participant {
+    let identifier = |kind: Kind, value: &str| ContactIdentifier {
+        kind: kind as i32,
+        value: value.to_owned(),
+        platform: if kind == Kind::Email { String::new() } else { PROVIDER.to_owned() },
+    };
+    match &message.customer {
+        Some(verified) => {
+            let mut identifiers = Vec::new();
+            if let Some(email) = verified.email.as_deref().filter(|e| !e.is_empty()) {
+                identifiers.push(identifier(Kind::Email, email));
+            }
+            identifiers.push(identifier(Kind::PlatformUserId, &verified.id));
+            Participant {
+                role: Role::Customer as i32,
+                display_name: verified.name.clone().or_else(|| message.name.clone()).unwrap_or_default(),
+                identifiers,
+            }
+        }
+        None => Participant {
+            role: Role::Customer as i32,
+            display_name: message.name.clone().unwrap_or_default(),
+            identifiers: vec![identifier(Kind::PlatformUserId, &message.visitor)],
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests;

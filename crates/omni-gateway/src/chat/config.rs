@@ -1,0 +1,110 @@
+//! `[gateway.chat.<account>]`: the website chat accounts.
+
+use omni_runtime::Problems;
+use serde::Deserialize;
+
+/// The published development secret (`make run`, the tests); refused off loopback.
+pub const DEVELOPMENT_SECRET: &str = "omni-dev-chat-secret";
+
+/// One chat account: a shop's widget.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChatAccount {
+    /// Signs visitor tokens and checks the shop's identity hashes (HMAC-SHA256). Prefer
+    /// `OMNI__GATEWAY__CHAT__<ACCOUNT>__SECRET`.
+    pub secret: String,
+    /// The origins (`https://shop.example`) whose pages may open the chat; the gateway's own
+    /// origin (its demo page) always may.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+    /// Longest visitor message, in characters.
+    #[serde(default = "default_max_message_chars")]
+    pub max_message_chars: usize,
+    /// Messages a visitor may send per minute (a burst of up to this many).
+    #[serde(default = "default_messages_per_minute")]
+    pub messages_per_minute: u32,
+    /// Messages per minute from one IP address, all visitors together.
+    #[serde(default = "default_ip_messages_per_minute")]
+    pub ip_messages_per_minute: u32,
+    /// Open chat connections per IP address.
+    #[serde(default = "default_max_connections_per_ip")]
+    pub max_connections_per_ip: usize,
+}
+
+fn default_max_message_chars() -> usize {
+    4000
+}
+fn default_messages_per_minute() -> u32 {
+    20
+}
+fn default_ip_messages_per_minute() -> u32 {
+    120
+}
+fn default_max_connections_per_ip() -> usize {
+    20
+}
+
+impl std::fmt::Debug for ChatAccount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChatAccount")
+            .field("secret", &"<redacted>")
+            .field("allowed_origins", &self.allowed_origins)
+            .field("max_message_chars", &self.max_message_chars)
+            .field("messages_per_minute", &self.messages_per_minute)
+            .field("ip_messages_per_minute", &self.ip_messages_per_minute)
+            .field("max_connections_per_ip", &self.max_connections_per_ip)
+            .finish()
+    }
+}
+
+impl ChatAccount {
+    /// Checks one account; `loopback`: whether the gateway listens on loopback only.
+    pub fn check(&self, name: &str, prefix: &str, loopback: bool, problems: &mut Problems) {
+        problems.check(
+            !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+            prefix,
+            "account names are letters, digits, - and _ (they appear in URLs)",
+        );
+        problems.check(
+            self.secret.len() >= 16,
+            format!("{prefix}.secret"),
+            "must be at least 16 characters",
+        );
+        problems.check(
+            loopback || self.secret != DEVELOPMENT_SECRET,
+            format!("{prefix}.secret"),
+            "the published development secret is only accepted while the gateway listens on loopback",
+        );
+        for origin in &self.allowed_origins {
+            let parsed = url::Url::parse(origin);
+            let plain = parsed.as_ref().is_ok_and(|url| {
+                matches!(url.scheme(), "http" | "https") && url.path() == "/" && url.query().is_none() && !origin.ends_with('/')
+            });
+            problems.check(
+                plain,
+                format!("{prefix}.allowed_origins"),
+                format!("`{origin}` is not an origin like https://shop.example (scheme, host, optional port, no path)"),
+            );
+        }
+        problems.check(
+            (1..=100_000).contains(&self.max_message_chars),
+            format!("{prefix}.max_message_chars"),
+            "must be 1 to 100000",
+        );
+        problems.check(
+            self.messages_per_minute >= 1,
+            format!("{prefix}.messages_per_minute"),
+            "must be at least 1",
+        );
+        problems.check(
+            self.ip_messages_per_minute >= self.messages_per_minute,
+            format!("{prefix}.ip_messages_per_minute"),
+            "must be at least messages_per_minute",
+        );
+        problems.check(
+            self.max_connections_per_ip >= 1,
+            format!("{prefix}.max_connections_per_ip"),
+            "must be at least 1",
+        );
+    }
+}

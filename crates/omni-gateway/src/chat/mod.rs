@@ -1,0 +1,252 @@
+//! Website live chat: the widget (`/chat/widget.js`), a demo shop page and the WebSocket the
+//! widget talks to (`docs/web-chat-protocol.md`).
+//!
+//! Everything a browser sends is hostile input. Before the upgrade: the account must exist, the
+//! `Origin` must be one of the account's `allowed_origins` or the gateway's own, and one IP may
+//! hold `max_connections_per_ip` sockets (403, 404, 429; nothing written). On the socket: frames
+//! over 64 KiB close it; a message over `max_message_chars`, an empty one or a bad client id is
+//! refused (`too_large`, `invalid`), more than `messages_per_minute` per visitor or
+//! `ip_messages_per_minute` per IP is `rate_limited` (governor's GCRA); a refused message writes
+//! nothing. A stored message is a raw record on `omni.raw.chat.v1` (`omni_channels::web_chat`),
+//! acknowledged to the widget only once the broker acknowledged it.
+
+pub mod config;
+mod socket;
+pub mod token;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{ConnectInfo, Path, Query, State, WebSocketUpgrade};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+
+use crate::GatewayState;
+use crate::http_api::error;
+pub use config::ChatAccount;
+
+/// The widget and its style sheet, served as they are.
+const WIDGET_JS: &str = include_str!("widget.js");
+const WIDGET_CSS: &str = include_str!("widget.css");
+const DEMO_HTML: &str = include_str!("demo.html");
+/// Largest WebSocket message or frame the gateway reads.
+const MAX_FRAME_BYTES: usize = 64 * 1024;
+
+/// One account's settings and limiters.
+pub(crate) struct Account {
+    pub(crate) name: String,
+    pub(crate) settings: ChatAccount,
+    pub(crate) per_visitor: DefaultKeyedRateLimiter<String>,
+    pub(crate) per_ip: DefaultKeyedRateLimiter<IpAddr>,
+}
+
+/// The chat's state: its accounts and the open sockets per IP.
+#[derive(Default)]
+pub struct Chat {
+    accounts: BTreeMap<String, Arc<Account>>,
+    connections: Mutex<HashMap<IpAddr, usize>>,
+}
+
+impl Chat {
+    /// The chat of the configured accounts.
+    pub fn new(accounts: &BTreeMap<String, ChatAccount>) -> Self {
+        let per_minute = |n: u32| Quota::per_minute(NonZeroU32::new(n.max(1)).expect("at least 1"));
+        let accounts = accounts
+            .iter()
+            .map(|(name, settings)| {
+                let account = Account {
+                    name: name.clone(),
+                    per_visitor: RateLimiter::keyed(per_minute(settings.messages_per_minute)),
+                    per_ip: RateLimiter::keyed(per_minute(settings.ip_messages_per_minute)),
+                    settings: settings.clone(),
+                };
+                (name.clone(), Arc::new(account))
+            })
+            .collect();
+        Self {
+            accounts,
+            connections: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Counts a socket from `ip` while the guard lives; `None` when the IP holds `limit` already.
+    fn connect(self: &Arc<Self>, ip: IpAddr, limit: usize) -> Option<Connection> {
+        let mut connections = self.connections.lock().expect("not poisoned");
+        let open = connections.entry(ip).or_default();
+        if *open >= limit {
+            return None;
+        }
+        *open += 1;
+        metrics::gauge!("omni_gateway_chat_connections").increment(1.0);
+        Some(Connection { chat: self.clone(), ip })
+    }
+}
+
+/// One open socket, counted per IP until dropped.
+pub(crate) struct Connection {
+    chat: Arc<Chat>,
+    ip: IpAddr,
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        let mut connections = self.chat.connections.lock().expect("not poisoned");
+        if let Some(open) = connections.get_mut(&self.ip) {
+            *open -= 1;
+            if *open == 0 {
+                connections.remove(&self.ip);
+            }
+        }
+        metrics::gauge!("omni_gateway_chat_connections").decrement(1.0);
+    }
+}
+
+pub(crate) fn routes() -> axum::Router<Arc<GatewayState>> {
+    axum::Router::new()
+        .route(
+            "/chat/widget.js",
+            get(|| async { asset(WIDGET_JS, "text/javascript; charset=utf-8") }),
+        )
+        .route("/chat/widget.css", get(|| async { asset(WIDGET_CSS, "text/css; charset=utf-8") }))
+        .route("/chat/demo/{account}", get(demo))
+        .route("/chat/ws/{account}", get(upgrade))
+}
+
+fn asset(body: &'static str, content_type: &'static str) -> Response {
+    let mut response = body.into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    response
+}
+
+/// The demo shop page, under a strict Content-Security-Policy (the widget needs no exception);
+/// `?lang=ar` sets the page's language.
+async fn demo(
+    State(state): State<Arc<GatewayState>>,
+    Path(account): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    if !state.chat.accounts.contains_key(&account) {
+        return error(StatusCode::NOT_FOUND, "no such chat account", &[]);
+    }
+    let lang = query
+        .get("lang")
+        .filter(|lang| (2..=8).contains(&lang.len()) && lang.bytes().all(|b| b.is_ascii_alphabetic() || b == b'-'))
+        .map_or("en", String::as_str);
+    let page = DEMO_HTML
+        .replace("{{ACCOUNT}}", &account)
+        .replace("<html lang=\"en\">", &format!("<html lang=\"{lang}\">"));
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| {
+            h.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b':' | b'-' | b'[' | b']'))
+        })
+        .unwrap_or("localhost");
+    let policy = format!(
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self' ws://{host} wss://{host}; frame-ancestors 'none'"
+    );
+    let mut response = axum::response::Html(page).into_response();
+    if let Ok(value) = HeaderValue::from_str(&policy) {
+        response.headers_mut().insert(header::CONTENT_SECURITY_POLICY, value);
+    }
+    response
+}
+
+/// Checks account, origin and connections, then upgrades.
+async fn upgrade(
+    State(state): State<Arc<GatewayState>>,
+    Path(account): Path<String>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let refuse = |status: StatusCode, reason: &'static str, message: &str| {
+        metrics::counter!("omni_gateway_chat_refusals_total", "reason" => reason).increment(1);
+        error(status, message, &[])
+    };
+    let Some(chat_account) = state.chat.accounts.get(&account).cloned() else {
+        return refuse(StatusCode::NOT_FOUND, "account", "no such chat account");
+    };
+    if !origin_allowed(&headers, &chat_account.settings.allowed_origins) {
+        return refuse(StatusCode::FORBIDDEN, "origin", "this page's origin may not open the chat");
+    }
+    let Some(connection) = state.chat.connect(peer.ip(), chat_account.settings.max_connections_per_ip) else {
+        return refuse(
+            StatusCode::TOO_MANY_REQUESTS,
+            "connections",
+            "too many chat connections from this address",
+        );
+    };
+    upgrade
+        .max_message_size(MAX_FRAME_BYTES)
+        .max_frame_size(MAX_FRAME_BYTES)
+        .on_upgrade(move |socket| socket::Session::new(state, chat_account, peer.ip(), connection).run(socket))
+}
+
+/// Whether the request's `Origin` is allowed: one of `allowed`, or the gateway's own (the
+/// `Host` the browser addressed, over http or https). A request without `Origin` is not a page's.
+fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) else {
+        return false;
+    };
+    if allowed.iter().any(|a| a == origin) {
+        return true;
+    }
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or_default();
+    !host.is_empty() && (origin == format!("http://{host}") || origin == format!("https://{host}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(origin: Option<&str>, host: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        if let Some(origin) = origin {
+            headers.insert(header::ORIGIN, HeaderValue::from_str(origin).unwrap());
+        }
+        headers.insert(header::HOST, HeaderValue::from_str(host).unwrap());
+        headers
+    }
+
+    #[test]
+    fn an_origin_is_allowed_when_listed_or_the_gateways_own() {
+        let allowed = vec!["https://shop.example".to_owned()];
+        assert!(origin_allowed(
+            &headers(Some("https://shop.example"), "chat.shop.example"),
+            &allowed
+        ));
+        assert!(origin_allowed(&headers(Some("http://127.0.0.1:8080"), "127.0.0.1:8080"), &allowed));
+        assert!(!origin_allowed(
+            &headers(Some("https://evil.example"), "chat.shop.example"),
+            &allowed
+        ));
+        assert!(!origin_allowed(
+            &headers(Some("https://shop.example.evil.example"), "chat.shop.example"),
+            &allowed
+        ));
+        assert!(!origin_allowed(&headers(None, "chat.shop.example"), &allowed));
+        assert!(!origin_allowed(&headers(Some("null"), "chat.shop.example"), &allowed));
+    }
+
+    #[test]
+    fn connections_are_counted_per_ip_and_freed_on_drop() {
+        let chat = Arc::new(Chat::default());
+        let ip: IpAddr = "203.0.113.9".parse().unwrap();
+        let first = chat.connect(ip, 2).unwrap();
+        let _second = chat.connect(ip, 2).unwrap();
+        assert!(chat.connect(ip, 2).is_none());
+        assert!(chat.connect("203.0.113.10".parse().unwrap(), 2).is_some());
+        drop(first);
+        assert!(chat.connect(ip, 2).is_some());
+    }
+}

@@ -1,0 +1,313 @@
+//! One widget's socket: `hello`, then visitor messages, each acknowledged once stored.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use axum::extract::ws::{Message, WebSocket};
+use governor::clock::{Clock as _, DefaultClock};
+use omni_channels::web_chat::{self, ChatMessage, VerifiedCustomer};
+use omni_kafka::CloudEvent;
+use omni_kafka::topics::raw_topic;
+use omni_proto::v1::{Channel, RawRecord};
+use prost::Message as _;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{Account, Connection, token};
+use crate::GatewayState;
+
+/// The first frame must come within this.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// A socket silent this long is closed (the widget pings every 25 s).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often the gateway pings.
+const HEARTBEAT: Duration = Duration::from_secs(20);
+
+/// A frame from the widget.
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+enum Incoming {
+    Hello {
+        token: Option<String>,
+        identity: Option<Identity>,
+        name: Option<String>,
+        language: Option<String>,
+    },
+    Message {
+        client_id: String,
+        text: String,
+    },
+    Ping,
+}
+
+/// What a shop says of its logged-in customer.
+#[derive(Deserialize)]
+struct Identity {
+    id: String,
+    email: Option<String>,
+    name: Option<String>,
+    hash: String,
+}
+
+/// A refusal of one message: nothing was stored.
+struct Refusal {
+    code: &'static str,
+    message: &'static str,
+    retry_after: Option<Duration>,
+}
+
+pub(crate) struct Session {
+    state: Arc<GatewayState>,
+    account: Arc<Account>,
+    ip: IpAddr,
+    _connection: Connection,
+    visitor: String,
+    customer: Option<VerifiedCustomer>,
+    name: Option<String>,
+    language: Option<String>,
+}
+
+impl Session {
+    pub(crate) fn new(state: Arc<GatewayState>, account: Arc<Account>, ip: IpAddr, connection: Connection) -> Self {
+        Self {
+            state,
+            account,
+            ip,
+            _connection: connection,
+            visitor: String::new(),
+            customer: None,
+            name: None,
+            language: None,
+        }
+    }
+
+    pub(crate) async fn run(mut self, mut socket: WebSocket) {
+        let hello = match tokio::time::timeout(HELLO_TIMEOUT, socket.recv()).await {
+            Ok(Some(Ok(Message::Text(text)))) => serde_json::from_str::<Incoming>(&text).ok(),
+            _ => None,
+        };
+        let Some(Incoming::Hello {
+            token,
+            identity,
+            name,
+            language,
+        }) = hello
+        else {
+            let _ = send(&mut socket, error(None, "invalid", "the first frame must be hello", None)).await;
+            return;
+        };
+        let welcome = self.greet(token.as_deref(), identity, name, language);
+        if send(&mut socket, welcome).await.is_err() {
+            return;
+        }
+        let mut heartbeat = tokio::time::interval(HEARTBEAT);
+        heartbeat.tick().await;
+        loop {
+            tokio::select! {
+                frame = tokio::time::timeout(IDLE_TIMEOUT, socket.recv()) => {
+                    let reply = match frame {
+                        Ok(Some(Ok(Message::Text(text)))) => self.answer(&text).await,
+                        Ok(Some(Ok(Message::Binary(_)))) => Some(error(None, "invalid", "text frames only", None)),
+                        Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => None,
+                        // Closed, broken, over the size limit, or silent for too long.
+                        Ok(Some(Ok(Message::Close(_)) | Err(_)) | None) | Err(_) => break,
+                    };
+                    if let Some(reply) = reply
+                        && send(&mut socket, reply).await.is_err()
+                    {
+                        break;
+                    }
+                }
+                _ = heartbeat.tick() => {
+                    if socket.send(Message::Ping(Default::default())).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Takes the hello: the visitor of a valid token (else a new one), the shop's customer when
+    /// the identity hash checks (a forged identity is ignored: the visitor stays anonymous).
+    fn greet(&mut self, token: Option<&str>, identity: Option<Identity>, name: Option<String>, language: Option<String>) -> Value {
+        let settings = &self.account.settings;
+        self.visitor = token
+            .and_then(|token| token::visitor_of(&settings.secret, &self.account.name, token))
+            .unwrap_or_else(token::new_visitor);
+        self.customer = identity.and_then(|identity| verified(&settings.secret, identity));
+        if self.customer.is_none() {
+            metrics::counter!("omni_gateway_chat_sessions_total", "identity" => "anonymous").increment(1);
+        } else {
+            metrics::counter!("omni_gateway_chat_sessions_total", "identity" => "verified").increment(1);
+        }
+        self.name = name.map(|n| clean(&n, 80)).filter(|n| !n.is_empty());
+        self.language = language.filter(|l| (2..=16).contains(&l.len()) && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
+        json!({
+            "type": "welcome",
+            "token": token::visitor_token(&settings.secret, &self.account.name, &self.visitor),
+            "verified": self.customer.is_some(),
+        })
+    }
+
+    /// The answer to one frame after the hello.
+    async fn answer(&mut self, text: &str) -> Option<Value> {
+        match serde_json::from_str::<Incoming>(text) {
+            Ok(Incoming::Ping) => Some(json!({"type": "pong"})),
+            Ok(Incoming::Message { client_id, text }) => {
+                let outcome = self.take(&client_id, text).await;
+                let label = match &outcome {
+                    Ok(_) => "stored",
+                    Err(refusal) => refusal.code,
+                };
+                metrics::counter!("omni_gateway_chat_messages_total", "account" => self.account.name.clone(), "outcome" => label)
+                    .increment(1);
+                Some(match outcome {
+                    Ok(event_id) => json!({"type": "ack", "client_id": client_id, "event_id": event_id}),
+                    Err(refusal) => error(Some(&client_id), refusal.code, refusal.message, refusal.retry_after),
+                })
+            }
+            Ok(Incoming::Hello { .. }) => Some(error(None, "invalid", "hello was already said", None)),
+            Err(_) => Some(error(None, "invalid", "not a frame of the chat protocol", None)),
+        }
+    }
+
+    /// Checks and stores one visitor message; its event id once the broker acknowledged it.
+    async fn take(&self, client_id: &str, text: String) -> Result<String, Refusal> {
+        let settings = &self.account.settings;
+        let refuse = |code, message| Refusal {
+            code,
+            message,
+            retry_after: None,
+        };
+        if client_id.is_empty() || client_id.len() > 64 || !client_id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+            return Err(refuse("invalid", "a client id is 1 to 64 letters, digits, - or _"));
+        }
+        if text.trim().is_empty() {
+            return Err(refuse("invalid", "an empty message"));
+        }
+        if text.chars().count() > settings.max_message_chars {
+            return Err(refuse("too_large", "the message is longer than this chat takes"));
+        }
+        self.admit()?;
+        if self.state.producer.broker_unreachable() {
+            return Err(refuse("unavailable", "not stored: try again shortly"));
+        }
+        let message = ChatMessage {
+            visitor: self.visitor.clone(),
+            client_id: client_id.to_owned(),
+            text,
+            name: self.name.clone(),
+            customer: self.customer.clone(),
+            language: self.language.clone(),
+        };
+        self.store(&message)
+            .await
+            .map_err(|()| refuse("unavailable", "not stored: try again shortly"))
+    }
+
+    /// Counts the message against the visitor's and the IP's rates.
+    fn admit(&self) -> Result<(), Refusal> {
+        let limited = |wait: Duration| Refusal {
+            code: "rate_limited",
+            message: "too many messages: wait a moment",
+            retry_after: Some(wait),
+        };
+        let now = DefaultClock::default().now();
+        let account = &self.account;
+        if account.per_visitor.len() > 50_000 {
+            account.per_visitor.retain_recent();
+        }
+        if account.per_ip.len() > 50_000 {
+            account.per_ip.retain_recent();
+        }
+        account
+            .per_ip
+            .check_key(&self.ip)
+            .map_err(|not_until| limited(not_until.wait_time_from(now)))?;
+        let key = self.customer.as_ref().map_or(&self.visitor, |customer| &customer.id);
+        account
+            .per_visitor
+            .check_key(key)
+            .map_err(|not_until| limited(not_until.wait_time_from(now)))
+    }
+
+    /// Writes the raw record and waits for the broker.
+    async fn store(&self, message: &ChatMessage) -> Result<String, ()> {
+        let ids = web_chat::ids(&self.account.name, message);
+        let payload = serde_json::to_vec(message).expect("a chat message serializes");
+        let now = SystemTime::now();
+        let record = RawRecord {
+            event_id: ids.event_id.clone(),
+            channel: Channel::WebChat as i32,
+            provider: web_chat::PROVIDER.to_owned(),
+            account: self.account.name.clone(),
+            connector_id: self.state.connector_id.clone(),
+            received_at: Some(now.into()),
+            provider_message_id: message.client_id.clone(),
+            content_type: "application/json".to_owned(),
+            payload,
+            attributes: Default::default(),
+        };
+        let topic = raw_topic(Channel::WebChat).expect("the web chat channel has a family");
+        let headers = CloudEvent {
+            id: &ids.event_id,
+            kind: "omni.v1.RawRecord",
+            source: &self.state.source,
+            subject: None,
+            time: now,
+        }
+        .to_headers();
+        match self
+            .state
+            .producer
+            .send(&topic, ids.partition_key.as_bytes(), &record.encode_to_vec(), headers)
+            .await
+        {
+            Ok(_) => {
+                tracing::debug!(event_id = %ids.event_id, account = %self.account.name, "chat message stored");
+                Ok(ids.event_id)
+            }
+            Err(failure) => {
+                tracing::warn!(event_id = %ids.event_id, error = %failure, "chat message not stored");
+                Err(())
+            }
+        }
+    }
+}
+
+/// The customer when the shop's identity hash checks.
+fn verified(secret: &str, identity: Identity) -> Option<VerifiedCustomer> {
+    let email = identity.email.unwrap_or_default();
+    let plain = |text: &str, max: usize| text.len() <= max && !text.chars().any(char::is_control);
+    if identity.id.is_empty() || !plain(&identity.id, 128) || !plain(&email, 254) {
+        return None;
+    }
+    token::identity_checks(secret, &identity.id, &email, &identity.hash).then(|| VerifiedCustomer {
+        id: identity.id,
+        email: Some(email).filter(|e| !e.is_empty()),
+        name: identity.name.map(|n| clean(&n, 80)).filter(|n| !n.is_empty()),
+    })
+}
+
+/// `text` without control characters, trimmed, at most `max` characters.
+fn clean(text: &str, max: usize) -> String {
+    text.chars()
+        .filter(|c| !c.is_control())
+        .take(max)
+        .collect::<String>()
+        .trim()
+        .to_owned()
+}
+
+fn error(client_id: Option<&str>, code: &str, message: &str, retry_after: Option<Duration>) -> Value {
+    let mut frame = json!({"type": "error", "client_id": client_id, "code": code, "message": message});
+    if let Some(wait) = retry_after {
+        frame["retry_after_ms"] = json!(wait.as_millis().max(1) as u64);
+    }
+    frame
+}
+
+async fn send(socket: &mut WebSocket, frame: Value) -> Result<(), axum::Error> {
+    socket.send(Message::Text(frame.to_string().into())).await
+}

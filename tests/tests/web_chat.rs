@@ -1,0 +1,288 @@
+//! Website live chat end to end: the widget in a real Chromium on the gateway's demo page, the
+//! visitor's messages through the broker, the normalizer and the router into Request Tracker;
+//! and the protocol's defences (origin, size, rate, forged identities) from a plain WebSocket
+//! client, each refusal writing nothing.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use fantoccini::{Client, Locator};
+use futures::{SinkExt as _, StreamExt as _};
+use hmac::{Hmac, Mac};
+use omni_e2e::browser::{ChromeDriver, screenshot};
+use omni_e2e::{Pipeline, eventually, nonce, serial};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest as _};
+
+const TIMEOUT: Duration = Duration::from_secs(90);
+/// The embedded default's development chat secret (`[gateway.chat.default]`).
+const SECRET: &str = "omni-dev-chat-secret";
+
+fn css(selector: &str) -> Locator<'_> {
+    Locator::Css(selector)
+}
+
+/// Opens the demo page in `lang`, opens the panel and waits until the widget is online.
+async fn open_chat(browser: &Client, pipeline: &Pipeline, lang: &str) -> anyhow::Result<()> {
+    browser
+        .goto(&format!("{}/chat/demo/default?lang={lang}", pipeline.gateway_url))
+        .await?;
+    let launcher = browser.wait().at_most(TIMEOUT).for_element(css("[data-omni=launcher]")).await?;
+    launcher.click().await?;
+    browser
+        .wait()
+        .at_most(TIMEOUT)
+        .for_element(css("[data-omni=status][data-state=online]"))
+        .await
+        .context("the widget online")?;
+    Ok(())
+}
+
+/// Types `text` and sends it; waits until the widget shows it sent (the broker took it).
+async fn say(browser: &Client, text: &str) -> anyhow::Result<()> {
+    let before = browser.find_all(css("[data-omni=message][data-state=sent]")).await?.len();
+    browser.find(css("[data-omni=input]")).await?.send_keys(text).await?;
+    browser.find(css("[data-omni=send]")).await?.click().await?;
+    eventually("the message shown sent", TIMEOUT, || async {
+        Ok(browser.find_all(css("[data-omni=message][data-state=sent]")).await?.len() > before)
+    })
+    .await
+}
+
+/// The visitor id in the widget's stored token (`v1.<visitor>.<signature>`).
+async fn visitor_of(browser: &Client) -> anyhow::Result<String> {
+    let token = browser
+        .execute("return localStorage.getItem('omni-chat:default:token');", vec![])
+        .await?;
+    let token = token.as_str().context("a stored visitor token")?;
+    Ok(token.split('.').nth(1).context("v1.<visitor>.<sig>")?.to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_visitor_writes_in_turkish_in_chromium_and_the_ticket_opens_in_rt() -> anyhow::Result<()> {
+    let _serial = serial().await;
+    let pipeline = Pipeline::start(&[]).await?;
+    let driver = ChromeDriver::start().await?;
+    let browser = driver.session().await?;
+    open_chat(&browser, &pipeline, "tr").await?;
+    let panel = browser.find(css("[data-omni=panel]")).await?;
+    assert_eq!(browser.find(css("html")).await?.attr("lang").await?.as_deref(), Some("tr"));
+    let label = browser.find(css("[data-omni=input]")).await?.attr("aria-label").await?;
+    assert!(label.is_some_and(|l| !l.is_empty()), "the input has an ARIA label");
+    if let Ok(name) = browser.find(css("[data-omni=name]")).await {
+        name.send_keys("Ayşe").await?;
+    }
+    let first = "Merhaba, 1042 numaralı siparişim nerede? <script>window.pwned = 1</script><b>acil</b>";
+    say(&browser, first).await?;
+    // Shown as typed, as text: the script did not run and no element was made of it.
+    let shown = browser.find(css("[data-omni=message][data-from=visitor]")).await?.text().await?;
+    assert!(shown.contains("<script>window.pwned = 1</script><b>acil</b>"), "{shown}");
+    assert_eq!(browser.execute("return typeof window.pwned;", vec![]).await?, json!("undefined"));
+    assert!(
+        panel.find(Locator::Css("script, b")).await.is_err(),
+        "markup from a message in the page"
+    );
+    screenshot(&browser, "widget-tr").await?;
+
+    let visitor = visitor_of(&browser).await?;
+    let requestor = format!("{visitor}@webchat.invalid");
+    let rt = &pipeline.rt;
+    eventually("the visitor's ticket", TIMEOUT, || async {
+        Ok(rt.tickets_of_requestor(&requestor).await?.len() == 1)
+    })
+    .await?;
+    let ticket = rt.tickets_of_requestor(&requestor).await?.remove(0);
+    let texts = rt.texts(&ticket).await?;
+    assert!(texts[0].contains("1042 numaralı siparişim nerede?"), "{texts:?}");
+
+    // A reload continues the same visitor and the same conversation: the same ticket.
+    browser.refresh().await?;
+    open_chat(&browser, &pipeline, "tr").await?;
+    say(&browser, "Bir de fatura lazım.").await?;
+    assert_eq!(visitor_of(&browser).await?, visitor);
+    eventually("the second message on the same ticket", TIMEOUT, || async {
+        Ok(rt.texts(&ticket).await?.iter().any(|t| t.contains("fatura lazım")))
+    })
+    .await?;
+    assert_eq!(rt.tickets_of_requestor(&requestor).await?, std::slice::from_ref(&ticket));
+
+    // The widget in English and in Arabic (right to left), for people to look at.
+    for (lang, dir) in [("en", "ltr"), ("ar", "rtl")] {
+        open_chat(&browser, &pipeline, lang).await?;
+        let panel = browser.find(css("[data-omni=panel]")).await?;
+        let direction = browser
+            .execute(
+                "return getComputedStyle(arguments[0]).direction;",
+                vec![serde_json::to_value(&panel)?],
+            )
+            .await?;
+        assert_eq!(direction, json!(dir), "{lang}");
+        let path = screenshot(&browser, &format!("widget-{lang}")).await?;
+        eprintln!("screenshot: {}", path.display());
+    }
+    browser.close().await?;
+    Ok(())
+}
+
+type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Opens the chat socket with `origin` (none: no header).
+async fn connect(pipeline: &Pipeline, origin: Option<&str>) -> Result<Socket, tungstenite::Error> {
+    let url = format!("{}/chat/ws/default", pipeline.gateway_url.replacen("http", "ws", 1));
+    let mut request = url.into_client_request()?;
+    if let Some(origin) = origin {
+        request.headers_mut().insert("origin", origin.parse().expect("an origin"));
+    }
+    Ok(tokio_tungstenite::connect_async(request).await?.0)
+}
+
+async fn send(socket: &mut Socket, frame: Value) -> anyhow::Result<()> {
+    socket.send(tungstenite::Message::text(frame.to_string())).await?;
+    Ok(())
+}
+
+/// The next text frame, as JSON.
+async fn next(socket: &mut Socket) -> anyhow::Result<Value> {
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(20), socket.next())
+            .await
+            .context("a frame within 20 s")?
+            .context("the socket open")??;
+        if let tungstenite::Message::Text(text) = frame {
+            return Ok(serde_json::from_str(&text)?);
+        }
+    }
+}
+
+/// Says hello; returns the welcome.
+async fn hello(socket: &mut Socket, token: Option<&str>, identity: Option<Value>) -> anyhow::Result<Value> {
+    send(
+        socket,
+        json!({"type": "hello", "token": token, "identity": identity, "name": null, "language": "tr"}),
+    )
+    .await?;
+    let welcome = next(socket).await?;
+    assert_eq!(welcome["type"], "welcome", "{welcome}");
+    Ok(welcome)
+}
+
+async fn message(socket: &mut Socket, client_id: &str, text: &str) -> anyhow::Result<Value> {
+    send(socket, json!({"type": "message", "client_id": client_id, "text": text})).await?;
+    next(socket).await
+}
+
+fn identity(id: &str, email: &str, secret: &str) -> Value {
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(format!("{id}\n{email}").as_bytes());
+    json!({"id": id, "email": email, "name": "Jan de Vries", "hash": hex::encode(mac.finalize().into_bytes())})
+}
+
+/// The chat records stored for these event ids.
+fn stored(pipeline: &Pipeline, event_ids: &[String]) -> anyhow::Result<usize> {
+    use prost::Message as _;
+    Ok(pipeline
+        .topic("omni.raw.chat.v1")?
+        .iter()
+        .filter_map(|r| omni_proto::v1::RawRecord::decode(r.value.as_slice()).ok())
+        .filter(|r| event_ids.contains(&r.event_id))
+        .count())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn origins_sizes_rates_and_forged_identities_are_refused_and_write_nothing() -> anyhow::Result<()> {
+    let _serial = serial().await;
+    let pipeline = Pipeline::start(&[]).await?;
+    let own = pipeline.gateway_url.clone();
+    for origin in [Some("https://evil.example"), None] {
+        match connect(&pipeline, origin).await {
+            Err(tungstenite::Error::Http(response)) => assert_eq!(response.status(), 403, "{origin:?}"),
+            other => panic!("{origin:?}: expected 403, got {:?}", other.map(|_| "a socket")),
+        }
+    }
+
+    let mut socket = connect(&pipeline, Some(&own)).await?;
+    let welcome = hello(&mut socket, None, None).await?;
+    assert_eq!(welcome["verified"], false);
+    let run = nonce();
+    let too_long = "ç".repeat(4001);
+    let refused = message(&mut socket, &format!("big-{run}"), &too_long).await?;
+    assert_eq!(refused["code"], "too_large", "{refused}");
+    let refused = message(&mut socket, "not a valid id!", "merhaba").await?;
+    assert_eq!(refused["code"], "invalid", "{refused}");
+    // A flood: the first 20 (the per-visitor burst) are stored, the rest refused with a wait.
+    let mut acked = Vec::new();
+    let mut limited = 0;
+    for n in 0..25 {
+        let answer = message(&mut socket, &format!("flood-{run}-{n}"), &format!("mesaj {n}")).await?;
+        match answer["type"].as_str() {
+            Some("ack") => acked.push(answer["event_id"].as_str().unwrap_or_default().to_owned()),
+            _ => {
+                assert_eq!(answer["code"], "rate_limited", "{answer}");
+                assert!(answer["retry_after_ms"].as_u64().unwrap_or(0) > 0, "{answer}");
+                limited += 1;
+            }
+        }
+    }
+    assert_eq!((acked.len(), limited), (20, 5));
+    // Sent again after a reconnect with the same client id: the same event.
+    let again = message(&mut socket, &format!("flood-{run}-0"), "mesaj 0").await?;
+    assert!(again["type"] == "ack" || again["code"] == "rate_limited", "{again}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(stored(&pipeline, &acked)?, 20 + usize::from(again["type"] == "ack"));
+
+    // A verified identity continues one conversation from a second device; a forged one is an
+    // anonymous visitor of its own.
+    let customer = format!("cust-{run}");
+    let email = format!("jan-{run}@example.nl");
+    let mut first = connect(&pipeline, Some(&own)).await?;
+    assert_eq!(
+        hello(&mut first, None, Some(identity(&customer, &email, SECRET))).await?["verified"],
+        true
+    );
+    let a = message(&mut first, "a1", "Hoi, waar is mijn pakket?").await?;
+    let mut second = connect(&pipeline, Some(&own)).await?;
+    assert_eq!(
+        hello(&mut second, None, Some(identity(&customer, &email, SECRET))).await?["verified"],
+        true
+    );
+    let b = message(&mut second, "b1", "Ik schrijf nu vanaf mijn telefoon.").await?;
+    let mut forged = connect(&pipeline, Some(&own)).await?;
+    let welcome = hello(&mut forged, None, Some(identity(&customer, &email, "not-the-shops-secret"))).await?;
+    assert_eq!(welcome["verified"], false);
+    let c = message(&mut forged, "c1", "Ik ben Jan, echt waar.").await?;
+    let ids: Vec<String> = [&a, &b, &c]
+        .iter()
+        .map(|m| m["event_id"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    let pipeline_ref = &pipeline;
+    eventually("the three messages normalized", TIMEOUT, || async {
+        Ok(pipeline_ref
+            .conversation_events()?
+            .iter()
+            .filter(|e| ids.contains(&e.event_id))
+            .count()
+            == 3)
+    })
+    .await?;
+    let events = pipeline.conversation_events()?;
+    let conversation = |id: &str| events.iter().find(|e| e.event_id == id).map(|e| e.conversation_id.clone());
+    assert_eq!(conversation(&ids[0]), conversation(&ids[1]), "one conversation on both devices");
+    assert_ne!(
+        conversation(&ids[0]),
+        conversation(&ids[2]),
+        "a forged identity joined the customer's conversation"
+    );
+    // The verified customer's ticket carries the email; the forged one's does not.
+    let rt = &pipeline.rt;
+    eventually("the customer's ticket", TIMEOUT, || async {
+        Ok(rt.tickets_of_requestor(&email).await?.len() == 1)
+    })
+    .await?;
+    let ticket = rt.tickets_of_requestor(&email).await?.remove(0);
+    eventually("both devices' messages on it", TIMEOUT, || async {
+        Ok(rt.texts(&ticket).await?.len() == 2)
+    })
+    .await?;
+    assert!(!rt.texts(&ticket).await?.iter().any(|t| t.contains("echt waar")));
+    Ok(())
+}
