@@ -59,9 +59,13 @@ async fn visitor_of(browser: &Client) -> anyhow::Result<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_visitor_writes_in_turkish_in_chromium_and_the_ticket_opens_in_rt() -> anyhow::Result<()> {
+async fn a_visitor_writes_in_turkish_in_chromium_and_the_agents_answer_appears_in_both_tabs() -> anyhow::Result<()> {
     let _serial = serial().await;
     let pipeline = Pipeline::start(&[]).await?;
+    let _replies = pipeline
+        .spawn_beside("replies", &[("OMNI__REPLIES__POLL_INTERVAL_MS", "500")])
+        .await?;
+    let sender = pipeline.spawn_beside("sender", &[]).await?;
     let driver = ChromeDriver::start().await?;
     let browser = driver.session().await?;
     open_chat(&browser, &pipeline, "tr").await?;
@@ -95,7 +99,32 @@ async fn a_visitor_writes_in_turkish_in_chromium_and_the_ticket_opens_in_rt() ->
     let texts = rt.texts(&ticket).await?;
     assert!(texts[0].contains("1042 numaralı siparişim nerede?"), "{texts:?}");
 
-    // A reload continues the same visitor and the same conversation: the same ticket.
+    // A second tab of the same browser: the same visitor. The agent answers in RT; the answer
+    // appears in both open tabs without a reload, once each.
+    let first_tab = browser.window().await?;
+    let second_tab = browser.new_window(true).await?.handle;
+    browser.switch_to_window(second_tab.clone()).await?;
+    open_chat(&browser, &pipeline, "tr").await?;
+    rt.answer(&ticket, "Merhaba Ayşe, siparişiniz yarın kargoda.").await?;
+    for tab in [&second_tab, &first_tab] {
+        browser.switch_to_window(tab.clone()).await?;
+        eventually("the agent's answer in the tab", TIMEOUT, || async {
+            Ok(!browser.find_all(css("[data-omni=message][data-from=agent]")).await?.is_empty())
+        })
+        .await
+        .with_context(|| format!("omni-sender log:\n{}\nomni-gateway log:\n{}", sender.log(), pipeline.gateway.log()))?;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for tab in [&first_tab, &second_tab] {
+        browser.switch_to_window(tab.clone()).await?;
+        let answers = browser.find_all(css("[data-omni=message][data-from=agent]")).await?;
+        assert_eq!(answers.len(), 1, "the answer shown once");
+        assert!(answers[0].text().await?.contains("siparişiniz yarın kargoda"));
+    }
+    screenshot(&browser, "widget-tr-answered").await?;
+
+    // A reload continues the same visitor and the same conversation: the same ticket, and the
+    // answer seen before is not shown twice.
     browser.refresh().await?;
     open_chat(&browser, &pipeline, "tr").await?;
     say(&browser, "Bir de fatura lazım.").await?;
@@ -105,6 +134,7 @@ async fn a_visitor_writes_in_turkish_in_chromium_and_the_ticket_opens_in_rt() ->
     })
     .await?;
     assert_eq!(rt.tickets_of_requestor(&requestor).await?, std::slice::from_ref(&ticket));
+    assert_eq!(browser.find_all(css("[data-omni=message][data-from=agent]")).await?.len(), 1);
 
     // The widget in English and in Arabic (right to left), for people to look at.
     for (lang, dir) in [("en", "ltr"), ("ar", "rtl")] {
@@ -284,5 +314,84 @@ async fn origins_sizes_rates_and_forged_identities_are_refused_and_write_nothing
     })
     .await?;
     assert!(!rt.texts(&ticket).await?.iter().any(|t| t.contains("echt waar")));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_on_the_chat_topic_reaches_every_open_chat_once_and_a_reconnect_gets_what_it_missed() -> anyhow::Result<()> {
+    use prost::Message as _;
+    let _serial = serial().await;
+    let pipeline = Pipeline::start(&[]).await?;
+    let own = pipeline.gateway_url.clone();
+    let mut first = connect(&pipeline, Some(&own)).await?;
+    let token = hello(&mut first, None, None).await?["token"]
+        .as_str()
+        .context("a token")?
+        .to_owned();
+    let mut second = connect(&pipeline, Some(&own)).await?;
+    hello(&mut second, Some(&token), None).await?;
+    let visitor = token.split('.').nth(1).context("a visitor")?.to_owned();
+    let conversation = omni_channels::web_chat::conversation_of("default", &visitor, None);
+    let answer = |id: &str, text: &str| omni_proto::v1::OutboundMessage {
+        outbound_id: id.into(),
+        conversation_id: conversation.clone(),
+        kind: omni_proto::v1::outbound_message::Kind::Reply as i32,
+        body: Some(omni_proto::v1::Body {
+            text: text.into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let bootstrap = pipeline.broker.bootstrap();
+    omni_e2e::produce(
+        &bootstrap,
+        "omni.webchat.v1",
+        conversation.as_bytes(),
+        &answer("o1", "Merhaba!").encode_to_vec(),
+    )
+    .await?;
+    // The sender's copy after a crash: the same outbound id, shown once.
+    omni_e2e::produce(
+        &bootstrap,
+        "omni.webchat.v1",
+        conversation.as_bytes(),
+        &answer("o1", "Merhaba!").encode_to_vec(),
+    )
+    .await?;
+    let mut seqs = Vec::new();
+    for socket in [&mut first, &mut second] {
+        let frame = next(socket).await?;
+        assert_eq!(
+            (frame["type"].as_str(), frame["text"].as_str()),
+            (Some("agent"), Some("Merhaba!")),
+            "{frame}"
+        );
+        seqs.push(frame["seq"].as_i64().context("a seq")?);
+    }
+    assert_eq!(seqs[0], seqs[1]);
+    omni_e2e::produce(
+        &bootstrap,
+        "omni.webchat.v1",
+        conversation.as_bytes(),
+        &answer("o2", "Kargonuz yolda.").encode_to_vec(),
+    )
+    .await?;
+    let frame = next(&mut first).await?;
+    assert_eq!(frame["text"], "Kargonuz yolda.", "the copy of o1 was shown again: {frame}");
+    // A reconnect that saw the first answer gets the second only.
+    let mut third = connect(&pipeline, Some(&own)).await?;
+    send(
+        &mut third,
+        json!({"type": "hello", "token": token, "identity": null, "name": null, "last_seq": seqs[0]}),
+    )
+    .await?;
+    assert_eq!(next(&mut third).await?["type"], "welcome");
+    let missed = next(&mut third).await?;
+    assert_eq!(missed["text"], "Kargonuz yolda.", "{missed}");
+    // Another visitor's chat gets none of it.
+    let mut stranger = connect(&pipeline, Some(&own)).await?;
+    hello(&mut stranger, None, None).await?;
+    send(&mut stranger, json!({"type": "ping"})).await?;
+    assert_eq!(next(&mut stranger).await?["type"], "pong");
     Ok(())
 }

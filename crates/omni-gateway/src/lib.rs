@@ -62,6 +62,11 @@ impl GatewayState {
 
 /// Builds the HTTP application.
 pub fn app(config: &GatewayConfig, producer: Producer) -> Router {
+    app_with_chat(config, producer, Arc::new(chat::Chat::new(&config.chat)))
+}
+
+/// [`app`] with the chat's state made by the caller (who feeds it the agents' answers).
+pub fn app_with_chat(config: &GatewayConfig, producer: Producer, chat: Arc<chat::Chat>) -> Router {
     let state = Arc::new(GatewayState {
         producer,
         connector_id: config.connector_id.clone(),
@@ -72,7 +77,7 @@ pub fn app(config: &GatewayConfig, producer: Producer) -> Router {
             .map(|(account, token)| (account.clone(), Sha256::digest(token.as_bytes()).into()))
             .collect(),
         webhook_accounts: config.webhook_accounts(),
-        chat: Arc::new(chat::Chat::new(&config.chat)),
+        chat,
     });
     Router::new()
         .merge(http_api::routes())
@@ -113,7 +118,11 @@ pub async fn run(config: GatewayServiceConfig, context: ServiceContext) -> anyho
         tracing::warn!(accounts = %development_chat.join(", "), "chat accounts use the published development secret: set real ones before exposing the gateway");
     }
     context.readiness.ready("listener");
-    let app = app(&config.service, producer.clone());
+    let chat = Arc::new(chat::Chat::new(&config.service.chat));
+    if !config.service.chat.is_empty() {
+        chat::answers::follow(&config.kafka, &client_id, chat.answers(), context.shutdown.clone())?;
+    }
+    let app = app_with_chat(&config.service, producer.clone(), chat);
     // The peer's address: the chat's limits per IP (behind a proxy, the proxy's).
     axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
         .with_graceful_shutdown(context.shutdown.clone().cancelled_owned())

@@ -32,6 +32,9 @@ pub const RECEIPTS: &str = "omni.receipts.v1";
 /// Tickets solved or reopened in the helpdesks (`omni.v1.TicketStatusChange`), keyed by
 /// conversation id.
 pub const TICKETS: &str = "omni.tickets.v1";
+/// The agents' answers to website chat visitors (`omni.v1.OutboundMessage`), keyed by
+/// conversation id: what every gateway replica reads to push them into open chats.
+pub const WEBCHAT: &str = "omni.webchat.v1";
 /// How far omni-replies polled each helpdesk (`omni.v1.ReplyCursor`), compacted.
 pub const STATE_REPLIES: &str = "omni.state.replies.v1";
 /// The sender's reply addresses and outbox (`omni.v1.SenderState`), compacted.
@@ -125,6 +128,11 @@ pub fn all_topics() -> Vec<TopicSpec> {
     topics.push(TopicSpec {
         name: TICKETS.into(),
         message_type: "omni.v1.TicketStatusChange",
+        compacted: false,
+    });
+    topics.push(TopicSpec {
+        name: WEBCHAT.into(),
+        message_type: "omni.v1.OutboundMessage",
         compacted: false,
     });
     topics.push(TopicSpec {
@@ -281,6 +289,7 @@ mod tests {
             OUTBOUND,
             RECEIPTS,
             TICKETS,
+            WEBCHAT,
             STATE_REPLIES,
             STATE_SENDER,
             STATE_NOTIFIER,

@@ -24,6 +24,7 @@ mod sms;
 mod state;
 mod telegram;
 mod viber;
+mod web_chat;
 mod whatsapp;
 mod x;
 
@@ -83,10 +84,11 @@ fn is_replay(message: &OwnedMessage) -> bool {
 /// Whether an answer whose send was cut by a crash is sent again: only email (and HTTP API
 /// customers, answered by email), whose copies the
 /// customer's client collapses by Message-ID. Chat APIs take no idempotency key and cannot be
-/// asked, so a second send could be a second message (at-most-once there).
+/// asked, so a second send could be a second message (at-most-once there). The website chat's
+/// gateway shows an answer once by its outbound id.
 fn resend_after_crash(channel: Channel) -> bool {
     // The HTTP API's customers are answered by email too.
-    matches!(channel, Channel::Email | Channel::Api)
+    matches!(channel, Channel::Email | Channel::Api | Channel::WebChat)
 }
 
 /// Runs the sender until shutdown.
@@ -95,7 +97,7 @@ pub async fn run(config: SenderServiceConfig, context: ServiceContext) -> anyhow
     context.readiness.register("kafka");
     context.readiness.register("pipeline");
     topics::ensure_topics_until_ready(&config.kafka, &client_id, &context).await?;
-    let channels = Channels::new(&config.service)?;
+    let channels = Channels::new(&config.service)?.with_web_chat(&config.kafka, &client_id)?;
     let sandboxed = config.service.sandboxed_accounts();
     if !sandboxed.is_empty() {
         // The embedded config's accounts, for `make run`: answers go to the local omni-sandbox.
@@ -171,6 +173,13 @@ impl Channels {
         let calls = config.answer_calls_by_sms.as_deref().filter(|a| !a.is_empty());
         senders.insert(Channel::Voice as i32, Arc::new(sms::CallSender::new(&config.sms, calls)?));
         Ok(Self { senders, by_provider })
+    }
+
+    /// Adds the website chat, which answers through the broker (the gateway pushes them).
+    fn with_web_chat(mut self, kafka: &omni_kafka::KafkaConfig, client_id: &str) -> anyhow::Result<Self> {
+        let chat = web_chat::WebChatSender::new(kafka, client_id)?;
+        self.senders.insert(Channel::WebChat as i32, Arc::new(chat));
+        Ok(self)
     }
 
     /// The sender of a conversation: WhatsApp and Messenger conversations that came through

@@ -78,14 +78,25 @@ pub struct MessageIds {
 pub fn ids(account: &str, message: &ChatMessage) -> MessageIds {
     let message_key = format!("{}/{}", message.visitor, message.client_id);
     let event_id = ids::event_id(CHANNEL, account, Some(&message_key), &[]);
-    let owner: [&str; 4] = match &message.customer {
-        Some(customer) => [CHANNEL, account, "customer", &customer.id],
-        None => [CHANNEL, account, "visitor", &message.visitor],
-    };
+    let owner = owner(account, &message.visitor, message.customer.as_ref());
     MessageIds {
         event_id,
         conversation_id: ids::conversation_id(&owner),
         partition_key: ids::partition_key(&owner),
+    }
+}
+
+/// The conversation of a visitor (or of the verified customer, on any device) on `account`: where
+/// the agents' answers for that chat are found.
+pub fn conversation_of(account: &str, visitor: &str, customer: Option<&VerifiedCustomer>) -> String {
+    ids::conversation_id(&owner(account, visitor, customer))
+}
+
+/// Whose conversation it is: the verified customer's, else the visitor's.
+fn owner<'a>(account: &'a str, visitor: &'a str, customer: Option<&'a VerifiedCustomer>) -> [&'a str; 4] {
+    match customer {
+        Some(customer) => [CHANNEL, account, "customer", &customer.id],
+        None => [CHANNEL, account, "visitor", visitor],
     }
 }
 

@@ -8,8 +8,10 @@
 //! refused (`too_large`, `invalid`), more than `messages_per_minute` per visitor or
 //! `ip_messages_per_minute` per IP is `rate_limited` (governor's GCRA); a refused message writes
 //! nothing. A stored message is a raw record on `omni.raw.chat.v1` (`omni_channels::web_chat`),
-//! acknowledged to the widget only once the broker acknowledged it.
+//! acknowledged to the widget only once the broker acknowledged it. The agents' answers come back
+//! through the broker ([`answers`]) into every open chat of the conversation.
 
+pub mod answers;
 pub mod config;
 mod socket;
 pub mod token;
@@ -44,11 +46,12 @@ pub(crate) struct Account {
     pub(crate) per_ip: DefaultKeyedRateLimiter<IpAddr>,
 }
 
-/// The chat's state: its accounts and the open sockets per IP.
+/// The chat's state: its accounts, the open sockets per IP and the agents' answers.
 #[derive(Default)]
 pub struct Chat {
     accounts: BTreeMap<String, Arc<Account>>,
     connections: Mutex<HashMap<IpAddr, usize>>,
+    answers: Arc<answers::Hub>,
 }
 
 impl Chat {
@@ -70,7 +73,13 @@ impl Chat {
         Self {
             accounts,
             connections: Mutex::new(HashMap::new()),
+            answers: Arc::default(),
         }
+    }
+
+    /// The agents' answers, which [`answers::follow`] fills.
+    pub fn answers(&self) -> Arc<answers::Hub> {
+        self.answers.clone()
     }
 
     /// Counts a socket from `ip` while the guard lives; `None` when the IP holds `limit` already.

@@ -14,6 +14,7 @@ use prost::Message as _;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::answers::Answer;
 use super::{Account, Connection, token};
 use crate::GatewayState;
 
@@ -33,6 +34,8 @@ enum Incoming {
         identity: Option<Identity>,
         name: Option<String>,
         language: Option<String>,
+        /// The highest answer `seq` the widget has shown.
+        last_seq: Option<i64>,
     },
     Message {
         client_id: String,
@@ -92,6 +95,7 @@ impl Session {
             identity,
             name,
             language,
+            last_seq,
         }) = hello
         else {
             let _ = send(&mut socket, error(None, "invalid", "the first frame must be hello", None)).await;
@@ -100,6 +104,14 @@ impl Session {
         let welcome = self.greet(token.as_deref(), identity, name, language);
         if send(&mut socket, welcome).await.is_err() {
             return;
+        }
+        // The agents' answers of this chat's conversation: those missed, then each new one.
+        let conversation = web_chat::conversation_of(&self.account.name, &self.visitor, self.customer.as_ref());
+        let (missed, mut answers) = self.state.chat.answers().subscribe(&conversation, last_seq.unwrap_or(-1));
+        for answer in missed {
+            if send(&mut socket, agent_frame(&answer)).await.is_err() {
+                return;
+            }
         }
         let mut heartbeat = tokio::time::interval(HEARTBEAT);
         heartbeat.tick().await;
@@ -116,6 +128,11 @@ impl Session {
                     if let Some(reply) = reply
                         && send(&mut socket, reply).await.is_err()
                     {
+                        break;
+                    }
+                }
+                Some(answer) = answers.recv() => {
+                    if send(&mut socket, agent_frame(&answer)).await.is_err() {
                         break;
                     }
                 }
@@ -298,6 +315,10 @@ fn clean(text: &str, max: usize) -> String {
         .collect::<String>()
         .trim()
         .to_owned()
+}
+
+fn agent_frame(answer: &Answer) -> Value {
+    json!({"type": "agent", "seq": answer.seq, "text": answer.text, "agent": answer.agent, "at": answer.at})
 }
 
 fn error(client_id: Option<&str>, code: &str, message: &str, retry_after: Option<Duration>) -> Value {

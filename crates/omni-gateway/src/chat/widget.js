@@ -163,7 +163,12 @@
 
   // Agent messages: each seq is shown once. `baseSeq` was seen before this page loaded (it is in
   // the history); `lastSeq` is the highest this page has seen, sent as `last_seq` in `hello`.
-  let baseSeq = parseInt(getItem('seq'), 10) || 0;
+  // Seqs are the answers' offsets in the broker and start at 0: -1 means none seen.
+  function storedSeq() {
+    const seq = parseInt(getItem('seq'), 10);
+    return Number.isInteger(seq) ? seq : -1;
+  }
+  let baseSeq = storedSeq();
   let lastSeq = baseSeq;
   const shownSeqs = new Set();
 
@@ -372,7 +377,7 @@
         alive();
         helloName = currentName();
         const hello = { type: 'hello', token: getItem('token') || null, identity: identity(), name: helloName, language: LANGUAGE_TAG };
-        if (lastSeq > 0) hello.last_seq = lastSeq;
+        if (lastSeq >= 0) hello.last_seq = lastSeq;
         send(hello);
         pingTimer = setInterval(function () { send({ type: 'ping' }); }, PING_MS);
       });
@@ -476,7 +481,7 @@
         } else if (code === 'invalid' && !ready) {
           // The `hello` itself was refused (e.g. a token from another account): start afresh.
           ['token', 'seq', 'history'].forEach(removeItem);
-          baseSeq = lastSeq = 0;
+          baseSeq = lastSeq = -1;
           shownSeqs.clear();
           lost();
         }
@@ -513,7 +518,7 @@
         if (seq <= baseSeq || shownSeqs.has(seq)) return; // shown once per seq
         shownSeqs.add(seq);
         if (seq > lastSeq) lastSeq = seq;
-        if (seq > (parseInt(getItem('seq'), 10) || 0)) setItem('seq', String(seq));
+        if (seq > storedSeq()) setItem('seq', String(seq));
       }
       const entry = {
         from: 'agent', seq: hasSeq ? seq : null, text: m.text == null ? '' : String(m.text),

@@ -1,0 +1,177 @@
+//! The agents' answers for the website chat, pushed into the visitors' open chats.
+//!
+//! omni-sender writes each answer to a web chat conversation onto `omni.webchat.v1`, keyed by
+//! conversation. Every gateway replica reads the whole topic (no consumer group: each needs every
+//! answer, whichever replica holds the visitor's socket) from the beginning at start and keeps the
+//! last [`KEPT_PER_CONVERSATION`] answers of each conversation, so a visitor who reconnects (or
+//! comes back later, while the topic keeps the answer) gets what they missed after the last
+//! `seq` they saw. An answer's `seq` is its offset in the topic (one conversation, one partition,
+//! so it only grows); a copy with an outbound id already shown (the sender wrote it again after a
+//! crash) is dropped.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use omni_kafka::{KafkaConfig, topics};
+use omni_proto::v1::OutboundMessage;
+use prost::Message as _;
+use rdkafka::Message as _;
+use rdkafka::Offset;
+use rdkafka::consumer::BaseConsumer;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// Answers kept per conversation for visitors who reconnect.
+pub const KEPT_PER_CONVERSATION: usize = 50;
+
+/// One agent answer as the widget shows it.
+#[derive(Debug, PartialEq)]
+pub struct Answer {
+    /// Its offset in `omni.webchat.v1`.
+    pub seq: i64,
+    /// The sender's id of the answer.
+    pub outbound_id: String,
+    /// What the agent wrote.
+    pub text: String,
+    /// The agent's display name.
+    pub agent: String,
+    /// When the agent wrote it (RFC 3339), if known.
+    pub at: Option<String>,
+}
+
+#[derive(Default)]
+struct Conversation {
+    answers: VecDeque<Arc<Answer>>,
+    listeners: Vec<mpsc::Sender<Arc<Answer>>>,
+}
+
+/// The answers per conversation and the open chats listening for more.
+#[derive(Default)]
+pub struct Hub {
+    conversations: Mutex<HashMap<String, Conversation>>,
+}
+
+impl Hub {
+    /// Listens for `conversation`'s answers: those after `after_seq` kept so far, and a receiver
+    /// of the ones to come.
+    pub fn subscribe(&self, conversation: &str, after_seq: i64) -> (Vec<Arc<Answer>>, mpsc::Receiver<Arc<Answer>>) {
+        let (sender, receiver) = mpsc::channel(64);
+        let mut conversations = self.conversations.lock().expect("not poisoned");
+        let entry = conversations.entry(conversation.to_owned()).or_default();
+        entry.listeners.retain(|listener| !listener.is_closed());
+        entry.listeners.push(sender);
+        let missed = entry.answers.iter().filter(|answer| answer.seq > after_seq).cloned().collect();
+        (missed, receiver)
+    }
+
+    /// Keeps an answer and hands it to every open chat of its conversation.
+    pub fn publish(&self, conversation: &str, answer: Answer) {
+        let mut conversations = self.conversations.lock().expect("not poisoned");
+        let entry = conversations.entry(conversation.to_owned()).or_default();
+        if entry
+            .answers
+            .iter()
+            .any(|known| known.outbound_id == answer.outbound_id || known.seq >= answer.seq)
+        {
+            return;
+        }
+        let answer = Arc::new(answer);
+        entry.answers.push_back(answer.clone());
+        if entry.answers.len() > KEPT_PER_CONVERSATION {
+            entry.answers.pop_front();
+        }
+        // A chat whose queue is full is too slow to keep up: it gets the answer at its reconnect.
+        entry
+            .listeners
+            .retain(|listener| listener.try_send(answer.clone()).is_ok() || !listener.is_closed());
+        metrics::counter!("omni_gateway_chat_answers_total").increment(1);
+    }
+}
+
+/// Reads `omni.webchat.v1` into `hub` until shutdown, on a thread of its own.
+pub fn follow(kafka: &KafkaConfig, client_id: &str, hub: Arc<Hub>, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let consumer: BaseConsumer = kafka
+        .client_config(&format!("{client_id}-webchat"))
+        // Required by librdkafka; nothing is committed (every replica reads everything).
+        .set("group.id", format!("{client_id}-webchat"))
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .create()?;
+    omni_kafka::reader::assign_whole_topic(&consumer, topics::WEBCHAT, Offset::Beginning, Duration::from_secs(30))?;
+    std::thread::Builder::new().name("webchat-answers".into()).spawn(move || {
+        while !shutdown.is_cancelled() {
+            match consumer.poll(Duration::from_millis(250)) {
+                Some(Ok(message)) => {
+                    let Some(conversation) = message.key().and_then(|k| std::str::from_utf8(k).ok()) else {
+                        continue;
+                    };
+                    match OutboundMessage::decode(message.payload().unwrap_or_default()) {
+                        Ok(outbound) => hub.publish(conversation, answer_of(message.offset(), outbound)),
+                        Err(error) => tracing::warn!(%error, offset = message.offset(), "unreadable chat answer skipped"),
+                    }
+                }
+                Some(Err(error)) => tracing::warn!(%error, "reading the chat answers"),
+                None => {}
+            }
+        }
+    })?;
+    Ok(())
+}
+
+fn answer_of(seq: i64, outbound: OutboundMessage) -> Answer {
+    Answer {
+        seq,
+        text: outbound.body.map(|body| body.text).unwrap_or_default(),
+        agent: outbound.agent.map(|agent| agent.display_name).unwrap_or_default(),
+        at: outbound.written_at.map(|at| at.to_string()),
+        outbound_id: outbound.outbound_id,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(seq: i64, id: &str) -> Answer {
+        Answer {
+            seq,
+            outbound_id: id.into(),
+            text: format!("answer {id}"),
+            agent: "Deniz".into(),
+            at: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn open_chats_get_new_answers_once_and_a_reconnect_gets_what_it_missed() {
+        let hub = Hub::default();
+        let (missed, mut first_tab) = hub.subscribe("c1", -1);
+        assert!(missed.is_empty());
+        let (_, mut second_tab) = hub.subscribe("c1", -1);
+        let (_, mut other) = hub.subscribe("c2", -1);
+        hub.publish("c1", answer(4, "a"));
+        hub.publish("c1", answer(9, "a")); // the sender's copy after a crash
+        hub.publish("c1", answer(11, "b"));
+        for tab in [&mut first_tab, &mut second_tab] {
+            assert_eq!(tab.recv().await.unwrap().outbound_id, "a");
+            assert_eq!(tab.recv().await.unwrap().outbound_id, "b");
+            assert!(tab.try_recv().is_err(), "an answer twice");
+        }
+        assert!(other.try_recv().is_err());
+        // A widget that saw seq 4 reconnects: it gets b only.
+        let (missed, _) = hub.subscribe("c1", 4);
+        assert_eq!(missed.iter().map(|a| a.seq).collect::<Vec<_>>(), [11]);
+    }
+
+    #[test]
+    fn a_conversation_keeps_its_latest_answers() {
+        let hub = Hub::default();
+        for seq in 0..(KEPT_PER_CONVERSATION as i64 + 10) {
+            hub.publish("c1", answer(seq, &seq.to_string()));
+        }
+        let (kept, _) = hub.subscribe("c1", -1);
+        assert_eq!(kept.len(), KEPT_PER_CONVERSATION);
+        assert_eq!(kept[0].seq, 10);
+    }
+}
