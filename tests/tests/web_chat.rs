@@ -154,6 +154,74 @@ async fn a_visitor_writes_in_turkish_in_chromium_and_the_agents_answer_appears_i
     Ok(())
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_killed_while_the_visitor_types_and_the_agent_answers_loses_and_doubles_nothing() -> anyhow::Result<()> {
+    let _serial = serial().await;
+    let mut pipeline = Pipeline::start(&[]).await?;
+    let _replies = pipeline
+        .spawn_beside("replies", &[("OMNI__REPLIES__POLL_INTERVAL_MS", "500")])
+        .await?;
+    let _sender = pipeline.spawn_beside("sender", &[]).await?;
+    let driver = ChromeDriver::start().await?;
+    let browser = driver.session().await?;
+    open_chat(&browser, &pipeline, "tr").await?;
+    let run = nonce();
+    say(&browser, &format!("Merhaba, iade kodum çalışmıyor ({run}).")).await?;
+    let requestor = format!("{}@webchat.invalid", visitor_of(&browser).await?);
+    let rt = &pipeline.rt;
+    eventually("the visitor's ticket", TIMEOUT, || async {
+        Ok(rt.tickets_of_requestor(&requestor).await?.len() == 1)
+    })
+    .await?;
+    let ticket = rt.tickets_of_requestor(&requestor).await?.remove(0);
+
+    // The gateway dies; the visitor types two messages (they wait in the browser) and the agent
+    // answers meanwhile.
+    pipeline.gateway.sigkill();
+    for text in ["Kod: TR-4410.", "Hâlâ bekliyorum."] {
+        browser.find(css("[data-omni=input]")).await?.send_keys(text).await?;
+        browser.find(css("[data-omni=send]")).await?.click().await?;
+    }
+    rt.answer(&ticket, "Yeni kodunuz: TR-5521.").await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let sent_before = browser
+        .find_all(css("[data-omni=message][data-from=visitor][data-state=sent]"))
+        .await?
+        .len();
+    assert_eq!(sent_before, 1, "a message shown sent while the gateway was down");
+    pipeline.gateway.restart_with(&[]).await?;
+
+    eventually("both messages sent after the reconnect", TIMEOUT, || async {
+        Ok(browser
+            .find_all(css("[data-omni=message][data-from=visitor][data-state=sent]"))
+            .await?
+            .len()
+            == 3)
+    })
+    .await?;
+    eventually("the answer in the widget", TIMEOUT, || async {
+        Ok(!browser.find_all(css("[data-omni=message][data-from=agent]")).await?.is_empty())
+    })
+    .await?;
+    eventually("both messages on the ticket", TIMEOUT, || async {
+        let texts = rt.texts(&ticket).await?;
+        Ok(texts.iter().any(|t| t.contains("TR-4410")) && texts.iter().any(|t| t.contains("Hâlâ bekliyorum")))
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let texts = rt.texts(&ticket).await?;
+    for needle in ["TR-4410", "Hâlâ bekliyorum"] {
+        assert_eq!(
+            texts.iter().filter(|t| t.contains(needle)).count(),
+            1,
+            "{needle} on the ticket: {texts:#?}"
+        );
+    }
+    assert_eq!(browser.find_all(css("[data-omni=message][data-from=agent]")).await?.len(), 1);
+    browser.close().await?;
+    Ok(())
+}
+
 type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// Opens the chat socket with `origin` (none: no header).
