@@ -46,10 +46,15 @@ struct Conversation {
     listeners: Vec<mpsc::Sender<Arc<Answer>>>,
 }
 
+/// Every this many subscriptions, conversations with no answer and no open chat are dropped (a
+/// flood of new visitors must not grow the map for good).
+const SWEEP_EVERY: u64 = 1024;
+
 /// The answers per conversation and the open chats listening for more.
 #[derive(Default)]
 pub struct Hub {
     conversations: Mutex<HashMap<String, Conversation>>,
+    subscriptions: std::sync::atomic::AtomicU64,
 }
 
 impl Hub {
@@ -58,6 +63,10 @@ impl Hub {
     pub fn subscribe(&self, conversation: &str, after_seq: i64) -> (Vec<Arc<Answer>>, mpsc::Receiver<Arc<Answer>>) {
         let (sender, receiver) = mpsc::channel(64);
         let mut conversations = self.conversations.lock().expect("not poisoned");
+        let count = self.subscriptions.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        if count.is_multiple_of(SWEEP_EVERY) {
+            conversations.retain(|_, c| !c.answers.is_empty() || c.listeners.iter().any(|l| !l.is_closed()));
+        }
         let entry = conversations.entry(conversation.to_owned()).or_default();
         entry.listeners.retain(|listener| !listener.is_closed());
         entry.listeners.push(sender);
@@ -162,6 +171,20 @@ mod tests {
         // A widget that saw seq 4 reconnects: it gets b only.
         let (missed, _) = hub.subscribe("c1", 4);
         assert_eq!(missed.iter().map(|a| a.seq).collect::<Vec<_>>(), [11]);
+    }
+
+    #[test]
+    fn visitors_who_left_without_an_answer_are_forgotten() {
+        let hub = Hub::default();
+        hub.publish("answered", answer(1, "a"));
+        for n in 0..SWEEP_EVERY {
+            let (_, receiver) = hub.subscribe(&format!("visitor-{n}"), -1);
+            drop(receiver);
+        }
+        let (_, _open) = hub.subscribe("still-here", -1);
+        let kept = hub.conversations.lock().unwrap().len();
+        assert!(kept <= 3, "{kept} conversations kept");
+        assert_eq!(hub.subscribe("answered", -1).0.len(), 1);
     }
 
     #[test]
