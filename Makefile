@@ -16,7 +16,7 @@ TEST_SERVERS_RESET = deploy/local/rt.sh reset $(TEST_RT_PORT) && deploy/local/do
 TEST_SERVERS_STOP = status=$$?; deploy/local/postfix.sh stop $(TEST_SMTP_PORT); deploy/local/rt.sh stop $(TEST_RT_PORT); \
   deploy/local/dovecot.sh stop $(TEST_IMAP_PORT); exit $$status
 
-.PHONY: help deps build run up down test test-unit test-backfill bench chaos bench-email bench-webhooks bench-routing bench-state bench-understand accuracy fuzz fuzz-short lint fmt clean
+.PHONY: help deps build run up down test test-unit test-backfill bench chaos bench-email bench-webhooks bench-chat bench-routing bench-state bench-understand accuracy fuzz fuzz-short lint fmt clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -71,6 +71,11 @@ bench-email: deps build ## print email normalization and backfill rates (figures
 
 bench-webhooks: deps build ## print accepted webhooks/s and p50/p99 latency, broker ack included (wrk on loopback; figures, not a test)
 	cargo test -p omni-e2e --test webhooks_bench -- --ignored --nocapture webhook_load_benchmark
+
+bench-chat: deps build ## print chat figures: agent answer -> widget and message -> ack p50/p99, MiB per 1,000 idle connections (figures, not a test)
+	@$(TEST_SERVERS_RESET)
+	$(TEST_ENV) cargo test -p omni-e2e --test web_chat -- --ignored --nocapture chat_benchmark; \
+	  $(TEST_SERVERS_STOP)
 
 bench-routing: deps build ## print routed events/s and ingest-to-delivery p50/p99 against a Zendesk-shaped stub (figures, not a test)
 	@$(TEST_SERVERS_RESET)

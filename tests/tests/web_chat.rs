@@ -447,19 +447,122 @@ async fn an_answer_on_the_chat_topic_reaches_every_open_chat_once_and_a_reconnec
     let frame = next(&mut first).await?;
     assert_eq!(frame["text"], "Kargonuz yolda.", "the copy of o1 was shown again: {frame}");
     // A reconnect that saw the first answer gets the second only.
+    let with_seq =
+        |seen: &str| json!({"type": "hello", "token": token, "identity": null, "name": null, "last_seq": seqs[0], "conversation": seen});
     let mut third = connect(&pipeline, Some(&own)).await?;
-    send(
-        &mut third,
-        json!({"type": "hello", "token": token, "identity": null, "name": null, "last_seq": seqs[0]}),
-    )
-    .await?;
-    assert_eq!(next(&mut third).await?["type"], "welcome");
+    send(&mut third, with_seq(&conversation)).await?;
+    let welcome = next(&mut third).await?;
+    assert_eq!(welcome["conversation"], conversation.as_str(), "{welcome}");
     let missed = next(&mut third).await?;
     assert_eq!(missed["text"], "Kargonuz yolda.", "{missed}");
+    // A last seq of another conversation (the widget's before a login) means nothing: all come.
+    let mut fourth = connect(&pipeline, Some(&own)).await?;
+    send(&mut fourth, with_seq("another-conversation")).await?;
+    assert_eq!(next(&mut fourth).await?["type"], "welcome");
+    assert_eq!(next(&mut fourth).await?["text"], "Merhaba!");
+    assert_eq!(next(&mut fourth).await?["text"], "Kargonuz yolda.");
     // Another visitor's chat gets none of it.
     let mut stranger = connect(&pipeline, Some(&own)).await?;
     hello(&mut stranger, None, None).await?;
     send(&mut stranger, json!({"type": "ping"})).await?;
     assert_eq!(next(&mut stranger).await?["type"], "pong");
+    Ok(())
+}
+
+/// A count from the environment, else `default`.
+fn env_count(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// p50 and p99 of `samples`, in ms.
+fn percentiles(samples: &mut [Duration]) -> (f64, f64) {
+    samples.sort();
+    let at = |p: usize| samples[((p * samples.len()).div_ceil(100)).clamp(1, samples.len()) - 1].as_secs_f64() * 1000.0;
+    (at(50), at(99))
+}
+
+/// `make bench-chat`: figures, not a test. Agent answer in RT -> the widget's socket, visitor
+/// message -> broker acknowledgement, and the gateway's memory per 1,000 idle chat connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a benchmark: make bench-chat"]
+async fn chat_benchmark() -> anyhow::Result<()> {
+    let _serial = serial().await;
+    let connections = env_count("OMNI_BENCH_CHAT_CONNECTIONS", 10_000);
+    let messages = env_count("OMNI_BENCH_CHAT_MESSAGES", 300);
+    let answers = env_count("OMNI_BENCH_CHAT_ANSWERS", 20);
+    let unlimited = "1000000";
+    let pipeline = Pipeline::start(&[
+        ("OMNI__GATEWAY__CHAT__DEFAULT__MAX_CONNECTIONS_PER_IP", unlimited),
+        ("OMNI__GATEWAY__CHAT__DEFAULT__MESSAGES_PER_MINUTE", unlimited),
+        ("OMNI__GATEWAY__CHAT__DEFAULT__IP_MESSAGES_PER_MINUTE", unlimited),
+    ])
+    .await?;
+    let poll_ms = "250";
+    let _replies = pipeline
+        .spawn_beside("replies", &[("OMNI__REPLIES__POLL_INTERVAL_MS", poll_ms)])
+        .await?;
+    let _sender = pipeline.spawn_beside("sender", &[]).await?;
+    let own = pipeline.gateway_url.clone();
+
+    // Agent answers: one visitor, one ticket, `answers` answers in RT one after the other.
+    let mut visitor = connect(&pipeline, Some(&own)).await?;
+    let token = hello(&mut visitor, None, None).await?["token"]
+        .as_str()
+        .context("a token")?
+        .to_owned();
+    message(&mut visitor, "first", "Merhaba, kargom nerede?").await?;
+    let requestor = format!("{}@webchat.invalid", token.split('.').nth(1).context("a visitor")?);
+    let rt = &pipeline.rt;
+    eventually("the visitor's ticket", TIMEOUT, || async {
+        Ok(rt.tickets_of_requestor(&requestor).await?.len() == 1)
+    })
+    .await?;
+    let ticket = rt.tickets_of_requestor(&requestor).await?.remove(0);
+    let mut answer_latency = Vec::new();
+    for n in 0..answers {
+        let started = std::time::Instant::now();
+        rt.answer(&ticket, &format!("Yanıt {n}: kargonuz yolda.")).await?;
+        loop {
+            let frame = next(&mut visitor).await?;
+            if frame["type"] == "agent" && frame["text"].as_str().is_some_and(|t| t.starts_with(&format!("Yanıt {n}:"))) {
+                break;
+            }
+        }
+        answer_latency.push(started.elapsed());
+    }
+
+    // Visitor messages: one after the other, each until its ack (the broker's acknowledgement).
+    let mut ack_latency = Vec::new();
+    for n in 0..messages {
+        let started = std::time::Instant::now();
+        let ack = message(&mut visitor, &format!("bench-{n}"), &format!("Mesaj {n}")).await?;
+        anyhow::ensure!(ack["type"] == "ack", "{ack}");
+        ack_latency.push(started.elapsed());
+    }
+
+    // Idle connections: the gateway's resident memory before and after.
+    let before = pipeline.gateway.usage().context("the gateway's usage")?.rss_kib;
+    let mut idle = Vec::with_capacity(connections);
+    for _ in 0..connections {
+        let mut socket = connect(&pipeline, Some(&own)).await?;
+        hello(&mut socket, None, None).await?;
+        idle.push(socket);
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = pipeline.gateway.usage().context("the gateway's usage")?.rss_kib;
+    let per_thousand = (after.saturating_sub(before)) as f64 / 1024.0 / connections as f64 * 1000.0;
+    let (answer_p50, answer_p99) = percentiles(&mut answer_latency);
+    let (ack_p50, ack_p99) = percentiles(&mut ack_latency);
+    println!("chat benchmark (debug build, loopback, 2 cores):");
+    println!(
+        "  agent answer in RT -> widget socket, {answers} answers (RT reply poll {poll_ms} ms): p50 {answer_p50:.0} ms, p99 {answer_p99:.0} ms"
+    );
+    println!("  visitor message -> broker ack, {messages} messages: p50 {ack_p50:.1} ms, p99 {ack_p99:.1} ms");
+    println!(
+        "  {connections} idle chat connections: gateway RSS {:.1} -> {:.1} MiB, {per_thousand:.2} MiB per 1,000",
+        before as f64 / 1024.0,
+        after as f64 / 1024.0
+    );
+    drop(idle);
     Ok(())
 }

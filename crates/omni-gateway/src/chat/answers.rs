@@ -40,10 +40,16 @@ pub struct Answer {
     pub at: Option<String>,
 }
 
+/// An open chat: where its answers go, and the last one it has.
+struct Listener {
+    sender: mpsc::Sender<Arc<Answer>>,
+    after_seq: i64,
+}
+
 #[derive(Default)]
 struct Conversation {
     answers: VecDeque<Arc<Answer>>,
-    listeners: Vec<mpsc::Sender<Arc<Answer>>>,
+    listeners: Vec<Listener>,
 }
 
 /// Every this many subscriptions, conversations with no answer and no open chat are dropped (a
@@ -65,11 +71,11 @@ impl Hub {
         let mut conversations = self.conversations.lock().expect("not poisoned");
         let count = self.subscriptions.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
         if count.is_multiple_of(SWEEP_EVERY) {
-            conversations.retain(|_, c| !c.answers.is_empty() || c.listeners.iter().any(|l| !l.is_closed()));
+            conversations.retain(|_, c| !c.answers.is_empty() || c.listeners.iter().any(|l| !l.sender.is_closed()));
         }
         let entry = conversations.entry(conversation.to_owned()).or_default();
-        entry.listeners.retain(|listener| !listener.is_closed());
-        entry.listeners.push(sender);
+        entry.listeners.retain(|listener| !listener.sender.is_closed());
+        entry.listeners.push(Listener { sender, after_seq });
         let missed = entry.answers.iter().filter(|answer| answer.seq > after_seq).cloned().collect();
         (missed, receiver)
     }
@@ -90,10 +96,15 @@ impl Hub {
         if entry.answers.len() > KEPT_PER_CONVERSATION {
             entry.answers.pop_front();
         }
-        // A chat whose queue is full is too slow to keep up: it gets the answer at its reconnect.
-        entry
-            .listeners
-            .retain(|listener| listener.try_send(answer.clone()).is_ok() || !listener.is_closed());
+        // A chat whose queue is full is too slow to keep up: it is let go (its session closes the
+        // socket when the queue ends), and the widget's reconnect with its last seq gets the rest.
+        entry.listeners.retain_mut(|listener| {
+            if answer.seq <= listener.after_seq {
+                return true;
+            }
+            listener.after_seq = answer.seq;
+            listener.sender.try_send(answer.clone()).is_ok()
+        });
         metrics::counter!("omni_gateway_chat_answers_total").increment(1);
     }
 }
@@ -171,6 +182,22 @@ mod tests {
         // A widget that saw seq 4 reconnects: it gets b only.
         let (missed, _) = hub.subscribe("c1", 4);
         assert_eq!(missed.iter().map(|a| a.seq).collect::<Vec<_>>(), [11]);
+    }
+
+    #[tokio::test]
+    async fn a_chat_too_slow_for_its_answers_is_let_go_and_a_listener_gets_nothing_it_had() {
+        let hub = Hub::default();
+        hub.publish("c1", answer(3, "old"));
+        let (missed, mut slow) = hub.subscribe("c1", 3);
+        assert!(missed.is_empty());
+        for seq in 4..(4 + 64 + 1) {
+            hub.publish("c1", answer(seq, &format!("n{seq}")));
+        }
+        let mut got = Vec::new();
+        while let Some(answer) = slow.recv().await {
+            got.push(answer.seq);
+        }
+        assert_eq!(got, (4..4 + 64).collect::<Vec<_>>(), "the queue's answers, then the end");
     }
 
     #[test]

@@ -198,6 +198,11 @@ async fn upgrade(
     upgrade
         .max_message_size(MAX_FRAME_BYTES)
         .max_frame_size(MAX_FRAME_BYTES)
+        // Chat frames are small: tungstenite's default 128 KiB read buffer per socket made an idle
+        // connection cost ~130 KiB (make bench-chat); the buffers grow when a frame needs it.
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
+        .max_write_buffer_size(MAX_FRAME_BYTES * 2)
         .on_upgrade(move |socket| socket::Session::new(state, chat_account, peer.ip(), connection).run(socket))
 }
 

@@ -34,8 +34,10 @@ enum Incoming {
         identity: Option<Identity>,
         name: Option<String>,
         language: Option<String>,
-        /// The highest answer `seq` the widget has shown.
+        /// The highest answer `seq` the widget has shown, of the conversation it names.
         last_seq: Option<i64>,
+        /// The conversation the widget's `last_seq` belongs to (from an earlier `welcome`).
+        conversation: Option<String>,
     },
     Message {
         client_id: String,
@@ -96,18 +98,26 @@ impl Session {
             name,
             language,
             last_seq,
+            conversation: seen_conversation,
         }) = hello
         else {
             let _ = send(&mut socket, error(None, "invalid", "the first frame must be hello", None)).await;
             return;
         };
-        let welcome = self.greet(token.as_deref(), identity, name, language);
+        let mut welcome = self.greet(token.as_deref(), identity, name, language);
+        // The agents' answers of this chat's conversation: those missed, then each new one. A
+        // `last_seq` of another conversation (the visitor logged in, the token changed) means
+        // nothing here: every kept answer goes.
+        let conversation = web_chat::conversation_of(&self.account.name, &self.visitor, self.customer.as_ref());
+        let after_seq = match seen_conversation {
+            Some(seen) if seen == conversation => last_seq.unwrap_or(-1),
+            _ => -1,
+        };
+        welcome["conversation"] = json!(conversation);
         if send(&mut socket, welcome).await.is_err() {
             return;
         }
-        // The agents' answers of this chat's conversation: those missed, then each new one.
-        let conversation = web_chat::conversation_of(&self.account.name, &self.visitor, self.customer.as_ref());
-        let (missed, mut answers) = self.state.chat.answers().subscribe(&conversation, last_seq.unwrap_or(-1));
+        let (missed, mut answers) = self.state.chat.answers().subscribe(&conversation, after_seq);
         for answer in missed {
             if send(&mut socket, agent_frame(&answer)).await.is_err() {
                 return;
@@ -115,15 +125,21 @@ impl Session {
         }
         let mut heartbeat = tokio::time::interval(HEARTBEAT);
         heartbeat.tick().await;
+        // Moved on by every frame from the widget; a socket silent until then is closed (the
+        // heartbeat's turns of the loop do not count).
+        let idle = tokio::time::sleep(IDLE_TIMEOUT);
+        tokio::pin!(idle);
         loop {
             tokio::select! {
-                frame = tokio::time::timeout(IDLE_TIMEOUT, socket.recv()) => {
+                () = &mut idle => break,
+                frame = socket.recv() => {
+                    idle.as_mut().reset(tokio::time::Instant::now() + IDLE_TIMEOUT);
                     let reply = match frame {
-                        Ok(Some(Ok(Message::Text(text)))) => self.answer(&text).await,
-                        Ok(Some(Ok(Message::Binary(_)))) => Some(error(None, "invalid", "text frames only", None)),
-                        Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => None,
-                        // Closed, broken, over the size limit, or silent for too long.
-                        Ok(Some(Ok(Message::Close(_)) | Err(_)) | None) | Err(_) => break,
+                        Some(Ok(Message::Text(text))) => self.answer(&text).await,
+                        Some(Ok(Message::Binary(_))) => Some(error(None, "invalid", "text frames only", None)),
+                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => None,
+                        // Closed, broken or over the size limit.
+                        Some(Ok(Message::Close(_)) | Err(_)) | None => break,
                     };
                     if let Some(reply) = reply
                         && send(&mut socket, reply).await.is_err()
@@ -131,7 +147,9 @@ impl Session {
                         break;
                     }
                 }
-                Some(answer) = answers.recv() => {
+                answer = answers.recv() => {
+                    // None: let go by the hub (too slow): the widget reconnects with its last seq.
+                    let Some(answer) = answer else { break };
                     if send(&mut socket, agent_frame(&answer)).await.is_err() {
                         break;
                     }

@@ -13,6 +13,8 @@
  *   token    the visitor token the last `welcome` gave (raw string)
  *   pending  JSON list of {client_id, text} not yet acknowledged
  *   seq      the highest agent `seq` shown (sent back as `last_seq` in `hello`)
+ *   conversation  the conversation `seq` and `history` belong to (from `welcome`); when the
+ *            gateway names another one (the visitor logged in, a new token), both start afresh
  *   name     the name typed with the first message ("" when none): its presence hides the field
  *   history  JSON list of the last shown messages, so a reload or a new page shows the conversation
  */
@@ -377,7 +379,10 @@
         alive();
         helloName = currentName();
         const hello = { type: 'hello', token: getItem('token') || null, identity: identity(), name: helloName, language: LANGUAGE_TAG };
-        if (lastSeq >= 0) hello.last_seq = lastSeq;
+        if (lastSeq >= 0) {
+          hello.last_seq = lastSeq;
+          hello.conversation = getItem('conversation');
+        }
         send(hello);
         pingTimer = setInterval(function () { send({ type: 'ping' }); }, PING_MS);
       });
@@ -452,6 +457,19 @@
 
     function onWelcome(m) {
       if (typeof m.token === 'string' && m.token) setItem('token', m.token);
+      if (typeof m.conversation === 'string' && m.conversation !== getItem('conversation')) {
+        // Another conversation than the one seq and history belong to: start them afresh, and
+        // take the earlier conversation's messages off the page.
+        if (getItem('conversation') !== null) {
+          ['seq', 'history'].forEach(removeItem);
+          baseSeq = lastSeq = -1;
+          shownSeqs.clear();
+          Array.prototype.slice.call(log.querySelectorAll('[data-omni="message"]')).forEach(function (node) {
+            if (node.getAttribute('data-state') !== 'sending') node.remove();
+          });
+        }
+        setItem('conversation', m.conversation);
+      }
       ready = true;
       attempt = 0;
       panel.setAttribute('data-verified', m.verified ? 'true' : 'false');
