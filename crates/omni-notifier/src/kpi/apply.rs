@@ -18,6 +18,23 @@ use crate::hours::BusinessHours;
 
 /// Reply times kept per conversation (the oldest go first).
 pub const MAX_REPLY_TIMES: usize = 100;
+/// Ids of counted answers and status changes kept per conversation.
+const MAX_COUNTED_IDS: usize = 200;
+
+/// Whether `id` was counted already; notes it when not.
+fn first_time(kpi: &mut ConversationKpi, id: &str) -> bool {
+    if id.is_empty() {
+        return true;
+    }
+    if kpi.counted_ids.iter().any(|known| known == id) {
+        return false;
+    }
+    kpi.counted_ids.push(id.to_owned());
+    if kpi.counted_ids.len() > MAX_COUNTED_IDS {
+        kpi.counted_ids.remove(0);
+    }
+    true
+}
 
 /// What one record added to the numbers, for the metrics.
 #[derive(Debug, Default, PartialEq)]
@@ -87,6 +104,13 @@ pub fn on_message(kpi: &mut ConversationKpi, event: &ConversationEvent, offset: 
     if first.is_none_or(|first| at < first) {
         kpi.first_message_at = Some(stamp(at));
     }
+    // A solve read before the conversation's first message: its resolution closes now.
+    if let Some(solved) = time_of(kpi.solved_at).filter(|solved| kpi.resolution.is_none() && at <= *solved) {
+        let times = (solved.duration_since(at), hours.open_between(at, solved));
+        kpi.resolution = Some(duration(times.0));
+        kpi.resolution_business = Some(duration(times.1));
+        counted.resolution = Some(times);
+    }
     let first_reply = time_of(kpi.first_reply_at);
     match first_reply {
         // An answer read before this message, written after it: it answered this message.
@@ -117,6 +141,9 @@ pub fn on_outbound(kpi: &mut ConversationKpi, outbound: &OutboundMessage, offset
         return None;
     }
     let at = time_of(outbound.written_at.or(outbound.received_at))?;
+    if !first_time(kpi, &outbound.outbound_id) {
+        return None;
+    }
     let mut counted = Counted {
         agent_reply: true,
         ..Default::default()
@@ -157,11 +184,17 @@ pub fn on_status(kpi: &mut ConversationKpi, change: &TicketStatusChange, offset:
     }
     kpi.tickets_offset = offset;
     let at = time_of(change.changed_at)?;
+    if !first_time(kpi, &change.change_id) {
+        return None;
+    }
     match change.status() {
         TicketStatus::Solved if kpi.solved_at.is_none() => {
-            // Without the first message (not read yet, or quiet beyond memory) there is no start.
-            let first = time_of(kpi.first_message_at).filter(|first| *first <= at)?;
             kpi.solved_at = Some(stamp(at));
+            // Without the first message yet (read later: `on_message` closes the resolution);
+            // counted as nothing, but kept (written) so a restart does not lose the solve.
+            let Some(first) = time_of(kpi.first_message_at).filter(|first| *first <= at) else {
+                return Some(Counted::default());
+            };
             let times = (at.duration_since(first), hours.open_between(first, at));
             kpi.resolution = Some(duration(times.0));
             kpi.resolution_business = Some(duration(times.1));
@@ -343,6 +376,30 @@ mod tests {
             changed_at: Some(stamp(at(time))),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn copies_written_again_count_nothing_and_a_solve_read_first_waits_for_its_message() {
+        let hours = office();
+        let mut kpi = fresh("c1");
+        let mut solved = status("11:00", TicketStatus::Solved);
+        solved.change_id = "ch-1".into();
+        let counted = on_status(&mut kpi, &solved, 0, &hours).unwrap();
+        assert_eq!(counted, Counted::default(), "no first message yet: kept, nothing counted");
+        let counted = on_message(&mut kpi, &message("10:00", &[]), 0, &hours).unwrap();
+        assert_eq!(mins(&counted.resolution), Some((60, 60)));
+        // The same change again at a later offset (omni-replies wrote it again): nothing.
+        assert_eq!(on_status(&mut kpi, &solved, 1, &hours), None);
+        let mut reopened = status("12:00", TicketStatus::Reopened);
+        reopened.change_id = "ch-2".into();
+        assert!(on_status(&mut kpi, &reopened, 2, &hours).unwrap().reopen);
+        assert_eq!(on_status(&mut kpi, &reopened, 3, &hours), None);
+        assert_eq!(kpi.reopens, 1);
+        let mut reply = answer("12:30", Kind::Reply);
+        reply.outbound_id = "o-1".into();
+        assert!(on_outbound(&mut kpi, &reply, 0, &hours).unwrap().agent_reply);
+        assert_eq!(on_outbound(&mut kpi, &reply, 1, &hours), None);
+        assert_eq!(kpi.agent_replies, 1);
     }
 
     #[test]

@@ -38,6 +38,8 @@ use apply::Counted;
 
 /// Key prefix of the state records.
 pub const KEY_PREFIX: &str = "conversation/";
+/// How often (in records written) quiet conversations are dropped from memory.
+const PRUNE_EVERY: u64 = 10_000;
 
 /// Conversation id -> its KPI record, for the conversations active within `[notifier.kpi] memory_days`.
 type Memory = HashMap<String, ConversationKpi>;
@@ -65,6 +67,7 @@ pub async fn run_pipeline(
         hours,
         producer,
         source: format!("omni/notifier/{}/kpi", config.service.instance_id),
+        written: std::sync::atomic::AtomicU64::new(0),
     };
     let mut memory = pipeline.restore(&client_id).await?;
     let mut assignments = member.assignments();
@@ -101,6 +104,8 @@ struct Kpis<'a> {
     hours: &'a BusinessHours,
     producer: Producer,
     source: String,
+    /// Records written so far (for [`Kpis::forget_quiet`]).
+    written: std::sync::atomic::AtomicU64,
 }
 
 impl Kpis<'_> {
@@ -161,7 +166,19 @@ impl Kpis<'_> {
         self.observe(&kpi, &counted);
         metrics::counter!("omni_kpi_records_total", "outcome" => "counted").increment(1);
         memory.insert(conversation_id, kpi);
+        self.forget_quiet(memory);
         Ok(())
+    }
+
+    /// Every [`PRUNE_EVERY`] records written, drops the conversations quiet for longer than
+    /// `memory_days`.
+    fn forget_quiet(&self, memory: &mut Memory) {
+        let written = self.written.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        if !written.is_multiple_of(PRUNE_EVERY) {
+            return;
+        }
+        let horizon = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(24 * i64::from(self.config.service.kpi.memory_days));
+        memory.retain(|_, kpi| last_activity(kpi).is_some_and(|at| at >= horizon));
     }
 
     async fn write(&self, kpi: &ConversationKpi) -> Result<(), ProduceError> {
