@@ -61,11 +61,14 @@ impl Chat {
         let accounts = accounts
             .iter()
             .map(|(name, settings)| {
+                let mut settings = settings.clone();
+                // As browsers send them (`https://Shop.example:443` -> `https://shop.example`).
+                settings.allowed_origins = settings.allowed_origins.iter().map(|origin| normalized_origin(origin)).collect();
                 let account = Account {
                     name: name.clone(),
                     per_visitor: RateLimiter::keyed(per_minute(settings.messages_per_minute)),
                     per_ip: RateLimiter::keyed(per_minute(settings.ip_messages_per_minute)),
-                    settings: settings.clone(),
+                    settings,
                 };
                 (name.clone(), Arc::new(account))
             })
@@ -206,6 +209,12 @@ async fn upgrade(
         .on_upgrade(move |socket| socket::Session::new(state, chat_account, peer.ip(), connection).run(socket))
 }
 
+/// An origin as a browser serializes it in the `Origin` header (lowercase host, no default port);
+/// as written when it does not parse (config check reports it).
+fn normalized_origin(origin: &str) -> String {
+    url::Url::parse(origin).map_or_else(|_| origin.to_owned(), |url| url.origin().ascii_serialization())
+}
+
 /// Whether the request's `Origin` is allowed: one of `allowed`, or the gateway's own (the
 /// `Host` the browser addressed, over http or https). A request without `Origin` is not a page's.
 fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
@@ -250,6 +259,27 @@ mod tests {
         ));
         assert!(!origin_allowed(&headers(None, "chat.shop.example"), &allowed));
         assert!(!origin_allowed(&headers(Some("null"), "chat.shop.example"), &allowed));
+    }
+
+    #[test]
+    fn configured_origins_are_compared_as_browsers_send_them() {
+        assert_eq!(normalized_origin("https://Shop.Example:443"), "https://shop.example");
+        assert_eq!(normalized_origin("http://127.0.0.1:8080"), "http://127.0.0.1:8080");
+        let mut accounts = BTreeMap::new();
+        accounts.insert(
+            "shop".to_owned(),
+            ChatAccount {
+                secret: "a-long-enough-secret".into(),
+                allowed_origins: vec!["https://Shop.Example:443".into()],
+                max_message_chars: 10,
+                messages_per_minute: 1,
+                ip_messages_per_minute: 1,
+                max_connections_per_ip: 1,
+            },
+        );
+        let chat = Chat::new(&accounts);
+        let allowed = &chat.accounts["shop"].settings.allowed_origins;
+        assert!(origin_allowed(&headers(Some("https://shop.example"), "chat.example"), allowed));
     }
 
     #[test]
