@@ -158,6 +158,7 @@ fn the_configmaps_config_passes_omni_config_check() -> anyhow::Result<()> {
     // What the Secret `omni-secrets` adds (README, "Kubernetes"), with stand-in values.
     let secret = [
         ("OMNI__GATEWAY__API_TOKENS__DEFAULT", "a-token-from-the-secret-4f9c2b7e81d3"),
+        ("OMNI__GATEWAY__CHAT__DEFAULT__SECRET", "a-chat-secret-from-the-secret-8d21"),
         ("OMNI__ROUTER__DESTINATIONS__RT__PASSWORD", "from-the-secret"),
         ("OMNI__EMAIL__MAILBOXES__SUPPORT__PASSWORD", "from-the-secret"),
     ];
