@@ -113,17 +113,25 @@ async fn poll_until_shutdown(
     let interval = Duration::from_millis(config.service.poll_interval_ms);
     while !context.shutdown.is_cancelled() {
         let mut failures = Vec::new();
+        let mut more = false;
         for (name, poller) in pollers {
-            if let Err(error) = poll_once(producer, source, name, poller.as_ref(), &mut cursors).await {
-                metrics::counter!("omni_replies_poll_failures_total", "destination" => name.clone()).increment(1);
-                tracing::warn!(destination = %name, %error, "poll failed; trying again at the next interval");
-                failures.push(format!("{name}: {error}"));
+            match poll_once(producer, source, name, poller.as_ref(), &mut cursors).await {
+                Ok(has_more) => more |= has_more,
+                Err(error) => {
+                    metrics::counter!("omni_replies_poll_failures_total", "destination" => name.clone()).increment(1);
+                    tracing::warn!(destination = %name, %error, "poll failed; trying again at the next interval");
+                    failures.push(format!("{name}: {error}"));
+                }
             }
         }
         if failures.is_empty() {
             context.readiness.ready("pollers");
         } else {
             context.readiness.not_ready("pollers", failures.join("; "));
+        }
+        if more && failures.is_empty() {
+            // A helpdesk with a full page behind the cursor: read on without waiting.
+            continue;
         }
         tokio::select! {
             () = tokio::time::sleep(interval) => {}
@@ -161,14 +169,14 @@ enum PollError {
     Produce(ProduceError),
 }
 
-/// Polls one destination, writes its answers, then its cursor.
+/// Polls one destination, writes its answers, then its cursor; whether it has more right away.
 async fn poll_once(
     producer: &Producer,
     source: &str,
     destination: &str,
     poller: &dyn ReplyPoller,
     cursors: &mut BTreeMap<String, String>,
-) -> Result<(), PollError> {
+) -> Result<bool, PollError> {
     let cursor = cursors.get(destination).map(String::as_str);
     let polled = poller.poll(cursor).await.map_err(PollError::Helpdesk)?;
     for reply in polled.replies {
@@ -186,13 +194,15 @@ async fn poll_once(
         };
         metrics::counter!("omni_replies_ticket_status_total", "destination" => destination.to_owned(), "status" => status).increment(1);
     }
-    if cursor != Some(polled.cursor.as_str()) {
+    let moved = cursor != Some(polled.cursor.as_str());
+    if moved {
         write_cursor(producer, source, destination, &polled.cursor)
             .await
             .map_err(PollError::Produce)?;
         cursors.insert(destination.to_owned(), polled.cursor);
     }
-    Ok(())
+    // Only a cursor that moved makes reading on useful (never the same page in a loop).
+    Ok(polled.more && moved)
 }
 
 async fn write_outbound(producer: &Producer, source: &str, outbound: &OutboundMessage) -> Result<(), ProduceError> {

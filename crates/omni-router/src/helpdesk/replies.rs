@@ -67,6 +67,9 @@ pub struct Polled {
     pub replies: Vec<AgentReply>,
     /// Tickets solved or reopened, oldest first.
     pub statuses: Vec<StatusChange>,
+    /// The helpdesk has more after the cursor (a full page was read to its end): poll again at
+    /// once rather than after the interval.
+    pub more: bool,
     /// Where the next poll starts: past every answer above and everything skipped (internal
     /// notes, omni's own writes). Store it only after the answers' outbound messages were
     /// acknowledged.

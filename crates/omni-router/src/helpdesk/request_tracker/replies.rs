@@ -339,6 +339,8 @@ impl ReplyPoller for RtReplies {
         let tickets = self.omni_tickets(&ticket_ids).await?;
         let mut polled = Polled {
             cursor: cursor.to_owned(),
+            // A full page (a bulk resolve, a busy hour): the next page follows at once.
+            more: transactions.len() >= PAGE,
             ..Polled::default()
         };
         for transaction in &transactions {
@@ -347,8 +349,12 @@ impl ReplyPoller for RtReplies {
                 Step::Take(reply) => polled.replies.push(*reply),
                 Step::Status(change) => polled.statuses.push(change),
                 Step::Skip => {}
-                // Its body is not stored yet: this poll ends before it, the next looks again.
-                Step::Wait => break,
+                // Its body is not stored yet: this poll ends before it, the next looks again
+                // after the interval.
+                Step::Wait => {
+                    polled.more = false;
+                    break;
+                }
             }
             polled.cursor = id.to_owned();
         }
@@ -597,6 +603,10 @@ mod tests {
         // RT reopens when the customer writes again). 19: too young to be without a body: the
         // cursor stays before it.
         assert_eq!(polled.cursor, "18");
+        assert!(
+            !polled.more,
+            "a page of 8 and an answer to wait for: the next poll after the interval"
+        );
         let statuses: Vec<(&str, &str, TicketStatus)> = polled
             .statuses
             .iter()
