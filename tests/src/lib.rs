@@ -17,6 +17,7 @@ pub mod chaos;
 pub mod chaos_answers;
 pub mod load;
 pub mod meta_api;
+pub mod monitoring;
 pub mod provider_api;
 pub mod router_sweep;
 pub mod slack_api;
@@ -492,11 +493,7 @@ pub struct Rt {
 impl Rt {
     /// From `OMNI_TEST_RT_URL` (default `http://127.0.0.1:8098`), checked to answer.
     pub async fn from_env() -> Self {
-        let url = std::env::var("OMNI_TEST_RT_URL").unwrap_or_else(|_| "http://127.0.0.1:8098".into());
-        let rt = Self {
-            url,
-            client: reqwest::Client::new(),
-        };
+        let rt = Self::at(&std::env::var("OMNI_TEST_RT_URL").unwrap_or_else(|_| "http://127.0.0.1:8098".into()));
         if let Err(error) = rt.get("/queue/1").await {
             panic!(
                 "Request Tracker does not answer at {}: {error:#}\nstart it with `deploy/local/rt.sh start 8098` (make test does)",
@@ -504,6 +501,14 @@ impl Rt {
             );
         }
         rt
+    }
+
+    /// The instance at `url` (unchecked).
+    pub fn at(url: &str) -> Self {
+        Self {
+            url: url.to_owned(),
+            client: reqwest::Client::new(),
+        }
     }
 
     /// GET a REST2 path, as JSON.

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, ensure};
-use omni_e2e::bin_dir;
+use omni_e2e::{bin_dir, monitoring};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -204,32 +204,11 @@ fn exported_metrics() -> anyhow::Result<std::collections::BTreeSet<String>> {
     Ok(found)
 }
 
-/// The omni metrics a PromQL expression reads, a histogram's `_bucket`, `_sum` and `_count`
-/// series by the histogram's name.
-fn metrics_in(expression: &str) -> Vec<String> {
-    let mut names = Vec::new();
-    for (at, _) in expression.match_indices("omni_") {
-        if at > 0 && expression[..at].ends_with(|c: char| c.is_ascii_alphanumeric() || c == '_' || c == ':') {
-            continue;
-        }
-        let name: String = expression[at..]
-            .chars()
-            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-            .collect();
-        let base = ["_bucket", "_sum", "_count"]
-            .iter()
-            .find_map(|suffix| name.strip_suffix(suffix))
-            .unwrap_or(&name);
-        names.push(base.to_owned());
-    }
-    names
-}
-
 fn unknown_metrics(expressions: &[String]) -> anyhow::Result<Vec<String>> {
     let exported = exported_metrics()?;
     Ok(expressions
         .iter()
-        .flat_map(|e| metrics_in(e))
+        .flat_map(|e| monitoring::metrics_in(e))
         .filter(|name| !exported.contains(name))
         .collect())
 }
@@ -245,12 +224,7 @@ fn the_alert_rules_pass_promtool_and_fire_as_their_unit_tests_say() -> anyhow::R
         let (ok, text) = run(Command::new("promtool").args(&args).current_dir(&dir))?;
         ensure!(ok, "promtool {args:?}:\n{text}");
     }
-    let rules = std::fs::read_to_string(dir.join("omni-alerts.yml"))?;
-    let expressions: Vec<String> = rules
-        .lines()
-        .filter(|line| line.trim_start().starts_with("expr:") || line.starts_with("          "))
-        .map(str::to_owned)
-        .collect();
+    let expressions = monitoring::rule_expressions()?;
     let unknown = unknown_metrics(&expressions)?;
     ensure!(unknown.is_empty(), "the alert rules name metrics omni does not export: {unknown:?}");
     Ok(())
@@ -258,33 +232,22 @@ fn the_alert_rules_pass_promtool_and_fire_as_their_unit_tests_say() -> anyhow::R
 
 #[test]
 fn every_dashboard_query_parses_and_reads_metrics_omni_exports() -> anyhow::Result<()> {
-    let path = repo().join("deploy/grafana/omni-pipeline.json");
-    let dashboard: serde_json::Value = serde_json::from_slice(&std::fs::read(&path)?)?;
+    let dashboard = monitoring::dashboard()?;
     let panels = dashboard["panels"].as_array().context("panels")?;
     let mut ids = std::collections::BTreeSet::new();
-    let mut expressions = Vec::new();
     for panel in panels {
         ensure!(ids.insert(panel["id"].as_u64().context("panel id")?), "duplicate panel id: {panel}");
         let grid = &panel["gridPos"];
         let right = grid["x"].as_u64().unwrap_or(99) + grid["w"].as_u64().unwrap_or(99);
         ensure!(right <= 24, "panel {} is wider than the dashboard", panel["title"]);
-        for target in panel["targets"].as_array().into_iter().flatten() {
-            expressions.push(target["expr"].as_str().context("a target without expr")?.to_owned());
-        }
     }
-    ensure!(expressions.len() > 10, "too few queries: {expressions:?}");
+    let expressions = monitoring::dashboard_expressions()?;
     // Grafana's interval variables as a duration, then every query as a recording rule, which
     // promtool parses with Prometheus's own PromQL parser.
     let rules: Vec<serde_json::Value> = expressions
         .iter()
         .enumerate()
-        .map(|(index, expr)| {
-            let expr = expr
-                .replace("$__rate_interval", "5m")
-                .replace("$__range", "1d")
-                .replace("$__interval", "1m");
-            serde_json::json!({"record": format!("omni_dashboard:query{index}"), "expr": expr})
-        })
+        .map(|(index, expr)| serde_json::json!({"record": format!("omni_dashboard:query{index}"), "expr": monitoring::as_promql(expr)}))
         .collect();
     let file = tempfile::NamedTempFile::new()?;
     std::fs::write(

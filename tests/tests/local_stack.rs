@@ -8,8 +8,11 @@
 use std::path::Path;
 use std::process::Command;
 
+use std::time::Duration;
+
 use anyhow::{Context, bail, ensure};
-use omni_e2e::{bin_dir, serial};
+use omni_e2e::{Rt, bin_dir, eventually, monitoring, nonce, serial};
+use serde_json::Value;
 
 /// The broker and Prometheus, besides [`SERVICES`].
 const OTHERS: usize = 2;
@@ -114,6 +117,129 @@ async fn prometheus_scrapes_every_service() -> anyhow::Result<()> {
     bail!("Prometheus does not see every service up: {last}")
 }
 
+/// Customers write by Telegram and by email, the agent answers the Telegram customer in RT and
+/// solves the ticket; then the stack's Prometheus answers every alert rule's and dashboard
+/// panel's query, and every omni metric they read has a series there. The metrics that only
+/// move on failures (dead letters, retries, broker write errors, mailbox session errors, late
+/// first answers, reopens) exist at zero from the start, so they have one too.
+async fn every_monitored_metric_has_data(bin: &Path) -> anyhow::Result<()> {
+    let rt = Rt::at("http://127.0.0.1:8099");
+    let customer = customer_writes_by_telegram().await?;
+    customer_writes_by_email(bin)?;
+    let requestor = format!("{customer}@telegram.invalid");
+    let rt_ref = &rt;
+    let requestor_ref = &requestor;
+    eventually("the Telegram customer's ticket in RT", Duration::from_secs(90), || async move {
+        Ok(!rt_ref.tickets_of_requestor(requestor_ref).await?.is_empty())
+    })
+    .await?;
+    let tickets = rt.tickets_of_requestor(&requestor).await?;
+    rt.answer(&tickets[0], "Merhaba, siparişiniz yarın teslim edilecek.").await?;
+    rt.set_status(&tickets[0], "resolved").await?;
+
+    let rules = monitoring::rule_expressions()?;
+    let panels = monitoring::dashboard_expressions()?;
+    let queries: Vec<String> = rules
+        .iter()
+        .cloned()
+        .chain(panels.iter().map(|e| monitoring::as_promql(e)))
+        .collect();
+    let mut names: Vec<String> = queries.iter().flat_map(|q| monitoring::metrics_in(q)).collect();
+    names.sort();
+    names.dedup();
+    let prometheus = reqwest::Client::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(180);
+    let mut missing = names.clone();
+    while !missing.is_empty() && std::time::Instant::now() < deadline {
+        let mut still = Vec::new();
+        for name in &missing {
+            let series = format!("count({{__name__=~\"{name}(_bucket|_sum|_count)?\"}})");
+            if query(&prometheus, &series).await?.as_array().is_none_or(Vec::is_empty) {
+                still.push(name.clone());
+            }
+        }
+        missing = still;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    ensure!(
+        missing.is_empty(),
+        "no data in Prometheus after 3 minutes for {missing:?} (of {names:?})"
+    );
+    for expression in &queries {
+        query(&prometheus, expression)
+            .await
+            .with_context(|| format!("query {expression}"))?;
+    }
+    Ok(())
+}
+
+/// An instant query of the stack's Prometheus; its result, once the query succeeded.
+async fn query(http: &reqwest::Client, promql: &str) -> anyhow::Result<Value> {
+    let answer: Value = http
+        .get("http://127.0.0.1:9090/api/v1/query")
+        .query(&[("query", promql)])
+        .send()
+        .await?
+        .json()
+        .await?;
+    ensure!(answer["status"] == "success", "Prometheus refused the query: {answer}");
+    Ok(answer["data"]["result"].clone())
+}
+
+/// A Telegram customer of its own (a fresh user id) writes to the development bot, now; returns
+/// the user id.
+async fn customer_writes_by_telegram() -> anyhow::Result<u64> {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+    let user = 500_000_000 + now % 100_000_000;
+    let fixture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../crates/omni-channels/src/telegram/fixtures/message-tr.json"
+    );
+    let mut update: Value = serde_json::from_slice(&std::fs::read(fixture)?)?;
+    update["update_id"] = now.into();
+    update["message"]["date"] = now.into();
+    update["message"]["message_id"] = (now % 1_000_000).into();
+    update["message"]["chat"]["id"] = user.into();
+    update["message"]["from"]["id"] = user.into();
+    let response = reqwest::Client::new()
+        .post("http://127.0.0.1:8080/webhooks/telegram/default")
+        .header("X-Telegram-Bot-Api-Secret-Token", "omni-dev-telegram-secret-token")
+        .json(&update)
+        .send()
+        .await?;
+    ensure!(
+        response.status().is_success(),
+        "the gateway refused the update: {}",
+        response.status()
+    );
+    Ok(user)
+}
+
+/// A customer mails the support mailbox (`omni mail append`, as the README shows), dated now, so
+/// it is acknowledged.
+fn customer_writes_by_email(bin: &Path) -> anyhow::Result<()> {
+    let id = nonce();
+    let date = jiff::Timestamp::now().strftime("%a, %d %b %Y %H:%M:%S +0000").to_string();
+    let message = format!(
+        "From: Jan <jan-{id}@example.com>\r\nTo: support@omni.local\r\nSubject: Waar blijft mijn bestelling?\r\n\
+         Message-ID: <{id}@example.com>\r\nDate: {date}\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n\
+         Mijn bestelling 5521 is nog niet bezorgd. Kunt u kijken waar het pakket is?\r\n"
+    );
+    let file = bin.join(format!("{id}.eml"));
+    std::fs::write(&file, message)?;
+    let output = Command::new(bin_dir().join("omni"))
+        .args(["mail", "append"])
+        .arg(&file)
+        .env_remove("OMNI_CONFIG")
+        .output()?;
+    ensure!(
+        output.status.success(),
+        "omni mail append: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(())
+}
+
 /// Fails with `ensure!` rather than panicking, so the caller always stops the stack.
 async fn scenario(state: &Path, bin: &Path) -> anyhow::Result<()> {
     run_sh(state, bin, "--detach")?;
@@ -122,6 +248,7 @@ async fn scenario(state: &Path, bin: &Path) -> anyhow::Result<()> {
         "every service, the broker and Prometheus"
     );
     prometheus_scrapes_every_service().await?;
+    every_monitored_metric_has_data(bin).await?;
 
     // Started again while it runs: everything is kept.
     let again = run_sh(state, bin, "--detach")?;

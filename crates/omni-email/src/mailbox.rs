@@ -51,6 +51,8 @@ impl MailboxReader {
             tracing::warn!(mailbox = %self.name, host = %self.mailbox.host, "security = plain: the login and the mail cross the network unencrypted (allow_plain_remote = true)");
         }
         let mut delay = Duration::from_secs(1);
+        // At zero from the start, so an alert on `increase()` sees the first error.
+        metrics::counter!("omni_email_session_errors_total", "mailbox" => self.name.clone()).increment(0);
         while !shutdown.is_cancelled() {
             let outcome = tokio::select! {
                 outcome = self.session(&check) => outcome,

@@ -35,6 +35,30 @@ pub type GroupConsumer = StreamConsumer<RebalanceLog>;
 pub struct RebalanceLog {
     group_id: String,
     assignment: Arc<AssignmentWatch>,
+    /// The broker timestamp (ms since the epoch) of the newest record read per topic and
+    /// partition, for `omni_kafka_consumer_lag_seconds`.
+    read_at: Mutex<std::collections::HashMap<(String, i32), i64>>,
+}
+
+impl RebalanceLog {
+    fn read(&self, message: &BorrowedMessage<'_>) {
+        if let Some(ms) = message.timestamp().to_millis() {
+            let key = (message.topic().to_owned(), message.partition());
+            self.read_at.lock().expect("read positions lock").insert(key, ms);
+        }
+    }
+
+    /// Seconds the partition is behind at `now_ms`: 0 when nothing waits, otherwise the age of
+    /// the newest record read (an upper bound of how long the next record has waited, since a
+    /// partition's timestamps grow); `None` while nothing was read and records wait.
+    fn lag_seconds(&self, topic: &str, partition: i32, lag: i64, now_ms: i64) -> Option<f64> {
+        if lag <= 0 {
+            return Some(0.0);
+        }
+        let read = self.read_at.lock().expect("read positions lock");
+        let at = read.get(&(topic.to_owned(), partition))?;
+        Some((now_ms - at).max(0) as f64 / 1000.0)
+    }
 }
 
 /// Since when a consumer has held no partitions.
@@ -92,19 +116,29 @@ impl ClientContext for RebalanceLog {
     /// partition this member has yet to read, as librdkafka computes it from the partition's end
     /// and the member's position; 0 for partitions it does not hold (librdkafka says -1), so the
     /// sum over a group's members is the group's lag.
+    ///
+    /// And in seconds (`omni_kafka_consumer_lag_seconds`, see [`RebalanceLog::lag_seconds`]) for
+    /// the records read through [`GroupMember::recv`]; the max over a group's members is the
+    /// group's.
     fn stats(&self, statistics: rdkafka::Statistics) {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_millis() as i64);
         for (topic, stats) in &statistics.topics {
             for (partition, partition_stats) in &stats.partitions {
                 if *partition < 0 {
                     continue;
                 }
-                metrics::gauge!(
-                    "omni_kafka_consumer_lag_messages",
-                    "group" => self.group_id.clone(),
-                    "topic" => topic.clone(),
-                    "partition" => partition.to_string()
-                )
-                .set(partition_stats.consumer_lag.max(0) as f64);
+                let lag = partition_stats.consumer_lag;
+                let labels = [
+                    ("group", self.group_id.clone()),
+                    ("topic", topic.clone()),
+                    ("partition", partition.to_string()),
+                ];
+                metrics::gauge!("omni_kafka_consumer_lag_messages", &labels).set(lag.max(0) as f64);
+                if let Some(seconds) = self.lag_seconds(topic, *partition, lag, now_ms) {
+                    metrics::gauge!("omni_kafka_consumer_lag_seconds", &labels).set(seconds);
+                }
             }
         }
     }
@@ -170,6 +204,7 @@ fn group_consumer(
         .create_with_context(RebalanceLog {
             group_id: group_id.to_owned(),
             assignment: assignment.clone(),
+            read_at: Mutex::default(),
         })?;
     consumer.subscribe(topics)?;
     Ok((consumer, assignment))
@@ -274,9 +309,16 @@ impl GroupMember {
         })
     }
 
-    /// The consumer: receive with it, store offsets on it.
+    /// The consumer: store offsets on it (receive with [`recv`](Self::recv)).
     pub fn consumer(&self) -> &GroupConsumer {
         &self.consumer
+    }
+
+    /// The next record, noting its timestamp for the lag in seconds.
+    pub async fn recv(&self) -> Result<BorrowedMessage<'_>, KafkaError> {
+        let message = self.consumer.recv().await?;
+        self.consumer.context().read(&message);
+        Ok(message)
     }
 
     /// How many rebalances have assigned partitions to this member so far: a service whose
@@ -403,6 +445,24 @@ impl GroupMember {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lag_in_seconds_is_the_age_of_the_newest_record_read_while_records_wait() {
+        let log = RebalanceLog {
+            group_id: "g".into(),
+            assignment: Arc::new(AssignmentWatch::new(Instant::now())),
+            read_at: Mutex::default(),
+        };
+        // Records wait, nothing read yet: unknown, the gauge is left alone.
+        assert_eq!(log.lag_seconds("t", 0, 5, 100_000), None);
+        log.read_at.lock().unwrap().insert(("t".into(), 0), 40_000);
+        assert_eq!(log.lag_seconds("t", 0, 5, 100_000), Some(60.0));
+        // Caught up: 0 however old the last record is; another partition is its own.
+        assert_eq!(log.lag_seconds("t", 0, 0, 100_000), Some(0.0));
+        assert_eq!(log.lag_seconds("t", 1, 2, 100_000), None);
+        // A record stamped ahead of this machine's clock is not a negative lag.
+        assert_eq!(log.lag_seconds("t", 0, 1, 30_000), Some(0.0));
+    }
 
     #[test]
     fn a_new_consumer_counts_as_unassigned_from_its_creation() {

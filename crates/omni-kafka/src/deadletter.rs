@@ -20,7 +20,12 @@ pub struct DeadLetterWriter {
 
 impl DeadLetterWriter {
     /// A writer for `stage` (`normalizer`, `router`), with `source` as the CloudEvents source.
+    /// Its counters exist at zero for every fault from the start, so alerts on `increase()` see
+    /// the first dead letter.
     pub fn new(producer: Producer, stage: &'static str, source: String) -> Self {
+        for fault in (1..16).filter_map(|n| Fault::try_from(n).ok()) {
+            metrics::counter!("omni_deadletters_total", "stage" => stage, "fault" => fault.as_str_name()).increment(0);
+        }
         Self { producer, stage, source }
     }
 

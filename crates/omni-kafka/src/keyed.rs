@@ -18,7 +18,7 @@ use futures::stream::FuturesUnordered;
 use futures::{FutureExt as _, StreamExt as _};
 
 /// Where a record sits: topic, partition, offset.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Position {
     /// The record's topic.
     pub topic: String,
@@ -245,9 +245,60 @@ impl Progress {
     }
 }
 
+/// The broker timestamps of the records a service holds (admitted to a [`KeyOrdered`] and not
+/// yet finished), for a gauge of the oldest one's: the age of the oldest unfinished work is
+/// `time() - gauge` in PromQL (a timestamp, not an age, so it is right whenever it is scraped).
+#[derive(Debug, Default)]
+pub struct Oldest {
+    held: BTreeMap<Position, i64>,
+}
+
+impl Oldest {
+    /// A record was admitted; `timestamp_ms` is its broker timestamp, if it has one.
+    pub fn admit(&mut self, position: &Position, timestamp_ms: Option<i64>) {
+        if let Some(ms) = timestamp_ms {
+            self.held.insert(position.clone(), ms);
+        }
+    }
+
+    /// The record at `position` was finished, cancelled or dropped.
+    pub fn finish(&mut self, position: &Position) {
+        self.held.remove(position);
+    }
+
+    /// Forgets the records of partitions `held` no longer accepts (see [`KeyOrdered::revoke`]).
+    pub fn revoke(&mut self, held: impl Fn(&str, i32) -> bool) {
+        self.held.retain(|position, _| held(&position.topic, position.partition));
+    }
+
+    /// The oldest held record's timestamp in seconds since the epoch; 0 when none is held.
+    pub fn oldest_seconds(&self) -> f64 {
+        self.held.values().min().map_or(0.0, |ms| *ms as f64 / 1000.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_oldest_is_the_lowest_timestamp_held_until_finished_or_revoked() {
+        let at = |partition, offset| Position {
+            topic: "t".into(),
+            partition,
+            offset,
+        };
+        let mut oldest = Oldest::default();
+        assert_eq!(oldest.oldest_seconds(), 0.0);
+        oldest.admit(&at(0, 5), Some(9_000));
+        oldest.admit(&at(1, 2), Some(4_500));
+        oldest.admit(&at(0, 6), None);
+        assert_eq!(oldest.oldest_seconds(), 4.5);
+        oldest.revoke(|_, partition| partition == 0);
+        assert_eq!(oldest.oldest_seconds(), 9.0);
+        oldest.finish(&at(0, 5));
+        assert_eq!(oldest.oldest_seconds(), 0.0);
+    }
 
     fn at(offset: i64) -> Position {
         Position {

@@ -37,6 +37,8 @@ struct Shared {
     /// When a connection to a broker was last forced while none answered (see
     /// [`Producer::broker_unreachable`]).
     last_probe: Mutex<Option<Instant>>,
+    /// Topics written so far, whose error counters start at zero (see [`Producer::record`]).
+    topics_written: Mutex<std::collections::HashSet<String>>,
 }
 
 /// Whether librdkafka can reach a broker. Its "all brokers down" error makes the brokers
@@ -126,6 +128,9 @@ impl ProduceError {
         }
     }
 
+    /// Every [`kind`](Self::kind).
+    const KINDS: [&'static str; 3] = ["queue_full", "unavailable", "refused"];
+
     fn kind(&self) -> &'static str {
         match self {
             Self::QueueFull => "queue_full",
@@ -204,6 +209,7 @@ impl Producer {
                 generation: AtomicU64::new(0),
                 reachability,
                 last_probe: Mutex::new(None),
+                topics_written: Mutex::default(),
             }),
         })
     }
@@ -324,7 +330,15 @@ impl Producer {
         ProduceError::classify(error)
     }
 
+    /// Counts an outcome. A topic's error counters exist at zero from its first record on, so
+    /// `rate()` and `increase()` see its first error (Prometheus's "avoid missing metrics").
     fn record<E: std::borrow::Borrow<ProduceError>>(&self, topic: &str, outcome: &Result<Stored, E>) {
+        let first = self.shared.topics_written.lock().expect("topics lock").insert(topic.to_owned());
+        if first {
+            for kind in ProduceError::KINDS {
+                metrics::counter!("omni_kafka_produce_errors_total", "topic" => topic.to_owned(), "kind" => kind).increment(0);
+            }
+        }
         match outcome {
             Ok(_) => metrics::counter!("omni_kafka_produced_total", "topic" => topic.to_owned()).increment(1),
             Err(error) => {

@@ -195,7 +195,7 @@ async fn run_pipeline(
                     break;
                 }
             }
-            received = member.consumer().recv(), if in_flight.len() < config.service.max_in_flight => match received {
+            received = member.recv(), if in_flight.len() < config.service.max_in_flight => match received {
                 Ok(message) => {
                     let message = message.detach();
                     let pending = start(&producer, &dead_letters, &source, &mut known, understanding, message);

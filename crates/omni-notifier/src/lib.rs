@@ -104,7 +104,7 @@ async fn run_pipeline(
             stall = member.stalled() => {
                 member.rejoin(stall).map_err(|error| Stopped::fatal("cannot subscribe again", error))?;
             }
-            received = member.consumer().recv() => match received {
+            received = member.recv() => match received {
                 Ok(message) => {
                     // Another replica may have acknowledged customers of the partitions just assigned.
                     if member.assignments() != assignments {

@@ -174,6 +174,8 @@ async fn run_destination(
         &context.readiness,
     )?;
     let dead_letters = DeadLetterWriter::new(producer.clone(), "router", source.clone());
+    // At zero from the start, so the retry alert's `rate()` sees the first retry.
+    metrics::counter!("omni_router_retries_total", "destination" => destination.to_owned()).increment(0);
     let router = Router {
         producer,
         source,
@@ -340,7 +342,7 @@ impl Router {
                         consumer::store_next(member.consumer(), &position.topic, position.partition, offset);
                     }
                 }
-                received = member.consumer().recv(), if held.has_room() => match received {
+                received = member.recv(), if held.has_room() => match received {
                     Ok(message) => {
                         let message = message.detach();
                         let key = message.key().unwrap_or_default().to_vec();

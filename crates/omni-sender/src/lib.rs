@@ -34,7 +34,7 @@ use std::time::{Duration, SystemTime};
 
 use omni_channels::meta::send::Platform;
 use omni_kafka::consumer::{GroupConsumer, GroupMember};
-use omni_kafka::keyed::{InHand, KeyOrdered, Position};
+use omni_kafka::keyed::{InHand, KeyOrdered, Oldest, Position};
 use omni_kafka::{DeadLetterWriter, ProduceError, Producer, Stopped, consumer, topics};
 use omni_proto::v1::outbox_entry::Status;
 use omni_proto::v1::participant::Role;
@@ -284,6 +284,9 @@ where
     Fut: std::future::Future<Output = Result<state::Memory, omni_kafka::state::StateError>>,
 {
     let mut held: KeyOrdered<OwnedMessage> = KeyOrdered::new(max_in_flight);
+    // Answers read and not finished, for the outbox age (`omni_sender_oldest_answer_timestamp_seconds`).
+    let mut oldest = Oldest::default();
+    let show = |oldest: &Oldest| metrics::gauge!("omni_sender_oldest_answer_timestamp_seconds").set(oldest.oldest_seconds());
     let mut running: InHand<'static, (OwnedMessage, Result<Outcome, ProduceError>)> = InHand::default();
     let start = |running: &mut InHand<'static, _>, message: OwnedMessage| {
         let key = message.key().unwrap_or_default().to_vec();
@@ -316,6 +319,8 @@ where
                 }
                 // Handled, or cancelled by a rebalance (then its partition reports nothing).
                 let finished = held.finish(&key, &position);
+                oldest.finish(&position);
+                show(&oldest);
                 if let Some(offset) = finished.handled_up_to {
                     consumer::store_next(member.consumer(), &position.topic, position.partition, offset);
                 }
@@ -329,6 +334,8 @@ where
                 // side by side: their offsets were not stored, the new owner sends them.
                 let holds = member.holds();
                 let (waiting, cancelled) = (held.revoke(&holds), running.cancel_unless(&holds));
+                oldest.revoke(&holds);
+                show(&oldest);
                 if waiting + cancelled > 0 {
                     tracing::info!(waiting, cancelled, "answers of revoked partitions dropped");
                 }
@@ -337,7 +344,7 @@ where
             stall = member.stalled() => {
                 member.rejoin(stall).map_err(|error| Stopped::fatal("cannot subscribe again", error))?;
             }
-            received = member.consumer().recv(), if !context.shutdown.is_cancelled() && !stopping => match received {
+            received = member.recv(), if !context.shutdown.is_cancelled() && !stopping => match received {
                 Ok(message) => {
                     let message = message.detach();
                     if member.assignments() != assignments {
@@ -352,6 +359,8 @@ where
                         consumer::store_next(member.consumer(), message.topic(), message.partition(), message.offset());
                     } else {
                         let key = message.key().unwrap_or_default().to_vec();
+                        oldest.admit(&Position::of(&message), message.timestamp().to_millis());
+                        show(&oldest);
                         if let Some(message) = held.admit(&key, &Position::of(&message), message) {
                             start(&mut running, message);
                         }

@@ -78,7 +78,7 @@ pub async fn run_pipeline(
             stall = member.stalled() => {
                 member.rejoin(stall).map_err(|error| Stopped::fatal("cannot subscribe again", error))?;
             }
-            received = member.consumer().recv() => match received {
+            received = member.recv() => match received {
                 Ok(message) => {
                     // Another replica may have counted records of the partitions just assigned.
                     if member.assignments() != assignments {
@@ -210,6 +210,10 @@ impl Kpis<'_> {
             for tag in &kpi.tags {
                 metrics::counter!("omni_kpi_contact_tags_total", "channel" => channel, "tag" => tag.clone()).increment(1);
             }
+            // The channel's rarer counters exist from its first contact on, so `increase()`
+            // sees their first step.
+            metrics::counter!("omni_kpi_first_response_target_missed_total", "channel" => channel).increment(0);
+            metrics::counter!("omni_kpi_reopens_total", "channel" => channel).increment(0);
         }
         if counted.customer_message {
             metrics::counter!("omni_kpi_customer_messages_total", "channel" => channel).increment(1);
