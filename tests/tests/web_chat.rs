@@ -566,3 +566,187 @@ async fn chat_benchmark() -> anyhow::Result<()> {
     drop(idle);
     Ok(())
 }
+
+/// Bytes a JPEG opens with (SOI, a JFIF APP0 segment), `size` in all, the rest random: the
+/// gateway checks an image's type by its magic number, as the `infer` crate reads it.
+fn jpeg(size: usize) -> Vec<u8> {
+    let mut bytes = vec![0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x10, b'J', b'F', b'I', b'F', 0x00, 0x01, 0x01, 0x00];
+    bytes.extend((bytes.len()..size.saturating_sub(2)).map(|_| fastrand::u8(..)));
+    bytes.extend([0xFF, 0xD9]);
+    bytes
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+/// Whether the tests' object store holds these bytes.
+fn in_store(bytes: &[u8]) -> bool {
+    let sha = sha256_hex(bytes);
+    std::path::Path::new(&omni_e2e::objects_dir())
+        .join("sha256")
+        .join(&sha[..2])
+        .join(&sha)
+        .exists()
+}
+
+async fn image(socket: &mut Socket, client_id: &str, media_type: &str, bytes: &[u8]) -> anyhow::Result<Value> {
+    use base64::Engine as _;
+    let data = base64::engine::general_purpose::STANDARD.encode(bytes);
+    let frame = json!({"type": "image", "client_id": client_id, "name": "../../etc/kutu.jpg", "media_type": media_type, "data": data});
+    send(socket, frame).await?;
+    next(socket).await
+}
+
+/// Raw chat records whose message has one of these client ids.
+fn stored_client_ids(pipeline: &Pipeline, client_ids: &[String]) -> anyhow::Result<usize> {
+    use prost::Message as _;
+    Ok(pipeline
+        .topic("omni.raw.chat.v1")?
+        .iter()
+        .filter_map(|r| omni_proto::v1::RawRecord::decode(r.value.as_slice()).ok())
+        .filter(|r| client_ids.contains(&r.provider_message_id))
+        .count())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_reaches_the_ticket_byte_for_byte_and_a_refused_one_writes_nothing() -> anyhow::Result<()> {
+    let _serial = serial().await;
+    let pipeline = Pipeline::start(&[("OMNI__GATEWAY__CHAT__DEFAULT__MAX_IMAGE_BYTES", "300000")]).await?;
+    let mut socket = connect(&pipeline, Some(&pipeline.gateway_url.clone())).await?;
+    let welcome = hello(&mut socket, None, None).await?;
+    assert_eq!(welcome["max_image_bytes"], 300_000, "{welcome}");
+    assert!(
+        welcome["image_types"].as_array().is_some_and(|t| t.contains(&json!("image/jpeg"))),
+        "{welcome}"
+    );
+    let run = nonce();
+
+    // Refused, each with its reason, nothing stored: too large, an executable sent as a JPEG, a
+    // JPEG sent as a PNG, bytes that are not base64.
+    let too_large = jpeg(300_001);
+    let executable: Vec<u8> = [b"MZ\x90\x00".as_slice(), &[0u8; 4000]].concat();
+    let as_png = jpeg(5_000);
+    let mut refused_ids = Vec::new();
+    for (n, (media_type, bytes, code)) in [
+        ("image/jpeg", &too_large, "too_large"),
+        ("image/jpeg", &executable, "invalid"),
+        ("image/png", &as_png, "invalid"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let id = format!("bad-{run}-{n}");
+        let answer = image(&mut socket, &id, media_type, bytes).await?;
+        assert_eq!(
+            (answer["type"].as_str(), answer["code"].as_str()),
+            (Some("error"), Some(code)),
+            "{id}: {answer}"
+        );
+        assert!(!in_store(bytes), "{id}: a refused image was kept");
+        refused_ids.push(id);
+    }
+    let id = format!("bad-{run}-base64");
+    send(
+        &mut socket,
+        json!({"type": "image", "client_id": id, "name": "x.jpg", "media_type": "image/jpeg", "data": "not base64!"}),
+    )
+    .await?;
+    assert_eq!(next(&mut socket).await?["code"], "invalid");
+    refused_ids.push(id);
+
+    let photo = jpeg(200_000);
+    let acked = image(&mut socket, &format!("img-{run}"), "image/jpeg", &photo).await?;
+    assert_eq!(acked["type"], "ack", "{acked}");
+    let event_id = acked["event_id"].as_str().context("an event id")?.to_owned();
+    let pipeline_ref = &pipeline;
+    let event_ref = &event_id;
+    eventually("the image's event", TIMEOUT, || async move {
+        Ok(pipeline_ref.conversation_events()?.iter().any(|e| &e.event_id == event_ref))
+    })
+    .await?;
+    let event = pipeline
+        .conversation_events()?
+        .into_iter()
+        .find(|e| e.event_id == event_id)
+        .context("the event")?;
+    let file = &event.attachments[0];
+    assert_eq!(
+        (file.name.as_str(), file.media_type.as_str()),
+        ("kutu.jpg", "image/jpeg"),
+        "no path from the browser"
+    );
+    assert_eq!(file.sha256, sha256_hex(&photo));
+
+    let rt = &pipeline.rt;
+    let conversation = event.conversation_id.clone();
+    let conversation_ref = &conversation;
+    eventually("the visitor's ticket", TIMEOUT, || async move {
+        Ok(rt.tickets_of_conversation(conversation_ref).await?.len() == 1)
+    })
+    .await?;
+    let ticket = rt.tickets_of_conversation(&conversation).await?.remove(0);
+    let expected = ("kutu.jpg".to_owned(), sha256_hex(&photo));
+    let expected_ref = &expected;
+    let ticket_ref = &ticket;
+    eventually("the image on the ticket, byte for byte", TIMEOUT, || async move {
+        Ok(rt.file_hashes(ticket_ref).await?.contains(expected_ref))
+    })
+    .await?;
+    assert_eq!(stored_client_ids(&pipeline, &refused_ids)?, 0, "a refused image was written");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_picked_in_chromium_is_sent_and_an_oversized_one_is_refused_in_the_widget() -> anyhow::Result<()> {
+    let _serial = serial().await;
+    let pipeline = Pipeline::start(&[("OMNI__GATEWAY__CHAT__DEFAULT__MAX_IMAGE_BYTES", "300000")]).await?;
+    let driver = ChromeDriver::start().await?;
+    let browser = driver.session().await?;
+    open_chat(&browser, &pipeline, "nl").await?;
+    let dir = tempfile::tempdir()?;
+    let photo = jpeg(150_000);
+    let (small, large) = (dir.path().join("pakket.jpg"), dir.path().join("groot.jpg"));
+    std::fs::write(&small, &photo)?;
+    std::fs::write(&large, jpeg(400_000))?;
+    assert!(
+        browser.find(css("[data-omni=attach]")).await?.is_displayed().await?,
+        "the image button shown"
+    );
+
+    // Too large: refused by the widget itself, nothing sent.
+    let file_input = browser.find(css("[data-omni=file]")).await?;
+    file_input.send_keys(&large.display().to_string()).await?;
+    let failed = browser
+        .wait()
+        .at_most(TIMEOUT)
+        .for_element(css("[data-omni=message][data-state=failed]"))
+        .await?;
+    assert!(failed.text().await?.contains("groot.jpg"), "{}", failed.text().await?);
+
+    let file_input = browser.find(css("[data-omni=file]")).await?;
+    file_input.send_keys(&small.display().to_string()).await?;
+    eventually("the image shown sent", TIMEOUT, || async {
+        Ok(!browser.find_all(css("[data-omni=message][data-state=sent]")).await?.is_empty())
+    })
+    .await?;
+    let visitor = visitor_of(&browser).await?;
+    let requestor = format!("{visitor}@webchat.invalid");
+    let rt = &pipeline.rt;
+    let requestor_ref = &requestor;
+    eventually("the visitor's ticket", TIMEOUT, || async move {
+        Ok(rt.tickets_of_requestor(requestor_ref).await?.len() == 1)
+    })
+    .await?;
+    let ticket = rt.tickets_of_requestor(&requestor).await?.remove(0);
+    let expected = ("pakket.jpg".to_owned(), sha256_hex(&photo));
+    let (ticket_ref, expected_ref) = (&ticket, &expected);
+    eventually("the picked image on the ticket, byte for byte", TIMEOUT, || async move {
+        Ok(rt.file_hashes(ticket_ref).await?.contains(expected_ref))
+    })
+    .await?;
+    screenshot(&browser, "widget-nl-image").await?;
+    browser.close().await?;
+    Ok(())
+}

@@ -173,6 +173,8 @@ mod tests {
             messages_per_minute: 20,
             ip_messages_per_minute: 120,
             max_connections_per_ip: 20,
+            max_image_bytes: 1024,
+            image_types: vec!["image/png".into()],
         };
         let problems_of = |listen: &str, name: &str, chat: crate::chat::ChatAccount| {
             let mut config = config(listen, "a-long-production-token");

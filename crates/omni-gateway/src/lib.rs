@@ -118,7 +118,12 @@ pub async fn run(config: GatewayServiceConfig, context: ServiceContext) -> anyho
         tracing::warn!(accounts = %development_chat.join(", "), "chat accounts use the published development secret: set real ones before exposing the gateway");
     }
     context.readiness.ready("listener");
-    let chat = Arc::new(chat::Chat::new(&config.service.chat));
+    let objects = if config.service.chat.values().any(|account| account.max_image_bytes > 0) {
+        omni_objects::Objects::open(&config.objects.url)?
+    } else {
+        None
+    };
+    let chat = Arc::new(chat::Chat::new(&config.service.chat).with_objects(objects));
     if !config.service.chat.is_empty() {
         chat::answers::follow(&config.kafka, &client_id, chat.answers(), context.shutdown.clone())?;
     }

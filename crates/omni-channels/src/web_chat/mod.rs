@@ -18,7 +18,9 @@
 
 use omni_proto::v1::contact_identifier::Kind;
 use omni_proto::v1::participant::Role;
-use omni_proto::v1::{Body, Channel, ContactIdentifier, ConversationEvent, Direction, Participant, ProviderReference, RawRecord};
+use omni_proto::v1::{
+    Attachment, Body, Channel, ContactIdentifier, ConversationEvent, Direction, Participant, ProviderReference, RawRecord,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::{Normalize, NormalizeError, ids};
@@ -47,6 +49,25 @@ pub struct ChatMessage {
     /// The page's or browser's language (BCP 47), as the widget reported it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub language: Option<String>,
+    /// Images the visitor pasted or dropped, kept in the object store (`[objects]`) by the
+    /// gateway: the record names them, the router attaches them from the store.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<ChatFile>,
+}
+
+/// An image a visitor sent, checked by the gateway (declared type, the bytes' own type, size)
+/// and stored by its SHA-256.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChatFile {
+    /// The file name the browser gave, without any path.
+    pub name: String,
+    /// The media type, as the gateway found it in the bytes.
+    pub media_type: String,
+    /// Its size in bytes.
+    pub size_bytes: u64,
+    /// SHA-256 of the bytes, lowercase hex: the object store's key.
+    pub sha256: String,
 }
 
 /// A customer identity the shop signed (HMAC-SHA256 with the account's secret).
@@ -119,8 +140,17 @@ impl Normalize for WebChat {
         };
         let message: ChatMessage =
             serde_json::from_slice(&raw.payload).map_err(|error| malformed(format!("not a chat message: {error}")))?;
-        if message.visitor.is_empty() || message.client_id.is_empty() || message.text.trim().is_empty() {
-            return Err(malformed("a chat message needs a visitor, a client id and a text".into()));
+        if message.visitor.is_empty() || message.client_id.is_empty() || (message.text.trim().is_empty() && message.files.is_empty()) {
+            return Err(malformed(
+                "a chat message needs a visitor, a client id and a text or an image".into(),
+            ));
+        }
+        if let Some(file) = message
+            .files
+            .iter()
+            .find(|f| f.sha256.len() != 64 || !f.sha256.bytes().all(|b| b.is_ascii_hexdigit()))
+        {
+            return Err(malformed(format!("the image {:?} has no SHA-256", file.name)));
         }
         let ids = ids(&raw.account, &message);
         let text = message.text.clone();
@@ -136,6 +166,7 @@ impl Normalize for WebChat {
                 new_text: text,
             }),
             language: message.language.clone().unwrap_or_default(),
+            attachments: message.files.iter().map(attachment).collect(),
             occurred_at: raw.received_at,
             received_at: raw.received_at,
             provider: Some(ProviderReference {
@@ -147,6 +178,19 @@ impl Normalize for WebChat {
             }),
             ..Default::default()
         }))
+    }
+}
+
+/// An image as the event carries it: by its SHA-256, for the router to take from the store.
+fn attachment(file: &ChatFile) -> Attachment {
+    Attachment {
+        name: file.name.clone(),
+        media_type: file.media_type.clone(),
+        size_bytes: file.size_bytes,
+        sha256: file.sha256.clone(),
+        content: None,
+        inline: false,
+        content_id: String::new(),
     }
 }
 

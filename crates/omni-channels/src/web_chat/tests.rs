@@ -102,3 +102,30 @@ fn raw_unchecked(body: &str) -> RawRecord {
         ..Default::default()
     }
 }
+
+#[test]
+fn an_image_is_an_attachment_named_by_its_sha256_for_the_router_to_take_from_the_store() {
+    let event = event(&fixture("image-en.json"));
+    assert_eq!(event.attachments.len(), 1);
+    let file = &event.attachments[0];
+    assert_eq!(file.name, "box.jpg");
+    assert_eq!(file.media_type, "image/jpeg");
+    assert_eq!(file.size_bytes, 48213);
+    assert_eq!(file.sha256, "4f1c2b7e9a0d3c6b5a8e7f0d1c2b3a4e5f6a7b8c9d0e1f2a3b4c5d6e7f8a9b0c");
+    assert!(file.content.is_none(), "the bytes are in the store, not the event");
+    assert_eq!(event.body.unwrap().text, "The parcel arrived like this");
+}
+
+#[test]
+fn an_image_alone_is_a_message_but_one_without_a_hash_is_malformed() {
+    let mut message: ChatMessage = serde_json::from_slice(&fixture("image-en.json")).unwrap();
+    message.text = String::new();
+    let alone = event(&serde_json::to_vec(&message).unwrap());
+    assert_eq!(alone.attachments.len(), 1);
+    message.files[0].sha256 = "not-a-digest".into();
+    let error = WebChat.normalize(&raw("shop", &serde_json::to_vec(&message).unwrap()), &NoKnownEvents);
+    assert!(matches!(error, Err(NormalizeError::Malformed { .. })), "{error:?}");
+    message.files.clear();
+    let error = WebChat.normalize(&raw("shop", &serde_json::to_vec(&message).unwrap()), &NoKnownEvents);
+    assert!(matches!(error, Err(NormalizeError::Malformed { .. })), "{error:?}");
+}

@@ -6,6 +6,9 @@ use serde::Deserialize;
 /// The published development secret (`make run`, the tests); refused off loopback.
 pub const DEVELOPMENT_SECRET: &str = "omni-dev-chat-secret";
 
+/// The most `max_image_bytes` may be.
+pub const MAX_IMAGE_BYTES: usize = 20 * 1024 * 1024;
+
 /// One chat account: a shop's widget.
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -29,7 +32,18 @@ pub struct ChatAccount {
     /// Open chat connections per IP address.
     #[serde(default = "default_max_connections_per_ip")]
     pub max_connections_per_ip: usize,
+    /// Largest image a visitor may paste or drop, in bytes; 0 takes no images. Images need the
+    /// object store (`[objects]`): without one none are taken.
+    #[serde(default = "default_max_image_bytes")]
+    pub max_image_bytes: usize,
+    /// The image types taken, checked against the bytes themselves, not only the name or the
+    /// browser's word.
+    #[serde(default = "default_image_types")]
+    pub image_types: Vec<String>,
 }
+
+/// The types a widget may send: what every helpdesk shows inline.
+pub const IMAGE_TYPES: [&str; 4] = ["image/png", "image/jpeg", "image/gif", "image/webp"];
 
 fn default_max_message_chars() -> usize {
     4000
@@ -43,6 +57,12 @@ fn default_ip_messages_per_minute() -> u32 {
 fn default_max_connections_per_ip() -> usize {
     20
 }
+fn default_max_image_bytes() -> usize {
+    5 * 1024 * 1024
+}
+fn default_image_types() -> Vec<String> {
+    IMAGE_TYPES.iter().map(|t| (*t).to_owned()).collect()
+}
 
 impl std::fmt::Debug for ChatAccount {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -53,6 +73,8 @@ impl std::fmt::Debug for ChatAccount {
             .field("messages_per_minute", &self.messages_per_minute)
             .field("ip_messages_per_minute", &self.ip_messages_per_minute)
             .field("max_connections_per_ip", &self.max_connections_per_ip)
+            .field("max_image_bytes", &self.max_image_bytes)
+            .field("image_types", &self.image_types)
             .finish()
     }
 }
@@ -106,5 +128,23 @@ impl ChatAccount {
             format!("{prefix}.max_connections_per_ip"),
             "must be at least 1",
         );
+        problems.check(
+            self.max_image_bytes <= MAX_IMAGE_BYTES,
+            format!("{prefix}.max_image_bytes"),
+            format!("must be at most {MAX_IMAGE_BYTES} (20 MiB)"),
+        );
+        for kind in &self.image_types {
+            problems.check(
+                IMAGE_TYPES.contains(&kind.as_str()),
+                format!("{prefix}.image_types"),
+                format!("`{kind}` is not one of {IMAGE_TYPES:?}"),
+            );
+        }
+    }
+
+    /// The largest WebSocket message this account's widget may send: an image twice the limit,
+    /// base64-encoded (so a somewhat larger one gets a clear `too_large`), or 64 KiB of text.
+    pub fn max_frame_bytes(&self) -> usize {
+        (self.max_image_bytes * 2).div_ceil(3) * 4 + 64 * 1024
     }
 }

@@ -4,10 +4,11 @@
 //! Everything a browser sends is hostile input. Before the upgrade: the account must exist, the
 //! `Origin` must be one of the account's `allowed_origins` or the gateway's own, and one IP may
 //! hold `max_connections_per_ip` sockets (403, 404, 429; nothing written). On the socket: frames
-//! over 64 KiB close it; a message over `max_message_chars`, an empty one or a bad client id is
-//! refused (`too_large`, `invalid`), more than `messages_per_minute` per visitor or
+//! over [`ChatAccount::max_frame_bytes`] close it; a message over `max_message_chars`, an image
+//! over `max_image_bytes`, an empty message, an image whose bytes are not one of `image_types`
+//! or a bad client id is refused (`too_large`, `invalid`), more than `messages_per_minute` per visitor or
 //! `ip_messages_per_minute` per IP is `rate_limited` (governor's GCRA); a refused message writes
-//! nothing. A stored message is a raw record on `omni.raw.chat.v1` (`omni_channels::web_chat`),
+//! nothing. An image is kept in the object store before its record is written. A stored message is a raw record on `omni.raw.chat.v1` (`omni_channels::web_chat`),
 //! acknowledged to the widget only once the broker acknowledged it. The agents' answers come back
 //! through the broker ([`answers`]) into every open chat of the conversation.
 
@@ -35,8 +36,8 @@ pub use config::ChatAccount;
 const WIDGET_JS: &str = include_str!("widget.js");
 const WIDGET_CSS: &str = include_str!("widget.css");
 const DEMO_HTML: &str = include_str!("demo.html");
-/// Largest WebSocket message or frame the gateway reads.
-const MAX_FRAME_BYTES: usize = 64 * 1024;
+/// Most the gateway buffers toward one widget (its frames are small: answers, acks).
+const MAX_WRITE_BUFFER_BYTES: usize = 128 * 1024;
 
 /// One account's settings and limiters.
 pub(crate) struct Account {
@@ -52,6 +53,8 @@ pub struct Chat {
     accounts: BTreeMap<String, Arc<Account>>,
     connections: Mutex<HashMap<IpAddr, usize>>,
     answers: Arc<answers::Hub>,
+    /// Where visitors' images are kept (`[objects]`); none: no images are taken.
+    objects: Option<omni_objects::Objects>,
 }
 
 impl Chat {
@@ -77,7 +80,14 @@ impl Chat {
             accounts,
             connections: Mutex::new(HashMap::new()),
             answers: Arc::default(),
+            objects: None,
         }
+    }
+
+    /// Keeps visitors' images in `objects` (without a store no images are taken).
+    pub fn with_objects(mut self, objects: Option<omni_objects::Objects>) -> Self {
+        self.objects = objects;
+        self
     }
 
     /// The agents' answers, which [`answers::follow`] fills.
@@ -198,14 +208,15 @@ async fn upgrade(
             "too many chat connections from this address",
         );
     };
+    let max_frame = chat_account.settings.max_frame_bytes();
     upgrade
-        .max_message_size(MAX_FRAME_BYTES)
-        .max_frame_size(MAX_FRAME_BYTES)
+        .max_message_size(max_frame)
+        .max_frame_size(max_frame)
         // Chat frames are small: tungstenite's default 128 KiB read buffer per socket made an idle
         // connection cost ~130 KiB (make bench-chat); the buffers grow when a frame needs it.
         .read_buffer_size(4 * 1024)
         .write_buffer_size(0)
-        .max_write_buffer_size(MAX_FRAME_BYTES * 2)
+        .max_write_buffer_size(MAX_WRITE_BUFFER_BYTES)
         .on_upgrade(move |socket| socket::Session::new(state, chat_account, peer.ip(), connection).run(socket))
 }
 
@@ -275,6 +286,8 @@ mod tests {
                 messages_per_minute: 1,
                 ip_messages_per_minute: 1,
                 max_connections_per_ip: 1,
+                max_image_bytes: 0,
+                image_types: Vec::new(),
             },
         );
         let chat = Chat::new(&accounts);

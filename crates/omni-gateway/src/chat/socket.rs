@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use axum::extract::ws::{Message, WebSocket};
 use governor::clock::{Clock as _, DefaultClock};
-use omni_channels::web_chat::{self, ChatMessage, VerifiedCustomer};
+use omni_channels::web_chat::{self, ChatFile, ChatMessage, VerifiedCustomer};
 use omni_kafka::CloudEvent;
 use omni_kafka::topics::raw_topic;
 use omni_proto::v1::{Channel, RawRecord};
@@ -41,6 +41,16 @@ enum Incoming {
     },
     Message {
         client_id: String,
+        text: String,
+    },
+    /// An image the visitor pasted or dropped, with an optional caption.
+    Image {
+        client_id: String,
+        name: String,
+        media_type: String,
+        /// The bytes, base64 (standard alphabet, padded).
+        data: String,
+        #[serde(default)]
         text: String,
     },
     Ping,
@@ -178,10 +188,13 @@ impl Session {
         }
         self.name = name.map(|n| clean(&n, 80)).filter(|n| !n.is_empty());
         self.language = language.filter(|l| (2..=16).contains(&l.len()) && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
+        let images = self.state.chat.objects.is_some() && settings.max_image_bytes > 0;
         json!({
             "type": "welcome",
             "token": token::visitor_token(&settings.secret, &self.account.name, &self.visitor),
             "verified": self.customer.is_some(),
+            "max_image_bytes": if images { settings.max_image_bytes } else { 0 },
+            "image_types": if images { settings.image_types.clone() } else { Vec::new() },
         })
     }
 
@@ -190,41 +203,98 @@ impl Session {
         match serde_json::from_str::<Incoming>(text) {
             Ok(Incoming::Ping) => Some(json!({"type": "pong"})),
             Ok(Incoming::Message { client_id, text }) => {
-                let outcome = self.take(&client_id, text).await;
-                let label = match &outcome {
-                    Ok(_) => "stored",
-                    Err(refusal) => refusal.code,
+                let outcome = self.take(&client_id, text, Vec::new()).await;
+                Some(self.outcome_frame(&client_id, "text", outcome))
+            }
+            Ok(Incoming::Image {
+                client_id,
+                name,
+                media_type,
+                data,
+                text,
+            }) => {
+                let image = match check_client_id(&client_id) {
+                    Ok(()) => self.keep_image(&name, &media_type, &data).await,
+                    Err(refusal) => Err(refusal),
                 };
-                metrics::counter!("omni_gateway_chat_messages_total", "account" => self.account.name.clone(), "outcome" => label)
-                    .increment(1);
-                Some(match outcome {
-                    Ok(event_id) => json!({"type": "ack", "client_id": client_id, "event_id": event_id}),
-                    Err(refusal) => error(Some(&client_id), refusal.code, refusal.message, refusal.retry_after),
-                })
+                let outcome = match image {
+                    Ok(file) => self.take(&client_id, text, vec![file]).await,
+                    Err(refusal) => Err(refusal),
+                };
+                Some(self.outcome_frame(&client_id, "image", outcome))
             }
             Ok(Incoming::Hello { .. }) => Some(error(None, "invalid", "hello was already said", None)),
             Err(_) => Some(error(None, "invalid", "not a frame of the chat protocol", None)),
         }
     }
 
-    /// Checks and stores one visitor message; its event id once the broker acknowledged it.
-    async fn take(&self, client_id: &str, text: String) -> Result<String, Refusal> {
-        let settings = &self.account.settings;
-        let refuse = |code, message| Refusal {
-            code,
-            message,
-            retry_after: None,
+    /// Counts a message's outcome; the `ack` or `error` frame that tells the widget.
+    fn outcome_frame(&self, client_id: &str, kind: &'static str, outcome: Result<String, Refusal>) -> Value {
+        let label = match &outcome {
+            Ok(_) => "stored",
+            Err(refusal) => refusal.code,
         };
-        if client_id.is_empty() || client_id.len() > 64 || !client_id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-            return Err(refuse("invalid", "a client id is 1 to 64 letters, digits, - or _"));
+        metrics::counter!("omni_gateway_chat_messages_total", "account" => self.account.name.clone(), "kind" => kind, "outcome" => label)
+            .increment(1);
+        match outcome {
+            Ok(event_id) => json!({"type": "ack", "client_id": client_id, "event_id": event_id}),
+            Err(refusal) => error(Some(client_id), refusal.code, refusal.message, refusal.retry_after),
         }
-        if text.trim().is_empty() {
+    }
+
+    /// Checks an image (size, and that its bytes are of a taken type, whatever the browser said)
+    /// and keeps it in the object store.
+    async fn keep_image(&self, name: &str, declared: &str, data: &str) -> Result<ChatFile, Refusal> {
+        use base64::Engine as _;
+        let settings = &self.account.settings;
+        let Some(objects) = self.state.chat.objects.as_ref().filter(|_| settings.max_image_bytes > 0) else {
+            return Err(refusal("invalid", "this chat takes no images"));
+        };
+        // base64's length gives the size before decoding: an oversized image is not decoded.
+        if data.len() / 4 * 3 > settings.max_image_bytes + 2 {
+            return Err(refusal("too_large", "the image is larger than this chat takes"));
+        }
+        let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(data) else {
+            return Err(refusal("invalid", "the image is not base64"));
+        };
+        if bytes.is_empty() || bytes.len() > settings.max_image_bytes {
+            return Err(refusal("too_large", "the image is larger than this chat takes"));
+        }
+        let found = infer::get(&bytes).map(|kind| kind.mime_type()).unwrap_or_default();
+        if found != declared || !settings.image_types.iter().any(|t| t == found) {
+            return Err(refusal("invalid", "not an image of a type this chat takes"));
+        }
+        self.admit()?;
+        if self.state.producer.broker_unreachable() {
+            return Err(refusal("unavailable", "not stored: try again shortly"));
+        }
+        let sha256 = objects.put(&bytes).await.map_err(|failure| {
+            tracing::warn!(error = %failure, account = %self.account.name, "a chat image not kept in the store");
+            refusal("unavailable", "not stored: try again shortly")
+        })?;
+        Ok(ChatFile {
+            name: file_name(name),
+            media_type: found.to_owned(),
+            size_bytes: bytes.len() as u64,
+            sha256,
+        })
+    }
+
+    /// Checks and stores one visitor message; its event id once the broker acknowledged it.
+    async fn take(&self, client_id: &str, text: String, files: Vec<ChatFile>) -> Result<String, Refusal> {
+        let settings = &self.account.settings;
+        let refuse = refusal;
+        check_client_id(client_id)?;
+        if text.trim().is_empty() && files.is_empty() {
             return Err(refuse("invalid", "an empty message"));
         }
         if text.chars().count() > settings.max_message_chars {
             return Err(refuse("too_large", "the message is longer than this chat takes"));
         }
-        self.admit()?;
+        if files.is_empty() {
+            // An image was counted when it was kept.
+            self.admit()?;
+        }
         if self.state.producer.broker_unreachable() {
             return Err(refuse("unavailable", "not stored: try again shortly"));
         }
@@ -235,6 +305,7 @@ impl Session {
             name: self.name.clone(),
             customer: self.customer.clone(),
             language: self.language.clone(),
+            files,
         };
         self.store(&message)
             .await
@@ -323,6 +394,34 @@ fn verified(secret: &str, identity: Identity) -> Option<VerifiedCustomer> {
         email: Some(email).filter(|e| !e.is_empty()),
         name: identity.name.map(|n| clean(&n, 80)).filter(|n| !n.is_empty()),
     })
+}
+
+fn check_client_id(client_id: &str) -> Result<(), Refusal> {
+    let plain = client_id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if client_id.is_empty() || client_id.len() > 64 || !plain {
+        return Err(refusal("invalid", "a client id is 1 to 64 letters, digits, - or _"));
+    }
+    Ok(())
+}
+
+fn refusal(code: &'static str, message: &'static str) -> Refusal {
+    Refusal {
+        code,
+        message,
+        retry_after: None,
+    }
+}
+
+/// The last part of a name a browser gave (no path), cleaned, at most 100 characters; `image`
+/// when nothing is left.
+fn file_name(name: &str) -> String {
+    let last = name.rsplit(['/', '\\']).next().unwrap_or_default();
+    let cleaned = clean(last, 100);
+    if cleaned.is_empty() || cleaned == "." || cleaned == ".." {
+        "image".to_owned()
+    } else {
+        cleaned
+    }
 }
 
 /// `text` without control characters, trimmed, at most `max` characters.

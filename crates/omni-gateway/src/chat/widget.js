@@ -65,7 +65,8 @@
       sending: 'Sending…', sent: 'Sent', notSent: 'Not sent',
       tooLong: 'Message is too long', rateLimited: 'Too many messages, please wait a moment',
       retrying: 'Not delivered yet, trying again…',
-      connecting: 'Connecting…', online: 'Connected', offline: 'Offline, reconnecting…'
+      connecting: 'Connecting…', online: 'Connected', offline: 'Offline, reconnecting…',
+      attach: 'Send an image', imageTooLarge: 'Image is too large', imageType: 'Only images can be sent'
     },
     tr: {
       title: 'Bize yazın', open: 'Sohbeti aç', close: 'Sohbeti kapat',
@@ -75,7 +76,8 @@
       sending: 'Gönderiliyor…', sent: 'Gönderildi', notSent: 'Gönderilemedi',
       tooLong: 'Mesaj çok uzun', rateLimited: 'Çok fazla mesaj gönderdiniz, lütfen biraz bekleyin',
       retrying: 'Henüz iletilemedi, yeniden deneniyor…',
-      connecting: 'Bağlanıyor…', online: 'Bağlandı', offline: 'Bağlantı yok, yeniden bağlanılıyor…'
+      connecting: 'Bağlanıyor…', online: 'Bağlandı', offline: 'Bağlantı yok, yeniden bağlanılıyor…',
+      attach: 'Resim gönder', imageTooLarge: 'Resim çok büyük', imageType: 'Yalnızca resim gönderilebilir'
     },
     ar: {
       title: 'تحدث معنا', open: 'افتح المحادثة', close: 'أغلق المحادثة',
@@ -85,7 +87,8 @@
       sending: 'جارٍ الإرسال…', sent: 'تم الإرسال', notSent: 'لم يتم الإرسال',
       tooLong: 'الرسالة طويلة جدًا', rateLimited: 'أرسلت رسائل كثيرة، يُرجى الانتظار قليلًا',
       retrying: 'لم تصل بعد، جارٍ إعادة المحاولة…',
-      connecting: 'جارٍ الاتصال…', online: 'متصل', offline: 'غير متصل، جارٍ إعادة الاتصال…'
+      connecting: 'جارٍ الاتصال…', online: 'متصل', offline: 'غير متصل، جارٍ إعادة الاتصال…',
+      attach: 'أرسل صورة', imageTooLarge: 'الصورة كبيرة جدًا', imageType: 'يمكن إرسال الصور فقط'
     },
     nl: {
       title: 'Chat met ons', open: 'Chat openen', close: 'Chat sluiten',
@@ -95,7 +98,8 @@
       sending: 'Bezig met versturen…', sent: 'Verstuurd', notSent: 'Niet verstuurd',
       tooLong: 'Je bericht is te lang', rateLimited: 'Te veel berichten, wacht even',
       retrying: 'Nog niet afgeleverd, we proberen het opnieuw…',
-      connecting: 'Verbinden…', online: 'Verbonden', offline: 'Offline, opnieuw verbinden…'
+      connecting: 'Verbinden…', online: 'Verbonden', offline: 'Offline, opnieuw verbinden…',
+      attach: 'Afbeelding versturen', imageTooLarge: 'Afbeelding is te groot', imageType: 'Alleen afbeeldingen kunnen worden verstuurd'
     }
   };
   const RTL = { ar: true };
@@ -144,13 +148,17 @@
   function readPending() {
     return getList('pending').filter((p) => typeof p.client_id === 'string' && typeof p.text === 'string');
   }
-  function findPending(id) { return readPending().filter((p) => p.client_id === id)[0] || null; }
+  // Images waiting for their `ack`: client_id -> {client_id, text, image: {name, media_type, data}}.
+  const pendingImages = new Map();
+  function allPending() { return readPending().concat(Array.from(pendingImages.values())); }
+  function findPending(id) { return pendingImages.get(id) || readPending().filter((p) => p.client_id === id)[0] || null; }
   function addPending(item) {
     const list = readPending().filter((p) => p.client_id !== item.client_id);
     list.push({ client_id: item.client_id, text: item.text });
     setItem('pending', JSON.stringify(list));
   }
   function dropPending(id) {
+    pendingImages.delete(id);
     setItem('pending', JSON.stringify(readPending().filter((p) => p.client_id !== id)));
   }
 
@@ -273,7 +281,12 @@
       'aria-label': S.message, placeholder: S.placeholder
     });
     const sendBtn = el('button', { id: 'omni-chat-send', class: 'omni-chat-send', type: 'submit', 'data-omni': 'send', 'aria-label': S.send }, S.send);
-    add(form, nameInput, add(el('div', { class: 'omni-chat-row' }), input, sendBtn));
+    // Images: a button that opens the file picker, paste into the text area, or drop on the panel;
+    // shown once `welcome` says the chat takes them.
+    const fileInput = el('input', { id: 'omni-chat-file', class: 'omni-chat-file', type: 'file', 'data-omni': 'file', tabindex: '-1', 'aria-hidden': 'true' });
+    const attachBtn = el('button', { id: 'omni-chat-attach', class: 'omni-chat-attach', type: 'button', 'data-omni': 'attach', 'aria-label': S.attach, title: S.attach, hidden: '' });
+    add(attachBtn, icon('omni-chat-icon', 'M16.5 6.5l-7.8 7.8a2 2 0 0 0 2.8 2.8l7.8-7.8a4 4 0 0 0-5.7-5.7L5.8 11.4a6 6 0 0 0 8.5 8.5l6.2-6.2'));
+    add(form, nameInput, add(el('div', { class: 'omni-chat-row' }), attachBtn, input, sendBtn), fileInput);
     add(document.body, add(root, add(panel, header, status, log, form), launcher));
     ensureStyleSheet(function () { root.hidden = false; });
 
@@ -421,7 +434,8 @@
     function ensureConnected() { if (!ws && !reconnectTimer) connect(); }
 
     function transmit(p) {
-      if (ready) send({ type: 'message', client_id: p.client_id, text: p.text });
+      if (ready && p.image) send({ type: 'image', client_id: p.client_id, name: p.image.name, media_type: p.image.media_type, data: p.image.data });
+      else if (ready) send({ type: 'message', client_id: p.client_id, text: p.text });
       else if (!ws) connect(); // sent with every other pending message after `welcome`
     }
 
@@ -436,7 +450,7 @@
 
     // After every `welcome`: all pending messages again, with their same client ids.
     function flushPending() {
-      readPending().forEach(function (p) {
+      allPending().forEach(function (p) {
         clearTimeout(retryTimers.get(p.client_id));
         retryTimers.delete(p.client_id);
         renderVisitor(p.client_id, p.text, 'sending');
@@ -473,6 +487,10 @@
       ready = true;
       attempt = 0;
       panel.setAttribute('data-verified', m.verified ? 'true' : 'false');
+      maxImageBytes = Number(m.max_image_bytes) > 0 ? Number(m.max_image_bytes) : 0;
+      imageTypes = Array.isArray(m.image_types) ? m.image_types.filter((t) => typeof t === 'string') : [];
+      attachBtn.hidden = !maxImageBytes;
+      fileInput.setAttribute('accept', imageTypes.join(','));
       setStatus('online');
       flushPending();
     }
@@ -495,7 +513,7 @@
         console.warn('omni chat:', code, m.message || '');
         if (code === 'rate_limited' || code === 'unavailable') {
           const delay = code === 'rate_limited' && Number(m.retry_after_ms) > 0 ? Number(m.retry_after_ms) : backoff(attempt);
-          readPending().forEach(function (p) { retryLater(p.client_id, delay); });
+          allPending().forEach(function (p) { retryLater(p.client_id, delay); });
         } else if (code === 'invalid' && !ready) {
           // The `hello` itself was refused (e.g. a token from another account): start afresh.
           ['token', 'seq', 'history'].forEach(removeItem);
@@ -508,11 +526,13 @@
       const b = bubbles.get(id);
       if (code === 'too_large' || code === 'invalid') {
         // Final: shown as not sent, dropped from pending.
+        const image = pendingImages.has(id);
         clearTimeout(retryTimers.get(id));
         retryTimers.delete(id);
         retryCounts.delete(id);
         dropPending(id);
-        if (b) setState(b, 'failed', code === 'too_large' ? S.tooLong : '');
+        const reason = code === 'too_large' ? (image ? S.imageTooLarge : S.tooLong) : (image ? S.imageType : '');
+        if (b) setState(b, 'failed', reason);
         return;
       }
       if (!findPending(id)) return;
@@ -577,6 +597,31 @@
       }
     }
 
+    // An image the visitor picked, pasted or dropped: checked here first (type, size), then sent
+    // as base64 in an `image` frame; it waits in memory for its `ack` like a text message.
+    let maxImageBytes = 0;
+    let imageTypes = [];
+    function sendImage(file) {
+      if (!file || !maxImageBytes) return;
+      const id = newClientId();
+      const label = '\u{1F4CE} ' + (file.name || 'image');
+      if (imageTypes.indexOf(file.type) < 0 || file.size > maxImageBytes) {
+        setState(renderVisitor(id, label, 'failed'), 'failed', file.size > maxImageBytes ? S.imageTooLarge : S.imageType);
+        return;
+      }
+      const reader = new FileReader();
+      reader.addEventListener('load', function () {
+        const url = String(reader.result);
+        const p = { client_id: id, text: label, image: { name: file.name || 'image', media_type: file.type, data: url.slice(url.indexOf(',') + 1) } };
+        pendingImages.set(id, p);
+        renderVisitor(id, label, 'sending');
+        transmit(p);
+      });
+      reader.addEventListener('error', function () { setState(renderVisitor(id, label, 'failed'), 'failed', ''); });
+      reader.readAsDataURL(file);
+    }
+    function sendImages(files) { Array.prototype.forEach.call(files || [], sendImage); }
+
     // The text area grows with its text up to the CSS max-height (CSSOM: allowed by the CSP).
     function autoGrow() {
       if (!input.offsetHeight) return; // hidden: nothing to measure
@@ -610,6 +655,18 @@
       if (e.key === 'Enter' && !e.shiftKey && !e.isComposing && e.keyCode !== 229) { e.preventDefault(); submit(); }
     });
     input.addEventListener('input', autoGrow);
+    attachBtn.addEventListener('click', () => { fileInput.click(); });
+    fileInput.addEventListener('change', () => { sendImages(fileInput.files); fileInput.value = ''; });
+    input.addEventListener('paste', (e) => {
+      const files = e.clipboardData && e.clipboardData.files;
+      if (files && files.length && maxImageBytes) { e.preventDefault(); sendImages(files); }
+    });
+    panel.addEventListener('dragover', (e) => { if (maxImageBytes) e.preventDefault(); });
+    panel.addEventListener('drop', (e) => {
+      if (!maxImageBytes) return;
+      e.preventDefault();
+      sendImages(e.dataTransfer && e.dataTransfer.files);
+    });
     nameInput.addEventListener('keydown', (e) => { if (e.key === 'Enter') { e.preventDefault(); input.focus(); } });
     // Back online: do not wait for the rest of the backoff.
     window.addEventListener('online', () => { if (!ws && reconnectTimer) connect(); });
