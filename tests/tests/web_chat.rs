@@ -750,3 +750,113 @@ async fn an_image_picked_in_chromium_is_sent_and_an_oversized_one_is_refused_in_
     browser.close().await?;
     Ok(())
 }
+
+/// The demo page as a shop whose logged-in customer is `identity` (the tag's `data-customer-*`).
+async fn open_chat_as(browser: &Client, pipeline: &Pipeline, identity: &Value) -> anyhow::Result<()> {
+    let query: String = form_urlencoded::Serializer::new(String::new())
+        .append_pair("lang", "nl")
+        .append_pair("customer_id", identity["id"].as_str().unwrap_or_default())
+        .append_pair("customer_email", identity["email"].as_str().unwrap_or_default())
+        .append_pair("customer_name", identity["name"].as_str().unwrap_or_default())
+        .append_pair("customer_hash", identity["hash"].as_str().unwrap_or_default())
+        .finish();
+    browser.goto(&format!("{}/chat/demo/default?{query}", pipeline.gateway_url)).await?;
+    browser
+        .wait()
+        .at_most(TIMEOUT)
+        .for_element(css("[data-omni=launcher]"))
+        .await?
+        .click()
+        .await?;
+    browser
+        .wait()
+        .at_most(TIMEOUT)
+        .for_element(css("[data-omni=status][data-state=online]"))
+        .await
+        .context("the widget online")?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verified_customer_continues_in_a_second_browser_profile_and_a_forged_one_sees_nothing() -> anyhow::Result<()> {
+    let _serial = serial().await;
+    let pipeline = Pipeline::start(&[]).await?;
+    let _replies = pipeline
+        .spawn_beside("replies", &[("OMNI__REPLIES__POLL_INTERVAL_MS", "500")])
+        .await?;
+    let _sender = pipeline.spawn_beside("sender", &[]).await?;
+    let driver = ChromeDriver::start().await?;
+    let run = nonce();
+    let (customer, email) = (format!("cust-{run}"), format!("jan-{run}@example.nl"));
+    let signed = identity(&customer, &email, SECRET);
+
+    // First profile: the shop's logged-in customer writes.
+    let laptop = driver.session().await?;
+    open_chat_as(&laptop, &pipeline, &signed).await?;
+    assert_eq!(
+        laptop.find(css("[data-omni=panel]")).await?.attr("data-verified").await?.as_deref(),
+        Some("true")
+    );
+    say(&laptop, "Hoi, mijn bestelling 5521 is nog niet binnen.").await?;
+    let rt = &pipeline.rt;
+    let email_ref = &email;
+    eventually("the customer's ticket, with their email", TIMEOUT, || async move {
+        Ok(rt.tickets_of_requestor(email_ref).await?.len() == 1)
+    })
+    .await?;
+    let ticket = rt.tickets_of_requestor(&email).await?.remove(0);
+
+    // Second profile (another device, no shared storage): the same customer, the same ticket.
+    let phone = driver.session().await?;
+    open_chat_as(&phone, &pipeline, &signed).await?;
+    say(&phone, "Ik schrijf nu vanaf mijn telefoon.").await?;
+    let ticket_ref = &ticket;
+    eventually("both profiles' messages on one ticket", TIMEOUT, || async move {
+        Ok(rt.texts(ticket_ref).await?.iter().any(|t| t.contains("vanaf mijn telefoon")))
+    })
+    .await?;
+
+    // Third profile with a forged hash: anonymous, a conversation of its own.
+    let mut forged = signed.clone();
+    forged["hash"] = json!("0".repeat(64));
+    let stranger = driver.session().await?;
+    open_chat_as(&stranger, &pipeline, &forged).await?;
+    assert_eq!(
+        stranger
+            .find(css("[data-omni=panel]"))
+            .await?
+            .attr("data-verified")
+            .await?
+            .as_deref(),
+        Some("false")
+    );
+    say(&stranger, "Ik ben Jan, echt waar.").await?;
+
+    // The agent answers the customer: both of the customer's profiles show it, the stranger not.
+    rt.answer(&ticket, "Beste Jan, het pakket komt morgen.").await?;
+    for browser in [&laptop, &phone] {
+        eventually("the answer in the customer's widget", TIMEOUT, || async {
+            Ok(browser.find_all(css("[data-omni=message][data-from=agent]")).await?.len() == 1)
+        })
+        .await?;
+    }
+    let stranger_visitor = visitor_of(&stranger).await?;
+    let stranger_requestor = format!("{stranger_visitor}@webchat.invalid");
+    let stranger_ref = &stranger_requestor;
+    eventually("the stranger's own ticket", TIMEOUT, || async move {
+        Ok(rt.tickets_of_requestor(stranger_ref).await?.len() == 1)
+    })
+    .await?;
+    assert!(
+        !rt.texts(&ticket).await?.iter().any(|t| t.contains("echt waar")),
+        "the forged identity joined the customer's ticket"
+    );
+    assert!(
+        stranger.find_all(css("[data-omni=message][data-from=agent]")).await?.is_empty(),
+        "the forged identity saw the customer's answer"
+    );
+    for browser in [laptop, phone, stranger] {
+        browser.close().await?;
+    }
+    Ok(())
+}

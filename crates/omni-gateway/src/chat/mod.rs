@@ -164,6 +164,7 @@ async fn demo(
         .map_or("en", String::as_str);
     let page = DEMO_HTML
         .replace("{{ACCOUNT}}", &account)
+        .replace("{{IDENTITY}}", &demo_identity(&query))
         .replace("<html lang=\"en\">", &format!("<html lang=\"{lang}\">"));
     let host = headers
         .get(header::HOST)
@@ -181,6 +182,26 @@ async fn demo(
         response.headers_mut().insert(header::CONTENT_SECURITY_POLICY, value);
     }
     response
+}
+
+/// The demo page's logged-in customer, as a shop would name them on the widget's tag:
+/// `?customer_id=&customer_email=&customer_name=&customer_hash=` become `data-customer-*`
+/// attributes. Only values of letters, digits, spaces and `.@+-_` (at most 128 characters) are
+/// taken, so nothing a link carries can leave the attribute.
+fn demo_identity(query: &HashMap<String, String>) -> String {
+    let safe = |value: &str| {
+        (1..=128).contains(&value.chars().count())
+            && value
+                .chars()
+                .all(|c| c.is_alphanumeric() || matches!(c, ' ' | '.' | '@' | '+' | '-' | '_'))
+    };
+    ["id", "email", "name", "hash"]
+        .iter()
+        .filter_map(|field| {
+            let value = query.get(&format!("customer_{field}")).filter(|v| safe(v))?;
+            Some(format!(" data-customer-{field}=\"{value}\""))
+        })
+        .collect()
 }
 
 /// Checks account, origin and connections, then upgrades.
@@ -293,6 +314,23 @@ mod tests {
         let chat = Chat::new(&accounts);
         let allowed = &chat.accounts["shop"].settings.allowed_origins;
         assert!(origin_allowed(&headers(Some("https://shop.example"), "chat.example"), allowed));
+    }
+
+    #[test]
+    fn the_demo_page_takes_a_customer_only_of_plain_characters() {
+        let query = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        assert_eq!(
+            demo_identity(&query(&[
+                ("customer_id", "cust-42"),
+                ("customer_email", "ayşe@example.com"),
+                ("other", "x")
+            ])),
+            " data-customer-id=\"cust-42\" data-customer-email=\"ayşe@example.com\""
+        );
+        assert_eq!(
+            demo_identity(&query(&[("customer_id", "x\" onload=\"alert(1)"), ("customer_name", "<script>")])),
+            ""
+        );
     }
 
     #[test]

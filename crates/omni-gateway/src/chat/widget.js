@@ -8,10 +8,12 @@
  *
  * Embed:  <script src="https://chat.shop.example/chat/widget.js" data-account="default" defer></script>
  * Optional, before it:  window.omniChat = { identity: {id, email, name, hash}, strings: {...} }
+ * or on the tag:  data-customer-id, data-customer-email, data-customer-name, data-customer-hash
  *
  * localStorage keys (all "omni-chat:<account>:..."):
  *   token    the visitor token the last `welcome` gave (raw string)
- *   pending  JSON list of {client_id, text} not yet acknowledged
+ *   pending  JSON list of {client_id, text} not yet acknowledged (images wait in memory only:
+ *            too large for localStorage; one not acknowledged before a reload is not sent)
  *   seq      the highest agent `seq` shown (sent back as `last_seq` in `hello`)
  *   conversation  the conversation `seq` and `history` belong to (from `welcome`); when the
  *            gateway names another one (the visitor logged in, a new token), both start afresh
@@ -293,7 +295,8 @@
     // The name field is shown until the first message (prefilled with a known customer's name).
     let nameShown = getItem('name') === null;
     nameInput.hidden = !nameShown;
-    if (nameShown && config.identity && typeof config.identity.name === 'string') nameInput.value = config.identity.name;
+    const known = config.identity || tagIdentity();
+    if (nameShown && known && typeof known.name === 'string') nameInput.value = known.name;
 
     // --- messages -------------------------------------------------------------------------------
     const bubbles = new Map();  // client_id -> {node, meta, text} of the visitor messages shown here
@@ -370,8 +373,19 @@
       return name || null;
     }
 
+    // The shop's logged-in customer: window.omniChat.identity, else the tag's data-customer-*
+    // attributes (no inline script needed under a strict CSP).
+    function tagIdentity() {
+      const out = {};
+      ['id', 'email', 'name', 'hash'].forEach(function (k) {
+        const v = script.getAttribute('data-customer-' + k);
+        if (v) out[k] = v;
+      });
+      return Object.keys(out).length ? out : null;
+    }
+
     function identity() {
-      const id = config.identity;
+      const id = config.identity || tagIdentity();
       if (!id || typeof id !== 'object') return null;
       if (id.id == null || !id.hash) { console.warn('omni chat: identity needs id and hash; sent as anonymous'); return null; }
       const out = {};
