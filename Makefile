@@ -50,10 +50,11 @@ test-backfill: deps build ## the 10,000-message mailbox through connector kills 
 
 # `make bench BENCH_ARGS="--messages 5000 --rate 20"`: sizes and durations are flags (`--help` lists them).
 BENCH_ARGS ?=
-bench: deps ## benchmark the whole pipeline (release build) and write target/bench/report.{md,json}
+bench: deps ## benchmark the whole pipeline and the website chat (release build); write target/bench/report.{md,json}, chat.json
 	cargo build --release --workspace --bins
 	@$(TEST_SERVERS_RESET)
-	$(TEST_ENV) target/release/omni-bench $(BENCH_ARGS); \
+	$(TEST_ENV) target/release/omni-bench $(BENCH_ARGS) && \
+	  $(TEST_ENV) OMNI_BENCH_REPORT_DIR=$(CURDIR)/target/bench cargo test --release -p omni-e2e --test web_chat -- --ignored --nocapture chat_benchmark; \
 	  $(TEST_SERVERS_STOP)
 
 # `make chaos CHAOS_ARGS="--load-secs 600 --kills 50"`; `make test` runs a short variant.

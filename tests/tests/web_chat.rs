@@ -553,16 +553,30 @@ async fn chat_benchmark() -> anyhow::Result<()> {
     let per_thousand = (after.saturating_sub(before)) as f64 / 1024.0 / connections as f64 * 1000.0;
     let (answer_p50, answer_p99) = percentiles(&mut answer_latency);
     let (ack_p50, ack_p99) = percentiles(&mut ack_latency);
-    println!("chat benchmark (debug build, loopback, 2 cores):");
-    println!(
-        "  agent answer in RT -> widget socket, {answers} answers (RT reply poll {poll_ms} ms): p50 {answer_p50:.0} ms, p99 {answer_p99:.0} ms"
-    );
-    println!("  visitor message -> broker ack, {messages} messages: p50 {ack_p50:.1} ms, p99 {ack_p99:.1} ms");
-    println!(
-        "  {connections} idle chat connections: gateway RSS {:.1} -> {:.1} MiB, {per_thousand:.2} MiB per 1,000",
+    let build = if cfg!(debug_assertions) { "debug" } else { "release" };
+    let report = format!(
+        "\n## Website chat\n\n{build} build, loopback, 2 cores. Agent answer in RT -> widget socket, {answers} answers \
+         (RT reply poll {poll_ms} ms): p50 {answer_p50:.0} ms, p99 {answer_p99:.0} ms. Visitor message -> broker ack, \
+         {messages} messages: p50 {ack_p50:.1} ms, p99 {ack_p99:.1} ms. {connections} idle chat connections: gateway RSS \
+         {:.1} -> {:.1} MiB, {per_thousand:.2} MiB per 1,000.\n",
         before as f64 / 1024.0,
         after as f64 / 1024.0
     );
+    println!("{report}");
+    // `make bench` adds this to target/bench/report.md and keeps the figures beside it.
+    if let Ok(dir) = std::env::var("OMNI_BENCH_REPORT_DIR") {
+        use std::io::Write as _;
+        let figures = json!({"answers": answers, "answer_to_widget_p50_ms": answer_p50, "answer_to_widget_p99_ms": answer_p99,
+            "messages": messages, "message_to_ack_p50_ms": ack_p50, "message_to_ack_p99_ms": ack_p99,
+            "idle_connections": connections, "mib_per_1000_idle_connections": per_thousand, "build": build});
+        let dir = std::path::Path::new(&dir);
+        std::fs::write(dir.join("chat.json"), serde_json::to_vec_pretty(&figures)?)?;
+        std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(dir.join("report.md"))?
+            .write_all(report.as_bytes())?;
+    }
     drop(idle);
     Ok(())
 }
