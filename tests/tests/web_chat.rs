@@ -275,13 +275,20 @@ fn identity(id: &str, email: &str, secret: &str) -> Value {
     json!({"id": id, "email": email, "name": "Jan de Vries", "hash": hex::encode(mac.finalize().into_bytes())})
 }
 
-/// The chat records stored for these event ids.
-fn stored(pipeline: &Pipeline, event_ids: &[String]) -> anyhow::Result<usize> {
+/// The raw chat records stored.
+fn raw_chat_records(pipeline: &Pipeline) -> anyhow::Result<Vec<omni_proto::v1::RawRecord>> {
     use prost::Message as _;
     Ok(pipeline
         .topic("omni.raw.chat.v1")?
         .iter()
         .filter_map(|r| omni_proto::v1::RawRecord::decode(r.value.as_slice()).ok())
+        .collect())
+}
+
+/// The chat records stored for these event ids.
+fn stored(pipeline: &Pipeline, event_ids: &[String]) -> anyhow::Result<usize> {
+    Ok(raw_chat_records(pipeline)?
+        .iter()
         .filter(|r| event_ids.contains(&r.event_id))
         .count())
 }
@@ -615,11 +622,8 @@ async fn image(socket: &mut Socket, client_id: &str, media_type: &str, bytes: &[
 
 /// Raw chat records whose message has one of these client ids.
 fn stored_client_ids(pipeline: &Pipeline, client_ids: &[String]) -> anyhow::Result<usize> {
-    use prost::Message as _;
-    Ok(pipeline
-        .topic("omni.raw.chat.v1")?
+    Ok(raw_chat_records(pipeline)?
         .iter()
-        .filter_map(|r| omni_proto::v1::RawRecord::decode(r.value.as_slice()).ok())
         .filter(|r| client_ids.contains(&r.provider_message_id))
         .count())
 }
