@@ -16,6 +16,7 @@ pub mod browser;
 pub mod chaos;
 pub mod chaos_answers;
 pub mod load;
+pub mod media_files;
 pub mod meta_api;
 pub mod monitoring;
 pub mod provider_api;

@@ -19,6 +19,7 @@ pub mod freeswitch;
 pub mod ids;
 pub mod instagram;
 pub mod kit;
+pub mod media;
 pub mod messenger;
 pub mod meta;
 pub mod outbound;

@@ -141,31 +141,7 @@ impl Validate for RouterConfig {
         );
         let names: Vec<&str> = self.destinations.keys().map(String::as_str).collect();
         self.rules().validate(prefix, &names, problems);
-        for (account, whatsapp) in &self.media.whatsapp {
-            let key = format!("{prefix}.media.whatsapp.{account}");
-            problems.check(
-                !whatsapp.access_token.trim().is_empty(),
-                format!("{key}.access_token"),
-                "must not be empty",
-            );
-            problems.check(
-                whatsapp.api_base_url.starts_with("https://") || whatsapp.api_base_url.starts_with("http://"),
-                format!("{key}.api_base_url"),
-                "is not an http(s) URL",
-            );
-        }
-        for (account, telegram) in &self.media.telegram {
-            problems.check(
-                telegram.bot_token.contains(':'),
-                format!("{prefix}.media.telegram.{account}.bot_token"),
-                "is not a bot token (<bot id>:<secret>)",
-            );
-        }
-        problems.check(
-            self.media.max_file_bytes >= 1,
-            format!("{prefix}.media.max_file_bytes"),
-            "must be at least 1",
-        );
+        self.media.validate(&format!("{prefix}.media"), problems);
         for (name, per_minute) in &self.rate_limits {
             problems.check(
                 self.destinations.contains_key(name),

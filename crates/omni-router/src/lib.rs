@@ -427,12 +427,13 @@ impl Router {
         event
     }
 
-    /// One file's bytes from the store, else from its provider (then kept in the store).
+    /// One file's bytes from the store, else from its provider (then kept in the store, and
+    /// the file's media type made the one it was served as).
     async fn stored_or_fetched(
         &self,
         objects: &omni_objects::Objects,
         provider: &omni_proto::v1::ProviderReference,
-        file: &omni_proto::v1::Attachment,
+        file: &mut omni_proto::v1::Attachment,
         event_id: &str,
     ) -> Option<Vec<u8>> {
         let destination = self.destination.clone();
@@ -449,7 +450,8 @@ impl Router {
         }
         let provider_name = provider.provider.clone();
         match self.media.fetch(provider, file).await? {
-            Ok(bytes) => {
+            Ok(media::Fetched { bytes, media_type }) => {
+                file.media_type = media_type;
                 if let Err(error) = objects.put(&bytes).await {
                     tracing::warn!(%destination, event_id, %error, "a fetched file not kept in the store");
                 }

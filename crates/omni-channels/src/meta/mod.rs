@@ -1,6 +1,6 @@
 //! What the Meta adapters share: the `GET` subscription handshake, the `X-Hub-Signature-256`
-//! check, the account check, and (in [`messaging`]) the one implementation behind Messenger and
-//! Instagram.
+//! check, the account check, (in [`messaging`]) the one implementation behind Messenger and
+//! Instagram, and (in [`media`]) the download of their attachments.
 //!
 //! Both checks follow Meta's "Getting Started" webhooks guide
 //! (<https://developers.facebook.com/docs/graph-api/webhooks/getting-started>):
@@ -14,6 +14,7 @@
 //!   escaped as `\uXXXX`), so the check runs over the body exactly as received, never over a
 //!   re-serialisation. Missing: `401`; not `sha256=<hex>` or not matching: `403`.
 
+pub mod media;
 pub mod messaging;
 pub mod send;
 

@@ -19,8 +19,8 @@
 //!   `message.im` (and `message.channels` / `message.groups` for support channels).
 //!
 //! Normalization: the text with Slack's `&amp;`, `&lt;` and `&gt;` escapes undone (mentions such
-//! as `<@U123>` are kept), `files[]` as attachments referencing `url_private` (fetching needs the
-//! bot token; nothing is fetched here), a readable line per file when there is no text. The
+//! as `<@U123>` are kept), `files[]` as attachments referencing `url_private` (the router
+//! fetches them with the bot token, see [`media`]; nothing is fetched here), a readable line per file when there is no text. The
 //! customer is `event.user` (`PLATFORM_USER_ID`, platform `slack`; the payload has no name);
 //! the business is the envelope's `team_id`; one conversation per (slack, account, team_id,
 //! user). `thread_id` is `thread_ts`, else the message's own `ts` (the thread a reply opens);
@@ -34,6 +34,7 @@
 //! <https://api.slack.com/events/message.channels>, <https://api.slack.com/events/message/file_share>,
 //! <https://api.slack.com/events/message/bot_message>, <https://api.slack.com/events/message/message_changed>.
 
+pub mod media;
 pub mod send;
 
 use std::time::{Duration, UNIX_EPOCH};

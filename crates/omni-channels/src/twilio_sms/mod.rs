@@ -15,7 +15,8 @@
 //!   Twilio gives them (`+905551112233`, or `whatsapp:+905551112233` for WhatsApp through Twilio,
 //!   so a customer's SMS and WhatsApp threads stay apart). The partition key is (`sms`, business,
 //!   customer). `reply_to` = `From`, `thread_id` = `To` (the number answers are sent from).
-//! - MMS media become attachments referencing `MediaUrl{N}` (nothing is fetched); a WhatsApp
+//! - MMS media become attachments referencing `MediaUrl{N}` with `MediaContentType{N}` (nothing
+//!   is fetched here; the router fetches them, see [`media`]); a WhatsApp
 //!   location (`Latitude`, `Longitude`, `Address`, `Label`) becomes a location.
 //! - Every status callback (`queued` ... `delivered`, `read`, and also `undelivered` and `failed`)
 //!   normalizes to `None`: the same Twilio number often sends order notifications and marketing
@@ -24,6 +25,7 @@
 //!   omni-sender instead ([`Normalize::receipt`]).
 //! - The acknowledgement is empty TwiML, so Twilio sends no automatic reply.
 
+pub mod media;
 pub mod send;
 #[cfg(test)]
 mod tests;
