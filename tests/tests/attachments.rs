@@ -147,7 +147,8 @@ async fn a_whatsapp_photo_is_fetched_with_the_token_and_attached_and_a_bad_one_i
             failures: 2,
         },
     );
-    let fake = b"MZ not a photo".to_vec();
+    // Unique per run too: once the replay below attached it, it is in the shared store.
+    let fake = format!("MZ not a photo {run}").into_bytes();
     graph.add(
         &bad,
         Medium {
@@ -188,6 +189,43 @@ async fn a_whatsapp_photo_is_fetched_with_the_token_and_attached_and_a_bad_one_i
         .filter(|(path, _)| path.contains(&format!("mid={good}")))
         .count();
     assert_eq!(downloads, 3, "two 500s, then the photo once");
+
+    // The agent reads why on the wrong one's ticket; once the media server serves it right, a
+    // replay of the router-media dead letters attaches it, once however often it is replayed.
+    let bad_ticket = &tickets[1];
+    eventually("a note naming the file that was not fetched", TIMEOUT, || async {
+        Ok(rt
+            .comments(bad_ticket)
+            .await?
+            .iter()
+            .any(|c| c.contains("could not be fetched from whatsapp")))
+    })
+    .await?;
+    graph.add(
+        &bad,
+        Medium {
+            bytes: fake.clone(),
+            mime_type: "image/jpeg".into(),
+            served_as: "image/jpeg".into(),
+            failures: 0,
+        },
+    );
+    for _ in 0..2 {
+        let replayed = pipeline.omni(&["deadletter", "replay", "--stage", "router-media"])?;
+        assert!(replayed.contains("records replayed"), "{replayed}");
+    }
+    eventually("the file attached after the replay", TIMEOUT, || async {
+        Ok(rt.file_hashes(bad_ticket).await?.iter().any(|(_, hash)| *hash == sha(&fake)))
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let attached = rt
+        .file_hashes(bad_ticket)
+        .await?
+        .iter()
+        .filter(|(_, hash)| *hash == sha(&fake))
+        .count();
+    assert_eq!(attached, 1, "replayed twice, attached once");
     Ok(())
 }
 

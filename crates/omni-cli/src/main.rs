@@ -118,7 +118,9 @@ enum DeadletterCommand {
     /// after a fix. Replaying is safe to repeat: the normalizer skips known events and the router
     /// skips events it already delivered.
     Replay {
-        /// Only records this stage gave up on: `normalizer` or `router`.
+        /// Only records this stage gave up on: `normalizer`, `router`, or `router-media` (the
+        /// customers' files a provider did not serve: replayed, each is fetched again and
+        /// attached to its ticket once).
         #[arg(long)]
         stage: Option<String>,
         /// Only this fault: `input`, `external` or `internal`.

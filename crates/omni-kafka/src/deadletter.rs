@@ -32,6 +32,35 @@ impl DeadLetterWriter {
     /// Writes `message` with the reason, and waits for the broker's acknowledgement. The
     /// caller stores the message's offset only after this returned `Ok`.
     pub async fn send<M: Message>(&self, message: &M, fault: Fault, reason: &str, event_id: &str) -> Result<(), ProduceError> {
+        let headers = message.headers().map(headers_map).unwrap_or_default();
+        self.write(message, message.payload().unwrap_or_default(), headers, fault, reason, event_id)
+            .await
+    }
+
+    /// Like [`send`](Self::send), but the letter holds `value` (with `headers`) in place of
+    /// `message`'s own: a record the stage made from `message` for a later replay to put on
+    /// `message`'s topic, under its key (the router's retry of a customer's file).
+    pub async fn send_instead<M: Message>(
+        &self,
+        message: &M,
+        value: &[u8],
+        headers: std::collections::BTreeMap<String, String>,
+        fault: Fault,
+        reason: &str,
+        event_id: &str,
+    ) -> Result<(), ProduceError> {
+        self.write(message, value, headers, fault, reason, event_id).await
+    }
+
+    async fn write<M: Message>(
+        &self,
+        message: &M,
+        value: &[u8],
+        original_headers: std::collections::BTreeMap<String, String>,
+        fault: Fault,
+        reason: &str,
+        event_id: &str,
+    ) -> Result<(), ProduceError> {
         let now = SystemTime::now();
         let letter = DeadLetter {
             stage: self.stage.to_owned(),
@@ -41,8 +70,8 @@ impl DeadLetterWriter {
             source_partition: message.partition(),
             source_offset: message.offset(),
             original_key: message.key().unwrap_or_default().to_vec(),
-            original_value: message.payload().unwrap_or_default().to_vec(),
-            original_headers: message.headers().map(headers_map).unwrap_or_default().into_iter().collect(),
+            original_value: value.to_vec(),
+            original_headers: original_headers.into_iter().collect(),
             event_id: event_id.to_owned(),
             failed_at: Some(now.into()),
         };

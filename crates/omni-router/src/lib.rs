@@ -394,13 +394,82 @@ impl Router {
         }
         tracing::debug!(destination = %self.destination, event_id = %event.event_id, rule = route.rule.as_deref().unwrap_or("(default)"), "event routed by rule");
         // Only for an event this destination delivers: the others' files are not fetched here.
-        let event = self.with_stored_files(event).await;
+        let (event, missed) = self.with_stored_files(event).await;
+        if media::missed::is_retry(&event) && !missed.is_empty() {
+            // A file's retry, still not served: kept for the next replay, nothing delivered.
+            let reason = media::missed::reason(&missed);
+            return self.dead_letter_as(message, &event, media::missed::STAGE, &reason).await;
+        }
         let target = Target {
             name: &self.destination,
             helpdesk: self.helpdesk.as_ref(),
             routing: &route.routing,
         };
-        self.handle_for(state, message, &event, &target).await
+        self.handle_for(state, message, &event, &target).await?;
+        if !media::missed::is_retry(&event) {
+            for file in &missed {
+                self.note_missed_file(message, &event, file).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A file the provider did not serve (see [`media::missed`]): a note on the ticket, and its
+    /// retry in a dead letter for `omni deadletter replay --stage router-media`.
+    async fn note_missed_file(
+        &self,
+        message: &OwnedMessage,
+        event: &ConversationEvent,
+        missed: &media::missed::Missed,
+    ) -> Result<(), ProduceError> {
+        let note = media::missed::note(event, missed);
+        let headers = CloudEvent {
+            id: &note.event_id,
+            kind: "omni.v1.ConversationEvent",
+            source: &self.source,
+            subject: Some(&note.conversation_id),
+            time: SystemTime::now(),
+        }
+        .to_headers();
+        let (key, value) = (message.key().unwrap_or_default(), note.encode_to_vec());
+        (|| self.producer.send(topics::CONVERSATIONS, key, &value, headers.clone()))
+            .retry(kafka_backoff())
+            .when(ProduceError::is_transient)
+            .await?;
+        let retry = media::missed::retry(event, missed);
+        let reason = media::missed::reason(std::slice::from_ref(missed));
+        self.dead_letter_as(message, &retry, media::missed::STAGE, &reason).await
+    }
+
+    /// Dead-letters `event` in place of `message` (a record this router made), under `stage`.
+    async fn dead_letter_as(
+        &self,
+        message: &OwnedMessage,
+        event: &ConversationEvent,
+        stage: &'static str,
+        reason: &str,
+    ) -> Result<(), ProduceError> {
+        let writer = DeadLetterWriter::new(self.producer.clone(), stage, self.source.clone());
+        let headers = [
+            ("ce_id".to_owned(), event.event_id.clone()),
+            ("ce_type".to_owned(), "omni.v1.ConversationEvent".to_owned()),
+            ("ce_source".to_owned(), self.source.clone()),
+        ]
+        .into();
+        let value = event.encode_to_vec();
+        (|| {
+            writer.send_instead(
+                message,
+                &value,
+                std::collections::BTreeMap::clone(&headers),
+                Fault::External,
+                reason,
+                &event.event_id,
+            )
+        })
+        .retry(kafka_backoff())
+        .when(ProduceError::is_transient)
+        .await
     }
 
     /// The event with the bytes of its files that travel without them (referenced, or above an
@@ -408,8 +477,9 @@ impl Router {
     /// provider (`[router.media]`) and kept in the store, up to [`MAX_STORED_FILE_BYTES`] in all,
     /// so the helpdesk gets the files and not a reference. A file neither has, or that cannot be
     /// had now, stays referenced: the ticket names it, and the message is not held up.
-    async fn with_stored_files(&self, mut event: ConversationEvent) -> ConversationEvent {
-        let Some(objects) = &self.objects else { return event };
+    async fn with_stored_files(&self, mut event: ConversationEvent) -> (ConversationEvent, Vec<media::missed::Missed>) {
+        let mut missed = Vec::new();
+        let Some(objects) = &self.objects else { return (event, missed) };
         let provider = event.provider.clone().unwrap_or_default();
         let mut total = 0u64;
         for file in &mut event.attachments {
@@ -417,14 +487,19 @@ impl Router {
             if carried || total + file.size_bytes > MAX_STORED_FILE_BYTES {
                 continue;
             }
-            if let Some(bytes) = self.stored_or_fetched(objects, &provider, file, &event.event_id).await {
-                total += bytes.len() as u64;
-                file.size_bytes = bytes.len() as u64;
-                file.sha256 = hex::encode(sha2::Sha256::digest(&bytes));
-                file.content = Some(omni_proto::v1::attachment::Content::Data(bytes));
+            let before = file.clone();
+            match self.stored_or_fetched(objects, &provider, file, &event.event_id).await {
+                Ok(Some(bytes)) => {
+                    total += bytes.len() as u64;
+                    file.size_bytes = bytes.len() as u64;
+                    file.sha256 = hex::encode(sha2::Sha256::digest(&bytes));
+                    file.content = Some(omni_proto::v1::attachment::Content::Data(bytes));
+                }
+                Ok(None) => {}
+                Err(reason) => missed.push(media::missed::Missed { file: before, reason }),
             }
         }
-        event
+        (event, missed)
     }
 
     /// One file's bytes from the store, else from its provider (then kept in the store, and
@@ -435,33 +510,36 @@ impl Router {
         provider: &omni_proto::v1::ProviderReference,
         file: &mut omni_proto::v1::Attachment,
         event_id: &str,
-    ) -> Option<Vec<u8>> {
+    ) -> Result<Option<Vec<u8>>, String> {
         let destination = self.destination.clone();
         if file.sha256.len() == 64 {
             match objects.get(&file.sha256).await {
-                Ok(Some(bytes)) => return Some(bytes),
+                Ok(Some(bytes)) => return Ok(Some(bytes)),
                 Ok(None) => {}
                 Err(error) => {
                     tracing::warn!(%destination, event_id, %error, "a stored file not read; the ticket names it instead");
                     metrics::counter!("omni_router_object_errors_total", "destination" => destination).increment(1);
-                    return None;
+                    return Ok(None);
                 }
             }
         }
         let provider_name = provider.provider.clone();
-        match self.media.fetch(provider, file).await? {
+        let Some(fetched) = self.media.fetch(provider, file).await else {
+            return Ok(None);
+        };
+        match fetched {
             Ok(media::Fetched { bytes, media_type }) => {
                 file.media_type = media_type;
                 if let Err(error) = objects.put(&bytes).await {
                     tracing::warn!(%destination, event_id, %error, "a fetched file not kept in the store");
                 }
                 metrics::counter!("omni_router_media_fetched_total", "provider" => provider_name).increment(1);
-                Some(bytes)
+                Ok(Some(bytes))
             }
             Err(error) => {
                 tracing::warn!(%destination, event_id, provider = %provider_name, %error, "a customer's file not fetched; the ticket names it instead");
                 metrics::counter!("omni_router_media_failures_total", "provider" => provider_name).increment(1);
-                None
+                Err(error.to_string())
             }
         }
     }

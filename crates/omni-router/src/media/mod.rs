@@ -25,6 +25,7 @@
 
 mod checks;
 mod config;
+pub mod missed;
 mod providers;
 #[cfg(test)]
 mod tests;
