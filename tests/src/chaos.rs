@@ -110,6 +110,12 @@ pub struct ChaosReport {
     pub split_conversations: Vec<u64>,
     /// Tickets holding messages of more than one conversation (helpdesk ids).
     pub merged_tickets: Vec<u64>,
+    /// Messages sent with a file.
+    pub attachments: usize,
+    /// Sequence numbers that arrived without their file.
+    pub attachments_missing: Vec<u64>,
+    /// Sequence numbers whose file is on their comment more than once.
+    pub attachments_doubled: Vec<u64>,
     /// Kills done.
     pub kills: u32,
     /// Broker restarts done.
@@ -131,6 +137,8 @@ impl ChaosReport {
             && self.duplicated.is_empty()
             && self.split_conversations.is_empty()
             && self.merged_tickets.is_empty()
+            && self.attachments_missing.is_empty()
+            && self.attachments_doubled.is_empty()
             && self.comments - self.notes == self.sent
             && self.answers.passed()
     }
@@ -158,6 +166,14 @@ impl ChaosReport {
             "| **duplicated** | **{}** {:?} |\n",
             self.duplicated.len(),
             first(&self.duplicated)
+        ));
+        out.push_str(&format!(
+            "| files sent / **missing** / **doubled** | {} / **{}** {:?} / **{}** {:?} |\n",
+            self.attachments,
+            self.attachments_missing.len(),
+            first(&self.attachments_missing),
+            self.attachments_doubled.len(),
+            first(&self.attachments_doubled)
         ));
         out.push_str(&format!(
             "| conversations split over tickets | {} {:?} |\n",
@@ -313,6 +329,9 @@ pub async fn run(options: ChaosOptions) -> anyhow::Result<ChaosReport> {
         duplicated: counted.duplicated,
         split_conversations: counted.split_conversations,
         merged_tickets: counted.merged_tickets,
+        attachments: sent.iter().filter(|(item, _)| item.attachment.is_some()).count(),
+        attachments_missing: counted.attachments_missing,
+        attachments_doubled: counted.attachments_doubled,
         kills: faults.iter().filter(|f| f.fault.starts_with("kill ")).count() as u32,
         broker_restarts: faults.iter().filter(|f| f.fault == FaultKind::Broker.name()).count() as u32,
         faults,
@@ -484,18 +503,29 @@ struct Counted {
     duplicated: Vec<u64>,
     split_conversations: Vec<u64>,
     merged_tickets: Vec<u64>,
+    attachments_missing: Vec<u64>,
+    attachments_doubled: Vec<u64>,
 }
 
 fn count(stack: &Stack, sent: &[(Item, Sent)], markers: &Markers) -> anyhow::Result<Counted> {
     let mut arrivals: HashMap<u64, Vec<SystemTime>> = HashMap::new();
+    // Per sequence number, how often its file is on the comments that carry its marker.
+    let mut files_of: HashMap<u64, usize> = HashMap::new();
+    let file_of: HashMap<u64, &str> = sent
+        .iter()
+        .filter_map(|(item, _)| Some((item.seq, item.attachment.as_deref()?)))
+        .collect();
     let mut tickets_of: HashMap<u64, HashSet<u64>> = HashMap::new();
     let mut conversations_of: HashMap<u64, HashSet<u64>> = HashMap::new();
     let seq_conversation: HashMap<u64, u64> = sent.iter().map(|(item, _)| (item.seq, item.conversation)).collect();
     let tickets = stack.zendesk.tickets();
     for ticket in &tickets {
-        for (text, arrived) in ticket.comments.iter().zip(&ticket.arrived) {
+        for ((text, arrived), files) in ticket.comments.iter().zip(&ticket.arrived).zip(&ticket.files) {
             for seq in markers.find(text) {
                 arrivals.entry(seq).or_default().push(*arrived);
+                if let Some(name) = file_of.get(&seq) {
+                    *files_of.entry(seq).or_default() += files.iter().filter(|file| file == name).count();
+                }
                 if let Some(conversation) = seq_conversation.get(&seq) {
                     tickets_of.entry(*conversation).or_default().insert(ticket.id);
                     conversations_of.entry(ticket.id).or_default().insert(*conversation);
@@ -512,7 +542,12 @@ fn count(stack: &Stack, sent: &[(Item, Sent)], markers: &Markers) -> anyhow::Res
         }
     }
     let seqs = || sent.iter().map(|(item, _)| item.seq);
-    let lost = seqs().filter(|seq| !arrivals.contains_key(seq)).collect();
+    let lost: Vec<u64> = seqs().filter(|seq| !arrivals.contains_key(seq)).collect();
+    let with_file = || file_of.keys().copied().filter(|seq| arrivals.contains_key(seq));
+    let mut attachments_missing: Vec<u64> = with_file().filter(|seq| files_of.get(seq).copied().unwrap_or(0) == 0).collect();
+    let mut attachments_doubled: Vec<u64> = with_file().filter(|seq| files_of.get(seq).copied().unwrap_or(0) > 1).collect();
+    attachments_missing.sort_unstable();
+    attachments_doubled.sort_unstable();
     let duplicated = seqs()
         .filter(|seq| arrivals.get(seq).is_some_and(|a| a.len() > 1) || events_of.get(seq).is_some_and(|e| e.len() > 1))
         .collect();
@@ -530,6 +565,8 @@ fn count(stack: &Stack, sent: &[(Item, Sent)], markers: &Markers) -> anyhow::Res
         arrivals,
         lost,
         duplicated,
+        attachments_missing,
+        attachments_doubled,
     })
 }
 

@@ -86,6 +86,9 @@ pub struct Item {
     pub position: u32,
     /// The text that must reach the helpdesk exactly once.
     pub marker: String,
+    /// The name of the file it carries, which must be attached exactly once (emails, one in
+    /// four).
+    pub attachment: Option<String>,
     payload: Payload,
 }
 
@@ -229,10 +232,12 @@ impl Generator {
         let text = format!("{} {marker}", self.words(length));
         let c = conversation as u64;
         let run = self.run;
+        let mut attachment = None;
         let payload = match kind {
             Kind::Email => {
                 let message_id = format!("<bench-{run}-{seq}@customer.example>");
-                let email = self.email(c, &text, &message_id, conversation)?;
+                let (email, file) = self.email(c, &text, &message_id, conversation)?;
+                attachment = file;
                 let state = &mut self.conversations[conversation];
                 state.root_message_id.get_or_insert(message_id.clone());
                 state.last_message_id = Some(message_id);
@@ -324,6 +329,7 @@ impl Generator {
                     conversation: c,
                     position,
                     marker: format!("at {at}"),
+                    attachment: None,
                     payload: Payload::CallLine(cdr_line(&number, start, &format!("{}.{seq}", self.calls_start))),
                 });
             }
@@ -334,11 +340,13 @@ impl Generator {
             conversation: c,
             position,
             marker,
+            attachment,
             payload,
         })
     }
 
-    fn email(&mut self, c: u64, text: &str, message_id: &str, conversation: usize) -> anyhow::Result<Vec<u8>> {
+    /// A customer's mail and the name of the file it carries, if any.
+    fn email(&mut self, c: u64, text: &str, message_id: &str, conversation: usize) -> anyhow::Result<(Vec<u8>, Option<String>)> {
         use lettre::message::header::ContentType;
         use lettre::message::{Attachment, MultiPart, SinglePart};
         let run = self.run;
@@ -363,17 +371,21 @@ impl Generator {
         } else {
             MultiPart::mixed().singlepart(SinglePart::plain(plain))
         };
+        let mut file = None;
         if self.rng.u32(0..4) == 0 {
             // 20-200 KiB, the size of a scanned receipt or an invoice PDF.
             let size = 20_480 + self.rng.usize(..184_320);
             let mut bytes = b"%PDF-1.7\n".to_vec();
             let rng = &mut self.rng;
             bytes.extend((0..size).map(|_| rng.u8(..)));
+            // Named per message: one conversation's files are told apart.
+            let name = format!("invoice-{c}-{}.pdf", self.rng.u32(..));
             body = MultiPart::mixed()
                 .multipart(body)
-                .singlepart(Attachment::new(format!("invoice-{c}.pdf")).body(bytes, ContentType::parse("application/pdf")?));
+                .singlepart(Attachment::new(name.clone()).body(bytes, ContentType::parse("application/pdf")?));
+            file = Some(name);
         }
-        Ok(builder.multipart(body)?.formatted())
+        Ok((builder.multipart(body)?.formatted(), file))
     }
 }
 

@@ -69,6 +69,8 @@ pub struct Ticket {
     pub audits: Vec<Value>,
     /// When each comment arrived, oldest first.
     pub arrived: Vec<std::time::SystemTime>,
+    /// The names of the files each comment carries (its `uploads`), oldest first.
+    pub files: Vec<Vec<String>>,
 }
 
 #[derive(Default)]
@@ -217,6 +219,16 @@ impl Zendesk {
     }
 }
 
+/// The file names of a comment's `uploads` (tokens this server issued as `upload<N>`).
+fn upload_names(inner: &Inner, comment: &Value) -> Vec<String> {
+    let tokens = comment.get("uploads").and_then(Value::as_array).cloned().unwrap_or_default();
+    tokens
+        .iter()
+        .filter_map(|token| token.as_str()?.strip_prefix("upload")?.parse::<usize>().ok())
+        .filter_map(|n| inner.uploads.get(n.checked_sub(1)?).map(|(name, _)| name.clone()))
+        .collect()
+}
+
 /// A comment's `uploads` token that this server did not issue, if any.
 fn unknown_upload(inner: &Inner, comment: &Value) -> Option<String> {
     let tokens = comment.get("uploads")?.as_array()?;
@@ -320,6 +332,7 @@ async fn create(State(server): State<Zendesk>, method: Method, headers: HeaderMa
         comments: vec![comment.to_owned()],
         audits: vec![request["ticket"]["metadata"].clone()],
         arrived: vec![std::time::SystemTime::now()],
+        files: vec![upload_names(&inner, &ticket["comment"])],
     };
     let answer = json!({ "ticket": ticket_json(&ticket), "audit": { "id": id * 1000, "metadata": { "custom": ticket.audits[0] } } });
     inner.tickets.insert(id, ticket);
@@ -357,9 +370,11 @@ async fn update(State(server): State<Zendesk>, headers: HeaderMap, Path(id): Pat
         drop(inner);
         return server.violation(format!("PUT /tickets/{id}: {problem}"));
     }
+    let files = upload_names(&inner, &request["ticket"]["comment"]);
     let Some(ticket) = inner.tickets.get_mut(&id) else {
         return (StatusCode::NOT_FOUND, axum::Json(json!({ "error": "RecordNotFound" }))).into_response();
     };
+    ticket.files.push(files);
     ticket.comments.push(comment.to_owned());
     ticket.arrived.push(std::time::SystemTime::now());
     ticket.audits.push(request["ticket"]["metadata"].clone());
