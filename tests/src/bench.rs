@@ -204,6 +204,10 @@ pub struct BenchReport {
     pub burst_by_channel: BTreeMap<String, usize>,
     /// Mean size of a burst message, bytes (emails with attachments included).
     pub burst_mean_bytes: f64,
+    /// Files in the burst (PDFs on emails) and their bytes.
+    pub burst_files: usize,
+    /// Their bytes in all.
+    pub burst_file_bytes: usize,
     /// The baseline copy loop.
     pub baseline: Stage,
     /// Each stage in the burst, and end to end (first send to last delivery).
@@ -339,6 +343,8 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
         *burst_by_channel.entry(item.kind.name().to_owned()).or_insert(0) += 1;
     }
     let burst_mean_bytes = items.iter().map(Item::size).sum::<usize>() as f64 / items.len().max(1) as f64;
+    let burst_files = items.iter().filter(|item| item.attachment.is_some()).count();
+    let burst_file_bytes = items.iter().map(|item| item.attachment_bytes).sum::<usize>();
     println!("bench: burst of {} messages, {} senders", items.len(), options.concurrency);
     let burst_started = SystemTime::now();
     let burst = send_all(&sender, items, options.concurrency).await?;
@@ -609,6 +615,8 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
         machine: machine(),
         burst_by_channel,
         burst_mean_bytes,
+        burst_files,
+        burst_file_bytes,
         baseline,
         stages,
         latencies,
@@ -770,6 +778,15 @@ impl BenchReport {
             out.push_str(&format!(
                 "| {} | {} | {:.1} | {:.1} | {:.3} |\n",
                 stage.stage, stage.records, stage.seconds, stage.per_second, stage.of_baseline
+            ));
+        }
+        if let Some(end_to_end) = self.stages.last().filter(|s| s.seconds > 0.0) {
+            let mib = self.burst_file_bytes as f64 / 1024.0 / 1024.0;
+            out.push_str(&format!(
+                "\nFiles: {} in the burst ({mib:.1} MiB of PDFs on emails), through the pipeline into the helpdesk end to end at {:.2} MiB/s of files ({:.2} MiB/s of messages with their files).\n",
+                self.burst_files,
+                mib / end_to_end.seconds,
+                self.burst_mean_bytes * self.options.messages as f64 / 1024.0 / 1024.0 / end_to_end.seconds
             ));
         }
         out.push_str("\n## Latency (seconds)\n\n| phase | path | messages | p50 | p99 | max |\n|---|---|---:|---:|---:|---:|\n");

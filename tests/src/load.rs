@@ -89,8 +89,13 @@ pub struct Item {
     /// The name of the file it carries, which must be attached exactly once (emails, one in
     /// four).
     pub attachment: Option<String>,
+    /// That file's size, bytes (0 without one).
+    pub attachment_bytes: usize,
     payload: Payload,
 }
+
+/// A file's name and size in bytes.
+type NamedSize = (String, usize);
 
 #[derive(Clone, Debug)]
 enum Payload {
@@ -232,12 +237,12 @@ impl Generator {
         let text = format!("{} {marker}", self.words(length));
         let c = conversation as u64;
         let run = self.run;
-        let mut attachment = None;
+        let (mut attachment, mut attachment_bytes) = (None, None);
         let payload = match kind {
             Kind::Email => {
                 let message_id = format!("<bench-{run}-{seq}@customer.example>");
                 let (email, file) = self.email(c, &text, &message_id, conversation)?;
-                attachment = file;
+                (attachment, attachment_bytes) = file.unzip();
                 let state = &mut self.conversations[conversation];
                 state.root_message_id.get_or_insert(message_id.clone());
                 state.last_message_id = Some(message_id);
@@ -330,6 +335,7 @@ impl Generator {
                     position,
                     marker: format!("at {at}"),
                     attachment: None,
+                    attachment_bytes: 0,
                     payload: Payload::CallLine(cdr_line(&number, start, &format!("{}.{seq}", self.calls_start))),
                 });
             }
@@ -341,12 +347,13 @@ impl Generator {
             position,
             marker,
             attachment,
+            attachment_bytes: attachment_bytes.unwrap_or(0),
             payload,
         })
     }
 
-    /// A customer's mail and the name of the file it carries, if any.
-    fn email(&mut self, c: u64, text: &str, message_id: &str, conversation: usize) -> anyhow::Result<(Vec<u8>, Option<String>)> {
+    /// A customer's mail and the name and size of the file it carries, if any.
+    fn email(&mut self, c: u64, text: &str, message_id: &str, conversation: usize) -> anyhow::Result<(Vec<u8>, Option<NamedSize>)> {
         use lettre::message::header::ContentType;
         use lettre::message::{Attachment, MultiPart, SinglePart};
         let run = self.run;
@@ -380,10 +387,10 @@ impl Generator {
             bytes.extend((0..size).map(|_| rng.u8(..)));
             // Named per message: one conversation's files are told apart.
             let name = format!("invoice-{c}-{}.pdf", self.rng.u32(..));
+            file = Some((name.clone(), bytes.len()));
             body = MultiPart::mixed()
                 .multipart(body)
-                .singlepart(Attachment::new(name.clone()).body(bytes, ContentType::parse("application/pdf")?));
-            file = Some(name);
+                .singlepart(Attachment::new(name).body(bytes, ContentType::parse("application/pdf")?));
         }
         Ok((builder.multipart(body)?.formatted(), file))
     }
