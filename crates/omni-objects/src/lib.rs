@@ -25,6 +25,15 @@ pub struct ObjectsConfig {
     /// empty: no store (large files stay referenced where they came from).
     #[serde(default)]
     pub url: String,
+    /// Objects last written longer ago than this many days are deleted by the router's hourly
+    /// sweep (0: kept for ever). Longer than any delivery can wait: a redelivery after that
+    /// fetches the file from its provider again, or lists it by its reference.
+    #[serde(default = "default_retention_days")]
+    pub retention_days: u32,
+}
+
+fn default_retention_days() -> u32 {
+    30
 }
 
 impl omni_runtime::Validate for ObjectsConfig {
@@ -57,6 +66,23 @@ pub enum ObjectsError {
     #[error("`{0}` is not a SHA-256 (64 hex digits)")]
     BadKey(String),
 }
+
+/// What an [`Objects::expire`] sweep found.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Sweep {
+    /// Objects deleted, and their bytes.
+    pub expired: u64,
+    /// Their bytes.
+    pub expired_bytes: u64,
+    /// Objects kept, and their bytes: what the store holds now.
+    pub kept: u64,
+    /// Their bytes.
+    pub kept_bytes: u64,
+}
+
+/// An object put again this long after it was written is written again, so its age (which
+/// [`Objects::expire`] reads) counts from its latest use.
+const REFRESH_AFTER: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 /// One store, shared by the tasks of a service.
 #[derive(Clone)]
@@ -112,10 +138,42 @@ impl Objects {
             ..PutOptions::default()
         };
         let payload = PutPayload::from(bytes::Bytes::copy_from_slice(bytes));
-        match self.store.put_opts(&key(&sha256)?, payload, options).await {
-            Ok(_) | Err(object_store::Error::AlreadyExists { .. }) => Ok(sha256),
+        let key = key(&sha256)?;
+        match self.store.put_opts(&key, payload.clone(), options).await {
+            Ok(_) => Ok(sha256),
+            Err(object_store::Error::AlreadyExists { .. }) => {
+                // In use again: written again once a day at most, so it does not expire early.
+                let meta = self.store.head(&key).await?;
+                let age = chrono_age(meta.last_modified);
+                if age > REFRESH_AFTER {
+                    self.store.put(&key, payload).await?;
+                }
+                Ok(sha256)
+            }
             Err(error) => Err(error.into()),
         }
+    }
+
+    /// Deletes every object last written before `before`; what it deleted and what is left.
+    pub async fn expire(&self, before: std::time::SystemTime) -> Result<Sweep, ObjectsError> {
+        use futures::TryStreamExt as _;
+        let mut sweep = Sweep::default();
+        let mut listing = self.store.list(Some(&Path::from("sha256")));
+        while let Some(meta) = listing.try_next().await? {
+            if std::time::SystemTime::from(meta.last_modified) < before {
+                match self.store.delete(&meta.location).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => {
+                        sweep.expired += 1;
+                        sweep.expired_bytes += meta.size;
+                    }
+                    Err(error) => return Err(error.into()),
+                }
+            } else {
+                sweep.kept += 1;
+                sweep.kept_bytes += meta.size;
+            }
+        }
+        Ok(sweep)
     }
 
     /// The bytes kept under `sha256`, checked; `None` when there are none.
@@ -130,6 +188,13 @@ impl Objects {
         }
         Ok(Some(bytes.to_vec()))
     }
+}
+
+/// How long ago `at` was (0 when in the future).
+fn chrono_age(at: chrono::DateTime<chrono::Utc>) -> std::time::Duration {
+    std::time::SystemTime::now()
+        .duration_since(std::time::SystemTime::from(at))
+        .unwrap_or_default()
 }
 
 /// The object key of a SHA-256.
@@ -162,6 +227,28 @@ mod tests {
         std::fs::write(&stored, b"not the photo").unwrap();
         assert!(matches!(objects.get(&sha256).await, Err(ObjectsError::Corrupt(_))));
         assert!(matches!(objects.get("../../etc/passwd").await, Err(ObjectsError::BadKey(_))));
+    }
+
+    #[tokio::test]
+    async fn a_sweep_deletes_what_was_last_written_before_the_cutoff_and_counts_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let objects = Objects::open(dir.path().to_str().unwrap()).unwrap().unwrap();
+        let old = objects.put(b"an old receipt").await.unwrap();
+        let cutoff = std::time::SystemTime::now() + std::time::Duration::from_millis(20);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let new = objects.put(b"a new photo").await.unwrap();
+        let sweep = objects.expire(cutoff).await.unwrap();
+        assert_eq!(
+            sweep,
+            Sweep {
+                expired: 1,
+                expired_bytes: 14,
+                kept: 1,
+                kept_bytes: 11
+            }
+        );
+        assert_eq!(objects.get(&old).await.unwrap(), None);
+        assert_eq!(objects.get(&new).await.unwrap().as_deref(), Some(b"a new photo".as_slice()));
     }
 
     #[test]

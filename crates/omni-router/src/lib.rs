@@ -109,6 +109,12 @@ pub async fn run(config: RouterServiceConfig, context: ServiceContext) -> anyhow
     }
     topics::ensure_topics_until_ready(&config.kafka, &client_id, &context).await?;
     let destinations = destinations(&config.service)?;
+    if let Some(objects) = omni_objects::Objects::open(&config.objects.url)?
+        && config.objects.retention_days > 0
+    {
+        let retention = Duration::from_secs(u64::from(config.objects.retention_days) * 86_400);
+        tokio::spawn(expire_objects(objects, retention, context.shutdown.clone()));
+    }
     let mut pipelines = tokio::task::JoinSet::new();
     for (name, helpdesk) in destinations {
         let config = config.clone();
@@ -127,6 +133,36 @@ pub async fn run(config: RouterServiceConfig, context: ServiceContext) -> anyhow
         }
     }
     Ok(())
+}
+
+/// Every hour, deletes the stored files last written longer than `retention` ago (`[objects]
+/// retention_days`), and says what the store holds: `omni_objects_stored_bytes`,
+/// `omni_objects_stored`, `omni_objects_expired_total`. Each router replica sweeps; deleting
+/// what another already deleted is no error.
+async fn expire_objects(objects: omni_objects::Objects, retention: Duration, shutdown: tokio_util::sync::CancellationToken) {
+    let mut hourly = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = hourly.tick() => {}
+        }
+        let before = SystemTime::now() - retention;
+        match objects.expire(before).await {
+            Ok(sweep) => {
+                metrics::counter!("omni_objects_expired_total").increment(sweep.expired);
+                metrics::gauge!("omni_objects_stored").set(sweep.kept as f64);
+                metrics::gauge!("omni_objects_stored_bytes").set(sweep.kept_bytes as f64);
+                tracing::info!(
+                    expired = sweep.expired,
+                    expired_bytes = sweep.expired_bytes,
+                    kept = sweep.kept,
+                    kept_bytes = sweep.kept_bytes,
+                    "stored files swept"
+                );
+            }
+            Err(error) => tracing::warn!(%error, "stored files not swept; trying again in an hour"),
+        }
+    }
 }
 
 /// The consumer group and static member id of one destination's pipeline: the configured ones
