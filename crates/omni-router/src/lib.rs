@@ -213,6 +213,7 @@ async fn run_destination(
     // At zero from the start, so the retry alert's `rate()` sees the first retry.
     metrics::counter!("omni_router_retries_total", "destination" => destination.to_owned()).increment(0);
     let router = Router {
+        media_letters: DeadLetterWriter::new(producer.clone(), media::missed::STAGE, source.clone()),
         producer,
         source,
         destination: destination.to_owned(),
@@ -308,6 +309,8 @@ struct Router {
     helpdesk: Arc<dyn Helpdesk>,
     rules: Rules,
     dead_letters: DeadLetterWriter,
+    /// Dead letters of the customers' files not fetched (stage `router-media`).
+    media_letters: DeadLetterWriter,
     /// Whether this pipeline dead-letters records that are not conversation events: only the
     /// default destination's does, so a bad record is dead-lettered once, not once per destination.
     reports_bad_input: bool,
@@ -424,6 +427,10 @@ impl Router {
         // A conversation that already has a ticket here keeps getting its follow-ups here, whatever
         // rule a later message matches (a "thanks" after a refund request stays in the refund ticket).
         let sticky = state.ticket(&self.destination, &event.conversation_id).is_some();
+        if media::missed::addressed_to(&event).is_some_and(|to| to != self.destination) {
+            // Another destination's note or retry of a file it missed.
+            return Ok(());
+        }
         if !route.destinations.contains(&self.destination) && !sticky {
             // Another destination's event: its own pipeline delivers it.
             return Ok(());
@@ -431,18 +438,21 @@ impl Router {
         tracing::debug!(destination = %self.destination, event_id = %event.event_id, rule = route.rule.as_deref().unwrap_or("(default)"), "event routed by rule");
         // Only for an event this destination delivers: the others' files are not fetched here.
         let (event, missed) = self.with_stored_files(event).await;
-        if media::missed::is_retry(&event) && !missed.is_empty() {
+        if media::missed::is_retry(&event)
+            && let Some(reason) = media::missed::still_missing(&event, &missed)
+        {
             // A file's retry, still not served: kept for the next replay, nothing delivered.
-            let reason = media::missed::reason(&missed);
-            return self.dead_letter_as(message, &event, media::missed::STAGE, &reason).await;
+            return self.dead_letter_as(message, &event, &reason).await;
         }
         let target = Target {
             name: &self.destination,
             helpdesk: self.helpdesk.as_ref(),
             routing: &route.routing,
         };
-        self.handle_for(state, message, &event, &target).await?;
-        if !media::missed::is_retry(&event) {
+        let outcome = self.handle_for(state, message, &event, &target).await?;
+        // Only a message that reached the ticket just now: a copy (DUPLICATE) was noted the
+        // first time, a refused one has no ticket to note on.
+        if matches!(outcome, Outcome::Created | Outcome::Appended) && !media::missed::is_retry(&event) {
             for file in &missed {
                 self.note_missed_file(message, &event, file).await?;
             }
@@ -458,7 +468,7 @@ impl Router {
         event: &ConversationEvent,
         missed: &media::missed::Missed,
     ) -> Result<(), ProduceError> {
-        let note = media::missed::note(event, missed);
+        let note = media::missed::note(event, missed, &self.destination);
         let headers = CloudEvent {
             id: &note.event_id,
             kind: "omni.v1.ConversationEvent",
@@ -472,20 +482,15 @@ impl Router {
             .retry(kafka_backoff())
             .when(ProduceError::is_transient)
             .await?;
-        let retry = media::missed::retry(event, missed);
+        let retry = media::missed::retry(event, missed, &self.destination);
         let reason = media::missed::reason(std::slice::from_ref(missed));
-        self.dead_letter_as(message, &retry, media::missed::STAGE, &reason).await
+        self.dead_letter_as(message, &retry, &reason).await
     }
 
-    /// Dead-letters `event` in place of `message` (a record this router made), under `stage`.
-    async fn dead_letter_as(
-        &self,
-        message: &OwnedMessage,
-        event: &ConversationEvent,
-        stage: &'static str,
-        reason: &str,
-    ) -> Result<(), ProduceError> {
-        let writer = DeadLetterWriter::new(self.producer.clone(), stage, self.source.clone());
+    /// Dead-letters `event` in place of `message` (a file's retry this router made) under the
+    /// stage `router-media`.
+    async fn dead_letter_as(&self, message: &OwnedMessage, event: &ConversationEvent, reason: &str) -> Result<(), ProduceError> {
+        let writer = &self.media_letters;
         let headers = [
             ("ce_id".to_owned(), event.event_id.clone()),
             ("ce_type".to_owned(), "omni.v1.ConversationEvent".to_owned()),
@@ -580,14 +585,14 @@ impl Router {
         }
     }
 
-    /// Delivers `event` to one destination with retries, then records the outcome.
+    /// Delivers `event` to one destination with retries, then records the outcome; returns it.
     async fn handle_for(
         &self,
         state: &StateStore,
         message: &OwnedMessage,
         event: &ConversationEvent,
         target: &Target<'_>,
-    ) -> Result<(), ProduceError> {
+    ) -> Result<Outcome, ProduceError> {
         let backoff = ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(200))
             .with_max_delay(Duration::from_secs(30))
@@ -622,7 +627,8 @@ impl Router {
         tracing::debug!(destination = %target.name, event_id = %event.event_id, conversation_id = %event.conversation_id, outcome = outcome.as_str_name(), "event delivered");
         let opened_ticket = opened_ticket && matches!(outcome, Outcome::Created | Outcome::Duplicate);
         self.record_delivery(event, target.name, (outcome, opened_ticket), ticket.as_ref(), error)
-            .await
+            .await?;
+        Ok(outcome)
     }
 
     /// One attempt at delivering `event`, following the steps in the crate docs.

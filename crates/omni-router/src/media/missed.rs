@@ -31,43 +31,85 @@ pub struct Missed {
     pub reason: String,
 }
 
-/// Whether `event` is a retry of a file (then it is delivered only with the file).
-pub fn is_retry(event: &ConversationEvent) -> bool {
-    event.tags.iter().any(|tag| tag == RETRY_TAG)
+/// The tag prefix naming the one destination a note or retry is for.
+const FOR_PREFIX: &str = "omni-media-for:";
+
+/// Whether omni wrote `event` (an outbound event of the system participant): a customer's or an
+/// API client's event never counts as a note or retry, whatever its tags.
+fn omnis_own(event: &ConversationEvent) -> bool {
+    event.direction() == Direction::Outbound
+        && !event.participants.is_empty()
+        && event.participants.iter().all(|p| p.role() == Role::System)
 }
 
-/// The id shared by a file's note and retry: over the message's event id and the reference.
-fn file_key(event: &ConversationEvent, file: &Attachment) -> String {
+/// Whether `event` is a retry of a file (then it is delivered only with the file).
+pub fn is_retry(event: &ConversationEvent) -> bool {
+    omnis_own(event) && event.tags.iter().any(|tag| tag == RETRY_TAG)
+}
+
+/// The destination a note or retry is for: only that destination missed the file (another may
+/// have fetched it and must not get the note, nor the file twice).
+pub fn addressed_to(event: &ConversationEvent) -> Option<&str> {
+    if !omnis_own(event) {
+        return None;
+    }
+    event.tags.iter().find_map(|tag| tag.strip_prefix(FOR_PREFIX))
+}
+
+/// Why a retry still cannot be delivered: a file not fetched, or (no fetcher configured any
+/// more, the store failing) still without its bytes; `None` when every file is there.
+pub fn still_missing(event: &ConversationEvent, missed: &[Missed]) -> Option<String> {
+    if !missed.is_empty() {
+        return Some(reason(missed));
+    }
+    let bare: Vec<&str> = event
+        .attachments
+        .iter()
+        .filter(|file| !matches!(file.content, Some(Content::Data(_))))
+        .map(|file| file.name.as_str())
+        .collect();
+    (!bare.is_empty()).then(|| {
+        format!(
+            "a customer's file not fetched ({}: no fetcher or store could give it)",
+            bare.join(", ")
+        )
+    })
+}
+
+/// The id shared by a file's note and retry: over the destination, the message's event id and
+/// the reference.
+fn file_key(event: &ConversationEvent, file: &Attachment, destination: &str) -> String {
     let reference = match &file.content {
         Some(Content::Reference(reference)) => reference.as_str(),
         _ => file.name.as_str(),
     };
-    let digest = Sha256::digest(format!("{}\n{reference}", event.event_id));
+    let digest = Sha256::digest(format!("{destination}\n{}\n{reference}", event.event_id));
     hex::encode(&digest[..16])
 }
 
-/// The note for the agent: which file, from where, why, and how it comes.
-pub fn note(event: &ConversationEvent, missed: &Missed) -> ConversationEvent {
+/// The note for the agent of `destination`: which file, from where, why, and how it comes.
+pub fn note(event: &ConversationEvent, missed: &Missed, destination: &str) -> ConversationEvent {
     let provider = event.provider.as_ref().map_or("the provider", |p| p.provider.as_str());
     let text = format!(
         "omni: the customer's file {} could not be fetched from {provider} ({}). It is listed with the message; \
          `omni deadletter replay --stage {STAGE}` attaches it here once {provider} serves it.",
         missed.file.name, missed.reason
     );
-    system_event(
-        event,
-        format!("media-missed-{}", file_key(event, &missed.file)),
-        text,
-        NOTE_TAG,
-        Vec::new(),
-    )
+    let id = format!("media-missed-{}", file_key(event, &missed.file, destination));
+    system_event(event, id, text, [NOTE_TAG, &format!("{FOR_PREFIX}{destination}")], Vec::new())
 }
 
-/// The retry kept in the dead letter: the file alone, by its reference.
-pub fn retry(event: &ConversationEvent, missed: &Missed) -> ConversationEvent {
+/// The retry kept in the dead letter for `destination`: the file alone, by its reference.
+pub fn retry(event: &ConversationEvent, missed: &Missed, destination: &str) -> ConversationEvent {
     let text = format!("omni: the customer's file {}, fetched again.", missed.file.name);
-    let id = format!("media-retry-{}", file_key(event, &missed.file));
-    system_event(event, id, text, RETRY_TAG, vec![missed.file.clone()])
+    let id = format!("media-retry-{}", file_key(event, &missed.file, destination));
+    system_event(
+        event,
+        id,
+        text,
+        [RETRY_TAG, &format!("{FOR_PREFIX}{destination}")],
+        vec![missed.file.clone()],
+    )
 }
 
 /// Why a message's files were not fetched, for a dead letter's reason.
@@ -78,7 +120,7 @@ pub fn reason(missed: &[Missed]) -> String {
 
 /// An outbound system event on `event`'s conversation, channel and provider (the provider, so
 /// that a retry is fetched with the same account).
-fn system_event(event: &ConversationEvent, id: String, text: String, tag: &str, attachments: Vec<Attachment>) -> ConversationEvent {
+fn system_event(event: &ConversationEvent, id: String, text: String, tags: [&str; 2], attachments: Vec<Attachment>) -> ConversationEvent {
     let now = std::time::SystemTime::now();
     ConversationEvent {
         event_id: id,
@@ -97,7 +139,7 @@ fn system_event(event: &ConversationEvent, id: String, text: String, tag: &str, 
         }),
         attachments,
         provider: event.provider.clone(),
-        tags: vec![tag.to_owned()],
+        tags: tags.iter().map(|tag| (*tag).to_owned()).collect(),
         occurred_at: Some(now.into()),
         received_at: Some(now.into()),
         normalized_at: Some(now.into()),
@@ -136,10 +178,17 @@ mod tests {
     #[test]
     fn a_file_gets_one_note_and_one_retry_whatever_how_often_it_is_missed() {
         let (event, file) = (message(), missed("1234"));
-        let (note, retry) = (note(&event, &file), retry(&event, &file));
-        assert_eq!(note.event_id, super::note(&event, &file).event_id, "the same note twice");
-        assert_eq!(retry.event_id, super::retry(&event, &file).event_id, "the same retry twice");
-        assert_ne!(retry.event_id, super::retry(&event, &missed("5678")).event_id, "another file");
+        let (note, retry) = (note(&event, &file, "rt"), retry(&event, &file, "rt"));
+        assert_eq!(note.event_id, super::note(&event, &file, "rt").event_id, "the same note twice");
+        assert_eq!(retry.event_id, super::retry(&event, &file, "rt").event_id, "the same retry twice");
+        assert_ne!(retry.event_id, super::retry(&event, &missed("5678"), "rt").event_id, "another file");
+        assert_ne!(
+            retry.event_id,
+            super::retry(&event, &file, "zendesk").event_id,
+            "another destination"
+        );
+        assert_eq!((addressed_to(&note), addressed_to(&retry)), (Some("rt"), Some("rt")));
+        assert!(still_missing(&retry, &[]).is_some_and(|r| r.contains("box.jpg")), "no bytes yet");
         assert!(
             note.body
                 .as_ref()
@@ -152,5 +201,18 @@ mod tests {
         assert_eq!(retry.attachments.len(), 1);
         assert_eq!(retry.provider.as_ref().unwrap().account, "default", "fetched with the same account");
         assert_eq!((retry.conversation_id.as_str(), retry.direction()), ("c1", Direction::Outbound));
+    }
+
+    #[test]
+    fn a_customers_tags_never_make_a_retry_or_address_a_destination() {
+        let mut customers = message();
+        customers.direction = Direction::Inbound as i32;
+        customers.participants = vec![Participant {
+            role: Role::Customer as i32,
+            ..Default::default()
+        }];
+        customers.tags = vec![RETRY_TAG.into(), format!("{FOR_PREFIX}elsewhere")];
+        assert!(!is_retry(&customers));
+        assert_eq!(addressed_to(&customers), None);
     }
 }
