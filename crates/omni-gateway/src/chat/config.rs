@@ -142,9 +142,16 @@ impl ChatAccount {
         }
     }
 
-    /// The largest WebSocket message this account's widget may send: an image twice the limit,
-    /// base64-encoded (so a somewhat larger one gets a clear `too_large`), or 64 KiB of text.
-    pub fn max_frame_bytes(&self) -> usize {
-        (self.max_image_bytes * 2).div_ceil(3) * 4 + 64 * 1024
+    /// The largest WebSocket message this account's widget may send: 64 KiB of text, or, when it
+    /// takes images (`images`: a store is open and `max_image_bytes` > 0), an image of the limit
+    /// base64-encoded plus those 64 KiB (an image up to about 48 KiB over the limit still gets a
+    /// clear `too_large`; a larger frame closes the socket).
+    pub fn max_frame_bytes(&self, images: bool) -> usize {
+        const TEXT: usize = 64 * 1024;
+        if images && self.max_image_bytes > 0 {
+            self.max_image_bytes.div_ceil(3) * 4 + TEXT
+        } else {
+            TEXT
+        }
     }
 }

@@ -164,7 +164,7 @@ async fn demo(
         .map_or("en", String::as_str);
     let page = DEMO_HTML
         .replace("{{ACCOUNT}}", &account)
-        .replace("{{IDENTITY}}", &demo_identity(&query))
+        .replace("{{IDENTITY}}", &demo_identity(&query, &state.chat.accounts[&account].settings))
         .replace("<html lang=\"en\">", &format!("<html lang=\"{lang}\">"));
     let host = headers
         .get(header::HOST)
@@ -187,8 +187,13 @@ async fn demo(
 /// The demo page's logged-in customer, as a shop would name them on the widget's tag:
 /// `?customer_id=&customer_email=&customer_name=&customer_hash=` become `data-customer-*`
 /// attributes. Only values of letters, digits, spaces and `.@+-_` (at most 128 characters) are
-/// taken, so nothing a link carries can leave the attribute.
-fn demo_identity(query: &HashMap<String, String>) -> String {
+/// taken, so nothing a link carries can leave the attribute. Only for an account on the
+/// published development secret: on a real account, a link naming the sender's own signed
+/// identity would make a victim's chat join the sender's conversation.
+fn demo_identity(query: &HashMap<String, String>, settings: &ChatAccount) -> String {
+    if settings.secret != config::DEVELOPMENT_SECRET {
+        return String::new();
+    }
     let safe = |value: &str| {
         (1..=128).contains(&value.chars().count())
             && value
@@ -229,7 +234,7 @@ async fn upgrade(
             "too many chat connections from this address",
         );
     };
-    let max_frame = chat_account.settings.max_frame_bytes();
+    let max_frame = chat_account.settings.max_frame_bytes(state.chat.objects.is_some());
     upgrade
         .max_message_size(max_frame)
         .max_frame_size(max_frame)
@@ -317,20 +322,27 @@ mod tests {
     }
 
     #[test]
-    fn the_demo_page_takes_a_customer_only_of_plain_characters() {
+    fn the_demo_page_takes_a_customer_only_of_plain_characters_and_only_on_the_development_secret() {
         let query = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let account = |secret: &str| ChatAccount {
+            secret: secret.into(),
+            allowed_origins: Vec::new(),
+            max_message_chars: 10,
+            messages_per_minute: 1,
+            ip_messages_per_minute: 1,
+            max_connections_per_ip: 1,
+            max_image_bytes: 0,
+            image_types: Vec::new(),
+        };
+        let development = account(config::DEVELOPMENT_SECRET);
+        let customer = query(&[("customer_id", "cust-42"), ("customer_email", "ayşe@example.com"), ("other", "x")]);
         assert_eq!(
-            demo_identity(&query(&[
-                ("customer_id", "cust-42"),
-                ("customer_email", "ayşe@example.com"),
-                ("other", "x")
-            ])),
+            demo_identity(&customer, &development),
             " data-customer-id=\"cust-42\" data-customer-email=\"ayşe@example.com\""
         );
-        assert_eq!(
-            demo_identity(&query(&[("customer_id", "x\" onload=\"alert(1)"), ("customer_name", "<script>")])),
-            ""
-        );
+        assert_eq!(demo_identity(&customer, &account("a-real-shops-secret")), "", "a real account");
+        let hostile = query(&[("customer_id", "x\" onload=\"alert(1)"), ("customer_name", "<script>")]);
+        assert_eq!(demo_identity(&hostile, &development), "");
     }
 
     #[test]

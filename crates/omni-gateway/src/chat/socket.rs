@@ -213,7 +213,9 @@ impl Session {
                 data,
                 text,
             }) => {
-                let image = match check_client_id(&client_id) {
+                // Everything that can refuse the message is checked before the image is kept.
+                let checked = check_client_id(&client_id).and_then(|()| self.check_caption(&text));
+                let image = match checked {
                     Ok(()) => self.keep_image(&name, &media_type, &data).await,
                     Err(refusal) => Err(refusal),
                 };
@@ -242,8 +244,16 @@ impl Session {
         }
     }
 
+    /// An image's caption: within `max_message_chars` (it may be empty).
+    fn check_caption(&self, text: &str) -> Result<(), Refusal> {
+        if text.chars().count() > self.account.settings.max_message_chars {
+            return Err(refusal("too_large", "the message is longer than this chat takes"));
+        }
+        Ok(())
+    }
+
     /// Checks an image (size, and that its bytes are of a taken type, whatever the browser said)
-    /// and keeps it in the object store.
+    /// and keeps it in the object store. Counted against the rates before it is decoded.
     async fn keep_image(&self, name: &str, declared: &str, data: &str) -> Result<ChatFile, Refusal> {
         use base64::Engine as _;
         let settings = &self.account.settings;
@@ -254,6 +264,7 @@ impl Session {
         if data.len() / 4 * 3 > settings.max_image_bytes + 2 {
             return Err(refusal("too_large", "the image is larger than this chat takes"));
         }
+        self.admit()?;
         let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(data) else {
             return Err(refusal("invalid", "the image is not base64"));
         };
@@ -264,7 +275,6 @@ impl Session {
         if found != declared || !settings.image_types.iter().any(|t| t == found) {
             return Err(refusal("invalid", "not an image of a type this chat takes"));
         }
-        self.admit()?;
         if self.state.producer.broker_unreachable() {
             return Err(refusal("unavailable", "not stored: try again shortly"));
         }
@@ -272,8 +282,9 @@ impl Session {
             tracing::warn!(error = %failure, account = %self.account.name, "a chat image not kept in the store");
             refusal("unavailable", "not stored: try again shortly")
         })?;
+        let extension = infer::get(&bytes).map(|kind| kind.extension()).unwrap_or("img");
         Ok(ChatFile {
-            name: file_name(name),
+            name: file_name(name, extension),
             media_type: found.to_owned(),
             size_bytes: bytes.len() as u64,
             sha256,
@@ -412,16 +423,23 @@ fn refusal(code: &'static str, message: &'static str) -> Refusal {
     }
 }
 
-/// The last part of a name a browser gave (no path), cleaned, at most 100 characters; `image`
+/// The last part of a name a browser gave (no path, no control or bidirectional formatting
+/// characters such as U+202E, which can make `gpj.exe` read `exe.jpg`), at most 100 characters,
+/// with the extension of the type found in the bytes (a PNG named `x.html` is `x.png`); `image`
 /// when nothing is left.
-fn file_name(name: &str) -> String {
+fn file_name(name: &str, extension: &str) -> String {
     let last = name.rsplit(['/', '\\']).next().unwrap_or_default();
-    let cleaned = clean(last, 100);
-    if cleaned.is_empty() || cleaned == "." || cleaned == ".." {
-        "image".to_owned()
-    } else {
-        cleaned
-    }
+    let visible: String = last.chars().filter(|c| !is_format_char(*c)).collect();
+    let cleaned = clean(&visible, 100);
+    let stem = cleaned.rsplit_once('.').map_or(cleaned.as_str(), |(stem, _)| stem).trim();
+    let stem = if stem.is_empty() || stem == "." { "image" } else { stem };
+    format!("{stem}.{extension}")
+}
+
+/// Unicode's invisible formatting characters a file name has no use for: bidirectional marks,
+/// embeddings, overrides and isolates, zero-width characters, the byte-order mark.
+fn is_format_char(c: char) -> bool {
+    matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}' | '\u{061C}')
 }
 
 /// `text` without control characters, trimmed, at most `max` characters.
@@ -448,4 +466,19 @@ fn error(client_id: Option<&str>, code: &str, message: &str, retry_after: Option
 
 async fn send(socket: &mut WebSocket, frame: Value) -> Result<(), axum::Error> {
     socket.send(Message::Text(frame.to_string().into())).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_name_keeps_no_path_no_direction_trick_and_the_bytes_own_extension() {
+        assert_eq!(file_name("../../etc/kutu.jpg", "jpg"), "kutu.jpg");
+        assert_eq!(file_name("C:\\Users\\a\\photo.JPG", "jpg"), "photo.jpg");
+        assert_eq!(file_name("x.html", "png"), "x.png");
+        assert_eq!(file_name("invoice\u{202E}gpj.exe", "png"), "invoicegpj.png");
+        assert_eq!(file_name("..", "gif"), "image.gif");
+        assert_eq!(file_name("", "webp"), "image.webp");
+    }
 }
