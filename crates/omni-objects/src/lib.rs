@@ -142,10 +142,14 @@ impl Objects {
         match self.store.put_opts(&key, payload.clone(), options).await {
             Ok(_) => Ok(sha256),
             Err(object_store::Error::AlreadyExists { .. }) => {
-                // In use again: written again once a day at most, so it does not expire early.
-                let meta = self.store.head(&key).await?;
-                let age = chrono_age(meta.last_modified);
-                if age > REFRESH_AFTER {
+                // In use again: written again once a day at most, so it does not expire early;
+                // gone meanwhile (a sweep deleted it): written again.
+                let stale = match self.store.head(&key).await {
+                    Ok(meta) => chrono_age(meta.last_modified) > REFRESH_AFTER,
+                    Err(object_store::Error::NotFound { .. }) => true,
+                    Err(error) => return Err(error.into()),
+                };
+                if stale {
                     self.store.put(&key, payload).await?;
                 }
                 Ok(sha256)
@@ -160,7 +164,14 @@ impl Objects {
         let mut sweep = Sweep::default();
         let mut listing = self.store.list(Some(&Path::from("sha256")));
         while let Some(meta) = listing.try_next().await? {
-            if std::time::SystemTime::from(meta.last_modified) < before {
+            // Looked at again right before the delete: a put that refreshed it since the listing
+            // keeps it.
+            let current = match self.store.head(&meta.location).await {
+                Ok(current) => current,
+                Err(object_store::Error::NotFound { .. }) => continue,
+                Err(error) => return Err(error.into()),
+            };
+            if std::time::SystemTime::from(current.last_modified) < before {
                 match self.store.delete(&meta.location).await {
                     Ok(()) | Err(object_store::Error::NotFound { .. }) => {
                         sweep.expired += 1;
