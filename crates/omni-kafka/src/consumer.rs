@@ -51,6 +51,11 @@ impl RebalanceLog {
     /// Seconds the partition is behind at `now_ms`: 0 when nothing waits, otherwise the age of
     /// the newest record read (an upper bound of how long the next record has waited, since a
     /// partition's timestamps grow); `None` while nothing was read and records wait.
+    ///
+    /// It measures the reading, not the finishing: in a key-ordered stage (router, sender) one
+    /// conversation stuck in retries holds the committed offset, so the lag in records grows
+    /// while this stays low as long as the others' records are read; the oldest unfinished work
+    /// shows in `omni_sender_oldest_answer_timestamp_seconds` and the router's retries.
     fn lag_seconds(&self, topic: &str, partition: i32, lag: i64, now_ms: i64) -> Option<f64> {
         if lag <= 0 {
             return Some(0.0);
@@ -158,7 +163,14 @@ impl ConsumerContext for RebalanceLog {
                 self.assignment.assignments.fetch_add(1, Ordering::SeqCst);
                 tracing::info!(group = %self.group_id, partitions = %describe(list), "partitions assigned");
             }
-            Rebalance::Revoke(list) => tracing::info!(group = %self.group_id, partitions = %describe(list), "partitions revoked"),
+            Rebalance::Revoke(list) => {
+                tracing::info!(group = %self.group_id, partitions = %describe(list), "partitions revoked");
+                // Read again from scratch when the partition comes back.
+                let mut read = self.read_at.lock().expect("read positions lock");
+                for element in list.elements() {
+                    read.remove(&(element.topic().to_owned(), element.partition()));
+                }
+            }
             Rebalance::Error(error) => tracing::warn!(group = %self.group_id, %error, "rebalance failed"),
         }
         // What the consumer holds after the rebalance, whatever the assignor (eager or

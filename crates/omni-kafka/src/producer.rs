@@ -333,7 +333,10 @@ impl Producer {
     /// Counts an outcome. A topic's error counters exist at zero from its first record on, so
     /// `rate()` and `increase()` see its first error (Prometheus's "avoid missing metrics").
     fn record<E: std::borrow::Borrow<ProduceError>>(&self, topic: &str, outcome: &Result<Stored, E>) {
-        let first = self.shared.topics_written.lock().expect("topics lock").insert(topic.to_owned());
+        let first = {
+            let mut written = self.shared.topics_written.lock().expect("topics lock");
+            !written.contains(topic) && written.insert(topic.to_owned())
+        };
         if first {
             for kind in ProduceError::KINDS {
                 metrics::counter!("omni_kafka_produce_errors_total", "topic" => topic.to_owned(), "kind" => kind).increment(0);
