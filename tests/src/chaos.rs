@@ -511,9 +511,9 @@ fn count(stack: &Stack, sent: &[(Item, Sent)], markers: &Markers) -> anyhow::Res
     let mut arrivals: HashMap<u64, Vec<SystemTime>> = HashMap::new();
     // Per sequence number, how often its file is on the comments that carry its marker.
     let mut files_of: HashMap<u64, usize> = HashMap::new();
-    let file_of: HashMap<u64, &str> = sent
+    let file_of: HashMap<u64, (&str, usize)> = sent
         .iter()
-        .filter_map(|(item, _)| Some((item.seq, item.attachment.as_deref()?)))
+        .filter_map(|(item, _)| Some((item.seq, (item.attachment.as_deref()?, item.attachment_bytes))))
         .collect();
     let mut tickets_of: HashMap<u64, HashSet<u64>> = HashMap::new();
     let mut conversations_of: HashMap<u64, HashSet<u64>> = HashMap::new();
@@ -523,8 +523,10 @@ fn count(stack: &Stack, sent: &[(Item, Sent)], markers: &Markers) -> anyhow::Res
         for ((text, arrived), files) in ticket.comments.iter().zip(&ticket.arrived).zip(&ticket.files) {
             for seq in markers.find(text) {
                 arrivals.entry(seq).or_default().push(*arrived);
-                if let Some(name) = file_of.get(&seq) {
-                    *files_of.entry(seq).or_default() += files.iter().filter(|file| file == name).count();
+                if let Some((name, bytes)) = file_of.get(&seq) {
+                    // By name and size: an empty or cut upload is no file.
+                    let whole = files.iter().filter(|(n, b)| n == name && b == bytes).count();
+                    *files_of.entry(seq).or_default() += whole;
                 }
                 if let Some(conversation) = seq_conversation.get(&seq) {
                     tickets_of.entry(*conversation).or_default().insert(ticket.id);

@@ -69,8 +69,8 @@ pub struct Ticket {
     pub audits: Vec<Value>,
     /// When each comment arrived, oldest first.
     pub arrived: Vec<std::time::SystemTime>,
-    /// The names of the files each comment carries (its `uploads`), oldest first.
-    pub files: Vec<Vec<String>>,
+    /// The files (name, bytes) each comment carries (its `uploads`), oldest first.
+    pub files: Vec<Vec<(String, usize)>>,
 }
 
 #[derive(Default)]
@@ -219,13 +219,13 @@ impl Zendesk {
     }
 }
 
-/// The file names of a comment's `uploads` (tokens this server issued as `upload<N>`).
-fn upload_names(inner: &Inner, comment: &Value) -> Vec<String> {
+/// The files (name, bytes) of a comment's `uploads` (tokens this server issued as `upload<N>`).
+fn upload_files(inner: &Inner, comment: &Value) -> Vec<(String, usize)> {
     let tokens = comment.get("uploads").and_then(Value::as_array).cloned().unwrap_or_default();
     tokens
         .iter()
         .filter_map(|token| token.as_str()?.strip_prefix("upload")?.parse::<usize>().ok())
-        .filter_map(|n| inner.uploads.get(n.checked_sub(1)?).map(|(name, _)| name.clone()))
+        .filter_map(|n| inner.uploads.get(n.checked_sub(1)?).cloned())
         .collect()
 }
 
@@ -332,7 +332,7 @@ async fn create(State(server): State<Zendesk>, method: Method, headers: HeaderMa
         comments: vec![comment.to_owned()],
         audits: vec![request["ticket"]["metadata"].clone()],
         arrived: vec![std::time::SystemTime::now()],
-        files: vec![upload_names(&inner, &ticket["comment"])],
+        files: vec![upload_files(&inner, &ticket["comment"])],
     };
     let answer = json!({ "ticket": ticket_json(&ticket), "audit": { "id": id * 1000, "metadata": { "custom": ticket.audits[0] } } });
     inner.tickets.insert(id, ticket);
@@ -370,7 +370,7 @@ async fn update(State(server): State<Zendesk>, headers: HeaderMap, Path(id): Pat
         drop(inner);
         return server.violation(format!("PUT /tickets/{id}: {problem}"));
     }
-    let files = upload_names(&inner, &request["ticket"]["comment"]);
+    let files = upload_files(&inner, &request["ticket"]["comment"]);
     let Some(ticket) = inner.tickets.get_mut(&id) else {
         return (StatusCode::NOT_FOUND, axum::Json(json!({ "error": "RecordNotFound" }))).into_response();
     };
