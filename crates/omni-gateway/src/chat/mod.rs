@@ -269,6 +269,20 @@ fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
 mod tests {
     use super::*;
 
+    /// A chat account with the smallest limits, no origins and no images.
+    fn account(secret: &str) -> ChatAccount {
+        ChatAccount {
+            secret: secret.into(),
+            allowed_origins: Vec::new(),
+            max_message_chars: 10,
+            messages_per_minute: 1,
+            ip_messages_per_minute: 1,
+            max_connections_per_ip: 1,
+            max_image_bytes: 0,
+            image_types: Vec::new(),
+        }
+    }
+
     fn headers(origin: Option<&str>, host: &str) -> HeaderMap {
         let mut headers = HeaderMap::new();
         if let Some(origin) = origin {
@@ -306,14 +320,8 @@ mod tests {
         accounts.insert(
             "shop".to_owned(),
             ChatAccount {
-                secret: "a-long-enough-secret".into(),
                 allowed_origins: vec!["https://Shop.Example:443".into()],
-                max_message_chars: 10,
-                messages_per_minute: 1,
-                ip_messages_per_minute: 1,
-                max_connections_per_ip: 1,
-                max_image_bytes: 0,
-                image_types: Vec::new(),
+                ..account("a-long-enough-secret")
             },
         );
         let chat = Chat::new(&accounts);
@@ -324,16 +332,6 @@ mod tests {
     #[test]
     fn the_demo_page_takes_a_customer_only_of_plain_characters_and_only_on_the_development_secret() {
         let query = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        let account = |secret: &str| ChatAccount {
-            secret: secret.into(),
-            allowed_origins: Vec::new(),
-            max_message_chars: 10,
-            messages_per_minute: 1,
-            ip_messages_per_minute: 1,
-            max_connections_per_ip: 1,
-            max_image_bytes: 0,
-            image_types: Vec::new(),
-        };
         let development = account(config::DEVELOPMENT_SECRET);
         let customer = query(&[("customer_id", "cust-42"), ("customer_email", "ayşe@example.com"), ("other", "x")]);
         assert_eq!(
