@@ -83,6 +83,12 @@ bench-routing: deps build ## print routed events/s and ingest-to-delivery p50/p9
 	$(TEST_ENV) cargo test -p omni-e2e --test routing_bench -- --ignored --nocapture routing_benchmark; \
 	  $(TEST_SERVERS_STOP)
 
+# `make bench-router BENCH_ARGS="--sweep-delays-ms 100 --sweep-in-flight 32"` for one run.
+bench-router: deps build ## print the router alone against the Zendesk-shaped stub per helpdesk delay and in-flight bound (debug build; figures, not a test)
+	@$(TEST_SERVERS_RESET)
+	$(TEST_ENV) target/debug/omni-bench --router-only $(BENCH_ARGS); \
+	  $(TEST_SERVERS_STOP)
+
 # cargo-fuzz needs nightly flags (sanitizers): RUSTC_BOOTSTRAP lets the stable toolchain take them.
 # Built as shipped (-O: release, no debug assertions, which cargo-fuzz would turn on for every
 # crate, mail-parser's internal ones included) but with overflow checks on.

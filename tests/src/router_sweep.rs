@@ -43,6 +43,27 @@ pub struct SweepRun {
     pub tickets: usize,
 }
 
+impl SweepRun {
+    /// What went wrong in the run, if anything: events not in the helpdesk exactly once,
+    /// conversations out of order, a ticket count other than one per conversation.
+    pub fn problem(&self) -> Option<String> {
+        (self.not_once > 0 || self.out_of_order > 0 || self.tickets != self.conversations).then(|| {
+            format!(
+                "router sweep ({} ms, {} in flight): {} events not in the helpdesk exactly once, {} conversations out of order, {} tickets for {} conversations",
+                self.helpdesk_delay_ms, self.in_flight, self.not_once, self.out_of_order, self.tickets, self.conversations
+            )
+        })
+    }
+
+    /// One line of figures, for a terminal.
+    pub fn line(&self) -> String {
+        format!(
+            "helpdesk after {:>3} ms, {:>3} in flight: {:>5} events in {:>4} conversations in {:>6.1} s = {:>6.1} events/s",
+            self.helpdesk_delay_ms, self.in_flight, self.events, self.conversations, self.seconds, self.per_second
+        )
+    }
+}
+
 /// What one run sends: `events` events spread over `conversations` conversations.
 #[derive(Clone, Copy, Debug, Serialize)]
 pub struct SweepPlan {

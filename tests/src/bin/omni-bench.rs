@@ -53,6 +53,11 @@ struct Args {
     /// Agents' answers sent back to the bench's customers (0: none).
     #[arg(long, default_value_t = 300)]
     replies: usize,
+    /// Only the router sweep (on a fresh stack, no baseline copy, no report file): a quick
+    /// look at a change to the router. Exits 1 when an event was not delivered exactly once
+    /// or a conversation out of order.
+    #[arg(long)]
+    router_only: bool,
     /// Where to write report.md and report.json.
     #[arg(long, default_value = "target/bench")]
     out: PathBuf,
@@ -61,7 +66,7 @@ struct Args {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let report = bench::run(BenchOptions {
+    let options = BenchOptions {
         messages: args.messages,
         concurrency: args.concurrency,
         rate: args.rate,
@@ -76,8 +81,18 @@ async fn main() -> anyhow::Result<()> {
         sweep_events: args.sweep_events,
         sweep_conversations: args.sweep_conversations,
         replies: args.replies,
-    })
-    .await?;
+    };
+    if args.router_only {
+        let (runs, problems) = bench::router_only(&options).await?;
+        for run in &runs {
+            println!("{}", run.line());
+        }
+        for problem in &problems {
+            eprintln!("{problem}");
+        }
+        std::process::exit(i32::from(!problems.is_empty()));
+    }
+    let report = bench::run(options).await?;
     std::fs::create_dir_all(&args.out)?;
     let markdown = report.markdown();
     std::fs::write(args.out.join("report.md"), &markdown)?;
