@@ -11,7 +11,8 @@
 //! 4. an event found `PENDING` (a crash came after step 2) is looked up in the ticket before
 //!    being appended again;
 //! 5. after the helpdesk answered, the event is marked `DONE` and the conversation's ticket
-//!    recorded; then the outcome goes to `omni.deliveries.v1`; only then is the offset stored.
+//!    recorded, and the outcome goes to `omni.deliveries.v1`: both written at once, one round
+//!    trip to the broker; only once both are acknowledged is the offset stored.
 //!
 //! Routing rules (`[[router.rules]]`, see [`rules`]) pick each event's destinations and what its
 //! new ticket gets. Each destination has its own pipeline: its own consumer group on
@@ -60,7 +61,7 @@ use rdkafka::message::OwnedMessage;
 pub use config::{AutomatedMessages, DestinationConfig, RouterConfig, RouterServiceConfig};
 use helpdesk::{Helpdesk, HelpdeskError, TicketRef};
 use rules::Rules;
-use state::StateStore;
+use state::{Done, StateStore};
 
 /// Why delivering one event did not finish.
 #[derive(Debug, thiserror::Error)]
@@ -610,34 +611,29 @@ impl Router {
                 tracing::warn!(destination = %target.name, event_id = %event.event_id, %error, retry_in_ms = delay.as_millis() as u64, "delivery failed, retrying");
             })
             .await;
-        // Whether this event opened the ticket, also when it is handled again after a stop between
-        // opening the ticket and recording the delivery (then DUPLICATE): see Delivery.opened_ticket.
-        let opened_ticket = state.opened(target.name, &event.conversation_id, &event.event_id);
-        let (outcome, ticket, error) = match result {
-            Ok((outcome, ticket)) => (outcome, ticket, None),
+        let (Delivered { outcome, ticket, done }, error) = match result {
+            Ok(delivered) => (delivered, None),
             Err(DeliverError::Kafka(error)) => return Err(error),
             Err(error) => {
                 let reason = format!("destination `{}`: {error}", target.name);
                 self.dead_letter(message, Fault::External, &reason, &event.event_id).await?;
-                (Outcome::DeadLettered, None, Some(error.to_string()))
+                (Delivered::without_record(Outcome::DeadLettered, None), Some(error.to_string()))
             }
         };
+        // Whether this event opened the ticket, also when it is handled again after a stop between
+        // opening the ticket and recording the delivery (then DUPLICATE): see Delivery.opened_ticket.
+        let opened_ticket = state.opened(target.name, &event.conversation_id, &event.event_id, done.as_ref());
         metrics::counter!("omni_router_events_total", "destination" => target.name.to_owned(), "outcome" => outcome.as_str_name())
             .increment(1);
         tracing::debug!(destination = %target.name, event_id = %event.event_id, conversation_id = %event.conversation_id, outcome = outcome.as_str_name(), "event delivered");
         let opened_ticket = opened_ticket && matches!(outcome, Outcome::Created | Outcome::Duplicate);
-        self.record_delivery(event, target.name, (outcome, opened_ticket), ticket.as_ref(), error)
-            .await?;
+        let delivery = self.delivery(event, target.name, (outcome, opened_ticket), ticket.as_ref(), error);
+        self.record(state, event, done.as_ref(), &delivery).await?;
         Ok(outcome)
     }
 
     /// One attempt at delivering `event`, following the steps in the crate docs.
-    async fn deliver(
-        &self,
-        state: &StateStore,
-        event: &ConversationEvent,
-        target: &Target<'_>,
-    ) -> Result<(Outcome, Option<TicketRef>), DeliverError> {
+    async fn deliver(&self, state: &StateStore, event: &ConversationEvent, target: &Target<'_>) -> Result<Delivered, DeliverError> {
         let destination = target.name;
         let (event_id, conversation_id) = (event.event_id.as_str(), event.conversation_id.as_str());
         let policy = if is_automated(event) {
@@ -648,14 +644,14 @@ impl Router {
             AutomatedMessages::Deliver
         };
         if policy == AutomatedMessages::Skip {
-            return Ok((Outcome::Skipped, None));
+            return Ok(Delivered::without_record(Outcome::Skipped, None));
         }
         let status = state.event(destination, event_id);
         let mut ticket = state.ticket(destination, conversation_id);
         if status == Status::Done
             && let Some(ticket) = ticket
         {
-            return Ok((Outcome::Duplicate, Some(ticket)));
+            return Ok(Delivered::without_record(Outcome::Duplicate, Some(ticket)));
         }
         // Looked for in the ticket before being appended, like a PENDING event: a copy of an
         // event older than the state's retention (its record may have expired), and any event
@@ -668,10 +664,7 @@ impl Router {
         {
             unknown_to_state = true;
             if found.origin_event_id == event_id {
-                state
-                    .mark_done(destination, conversation_id, event_id, &found.ticket, event_id)
-                    .await?;
-                return Ok((Outcome::Duplicate, Some(found.ticket)));
+                return Ok(Delivered::done(Outcome::Duplicate, found.ticket, event_id));
             }
             origin = found.origin_event_id;
             ticket = Some(found.ticket);
@@ -680,26 +673,23 @@ impl Router {
             ticket = target.helpdesk.ticket_in_subject(&event.subject).await?;
         }
         match ticket {
-            None if policy == AutomatedMessages::AttachToExisting => Ok((Outcome::Skipped, None)),
+            None if policy == AutomatedMessages::AttachToExisting => Ok(Delivered::without_record(Outcome::Skipped, None)),
             None => {
                 state.mark_pending(destination, conversation_id, event_id).await?;
                 let ticket = target.helpdesk.create_ticket(event, target.routing).await?;
                 fault_point("after_create").await;
-                state.mark_done(destination, conversation_id, event_id, &ticket, event_id).await?;
-                Ok((Outcome::Created, Some(ticket)))
+                Ok(Delivered::done(Outcome::Created, ticket, event_id))
             }
             Some(ticket) => {
                 if (status == Status::Pending || unknown_to_state) && target.helpdesk.has_event(&ticket, event_id).await? {
-                    state.mark_done(destination, conversation_id, event_id, &ticket, &origin).await?;
-                    return Ok((Outcome::Duplicate, Some(ticket)));
+                    return Ok(Delivered::done(Outcome::Duplicate, ticket, &origin));
                 }
                 if status != Status::Pending {
                     state.mark_pending(destination, conversation_id, event_id).await?;
                 }
                 target.helpdesk.append(&ticket, event).await?;
                 fault_point("after_append").await;
-                state.mark_done(destination, conversation_id, event_id, &ticket, &origin).await?;
-                Ok((Outcome::Appended, Some(ticket)))
+                Ok(Delivered::done(Outcome::Appended, ticket, &origin))
             }
         }
     }
@@ -709,14 +699,15 @@ impl Router {
         !self.state_retention.is_zero() && received.is_some_and(|at| at.elapsed().is_ok_and(|age| age > self.state_retention))
     }
 
-    async fn record_delivery(
+    /// The delivery record of `event` (and its latency in the metrics).
+    fn delivery(
         &self,
         event: &ConversationEvent,
         destination: &str,
         (outcome, opened_ticket): (Outcome, bool),
         ticket: Option<&TicketRef>,
         error: Option<String>,
-    ) -> Result<(), ProduceError> {
+    ) -> Delivery {
         let now = SystemTime::now();
         let ingest_to_delivery = event
             .received_at
@@ -728,7 +719,7 @@ impl Router {
             metrics::histogram!("omni_router_ingest_to_delivery_seconds", "destination" => destination.to_owned())
                 .record(latency.as_secs_f64());
         }
-        let delivery = Delivery {
+        Delivery {
             event_id: event.event_id.clone(),
             conversation_id: event.conversation_id.clone(),
             destination: destination.to_owned(),
@@ -746,24 +737,47 @@ impl Router {
             account: event.provider.as_ref().map(|p| p.account.clone()).unwrap_or_default(),
             opened_ticket,
             reply_to: event.provider.as_ref().map(|p| p.reply_to.clone()).unwrap_or_default(),
-        };
+        }
+    }
+
+    /// Writes the event's DONE mark (when the helpdesk took it just now) and its delivery
+    /// record together, one round trip to the broker rather than two, retrying until both are
+    /// acknowledged; only then is the event finished and its offset free to be stored.
+    async fn record(
+        &self,
+        state: &StateStore,
+        event: &ConversationEvent,
+        done: Option<&Done>,
+        delivery: &Delivery,
+    ) -> Result<(), ProduceError> {
         let headers = CloudEvent {
             id: &event.event_id,
             kind: "omni.v1.Delivery",
             source: &self.source,
             subject: Some(&event.conversation_id),
-            time: now,
+            time: delivery
+                .delivered_at
+                .and_then(|at| SystemTime::try_from(at).ok())
+                .unwrap_or_else(SystemTime::now),
         }
         .to_headers();
         let value = delivery.encode_to_vec();
-        (|| {
-            self.producer
-                .send(topics::DELIVERIES, event.event_id.as_bytes(), &value, headers.clone())
+        (|| async {
+            let record = self
+                .producer
+                .enqueue(topics::DELIVERIES, event.event_id.as_bytes(), &value, headers.clone())?;
+            match done {
+                Some(done) => {
+                    state
+                        .mark_done(&self.destination, &event.conversation_id, &event.event_id, done, Some(record))
+                        .await
+                }
+                None => record.acknowledged().await.map(drop),
+            }
         })
         .retry(kafka_backoff())
         .when(ProduceError::is_transient)
-        .await?;
-        Ok(())
+        .await
     }
 
     async fn dead_letter(&self, message: &OwnedMessage, fault: Fault, reason: &str, event_id: &str) -> Result<(), ProduceError> {
@@ -771,6 +785,37 @@ impl Router {
             .retry(kafka_backoff())
             .when(ProduceError::is_transient)
             .await
+    }
+}
+
+/// What one delivery attempt ended with: the outcome, the ticket, and the DONE mark still to
+/// be recorded (with the delivery record, see [`Router::record`]) when the helpdesk took the
+/// event just now or the event was found in it.
+struct Delivered {
+    outcome: Outcome,
+    ticket: Option<TicketRef>,
+    done: Option<Done>,
+}
+
+impl Delivered {
+    fn without_record(outcome: Outcome, ticket: Option<TicketRef>) -> Self {
+        Self {
+            outcome,
+            ticket,
+            done: None,
+        }
+    }
+
+    fn done(outcome: Outcome, ticket: TicketRef, origin_event_id: &str) -> Self {
+        let done = Done {
+            ticket: ticket.clone(),
+            origin_event_id: origin_event_id.to_owned(),
+        };
+        Self {
+            outcome,
+            ticket: Some(ticket),
+            done: Some(done),
+        }
     }
 }
 

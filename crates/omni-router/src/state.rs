@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
+use omni_kafka::producer::Pending;
 use omni_kafka::{CloudEvent, KafkaConfig, ProduceError, Producer, topics};
 use omni_proto::v1::{EventDelivery, RouterState, TicketRef as StoredTicket, event_delivery::Status, router_state::Entry};
 use prost::Message as _;
@@ -24,6 +25,16 @@ use crate::helpdesk::TicketRef;
 /// the router makes at once after a full batch), so a sweep after a long stop does not fill the
 /// producer's queue.
 pub const EXPIRE_BATCH: usize = 10_000;
+
+/// An event the helpdesk has, to be recorded DONE ([`StateStore::mark_done`]): in `ticket`,
+/// which holds the conversation and was opened by `origin_event_id` (empty when not known).
+#[derive(Clone, Debug)]
+pub struct Done {
+    /// The ticket that has the event.
+    pub ticket: TicketRef,
+    /// The event that opened the ticket (empty when not known).
+    pub origin_event_id: String,
+}
 
 /// The state of one destination's pipeline. Shared by the events in flight: they touch disjoint
 /// keys (one conversation's events are handled one at a time), and the maps are locked only to
@@ -200,13 +211,18 @@ impl StateStore {
             .map(|entry| entry.ticket.clone())
     }
 
-    /// Whether `event_id` opened the ticket holding the conversation at a destination.
-    pub fn opened(&self, destination: &str, conversation_id: &str, event_id: &str) -> bool {
-        self.maps()
-            .tickets
-            .get(&ticket_key(destination, conversation_id))
-            .and_then(|entry| entry.origin.as_deref())
-            .is_some_and(|origin| origin == event_id)
+    /// Whether `event_id` opened the ticket holding the conversation at a destination, once
+    /// `done` (not yet recorded, when given) is.
+    pub fn opened(&self, destination: &str, conversation_id: &str, event_id: &str, done: Option<&Done>) -> bool {
+        let maps = self.maps();
+        let stored = maps.tickets.get(&ticket_key(destination, conversation_id));
+        match done {
+            // mark_done writes a ticket record only for a ticket other than the stored one.
+            Some(done) if stored.is_none_or(|entry| entry.ticket != done.ticket) => done.origin_event_id == event_id,
+            _ => stored
+                .and_then(|entry| entry.origin.as_deref())
+                .is_some_and(|origin| origin == event_id),
+        }
     }
 
     /// How far delivery of an event to a destination got.
@@ -225,20 +241,25 @@ impl StateStore {
             updated_at: Some(SystemTime::now().into()),
             conversation_id: conversation_id.to_owned(),
         });
-        self.write(vec![(event_key(destination, event_id), entry)]).await
+        self.write(vec![(event_key(destination, event_id), entry)], Vec::new()).await
     }
 
-    /// Records that the helpdesk has the event, in `ticket`, which holds the conversation and
-    /// was opened by `origin_event_id` (empty when not known).
+    /// Records that the helpdesk has the event (`done`) together with `alongside`, a record of
+    /// another topic the caller enqueued (its delivery record): both are on their way at once,
+    /// and this returns when the broker acknowledged every one of them, then applies the state
+    /// in memory. The offset comes after, so "DONE before the offset" holds; a crash between
+    /// the two acknowledgements leaves the event PENDING (looked up in the ticket again) or its
+    /// delivery record written twice (consumers of `omni.deliveries.v1` take copies).
     pub async fn mark_done(
         &self,
         destination: &str,
         conversation_id: &str,
         event_id: &str,
-        ticket: &TicketRef,
-        origin_event_id: &str,
+        done: &Done,
+        alongside: Option<Pending>,
     ) -> Result<(), ProduceError> {
         let now = Some(SystemTime::now().into());
+        let ticket = &done.ticket;
         let mut entries = vec![(
             event_key(destination, event_id),
             Entry::Event(EventDelivery {
@@ -255,11 +276,11 @@ impl StateStore {
                     ticket_id: ticket.id.clone(),
                     ticket_url: ticket.url.clone(),
                     updated_at: now,
-                    origin_event_id: origin_event_id.to_owned(),
+                    origin_event_id: done.origin_event_id.clone(),
                 }),
             ));
         }
-        self.write(entries).await
+        self.write(entries, alongside.into_iter().collect()).await
     }
 
     fn headers(&self, key: &str) -> rdkafka::message::OwnedHeaders {
@@ -273,8 +294,9 @@ impl StateStore {
         .to_headers()
     }
 
-    async fn write(&self, entries: Vec<(String, Entry)>) -> Result<(), ProduceError> {
-        let mut pending = Vec::with_capacity(entries.len());
+    /// Writes `entries`, waits for their acknowledgements and those of `pending` (records the
+    /// caller enqueued to go with them), then applies the entries in memory.
+    async fn write(&self, entries: Vec<(String, Entry)>, mut pending: Vec<Pending>) -> Result<(), ProduceError> {
         let mut encoded = Vec::with_capacity(entries.len());
         for (key, entry) in entries {
             let value = RouterState { entry: Some(entry) }.encode_to_vec();
