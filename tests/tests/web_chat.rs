@@ -878,3 +878,113 @@ async fn a_verified_customer_continues_in_a_second_browser_profile_and_a_forged_
     }
     Ok(())
 }
+
+/// Item 4 of the chat: an answer reaches a visitor who is there in the chat; one who left and
+/// whose email the shop signed gets it by email (and not in the chat later); an anonymous one
+/// who left gets it on the next visit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_visitor_who_left_is_answered_by_email_and_an_anonymous_one_on_the_next_visit() -> anyhow::Result<()> {
+    let _serial = serial().await;
+    let pipeline = Pipeline::start(&[]).await?;
+    let smtp = format!("smtp://127.0.0.1:{}", omni_e2e::smtp_port());
+    let _replies = pipeline
+        .spawn_beside("replies", &[("OMNI__REPLIES__POLL_INTERVAL_MS", "500")])
+        .await?;
+    let sender = pipeline
+        .spawn_beside(
+            "sender",
+            &[
+                ("OMNI__SENDER__EMAIL__SMTP_URL", smtp.as_str()),
+                ("OMNI__SENDER__CHAT_AWAY_AFTER_SECS", "2"),
+            ],
+        )
+        .await?;
+    let own = pipeline.gateway_url.clone();
+    let run = nonce();
+    let email = format!("jan-{run}@example.nl");
+    let signed = identity(&format!("cust-{run}"), &email, SECRET);
+    let (rt, customers) = (&pipeline.rt, &pipeline.mailbox);
+    let mails_to = |to: &str| customers.fetch("customers", &["to", to]).map(|found| found.len());
+
+    // The customer writes and stays: the answer comes into the chat, no mail.
+    let mut chat = connect(&pipeline, Some(&own)).await?;
+    let token = hello(&mut chat, None, Some(signed.clone())).await?["token"]
+        .as_str()
+        .context("a token")?
+        .to_owned();
+    assert_eq!(
+        message(&mut chat, &format!("m1-{run}"), "Waar is mijn pakket?").await?["type"],
+        "ack"
+    );
+    eventually("the customer's ticket", TIMEOUT, || async {
+        Ok(rt.tickets_of_requestor(&email).await?.len() == 1)
+    })
+    .await?;
+    let ticket = rt.tickets_of_requestor(&email).await?.remove(0);
+    rt.answer(&ticket, "Het pakket is onderweg.").await?;
+    let frame = next(&mut chat)
+        .await
+        .with_context(|| format!("omni-sender log:\n{}", sender.log()))?;
+    assert_eq!(frame["text"], "Het pakket is onderweg.", "{frame}");
+
+    // The customer closes the tab; the next answer goes by email.
+    chat.close(None).await?;
+    drop(chat);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    rt.answer(&ticket, "Het pakket is vandaag bezorgd.").await?;
+    eventually("the answer in the customer's mailbox", TIMEOUT, || async {
+        Ok(mails_to(&email)? == 1)
+    })
+    .await
+    .with_context(|| format!("omni-sender log:\n{}", sender.log()))?;
+    let mail = customers.fetch("customers", &["to", &email])?.remove(0);
+    let parsed = mail_parser::MessageParser::default().parse(mail.as_bytes()).context("a mail")?;
+    assert_eq!(parsed.body_text(0).unwrap_or_default().trim(), "Het pakket is vandaag bezorgd.");
+    assert!(
+        !mail.contains("Het pakket is onderweg."),
+        "the answer given in the chat was mailed too: {mail}"
+    );
+    // Back on the site: the chat has the first answer only (the mailed one is not pushed).
+    let mut back = connect(&pipeline, Some(&own)).await?;
+    hello(&mut back, Some(&token), Some(signed)).await?;
+    assert_eq!(next(&mut back).await?["text"], "Het pakket is onderweg.");
+    send(&mut back, json!({"type": "ping"})).await?;
+    let after = next(&mut back).await?;
+    assert_eq!(after["type"], "pong", "the mailed answer came into the chat as well: {after}");
+
+    // An anonymous visitor writes and leaves: no address, the answer waits for the next visit.
+    let mut anonymous = connect(&pipeline, Some(&own)).await?;
+    let anonymous_token = hello(&mut anonymous, None, None).await?["token"]
+        .as_str()
+        .context("a token")?
+        .to_owned();
+    assert_eq!(
+        message(&mut anonymous, &format!("a1-{run}"), "Hebben jullie maat 42?").await?["type"],
+        "ack"
+    );
+    let visitor = anonymous_token.split('.').nth(1).context("a visitor")?.to_owned();
+    let requestor = format!("{visitor}@webchat.invalid");
+    anonymous.close(None).await?;
+    drop(anonymous);
+    eventually("the visitor's ticket", TIMEOUT, || async {
+        Ok(rt.tickets_of_requestor(&requestor).await?.len() == 1)
+    })
+    .await?;
+    let anonymous_ticket = rt.tickets_of_requestor(&requestor).await?.remove(0);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    rt.answer(&anonymous_ticket, "Ja, maat 42 is er.").await?;
+    let outbox_sent = || {
+        pipeline
+            .topic("omni.webchat.v1")
+            .map(|records| records.iter().any(|r| String::from_utf8_lossy(&r.value).contains("maat 42 is er")))
+    };
+    eventually("the anonymous visitor's answer kept for the chat", TIMEOUT, || async {
+        outbox_sent()
+    })
+    .await
+    .with_context(|| format!("omni-sender log:\n{}", sender.log()))?;
+    let mut again = connect(&pipeline, Some(&own)).await?;
+    hello(&mut again, Some(&anonymous_token), None).await?;
+    assert_eq!(next(&mut again).await?["text"], "Ja, maat 42 is er.");
+    Ok(())
+}

@@ -123,10 +123,14 @@ pub async fn run(config: GatewayServiceConfig, context: ServiceContext) -> anyho
     } else {
         None
     };
-    let chat = Arc::new(chat::Chat::new(&config.service.chat).with_objects(objects));
+    let mut chat = chat::Chat::new(&config.service.chat).with_objects(objects);
     if !config.service.chat.is_empty() {
         chat::answers::follow(&config.kafka, &client_id, chat.answers(), context.shutdown.clone())?;
+        let presence = chat::presence::Presence::new(producer.clone(), &config.service.connector_id);
+        tokio::spawn(presence.clone().refresh(context.shutdown.clone()));
+        chat = chat.with_presence(presence);
     }
+    let chat = Arc::new(chat);
     let app = app_with_chat(&config.service, producer.clone(), chat);
     // The peer's address: the chat's limits per IP (behind a proxy, the proxy's).
     axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())

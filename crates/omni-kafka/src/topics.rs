@@ -35,6 +35,9 @@ pub const TICKETS: &str = "omni.tickets.v1";
 /// The agents' answers to website chat visitors (`omni.v1.OutboundMessage`), keyed by
 /// conversation id: what every gateway replica reads to push them into open chats.
 pub const WEBCHAT: &str = "omni.webchat.v1";
+/// Which website chats are open, per conversation and gateway replica (`omni.v1.ChatPresence`),
+/// compacted.
+pub const STATE_WEBCHAT: &str = "omni.state.webchat.v1";
 /// How far omni-replies polled each helpdesk (`omni.v1.ReplyCursor`), compacted.
 pub const STATE_REPLIES: &str = "omni.state.replies.v1";
 /// The sender's reply addresses and outbox (`omni.v1.SenderState`), compacted.
@@ -134,6 +137,11 @@ pub fn all_topics() -> Vec<TopicSpec> {
         name: WEBCHAT.into(),
         message_type: "omni.v1.OutboundMessage",
         compacted: false,
+    });
+    topics.push(TopicSpec {
+        name: STATE_WEBCHAT.into(),
+        message_type: "omni.v1.ChatPresence",
+        compacted: true,
     });
     topics.push(TopicSpec {
         name: STATE_REPLIES.into(),
@@ -290,6 +298,7 @@ mod tests {
             RECEIPTS,
             TICKETS,
             WEBCHAT,
+            STATE_WEBCHAT,
             STATE_REPLIES,
             STATE_SENDER,
             STATE_NOTIFIER,

@@ -65,6 +65,19 @@ pub struct SenderConfig {
     /// who gave an address); none: such answers are dead letters "no channel to reply on".
     #[serde(default)]
     pub answer_api_by_email: Option<String>,
+    /// The `[sender.email.from]` mailbox that answers website chat visitors who left (no chat
+    /// of theirs open for `chat_away_after_secs`) by email, when the shop signed their email;
+    /// none: their answers wait in the chat for the next visit.
+    #[serde(default)]
+    pub answer_away_chats_by_email: Option<String>,
+    /// How long after a visitor's last chat closed an answer goes by email instead (a page
+    /// change or a reload closes the chat for a moment).
+    #[serde(default = "default_chat_away_after_secs")]
+    pub chat_away_after_secs: u64,
+}
+
+fn default_chat_away_after_secs() -> u64 {
+    120
 }
 
 /// `[sender.sms.<account>]`: the Twilio account that answers by SMS.
@@ -594,12 +607,17 @@ impl Validate for SenderConfig {
                 format!("names no [sender.sms.{account}] with a `from` number to text callers from"),
             );
         }
-        if let Some(mailbox) = self.answer_api_by_email.as_ref().filter(|m| !m.is_empty()) {
-            problems.check(
-                self.email.as_ref().is_some_and(|email| email.from.contains_key(mailbox)),
-                format!("{prefix}.answer_api_by_email"),
-                format!("names no [sender.email.from] mailbox `{mailbox}` to write from"),
-            );
+        for (setting, mailbox) in [
+            ("answer_api_by_email", &self.answer_api_by_email),
+            ("answer_away_chats_by_email", &self.answer_away_chats_by_email),
+        ] {
+            if let Some(mailbox) = mailbox.as_ref().filter(|m| !m.is_empty()) {
+                problems.check(
+                    self.email.as_ref().is_some_and(|email| email.from.contains_key(mailbox)),
+                    format!("{prefix}.{setting}"),
+                    format!("names no [sender.email.from] mailbox `{mailbox}` to write from"),
+                );
+            }
         }
         for (channel, accounts) in [("messenger", &self.messenger), ("instagram", &self.instagram)] {
             for (account, meta) in accounts {

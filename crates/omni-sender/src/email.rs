@@ -98,15 +98,16 @@ impl crate::ChannelSender for ApiSender {
     }
 }
 
-/// The address of an HTTP API customer as an email conversation of `mailbox`.
-fn by_email(address: &ReplyAddress, mailbox: &str) -> Result<ReplyAddress, SendError> {
+/// The address of a customer of another channel (the HTTP API, a website chat) as an email
+/// conversation of `mailbox`, to the email address the customer gave.
+pub(crate) fn by_email(address: &ReplyAddress, mailbox: &str) -> Result<ReplyAddress, SendError> {
     let customer_email = address
         .customer
         .iter()
         .flat_map(|customer| &customer.identifiers)
         .find(|identifier| identifier.kind == IdentifierKind::Email as i32)
         .map(|identifier| identifier.value.clone())
-        .ok_or_else(|| SendError::Refused("no channel to reply on: the HTTP API customer gave no email address".into()))?;
+        .ok_or_else(|| SendError::Refused("no channel to reply on: the customer gave no email address".into()))?;
     Ok(ReplyAddress {
         channel: Channel::Email as i32,
         provider: Some(ProviderReference {

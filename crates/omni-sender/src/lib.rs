@@ -97,7 +97,7 @@ pub async fn run(config: SenderServiceConfig, context: ServiceContext) -> anyhow
     context.readiness.register("kafka");
     context.readiness.register("pipeline");
     topics::ensure_topics_until_ready(&config.kafka, &client_id, &context).await?;
-    let channels = Channels::new(&config.service)?.with_web_chat(&config.kafka, &client_id)?;
+    let channels = Channels::new(&config.service)?.with_web_chat(&config, &client_id, &context)?;
     let sandboxed = config.service.sandboxed_accounts();
     if !sandboxed.is_empty() {
         // The embedded config's accounts, for `make run`: answers go to the local omni-sandbox.
@@ -175,9 +175,15 @@ impl Channels {
         Ok(Self { senders, by_provider })
     }
 
-    /// Adds the website chat, which answers through the broker (the gateway pushes them).
-    fn with_web_chat(mut self, kafka: &omni_kafka::KafkaConfig, client_id: &str) -> anyhow::Result<Self> {
-        let chat = web_chat::WebChatSender::new(kafka, client_id)?;
+    /// Adds the website chat, which answers through the broker (the gateway pushes them), or
+    /// by email to visitors who left (read from the chat presence until shutdown).
+    fn with_web_chat(mut self, config: &SenderServiceConfig, client_id: &str, context: &ServiceContext) -> anyhow::Result<Self> {
+        let service = &config.service;
+        let visitors = web_chat::presence::Visitors::follow(&config.kafka, client_id, context.shutdown.clone())?;
+        let mailbox = service.answer_away_chats_by_email.clone().filter(|m| !m.is_empty());
+        let by_email = self.senders.get(&(Channel::Email as i32)).cloned().zip(mailbox);
+        let away_after = Duration::from_secs(service.chat_away_after_secs);
+        let chat = web_chat::WebChatSender::new(&config.kafka, client_id, visitors, by_email, away_after)?;
         self.senders.insert(Channel::WebChat as i32, Arc::new(chat));
         Ok(self)
     }

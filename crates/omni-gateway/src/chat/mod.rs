@@ -10,10 +10,12 @@
 //! `ip_messages_per_minute` per IP is `rate_limited` (governor's GCRA); a refused message writes
 //! nothing. An image is kept in the object store before its record is written. A stored message is a raw record on `omni.raw.chat.v1` (`omni_channels::web_chat`),
 //! acknowledged to the widget only once the broker acknowledged it. The agents' answers come back
-//! through the broker ([`answers`]) into every open chat of the conversation.
+//! through the broker ([`answers`]) into every open chat of the conversation; which chats are open
+//! is written for omni-sender ([`presence`]), which answers a visitor who left by email.
 
 pub mod answers;
 pub mod config;
+pub mod presence;
 mod socket;
 pub mod token;
 
@@ -55,6 +57,8 @@ pub struct Chat {
     answers: Arc<answers::Hub>,
     /// Where visitors' images are kept (`[objects]`); none: no images are taken.
     objects: Option<omni_objects::Objects>,
+    /// Where this replica says which chats are open ([`presence`]); none in unit tests.
+    presence: Option<Arc<presence::Presence>>,
 }
 
 impl Chat {
@@ -81,7 +85,14 @@ impl Chat {
             connections: Mutex::new(HashMap::new()),
             answers: Arc::default(),
             objects: None,
+            presence: None,
         }
+    }
+
+    /// Says which chats are open through `presence`.
+    pub fn with_presence(mut self, presence: Arc<presence::Presence>) -> Self {
+        self.presence = Some(presence);
+        self
     }
 
     /// Keeps visitors' images in `objects` (without a store no images are taken).

@@ -128,6 +128,8 @@ impl Session {
             return;
         }
         let (missed, mut answers) = self.state.chat.answers().subscribe(&conversation, after_seq);
+        // Counted as there while this socket lives, whichever way the loop below ends.
+        let _here = self.state.chat.presence.as_ref().map(|presence| presence.enter(&conversation));
         for answer in missed {
             if send(&mut socket, agent_frame(&answer)).await.is_err() {
                 return;
