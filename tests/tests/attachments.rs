@@ -276,3 +276,106 @@ async fn a_telegram_photo_is_fetched_with_get_file_and_attached() -> anyhow::Res
     );
     Ok(())
 }
+
+/// What the webhook receiver of the file-link test got: each event's JSON body.
+type Received = std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>;
+
+/// The generic webhook destination with `[objects] public_url` and `link_secret`: the email's
+/// photo comes as a signed link to the gateway's `/files/`, not as bytes; the link serves the
+/// photo byte for byte as an attachment, and a changed, unsigned or expired link nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_webhook_destination_gets_a_signed_expiring_link_to_each_file() -> anyhow::Result<()> {
+    const LINK_SECRET: &str = "file-links-test-secret-0123456789";
+    let _serial = serial().await;
+    let received = Received::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    let app = axum::Router::new()
+        .route(
+            "/omni",
+            axum::routing::post(
+                |axum::extract::State(received): axum::extract::State<Received>, body: axum::body::Bytes| async move {
+                    if let Ok(event) = serde_json::from_slice(&body) {
+                        received.lock().unwrap().push(event);
+                    }
+                    axum::http::StatusCode::OK
+                },
+            )
+            .options(|| async { axum::http::StatusCode::NO_CONTENT }),
+        )
+        .with_state(received.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let dir = tempfile::tempdir()?;
+    let config = dir.path().join("links.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[router.rules]]\nname = \"mail to the hook\"\nchannels = [\"email\"]\ndestinations = [\"hook\"]\n\n\
+             [router.destinations.hook]\nkind = \"webhook\"\nurl = \"http://127.0.0.1:{port}/omni\"\n\
+             secret = \"file-links-test-hook-secret-0123\"\ntimeout_secs = 5\n"
+        ),
+    )?;
+    let config_path = config.to_string_lossy().to_string();
+    let mut pipeline = Pipeline::start(&[("OMNI_CONFIG", &config_path), ("OMNI__OBJECTS__LINK_SECRET", LINK_SECRET)]).await?;
+    // The router links to the gateway as the receiver reaches it (known once it runs).
+    let gateway = pipeline.gateway_url.clone();
+    pipeline.router.restart_with(&[("OMNI__OBJECTS__PUBLIC_URL", &gateway)]).await?;
+    let run = nonce();
+    let mut rng = fastrand::Rng::new();
+    let photo: Vec<u8> = (0..300 * 1024).map(|_| rng.u8(..)).collect();
+    pipeline.mailbox.deliver(&mail_with_photo(
+        &format!("Jan de Vries <jan-{run}@example.nl>"),
+        &format!("link-{run}@mail.example.nl"),
+        &photo,
+    ));
+    eventually("the event at the webhook", TIMEOUT, || {
+        let got = received.lock().unwrap().iter().any(|event| event.to_string().contains(&run));
+        async move { Ok(got) }
+    })
+    .await
+    .map_err(|error| anyhow::anyhow!("{error}; router log:\n{}", pipeline.router.log()))?;
+    let event = received
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|e| e.to_string().contains(&run))
+        .cloned()
+        .expect("found");
+    let file = &event["attachments"][0];
+    assert_eq!(file["name"], "vaas.jpg", "{event}");
+    assert!(file.get("data").is_none(), "the bytes travelled instead of a link");
+    let sha256 = hex::encode(Sha256::digest(&photo));
+    assert_eq!(file["sha256"], sha256.as_str());
+    let link = file["reference"].as_str().unwrap_or_default().to_owned();
+    assert!(link.starts_with(&format!("{gateway}/files/{sha256}?")), "{link}");
+
+    let http = reqwest::Client::new();
+    let response = http.get(&link).send().await?;
+    assert_eq!(response.status(), 200);
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert_eq!(header("content-type"), "image/jpeg");
+    assert_eq!(header("content-disposition"), "attachment; filename*=UTF-8''vaas%2Ejpg");
+    assert_eq!(header("x-content-type-options"), "nosniff");
+    assert_eq!(response.bytes().await?.as_ref(), photo.as_slice(), "the photo byte for byte");
+    // A link changed to serve the photo as HTML, one without its signature, one expired.
+    let as_html = link.replace("type=image%2Fjpeg", "type=text%2Fhtml");
+    let unsigned = link.split("&sig=").next().unwrap_or_default().to_owned();
+    let links = omni_objects::links::Links::new(&gateway, LINK_SECRET, Duration::from_secs(60)).expect("links");
+    let expired = links.link_until(&sha256, "vaas.jpg", "image/jpeg", 1_700_000_000);
+    for (what, url, status) in [("as HTML", as_html, 403), ("unsigned", unsigned, 403), ("expired", expired, 410)] {
+        let response = http.get(&url).send().await?;
+        assert_eq!(response.status(), status, "{what}: {url}");
+        assert!(
+            !response.bytes().await?.windows(64).any(|w| w == &photo[..64]),
+            "{what} served the photo"
+        );
+    }
+    Ok(())
+}

@@ -16,6 +16,7 @@
 
 pub mod chat;
 pub mod config;
+pub mod files;
 mod http_api;
 mod webhooks;
 
@@ -118,11 +119,14 @@ pub async fn run(config: GatewayServiceConfig, context: ServiceContext) -> anyho
         tracing::warn!(accounts = %development_chat.join(", "), "chat accounts use the published development secret: set real ones before exposing the gateway");
     }
     context.readiness.ready("listener");
-    let objects = if config.service.chat.values().any(|account| account.max_image_bytes > 0) {
+    // Signed file links (the router makes them) are served wherever a secret is set.
+    let serves_links = !config.objects.link_secret.is_empty();
+    let objects = if serves_links || config.service.chat.values().any(|account| account.max_image_bytes > 0) {
         omni_objects::Objects::open(&config.objects.url)?
     } else {
         None
     };
+    let files = objects.clone().filter(|_| serves_links);
     let mut chat = chat::Chat::new(&config.service.chat).with_objects(objects);
     if !config.service.chat.is_empty() {
         chat::answers::follow(&config.kafka, &client_id, chat.answers(), context.shutdown.clone())?;
@@ -131,7 +135,10 @@ pub async fn run(config: GatewayServiceConfig, context: ServiceContext) -> anyho
         chat = chat.with_presence(presence);
     }
     let chat = Arc::new(chat);
-    let app = app_with_chat(&config.service, producer.clone(), chat);
+    let mut app = app_with_chat(&config.service, producer.clone(), chat);
+    if let Some(objects) = files {
+        app = app.merge(files::routes(objects, &config.objects.link_secret));
+    }
     // The peer's address: the chat's limits per IP (behind a proxy, the proxy's).
     axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
         .with_graceful_shutdown(context.shutdown.clone().cancelled_owned())

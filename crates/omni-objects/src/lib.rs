@@ -11,6 +11,8 @@
 //! default `.omni/objects`) or S3-compatible storage (`s3://bucket/prefix`, credentials and
 //! endpoint from the usual `AWS_*` environment variables, such as `AWS_ENDPOINT` for MinIO).
 
+pub mod links;
+
 use std::sync::Arc;
 
 use object_store::path::Path;
@@ -18,7 +20,7 @@ use object_store::{ObjectStore, PutMode, PutOptions, PutPayload};
 use sha2::{Digest, Sha256};
 
 /// `[objects]`: where every service finds the store.
-#[derive(Clone, Debug, Default, serde::Deserialize)]
+#[derive(Clone, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ObjectsConfig {
     /// A directory (the embedded default `.omni/objects`), a `file:` URL or `s3://bucket/prefix`;
@@ -30,10 +32,51 @@ pub struct ObjectsConfig {
     /// fetches the file from its provider again, or lists it by its reference.
     #[serde(default = "default_retention_days")]
     pub retention_days: u32,
+    /// Where receivers of file links reach omni-gateway (`https://omni.example.com`): with
+    /// `link_secret`, destinations that take links (the webhook destination) get a signed,
+    /// expiring link per file ([`links`]) instead of the bytes. Empty: no links.
+    #[serde(default)]
+    pub public_url: String,
+    /// The key file links are signed with (prefer `OMNI__OBJECTS__LINK_SECRET`).
+    #[serde(default)]
+    pub link_secret: String,
+    /// How long a file link works, seconds.
+    #[serde(default = "default_link_ttl_secs")]
+    pub link_ttl_secs: u64,
+}
+
+fn default_link_ttl_secs() -> u64 {
+    7 * 86_400
+}
+
+impl ObjectsConfig {
+    /// The file links these settings make, when `public_url`, `link_secret` and a store are set.
+    pub fn links(&self) -> Option<links::Links> {
+        if self.url.trim().is_empty() {
+            return None;
+        }
+        links::Links::new(
+            &self.public_url,
+            &self.link_secret,
+            std::time::Duration::from_secs(self.link_ttl_secs),
+        )
+    }
 }
 
 fn default_retention_days() -> u32 {
     30
+}
+
+impl std::fmt::Debug for ObjectsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObjectsConfig")
+            .field("url", &self.url)
+            .field("retention_days", &self.retention_days)
+            .field("public_url", &self.public_url)
+            .field("link_secret", &if self.link_secret.is_empty() { "" } else { "<redacted>" })
+            .field("link_ttl_secs", &self.link_ttl_secs)
+            .finish()
+    }
 }
 
 impl omni_runtime::Validate for ObjectsConfig {
@@ -41,6 +84,26 @@ impl omni_runtime::Validate for ObjectsConfig {
         let url = self.url.trim();
         if url.contains("://") && !url.starts_with("file:") && url::Url::parse(url).is_err() {
             problems.push(format!("{prefix}.url"), format!("`{url}` is not a URL"));
+        }
+        let public_url = self.public_url.trim();
+        if !public_url.is_empty() {
+            let parsed = url::Url::parse(public_url);
+            problems.check(
+                parsed.is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.query().is_none()),
+                format!("{prefix}.public_url"),
+                format!("`{public_url}` is not an http(s) URL without a query"),
+            );
+            problems.check(
+                self.link_secret.len() >= 16,
+                format!("{prefix}.link_secret"),
+                "file links need a secret of at least 16 characters".to_owned(),
+            );
+            problems.check(!url.is_empty(), format!("{prefix}.url"), "file links need a store".to_owned());
+            problems.check(
+                self.link_ttl_secs > 0,
+                format!("{prefix}.link_ttl_secs"),
+                "must be above 0".to_owned(),
+            );
         }
     }
 }

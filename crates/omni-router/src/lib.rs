@@ -227,6 +227,7 @@ async fn run_destination(
         state_retention: config.service.state_retention(),
         objects: omni_objects::Objects::open(&config.objects.url)?,
         media: media::Media::new(config.service.media.clone())?,
+        links: config.objects.links(),
     };
     let result = router.consume(&member, &state, &config.service, context).await;
     router.producer.flush(Duration::from_secs(5)).ok();
@@ -321,6 +322,8 @@ struct Router {
     objects: Option<omni_objects::Objects>,
     /// `[router.media]`: the providers the customers' files are fetched from.
     media: media::Media,
+    /// `[objects]`' signed file links, for destinations that take links rather than bytes.
+    links: Option<omni_objects::links::Links>,
     /// `[router] state_retention_secs`: an event older than that may have been delivered and
     /// forgotten, so it is looked for in the ticket before being appended.
     state_retention: Duration,
@@ -445,6 +448,7 @@ impl Router {
             // A file's retry, still not served: kept for the next replay, nothing delivered.
             return self.dead_letter_as(message, &event, &reason).await;
         }
+        let event = self.with_file_links(event).await;
         let target = Target {
             name: &self.destination,
             helpdesk: self.helpdesk.as_ref(),
@@ -542,6 +546,38 @@ impl Router {
             }
         }
         (event, missed)
+    }
+
+    /// For a destination that takes file links (see [`Helpdesk::takes_file_links`]): each file
+    /// whose bytes the event carries is kept in the store and replaced by its signed link, valid
+    /// `link_ttl_secs` from when the message was received (so a redelivery carries the same
+    /// link; from now when that is already past). A file the store does not take keeps its bytes.
+    async fn with_file_links(&self, mut event: ConversationEvent) -> ConversationEvent {
+        use omni_proto::v1::attachment::Content;
+        let (Some(links), Some(objects)) = (&self.links, &self.objects) else {
+            return event;
+        };
+        if !self.helpdesk.takes_file_links() {
+            return event;
+        }
+        let received = event.received_at.and_then(|at| SystemTime::try_from(at).ok());
+        let from = received
+            .filter(|at| links.valid_from(*at, SystemTime::now()))
+            .unwrap_or_else(SystemTime::now);
+        for file in &mut event.attachments {
+            let Some(Content::Data(bytes)) = &file.content else { continue };
+            match objects.put(bytes).await {
+                Ok(sha256) => {
+                    file.size_bytes = bytes.len() as u64;
+                    file.content = Some(Content::Reference(links.link(&sha256, &file.name, &file.media_type, from)));
+                    file.sha256 = sha256;
+                }
+                Err(error) => {
+                    tracing::warn!(destination = %self.destination, event_id = %event.event_id, %error, "a file not kept in the store: sent with its bytes instead of a link");
+                }
+            }
+        }
+        event
     }
 
     /// One file's bytes from the store, else from its provider (then kept in the store, and

@@ -144,6 +144,13 @@ pub trait Helpdesk: Send + Sync {
         String::new()
     }
 
+    /// Whether this destination gets a signed, expiring link to each file (`[objects]
+    /// public_url` and `link_secret` set) rather than its bytes: receivers that fetch what they
+    /// need (the generic webhook) rather than upload it to a helpdesk.
+    fn takes_file_links(&self) -> bool {
+        false
+    }
+
     /// Whether a follow-up for `event_id` was already added to the ticket.
     async fn has_event(&self, ticket: &TicketRef, event_id: &str) -> Result<bool, HelpdeskError>;
 
@@ -197,6 +204,10 @@ impl Helpdesk for RateLimited {
 
     fn ticket_reference(&self, ticket_id: &str) -> String {
         self.inner.ticket_reference(ticket_id)
+    }
+
+    fn takes_file_links(&self) -> bool {
+        self.inner.takes_file_links()
     }
 
     async fn has_event(&self, ticket: &TicketRef, event_id: &str) -> Result<bool, HelpdeskError> {

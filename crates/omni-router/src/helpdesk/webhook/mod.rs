@@ -26,6 +26,15 @@
 //! As the HTTP binding requires, `ce-` values are percent-encoded (UTF-8) outside printable
 //! ASCII and for space, `"` and `%`: decode them before use.
 //!
+//! # Files
+//!
+//! With `[objects] public_url` and `link_secret` set, each file of the event comes as a signed,
+//! expiring link in the attachment's `reference` (`<public_url>/files/<sha256>?name=..&type=..
+//! &expires=..&sig=..`, served by omni-gateway, valid `link_ttl_secs` from when omni received the
+//! message, so a redelivery carries the same link) with its `sha256`, `size_bytes` and
+//! `mediaType`, instead of its bytes in `data`; without them the bytes travel in `data` (base64
+//! in JSON) as before. Check the SHA-256 of what the link serves.
+//!
 //! # Verifying the signature
 //!
 //! `v1` is the lowercase hex HMAC-SHA256, keyed with the shared `secret` (its UTF-8 bytes), of
@@ -335,6 +344,10 @@ impl Webhook {
 
 #[async_trait]
 impl Helpdesk for Webhook {
+    fn takes_file_links(&self) -> bool {
+        true
+    }
+
     /// The receiver answers at all: `OPTIONS <url>` (the method of CloudEvents' web hook
     /// validation handshake), where any answer but 404 or 5xx passes (a receiver serving POST
     /// only answers 405, one verifying signatures 401). Credentials show on the first delivery.
