@@ -221,4 +221,19 @@ fn a_bad_config_exits_64_and_lists_every_problem() {
         .output()
         .expect("run omni");
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+
+    // A section several services read ([kafka], [objects]) is reported once, not per service.
+    let output = std::process::Command::new(omni_e2e::bin_dir().join("omni"))
+        .args(["config", "check"])
+        .env("OMNI__KAFKA__TOPICS__PARTITIONS", "0")
+        .env("OMNI__OBJECTS__PUBLIC_URL", "https://omni.example.com")
+        .env("OMNI__OBJECTS__LINK_SECRET", "short")
+        .output()
+        .expect("run omni");
+    assert_eq!(output.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    for key in ["kafka.topics.partitions:", "objects.link_secret:"] {
+        assert_eq!(stderr.matches(key).count(), 1, "{key} not listed once:\n{stderr}");
+    }
+    assert!(!stderr.contains("short"), "the secret was printed:\n{stderr}");
 }

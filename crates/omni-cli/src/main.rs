@@ -434,7 +434,7 @@ fn config_check() -> ExitCode {
     let mut problems = Problems::default();
     let _: Option<omni_runtime::telemetry::TelemetryConfig> = settings.section("telemetry", &mut problems);
     let _ = omni_gateway::GatewayServiceConfig::from_settings(&settings, &mut problems);
-    // Every service reads [kafka]; report its problems once.
+    // Sections several services read ([kafka], [objects], [sender] ...) are reported once.
     let mut service_problems = Problems::default();
     let _ = omni_normalizer::NormalizerServiceConfig::from_settings(&settings, &mut service_problems);
     let _ = omni_router::RouterServiceConfig::from_settings(&settings, &mut service_problems);
@@ -444,7 +444,7 @@ fn config_check() -> ExitCode {
     let _ = omni_sender::SenderServiceConfig::from_settings(&settings, &mut service_problems);
     let _ = omni_notifier::NotifierServiceConfig::from_settings(&settings, &mut service_problems);
     for (key, problem) in service_problems.items() {
-        if !key.starts_with("kafka") {
+        if !problems.items().iter().any(|(k, p)| k == key && p == problem) {
             problems.push(key.clone(), problem.clone());
         }
     }
