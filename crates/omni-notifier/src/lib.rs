@@ -22,7 +22,7 @@
 
 mod config;
 pub mod decide;
-pub mod hours;
+pub use omni_runtime::hours;
 pub mod kpi;
 pub mod render;
 mod state;

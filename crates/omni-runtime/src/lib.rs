@@ -9,6 +9,7 @@
 //!   and the admin server, run until SIGINT/SIGTERM, then drain within a bounded time.
 
 pub mod admin;
+pub mod hours;
 pub mod service;
 pub mod settings;
 pub mod telemetry;

@@ -1,4 +1,5 @@
-//! Business hours: when the support team works, and when a first answer can be expected.
+//! Business hours: when the support team works, and when a first answer can be expected
+//! (omni-notifier's acknowledgements and KPIs, the website chat's offline notice).
 //!
 //! An acknowledgement tells the customer "expect an answer by ...": now plus the channel's
 //! first-response target, counted in business minutes. The clock runs only inside the opening
@@ -11,13 +12,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
+use crate::{Problems, Validate};
 use jiff::civil::{Date, DateTime, Time, Weekday};
 use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Timestamp, ToSpan, ZonedDateTime};
-use omni_runtime::{Problems, Validate};
 
-/// The config section, used as the key prefix of the reasons [`BusinessHours::new`] gives.
-const SECTION: &str = "notifier.business_hours";
+/// The key prefix of the reasons [`BusinessHours::new`] gives (the services' `validate` name
+/// their own sections: `notifier.business_hours`, `gateway.chat.<account>.business_hours`).
+const SECTION: &str = "business_hours";
 
 /// How many days [`BusinessHours::after`] looks at before giving up (about two years).
 const HORIZON_DAYS: usize = 731;
@@ -33,7 +35,8 @@ const DAYS: [(&str, Weekday); 7] = [
     ("sunday", Weekday::Sunday),
 ];
 
-/// `[notifier.business_hours]`: when the support team works.
+/// `[notifier.business_hours]`, `[gateway.chat.<account>.business_hours]`: when the support team
+/// works.
 #[derive(Clone, Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BusinessHoursConfig {
@@ -77,6 +80,11 @@ impl BusinessHours {
             let reasons: Vec<String> = problems.items().iter().map(|(key, problem)| format!("{key}: {problem}")).collect();
             reasons.join("; ")
         })
+    }
+
+    /// Whether the team works at `now`.
+    pub fn is_open(&self, now: Timestamp) -> bool {
+        self.after(now, 0).timestamp() == now
     }
 
     /// The team's time zone.
@@ -470,8 +478,20 @@ mod tests {
         ];
         assert_eq!(problem_keys(&config), want);
         let reason = BusinessHours::new(&config).unwrap_err();
-        assert!(reason.contains("notifier.business_hours.timezone: `Mars/Olympus`"), "{reason}");
-        assert!(reason.contains("notifier.business_hours.week.mondai: unknown weekday"), "{reason}");
+        assert!(reason.contains("business_hours.timezone: `Mars/Olympus`"), "{reason}");
+        assert!(reason.contains("business_hours.week.mondai: unknown weekday"), "{reason}");
+    }
+
+    #[test]
+    fn open_inside_a_span_closed_outside_it_and_on_a_holiday() {
+        let hours = BusinessHours::new(&config(ISTANBUL, &["monday"], &["09:00-18:00"], &["2026-12-14"])).unwrap();
+        let at = |s: &str| s.parse::<Timestamp>().unwrap();
+        // Istanbul is UTC+3: Monday 2026-12-07 10:00 there is 07:00 UTC.
+        assert!(hours.is_open(at("2026-12-07T07:00:00Z")));
+        assert!(!hours.is_open(at("2026-12-07T05:59:59Z")), "08:59 in Istanbul");
+        assert!(!hours.is_open(at("2026-12-07T15:00:00Z")), "18:00 in Istanbul: the span's end");
+        assert!(!hours.is_open(at("2026-12-14T07:00:00Z")), "a holiday");
+        assert!(!hours.is_open(at("2026-12-08T07:00:00Z")), "a Tuesday");
     }
 
     #[test]
