@@ -988,3 +988,103 @@ async fn a_visitor_who_left_is_answered_by_email_and_an_anonymous_one_on_the_nex
     assert_eq!(next(&mut again).await?["text"], "Ja, maat 42 is er.");
     Ok(())
 }
+
+/// Item 5 of the chat: outside the account's business hours (a holiday today) the widget in
+/// Chromium says so in the visitor's language (Dutch) and asks for an email; a malformed one is
+/// refused in the widget, a good one goes to the ticket as a note of the visitor's, and once the
+/// visitor has left the agent's answer is mailed there, not pushed into the chat.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outside_business_hours_the_widget_asks_for_an_email_and_the_answer_goes_there() -> anyhow::Result<()> {
+    let _serial = serial().await;
+    let today = jiff::Timestamp::now().to_zoned_datetime(jiff::tz::TimeZone::UTC).date();
+    let tomorrow = today.tomorrow()?;
+    let dir = tempfile::tempdir()?;
+    let config = dir.path().join("hours.toml");
+    let week: String = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
+        .iter()
+        .map(|day| format!("{day} = [\"00:00-24:00\"]\n"))
+        .collect();
+    std::fs::write(
+        &config,
+        format!(
+            "[gateway.chat.default.business_hours]\ntimezone = \"UTC\"\nholidays = [\"{today}\", \"{tomorrow}\"]\n\
+             [gateway.chat.default.business_hours.week]\n{week}"
+        ),
+    )?;
+    let config_path = config.to_string_lossy().to_string();
+    let pipeline = Pipeline::start(&[("OMNI_CONFIG", &config_path)]).await?;
+    let smtp = format!("smtp://127.0.0.1:{}", omni_e2e::smtp_port());
+    let _replies = pipeline
+        .spawn_beside("replies", &[("OMNI__REPLIES__POLL_INTERVAL_MS", "500")])
+        .await?;
+    let sender = pipeline
+        .spawn_beside(
+            "sender",
+            &[
+                ("OMNI__SENDER__EMAIL__SMTP_URL", smtp.as_str()),
+                ("OMNI__SENDER__CHAT_AWAY_AFTER_SECS", "2"),
+            ],
+        )
+        .await?;
+    let driver = ChromeDriver::start().await?;
+    let browser = driver.session().await?;
+    open_chat(&browser, &pipeline, "nl").await?;
+    let notice = browser.find(css("[data-omni=notice]")).await?;
+    eventually("the offline notice", TIMEOUT, || async { Ok(notice.is_displayed().await?) }).await?;
+    let text = notice.text().await?;
+    assert!(text.contains("We zijn er nu niet"), "not the Dutch offline notice: {text}");
+    say(&browser, "Mijn bestelling 7731 is beschadigd.").await?;
+    // A malformed email stays in the widget.
+    let contact = browser.find(css("[data-omni=contact]")).await?;
+    contact.send_keys("jan@").await?;
+    browser.find(css("[data-omni=contact-save]")).await?.click().await?;
+    assert_eq!(contact.attr("aria-invalid").await?.as_deref(), Some("true"));
+    let run = nonce();
+    let email = format!("jan-{run}@example.nl");
+    contact.clear().await?;
+    contact.send_keys(&email).await?;
+    browser.find(css("[data-omni=contact-save]")).await?.click().await?;
+    eventually("the note with the email shown sent", TIMEOUT, || async {
+        let sent = browser.find_all(css("[data-omni=message][data-state=sent]")).await?;
+        let mut found = false;
+        for message in sent {
+            found |= message.text().await?.contains(&email);
+        }
+        Ok(found)
+    })
+    .await?;
+    screenshot(&browser, "web-chat-offline-nl").await?;
+    let visitor = visitor_of(&browser).await?;
+    let requestor = format!("{visitor}@webchat.invalid");
+    let rt = &pipeline.rt;
+    let requestor_ref = &requestor;
+    eventually("the visitor's ticket with the note", TIMEOUT, || async move {
+        let tickets = rt.tickets_of_requestor(requestor_ref).await?;
+        Ok(match tickets.first() {
+            Some(ticket) => rt.texts(ticket).await?.iter().any(|t| t.contains("Antwoord me graag op")),
+            None => false,
+        })
+    })
+    .await?;
+    let ticket = rt.tickets_of_requestor(&requestor).await?.remove(0);
+    browser.close().await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    rt.answer(&ticket, "We sturen morgen een nieuwe.").await?;
+    let customers = &pipeline.mailbox;
+    eventually("the answer at the email the visitor left", TIMEOUT, || async {
+        Ok(!customers.fetch("customers", &["to", &email])?.is_empty())
+    })
+    .await
+    .with_context(|| format!("omni-sender log:\n{}", sender.log()))?;
+    let mail = customers.fetch("customers", &["to", &email])?.remove(0);
+    let parsed = mail_parser::MessageParser::default().parse(mail.as_bytes()).context("a mail")?;
+    assert_eq!(parsed.body_text(0).unwrap_or_default().trim(), "We sturen morgen een nieuwe.");
+    assert!(
+        !pipeline
+            .topic("omni.webchat.v1")?
+            .iter()
+            .any(|r| String::from_utf8_lossy(&r.value).contains("nieuwe")),
+        "the mailed answer was pushed into the chat too"
+    );
+    Ok(())
+}

@@ -175,6 +175,8 @@ mod tests {
             max_connections_per_ip: 20,
             max_image_bytes: 1024,
             image_types: vec!["image/png".into()],
+            business_hours: None,
+            busy_after_secs: 300,
         };
         let problems_of = |listen: &str, name: &str, chat: crate::chat::ChatAccount| {
             let mut config = config(listen, "a-long-production-token");
@@ -204,6 +206,17 @@ mod tests {
         assert_eq!(
             problems_of("127.0.0.1:8080", "my shop", account("a-long-enough-secret", &[])),
             ["gateway.chat.my shop"]
+        );
+        // Business hours are checked like the notifier's, under the account's key.
+        let mut closed = account("a-long-enough-secret", &[]);
+        closed.business_hours = Some(omni_runtime::hours::BusinessHoursConfig {
+            timezone: "Mars/Olympus_Mons".into(),
+            week: [("monday".to_owned(), vec!["09:00-18:00".to_owned()])].into(),
+            holidays: Vec::new(),
+        });
+        assert_eq!(
+            problems_of("127.0.0.1:8080", "shop", closed),
+            ["gateway.chat.shop.business_hours.timezone"]
         );
     }
 

@@ -108,16 +108,21 @@ pub(crate) fn by_email(address: &ReplyAddress, mailbox: &str) -> Result<ReplyAdd
         .find(|identifier| identifier.kind == IdentifierKind::Email as i32)
         .map(|identifier| identifier.value.clone())
         .ok_or_else(|| SendError::Refused("no channel to reply on: the customer gave no email address".into()))?;
-    Ok(ReplyAddress {
+    Ok(mailed_to(address, mailbox, customer_email))
+}
+
+/// `address` as an email conversation of `mailbox` with `to`.
+pub(crate) fn mailed_to(address: &ReplyAddress, mailbox: &str, to: String) -> ReplyAddress {
+    ReplyAddress {
         channel: Channel::Email as i32,
         provider: Some(ProviderReference {
             provider: "email".into(),
             account: mailbox.to_owned(),
-            reply_to: customer_email,
+            reply_to: to,
             ..ProviderReference::default()
         }),
         ..address.clone()
-    })
+    }
 }
 
 /// Whether an SMTP error is about this mail (a 5xx of the mail system: no such mailbox, message

@@ -53,6 +53,11 @@ pub struct ChatMessage {
     /// gateway: the record names them, the router attaches them from the store.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub files: Vec<ChatFile>,
+    /// An email the visitor typed to be answered at when they have left (the offline or busy
+    /// notice's form): not verified, so it is the reply address (`provider.reply_to`), never an
+    /// identifier of the customer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contact_email: Option<String>,
 }
 
 /// An image a visitor sent, checked by the gateway (declared type, the bytes' own type, size)
@@ -174,6 +179,7 @@ impl Normalize for WebChat {
                 account: raw.account.clone(),
                 message_id: message.client_id.clone(),
                 thread_id: message.visitor.clone(),
+                reply_to: message.contact_email.clone().unwrap_or_default(),
                 ..Default::default()
             }),
             ..Default::default()

@@ -1,6 +1,7 @@
 //! `[gateway.chat.<account>]`: the website chat accounts.
 
-use omni_runtime::Problems;
+use omni_runtime::hours::BusinessHoursConfig;
+use omni_runtime::{Problems, Validate as _};
 use serde::Deserialize;
 
 /// The published development secret (`make run`, the tests); refused off loopback.
@@ -40,6 +41,18 @@ pub struct ChatAccount {
     /// browser's word.
     #[serde(default = "default_image_types")]
     pub image_types: Vec<String>,
+    /// When the team answers the chat; outside these hours the widget says so in the visitor's
+    /// language and asks for an email to answer at. None: always open.
+    #[serde(default)]
+    pub business_hours: Option<BusinessHoursConfig>,
+    /// A visitor's message unanswered this long: the widget says the team is busy and asks for
+    /// an email to answer at (0: never).
+    #[serde(default = "default_busy_after_secs")]
+    pub busy_after_secs: u64,
+}
+
+fn default_busy_after_secs() -> u64 {
+    300
 }
 
 /// The types a widget may send: what every helpdesk shows inline.
@@ -75,6 +88,8 @@ impl std::fmt::Debug for ChatAccount {
             .field("max_connections_per_ip", &self.max_connections_per_ip)
             .field("max_image_bytes", &self.max_image_bytes)
             .field("image_types", &self.image_types)
+            .field("business_hours", &self.business_hours)
+            .field("busy_after_secs", &self.busy_after_secs)
             .finish()
     }
 }
@@ -139,6 +154,9 @@ impl ChatAccount {
                 format!("{prefix}.image_types"),
                 format!("`{kind}` is not one of {IMAGE_TYPES:?}"),
             );
+        }
+        if let Some(hours) = &self.business_hours {
+            hours.validate(&format!("{prefix}.business_hours"), problems);
         }
     }
 

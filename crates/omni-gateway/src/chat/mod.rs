@@ -47,6 +47,8 @@ pub(crate) struct Account {
     pub(crate) settings: ChatAccount,
     pub(crate) per_visitor: DefaultKeyedRateLimiter<String>,
     pub(crate) per_ip: DefaultKeyedRateLimiter<IpAddr>,
+    /// `business_hours`, compiled (checked at start); none: always open.
+    pub(crate) hours: Option<omni_runtime::hours::BusinessHours>,
 }
 
 /// The chat's state: its accounts, the open sockets per IP and the agents' answers.
@@ -75,6 +77,11 @@ impl Chat {
                     name: name.clone(),
                     per_visitor: RateLimiter::keyed(per_minute(settings.messages_per_minute)),
                     per_ip: RateLimiter::keyed(per_minute(settings.ip_messages_per_minute)),
+                    // Validated with the config: a failure here is only a config not checked.
+                    hours: settings
+                        .business_hours
+                        .as_ref()
+                        .and_then(|hours| omni_runtime::hours::BusinessHours::new(hours).ok()),
                     settings,
                 };
                 (name.clone(), Arc::new(account))
@@ -291,6 +298,8 @@ mod tests {
             max_connections_per_ip: 1,
             max_image_bytes: 0,
             image_types: Vec::new(),
+            business_hours: None,
+            busy_after_secs: 0,
         }
     }
 

@@ -38,6 +38,10 @@ enum Incoming {
         last_seq: Option<i64>,
         /// The conversation the widget's `last_seq` belongs to (from an earlier `welcome`).
         conversation: Option<String>,
+        /// An email the visitor typed to be answered at (not verified: it is where answers go
+        /// when the visitor has left, never who the customer is).
+        #[serde(default)]
+        contact_email: Option<String>,
     },
     Message {
         client_id: String,
@@ -81,6 +85,7 @@ pub(crate) struct Session {
     customer: Option<VerifiedCustomer>,
     name: Option<String>,
     language: Option<String>,
+    contact_email: Option<String>,
 }
 
 impl Session {
@@ -94,6 +99,7 @@ impl Session {
             customer: None,
             name: None,
             language: None,
+            contact_email: None,
         }
     }
 
@@ -109,11 +115,13 @@ impl Session {
             language,
             last_seq,
             conversation: seen_conversation,
+            contact_email,
         }) = hello
         else {
             let _ = send(&mut socket, error(None, "invalid", "the first frame must be hello", None)).await;
             return;
         };
+        self.contact_email = contact_email.map(|e| e.trim().to_owned()).filter(|e| is_email(e));
         let mut welcome = self.greet(token.as_deref(), identity, name, language);
         // The agents' answers of this chat's conversation: those missed, then each new one. A
         // `last_seq` of another conversation (the visitor logged in, the token changed) means
@@ -197,6 +205,8 @@ impl Session {
             "verified": self.customer.is_some(),
             "max_image_bytes": if images { settings.max_image_bytes } else { 0 },
             "image_types": if images { settings.image_types.clone() } else { Vec::new() },
+            "open": self.account.hours.as_ref().is_none_or(|hours| hours.is_open(jiff::Timestamp::now())),
+            "busy_after_secs": settings.busy_after_secs,
         })
     }
 
@@ -319,6 +329,7 @@ impl Session {
             customer: self.customer.clone(),
             language: self.language.clone(),
             files,
+            contact_email: self.contact_email.clone(),
         };
         self.store(&message)
             .await
@@ -407,6 +418,11 @@ fn verified(secret: &str, identity: Identity) -> Option<VerifiedCustomer> {
         email: Some(email).filter(|e| !e.is_empty()),
         name: identity.name.map(|n| clean(&n, 80)).filter(|n| !n.is_empty()),
     })
+}
+
+/// Whether `text` is an email address (RFC 5322 addr-spec, at most 254 characters).
+fn is_email(text: &str) -> bool {
+    text.len() <= 254 && email_address::EmailAddress::is_valid(text)
 }
 
 fn check_client_id(client_id: &str) -> Result<(), Refusal> {

@@ -68,7 +68,11 @@
       tooLong: 'Message is too long', rateLimited: 'Too many messages, please wait a moment',
       retrying: 'Not delivered yet, trying again…',
       connecting: 'Connecting…', online: 'Connected', offline: 'Offline, reconnecting…',
-      attach: 'Send an image', imageTooLarge: 'Image is too large', imageType: 'Only images can be sent'
+      attach: 'Send an image', imageTooLarge: 'Image is too large', imageType: 'Only images can be sent',
+      closed: 'We are away right now. Leave your email and we will answer you there.',
+      busy: 'This is taking longer than usual. Leave your email and we will answer you there.',
+      email: 'Your email', emailSave: 'Answer me by email', emailBad: 'Please check the email address',
+      emailNote: 'Please answer me at {email}', emailKept: 'We will answer at {email} if you have left.'
     },
     tr: {
       title: 'Bize yazın', open: 'Sohbeti aç', close: 'Sohbeti kapat',
@@ -79,7 +83,11 @@
       tooLong: 'Mesaj çok uzun', rateLimited: 'Çok fazla mesaj gönderdiniz, lütfen biraz bekleyin',
       retrying: 'Henüz iletilemedi, yeniden deneniyor…',
       connecting: 'Bağlanıyor…', online: 'Bağlandı', offline: 'Bağlantı yok, yeniden bağlanılıyor…',
-      attach: 'Resim gönder', imageTooLarge: 'Resim çok büyük', imageType: 'Yalnızca resim gönderilebilir'
+      attach: 'Resim gönder', imageTooLarge: 'Resim çok büyük', imageType: 'Yalnızca resim gönderilebilir',
+      closed: 'Şu anda çevrim dışıyız. E-posta adresinizi bırakın, size oradan yanıt verelim.',
+      busy: 'Yanıtımız her zamankinden uzun sürüyor. E-posta adresinizi bırakın, size oradan yanıt verelim.',
+      email: 'E-posta adresiniz', emailSave: 'Bana e-postayla yanıt verin', emailBad: 'Lütfen e-posta adresini kontrol edin',
+      emailNote: 'Lütfen bana {email} adresinden yanıt verin', emailKept: 'Ayrılırsanız {email} adresine yanıt vereceğiz.'
     },
     ar: {
       title: 'تحدث معنا', open: 'افتح المحادثة', close: 'أغلق المحادثة',
@@ -90,7 +98,11 @@
       tooLong: 'الرسالة طويلة جدًا', rateLimited: 'أرسلت رسائل كثيرة، يُرجى الانتظار قليلًا',
       retrying: 'لم تصل بعد، جارٍ إعادة المحاولة…',
       connecting: 'جارٍ الاتصال…', online: 'متصل', offline: 'غير متصل، جارٍ إعادة الاتصال…',
-      attach: 'أرسل صورة', imageTooLarge: 'الصورة كبيرة جدًا', imageType: 'يمكن إرسال الصور فقط'
+      attach: 'أرسل صورة', imageTooLarge: 'الصورة كبيرة جدًا', imageType: 'يمكن إرسال الصور فقط',
+      closed: 'نحن غير متاحين الآن. اترك بريدك الإلكتروني وسنرد عليك هناك.',
+      busy: 'يستغرق الرد وقتًا أطول من المعتاد. اترك بريدك الإلكتروني وسنرد عليك هناك.',
+      email: 'بريدك الإلكتروني', emailSave: 'أجيبوني بالبريد الإلكتروني', emailBad: 'يُرجى التحقق من عنوان البريد الإلكتروني',
+      emailNote: 'يُرجى الرد علي على {email}', emailKept: 'سنرد على {email} إذا غادرت.'
     },
     nl: {
       title: 'Chat met ons', open: 'Chat openen', close: 'Chat sluiten',
@@ -101,7 +113,11 @@
       tooLong: 'Je bericht is te lang', rateLimited: 'Te veel berichten, wacht even',
       retrying: 'Nog niet afgeleverd, we proberen het opnieuw…',
       connecting: 'Verbinden…', online: 'Verbonden', offline: 'Offline, opnieuw verbinden…',
-      attach: 'Afbeelding versturen', imageTooLarge: 'Afbeelding is te groot', imageType: 'Alleen afbeeldingen kunnen worden verstuurd'
+      attach: 'Afbeelding versturen', imageTooLarge: 'Afbeelding is te groot', imageType: 'Alleen afbeeldingen kunnen worden verstuurd',
+      closed: 'We zijn er nu niet. Laat je e-mailadres achter, dan antwoorden we je daar.',
+      busy: 'Het duurt langer dan normaal. Laat je e-mailadres achter, dan antwoorden we je daar.',
+      email: 'Je e-mailadres', emailSave: 'Antwoord me per e-mail', emailBad: 'Controleer het e-mailadres',
+      emailNote: 'Antwoord me graag op {email}', emailKept: 'Als je weg bent, antwoorden we op {email}.'
     }
   };
   const RTL = { ar: true };
@@ -271,6 +287,16 @@
     const header = add(el('div', { class: 'omni-chat-header' }),
       el('h2', { id: 'omni-chat-title', class: 'omni-chat-title' }, S.title), closeBtn);
     const status = el('div', { id: 'omni-chat-status', class: 'omni-chat-status', role: 'status', 'data-omni': 'status' });
+    // The offline or busy notice, with a form for an email to be answered at.
+    const notice = el('div', { id: 'omni-chat-notice', class: 'omni-chat-notice', 'data-omni': 'notice', hidden: '' });
+    const noticeText = el('p', { class: 'omni-chat-notice-text', role: 'status' });
+    const contactForm = el('form', { class: 'omni-chat-contact', novalidate: '' });
+    const contactInput = el('input', {
+      id: 'omni-chat-contact', class: 'omni-chat-contact-input', type: 'email', 'data-omni': 'contact', maxlength: '254',
+      autocomplete: 'email', 'aria-label': S.email, placeholder: S.email, required: ''
+    });
+    const contactBtn = el('button', { class: 'omni-chat-contact-save', type: 'submit', 'data-omni': 'contact-save' }, S.emailSave);
+    add(notice, noticeText, add(contactForm, contactInput, contactBtn));
     const log = el('div', { id: 'omni-chat-log', class: 'omni-chat-log', role: 'log', 'aria-live': 'polite', 'aria-label': S.title, tabindex: '0' });
     log.appendChild(el('p', { class: 'omni-chat-greeting' }, S.greeting));
     const form = el('form', { id: 'omni-chat-form', class: 'omni-chat-form', novalidate: '' });
@@ -289,7 +315,7 @@
     const attachBtn = el('button', { id: 'omni-chat-attach', class: 'omni-chat-attach', type: 'button', 'data-omni': 'attach', 'aria-label': S.attach, title: S.attach, hidden: '' });
     add(attachBtn, icon('omni-chat-icon', 'M16.5 6.5l-7.8 7.8a2 2 0 0 0 2.8 2.8l7.8-7.8a4 4 0 0 0-5.7-5.7L5.8 11.4a6 6 0 0 0 8.5 8.5l6.2-6.2'));
     add(form, nameInput, add(el('div', { class: 'omni-chat-row' }), attachBtn, input, sendBtn), fileInput);
-    add(document.body, add(root, add(panel, header, status, log, form), launcher));
+    add(document.body, add(root, add(panel, header, status, notice, log, form), launcher));
     ensureStyleSheet(function () { root.hidden = false; });
 
     // The name field is shown until the first message (prefilled with a known customer's name).
@@ -405,7 +431,10 @@
         if (ws !== sock) return;
         alive();
         helloName = currentName();
-        const hello = { type: 'hello', token: getItem('token') || null, identity: identity(), name: helloName, language: LANGUAGE_TAG };
+        const hello = {
+          type: 'hello', token: getItem('token') || null, identity: identity(), name: helloName, language: LANGUAGE_TAG,
+          contact_email: getItem('contact_email') || null
+        };
         if (lastSeq >= 0) {
           hello.last_seq = lastSeq;
           hello.conversation = getItem('conversation');
@@ -504,6 +533,8 @@
       maxImageBytes = Number(m.max_image_bytes) > 0 ? Number(m.max_image_bytes) : 0;
       imageTypes = Array.isArray(m.image_types) ? m.image_types.filter((t) => typeof t === 'string') : [];
       attachBtn.hidden = !maxImageBytes;
+      busyAfterMs = Number(m.busy_after_secs) > 0 ? Number(m.busy_after_secs) * 1000 : 0;
+      if (m.open === false) showNotice(S.closed);
       fileInput.setAttribute('accept', imageTypes.join(','));
       setStatus('online');
       flushPending();
@@ -518,6 +549,8 @@
       dropPending(id);
       const b = bubbles.get(id);
       if (b) { setState(b, 'sent', ''); addHistory({ from: 'visitor', client_id: id, text: b.text }); }
+      // Waiting for an answer: after busy_after_secs without one, the busy notice.
+      if (busyAfterMs && !busyTimer) busyTimer = setTimeout(function () { busyTimer = 0; showNotice(S.busy); }, busyAfterMs);
     }
 
     function onError(m) {
@@ -578,8 +611,46 @@
       };
       renderAgent(entry);
       if (hasSeq) addHistory(entry);
+      clearTimeout(busyTimer);
+      busyTimer = 0;
+      if (notice.getAttribute('data-kind') === 'busy') notice.hidden = true;
       if (panel.hidden) badge.hidden = false;
     }
+
+    // --- offline and busy -----------------------------------------------------------------------
+    let busyAfterMs = 0;
+    let busyTimer = 0;
+    // Says the team is away or busy; asks for an email unless the visitor gave one already.
+    function showNotice(text) {
+      const email = getItem('contact_email');
+      notice.setAttribute('data-kind', text === S.busy ? 'busy' : 'closed');
+      noticeText.textContent = email ? text + ' ' + S.emailKept.replace('{email}', email) : text;
+      contactForm.hidden = !!email;
+      notice.hidden = false;
+    }
+    // The email goes with every later `hello` (the gateway puts it on each message as where to
+    // answer once the visitor has left), and a message tells the agent now.
+    contactForm.addEventListener('submit', function (e) {
+      e.preventDefault();
+      const email = contactInput.value.trim();
+      if (!email || !contactInput.checkValidity()) {
+        contactInput.setAttribute('aria-invalid', 'true');
+        noticeText.textContent = S.emailBad;
+        contactInput.focus();
+        return;
+      }
+      contactInput.removeAttribute('aria-invalid');
+      setItem('contact_email', email);
+      noticeText.textContent = S.emailKept.replace('{email}', email);
+      contactForm.hidden = true;
+      const p = { client_id: newClientId(), text: S.emailNote.replace('{email}', email) };
+      addPending(p);
+      renderVisitor(p.client_id, p.text, 'sending');
+      // A new `hello` with the email; the note goes out right after its `welcome`.
+      if (ws) teardown();
+      setStatus('connecting');
+      connect();
+    });
 
     // --- sending --------------------------------------------------------------------------------
     function submit() {

@@ -4,9 +4,9 @@
 //! crash, the copy has the same outbound id and the gateway shows it once.
 //!
 //! A visitor who left ([`presence`]: no chat of theirs open for `[sender] chat_away_after_secs`)
-//! and whose email the shop signed is answered by email from `[sender]
-//! answer_away_chats_by_email` instead, and the answer is not pushed into the chat later.
-//! Anonymous visitors have no address: their answers wait for the next visit.
+//! and whose email the shop signed, or who typed one in the widget's offline or busy notice, is
+//! answered by email from `[sender] answer_away_chats_by_email` instead, and the answer is not
+//! pushed into the chat later. Visitors without either: their answers wait for the next visit.
 
 pub mod presence;
 
@@ -55,9 +55,13 @@ impl WebChatSender {
     /// Message-ID, or `None` when the answer goes into the chat.
     async fn mail_if_away(&self, address: &ReplyAddress, outbound: &OutboundMessage) -> Result<Option<String>, SendError> {
         let Some((email, mailbox)) = &self.by_email else { return Ok(None) };
-        // An anonymous visitor: no address, the answer waits for the next visit.
-        let Ok(mail_to) = crate::email::by_email(address, mailbox) else {
-            return Ok(None);
+        // The email the shop signed, else the one the visitor typed in the offline or busy
+        // notice (`reply_to`); neither: the answer waits for the next visit.
+        let typed = address.provider.as_ref().map(|p| p.reply_to.clone()).filter(|to| to.contains('@'));
+        let mail_to = match (crate::email::by_email(address, mailbox), typed) {
+            (Ok(mail_to), _) => mail_to,
+            (Err(_), Some(typed)) => crate::email::mailed_to(address, mailbox, typed),
+            (Err(_), None) => return Ok(None),
         };
         if !self.visitors.caught_up(PRESENCE_WAIT).await {
             tracing::warn!(conversation_id = %outbound.conversation_id, "chat presence not read yet: the answer waits in the chat");
