@@ -128,11 +128,13 @@ pub async fn run(config: GatewayServiceConfig, context: ServiceContext) -> anyho
     };
     let files = objects.clone().filter(|_| serves_links);
     let mut chat = chat::Chat::new(&config.service.chat).with_objects(objects);
+    let mut presence = None;
     if !config.service.chat.is_empty() {
         chat::answers::follow(&config.kafka, &client_id, chat.answers(), context.shutdown.clone())?;
-        let presence = chat::presence::Presence::new(producer.clone(), &config.service.connector_id);
-        tokio::spawn(presence.clone().refresh(context.shutdown.clone()));
-        chat = chat.with_presence(presence);
+        let open_chats = chat::presence::Presence::new(producer.clone(), &config.service.connector_id);
+        tokio::spawn(open_chats.clone().refresh(context.shutdown.clone()));
+        chat = chat.with_presence(open_chats.clone());
+        presence = Some(open_chats);
     }
     let chat = Arc::new(chat);
     let mut app = app_with_chat(&config.service, producer.clone(), chat);
@@ -143,6 +145,9 @@ pub async fn run(config: GatewayServiceConfig, context: ServiceContext) -> anyho
     axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
         .with_graceful_shutdown(context.shutdown.clone().cancelled_owned())
         .await?;
+    if let Some(presence) = presence {
+        presence.forget_all();
+    }
     producer.flush(Duration::from_secs(5)).ok();
     Ok(())
 }

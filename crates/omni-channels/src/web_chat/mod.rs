@@ -179,7 +179,11 @@ impl Normalize for WebChat {
                 account: raw.account.clone(),
                 message_id: message.client_id.clone(),
                 thread_id: message.visitor.clone(),
-                reply_to: message.contact_email.clone().unwrap_or_default(),
+                // A signed email is where answers go; a typed one only without it.
+                reply_to: match message.customer.as_ref().and_then(|c| c.email.as_deref()).filter(|e| !e.is_empty()) {
+                    Some(_) => String::new(),
+                    None => message.contact_email.clone().unwrap_or_default(),
+                },
                 ..Default::default()
             }),
             ..Default::default()

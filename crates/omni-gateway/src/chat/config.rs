@@ -155,6 +155,11 @@ impl ChatAccount {
                 format!("`{kind}` is not one of {IMAGE_TYPES:?}"),
             );
         }
+        problems.check(
+            self.busy_after_secs <= 86_400,
+            format!("{prefix}.busy_after_secs"),
+            "must be at most 86400 (a day; 0 turns the busy notice off)",
+        );
         if let Some(hours) = &self.business_hours {
             hours.validate(&format!("{prefix}.business_hours"), problems);
         }

@@ -3,8 +3,12 @@
 //! `<conversation id>/<connector id>`), when the count changes and every [`REFRESH`] while it
 //! is above zero, so a replica that died stops counting once its records are old. omni-sender
 //! reads the topic to answer a visitor who left by email rather than into a chat nobody reads.
-//! An hour after a conversation's last chat here closed, its key is tombstoned: the topic keeps
-//! the conversations of the last hour, not every visitor ever.
+//! An hour after a conversation's last chat here closed, its key is tombstoned, and every key of
+//! the replica when it shuts down: the topic keeps the conversations of the last hour, not every
+//! visitor ever. Each replica also writes a heartbeat (key `/<connector id>`, no conversation)
+//! every [`REFRESH`]: a conversation the sender finds no record of counts as left only while a
+//! replica that writes presence is alive (not during an upgrade from a gateway that does not, nor
+//! while no replica can write).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -66,24 +70,38 @@ impl Presence {
     }
 
     fn change(&self, conversation: &str, opened: bool) {
-        let count = {
-            let mut counts = self.open.lock().expect("not poisoned");
-            let count = counts.open.entry(conversation.to_owned()).or_default();
-            *count = if opened { *count + 1 } else { count.saturating_sub(1) };
-            let count = *count;
-            if count == 0 {
-                counts.open.remove(conversation);
-                counts.closed_at.insert(conversation.to_owned(), Instant::now());
-            } else {
-                counts.closed_at.remove(conversation);
-            }
-            count
-        };
+        let mut counts = self.open.lock().expect("not poisoned");
+        let count = counts.open.entry(conversation.to_owned()).or_default();
+        *count = if opened { *count + 1 } else { count.saturating_sub(1) };
+        let count = *count;
+        if count == 0 {
+            counts.open.remove(conversation);
+            counts.closed_at.insert(conversation.to_owned(), Instant::now());
+        } else {
+            counts.closed_at.remove(conversation);
+        }
+        // Enqueued under the lock, so two sockets of one conversation opening and closing at
+        // once write their counts in the order they changed.
         self.write(conversation, Some(count));
     }
 
-    /// Writes the record of `conversation` (`None`: its tombstone) without waiting; a write the
-    /// broker does not take is logged (the next change or refresh writes it again).
+    /// Tombstones every key of this replica (its conversations and its heartbeat), at shutdown:
+    /// its visitors reconnect to another replica, which writes theirs.
+    pub fn forget_all(&self) {
+        let conversations: Vec<String> = {
+            let mut counts = self.open.lock().expect("not poisoned");
+            let mut all: Vec<String> = counts.open.drain().map(|(conversation, _)| conversation).collect();
+            all.extend(counts.closed_at.drain().map(|(conversation, _)| conversation));
+            all
+        };
+        for conversation in conversations.iter().map(String::as_str).chain([""]) {
+            self.write(conversation, None);
+        }
+    }
+
+    /// Writes the record of `conversation` (`None`: its tombstone; the empty conversation is
+    /// this replica's heartbeat) without waiting; a write the broker does not take is logged
+    /// (the next change or refresh writes it again).
     fn write(&self, conversation: &str, open_chats: Option<u32>) {
         let key = format!("{conversation}/{}", self.gateway);
         let headers = CloudEvent {
@@ -123,8 +141,8 @@ impl Presence {
         }
     }
 
-    /// Until shutdown, every [`REFRESH`]: writes the open chats' records again and tombstones
-    /// the conversations whose chats closed more than an hour ago.
+    /// Until shutdown, every [`REFRESH`]: writes the heartbeat and the open chats' records again
+    /// and tombstones the conversations whose chats closed more than an hour ago.
     pub async fn refresh(self: Arc<Self>, shutdown: CancellationToken) {
         let mut every = tokio::time::interval(REFRESH);
         loop {
@@ -147,6 +165,8 @@ impl Presence {
                 (open, forgotten)
             };
             metrics::gauge!("omni_gateway_chat_conversations_open").set(open.len() as f64);
+            let total = open.iter().map(|(_, count)| count).sum();
+            self.write("", Some(total));
             for (conversation, count) in open {
                 self.write(&conversation, Some(count));
             }

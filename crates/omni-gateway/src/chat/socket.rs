@@ -420,9 +420,15 @@ fn verified(secret: &str, identity: Identity) -> Option<VerifiedCustomer> {
     })
 }
 
-/// Whether `text` is an email address (RFC 5322 addr-spec, at most 254 characters).
+/// Whether `text` is a plain email address a mail can go to: an RFC 5322 addr-spec of at most
+/// 254 characters with a dotted domain, no display name (`Jan <jan@x.nl>`) and no IP literal.
 fn is_email(text: &str) -> bool {
-    text.len() <= 254 && email_address::EmailAddress::is_valid(text)
+    use email_address::{EmailAddress, Options};
+    let options = Options::default()
+        .with_required_tld()
+        .without_display_text()
+        .without_domain_literal();
+    text.len() <= 254 && EmailAddress::parse_with_options(text, options).is_ok()
 }
 
 fn check_client_id(client_id: &str) -> Result<(), Refusal> {
@@ -489,6 +495,23 @@ async fn send(socket: &mut WebSocket, frame: Value) -> Result<(), axum::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_contact_email_is_a_plain_address_with_a_dotted_domain() {
+        for good in ["jan@example.nl", "ayse.yilmaz+shop@mail.example.com.tr"] {
+            assert!(is_email(good), "{good}");
+        }
+        for bad in [
+            "jan@",
+            "jan",
+            "Jan <jan@example.nl>",
+            "a@[10.0.0.5]",
+            "root@localhost",
+            &format!("{}@example.nl", "a".repeat(250)),
+        ] {
+            assert!(!is_email(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn a_file_name_keeps_no_path_no_direction_trick_and_the_bytes_own_extension() {

@@ -51,16 +51,16 @@ impl WebChatSender {
         })
     }
 
-    /// Mails the answer when its visitor left and the shop signed their email; returns the
-    /// Message-ID, or `None` when the answer goes into the chat.
+    /// Mails the answer when its visitor left and the shop signed their email (or the visitor
+    /// typed one); returns the Message-ID, or `None` when the answer goes into the chat.
     async fn mail_if_away(&self, address: &ReplyAddress, outbound: &OutboundMessage) -> Result<Option<String>, SendError> {
         let Some((email, mailbox)) = &self.by_email else { return Ok(None) };
         // The email the shop signed, else the one the visitor typed in the offline or busy
         // notice (`reply_to`); neither: the answer waits for the next visit.
         let typed = address.provider.as_ref().map(|p| p.reply_to.clone()).filter(|to| to.contains('@'));
-        let mail_to = match (crate::email::by_email(address, mailbox), typed) {
-            (Ok(mail_to), _) => mail_to,
-            (Err(_), Some(typed)) => crate::email::mailed_to(address, mailbox, typed),
+        let (mail_to, was_typed) = match (crate::email::by_email(address, mailbox), typed) {
+            (Ok(mail_to), _) => (mail_to, false),
+            (Err(_), Some(typed)) => (crate::email::mailed_to(address, mailbox, typed), true),
             (Err(_), None) => return Ok(None),
         };
         if !self.visitors.caught_up(PRESENCE_WAIT).await {
@@ -71,9 +71,19 @@ impl WebChatSender {
             return Ok(None);
         }
         tracing::info!(conversation_id = %outbound.conversation_id, "the visitor left the chat: the answer goes by email");
-        let sent = email.send(&mail_to, outbound).await?;
-        metrics::counter!("omni_sender_chat_answers_by_email_total").increment(1);
-        Ok(Some(sent))
+        match email.send(&mail_to, outbound).await {
+            Ok(sent) => {
+                metrics::counter!("omni_sender_chat_answers_by_email_total").increment(1);
+                Ok(Some(sent))
+            }
+            // A typed address the mail system refuses (a typo): the answer waits in the chat
+            // rather than nowhere.
+            Err(SendError::Refused(reason)) if was_typed => {
+                tracing::warn!(conversation_id = %outbound.conversation_id, %reason, "the email the visitor typed was refused: the answer waits in the chat");
+                Ok(None)
+            }
+            Err(error) => Err(error),
+        }
     }
 }
 

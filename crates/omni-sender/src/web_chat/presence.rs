@@ -28,10 +28,12 @@ struct Seen {
     at: SystemTime,
 }
 
-/// The visitors' open chats per conversation and gateway replica.
+/// The visitors' open chats per conversation and gateway replica, and the replicas' heartbeats.
 #[derive(Debug)]
 pub struct Visitors {
     seen: Mutex<HashMap<String, HashMap<String, Seen>>>,
+    /// When each gateway replica last said it is alive (its record without a conversation).
+    alive: Mutex<HashMap<String, SystemTime>>,
     caught_up: tokio::sync::watch::Sender<bool>,
 }
 
@@ -39,6 +41,7 @@ impl Default for Visitors {
     fn default() -> Self {
         Self {
             seen: Mutex::default(),
+            alive: Mutex::default(),
             caught_up: tokio::sync::watch::Sender::new(false),
         }
     }
@@ -49,7 +52,9 @@ impl Visitors {
     fn apply(&self, key: &str, value: Option<&[u8]>) {
         let mut seen = self.seen.lock().expect("not poisoned");
         let Some(value) = value else {
-            if let Some((conversation, gateway)) = key.rsplit_once('/')
+            if let Some(gateway) = key.strip_prefix('/') {
+                self.alive.lock().expect("not poisoned").remove(gateway);
+            } else if let Some((conversation, gateway)) = key.rsplit_once('/')
                 && let Some(gateways) = seen.get_mut(conversation)
             {
                 gateways.remove(gateway);
@@ -67,6 +72,10 @@ impl Visitors {
             .updated_at
             .and_then(|at| SystemTime::try_from(at).ok())
             .unwrap_or(SystemTime::UNIX_EPOCH);
+        if record.conversation_id.is_empty() {
+            self.alive.lock().expect("not poisoned").insert(record.gateway, at);
+            return;
+        }
         seen.entry(record.conversation_id).or_default().insert(
             record.gateway,
             Seen {
@@ -78,20 +87,28 @@ impl Visitors {
 
     /// Whether the visitors of `conversation` left: no chat of theirs open on a replica that
     /// is alive, and the last one closed more than `away_after` before `now`. A conversation
-    /// never seen (or forgotten) is away.
+    /// with no record (never seen, or closed over an hour ago) is away only while some gateway
+    /// replica's heartbeat is fresh: with none, presence is not being written (an upgrade from
+    /// a gateway without it, or no replica reaching the broker), and the answer is not mailed
+    /// on a guess.
     pub fn away(&self, conversation: &str, now: SystemTime, away_after: Duration) -> bool {
         let seen = self.seen.lock().expect("not poisoned");
         let age = |at: SystemTime| now.duration_since(at).unwrap_or_default();
-        !seen.get(conversation).is_some_and(|gateways| {
-            gateways.values().any(|seen| {
+        match seen.get(conversation) {
+            Some(gateways) => !gateways.values().any(|seen| {
                 let limit = if seen.open_chats > 0 { STALE_AFTER } else { away_after };
                 age(seen.at) <= limit
-            })
-        })
+            }),
+            None => self.alive.lock().expect("not poisoned").values().any(|at| age(*at) <= STALE_AFTER),
+        }
     }
 
     /// Drops what is older than an hour.
     fn forget_old(&self, now: SystemTime) {
+        self.alive
+            .lock()
+            .expect("not poisoned")
+            .retain(|_, at| now.duration_since(*at).unwrap_or_default() < FORGET_AFTER);
         let mut seen = self.seen.lock().expect("not poisoned");
         seen.retain(|_, gateways| {
             gateways.retain(|_, seen| now.duration_since(seen.at).unwrap_or_default() < FORGET_AFTER);
@@ -166,7 +183,15 @@ mod tests {
         let visitors = Visitors::default();
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
         let away_after = Duration::from_secs(120);
-        assert!(visitors.away("c1", t0, away_after), "never seen");
+        assert!(!visitors.away("c1", t0, away_after), "never seen, and no gateway writes presence");
+        visitors.apply("/gw-a", Some(&record("", "gw-a", 0, t0)));
+        assert!(visitors.away("c1", t0, away_after), "never seen while a gateway writes presence");
+        assert!(
+            !visitors.away("c1", t0 + Duration::from_secs(91), away_after),
+            "the heartbeat is old"
+        );
+        visitors.apply("/gw-a", None);
+        assert!(!visitors.away("c1", t0, away_after), "the gateway shut down");
         visitors.apply("c1/gw-a", Some(&record("c1", "gw-a", 1, t0)));
         assert!(!visitors.away("c1", t0 + Duration::from_secs(60), away_after));
         // The replica stopped refreshing (it died): gone after 90 s.
