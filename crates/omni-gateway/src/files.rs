@@ -4,6 +4,7 @@
 //! its expiry, 404 for a file no longer in the store; nothing is read from the store before the
 //! signature checked. The file is served as an attachment under the signed name and type, with
 //! `nosniff` and a sandboxing CSP, so an HTML or SVG "photo" never runs in a browser that opens it.
+//! At most [`AT_ONCE`] files go out at once (503 with `Retry-After` beyond).
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -16,9 +17,14 @@ use axum::routing::get;
 use omni_objects::Objects;
 use omni_objects::links::{self, LinkError};
 
+/// Files served at once: each is held in memory whole while it goes out (a store's file is up
+/// to 25 MB), so a link passed around cannot take the gateway's memory.
+const AT_ONCE: usize = 8;
+
 struct Files {
     objects: Objects,
     secret: String,
+    at_once: tokio::sync::Semaphore,
 }
 
 /// The route, serving files of `objects` whose links `secret` signed.
@@ -26,6 +32,7 @@ pub fn routes(objects: Objects, secret: &str) -> Router {
     let files = Arc::new(Files {
         objects,
         secret: secret.to_owned(),
+        at_once: tokio::sync::Semaphore::new(AT_ONCE),
     });
     Router::new().route("/files/{sha256}", get(serve)).with_state(files)
 }
@@ -43,7 +50,16 @@ async fn serve(State(files): State<Arc<Files>>, Path(sha256): Path<String>, RawQ
             return (status, error.to_string()).into_response();
         }
     };
-    let bytes = match files.objects.get(linked.sha256).await {
+    let Ok(_serving) = files.at_once.try_acquire() else {
+        metrics::counter!("omni_gateway_file_links_total", "outcome" => "503").increment(1);
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, HeaderValue::from_static("2"))],
+            "busy: try again shortly",
+        )
+            .into_response();
+    };
+    let bytes = match files.objects.get_bytes(linked.sha256).await {
         Ok(Some(bytes)) => bytes,
         Ok(None) => return refused(StatusCode::NOT_FOUND, "the file is no longer kept"),
         Err(error) => {

@@ -85,6 +85,12 @@ impl omni_runtime::Validate for ObjectsConfig {
         if url.contains("://") && !url.starts_with("file:") && url::Url::parse(url).is_err() {
             problems.push(format!("{prefix}.url"), format!("`{url}` is not a URL"));
         }
+        // The gateway serves links with any secret set, public_url or not.
+        problems.check(
+            self.link_secret.is_empty() || self.link_secret.len() >= 16,
+            format!("{prefix}.link_secret"),
+            "file links need a secret of at least 16 characters",
+        );
         let public_url = self.public_url.trim();
         if !public_url.is_empty() {
             let parsed = url::Url::parse(public_url);
@@ -94,15 +100,18 @@ impl omni_runtime::Validate for ObjectsConfig {
                 format!("`{public_url}` is not an http(s) URL without a query"),
             );
             problems.check(
-                self.link_secret.len() >= 16,
+                !self.link_secret.is_empty(),
                 format!("{prefix}.link_secret"),
-                "file links need a secret of at least 16 characters".to_owned(),
+                "file links need a secret of at least 16 characters",
             );
-            problems.check(!url.is_empty(), format!("{prefix}.url"), "file links need a store".to_owned());
+            problems.check(!url.is_empty(), format!("{prefix}.url"), "file links need a store");
+            // At least an hour (a redelivery carries the same link only while it has an hour
+            // left), at most as long as the store keeps files (and a year).
+            let kept = u64::from(self.retention_days).saturating_mul(86_400);
             problems.check(
-                self.link_ttl_secs > 0,
+                (3600..=366 * 86_400).contains(&self.link_ttl_secs) && (self.retention_days == 0 || self.link_ttl_secs <= kept),
                 format!("{prefix}.link_ttl_secs"),
-                "must be above 0".to_owned(),
+                "must be from 3600 to retention_days in seconds (at most a year)",
             );
         }
     }
@@ -252,6 +261,11 @@ impl Objects {
 
     /// The bytes kept under `sha256`, checked; `None` when there are none.
     pub async fn get(&self, sha256: &str) -> Result<Option<Vec<u8>>, ObjectsError> {
+        Ok(self.get_bytes(sha256).await?.map(|bytes| bytes.to_vec()))
+    }
+
+    /// [`Objects::get`] without copying the bytes out of the store's buffer.
+    pub async fn get_bytes(&self, sha256: &str) -> Result<Option<bytes::Bytes>, ObjectsError> {
         let bytes = match self.store.get(&key(sha256)?).await {
             Ok(found) => found.bytes().await?,
             Err(object_store::Error::NotFound { .. }) => return Ok(None),
@@ -260,7 +274,7 @@ impl Objects {
         if hex::encode(Sha256::digest(&bytes)) != sha256.to_ascii_lowercase() {
             return Err(ObjectsError::Corrupt(sha256.to_owned()));
         }
-        Ok(Some(bytes.to_vec()))
+        Ok(Some(bytes))
     }
 }
 

@@ -73,16 +73,18 @@ impl Links {
     /// A link to the stored file `sha256`, served as `name` and `media_type`, valid from `now`
     /// for the configured time.
     pub fn link(&self, sha256: &str, name: &str, media_type: &str, now: SystemTime) -> String {
-        let expires = (now + self.ttl)
+        let expires = now
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default()
+            .saturating_add(self.ttl)
             .as_secs();
         self.link_until(sha256, name, media_type, expires)
     }
 
     /// Whether a link made from `from` still works at `now` (for a while: an hour at least).
     pub fn valid_from(&self, from: SystemTime, now: SystemTime) -> bool {
-        from + self.ttl > now + Duration::from_secs(3600)
+        from.checked_add(self.ttl)
+            .is_some_and(|end| end.duration_since(now).is_ok_and(|left| left > Duration::from_secs(3600)))
     }
 
     /// A link valid until `expires` (Unix seconds).
