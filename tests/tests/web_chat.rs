@@ -879,15 +879,11 @@ async fn a_verified_customer_continues_in_a_second_browser_profile_and_a_forged_
     Ok(())
 }
 
-/// Item 4 of the chat: an answer reaches a visitor who is there in the chat; one who left and
-/// whose email the shop signed gets it by email (and not in the chat later); an anonymous one
-/// who left gets it on the next visit.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_visitor_who_left_is_answered_by_email_and_an_anonymous_one_on_the_next_visit() -> anyhow::Result<()> {
-    let _serial = serial().await;
-    let pipeline = Pipeline::start(&[]).await?;
+/// The reply intake (RT polled every 0.5 s) and the sender mailing through the test Postfix,
+/// a visitor counting as left 2 s after their last chat closed.
+async fn away_return_path(pipeline: &Pipeline) -> anyhow::Result<(omni_e2e::Service, omni_e2e::Service)> {
     let smtp = format!("smtp://127.0.0.1:{}", omni_e2e::smtp_port());
-    let _replies = pipeline
+    let replies = pipeline
         .spawn_beside("replies", &[("OMNI__REPLIES__POLL_INTERVAL_MS", "500")])
         .await?;
     let sender = pipeline
@@ -899,6 +895,17 @@ async fn a_visitor_who_left_is_answered_by_email_and_an_anonymous_one_on_the_nex
             ],
         )
         .await?;
+    Ok((replies, sender))
+}
+
+/// Item 4 of the chat: an answer reaches a visitor who is there in the chat; one who left and
+/// whose email the shop signed gets it by email (and not in the chat later); an anonymous one
+/// who left gets it on the next visit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_visitor_who_left_is_answered_by_email_and_an_anonymous_one_on_the_next_visit() -> anyhow::Result<()> {
+    let _serial = serial().await;
+    let pipeline = Pipeline::start(&[]).await?;
+    let (_replies, sender) = away_return_path(&pipeline).await?;
     let own = pipeline.gateway_url.clone();
     let run = nonce();
     let email = format!("jan-{run}@example.nl");
@@ -1013,19 +1020,7 @@ async fn outside_business_hours_the_widget_asks_for_an_email_and_the_answer_goes
     )?;
     let config_path = config.to_string_lossy().to_string();
     let pipeline = Pipeline::start(&[("OMNI_CONFIG", &config_path)]).await?;
-    let smtp = format!("smtp://127.0.0.1:{}", omni_e2e::smtp_port());
-    let _replies = pipeline
-        .spawn_beside("replies", &[("OMNI__REPLIES__POLL_INTERVAL_MS", "500")])
-        .await?;
-    let sender = pipeline
-        .spawn_beside(
-            "sender",
-            &[
-                ("OMNI__SENDER__EMAIL__SMTP_URL", smtp.as_str()),
-                ("OMNI__SENDER__CHAT_AWAY_AFTER_SECS", "2"),
-            ],
-        )
-        .await?;
+    let (_replies, sender) = away_return_path(&pipeline).await?;
     let driver = ChromeDriver::start().await?;
     let browser = driver.session().await?;
     open_chat(&browser, &pipeline, "nl").await?;
