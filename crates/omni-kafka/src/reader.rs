@@ -66,6 +66,27 @@ pub fn assign_whole_topic<C: ConsumerContext>(
     })
 }
 
+/// A consumer of its own (`<client_id>-<purpose>`, committing nothing) that every replica uses to
+/// read all of `topic` from the beginning and then follow it (the chat's answers in each gateway,
+/// the chat presence in each sender); returns it with where the topic ended at start.
+pub fn follow_whole_topic(
+    kafka: &crate::KafkaConfig,
+    client_id: &str,
+    purpose: &str,
+    topic: &str,
+) -> Result<(BaseConsumer, TopicEnds), KafkaError> {
+    let name = format!("{client_id}-{purpose}");
+    let consumer: BaseConsumer = kafka
+        .client_config(&name)
+        // Required by librdkafka; nothing is committed (every replica reads everything).
+        .set("group.id", &name)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .create()?;
+    let ends = assign_whole_topic(&consumer, topic, Offset::Beginning, Duration::from_secs(30))?;
+    Ok((consumer, ends))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

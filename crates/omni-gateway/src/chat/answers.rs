@@ -17,8 +17,6 @@ use omni_kafka::{KafkaConfig, topics};
 use omni_proto::v1::OutboundMessage;
 use prost::Message as _;
 use rdkafka::Message as _;
-use rdkafka::Offset;
-use rdkafka::consumer::BaseConsumer;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -111,14 +109,7 @@ impl Hub {
 
 /// Reads `omni.webchat.v1` into `hub` until shutdown, on a thread of its own.
 pub fn follow(kafka: &KafkaConfig, client_id: &str, hub: Arc<Hub>, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let consumer: BaseConsumer = kafka
-        .client_config(&format!("{client_id}-webchat"))
-        // Required by librdkafka; nothing is committed (every replica reads everything).
-        .set("group.id", format!("{client_id}-webchat"))
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .create()?;
-    omni_kafka::reader::assign_whole_topic(&consumer, topics::WEBCHAT, Offset::Beginning, Duration::from_secs(30))?;
+    let (consumer, _) = omni_kafka::reader::follow_whole_topic(kafka, client_id, "webchat", topics::WEBCHAT)?;
     std::thread::Builder::new().name("webchat-answers".into()).spawn(move || {
         while !shutdown.is_cancelled() {
             match consumer.poll(Duration::from_millis(250)) {

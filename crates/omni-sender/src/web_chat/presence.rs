@@ -10,8 +10,8 @@ use std::time::{Duration, SystemTime};
 use omni_kafka::{KafkaConfig, topics};
 use omni_proto::v1::ChatPresence;
 use prost::Message as _;
-use rdkafka::consumer::{BaseConsumer, Consumer as _};
-use rdkafka::{Message as _, Offset};
+use rdkafka::Message as _;
+use rdkafka::consumer::Consumer as _;
 use tokio_util::sync::CancellationToken;
 
 /// An open chat whose record is older than this is a gateway replica that is gone (it writes
@@ -126,15 +126,7 @@ impl Visitors {
 
     /// Reads the topic into a new `Visitors` until shutdown, on a thread of its own.
     pub fn follow(kafka: &KafkaConfig, client_id: &str, shutdown: CancellationToken) -> anyhow::Result<Arc<Self>> {
-        let consumer: BaseConsumer = kafka
-            .client_config(&format!("{client_id}-presence"))
-            // Required by librdkafka; nothing is committed (every replica reads everything).
-            .set("group.id", format!("{client_id}-presence"))
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .create()?;
-        let mut ends =
-            omni_kafka::reader::assign_whole_topic(&consumer, topics::STATE_WEBCHAT, Offset::Beginning, Duration::from_secs(30))?;
+        let (consumer, mut ends) = omni_kafka::reader::follow_whole_topic(kafka, client_id, "presence", topics::STATE_WEBCHAT)?;
         let visitors = Arc::new(Self::default());
         let shared = visitors.clone();
         std::thread::Builder::new().name("webchat-presence".into()).spawn(move || {
