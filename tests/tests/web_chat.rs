@@ -476,6 +476,253 @@ async fn an_answer_on_the_chat_topic_reaches_every_open_chat_once_and_a_reconnec
     Ok(())
 }
 
+/// A request of the HTTP fallback (`/chat/poll` or `/chat/send`) from a page of `origin`.
+async fn fallback(pipeline: &Pipeline, path: &str, origin: Option<&str>, body: &Value) -> anyhow::Result<reqwest::Response> {
+    let mut request = reqwest::Client::new()
+        .post(format!("{}/chat/{path}/default", pipeline.gateway_url))
+        .header("content-type", "text/plain;charset=UTF-8")
+        .body(body.to_string());
+    if let Some(origin) = origin {
+        request = request.header("origin", origin);
+    }
+    Ok(request.send().await?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_websockets_the_same_frames_go_over_http_with_the_same_checks() -> anyhow::Result<()> {
+    use prost::Message as _;
+    let _serial = serial().await;
+    let pipeline = Pipeline::start(&[]).await?;
+    let own = pipeline.gateway_url.clone();
+    let anonymous = json!({"type": "hello", "token": null, "identity": null, "name": null, "language": "nl"});
+    // Another page's origin, or none: refused before anything is read, and no CORS grant.
+    for origin in [Some("https://evil.example"), None] {
+        let refused = fallback(&pipeline, "poll", origin, &json!({"hello": anonymous, "first": true})).await?;
+        assert_eq!(refused.status(), 403, "{origin:?}");
+        assert!(refused.headers().get("access-control-allow-origin").is_none());
+    }
+    // The first poll answers at once with the welcome, readable by the page's origin.
+    let first = fallback(&pipeline, "poll", Some(&own), &json!({"hello": anonymous, "first": true})).await?;
+    assert_eq!(first.status(), 200);
+    assert_eq!(first.headers()["access-control-allow-origin"], own.as_str());
+    let frames: Value = first.json().await?;
+    let welcome = &frames["frames"][0];
+    assert_eq!(welcome["type"], "welcome", "{frames}");
+    let token = welcome["token"].as_str().context("a token")?.to_owned();
+    let conversation = welcome["conversation"].as_str().context("a conversation")?.to_owned();
+    let hello = json!({"type": "hello", "token": token, "identity": null, "name": "Jan", "language": "nl"});
+    // A visitor who polls is present for omni-sender, like one with an open socket.
+    let pipeline_ref = &pipeline;
+    eventually("the polling visitor present", TIMEOUT, || async {
+        use prost::Message as _;
+        Ok(pipeline_ref.topic("omni.state.webchat.v1")?.iter().any(|r| {
+            omni_proto::v1::ChatPresence::decode(r.value.as_slice()).is_ok_and(|p| p.conversation_id == conversation && p.open_chats == 1)
+        }))
+    })
+    .await?;
+
+    // A message before any welcome (no token) would open a conversation of its own: refused.
+    let run = nonce();
+    let message = |client_id: &str, text: &str| json!({"type": "message", "client_id": client_id, "text": text});
+    let orphan = fallback(
+        &pipeline,
+        "send",
+        Some(&own),
+        &json!({"hello": anonymous, "frame": message("x1", "hoi")}),
+    )
+    .await?;
+    assert_eq!(orphan.status(), 400);
+    // Stored once, acknowledged with the same event id when sent again.
+    let send = |frame: Value| {
+        let body = json!({"hello": hello, "frame": frame});
+        let pipeline = &pipeline;
+        let own = own.clone();
+        async move { fallback(pipeline, "send", Some(&own), &body).await }
+    };
+    let ack: Value = send(message(&format!("m-{run}"), "Waar blijft mijn pakket?")).await?.json().await?;
+    assert_eq!(ack["type"], "ack", "{ack}");
+    let again: Value = send(message(&format!("m-{run}"), "Waar blijft mijn pakket?")).await?.json().await?;
+    assert_eq!(again["event_id"], ack["event_id"], "{again}");
+    let event_id = ack["event_id"].as_str().context("an event id")?.to_owned();
+    // The socket's refusals, with their HTTP statuses; none writes anything.
+    let before = raw_chat_records(&pipeline)?.len();
+    let too_long = send(message(&format!("big-{run}"), &"ç".repeat(4001))).await?;
+    assert_eq!(too_long.status(), 413);
+    assert_eq!(too_long.json::<Value>().await?["code"], "too_large");
+    let invalid = send(json!({"type": "hello"})).await?;
+    assert_eq!(invalid.status(), 400);
+    let huge = send(message(&format!("huge-{run}"), &"a".repeat(200_000))).await?;
+    assert_eq!(huge.status(), 413, "a body above the frame limit");
+    let (mut acked, mut limited) = (0, None);
+    for n in 0..25 {
+        let answer = send(message(&format!("flood-{run}-{n}"), &format!("bericht {n}"))).await?;
+        if answer.status() == 429 {
+            limited = Some(answer);
+            break;
+        }
+        assert_eq!(answer.status(), 200);
+        acked += 1;
+    }
+    let limited = limited.context("a flood above the visitor's rate is refused")?;
+    assert!(limited.headers().get("retry-after").is_some());
+    assert_eq!(limited.json::<Value>().await?["code"], "rate_limited");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(stored(&pipeline, &[event_id])? >= 1, "the message stored");
+    assert_eq!(
+        raw_chat_records(&pipeline)?.len() - before,
+        acked,
+        "only what was acknowledged written"
+    );
+
+    // A poll waits for the agent's answer and brings it; a poll after it got gets nothing old.
+    let waiting = {
+        let body = json!({"hello": hello});
+        let pipeline = &pipeline;
+        let own = own.clone();
+        async move { anyhow::Ok(fallback(pipeline, "poll", Some(&own), &body).await?.json::<Value>().await?) }
+    };
+    let answer = omni_proto::v1::OutboundMessage {
+        outbound_id: format!("o-{run}"),
+        conversation_id: conversation.clone(),
+        kind: omni_proto::v1::outbound_message::Kind::Reply as i32,
+        body: Some(omni_proto::v1::Body {
+            text: "Het is onderweg.".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let publish = async {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        omni_e2e::produce(
+            &pipeline.broker.bootstrap(),
+            "omni.webchat.v1",
+            conversation.as_bytes(),
+            &answer.encode_to_vec(),
+        )
+        .await
+    };
+    let (polled, published) = tokio::join!(waiting, publish);
+    published?;
+    let polled = polled?;
+    let frames = polled["frames"].as_array().context("frames")?;
+    assert_eq!(frames.len(), 2, "{polled}");
+    assert_eq!(frames[1]["text"], "Het is onderweg.", "{polled}");
+    let seq = frames[1]["seq"].as_i64().context("a seq")?;
+    let missed = json!({"hello": {"type": "hello", "token": token, "last_seq": seq - 1, "conversation": conversation}});
+    let again: Value = fallback(&pipeline, "poll", Some(&own), &missed).await?.json().await?;
+    assert_eq!(again["frames"][1]["text"], "Het is onderweg.", "missed answers at once: {again}");
+    Ok(())
+}
+
+/// A proxy in front of the gateway that refuses every WebSocket upgrade (as some corporate
+/// proxies do) and passes every other request on, one request per connection. Returns its
+/// address and the number of upgrades it refused.
+async fn websocket_blocking_proxy(gateway: &str) -> anyhow::Result<(String, std::sync::Arc<std::sync::atomic::AtomicUsize>)> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let address = listener.local_addr()?;
+    let upstream = gateway.trim_start_matches("http://").to_owned();
+    let refused = std::sync::Arc::new(AtomicUsize::new(0));
+    let counter = refused.clone();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let (upstream, counter) = (upstream.clone(), counter.clone());
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && head.len() < 64 * 1024 {
+                    if client.read(&mut byte).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let text = String::from_utf8_lossy(&head).to_ascii_lowercase();
+                if text.contains("\r\nupgrade: websocket") {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    let _ = client
+                        .write_all(b"HTTP/1.1 403 Forbidden\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                        .await;
+                    return;
+                }
+                // One request per connection: the next one comes on a new connection, checked again.
+                let head = String::from_utf8_lossy(&head)
+                    .split("\r\n")
+                    .filter(|line| !line.to_ascii_lowercase().starts_with("connection:"))
+                    .collect::<Vec<_>>()
+                    .join("\r\n")
+                    .replacen("\r\n\r\n", "\r\nconnection: close\r\n\r\n", 1);
+                let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await else {
+                    return;
+                };
+                if server.write_all(head.as_bytes()).await.is_ok() {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                }
+            });
+        }
+    });
+    Ok((format!("http://{address}"), refused))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_proxy_that_blocks_websockets_the_widget_chats_over_http_in_chromium() -> anyhow::Result<()> {
+    let _serial = serial().await;
+    let pipeline = Pipeline::start(&[]).await?;
+    let _replies = pipeline
+        .spawn_beside("replies", &[("OMNI__REPLIES__POLL_INTERVAL_MS", "500")])
+        .await?;
+    let sender = pipeline.spawn_beside("sender", &[]).await?;
+    let (proxy, refused_upgrades) = websocket_blocking_proxy(&pipeline.gateway_url).await?;
+    let driver = ChromeDriver::start().await?;
+    let browser = driver.session().await?;
+    browser.goto(&format!("{proxy}/chat/demo/default?lang=nl")).await?;
+    browser
+        .wait()
+        .at_most(TIMEOUT)
+        .for_element(css("[data-omni=launcher]"))
+        .await?
+        .click()
+        .await?;
+    browser
+        .wait()
+        .at_most(TIMEOUT)
+        .for_element(css("[data-omni=status][data-state=online]"))
+        .await
+        .context("the widget online without WebSockets")?;
+    assert!(
+        refused_upgrades.load(std::sync::atomic::Ordering::SeqCst) >= 2,
+        "the widget tried WebSockets first"
+    );
+    say(&browser, "Mijn bestelling 5521 is beschadigd aangekomen.").await?;
+    let visitor = visitor_of(&browser).await?;
+    let requestor = format!("{visitor}@webchat.invalid");
+    let rt = &pipeline.rt;
+    eventually("the visitor's ticket", TIMEOUT, || async {
+        Ok(rt.tickets_of_requestor(&requestor).await?.len() == 1)
+    })
+    .await?;
+    let ticket = rt.tickets_of_requestor(&requestor).await?.remove(0);
+    rt.answer(&ticket, "Vervelend! We sturen vandaag een nieuwe.").await?;
+    eventually("the agent's answer in the widget", TIMEOUT, || async {
+        Ok(!browser.find_all(css("[data-omni=message][data-from=agent]")).await?.is_empty())
+    })
+    .await
+    .with_context(|| format!("omni-sender log:\n{}\nomni-gateway log:\n{}", sender.log(), pipeline.gateway.log()))?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let answers = browser.find_all(css("[data-omni=message][data-from=agent]")).await?;
+    assert_eq!(answers.len(), 1, "the answer shown once");
+    assert!(answers[0].text().await?.contains("We sturen vandaag een nieuwe"));
+    let texts = rt.texts(&ticket).await?;
+    assert_eq!(
+        texts.iter().filter(|t| t.contains("5521")).count(),
+        1,
+        "the visitor's message once in RT: {texts:?}"
+    );
+    screenshot(&browser, "widget-nl-fallback").await?;
+    browser.close().await?;
+    Ok(())
+}
+
 /// A count from the environment, else `default`.
 fn env_count(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)

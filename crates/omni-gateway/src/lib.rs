@@ -127,7 +127,9 @@ pub async fn run(config: GatewayServiceConfig, context: ServiceContext) -> anyho
         None
     };
     let files = objects.clone().filter(|_| serves_links);
-    let mut chat = chat::Chat::new(&config.service.chat).with_objects(objects);
+    let mut chat = chat::Chat::new(&config.service.chat)
+        .with_objects(objects)
+        .with_shutdown(context.shutdown.clone());
     let mut presence = None;
     if !config.service.chat.is_empty() {
         chat::answers::follow(&config.kafka, &client_id, chat.answers(), context.shutdown.clone())?;

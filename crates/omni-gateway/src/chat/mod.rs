@@ -15,6 +15,7 @@
 
 pub mod answers;
 pub mod config;
+mod poll;
 pub mod presence;
 mod socket;
 pub mod token;
@@ -23,11 +24,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use axum::extract::{ConnectInfo, Path, Query, State, WebSocketUpgrade};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 use crate::GatewayState;
@@ -61,6 +63,10 @@ pub struct Chat {
     objects: Option<omni_objects::Objects>,
     /// Where this replica says which chats are open ([`presence`]); none in unit tests.
     presence: Option<Arc<presence::Presence>>,
+    /// The last poll of each conversation polled through the fallback ([`poll`]).
+    polled: Mutex<HashMap<String, Instant>>,
+    /// Cancelled at shutdown: waiting polls answer at once.
+    closing: tokio_util::sync::CancellationToken,
 }
 
 impl Chat {
@@ -93,7 +99,15 @@ impl Chat {
             answers: Arc::default(),
             objects: None,
             presence: None,
+            polled: Mutex::default(),
+            closing: tokio_util::sync::CancellationToken::new(),
         }
+    }
+
+    /// Answers waiting polls at once when `shutdown` is cancelled.
+    pub fn with_shutdown(mut self, shutdown: tokio_util::sync::CancellationToken) -> Self {
+        self.closing = shutdown;
+        self
     }
 
     /// Says which chats are open through `presence`.
@@ -154,6 +168,14 @@ pub(crate) fn routes() -> axum::Router<Arc<GatewayState>> {
         .route("/chat/widget.css", get(|| async { asset(WIDGET_CSS, "text/css; charset=utf-8") }))
         .route("/chat/demo/{account}", get(demo))
         .route("/chat/ws/{account}", get(upgrade))
+        .route("/chat/poll/{account}", post(poll::poll))
+        .route("/chat/send/{account}", post(poll::send))
+}
+
+/// A refusal before anything was read, counted by reason.
+fn refuse(status: StatusCode, reason: &'static str, message: &str) -> Response {
+    metrics::counter!("omni_gateway_chat_refusals_total", "reason" => reason).increment(1);
+    error(status, message, &[])
 }
 
 fn asset(body: &'static str, content_type: &'static str) -> Response {
@@ -235,10 +257,6 @@ async fn upgrade(
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    let refuse = |status: StatusCode, reason: &'static str, message: &str| {
-        metrics::counter!("omni_gateway_chat_refusals_total", "reason" => reason).increment(1);
-        error(status, message, &[])
-    };
     let Some(chat_account) = state.chat.accounts.get(&account).cloned() else {
         return refuse(StatusCode::NOT_FOUND, "account", "no such chat account");
     };
@@ -261,7 +279,11 @@ async fn upgrade(
         .read_buffer_size(4 * 1024)
         .write_buffer_size(0)
         .max_write_buffer_size(MAX_WRITE_BUFFER_BYTES)
-        .on_upgrade(move |socket| socket::Session::new(state, chat_account, peer.ip(), connection).run(socket))
+        .on_upgrade(move |socket| async move {
+            // Counted against the IP while the socket lives.
+            let _connection = connection;
+            socket::Session::new(state, chat_account, peer.ip()).run(socket).await;
+        })
 }
 
 /// An origin as a browser serializes it in the `Origin` header (lowercase host, no default port);

@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::answers::Answer;
-use super::{Account, Connection, token};
+use super::{Account, token};
 use crate::GatewayState;
 
 /// The first frame must come within this.
@@ -25,24 +25,36 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often the gateway pings.
 const HEARTBEAT: Duration = Duration::from_secs(20);
 
+/// What a widget says first: who it is and what it has seen (on the WebSocket the first frame;
+/// in the fallback, part of every request).
+#[derive(Deserialize)]
+pub(crate) struct Hello {
+    token: Option<String>,
+    identity: Option<Identity>,
+    name: Option<String>,
+    language: Option<String>,
+    /// The highest answer `seq` the widget has shown, of the conversation it names.
+    last_seq: Option<i64>,
+    /// The conversation the widget's `last_seq` belongs to (from an earlier `welcome`).
+    conversation: Option<String>,
+    /// An email the visitor typed to be answered at (not verified: it is where answers go
+    /// when the visitor has left, never who the customer is).
+    #[serde(default)]
+    contact_email: Option<String>,
+}
+
+impl Hello {
+    /// Whether the hello carries a visitor token (one a `welcome` gave).
+    pub(crate) fn has_token(&self) -> bool {
+        self.token.as_deref().is_some_and(|token| !token.is_empty())
+    }
+}
+
 /// A frame from the widget.
 #[derive(Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
 enum Incoming {
-    Hello {
-        token: Option<String>,
-        identity: Option<Identity>,
-        name: Option<String>,
-        language: Option<String>,
-        /// The highest answer `seq` the widget has shown, of the conversation it names.
-        last_seq: Option<i64>,
-        /// The conversation the widget's `last_seq` belongs to (from an earlier `welcome`).
-        conversation: Option<String>,
-        /// An email the visitor typed to be answered at (not verified: it is where answers go
-        /// when the visitor has left, never who the customer is).
-        #[serde(default)]
-        contact_email: Option<String>,
-    },
+    Hello(Hello),
     Message {
         client_id: String,
         text: String,
@@ -76,11 +88,11 @@ struct Refusal {
     retry_after: Option<Duration>,
 }
 
+/// One widget's chat: who the visitor is (from its hello) and what it sends.
 pub(crate) struct Session {
     state: Arc<GatewayState>,
     account: Arc<Account>,
     ip: IpAddr,
-    _connection: Connection,
     visitor: String,
     customer: Option<VerifiedCustomer>,
     name: Option<String>,
@@ -89,12 +101,11 @@ pub(crate) struct Session {
 }
 
 impl Session {
-    pub(crate) fn new(state: Arc<GatewayState>, account: Arc<Account>, ip: IpAddr, connection: Connection) -> Self {
+    pub(crate) fn new(state: Arc<GatewayState>, account: Arc<Account>, ip: IpAddr) -> Self {
         Self {
             state,
             account,
             ip,
-            _connection: connection,
             visitor: String::new(),
             customer: None,
             name: None,
@@ -108,30 +119,11 @@ impl Session {
             Ok(Some(Ok(Message::Text(text)))) => serde_json::from_str::<Incoming>(&text).ok(),
             _ => None,
         };
-        let Some(Incoming::Hello {
-            token,
-            identity,
-            name,
-            language,
-            last_seq,
-            conversation: seen_conversation,
-            contact_email,
-        }) = hello
-        else {
+        let Some(Incoming::Hello(hello)) = hello else {
             let _ = send(&mut socket, error(None, "invalid", "the first frame must be hello", None)).await;
             return;
         };
-        self.contact_email = contact_email.map(|e| e.trim().to_owned()).filter(|e| is_email(e));
-        let mut welcome = self.greet(token.as_deref(), identity, name, language);
-        // The agents' answers of this chat's conversation: those missed, then each new one. A
-        // `last_seq` of another conversation (the visitor logged in, the token changed) means
-        // nothing here: every kept answer goes.
-        let conversation = web_chat::conversation_of(&self.account.name, &self.visitor, self.customer.as_ref());
-        let after_seq = match seen_conversation {
-            Some(seen) if seen == conversation => last_seq.unwrap_or(-1),
-            _ => -1,
-        };
-        welcome["conversation"] = json!(conversation);
+        let (welcome, conversation, after_seq) = self.hello(hello, true);
         if send(&mut socket, welcome).await.is_err() {
             return;
         }
@@ -183,19 +175,44 @@ impl Session {
         }
     }
 
-    /// Takes the hello: the visitor of a valid token (else a new one), the shop's customer when
-    /// the identity hash checks (a forged identity is ignored: the visitor stays anonymous).
+    /// Takes the hello: the `welcome` (naming the conversation), the conversation, and the answer
+    /// `seq` after which the widget has seen nothing. `new_chat`: counted as a chat session.
+    pub(crate) fn hello(&mut self, hello: Hello, new_chat: bool) -> (Value, String, i64) {
+        let Hello {
+            token,
+            identity,
+            name,
+            language,
+            last_seq,
+            conversation: seen_conversation,
+            contact_email,
+        } = hello;
+        self.contact_email = contact_email.map(|e| e.trim().to_owned()).filter(|e| is_email(e));
+        let mut welcome = self.greet(token.as_deref(), identity, name, language);
+        if new_chat {
+            let identity = if self.customer.is_some() { "verified" } else { "anonymous" };
+            metrics::counter!("omni_gateway_chat_sessions_total", "identity" => identity).increment(1);
+        }
+        // The agents' answers of this chat's conversation: those missed, then each new one. A
+        // `last_seq` of another conversation (the visitor logged in, the token changed) means
+        // nothing here: every kept answer goes.
+        let conversation = web_chat::conversation_of(&self.account.name, &self.visitor, self.customer.as_ref());
+        let after_seq = match seen_conversation {
+            Some(seen) if seen == conversation => last_seq.unwrap_or(-1),
+            _ => -1,
+        };
+        welcome["conversation"] = json!(conversation);
+        (welcome, conversation, after_seq)
+    }
+
+    /// The visitor of a valid token (else a new one), the shop's customer when the identity
+    /// checks, name and language: the `welcome` without its conversation.
     fn greet(&mut self, token: Option<&str>, identity: Option<Identity>, name: Option<String>, language: Option<String>) -> Value {
         let settings = &self.account.settings;
         self.visitor = token
             .and_then(|token| token::visitor_of(&settings.secret, &self.account.name, token))
             .unwrap_or_else(token::new_visitor);
         self.customer = identity.and_then(|identity| verified(&settings.secret, identity));
-        if self.customer.is_none() {
-            metrics::counter!("omni_gateway_chat_sessions_total", "identity" => "anonymous").increment(1);
-        } else {
-            metrics::counter!("omni_gateway_chat_sessions_total", "identity" => "verified").increment(1);
-        }
         self.name = name.map(|n| clean(&n, 80)).filter(|n| !n.is_empty());
         self.language = language.filter(|l| (2..=16).contains(&l.len()) && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
         let images = self.state.chat.objects.is_some() && settings.max_image_bytes > 0;
@@ -211,7 +228,7 @@ impl Session {
     }
 
     /// The answer to one frame after the hello.
-    async fn answer(&mut self, text: &str) -> Option<Value> {
+    pub(crate) async fn answer(&mut self, text: &str) -> Option<Value> {
         match serde_json::from_str::<Incoming>(text) {
             Ok(Incoming::Ping) => Some(json!({"type": "pong"})),
             Ok(Incoming::Message { client_id, text }) => {
@@ -237,7 +254,7 @@ impl Session {
                 };
                 Some(self.outcome_frame(&client_id, "image", outcome))
             }
-            Ok(Incoming::Hello { .. }) => Some(error(None, "invalid", "hello was already said", None)),
+            Ok(Incoming::Hello(_)) => Some(error(None, "invalid", "hello was already said", None)),
             Err(_) => Some(error(None, "invalid", "not a frame of the chat protocol", None)),
         }
     }
@@ -476,11 +493,11 @@ fn clean(text: &str, max: usize) -> String {
         .to_owned()
 }
 
-fn agent_frame(answer: &Answer) -> Value {
+pub(crate) fn agent_frame(answer: &Answer) -> Value {
     json!({"type": "agent", "seq": answer.seq, "text": answer.text, "agent": answer.agent, "at": answer.at})
 }
 
-fn error(client_id: Option<&str>, code: &str, message: &str, retry_after: Option<Duration>) -> Value {
+pub(crate) fn error(client_id: Option<&str>, code: &str, message: &str, retry_after: Option<Duration>) -> Value {
     let mut frame = json!({"type": "error", "client_id": client_id, "code": code, "message": message});
     if let Some(wait) = retry_after {
         frame["retry_after_ms"] = json!(wait.as_millis().max(1) as u64);

@@ -47,6 +47,10 @@
   const SRC = new URL(script.src, location.href);
   const CSS_URL = SRC.origin + '/chat/widget.css';
   const WS_URL = (SRC.protocol === 'https:' ? 'wss:' : 'ws:') + '//' + SRC.host + '/chat/ws/' + encodeURIComponent(ACCOUNT);
+  // The fallback where WebSockets do not get through: the same frames over HTTP.
+  const POLL_URL = SRC.origin + '/chat/poll/' + encodeURIComponent(ACCOUNT);
+  const SEND_URL = SRC.origin + '/chat/send/' + encodeURIComponent(ACCOUNT);
+  const WS_FAILURES_BEFORE_FALLBACK = 2; // WebSocket attempts in a row that never opened
 
   const PING_MS = 25000;        // {"type":"ping"} this often
   const DEAD_MS = 60000;        // no frame at all for this long: the socket is dead
@@ -377,6 +381,8 @@
     let pingTimer = 0;
     let deadTimer = 0;
     let helloName = null;     // the name the current socket's `hello` carried
+    let polling = false;      // WebSockets do not get through here: the HTTP fallback
+    let wsFailures = 0;       // WebSocket attempts in a row that never opened
     const retryTimers = new Map();  // client_id -> timer of a message sent again later
     const retryCounts = new Map();  // client_id -> `unavailable` answers so far
 
@@ -419,31 +425,119 @@
       return out;
     }
 
+    // The hello of a new socket (or of every request of the fallback).
+    function helloFrame() {
+      helloName = currentName();
+      const hello = {
+        type: 'hello', token: getItem('token') || null, identity: identity(), name: helloName, language: LANGUAGE_TAG,
+        contact_email: getItem('contact_email') || null
+      };
+      if (lastSeq >= 0) {
+        hello.last_seq = lastSeq;
+        hello.conversation = getItem('conversation');
+      }
+      return hello;
+    }
+
+    // A stand-in for a WebSocket over plain HTTP, for networks that block WebSockets: long polls
+    // bring the gateway's frames (the first poll's `welcome` opens it), each visitor frame is one
+    // POST answered with its `ack` or `error`. Every request carries a fresh hello, so any
+    // gateway replica can answer it. Text bodies keep the requests "simple" (no CORS preflight).
+    function pollSocket() {
+      const handlers = { open: [], message: [], close: [] };
+      const sock = { readyState: 0, addEventListener: function (type, fn) { if (handlers[type]) handlers[type].push(fn); } };
+      const inFlight = new Set();
+      let welcomed = false;
+      function emit(type, frame) {
+        const ev = frame === undefined ? {} : { data: JSON.stringify(frame) };
+        handlers[type].forEach(function (fn) { fn(ev); });
+      }
+      function post(url, body) {
+        const ctl = new AbortController();
+        inFlight.add(ctl);
+        return fetch(url, {
+          method: 'POST', body: JSON.stringify(body), headers: { 'Content-Type': 'text/plain;charset=UTF-8' },
+          credentials: 'omit', cache: 'no-store', signal: ctl.signal
+        }).finally(function () { inFlight.delete(ctl); });
+      }
+      function close() {
+        if (sock.readyState === 3) return;
+        sock.readyState = 3;
+        inFlight.forEach(function (ctl) { ctl.abort(); });
+        emit('close');
+      }
+      function poll() {
+        if (sock.readyState === 3) return;
+        post(POLL_URL, { hello: helloFrame(), first: !welcomed }).then(function (r) {
+          if (!r.ok) throw new Error('poll ' + r.status);
+          return r.json();
+        }).then(function (answer) {
+          (Array.isArray(answer.frames) ? answer.frames : []).forEach(function (frame) {
+            if (!frame || sock.readyState === 3) return;
+            if (frame.type === 'welcome') {
+              // Every poll says it; the page takes it once (the others only prove it alive).
+              if (welcomed) { emit('message', { type: 'pong' }); return; }
+              welcomed = true;
+              sock.readyState = 1;
+            }
+            emit('message', frame);
+          });
+          poll();
+        }).catch(close); // the widget reconnects after its backoff
+      }
+      sock.send = function (text) {
+        if (sock.readyState !== 1) throw new Error('not open');
+        const frame = JSON.parse(text);
+        if (frame.type === 'ping') { emit('message', { type: 'pong' }); return; }
+        post(SEND_URL, { hello: helloFrame(), frame: frame }).then(function (r) {
+          return r.json().catch(function () {
+            return { type: 'error', code: r.status === 413 ? 'too_large' : 'unavailable' };
+          });
+        }, function () {
+          return { type: 'error', code: 'unavailable' };
+        }).then(function (answer) {
+          if (answer && answer.type === 'error' && answer.client_id == null) answer.client_id = frame.client_id || null;
+          if (sock.readyState === 1) emit('message', answer);
+        });
+      };
+      sock.close = close;
+      // Opened at once, like a socket whose hello is sent on 'open': that hello starts the polls.
+      setTimeout(function () {
+        if (sock.readyState === 3) return;
+        handlers.open.forEach(function (fn) { fn({}); });
+        poll();
+      }, 0);
+      return sock;
+    }
+
     function connect() {
       clearTimeout(reconnectTimer);
       reconnectTimer = 0;
       if (ws) return;
       let sock;
-      try { sock = new WebSocket(WS_URL); } catch (e) { lost(); return; }
+      let opened = false;
+      if (!polling && typeof WebSocket !== 'function') polling = true;
+      try { sock = polling ? pollSocket() : new WebSocket(WS_URL); } catch (e) { polling = true; lost(); return; }
       ws = sock;
       alive(); // also bounds a connection attempt that hangs
       sock.addEventListener('open', function () {
         if (ws !== sock) return;
+        opened = true;
         alive();
-        helloName = currentName();
-        const hello = {
-          type: 'hello', token: getItem('token') || null, identity: identity(), name: helloName, language: LANGUAGE_TAG,
-          contact_email: getItem('contact_email') || null
-        };
-        if (lastSeq >= 0) {
-          hello.last_seq = lastSeq;
-          hello.conversation = getItem('conversation');
+        if (!polling) {
+          wsFailures = 0;
+          send(helloFrame());
+          pingTimer = setInterval(function () { send({ type: 'ping' }); }, PING_MS);
         }
-        send(hello);
-        pingTimer = setInterval(function () { send({ type: 'ping' }); }, PING_MS);
       });
       sock.addEventListener('message', (ev) => { if (ws === sock) { alive(); onFrame(ev.data); } });
-      sock.addEventListener('close', function () { if (ws === sock) lost(); });
+      sock.addEventListener('close', function () {
+        if (ws !== sock) return;
+        // A WebSocket that never opens, again and again, while the page is online: something
+        // on the way blocks WebSockets. The rest of this page's life goes over HTTP.
+        if (!polling && !opened && ++wsFailures >= WS_FAILURES_BEFORE_FALLBACK && navigator.onLine !== false) polling = true;
+        lost();
+      });
       // 'error' is always followed by 'close'.
     }
 
