@@ -1330,3 +1330,45 @@ async fn outside_business_hours_the_widget_asks_for_an_email_and_the_answer_goes
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_left_unanswered_past_busy_after_secs_shows_the_busy_notice_until_an_answer() -> anyhow::Result<()> {
+    use prost::Message as _;
+    let _serial = serial().await;
+    let pipeline = Pipeline::start(&[("OMNI__GATEWAY__CHAT__DEFAULT__BUSY_AFTER_SECS", "3")]).await?;
+    let driver = ChromeDriver::start().await?;
+    let browser = driver.session().await?;
+    open_chat(&browser, &pipeline, "tr").await?;
+    let notice = browser.find(css("[data-omni=notice]")).await?;
+    assert!(!notice.is_displayed().await?, "no notice while open and nothing waits");
+    say(&browser, "Kargom nerede?").await?;
+    eventually("the busy notice", TIMEOUT, || async { Ok(notice.is_displayed().await?) }).await?;
+    assert_eq!(notice.attr("data-kind").await?.as_deref(), Some("busy"));
+    let text = notice.text().await?;
+    assert!(text.contains("her zamankinden uzun"), "not the Turkish busy notice: {text}");
+    assert!(
+        browser.find(css("[data-omni=contact]")).await?.is_displayed().await?,
+        "asks for an email"
+    );
+    // The agent's answer takes the notice away.
+    let conversation = omni_channels::web_chat::conversation_of("default", &visitor_of(&browser).await?, None);
+    let answer = omni_proto::v1::OutboundMessage {
+        outbound_id: format!("busy-{}", nonce()),
+        conversation_id: conversation.clone(),
+        kind: omni_proto::v1::outbound_message::Kind::Reply as i32,
+        body: Some(omni_proto::v1::Body {
+            text: "Yolda, yarın elinizde.".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let bootstrap = pipeline.broker.bootstrap();
+    omni_e2e::produce(&bootstrap, "omni.webchat.v1", conversation.as_bytes(), &answer.encode_to_vec()).await?;
+    eventually("the answer shown and the notice gone", TIMEOUT, || async {
+        let answered = !browser.find_all(css("[data-omni=message][data-from=agent]")).await?.is_empty();
+        Ok(answered && !notice.is_displayed().await?)
+    })
+    .await?;
+    browser.close().await?;
+    Ok(())
+}
