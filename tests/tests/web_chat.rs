@@ -511,15 +511,6 @@ async fn without_websockets_the_same_frames_go_over_http_with_the_same_checks() 
     let token = welcome["token"].as_str().context("a token")?.to_owned();
     let conversation = welcome["conversation"].as_str().context("a conversation")?.to_owned();
     let hello = json!({"type": "hello", "token": token, "identity": null, "name": "Jan", "language": "nl"});
-    // A visitor who polls is present for omni-sender, like one with an open socket.
-    let pipeline_ref = &pipeline;
-    eventually("the polling visitor present", TIMEOUT, || async {
-        use prost::Message as _;
-        Ok(pipeline_ref.topic("omni.state.webchat.v1")?.iter().any(|r| {
-            omni_proto::v1::ChatPresence::decode(r.value.as_slice()).is_ok_and(|p| p.conversation_id == conversation && p.open_chats == 1)
-        }))
-    })
-    .await?;
 
     // A message before any welcome (no token) would open a conversation of its own: refused.
     let run = nonce();
@@ -532,6 +523,15 @@ async fn without_websockets_the_same_frames_go_over_http_with_the_same_checks() 
     )
     .await?;
     assert_eq!(orphan.status(), 400);
+    let forged = json!({"type": "hello", "token": "v1.0123456789abcdef0123456789abcdef.00", "identity": null});
+    let forged = fallback(
+        &pipeline,
+        "send",
+        Some(&own),
+        &json!({"hello": forged, "frame": message("x2", "hoi")}),
+    )
+    .await?;
+    assert_eq!(forged.status(), 400, "a token that does not check is no welcome's");
     // Stored once, acknowledged with the same event id when sent again.
     let send = |frame: Value| {
         let body = json!({"hello": hello, "frame": frame});
@@ -551,8 +551,12 @@ async fn without_websockets_the_same_frames_go_over_http_with_the_same_checks() 
     assert_eq!(too_long.json::<Value>().await?["code"], "too_large");
     let invalid = send(json!({"type": "hello"})).await?;
     assert_eq!(invalid.status(), 400);
-    let huge = send(message(&format!("huge-{run}"), &"a".repeat(200_000))).await?;
+    // A body above the frame limit (twice the 5 MiB image limit in base64, plus room): refused as
+    // a whole before it is parsed, whatever it holds.
+    let padded = json!({"hello": {"type": "hello", "token": token, "name": "a".repeat(15 << 20)}, "frame": message("h1", "hoi")});
+    let huge = fallback(&pipeline, "send", Some(&own), &padded).await?;
     assert_eq!(huge.status(), 413, "a body above the frame limit");
+    assert_eq!(huge.json::<Value>().await?["client_id"], Value::Null);
     let (mut acked, mut limited) = (0, None);
     for n in 0..25 {
         let answer = send(message(&format!("flood-{run}-{n}"), &format!("bericht {n}"))).await?;
@@ -574,7 +578,8 @@ async fn without_websockets_the_same_frames_go_over_http_with_the_same_checks() 
         "only what was acknowledged written"
     );
 
-    // A poll waits for the agent's answer and brings it; a poll after it got gets nothing old.
+    // A poll waits for the agent's answer and brings it; one that has seen it waits for the next;
+    // one that missed it gets it at once.
     let waiting = {
         let body = json!({"hello": hello});
         let pipeline = &pipeline;
@@ -607,17 +612,32 @@ async fn without_websockets_the_same_frames_go_over_http_with_the_same_checks() 
     let frames = polled["frames"].as_array().context("frames")?;
     assert_eq!(frames.len(), 2, "{polled}");
     assert_eq!(frames[1]["text"], "Het is onderweg.", "{polled}");
+    // A visitor who polls with its token is present for omni-sender, like one with an open socket.
+    let pipeline_ref = &pipeline;
+    eventually("the polling visitor present", TIMEOUT, || async {
+        use prost::Message as _;
+        Ok(pipeline_ref.topic("omni.state.webchat.v1")?.iter().any(|r| {
+            omni_proto::v1::ChatPresence::decode(r.value.as_slice()).is_ok_and(|p| p.conversation_id == conversation && p.open_chats == 1)
+        }))
+    })
+    .await?;
     let seq = frames[1]["seq"].as_i64().context("a seq")?;
     let missed = json!({"hello": {"type": "hello", "token": token, "last_seq": seq - 1, "conversation": conversation}});
     let again: Value = fallback(&pipeline, "poll", Some(&own), &missed).await?.json().await?;
     assert_eq!(again["frames"][1]["text"], "Het is onderweg.", "missed answers at once: {again}");
+    let seen = json!({"hello": {"type": "hello", "token": token, "last_seq": seq, "conversation": conversation}});
+    let waits = tokio::time::timeout(Duration::from_secs(3), fallback(&pipeline, "poll", Some(&own), &seen)).await;
+    assert!(waits.is_err(), "a poll that has seen every answer waits for the next");
     Ok(())
 }
 
-/// A proxy in front of the gateway that refuses every WebSocket upgrade (as some corporate
-/// proxies do) and passes every other request on, one request per connection. Returns its
-/// address and the number of upgrades it refused.
-async fn websocket_blocking_proxy(gateway: &str) -> anyhow::Result<(String, std::sync::Arc<std::sync::atomic::AtomicUsize>)> {
+/// A proxy in front of the gateway that blocks every WebSocket upgrade (as some corporate
+/// proxies do: refused with 403, or with `swallow` held open unanswered) and passes every other
+/// request on, one request per connection. Returns its address and the upgrades it blocked.
+async fn websocket_blocking_proxy(
+    gateway: &str,
+    swallow: bool,
+) -> anyhow::Result<(String, std::sync::Arc<std::sync::atomic::AtomicUsize>)> {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -640,6 +660,10 @@ async fn websocket_blocking_proxy(gateway: &str) -> anyhow::Result<(String, std:
                 let text = String::from_utf8_lossy(&head).to_ascii_lowercase();
                 if text.contains("\r\nupgrade: websocket") {
                     counter.fetch_add(1, Ordering::SeqCst);
+                    if swallow {
+                        tokio::time::sleep(Duration::from_secs(120)).await;
+                        return;
+                    }
                     let _ = client
                         .write_all(b"HTTP/1.1 403 Forbidden\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
                         .await;
@@ -672,7 +696,7 @@ async fn behind_a_proxy_that_blocks_websockets_the_widget_chats_over_http_in_chr
         .spawn_beside("replies", &[("OMNI__REPLIES__POLL_INTERVAL_MS", "500")])
         .await?;
     let sender = pipeline.spawn_beside("sender", &[]).await?;
-    let (proxy, refused_upgrades) = websocket_blocking_proxy(&pipeline.gateway_url).await?;
+    let (proxy, refused_upgrades) = websocket_blocking_proxy(&pipeline.gateway_url, false).await?;
     let driver = ChromeDriver::start().await?;
     let browser = driver.session().await?;
     browser.goto(&format!("{proxy}/chat/demo/default?lang=nl")).await?;
@@ -1369,6 +1393,43 @@ async fn a_message_left_unanswered_past_busy_after_secs_shows_the_busy_notice_un
         Ok(answered && !notice.is_displayed().await?)
     })
     .await?;
+    browser.close().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_proxy_that_swallows_websocket_upgrades_the_widget_falls_back_after_its_open_timeout() -> anyhow::Result<()> {
+    let _serial = serial().await;
+    let pipeline = Pipeline::start(&[]).await?;
+    let (proxy, swallowed) = websocket_blocking_proxy(&pipeline.gateway_url, true).await?;
+    let driver = ChromeDriver::start().await?;
+    let browser = driver.session().await?;
+    browser.goto(&format!("{proxy}/chat/demo/default?lang=en")).await?;
+    browser
+        .wait()
+        .at_most(TIMEOUT)
+        .for_element(css("[data-omni=launcher]"))
+        .await?
+        .click()
+        .await?;
+    // Two attempts that never open (10 s each), then HTTP.
+    browser
+        .wait()
+        .at_most(TIMEOUT)
+        .for_element(css("[data-omni=status][data-state=online]"))
+        .await
+        .context("the widget online after two swallowed upgrades")?;
+    assert!(swallowed.load(std::sync::atomic::Ordering::SeqCst) >= 2);
+    say(&browser, "Do you ship to Belgium?").await?;
+    let visitor = visitor_of(&browser).await?;
+    let conversation = omni_channels::web_chat::conversation_of("default", &visitor, None);
+    let records = raw_chat_records(&pipeline)?;
+    assert!(
+        records
+            .iter()
+            .any(|r| String::from_utf8_lossy(&r.payload).contains("ship to Belgium")),
+        "the message stored for conversation {conversation}"
+    );
     browser.close().await?;
     Ok(())
 }

@@ -49,6 +49,8 @@ pub(crate) struct Account {
     pub(crate) settings: ChatAccount,
     pub(crate) per_visitor: DefaultKeyedRateLimiter<String>,
     pub(crate) per_ip: DefaultKeyedRateLimiter<IpAddr>,
+    /// Polls of the HTTP fallback per IP ([`poll`]).
+    pub(crate) polls_per_ip: DefaultKeyedRateLimiter<IpAddr>,
     /// `business_hours`, compiled (checked at start); none: always open.
     pub(crate) hours: Option<omni_runtime::hours::BusinessHours>,
 }
@@ -83,6 +85,7 @@ impl Chat {
                     name: name.clone(),
                     per_visitor: RateLimiter::keyed(per_minute(settings.messages_per_minute)),
                     per_ip: RateLimiter::keyed(per_minute(settings.ip_messages_per_minute)),
+                    polls_per_ip: RateLimiter::keyed(per_minute(poll::POLLS_PER_MINUTE_PER_IP)),
                     // Validated with the config: a failure here is only a config not checked.
                     hours: settings
                         .business_hours

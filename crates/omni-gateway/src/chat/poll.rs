@@ -11,8 +11,10 @@
 //! The gateway keeps nothing between requests: every request's hello says who the visitor is
 //! (the visitor token and the identity hash are signed), so requests may reach any replica. The
 //! checks are the socket's: account, `Origin` (echoed in `Access-Control-Allow-Origin` for the
-//! allowed ones), connections per IP (a waiting poll is one), frame size, rates. A visitor who
-//! polls counts as present for [`POLL_PRESENCE`] after the last poll ([`super::presence`]).
+//! allowed ones), connections per IP (a waiting poll or a send being read is one), frame size,
+//! message rates; and polls per IP ([`POLLS_PER_MINUTE_PER_IP`]). A send needs the token of a
+//! welcome. A visitor who polls with a token counts as present for [`POLL_PRESENCE`] after the
+//! last poll ([`super::presence`]). At shutdown polls answer 503 at once.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,7 +28,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-use super::socket::{Hello, Session, agent_frame, error};
+use super::socket::{Hello, Incoming, Session, agent_frame, error};
 use super::{Account, Chat, refuse};
 use crate::GatewayState;
 
@@ -36,6 +38,10 @@ pub const POLL_WAIT: Duration = Duration::from_secs(25);
 pub const POLL_PRESENCE: Duration = Duration::from_secs(60);
 /// Most a poll's body may hold (a hello).
 const POLL_BODY_BYTES: usize = 16 * 1024;
+/// Polls one IP may make a minute (a widget polls about every 25 s per tab, again on each answer).
+pub const POLLS_PER_MINUTE_PER_IP: u32 = 240;
+/// A request body not read within this is dropped (a slow upload holds memory and a connection).
+const READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Deserialize)]
 struct PollRequest {
@@ -50,7 +56,7 @@ struct PollRequest {
 struct SendRequest {
     hello: Hello,
     /// A `message` or `image` frame, as on the socket.
-    frame: Value,
+    frame: Incoming,
 }
 
 /// Long polling for the welcome and the agents' answers.
@@ -65,13 +71,15 @@ pub(crate) async fn poll(
         Ok(admitted) => admitted,
         Err(refusal) => return *refusal,
     };
+    if state.chat.closing.is_cancelled() {
+        return allow(closing(), &origin);
+    }
+    if let Err(wait) = state.chat.admit_poll(&account, peer.ip()) {
+        let frame = error(None, "rate_limited", "too many polls from this address", Some(wait));
+        return allow(frame_response(frame), &origin);
+    }
     let Some(_connection) = state.chat.connect(peer.ip(), account.settings.max_connections_per_ip) else {
-        let refusal = refuse(
-            StatusCode::TOO_MANY_REQUESTS,
-            "connections",
-            "too many chat connections from this address",
-        );
-        return allow(refusal, &origin);
+        return allow(too_many_connections(), &origin);
     };
     let request: PollRequest = match read(body, POLL_BODY_BYTES).await {
         Ok(request) => request,
@@ -79,7 +87,9 @@ pub(crate) async fn poll(
     };
     let mut session = Session::new(state.clone(), account, peer.ip());
     let (welcome, conversation, after_seq) = session.hello(request.hello, request.first);
-    state.chat.keep_polling(&conversation);
+    if session.returning() {
+        state.chat.keep_polling(&conversation);
+    }
     let (missed, mut answers) = state.chat.answers().subscribe(&conversation, after_seq);
     let mut frames = vec![welcome];
     frames.extend(missed.iter().map(|answer| agent_frame(answer)));
@@ -92,7 +102,7 @@ pub(crate) async fn poll(
                 }
             }
             () = tokio::time::sleep(POLL_WAIT) => {}
-            () = state.chat.closing.cancelled() => {}
+            () = state.chat.closing.cancelled() => return allow(closing(), &origin),
         }
     }
     let mut response = axum::Json(json!({ "frames": frames })).into_response();
@@ -114,26 +124,41 @@ pub(crate) async fn send(
         Ok(admitted) => admitted,
         Err(refusal) => return *refusal,
     };
+    let Some(_connection) = state.chat.connect(peer.ip(), account.settings.max_connections_per_ip) else {
+        return allow(too_many_connections(), &origin);
+    };
     // The socket's frame limit, and room for the hello around the frame.
     let limit = account.settings.max_frame_bytes(state.chat.objects.is_some()) + POLL_BODY_BYTES;
     let request: SendRequest = match read(body, limit).await {
         Ok(request) => request,
         Err(refusal) => return allow(*refusal, &origin),
     };
-    // A welcome gave the widget its token before it sends anything: without one, every message
-    // would open a conversation of its own.
-    if !request.hello.has_token() {
-        let frame = error(None, "invalid", "poll first: a message needs the token of a welcome", None);
-        return allow(frame_response(frame), &origin);
-    }
     let mut session = Session::new(state.clone(), account, peer.ip());
     session.hello(request.hello, false);
-    let frame = match request.frame["type"].as_str() {
-        Some("message" | "image") => session.answer(&request.frame.to_string()).await,
-        _ => None,
+    // A welcome gave the widget its token before it sends anything: without a valid one, every
+    // message would open a conversation of its own (and escape the per-visitor rate).
+    let frame = if !session.returning() {
+        error(None, "invalid", "poll first: a message needs the token of a welcome", None)
+    } else if matches!(request.frame, Incoming::Message { .. } | Incoming::Image { .. }) {
+        let answer = session.answer_frame(request.frame).await;
+        answer.unwrap_or_else(|| error(None, "invalid", "not answered", None))
+    } else {
+        error(None, "invalid", "send takes a message or an image frame", None)
     };
-    let frame = frame.unwrap_or_else(|| error(None, "invalid", "send takes a message or an image frame", None));
     allow(frame_response(frame), &origin)
+}
+
+fn too_many_connections() -> Response {
+    refuse(
+        StatusCode::TOO_MANY_REQUESTS,
+        "connections",
+        "too many chat connections from this address",
+    )
+}
+
+/// The gateway is shutting down: ask again shortly (another replica, or this one restarted).
+fn closing() -> Response {
+    frame_response(error(None, "unavailable", "the gateway is restarting", None))
 }
 
 /// The account, when it exists and the request's `Origin` may use it, and that origin.
@@ -154,14 +179,14 @@ fn admitted(state: &GatewayState, account: &str, headers: &HeaderMap) -> Result<
 
 /// Reads a JSON body of at most `limit` bytes; a `too_large` or `invalid` error frame otherwise.
 async fn read<T: DeserializeOwned>(body: Body, limit: usize) -> Result<T, Box<Response>> {
-    let bytes: Bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
-        Box::new(frame_response(error(
-            None,
-            "too_large",
-            "the request is larger than this chat takes",
-            None,
-        )))
-    })?;
+    let bytes: Bytes = match tokio::time::timeout(READ_TIMEOUT, axum::body::to_bytes(body, limit)).await {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(_)) => {
+            let frame = error(None, "too_large", "the request is larger than this chat takes", None);
+            return Err(Box::new(frame_response(frame)));
+        }
+        Err(_) => return Err(Box::new(StatusCode::REQUEST_TIMEOUT.into_response())),
+    };
     serde_json::from_slice(&bytes).map_err(|_| Box::new(frame_response(error(None, "invalid", "not a request of the chat protocol", None))))
 }
 
@@ -194,6 +219,19 @@ fn allow(mut response: Response, origin: &HeaderValue) -> Response {
 }
 
 impl Chat {
+    /// Counts a poll against the IP's polls; the wait when there were too many.
+    fn admit_poll(&self, account: &Account, ip: std::net::IpAddr) -> Result<(), Duration> {
+        use governor::clock::{Clock as _, DefaultClock};
+        if account.polls_per_ip.len() > 50_000 {
+            account.polls_per_ip.retain_recent();
+        }
+        let now = DefaultClock::default().now();
+        account
+            .polls_per_ip
+            .check_key(&ip)
+            .map_err(|not_until| not_until.wait_time_from(now))
+    }
+
     /// Counts the conversation's visitor as present until [`POLL_PRESENCE`] after its last poll:
     /// one presence change when the polls begin and one when they stop, none per poll.
     fn keep_polling(self: &Arc<Self>, conversation: &str) {
@@ -212,13 +250,16 @@ impl Chat {
                 let until = {
                     let mut polled = chat.polled.lock().expect("not poisoned");
                     let Some(last) = polled.get(&conversation).copied() else { break };
-                    if last.elapsed() >= POLL_PRESENCE {
+                    if last.elapsed() >= POLL_PRESENCE || chat.closing.is_cancelled() {
                         polled.remove(&conversation);
                         break;
                     }
                     last + POLL_PRESENCE
                 };
-                tokio::time::sleep_until(until.into()).await;
+                tokio::select! {
+                    () = tokio::time::sleep_until(until.into()) => {}
+                    () = chat.closing.cancelled() => {}
+                }
             }
             drop(here);
         });

@@ -36,6 +36,8 @@ pub struct Presence {
 struct Counts {
     open: HashMap<String, u32>,
     closed_at: HashMap<String, Instant>,
+    /// Set by [`Presence::forget_all`]: chats closing after it (the replica is going) write nothing.
+    forgotten: bool,
 }
 
 /// An open chat, counted while it lives.
@@ -71,6 +73,9 @@ impl Presence {
 
     fn change(&self, conversation: &str, opened: bool) {
         let mut counts = self.open.lock().expect("not poisoned");
+        if counts.forgotten {
+            return;
+        }
         let count = counts.open.entry(conversation.to_owned()).or_default();
         *count = if opened { *count + 1 } else { count.saturating_sub(1) };
         let count = *count;
@@ -90,6 +95,7 @@ impl Presence {
     pub fn forget_all(&self) {
         let conversations: Vec<String> = {
             let mut counts = self.open.lock().expect("not poisoned");
+            counts.forgotten = true;
             let mut all: Vec<String> = counts.open.drain().map(|(conversation, _)| conversation).collect();
             all.extend(counts.closed_at.drain().map(|(conversation, _)| conversation));
             all

@@ -43,17 +43,10 @@ pub(crate) struct Hello {
     contact_email: Option<String>,
 }
 
-impl Hello {
-    /// Whether the hello carries a visitor token (one a `welcome` gave).
-    pub(crate) fn has_token(&self) -> bool {
-        self.token.as_deref().is_some_and(|token| !token.is_empty())
-    }
-}
-
 /// A frame from the widget.
 #[derive(Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
-enum Incoming {
+pub(crate) enum Incoming {
     Hello(Hello),
     Message {
         client_id: String,
@@ -94,6 +87,8 @@ pub(crate) struct Session {
     account: Arc<Account>,
     ip: IpAddr,
     visitor: String,
+    /// The visitor came with a valid token (not a new one made for this hello).
+    returning: bool,
     customer: Option<VerifiedCustomer>,
     name: Option<String>,
     language: Option<String>,
@@ -107,6 +102,7 @@ impl Session {
             account,
             ip,
             visitor: String::new(),
+            returning: false,
             customer: None,
             name: None,
             language: None,
@@ -175,6 +171,11 @@ impl Session {
         }
     }
 
+    /// Whether the hello's token named a visitor of this account (else a new visitor was made).
+    pub(crate) fn returning(&self) -> bool {
+        self.returning
+    }
+
     /// Takes the hello: the `welcome` (naming the conversation), the conversation, and the answer
     /// `seq` after which the widget has seen nothing. `new_chat`: counted as a chat session.
     pub(crate) fn hello(&mut self, hello: Hello, new_chat: bool) -> (Value, String, i64) {
@@ -209,9 +210,9 @@ impl Session {
     /// checks, name and language: the `welcome` without its conversation.
     fn greet(&mut self, token: Option<&str>, identity: Option<Identity>, name: Option<String>, language: Option<String>) -> Value {
         let settings = &self.account.settings;
-        self.visitor = token
-            .and_then(|token| token::visitor_of(&settings.secret, &self.account.name, token))
-            .unwrap_or_else(token::new_visitor);
+        let returning = token.and_then(|token| token::visitor_of(&settings.secret, &self.account.name, token));
+        self.returning = returning.is_some();
+        self.visitor = returning.unwrap_or_else(token::new_visitor);
         self.customer = identity.and_then(|identity| verified(&settings.secret, identity));
         self.name = name.map(|n| clean(&n, 80)).filter(|n| !n.is_empty());
         self.language = language.filter(|l| (2..=16).contains(&l.len()) && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
@@ -228,20 +229,28 @@ impl Session {
     }
 
     /// The answer to one frame after the hello.
-    pub(crate) async fn answer(&mut self, text: &str) -> Option<Value> {
+    async fn answer(&mut self, text: &str) -> Option<Value> {
         match serde_json::from_str::<Incoming>(text) {
-            Ok(Incoming::Ping) => Some(json!({"type": "pong"})),
-            Ok(Incoming::Message { client_id, text }) => {
+            Ok(frame) => self.answer_frame(frame).await,
+            Err(_) => Some(error(None, "invalid", "not a frame of the chat protocol", None)),
+        }
+    }
+
+    /// The answer to one frame after the hello.
+    pub(crate) async fn answer_frame(&mut self, frame: Incoming) -> Option<Value> {
+        match frame {
+            Incoming::Ping => Some(json!({"type": "pong"})),
+            Incoming::Message { client_id, text } => {
                 let outcome = self.take(&client_id, text, Vec::new()).await;
                 Some(self.outcome_frame(&client_id, "text", outcome))
             }
-            Ok(Incoming::Image {
+            Incoming::Image {
                 client_id,
                 name,
                 media_type,
                 data,
                 text,
-            }) => {
+            } => {
                 // Everything that can refuse the message is checked before the image is kept.
                 let checked = check_client_id(&client_id).and_then(|()| self.check_caption(&text));
                 let image = match checked {
@@ -254,8 +263,7 @@ impl Session {
                 };
                 Some(self.outcome_frame(&client_id, "image", outcome))
             }
-            Ok(Incoming::Hello(_)) => Some(error(None, "invalid", "hello was already said", None)),
-            Err(_) => Some(error(None, "invalid", "not a frame of the chat protocol", None)),
+            Incoming::Hello(_) => Some(error(None, "invalid", "hello was already said", None)),
         }
     }
 

@@ -51,6 +51,8 @@
   const POLL_URL = SRC.origin + '/chat/poll/' + encodeURIComponent(ACCOUNT);
   const SEND_URL = SRC.origin + '/chat/send/' + encodeURIComponent(ACCOUNT);
   const WS_FAILURES_BEFORE_FALLBACK = 2; // WebSocket attempts in a row that never opened
+  const OPEN_MS = 10000;        // a WebSocket not open within this failed (a proxy may swallow it)
+  const POLL_GAP_MS = 1000;     // a poll that came back at once is not repeated sooner than this
 
   const PING_MS = 25000;        // {"type":"ping"} this often
   const DEAD_MS = 60000;        // no frame at all for this long: the socket is dead
@@ -382,6 +384,7 @@
     let deadTimer = 0;
     let helloName = null;     // the name the current socket's `hello` carried
     let polling = false;      // WebSockets do not get through here: the HTTP fallback
+    let opened = false;       // the current socket opened
     let wsFailures = 0;       // WebSocket attempts in a row that never opened
     const retryTimers = new Map();  // client_id -> timer of a message sent again later
     const retryCounts = new Map();  // client_id -> `unavailable` answers so far
@@ -447,7 +450,8 @@
       const handlers = { open: [], message: [], close: [] };
       const sock = { readyState: 0, addEventListener: function (type, fn) { if (handlers[type]) handlers[type].push(fn); } };
       const inFlight = new Set();
-      let welcomed = false;
+      let welcome = null;       // the welcome taken (the first, or a later one that differs)
+      let sending = Promise.resolve(); // visitor frames go one after the other, in order
       function emit(type, frame) {
         const ev = frame === undefined ? {} : { data: JSON.stringify(frame) };
         handlers[type].forEach(function (fn) { fn(ev); });
@@ -468,36 +472,50 @@
       }
       function poll() {
         if (sock.readyState === 3) return;
-        post(POLL_URL, { hello: helloFrame(), first: !welcomed }).then(function (r) {
+        const first = !welcome;
+        const started = Date.now();
+        post(POLL_URL, { hello: helloFrame(), first: first }).then(function (r) {
           if (!r.ok) throw new Error('poll ' + r.status);
           return r.json();
         }).then(function (answer) {
           (Array.isArray(answer.frames) ? answer.frames : []).forEach(function (frame) {
             if (!frame || sock.readyState === 3) return;
             if (frame.type === 'welcome') {
-              // Every poll says it; the page takes it once (the others only prove it alive).
-              if (welcomed) { emit('message', { type: 'pong' }); return; }
-              welcomed = true;
+              // Every poll says it; the page takes it when it is new (the first, another token
+              // or conversation: a login in another tab); the others only prove it alive.
+              if (welcome && welcome.token === frame.token && welcome.conversation === frame.conversation) {
+                emit('message', { type: 'pong' });
+                return;
+              }
+              welcome = frame;
               sock.readyState = 1;
             }
             emit('message', frame);
           });
-          poll();
+          // Answered at once when something was waiting; never a tight loop.
+          setTimeout(poll, first ? 0 : Math.max(0, POLL_GAP_MS - (Date.now() - started)));
         }).catch(close); // the widget reconnects after its backoff
       }
       sock.send = function (text) {
         if (sock.readyState !== 1) throw new Error('not open');
         const frame = JSON.parse(text);
         if (frame.type === 'ping') { emit('message', { type: 'pong' }); return; }
-        post(SEND_URL, { hello: helloFrame(), frame: frame }).then(function (r) {
-          return r.json().catch(function () {
-            return { type: 'error', code: r.status === 413 ? 'too_large' : 'unavailable' };
+        sending = sending.then(function () {
+          if (sock.readyState !== 1) return null;
+          return post(SEND_URL, { hello: helloFrame(), frame: frame }).then(function (r) {
+            return r.json().catch(function () {
+              return { type: 'error', code: r.status === 413 ? 'too_large' : 'unavailable' };
+            });
+          }, function () {
+            return { type: 'error', code: 'unavailable' };
           });
-        }, function () {
-          return { type: 'error', code: 'unavailable' };
         }).then(function (answer) {
-          if (answer && answer.type === 'error' && answer.client_id == null) answer.client_id = frame.client_id || null;
-          if (sock.readyState === 1) emit('message', answer);
+          // A request refused as a whole (too large, not reached) is this frame's refusal; an
+          // `invalid` without a client id is about the request, and the message waits.
+          if (answer && answer.type === 'error' && answer.client_id == null && answer.code !== 'invalid') {
+            answer.client_id = frame.client_id || null;
+          }
+          if (answer && sock.readyState === 1) emit('message', answer);
         });
       };
       sock.close = close;
@@ -515,11 +533,13 @@
       reconnectTimer = 0;
       if (ws) return;
       let sock;
-      let opened = false;
       if (!polling && typeof WebSocket !== 'function') polling = true;
       try { sock = polling ? pollSocket() : new WebSocket(WS_URL); } catch (e) { polling = true; lost(); return; }
       ws = sock;
-      alive(); // also bounds a connection attempt that hangs
+      opened = false;
+      // A connection attempt that hangs (a proxy that swallows the upgrade) fails after OPEN_MS.
+      clearTimeout(deadTimer);
+      deadTimer = setTimeout(lost, polling ? DEAD_MS : OPEN_MS);
       sock.addEventListener('open', function () {
         if (ws !== sock) return;
         opened = true;
@@ -531,13 +551,7 @@
         }
       });
       sock.addEventListener('message', (ev) => { if (ws === sock) { alive(); onFrame(ev.data); } });
-      sock.addEventListener('close', function () {
-        if (ws !== sock) return;
-        // A WebSocket that never opens, again and again, while the page is online: something
-        // on the way blocks WebSockets. The rest of this page's life goes over HTTP.
-        if (!polling && !opened && ++wsFailures >= WS_FAILURES_BEFORE_FALLBACK && navigator.onLine !== false) polling = true;
-        lost();
-      });
+      sock.addEventListener('close', function () { if (ws === sock) lost(); });
       // 'error' is always followed by 'close'.
     }
 
@@ -554,6 +568,9 @@
     // The socket closed, failed or went silent: "offline" until the next `welcome`, and a new
     // attempt after the backoff.
     function lost() {
+      // A WebSocket that never opens, again and again, while the page is online: something on
+      // the way blocks WebSockets. The rest of this page's life goes over HTTP.
+      if (ws && !polling && !opened && ++wsFailures >= WS_FAILURES_BEFORE_FALLBACK && navigator.onLine !== false) polling = true;
       teardown();
       setStatus('offline');
       clearTimeout(reconnectTimer);
