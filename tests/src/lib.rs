@@ -653,6 +653,17 @@ impl Rt {
         self.search("tickets", &format!("Requestor.EmailAddress = '{email}'")).await
     }
 
+    /// The one ticket of `email`'s requestor, once there is one (within 90 s); more is an error.
+    pub async fn only_ticket_of(&self, email: &str) -> anyhow::Result<String> {
+        eventually(&format!("a ticket of {email}"), Duration::from_secs(90), || async {
+            Ok(!self.tickets_of_requestor(email).await?.is_empty())
+        })
+        .await?;
+        let mut tickets = self.tickets_of_requestor(email).await?;
+        anyhow::ensure!(tickets.len() == 1, "{email} has {} tickets: {tickets:?}", tickets.len());
+        Ok(tickets.remove(0))
+    }
+
     /// Ids of the ticket's transactions of a type (`Create`, `Correspond`, ...).
     pub async fn transactions(&self, ticket: &str, kind: &str) -> anyhow::Result<Vec<String>> {
         self.search(

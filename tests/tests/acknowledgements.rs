@@ -42,11 +42,7 @@ async fn a_turkish_return_is_acknowledged_once_in_turkish_and_robots_and_lists_a
         "Merhaba, geçen hafta aldığım ayakkabıları iade etmek istiyorum. Nasıl yapabilirim?",
     ));
     let rt = &pipeline.rt;
-    eventually("the customer's ticket", TIMEOUT, || async {
-        Ok(rt.tickets_of_requestor(&customer).await?.len() == 1)
-    })
-    .await?;
-    let ticket = rt.tickets_of_requestor(&customer).await?.remove(0);
+    let ticket = rt.only_ticket_of(&customer).await?;
     assert_eq!(rt.custom_field(&ticket, "omni Language").await?, ["tr"]);
     assert!(rt.custom_field(&ticket, "omni Tags").await?.contains(&"returns".to_owned()));
 
@@ -232,11 +228,7 @@ async fn an_arabic_whatsapp_message_gets_one_arabic_acknowledgement_through_the_
     assert_eq!(status, 200, "{answer}");
     let requestor = format!("+{customer}@phone.invalid");
     let rt = &pipeline.rt;
-    eventually("the customer's ticket", TIMEOUT, || async {
-        Ok(rt.tickets_of_requestor(&requestor).await?.len() == 1)
-    })
-    .await?;
-    let ticket = rt.tickets_of_requestor(&requestor).await?.remove(0);
+    let ticket = rt.only_ticket_of(&requestor).await?;
     eventually("the acknowledgement sent", TIMEOUT, || async { Ok(!whatsapp.calls().is_empty()) }).await?;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let calls = whatsapp.calls();

@@ -47,11 +47,7 @@ async fn a_3_mb_photo_by_email_is_in_the_ticket_byte_for_byte_with_the_text() ->
         &photo,
     ));
     let rt = &pipeline.rt;
-    eventually("the customer's ticket", TIMEOUT, || async {
-        Ok(rt.tickets_of_requestor(&customer).await?.len() == 1)
-    })
-    .await?;
-    let ticket = rt.tickets_of_requestor(&customer).await?.remove(0);
+    let ticket = rt.only_ticket_of(&customer).await?;
     eventually("the photo on the ticket", TIMEOUT, || async {
         Ok(rt.files(&ticket).await?.iter().any(|(name, _)| name == "vaas.jpg"))
     })
@@ -260,11 +256,7 @@ async fn a_telegram_photo_is_fetched_with_get_file_and_attached() -> anyhow::Res
     assert_eq!(status, 200, "{answer}");
     let rt = &pipeline.rt;
     let requestor = format!("{user}@telegram.invalid");
-    eventually("the customer's ticket", TIMEOUT, || async {
-        Ok(rt.tickets_of_requestor(&requestor).await?.len() == 1)
-    })
-    .await?;
-    let ticket = rt.tickets_of_requestor(&requestor).await?.remove(0);
+    let ticket = rt.only_ticket_of(&requestor).await?;
     let hashes = rt.file_hashes(&ticket).await?;
     assert_eq!(hashes.len(), 1, "{hashes:?}");
     assert_eq!(hashes[0].1, hex::encode(Sha256::digest(&photo)), "the largest photo byte for byte");

@@ -43,11 +43,7 @@ async fn an_agents_answer_in_rt_reaches_the_customer_once_threaded_and_the_answe
         "Hallo, mijn bestelling 1042 is nog niet binnen.",
     ));
     let rt = &pipeline.rt;
-    eventually("the customer's ticket", TIMEOUT, || async {
-        Ok(rt.tickets_of_requestor(&customer).await?.len() == 1)
-    })
-    .await?;
-    let ticket = rt.tickets_of_requestor(&customer).await?.remove(0);
+    let ticket = rt.only_ticket_of(&customer).await?;
 
     rt.answer(&ticket, "Beste Jan, uw pakket is onderweg en komt morgen.").await?;
     let customers = &pipeline.mailbox;
@@ -126,11 +122,7 @@ async fn a_sender_killed_again_and_again_loses_no_answer_and_keeps_their_order()
         "Merhaba, siparişim nerede?",
     ));
     let rt = &pipeline.rt;
-    eventually("the customer's ticket", TIMEOUT, || async {
-        Ok(rt.tickets_of_requestor(&customer).await?.len() == 1)
-    })
-    .await?;
-    let ticket = rt.tickets_of_requestor(&customer).await?.remove(0);
+    let ticket = rt.only_ticket_of(&customer).await?;
     let mut kills = 0;
     for answer in 0..ANSWERS {
         rt.answer(&ticket, &format!("Yanıt {answer}: kargonuz yolda.")).await?;
@@ -196,11 +188,7 @@ async fn a_telegram_customer_gets_the_answer_once_through_429s_and_a_refusal_is_
     assert_eq!(status, 200, "{answer}");
     let rt = &pipeline.rt;
     let requestor = format!("{chat}@telegram.invalid");
-    eventually("the chat's ticket", TIMEOUT, || async {
-        Ok(rt.tickets_of_requestor(&requestor).await?.len() == 1)
-    })
-    .await?;
-    let ticket = rt.tickets_of_requestor(&requestor).await?.remove(0);
+    let ticket = rt.only_ticket_of(&requestor).await?;
 
     telegram.rate_limit_next(2);
     rt.answer(&ticket, "Merhaba Ayşe, siparişiniz yarın teslim edilecek.").await?;
@@ -368,11 +356,7 @@ async fn slack_answers_go_into_the_customers_thread_paced_and_through_a_429() ->
     let sent: Value = serde_json::from_str(&event)?;
     let rt = &pipeline.rt;
     let requestor = format!("{user}@slack.invalid");
-    eventually("the customer's ticket", TIMEOUT, || async {
-        Ok(rt.tickets_of_requestor(&requestor).await?.len() == 1)
-    })
-    .await?;
-    let ticket = rt.tickets_of_requestor(&requestor).await?.remove(0);
+    let ticket = rt.only_ticket_of(&requestor).await?;
     slack.rate_limit_next(1);
     for answer in ["Dank u, we kijken het na.", "Uw pakket is onderweg."] {
         rt.answer(&ticket, answer).await?;
@@ -835,11 +819,7 @@ async fn the_agents_files_go_with_an_email_answer_and_the_agent_hears_of_those_t
         "Kunt u mij een retourlabel sturen?",
     ));
     let rt = &pipeline.rt;
-    eventually("the customer's ticket", TIMEOUT, || async {
-        Ok(rt.tickets_of_requestor(&customer).await?.len() == 1)
-    })
-    .await?;
-    let ticket = rt.tickets_of_requestor(&customer).await?.remove(0);
+    let ticket = rt.only_ticket_of(&customer).await?;
     // A label (binary, carried) and a catalogue above what an answer's record carries.
     let mut rng = fastrand::Rng::with_seed(16);
     let label: Vec<u8> = (0..40_000).map(|_| rng.u8(..)).collect();

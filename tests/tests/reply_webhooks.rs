@@ -135,11 +135,7 @@ async fn signed_reply_calls_reach_the_customer_once_and_forged_or_replayed_ones_
     assert_eq!(status, 200, "{answer}");
     let rt = &pipeline.rt;
     let requestor = format!("{chat}@telegram.invalid");
-    eventually("the chat's ticket", TIMEOUT, || async {
-        Ok(rt.tickets_of_requestor(&requestor).await?.len() == 1)
-    })
-    .await?;
-    let ticket = rt.tickets_of_requestor(&requestor).await?.remove(0);
+    let ticket = rt.only_ticket_of(&requestor).await?;
     let conversation = rt.custom_field(&ticket, "omni Conversation").await?.remove(0);
     let run = nonce();
     let calls = Calls {

@@ -24,9 +24,12 @@ fn css(selector: &str) -> Locator<'_> {
 
 /// Opens the demo page in `lang`, opens the panel and waits until the widget is online.
 async fn open_chat(browser: &Client, pipeline: &Pipeline, lang: &str) -> anyhow::Result<()> {
-    browser
-        .goto(&format!("{}/chat/demo/default?lang={lang}", pipeline.gateway_url))
-        .await?;
+    open_page(browser, &format!("{}/chat/demo/default?lang={lang}", pipeline.gateway_url)).await
+}
+
+/// Opens `url` (a demo page), opens the panel and waits until the widget is online.
+async fn open_page(browser: &Client, url: &str) -> anyhow::Result<()> {
+    browser.goto(url).await?;
     let launcher = browser.wait().at_most(TIMEOUT).for_element(css("[data-omni=launcher]")).await?;
     launcher.click().await?;
     browser
@@ -34,8 +37,30 @@ async fn open_chat(browser: &Client, pipeline: &Pipeline, lang: &str) -> anyhow:
         .at_most(TIMEOUT)
         .for_element(css("[data-omni=status][data-state=online]"))
         .await
-        .context("the widget online")?;
+        .with_context(|| format!("the widget online on {url}"))?;
     Ok(())
+}
+
+/// Writes an agent's answer to the chat's answer topic, as omni-sender does.
+async fn publish_answer(pipeline: &Pipeline, conversation: &str, outbound_id: &str, text: &str) -> anyhow::Result<()> {
+    use prost::Message as _;
+    let answer = omni_proto::v1::OutboundMessage {
+        outbound_id: outbound_id.into(),
+        conversation_id: conversation.into(),
+        kind: omni_proto::v1::outbound_message::Kind::Reply as i32,
+        body: Some(omni_proto::v1::Body {
+            text: text.into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    omni_e2e::produce(
+        &pipeline.broker.bootstrap(),
+        "omni.webchat.v1",
+        conversation.as_bytes(),
+        &answer.encode_to_vec(),
+    )
+    .await
 }
 
 /// Types `text` and sends it; waits until the widget shows it sent (the broker took it).
@@ -91,11 +116,7 @@ async fn a_visitor_writes_in_turkish_in_chromium_and_the_agents_answer_appears_i
     let visitor = visitor_of(&browser).await?;
     let requestor = format!("{visitor}@webchat.invalid");
     let rt = &pipeline.rt;
-    eventually("the visitor's ticket", TIMEOUT, || async {
-        Ok(rt.tickets_of_requestor(&requestor).await?.len() == 1)
-    })
-    .await?;
-    let ticket = rt.tickets_of_requestor(&requestor).await?.remove(0);
+    let ticket = rt.only_ticket_of(&requestor).await?;
     let texts = rt.texts(&ticket).await?;
     assert!(texts[0].contains("1042 numaralı siparişim nerede?"), "{texts:?}");
 
@@ -169,11 +190,7 @@ async fn a_gateway_killed_while_the_visitor_types_and_the_agent_answers_loses_an
     say(&browser, &format!("Merhaba, iade kodum çalışmıyor ({run}).")).await?;
     let requestor = format!("{}@webchat.invalid", visitor_of(&browser).await?);
     let rt = &pipeline.rt;
-    eventually("the visitor's ticket", TIMEOUT, || async {
-        Ok(rt.tickets_of_requestor(&requestor).await?.len() == 1)
-    })
-    .await?;
-    let ticket = rt.tickets_of_requestor(&requestor).await?.remove(0);
+    let ticket = rt.only_ticket_of(&requestor).await?;
 
     // The gateway dies; the visitor types two messages (they wait in the browser) and the agent
     // answers meanwhile.
@@ -379,11 +396,7 @@ async fn origins_sizes_rates_and_forged_identities_are_refused_and_write_nothing
     );
     // The verified customer's ticket carries the email; the forged one's does not.
     let rt = &pipeline.rt;
-    eventually("the customer's ticket", TIMEOUT, || async {
-        Ok(rt.tickets_of_requestor(&email).await?.len() == 1)
-    })
-    .await?;
-    let ticket = rt.tickets_of_requestor(&email).await?.remove(0);
+    let ticket = rt.only_ticket_of(&email).await?;
     eventually("both devices' messages on it", TIMEOUT, || async {
         Ok(rt.texts(&ticket).await?.len() == 2)
     })
@@ -394,7 +407,6 @@ async fn origins_sizes_rates_and_forged_identities_are_refused_and_write_nothing
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_answer_on_the_chat_topic_reaches_every_open_chat_once_and_a_reconnect_gets_what_it_missed() -> anyhow::Result<()> {
-    use prost::Message as _;
     let _serial = serial().await;
     let pipeline = Pipeline::start(&[]).await?;
     let own = pipeline.gateway_url.clone();
@@ -407,32 +419,9 @@ async fn an_answer_on_the_chat_topic_reaches_every_open_chat_once_and_a_reconnec
     hello(&mut second, Some(&token), None).await?;
     let visitor = token.split('.').nth(1).context("a visitor")?.to_owned();
     let conversation = omni_channels::web_chat::conversation_of("default", &visitor, None);
-    let answer = |id: &str, text: &str| omni_proto::v1::OutboundMessage {
-        outbound_id: id.into(),
-        conversation_id: conversation.clone(),
-        kind: omni_proto::v1::outbound_message::Kind::Reply as i32,
-        body: Some(omni_proto::v1::Body {
-            text: text.into(),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    let bootstrap = pipeline.broker.bootstrap();
-    omni_e2e::produce(
-        &bootstrap,
-        "omni.webchat.v1",
-        conversation.as_bytes(),
-        &answer("o1", "Merhaba!").encode_to_vec(),
-    )
-    .await?;
+    publish_answer(&pipeline, &conversation, "o1", "Merhaba!").await?;
     // The sender's copy after a crash: the same outbound id, shown once.
-    omni_e2e::produce(
-        &bootstrap,
-        "omni.webchat.v1",
-        conversation.as_bytes(),
-        &answer("o1", "Merhaba!").encode_to_vec(),
-    )
-    .await?;
+    publish_answer(&pipeline, &conversation, "o1", "Merhaba!").await?;
     let mut seqs = Vec::new();
     for socket in [&mut first, &mut second] {
         let frame = next(socket).await?;
@@ -444,13 +433,7 @@ async fn an_answer_on_the_chat_topic_reaches_every_open_chat_once_and_a_reconnec
         seqs.push(frame["seq"].as_i64().context("a seq")?);
     }
     assert_eq!(seqs[0], seqs[1]);
-    omni_e2e::produce(
-        &bootstrap,
-        "omni.webchat.v1",
-        conversation.as_bytes(),
-        &answer("o2", "Kargonuz yolda.").encode_to_vec(),
-    )
-    .await?;
+    publish_answer(&pipeline, &conversation, "o2", "Kargonuz yolda.").await?;
     let frame = next(&mut first).await?;
     assert_eq!(frame["text"], "Kargonuz yolda.", "the copy of o1 was shown again: {frame}");
     // A reconnect that saw the first answer gets the second only.
@@ -490,7 +473,6 @@ async fn fallback(pipeline: &Pipeline, path: &str, origin: Option<&str>, body: &
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_websockets_the_same_frames_go_over_http_with_the_same_checks() -> anyhow::Result<()> {
-    use prost::Message as _;
     let _serial = serial().await;
     let pipeline = Pipeline::start(&[]).await?;
     let own = pipeline.gateway_url.clone();
@@ -586,25 +568,9 @@ async fn without_websockets_the_same_frames_go_over_http_with_the_same_checks() 
         let own = own.clone();
         async move { anyhow::Ok(fallback(pipeline, "poll", Some(&own), &body).await?.json::<Value>().await?) }
     };
-    let answer = omni_proto::v1::OutboundMessage {
-        outbound_id: format!("o-{run}"),
-        conversation_id: conversation.clone(),
-        kind: omni_proto::v1::outbound_message::Kind::Reply as i32,
-        body: Some(omni_proto::v1::Body {
-            text: "Het is onderweg.".into(),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
     let publish = async {
         tokio::time::sleep(Duration::from_secs(2)).await;
-        omni_e2e::produce(
-            &pipeline.broker.bootstrap(),
-            "omni.webchat.v1",
-            conversation.as_bytes(),
-            &answer.encode_to_vec(),
-        )
-        .await
+        publish_answer(&pipeline, &conversation, &format!("o-{run}"), "Het is onderweg.").await
     };
     let (polled, published) = tokio::join!(waiting, publish);
     published?;
@@ -699,20 +665,7 @@ async fn behind_a_proxy_that_blocks_websockets_the_widget_chats_over_http_in_chr
     let (proxy, refused_upgrades) = websocket_blocking_proxy(&pipeline.gateway_url, false).await?;
     let driver = ChromeDriver::start().await?;
     let browser = driver.session().await?;
-    browser.goto(&format!("{proxy}/chat/demo/default?lang=nl")).await?;
-    browser
-        .wait()
-        .at_most(TIMEOUT)
-        .for_element(css("[data-omni=launcher]"))
-        .await?
-        .click()
-        .await?;
-    browser
-        .wait()
-        .at_most(TIMEOUT)
-        .for_element(css("[data-omni=status][data-state=online]"))
-        .await
-        .context("the widget online without WebSockets")?;
+    open_page(&browser, &format!("{proxy}/chat/demo/default?lang=nl")).await?;
     assert!(
         refused_upgrades.load(std::sync::atomic::Ordering::SeqCst) >= 2,
         "the widget tried WebSockets first"
@@ -721,11 +674,7 @@ async fn behind_a_proxy_that_blocks_websockets_the_widget_chats_over_http_in_chr
     let visitor = visitor_of(&browser).await?;
     let requestor = format!("{visitor}@webchat.invalid");
     let rt = &pipeline.rt;
-    eventually("the visitor's ticket", TIMEOUT, || async {
-        Ok(rt.tickets_of_requestor(&requestor).await?.len() == 1)
-    })
-    .await?;
-    let ticket = rt.tickets_of_requestor(&requestor).await?.remove(0);
+    let ticket = rt.only_ticket_of(&requestor).await?;
     rt.answer(&ticket, "Vervelend! We sturen vandaag een nieuwe.").await?;
     eventually("the agent's answer in the widget", TIMEOUT, || async {
         Ok(!browser.find_all(css("[data-omni=message][data-from=agent]")).await?.is_empty())
@@ -791,11 +740,7 @@ async fn chat_benchmark() -> anyhow::Result<()> {
     message(&mut visitor, "first", "Merhaba, kargom nerede?").await?;
     let requestor = format!("{}@webchat.invalid", token.split('.').nth(1).context("a visitor")?);
     let rt = &pipeline.rt;
-    eventually("the visitor's ticket", TIMEOUT, || async {
-        Ok(rt.tickets_of_requestor(&requestor).await?.len() == 1)
-    })
-    .await?;
-    let ticket = rt.tickets_of_requestor(&requestor).await?.remove(0);
+    let ticket = rt.only_ticket_of(&requestor).await?;
     let mut answer_latency = Vec::new();
     for n in 0..answers {
         let started = std::time::Instant::now();
@@ -1049,20 +994,7 @@ async fn open_chat_as(browser: &Client, pipeline: &Pipeline, identity: &Value) -
         .append_pair("customer_name", identity["name"].as_str().unwrap_or_default())
         .append_pair("customer_hash", identity["hash"].as_str().unwrap_or_default())
         .finish();
-    browser.goto(&format!("{}/chat/demo/default?{query}", pipeline.gateway_url)).await?;
-    browser
-        .wait()
-        .at_most(TIMEOUT)
-        .for_element(css("[data-omni=launcher]"))
-        .await?
-        .click()
-        .await?;
-    browser
-        .wait()
-        .at_most(TIMEOUT)
-        .for_element(css("[data-omni=status][data-state=online]"))
-        .await
-        .context("the widget online")?;
+    open_page(browser, &format!("{}/chat/demo/default?{query}", pipeline.gateway_url)).await?;
     Ok(())
 }
 
@@ -1194,11 +1126,7 @@ async fn a_visitor_who_left_is_answered_by_email_and_an_anonymous_one_on_the_nex
         message(&mut chat, &format!("m1-{run}"), "Waar is mijn pakket?").await?["type"],
         "ack"
     );
-    eventually("the customer's ticket", TIMEOUT, || async {
-        Ok(rt.tickets_of_requestor(&email).await?.len() == 1)
-    })
-    .await?;
-    let ticket = rt.tickets_of_requestor(&email).await?.remove(0);
+    let ticket = rt.only_ticket_of(&email).await?;
     rt.answer(&ticket, "Het pakket is onderweg.").await?;
     let frame = next(&mut chat)
         .await
@@ -1244,11 +1172,7 @@ async fn a_visitor_who_left_is_answered_by_email_and_an_anonymous_one_on_the_nex
     let requestor = format!("{visitor}@webchat.invalid");
     anonymous.close(None).await?;
     drop(anonymous);
-    eventually("the visitor's ticket", TIMEOUT, || async {
-        Ok(rt.tickets_of_requestor(&requestor).await?.len() == 1)
-    })
-    .await?;
-    let anonymous_ticket = rt.tickets_of_requestor(&requestor).await?.remove(0);
+    let anonymous_ticket = rt.only_ticket_of(&requestor).await?;
     tokio::time::sleep(Duration::from_secs(3)).await;
     rt.answer(&anonymous_ticket, "Ja, maat 42 is er.").await?;
     let outbox_sent = || {
@@ -1357,7 +1281,6 @@ async fn outside_business_hours_the_widget_asks_for_an_email_and_the_answer_goes
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_left_unanswered_past_busy_after_secs_shows_the_busy_notice_until_an_answer() -> anyhow::Result<()> {
-    use prost::Message as _;
     let _serial = serial().await;
     let pipeline = Pipeline::start(&[("OMNI__GATEWAY__CHAT__DEFAULT__BUSY_AFTER_SECS", "3")]).await?;
     let driver = ChromeDriver::start().await?;
@@ -1376,18 +1299,7 @@ async fn a_message_left_unanswered_past_busy_after_secs_shows_the_busy_notice_un
     );
     // The agent's answer takes the notice away.
     let conversation = omni_channels::web_chat::conversation_of("default", &visitor_of(&browser).await?, None);
-    let answer = omni_proto::v1::OutboundMessage {
-        outbound_id: format!("busy-{}", nonce()),
-        conversation_id: conversation.clone(),
-        kind: omni_proto::v1::outbound_message::Kind::Reply as i32,
-        body: Some(omni_proto::v1::Body {
-            text: "Yolda, yarın elinizde.".into(),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    let bootstrap = pipeline.broker.bootstrap();
-    omni_e2e::produce(&bootstrap, "omni.webchat.v1", conversation.as_bytes(), &answer.encode_to_vec()).await?;
+    publish_answer(&pipeline, &conversation, &format!("busy-{}", nonce()), "Yolda, yarın elinizde.").await?;
     eventually("the answer shown and the notice gone", TIMEOUT, || async {
         let answered = !browser.find_all(css("[data-omni=message][data-from=agent]")).await?.is_empty();
         Ok(answered && !notice.is_displayed().await?)
@@ -1404,21 +1316,8 @@ async fn behind_a_proxy_that_swallows_websocket_upgrades_the_widget_falls_back_a
     let (proxy, swallowed) = websocket_blocking_proxy(&pipeline.gateway_url, true).await?;
     let driver = ChromeDriver::start().await?;
     let browser = driver.session().await?;
-    browser.goto(&format!("{proxy}/chat/demo/default?lang=en")).await?;
-    browser
-        .wait()
-        .at_most(TIMEOUT)
-        .for_element(css("[data-omni=launcher]"))
-        .await?
-        .click()
-        .await?;
     // Two attempts that never open (10 s each), then HTTP.
-    browser
-        .wait()
-        .at_most(TIMEOUT)
-        .for_element(css("[data-omni=status][data-state=online]"))
-        .await
-        .context("the widget online after two swallowed upgrades")?;
+    open_page(&browser, &format!("{proxy}/chat/demo/default?lang=en")).await?;
     assert!(swallowed.load(std::sync::atomic::Ordering::SeqCst) >= 2);
     say(&browser, "Do you ship to Belgium?").await?;
     let visitor = visitor_of(&browser).await?;
