@@ -4,7 +4,9 @@
 //!   temporary directory, so it can be SIGKILLed and restarted with its data;
 //! - [`Service`]: one omni service binary (`target/<profile>/omni-<name>`, built by `make build`)
 //!   as a child process, with its log lines captured so a test can wait for one;
-//! - [`Rt`]: the Request Tracker instance named by `OMNI_TEST_RT_URL` (`make test` starts one);
+//! - [`Rt`] (`rt.rs`): the Request Tracker instance named by `OMNI_TEST_RT_URL` (`make test`
+//!   starts one);
+//! - [`Mailbox`] and the mail helpers (`mail.rs`): a folder of the shared Dovecot, raw mails;
 //! - [`Pipeline`]: all of it wired together on free ports.
 //!
 //! Tests take [`serial`] first: each starts several processes, and on two cores they are more
@@ -16,11 +18,13 @@ pub mod browser;
 pub mod chaos;
 pub mod chaos_answers;
 pub mod load;
+mod mail;
 pub mod media_files;
 pub mod meta_api;
 pub mod monitoring;
 pub mod provider_api;
 pub mod router_sweep;
+mod rt;
 pub mod slack_api;
 pub mod stack;
 pub mod telegram;
@@ -31,6 +35,9 @@ pub mod whatsapp_api;
 pub mod whatsapp_media;
 pub mod x_api;
 pub mod zendesk;
+
+pub use mail::{Mailbox, header, mail, smtp_port};
+pub use rt::Rt;
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -500,274 +507,6 @@ impl Usage {
     }
 }
 
-/// The shared Request Tracker test instance.
-#[derive(Clone)]
-pub struct Rt {
-    /// Base URL.
-    pub url: String,
-    client: reqwest::Client,
-}
-
-impl Rt {
-    /// From `OMNI_TEST_RT_URL` (default `http://127.0.0.1:8098`), checked to answer.
-    pub async fn from_env() -> Self {
-        let rt = Self::at(&std::env::var("OMNI_TEST_RT_URL").unwrap_or_else(|_| "http://127.0.0.1:8098".into()));
-        if let Err(error) = rt.get("/queue/1").await {
-            panic!(
-                "Request Tracker does not answer at {}: {error:#}\nstart it with `deploy/local/rt.sh start 8098` (make test does)",
-                rt.url
-            );
-        }
-        rt
-    }
-
-    /// The instance at `url` (unchecked).
-    pub fn at(url: &str) -> Self {
-        Self {
-            url: url.to_owned(),
-            client: reqwest::Client::new(),
-        }
-    }
-
-    /// GET a REST2 path, as JSON.
-    pub async fn get(&self, path_and_query: &str) -> anyhow::Result<Value> {
-        let response = self
-            .client
-            .get(format!("{}/REST/2.0{path_and_query}", self.url))
-            .basic_auth("root", Some("password"))
-            .send()
-            .await?;
-        let status = response.status();
-        let body = response.text().await?;
-        if !status.is_success() {
-            bail!("GET {path_and_query}: {status}: {body}");
-        }
-        Ok(serde_json::from_str(&body)?)
-    }
-
-    /// The values of a ticket's custom field, by name (none when the ticket has no such field).
-    pub async fn custom_field(&self, ticket: &str, name: &str) -> anyhow::Result<Vec<String>> {
-        let ticket = self.get(&format!("/ticket/{ticket}")).await?;
-        Ok(ticket["CustomFields"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|field| field["name"] == name)
-            .flat_map(|field| field["values"].as_array().cloned().unwrap_or_default())
-            .filter_map(|value| value.as_str().map(str::to_owned))
-            .collect())
-    }
-
-    /// POST JSON to a REST2 path as `root`, the agent of these tests (omni writes as `omni`).
-    pub async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
-        let response = self
-            .client
-            .post(format!("{}/REST/2.0{path}", self.url))
-            .basic_auth("root", Some("password"))
-            .json(body)
-            .send()
-            .await?;
-        let status = response.status();
-        let text = response.text().await?;
-        if !status.is_success() {
-            bail!("POST {path}: {status}: {text}");
-        }
-        Ok(serde_json::from_str(&text)?)
-    }
-
-    /// The agent `root` sets a ticket's status (`resolved`, `open`...), as REST2 takes it.
-    pub async fn set_status(&self, ticket: &str, status: &str) -> anyhow::Result<()> {
-        let response = self
-            .client
-            .put(format!("{}/REST/2.0/ticket/{ticket}", self.url))
-            .basic_auth("root", Some("password"))
-            .json(&serde_json::json!({ "Status": status }))
-            .send()
-            .await?;
-        let code = response.status();
-        let text = response.text().await?;
-        if !code.is_success() {
-            bail!("PUT /ticket/{ticket} Status={status}: {code}: {text}");
-        }
-        Ok(())
-    }
-
-    /// The agent `root` answers the customer on a ticket (correspondence, as in RT's reply box).
-    pub async fn answer(&self, ticket: &str, text: &str) -> anyhow::Result<()> {
-        let body = serde_json::json!({ "Content": text, "ContentType": "text/plain" });
-        self.post(&format!("/ticket/{ticket}/correspond"), &body).await.map(|_| ())
-    }
-
-    /// [`Self::answer`] with files (name, media type, bytes), as REST2 takes them on correspond.
-    pub async fn answer_with_files(&self, ticket: &str, text: &str, files: &[(&str, &str, &[u8])]) -> anyhow::Result<()> {
-        use base64::Engine as _;
-        let attachments: Vec<Value> = files
-            .iter()
-            .map(|(name, media_type, bytes)| {
-                serde_json::json!({"FileName": name, "FileType": media_type,
-                                   "FileContent": base64::engine::general_purpose::STANDARD.encode(bytes)})
-            })
-            .collect();
-        let body = serde_json::json!({ "Content": text, "ContentType": "text/plain", "Attachments": attachments });
-        self.post(&format!("/ticket/{ticket}/correspond"), &body).await.map(|_| ())
-    }
-
-    /// Every item of a paged REST2 collection (RT serves at most 100 per page).
-    async fn all_pages(&self, path: &str, params: &[(&str, &str)]) -> anyhow::Result<Vec<Value>> {
-        let mut items = Vec::new();
-        for page in 1.. {
-            let page = page.to_string();
-            let mut query: Vec<(&str, &str)> = params.to_vec();
-            query.extend([("per_page", "100"), ("page", page.as_str())]);
-            let found: Value = self
-                .client
-                .get(format!("{}/REST/2.0{path}", self.url))
-                .basic_auth("root", Some("password"))
-                .query(&query)
-                .send()
-                .await?
-                .error_for_status()?
-                .json()
-                .await?;
-            items.extend(found["items"].as_array().cloned().unwrap_or_default());
-            if found["pages"].as_f64().unwrap_or(0.0) <= page.parse::<f64>()? {
-                break;
-            }
-        }
-        Ok(items)
-    }
-
-    async fn search(&self, collection: &str, query: &str) -> anyhow::Result<Vec<String>> {
-        let items = self.all_pages(&format!("/{collection}"), &[("query", query)]).await?;
-        Ok(items.iter().filter_map(|item| item["id"].as_str().map(str::to_owned)).collect())
-    }
-
-    /// Ids of the tickets holding an omni conversation.
-    pub async fn tickets_of_conversation(&self, conversation_id: &str) -> anyhow::Result<Vec<String>> {
-        self.search("tickets", &format!("'CF.{{omni Conversation}}' = '{conversation_id}'"))
-            .await
-    }
-
-    /// Ids of the tickets whose requestor has this address.
-    pub async fn tickets_of_requestor(&self, email: &str) -> anyhow::Result<Vec<String>> {
-        self.search("tickets", &format!("Requestor.EmailAddress = '{email}'")).await
-    }
-
-    /// The one ticket of `email`'s requestor, once there is one (within 90 s); more is an error.
-    pub async fn only_ticket_of(&self, email: &str) -> anyhow::Result<String> {
-        eventually(&format!("a ticket of {email}"), Duration::from_secs(90), || async {
-            Ok(!self.tickets_of_requestor(email).await?.is_empty())
-        })
-        .await?;
-        let mut tickets = self.tickets_of_requestor(email).await?;
-        anyhow::ensure!(tickets.len() == 1, "{email} has {} tickets: {tickets:?}", tickets.len());
-        Ok(tickets.remove(0))
-    }
-
-    /// Ids of the ticket's transactions of a type (`Create`, `Correspond`, ...).
-    pub async fn transactions(&self, ticket: &str, kind: &str) -> anyhow::Result<Vec<String>> {
-        self.search(
-            "transactions",
-            &format!("ObjectType = 'RT::Ticket' AND ObjectId = {ticket} AND Type = '{kind}'"),
-        )
-        .await
-    }
-
-    /// Ids of the ticket's transactions recording an omni event.
-    pub async fn transactions_of_event(&self, ticket: &str, event_id: &str) -> anyhow::Result<Vec<String>> {
-        self.search(
-            "transactions",
-            &format!("ObjectType = 'RT::Ticket' AND ObjectId = {ticket} AND 'CF.{{omni Event}}' = '{event_id}'"),
-        )
-        .await
-    }
-
-    /// The text/plain contents the customer's messages left on the ticket (the Create and
-    /// Correspond transactions, not RT's own autoreplies), oldest first.
-    pub async fn texts(&self, ticket: &str) -> anyhow::Result<Vec<String>> {
-        self.texts_of(ticket, &["Create", "Correspond"]).await
-    }
-
-    /// The text/plain contents of the ticket's internal comments, oldest first.
-    pub async fn comments(&self, ticket: &str) -> anyhow::Result<Vec<String>> {
-        self.texts_of(ticket, &["Comment"]).await
-    }
-
-    async fn texts_of(&self, ticket: &str, kinds: &[&str]) -> anyhow::Result<Vec<String>> {
-        let mut transactions = Vec::new();
-        for kind in kinds {
-            transactions.extend(self.transactions(ticket, kind).await?);
-        }
-        // Listed without Content: RT puts a binary file's raw bytes there, and the JSON breaks.
-        let params = [("fields", "ContentType,TransactionId,Filename"), ("orderby", "id")];
-        let items = self.all_pages(&format!("/ticket/{ticket}/attachments"), &params).await?;
-        let mut texts = Vec::new();
-        for item in &items {
-            let transaction = item["TransactionId"]["id"]
-                .as_str()
-                .or(item["TransactionId"].as_str())
-                .unwrap_or_default();
-            // A text file the customer sent has a name; the message's text has none.
-            if item["ContentType"].as_str() == Some("text/plain")
-                && item["Filename"].as_str().unwrap_or_default().is_empty()
-                && transactions.iter().any(|t| t == transaction)
-            {
-                use base64::Engine as _;
-                let id = item["id"].as_str().unwrap_or_default();
-                let part = self.get(&format!("/attachment/{id}")).await?;
-                let encoded: String = part["Content"].as_str().unwrap_or_default().split_whitespace().collect();
-                let content = base64::engine::general_purpose::STANDARD.decode(encoded)?;
-                texts.push(String::from_utf8_lossy(&content).trim_end().to_owned());
-            }
-        }
-        Ok(texts)
-    }
-
-    /// The files on the ticket, `(file name, content type)`, oldest first.
-    pub async fn files(&self, ticket: &str) -> anyhow::Result<Vec<(String, String)>> {
-        let params = [("fields", "Filename,ContentType"), ("orderby", "id")];
-        let items = self.all_pages(&format!("/ticket/{ticket}/attachments"), &params).await?;
-        Ok(items
-            .iter()
-            .filter_map(|item| {
-                let name = item["Filename"].as_str().filter(|name| !name.is_empty())?;
-                Some((name.to_owned(), item["ContentType"].as_str().unwrap_or_default().to_owned()))
-            })
-            .collect())
-    }
-
-    /// The SHA-256 (hex) of each file on the ticket by name, read from `GET /attachment/<id>`
-    /// (base64; a listing with `Content` holds a binary file's raw bytes and does not parse).
-    pub async fn file_hashes(&self, ticket: &str) -> anyhow::Result<Vec<(String, String)>> {
-        use base64::Engine as _;
-        use sha2::Digest as _;
-        let params = [("fields", "Filename"), ("orderby", "id")];
-        let mut hashes = Vec::new();
-        for item in self.all_pages(&format!("/ticket/{ticket}/attachments"), &params).await? {
-            let Some(name) = item["Filename"].as_str().filter(|name| !name.is_empty()) else {
-                continue;
-            };
-            let id = item["id"].as_str().unwrap_or_default();
-            let attachment = self.get(&format!("/attachment/{id}")).await?;
-            let encoded: String = attachment["Content"].as_str().unwrap_or_default().split_whitespace().collect();
-            let bytes = base64::engine::general_purpose::STANDARD.decode(encoded)?;
-            hashes.push((name.to_owned(), hex::encode(sha2::Sha256::digest(&bytes))));
-        }
-        Ok(hashes)
-    }
-
-    /// The ticket's requestor addresses.
-    pub async fn requestors(&self, ticket: &str) -> anyhow::Result<Vec<String>> {
-        let found = self.get(&format!("/ticket/{ticket}")).await?;
-        Ok(found["Requestor"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|r| r["id"].as_str().map(str::to_owned))
-            .collect())
-    }
-}
-
 /// One record read back from a topic.
 #[derive(Debug, Clone)]
 pub struct Record {
@@ -842,156 +581,6 @@ pub async fn produce(bootstrap: &str, topic: &str, key: &[u8], value: &[u8]) -> 
         .await
         .map_err(|(error, _)| anyhow::anyhow!("produce to {topic}: {error}"))?;
     Ok(())
-}
-
-/// A folder of its own in the shared Dovecot test instance (`make test` starts it; account
-/// `support`), filled the way mail really arrives: `doveadm save`, Dovecot's local delivery.
-#[derive(Clone)]
-pub struct Mailbox {
-    conf: String,
-    /// The IMAP port.
-    pub port: u16,
-    /// The folder, unique per test run.
-    pub folder: String,
-}
-
-impl Mailbox {
-    /// Creates a fresh folder.
-    pub fn create() -> Self {
-        let conf = std::env::var("OMNI_TEST_DOVECOT_CONF")
-            .unwrap_or_else(|_| format!("{}/../.omni/dovecot-11143/dovecot.conf", env!("CARGO_MANIFEST_DIR")));
-        assert!(
-            std::path::Path::new(&conf).is_file(),
-            "no dovecot config at {conf}: start it with `deploy/local/dovecot.sh start 11143` (make test does)"
-        );
-        let port = std::env::var("OMNI_TEST_IMAP_PORT")
-            .ok()
-            .and_then(|p| p.parse().ok())
-            .unwrap_or(11143);
-        let mailbox = Self {
-            conf,
-            port,
-            folder: format!("t{}", nonce()),
-        };
-        mailbox.doveadm(&["mailbox", "create", "-u", "support", &mailbox.folder], None);
-        mailbox
-    }
-
-    fn doveadm(&self, args: &[&str], stdin: Option<&[u8]>) {
-        // Right after a folder was recreated, a save can meet the connector's session noticing
-        // the deletion ("Mailbox was deleted under us"); the same save then succeeds.
-        let mut attempt = 1;
-        loop {
-            match self.try_doveadm(args, stdin) {
-                Ok(()) => return,
-                Err(error) if attempt < 5 => {
-                    eprintln!("doveadm {args:?} failed, retrying: {error}");
-                    attempt += 1;
-                    std::thread::sleep(Duration::from_millis(300));
-                }
-                Err(error) => panic!("doveadm {args:?} failed: {error}"),
-            }
-        }
-    }
-
-    fn try_doveadm(&self, args: &[&str], stdin: Option<&[u8]>) -> Result<(), String> {
-        use std::io::Write;
-        let mut child = Command::new("doveadm")
-            .arg("-c")
-            .arg(&self.conf)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("run doveadm");
-        if let Some(bytes) = stdin {
-            child.stdin.take().unwrap().write_all(bytes).expect("write to doveadm");
-        }
-        drop(child.stdin.take());
-        let output = child.wait_with_output().expect("doveadm");
-        if output.status.success() {
-            Ok(())
-        } else {
-            Err(String::from_utf8_lossy(&output.stderr).into_owned())
-        }
-    }
-
-    /// Delivers one message to the folder.
-    pub fn deliver(&self, message: &[u8]) {
-        self.doveadm(&["save", "-u", "support", "-m", &self.folder], Some(message));
-    }
-
-    /// Files every message file in `dir` (by name) into the folder over IMAP APPEND, with
-    /// `omni mail append`, the command the README gives newcomers.
-    pub fn append_dir(&self, dir: &std::path::Path) -> anyhow::Result<()> {
-        let output = Command::new(binary("omni"))
-            .env_remove("OMNI_CONFIG")
-            .env("OMNI__EMAIL__MAILBOXES__SUPPORT__PORT", self.port.to_string())
-            .args(["mail", "append", "--folder", &self.folder])
-            .arg(dir)
-            .output()?;
-        if !output.status.success() {
-            bail!("omni mail append failed: {}", String::from_utf8_lossy(&output.stderr));
-        }
-        Ok(())
-    }
-
-    /// The full text of every message in `user`'s INBOX matching an IMAP SEARCH (for example
-    /// `["to", "jan@example.nl"]`), in UID order, read with `doveadm search` and `fetch`.
-    pub fn fetch(&self, user: &str, search: &[&str]) -> anyhow::Result<Vec<String>> {
-        let doveadm = |args: &[&str]| -> anyhow::Result<String> {
-            let output = Command::new("doveadm").arg("-c").arg(&self.conf).args(args).output()?;
-            if !output.status.success() {
-                bail!("doveadm {args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
-            }
-            Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-        };
-        let mut query = vec!["search", "-u", user, "mailbox", "INBOX"];
-        query.extend_from_slice(search);
-        // One `<mailbox guid> <uid>` line per message.
-        let found = doveadm(&query)?;
-        let mut uids: Vec<u32> = found
-            .lines()
-            .filter_map(|line| line.split_whitespace().nth(1)?.parse().ok())
-            .collect();
-        uids.sort_unstable();
-        uids.into_iter()
-            .map(|uid| {
-                let text = doveadm(&["fetch", "-u", user, "text", "mailbox", "INBOX", "uid", &uid.to_string()])?;
-                Ok(text.strip_prefix("text:\n").unwrap_or(&text).to_owned())
-            })
-            .collect()
-    }
-
-    /// Deletes and creates the folder again: the server gives it a new UIDVALIDITY.
-    pub fn recreate(&self) {
-        self.doveadm(&["mailbox", "delete", "-u", "support", &self.folder], None);
-        self.doveadm(&["mailbox", "create", "-u", "support", &self.folder], None);
-    }
-}
-
-/// The SMTP server `make test` starts (deploy/local/postfix.sh), which delivers every mail to
-/// the local Dovecot's `customers` account.
-pub fn smtp_port() -> u16 {
-    std::env::var("OMNI_TEST_SMTP_PORT")
-        .ok()
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(12525)
-}
-
-/// A plain-text mail to the support mailbox; `headers` are added as they are (each ending in
-/// CRLF), for example thread headers or `Auto-Submitted`.
-pub fn mail(from: &str, message_id: &str, headers: &str, subject: &str, text: &str) -> Vec<u8> {
-    format!(
-        "From: {from}\r\nTo: Support <support@omni.local>\r\nSubject: {subject}\r\nMessage-ID: <{message_id}>\r\n{headers}Date: Fri, 04 Dec 2026 10:00:00 +0000\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{text}\r\n"
-    )
-    .into_bytes()
-}
-
-/// The value of a header in a raw message (first occurrence, unfolded).
-pub fn header(message: &str, name: &str) -> Option<String> {
-    let parsed = mail_parser::MessageParser::default().parse(message.as_bytes())?;
-    parsed.header_raw(name).map(|v| v.split_whitespace().collect::<Vec<_>>().join(" "))
 }
 
 /// The whole pipeline: broker, gateway, email connector, normalizer, router, against the
