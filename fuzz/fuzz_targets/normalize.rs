@@ -4,6 +4,8 @@
 #![no_main]
 
 #[path = "../harness/mod.rs"]
+// Each target calls one entry point of the shared harness; the others are unused here.
+#[allow(dead_code)]
 mod harness;
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| harness::normalize(data));
