@@ -99,6 +99,21 @@ pub struct ReplyCall<'a> {
     pub max_age: Duration,
 }
 
+#[cfg(test)]
+impl<'a> ReplyCall<'a> {
+    /// A call received now, its signed timestamp allowed `window` either way and its answer an
+    /// hour old at most: what the reply adapters' tests feed them.
+    pub(crate) fn for_test(headers: &'a HeaderMap, body: &'a str, window: Duration) -> Self {
+        Self {
+            headers,
+            body: body.as_bytes(),
+            received_at: SystemTime::now(),
+            window,
+            max_age: Duration::from_secs(3600),
+        }
+    }
+}
+
 impl ReplyCall<'_> {
     /// A header's value; a missing or non-ASCII one is a 401.
     pub fn header(&self, name: &str) -> Result<&str, Rejection> {

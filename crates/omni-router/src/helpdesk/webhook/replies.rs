@@ -161,13 +161,7 @@ mod tests {
     }
 
     fn call<'a>(headers: &'a HeaderMap, body: &'a str) -> ReplyCall<'a> {
-        ReplyCall {
-            headers,
-            body: body.as_bytes(),
-            received_at: SystemTime::now(),
-            window: Duration::from_secs(300),
-            max_age: Duration::from_secs(3600),
-        }
+        ReplyCall::for_test(headers, body, Duration::from_secs(300))
     }
 
     fn signed(t: u64, body: &str) -> HeaderMap {

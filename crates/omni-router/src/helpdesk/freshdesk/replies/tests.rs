@@ -4,7 +4,7 @@
 //! https://developers.freshdesk.com/api/#view_a_ticket, #list_all_ticket_notes.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use axum::extract::{Path, State};
 use reqwest::header::HeaderMap;
@@ -77,13 +77,7 @@ fn headers(token: Option<&str>) -> HeaderMap {
 }
 
 fn call<'a>(headers: &'a HeaderMap, body: &'a str) -> ReplyCall<'a> {
-    ReplyCall {
-        headers,
-        body: body.as_bytes(),
-        received_at: SystemTime::now(),
-        window: Duration::from_secs(3600),
-        max_age: Duration::from_secs(3600),
-    }
+    ReplyCall::for_test(headers, body, Duration::from_secs(3600))
 }
 
 #[tokio::test]

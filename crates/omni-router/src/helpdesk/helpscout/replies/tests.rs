@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use axum::extract::State;
 use omni_channels::webhook::signature::{base64, hmac_sha1};
@@ -53,13 +53,7 @@ fn signed(body: &str, event: &str) -> HeaderMap {
 }
 
 fn call<'a>(headers: &'a HeaderMap, body: &'a str) -> ReplyCall<'a> {
-    ReplyCall {
-        headers,
-        body: body.as_bytes(),
-        received_at: SystemTime::now(),
-        window: Duration::from_secs(3600),
-        max_age: Duration::from_secs(3600),
-    }
+    ReplyCall::for_test(headers, body, Duration::from_secs(3600))
 }
 
 #[tokio::test]

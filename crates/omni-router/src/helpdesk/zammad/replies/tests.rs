@@ -3,7 +3,7 @@
 //! `ticket`); the signature is the `X-Hub-Signature: sha1=<hex HMAC-SHA1 of the body>` Zammad
 //! sends when the webhook has a signature token.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use omni_channels::webhook::signature::hmac_sha1;
 use reqwest::header::HeaderMap;
@@ -32,13 +32,7 @@ fn signed(body: &str) -> HeaderMap {
 }
 
 fn call<'a>(headers: &'a HeaderMap, body: &'a str) -> ReplyCall<'a> {
-    ReplyCall {
-        headers,
-        body: body.as_bytes(),
-        received_at: SystemTime::now(),
-        window: Duration::from_secs(300),
-        max_age: Duration::from_secs(3600),
-    }
+    ReplyCall::for_test(headers, body, Duration::from_secs(300))
 }
 
 fn edited(edit: impl FnOnce(&mut Value)) -> String {
