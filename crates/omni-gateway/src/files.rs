@@ -92,3 +92,50 @@ fn refused(status: StatusCode, message: &'static str) -> Response {
     metrics::counter!("omni_gateway_file_links_total", "outcome" => status.as_u16().to_string()).increment(1);
     (status, message).into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// The response to `link` (as the router makes it), status and `Retry-After`.
+    async fn get(files: &Arc<Files>, link: &str) -> (StatusCode, Option<String>) {
+        let (path, query) = link.split_once('?').expect("a query");
+        let sha256 = path.rsplit('/').next().expect("a path").to_owned();
+        let response = serve(State(files.clone()), Path(sha256), RawQuery(Some(query.to_owned()))).await;
+        let retry_after = response.headers().get(header::RETRY_AFTER).map(|v| v.to_str().unwrap().to_owned());
+        (response.status(), retry_after)
+    }
+
+    #[tokio::test]
+    async fn beyond_eight_files_at_once_a_link_is_busy_and_works_again_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let objects = Objects::open(dir.path().to_str().unwrap()).unwrap().expect("a store");
+        let sha256 = objects.put(b"%PDF-1.7 a receipt").await.unwrap();
+        let secret = "a-link-secret-of-thirty-two-chars";
+        let files = Arc::new(Files {
+            objects,
+            secret: secret.to_owned(),
+            at_once: tokio::sync::Semaphore::new(AT_ONCE),
+        });
+        let links = links::Links::new("http://gateway.example", secret, Duration::from_secs(3600)).unwrap();
+        let link = links.link(&sha256, "receipt.pdf", "application/pdf", SystemTime::now());
+        assert_eq!(get(&files, &link).await, (StatusCode::OK, None));
+        let serving = files.at_once.acquire_many(AT_ONCE as u32).await.unwrap();
+        assert_eq!(get(&files, &link).await, (StatusCode::SERVICE_UNAVAILABLE, Some("2".into())));
+        drop(serving);
+        assert_eq!(get(&files, &link).await.0, StatusCode::OK);
+        // Checked before the limit and the store: a forged or an expired link.
+        let forged = links::Links::new(
+            "http://gateway.example",
+            "another-secret-of-32-characters!",
+            Duration::from_secs(3600),
+        )
+        .unwrap()
+        .link(&sha256, "receipt.pdf", "application/pdf", SystemTime::now());
+        assert_eq!(get(&files, &forged).await.0, StatusCode::FORBIDDEN);
+        let expired = links.link_until(&sha256, "receipt.pdf", "application/pdf", 1);
+        assert_eq!(get(&files, &expired).await.0, StatusCode::GONE);
+    }
+}
