@@ -87,10 +87,7 @@ async fn visitor_of(browser: &Client) -> anyhow::Result<String> {
 async fn a_visitor_writes_in_turkish_in_chromium_and_the_agents_answer_appears_in_both_tabs() -> anyhow::Result<()> {
     let _serial = serial().await;
     let pipeline = Pipeline::start(&[]).await?;
-    let _replies = pipeline
-        .spawn_beside("replies", &[("OMNI__REPLIES__POLL_INTERVAL_MS", "500")])
-        .await?;
-    let sender = pipeline.spawn_beside("sender", &[]).await?;
+    let (_replies, sender) = return_path(&pipeline, &[]).await?;
     let driver = ChromeDriver::start().await?;
     let browser = driver.session().await?;
     open_chat(&browser, &pipeline, "tr").await?;
@@ -658,10 +655,7 @@ async fn websocket_blocking_proxy(
 async fn behind_a_proxy_that_blocks_websockets_the_widget_chats_over_http_in_chromium() -> anyhow::Result<()> {
     let _serial = serial().await;
     let pipeline = Pipeline::start(&[]).await?;
-    let _replies = pipeline
-        .spawn_beside("replies", &[("OMNI__REPLIES__POLL_INTERVAL_MS", "500")])
-        .await?;
-    let sender = pipeline.spawn_beside("sender", &[]).await?;
+    let (_replies, sender) = return_path(&pipeline, &[]).await?;
     let (proxy, refused_upgrades) = websocket_blocking_proxy(&pipeline.gateway_url, false).await?;
     let driver = ChromeDriver::start().await?;
     let browser = driver.session().await?;
@@ -1082,23 +1076,28 @@ async fn a_verified_customer_continues_in_a_second_browser_profile_and_a_forged_
     Ok(())
 }
 
+/// The return path beside `pipeline`: omni-replies polling RT every 500 ms and omni-sender with
+/// `sender_env`.
+async fn return_path(pipeline: &Pipeline, sender_env: &[(&str, &str)]) -> anyhow::Result<(omni_e2e::Service, omni_e2e::Service)> {
+    let replies = pipeline
+        .spawn_beside("replies", &[("OMNI__REPLIES__POLL_INTERVAL_MS", "500")])
+        .await?;
+    let sender = pipeline.spawn_beside("sender", sender_env).await?;
+    Ok((replies, sender))
+}
+
 /// The reply intake (RT polled every 0.5 s) and the sender mailing through the test Postfix,
 /// a visitor counting as left 2 s after their last chat closed.
 async fn away_return_path(pipeline: &Pipeline) -> anyhow::Result<(omni_e2e::Service, omni_e2e::Service)> {
     let smtp = format!("smtp://127.0.0.1:{}", omni_e2e::smtp_port());
-    let replies = pipeline
-        .spawn_beside("replies", &[("OMNI__REPLIES__POLL_INTERVAL_MS", "500")])
-        .await?;
-    let sender = pipeline
-        .spawn_beside(
-            "sender",
-            &[
-                ("OMNI__SENDER__EMAIL__SMTP_URL", smtp.as_str()),
-                ("OMNI__SENDER__CHAT_AWAY_AFTER_SECS", "2"),
-            ],
-        )
-        .await?;
-    Ok((replies, sender))
+    return_path(
+        pipeline,
+        &[
+            ("OMNI__SENDER__EMAIL__SMTP_URL", smtp.as_str()),
+            ("OMNI__SENDER__CHAT_AWAY_AFTER_SECS", "2"),
+        ],
+    )
+    .await
 }
 
 /// Item 4 of the chat: an answer reaches a visitor who is there in the chat; one who left and
