@@ -133,6 +133,18 @@ pub struct Stage {
     pub of_baseline: f64,
 }
 
+/// How one channel's share of the burst went in: when the load generator had it all taken and
+/// when its raw topic had it all, seconds after the burst began.
+#[derive(Clone, Debug, Serialize)]
+pub struct ChannelIngest {
+    /// The channel (load generator's name) or raw topic.
+    pub name: String,
+    /// Messages (or raw records) of the burst.
+    pub count: usize,
+    /// The last one taken (sends) or written (raw topic), seconds after the burst began.
+    pub last_secs: f64,
+}
+
 /// A latency distribution, seconds.
 #[derive(Clone, Debug, Serialize)]
 pub struct Latency {
@@ -222,6 +234,8 @@ pub struct BenchReport {
     pub baseline: Stage,
     /// Each stage in the burst, and end to end (first send to last delivery).
     pub stages: Vec<Stage>,
+    /// The burst's ingest per channel (taken by the pipeline) and per raw topic (written).
+    pub ingest_by_channel: Vec<ChannelIngest>,
     /// Latencies.
     pub latencies: Vec<Latency>,
     /// CPU and memory per service.
@@ -281,6 +295,24 @@ async fn send_all(sender: &Arc<Sender>, items: Vec<Item>, concurrency: usize) ->
         .collect()
         .await;
     results.into_iter().collect()
+}
+
+/// Per channel of the load: how many were sent and when the last was taken.
+fn ingest_by_kind(sent: &[(Item, Sent)], started: SystemTime) -> Vec<ChannelIngest> {
+    let mut by_kind: BTreeMap<&str, (usize, SystemTime)> = BTreeMap::new();
+    for (item, sent) in sent {
+        let entry = by_kind.entry(item.kind.name()).or_insert((0, started));
+        entry.0 += 1;
+        entry.1 = entry.1.max(sent.taken);
+    }
+    by_kind
+        .into_iter()
+        .map(|(name, (count, last))| ChannelIngest {
+            name: format!("{name} (taken)"),
+            count,
+            last_secs: seconds_between(started, last),
+        })
+        .collect()
 }
 
 /// Waits until every item's marker is in the helpdesk.
@@ -427,16 +459,28 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
             delivery_times.push(at.seconds * 1000 + i64::from(at.nanos) / 1_000_000);
         }
     }
+    // Raw records of the burst: those written before the steady phase began.
+    let steady_began = steady.iter().map(|(_, s)| s.at).min().unwrap_or_else(SystemTime::now);
     let mut raw_times = Vec::new();
     let mut raw_total = 0;
+    let mut ingest_by_channel = ingest_by_kind(&burst, burst_started);
     for topic in omni_kafka::topics::raw_topics() {
         let raw = stack.pipeline.topic(&topic)?;
         raw_total += raw.len();
-        raw_times.extend(raw.iter().map(|r| r.timestamp_ms).filter(|ms| from_millis(*ms) < SystemTime::now()));
+        let times: Vec<i64> = raw
+            .iter()
+            .map(|r| r.timestamp_ms)
+            .filter(|ms| from_millis(*ms) < steady_began)
+            .collect();
+        if let Some(last) = times.iter().max() {
+            ingest_by_channel.push(ChannelIngest {
+                name: topic,
+                count: times.len(),
+                last_secs: seconds_between(burst_started, from_millis(*last)),
+            });
+        }
+        raw_times.extend(times);
     }
-    // Raw records of the burst: those written before the steady phase began.
-    let steady_began = steady.iter().map(|(_, s)| s.at).min().unwrap_or_else(SystemTime::now);
-    raw_times.retain(|ms| from_millis(*ms) < steady_began);
 
     // 2b. Agents' answers back to the customers of the burst and steady conversations.
     let replies = if options.replies > 0 {
@@ -629,6 +673,7 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
         burst_file_bytes,
         baseline,
         stages,
+        ingest_by_channel,
         latencies,
         services,
         slow_helpdesk,
@@ -791,6 +836,10 @@ impl BenchReport {
                 mib / end_to_end.seconds,
                 self.burst_mean_bytes * self.options.messages as f64 / 1024.0 / 1024.0 / end_to_end.seconds
             ));
+        }
+        out.push_str("\n### Ingest per channel (burst)\n\nWhen the pipeline took each channel's last message (sends), and when its raw topic had the last record, seconds after the burst began.\n\n| channel or topic | messages | last at s |\n|---|---:|---:|\n");
+        for c in &self.ingest_by_channel {
+            out.push_str(&format!("| {} | {} | {:.2} |\n", c.name, c.count, c.last_secs));
         }
         out.push_str("\n## Latency (seconds)\n\n| phase | path | messages | p50 | p99 | max |\n|---|---|---:|---:|---:|---:|\n");
         for l in &self.latencies {

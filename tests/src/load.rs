@@ -430,6 +430,8 @@ fn cdr_line(number: &str, start: i64, uniqueid: &str) -> String {
 pub struct Sent {
     /// When the first attempt started.
     pub at: SystemTime,
+    /// When the pipeline took it (the gateway's 200, the mail filed, the call line written).
+    pub taken: SystemTime,
     /// Attempts until it was taken (1 = first time).
     pub attempts: u32,
     /// Of which answered 503 (not stored: broker unreachable or slow).
@@ -467,6 +469,7 @@ impl Sender {
     pub async fn send(&self, item: &Item) -> anyhow::Result<Sent> {
         let mut sent = Sent {
             at: SystemTime::now(),
+            taken: SystemTime::now(),
             attempts: 0,
             unavailable: 0,
         };
@@ -474,7 +477,10 @@ impl Sender {
         loop {
             sent.attempts += 1;
             let error = match self.attempt(item).await {
-                Ok(()) => return Ok(sent),
+                Ok(()) => {
+                    sent.taken = SystemTime::now();
+                    return Ok(sent);
+                }
                 Err(error) => error,
             };
             if error.downcast_ref::<Unavailable>().is_some() {
