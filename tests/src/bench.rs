@@ -62,6 +62,8 @@ pub struct BenchOptions {
     pub burst_webhooks: usize,
     /// Seed of the load.
     pub seed: u64,
+    /// `[kafka.producer] compression` of the services and of the baseline copy.
+    pub compression: String,
     /// Router sweep: the stub's delays per request (ms) ...
     pub sweep_delays_ms: Vec<u64>,
     /// ... at each of these `max_in_flight` bounds ...
@@ -97,7 +99,11 @@ impl BenchOptions {
 /// change to the router; no baseline copy, so no ratio. Returns the runs and the problems found
 /// (events not once, conversations out of order).
 pub async fn router_only(options: &BenchOptions) -> anyhow::Result<(Vec<SweepRun>, Vec<String>)> {
-    let mut stack = Stack::start(&[("OMNI__KAFKA__PRODUCER__LINGER_MS", "5")]).await?;
+    let mut stack = Stack::start(&[
+        ("OMNI__KAFKA__PRODUCER__LINGER_MS", "5"),
+        ("OMNI__KAFKA__PRODUCER__COMPRESSION", &options.compression),
+    ])
+    .await?;
     let runs = crate::router_sweep::run(&mut stack, &options.sweep_plans(), f64::NAN).await?;
     let problems = runs.iter().filter_map(SweepRun::problem).collect();
     Ok((runs, problems))
@@ -363,7 +369,11 @@ const BASELINE_TOPIC: &str = "omni.bench.baseline.v1";
 
 /// Runs the benchmark.
 pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
-    let mut stack = Stack::start(&[("OMNI__KAFKA__PRODUCER__LINGER_MS", "5")]).await?;
+    let mut stack = Stack::start(&[
+        ("OMNI__KAFKA__PRODUCER__LINGER_MS", "5"),
+        ("OMNI__KAFKA__PRODUCER__COMPRESSION", &options.compression),
+    ])
+    .await?;
     let sender = Arc::new(stack.sender());
     let mut generator = Generator::new(options.seed, options.follow_up_percent);
     let mut pids: Vec<(String, u32)> = SERVICES
@@ -491,7 +501,7 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
 
     // 3. Baseline.
     println!("bench: baseline copy of {raw_total} raw records");
-    let baseline = baseline(&stack.pipeline.broker.bootstrap(), raw_total).await?;
+    let baseline = baseline(&stack.pipeline.broker.bootstrap(), raw_total, &options.compression).await?;
 
     let stage = |name: &str, times: &mut Vec<i64>| {
         times.sort_unstable();
@@ -687,7 +697,7 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
 /// The least possible work on the same broker: consume every raw record and produce it to
 /// another topic with the services' producer settings (acks=all, not idempotent, one request in
 /// flight, lz4, linger 5 ms), until `expected` are copied.
-async fn baseline(bootstrap: &str, expected: usize) -> anyhow::Result<Stage> {
+async fn baseline(bootstrap: &str, expected: usize, compression: &str) -> anyhow::Result<Stage> {
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
     // Like the raw topics: three partitions (tansu creates no topic on its own).
     let admin: AdminClient<_> = ClientConfig::new().set("bootstrap.servers", bootstrap).create()?;
@@ -699,7 +709,7 @@ async fn baseline(bootstrap: &str, expected: usize) -> anyhow::Result<Stage> {
             bail!("cannot create {name}: {code}");
         }
     }
-    let bootstrap = bootstrap.to_owned();
+    let (bootstrap, compression) = (bootstrap.to_owned(), compression.to_owned());
     tokio::task::spawn_blocking(move || {
         let consumer: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", &bootstrap)
@@ -715,7 +725,7 @@ async fn baseline(bootstrap: &str, expected: usize) -> anyhow::Result<Stage> {
             .set("acks", "all")
             .set("enable.idempotence", "false")
             .set("max.in.flight.requests.per.connection", "1")
-            .set("compression.type", "lz4")
+            .set("compression.type", &compression)
             .set("linger.ms", "5")
             .create()?;
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
@@ -811,7 +821,7 @@ impl BenchReport {
         );
         let channels: Vec<String> = self.burst_by_channel.iter().map(|(k, v)| format!("{k} {v}")).collect();
         out.push_str(&format!(
-            "Burst: {} messages ({}), mean {:.1} KiB, {}% follow-ups, {} senders, seed {}. Steady: {}/s for {} s.\n\n",
+            "Burst: {} messages ({}), mean {:.1} KiB, {}% follow-ups, {} senders, seed {}. Steady: {}/s for {} s. Producer compression: {}.\n\n",
             o.messages,
             channels.join(", "),
             self.burst_mean_bytes / 1024.0,
@@ -819,7 +829,8 @@ impl BenchReport {
             o.concurrency,
             o.seed,
             o.rate,
-            o.steady_secs
+            o.steady_secs,
+            o.compression
         ));
         out.push_str("## Throughput (burst)\n\n| stage | records | seconds | records/s | x baseline |\n|---|---:|---:|---:|---:|\n");
         for stage in std::iter::once(&self.baseline).chain(&self.stages) {

@@ -58,6 +58,38 @@ pub struct ProducerConfig {
     /// because tansu 0.6 cannot take the producer-epoch bump librdkafka makes after a record
     /// timed out: its storage task panics and the broker stops answering everyone.
     pub idempotence: bool,
+    /// How record batches are compressed (librdkafka `compression.type`). The broker
+    /// decompresses every batch it takes (tansu to store each record, Kafka to validate it), so
+    /// compression trades the broker's CPU for network and disk.
+    pub compression: Compression,
+}
+
+/// `[kafka.producer] compression`: librdkafka's `compression.type` values this build supports
+/// (zstd is not built in).
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    /// Batches as they are.
+    #[default]
+    None,
+    /// LZ4: fast, a good choice across a network.
+    Lz4,
+    /// Snappy.
+    Snappy,
+    /// Gzip.
+    Gzip,
+}
+
+impl Compression {
+    /// The librdkafka property value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Lz4 => "lz4",
+            Self::Snappy => "snappy",
+            Self::Gzip => "gzip",
+        }
+    }
 }
 
 /// `[kafka.consumer]`.
@@ -157,5 +189,39 @@ impl KafkaConfig {
             config.set(key, value);
         }
         config
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use omni_runtime::settings::Settings;
+    use rdkafka::producer::BaseProducer;
+
+    fn kafka_with(env: &[(&str, &str)]) -> (Option<KafkaConfig>, Problems) {
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        let settings = Settings::load_from(None, env).unwrap();
+        let mut problems = Problems::default();
+        (settings.section::<KafkaConfig>("kafka", &mut problems), problems)
+    }
+
+    #[test]
+    fn compression_is_off_in_the_defaults_and_set_by_name() {
+        let (defaults, _) = kafka_with(&[]);
+        assert_eq!(defaults.unwrap().producer.compression, Compression::None);
+        let (lz4, _) = kafka_with(&[("OMNI__KAFKA__PRODUCER__COMPRESSION", "lz4")]);
+        assert_eq!(lz4.unwrap().producer.compression, Compression::Lz4);
+        let (zstd, problems) = kafka_with(&[("OMNI__KAFKA__PRODUCER__COMPRESSION", "zstd")]);
+        assert!(zstd.is_none() && !problems.is_empty(), "a codec this build lacks is refused");
+    }
+
+    #[test]
+    fn librdkafka_takes_every_compression_value() {
+        for compression in [Compression::None, Compression::Lz4, Compression::Snappy, Compression::Gzip] {
+            let created = rdkafka::ClientConfig::new()
+                .set("compression.type", compression.as_str())
+                .create::<BaseProducer>();
+            assert!(created.is_ok(), "{compression:?}: {:?}", created.err());
+        }
     }
 }

@@ -197,7 +197,7 @@ impl Producer {
             .set("message.timeout.ms", message_timeout_ms.to_string())
             .set("queue.buffering.max.messages", producer.queue_max_messages.to_string())
             .set("queue.buffering.max.kbytes", producer.queue_max_kbytes.to_string())
-            .set("compression.type", "lz4")
+            .set("compression.type", producer.compression.as_str())
             // Broker states for `broker_unreachable`, twice a second.
             .set("statistics.interval.ms", "500");
         let reachability = Reachability::default();

@@ -38,6 +38,10 @@ struct Args {
     /// Seed of the load (the same seed sends the same messages).
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// `[kafka.producer] compression` for the services and the baseline copy (none, lz4, snappy,
+    /// gzip); the embedded default is none.
+    #[arg(long, default_value = "none")]
+    compression: String,
     /// Router sweep: the helpdesk stub's delays per request, ms.
     #[arg(long, value_delimiter = ',', default_value = "0,100,300")]
     sweep_delays_ms: Vec<u64>,
@@ -76,6 +80,7 @@ async fn main() -> anyhow::Result<()> {
         slow_secs: args.slow_secs,
         burst_webhooks: args.burst_webhooks,
         seed: args.seed,
+        compression: args.compression,
         sweep_delays_ms: args.sweep_delays_ms,
         sweep_in_flight: args.sweep_in_flight,
         sweep_events: args.sweep_events,
