@@ -100,6 +100,9 @@ pub struct ReplyCall<'a> {
 }
 
 #[cfg(test)]
+pub(crate) mod kit;
+
+#[cfg(test)]
 impl<'a> ReplyCall<'a> {
     /// A call received now, its signed timestamp allowed `window` either way and its answer an
     /// hour old at most: what the reply adapters' tests feed them.
