@@ -15,12 +15,68 @@
 //! - the URL is tried as given without its port and with the scheme's default port added
 //!   (`:443`, `:80`), since Twilio signs either form; either matching is enough.
 
+use std::time::SystemTime;
+
 use omni_proto::v1::ContactIdentifier;
 use omni_proto::v1::contact_identifier::Kind;
 use sha2::{Digest, Sha256};
 
 use crate::webhook::signature::{base64, hmac_sha1, tokens_equal, verify_sha1_base64};
-use crate::webhook::{Rejection, Reply, WebhookAccount, WebhookRequest, e164};
+use crate::webhook::{Accepted, Item, Rejection, Reply, WebhookAccount, WebhookAdapter, WebhookRequest, e164};
+
+/// A Twilio product's webhook (Messaging, Voice): the signature, the form body, the TwiML answer
+/// and the account checks are Twilio's, so a product says only its channel and how its form
+/// becomes items; [`WebhookAdapter`] follows.
+pub trait TwilioWebhook: crate::Normalize {
+    /// The channel of the product's records.
+    const CHANNEL: omni_proto::v1::Channel;
+    /// The channel name in event ids and conversation ids.
+    const ID_CHANNEL: &'static str;
+    /// The product's webhooks, as a refusal names them ("Twilio Messaging webhooks").
+    const WEBHOOKS: &'static str;
+
+    /// The items of a verified form body.
+    fn items(body: &[u8]) -> Result<Vec<Item>, String>;
+}
+
+impl<T: TwilioWebhook> WebhookAdapter for T {
+    fn channel(&self) -> omni_proto::v1::Channel {
+        T::CHANNEL
+    }
+
+    fn id_channel(&self) -> &'static str {
+        T::ID_CHANNEL
+    }
+
+    fn check_account(&self, account: &WebhookAccount, loopback: bool) -> Vec<String> {
+        check_account(account, loopback)
+    }
+
+    fn development_account(&self) -> WebhookAccount {
+        development_account()
+    }
+
+    fn signature_headers(&self) -> &'static [&'static str] {
+        &[SIGNATURE_HEADER]
+    }
+
+    fn sign(&self, account: &WebhookAccount, url: &str, content_type: &str, body: &[u8], _now: SystemTime) -> crate::webhook::Signed {
+        sign(account, url, content_type, body)
+    }
+
+    fn verify(&self, account: &WebhookAccount, request: &WebhookRequest<'_>) -> Result<(), Rejection> {
+        verify(account, request)
+    }
+
+    fn accept(&self, _account: &WebhookAccount, request: &WebhookRequest<'_>) -> Result<Accepted, Rejection> {
+        require_form(request, T::WEBHOOKS)?;
+        Ok(Accepted::Items(T::items(request.body).map_err(Rejection::BadRequest)?))
+    }
+
+    fn acknowledgement(&self) -> Reply {
+        acknowledgement()
+    }
+}
 
 /// The header carrying Twilio's signature.
 pub const SIGNATURE_HEADER: &str = "x-twilio-signature";

@@ -13,6 +13,7 @@ use std::time::SystemTime;
 use omni_proto::v1::contact_identifier::Kind;
 
 use super::*;
+use crate::webhook::{Accepted, Rejection, WebhookAccount, WebhookRequest};
 
 const TOKEN: &str = "0123456789abcdef0123456789abcdef";
 const URL: &str = "https://omni.example.com/webhooks/twilio-sms/shop";

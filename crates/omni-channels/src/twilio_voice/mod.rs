@@ -56,7 +56,7 @@ use std::collections::BTreeMap;
 use omni_proto::v1::call_data::Outcome;
 use omni_proto::v1::{Body, CallData, Channel, ConversationEvent, Direction, Participant, ProviderReference, RawRecord, participant};
 
-use crate::webhook::{self, Accepted, Item, Rejection, Reply, WebhookAccount, WebhookAdapter, WebhookRequest};
+use crate::webhook::{self, Item, WebhookAdapter};
 use crate::{KnownEvents, Normalize, NormalizeError, ids, twilio};
 
 /// The `provider` of this adapter's raw records and its URL segment.
@@ -380,42 +380,12 @@ impl Normalize for TwilioVoice {
     }
 }
 
-impl WebhookAdapter for TwilioVoice {
-    fn channel(&self) -> Channel {
-        Channel::Voice
-    }
+impl twilio::TwilioWebhook for TwilioVoice {
+    const CHANNEL: Channel = Channel::Voice;
+    const ID_CHANNEL: &'static str = ID_CHANNEL;
+    const WEBHOOKS: &'static str = "Twilio Voice webhooks";
 
-    fn id_channel(&self) -> &'static str {
-        ID_CHANNEL
-    }
-
-    fn check_account(&self, account: &WebhookAccount, loopback: bool) -> Vec<String> {
-        twilio::check_account(account, loopback)
-    }
-
-    fn development_account(&self) -> WebhookAccount {
-        twilio::development_account()
-    }
-
-    fn signature_headers(&self) -> &'static [&'static str] {
-        &[twilio::SIGNATURE_HEADER]
-    }
-
-    fn sign(&self, account: &WebhookAccount, url: &str, content_type: &str, body: &[u8], _now: std::time::SystemTime) -> webhook::Signed {
-        twilio::sign(account, url, content_type, body)
-    }
-
-    fn verify(&self, account: &WebhookAccount, request: &WebhookRequest<'_>) -> Result<(), Rejection> {
-        twilio::verify(account, request)
-    }
-
-    fn accept(&self, _account: &WebhookAccount, request: &WebhookRequest<'_>) -> Result<Accepted, Rejection> {
-        twilio::require_form(request, "Twilio Voice webhooks")?;
-        let (_, items) = items(request.body).map_err(Rejection::BadRequest)?;
-        Ok(Accepted::Items(items))
-    }
-
-    fn acknowledgement(&self) -> Reply {
-        twilio::acknowledgement()
+    fn items(body: &[u8]) -> Result<Vec<Item>, String> {
+        Ok(items(body)?.1)
     }
 }

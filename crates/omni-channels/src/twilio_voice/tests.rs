@@ -24,6 +24,7 @@ use std::time::SystemTime;
 use omni_proto::v1::contact_identifier::Kind as IdKind;
 
 use super::*;
+use crate::webhook::{Accepted, Rejection, WebhookAccount, WebhookRequest};
 
 const TOKEN: &str = "0123456789abcdef0123456789abcdef";
 const URL: &str = "https://omni.example.com/webhooks/twilio-voice/shop";
