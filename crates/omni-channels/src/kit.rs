@@ -50,6 +50,19 @@ pub const NOW: u64 = 1_750_000_000;
 /// The account name of the kit's requests.
 pub const ACCOUNT: &str = "shop";
 
+/// Asserts that `adapter` finds `record` a clear [`NormalizeError::Malformed`] (not an event, not
+/// another error, not a panic); the failure shows the record's payload and attributes.
+pub fn assert_malformed(adapter: &dyn crate::Normalize, record: &RawRecord) {
+    let outcome = adapter.normalize(record, &NoKnownEvents);
+    assert!(
+        matches!(outcome, Err(NormalizeError::Malformed { .. })),
+        "{}: {:?} with attributes {:?} normalized to {outcome:?}, not Malformed",
+        adapter.provider(),
+        String::from_utf8_lossy(&record.payload[..record.payload.len().min(120)]),
+        record.attributes
+    );
+}
+
 /// The kit's clock as a `SystemTime`.
 pub fn now() -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(NOW)

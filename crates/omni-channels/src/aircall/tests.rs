@@ -253,16 +253,10 @@ fn conversations_are_per_customer_and_ids_stable_across_retries() {
 fn unreadable_records_are_malformed() {
     let mut record = raw(ANSWERED_TR);
     record.payload = b"{".to_vec();
-    assert!(matches!(
-        Aircall.normalize(&record, &crate::NoKnownEvents),
-        Err(NormalizeError::Malformed { .. })
-    ));
+    crate::kit::assert_malformed(&Aircall, &record);
     let mut record = raw(ANSWERED_TR);
     record.payload = NUMBER_CLOSED.as_bytes().to_vec();
-    assert!(matches!(
-        Aircall.normalize(&record, &crate::NoKnownEvents),
-        Err(NormalizeError::Malformed { .. })
-    ));
+    crate::kit::assert_malformed(&Aircall, &record);
 }
 
 #[test]

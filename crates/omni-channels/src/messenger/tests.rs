@@ -236,10 +236,7 @@ fn a_record_that_cannot_be_read_is_malformed() {
     ));
     let mut beyond = raw(&MESSENGER, TEXT_TR, 0);
     beyond.attributes.insert(ITEM_ATTRIBUTE.into(), "1".into());
-    assert!(matches!(
-        MESSENGER.normalize(&beyond, &crate::NoKnownEvents),
-        Err(NormalizeError::Malformed { .. })
-    ));
+    crate::kit::assert_malformed(&MESSENGER, &beyond);
 }
 
 #[test]

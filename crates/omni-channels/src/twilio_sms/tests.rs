@@ -258,16 +258,10 @@ fn status_callbacks_normalize_to_nothing() {
 fn unreadable_records_are_malformed() {
     let mut record = raw(SMS_TR);
     record.payload = b"\x00\x01not a form".to_vec();
-    assert!(matches!(
-        TwilioSms.normalize(&record, &crate::NoKnownEvents),
-        Err(NormalizeError::Malformed { .. })
-    ));
+    crate::kit::assert_malformed(&TwilioSms, &record);
     let mut record = raw(SMS_TR);
     record.attributes.insert(webhook::ITEM_ATTRIBUTE.into(), "1".into());
-    assert!(matches!(
-        TwilioSms.normalize(&record, &crate::NoKnownEvents),
-        Err(NormalizeError::Malformed { .. })
-    ));
+    crate::kit::assert_malformed(&TwilioSms, &record);
 }
 
 #[test]

@@ -300,16 +300,10 @@ fn a_recording_status_callback_joins_the_calls_conversation_once_known() {
 fn unreadable_records_are_malformed() {
     let mut record = raw(COMPLETED);
     record.payload = b"garbage".to_vec();
-    assert!(matches!(
-        TwilioVoice.normalize(&record, &crate::NoKnownEvents),
-        Err(NormalizeError::Malformed { .. })
-    ));
+    crate::kit::assert_malformed(&TwilioVoice, &record);
     let mut record = raw(COMPLETED);
     record.attributes.insert(webhook::ITEM_ATTRIBUTE.into(), "x".into());
-    assert!(matches!(
-        TwilioVoice.normalize(&record, &crate::NoKnownEvents),
-        Err(NormalizeError::Malformed { .. })
-    ));
+    crate::kit::assert_malformed(&TwilioVoice, &record);
 }
 
 #[test]
