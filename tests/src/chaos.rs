@@ -110,6 +110,9 @@ pub struct ChaosReport {
     pub split_conversations: Vec<u64>,
     /// Tickets holding messages of more than one conversation (helpdesk ids).
     pub merged_tickets: Vec<u64>,
+    /// Tickets whose comments are not in the order of their events in `omni.conversations.v1`
+    /// (one conversation's events are one partition's, in the order the router must keep).
+    pub out_of_order: Vec<u64>,
     /// Messages sent with a file.
     pub attachments: usize,
     /// Sequence numbers that arrived without their file.
@@ -137,6 +140,7 @@ impl ChaosReport {
             && self.duplicated.is_empty()
             && self.split_conversations.is_empty()
             && self.merged_tickets.is_empty()
+            && self.out_of_order.is_empty()
             && self.attachments_missing.is_empty()
             && self.attachments_doubled.is_empty()
             && self.comments - self.notes == self.sent
@@ -184,6 +188,11 @@ impl ChaosReport {
             "| tickets holding more than one conversation | {} {:?} |\n",
             self.merged_tickets.len(),
             first(&self.merged_tickets)
+        ));
+        out.push_str(&format!(
+            "| **tickets out of order** (comments vs. the conversation topic) | **{}** {:?} |\n",
+            self.out_of_order.len(),
+            first(&self.out_of_order)
         ));
         out.push_str(&format!(
             "| comments that are no message (besides {} sender notes) | {} |\n",
@@ -237,7 +246,7 @@ impl ChaosReport {
             if self.passed() {
                 "PASSED: 0 lost, 0 duplicated"
             } else {
-                "FAILED: messages lost, duplicated, split or merged, or comments that are no message"
+                "FAILED: messages lost, duplicated, split or merged, out of order, or comments that are no message"
             }
         ));
         out
@@ -329,6 +338,7 @@ pub async fn run(options: ChaosOptions) -> anyhow::Result<ChaosReport> {
         duplicated: counted.duplicated,
         split_conversations: counted.split_conversations,
         merged_tickets: counted.merged_tickets,
+        out_of_order: counted.out_of_order,
         attachments: sent.iter().filter(|(item, _)| item.attachment.is_some()).count(),
         attachments_missing: counted.attachments_missing,
         attachments_doubled: counted.attachments_doubled,
@@ -503,6 +513,7 @@ struct Counted {
     duplicated: Vec<u64>,
     split_conversations: Vec<u64>,
     merged_tickets: Vec<u64>,
+    out_of_order: Vec<u64>,
     attachments_missing: Vec<u64>,
     attachments_doubled: Vec<u64>,
 }
@@ -537,12 +548,29 @@ fn count(stack: &Stack, sent: &[(Item, Sent)], markers: &Markers) -> anyhow::Res
     }
     let records = stack.conversation_records()?;
     let mut events_of: HashMap<u64, HashSet<String>> = HashMap::new();
-    for (event, _) in &records {
+    // Where each message first is in the topic: one conversation's are one partition's, read in
+    // offset order.
+    let mut position: HashMap<u64, usize> = HashMap::new();
+    for (index, (event, _)) in records.iter().enumerate() {
         let text = event.body.as_ref().map(|b| b.text.as_str()).unwrap_or_default();
         for seq in markers.find(text) {
             events_of.entry(seq).or_default().insert(event.event_id.clone());
+            position.entry(seq).or_insert(index);
         }
     }
+    let out_of_order = tickets
+        .iter()
+        .filter(|ticket| {
+            let positions: Vec<usize> = ticket
+                .comments
+                .iter()
+                .flat_map(|text| markers.find(text))
+                .filter_map(|seq| position.get(&seq).copied())
+                .collect();
+            !positions.is_sorted()
+        })
+        .map(|ticket| ticket.id)
+        .collect();
     let seqs = || sent.iter().map(|(item, _)| item.seq);
     let lost: Vec<u64> = seqs().filter(|seq| !arrivals.contains_key(seq)).collect();
     let with_file = || file_of.keys().copied().filter(|seq| arrivals.contains_key(seq));
@@ -563,6 +591,7 @@ fn count(stack: &Stack, sent: &[(Item, Sent)], markers: &Markers) -> anyhow::Res
         events: records.iter().map(|(e, _)| e.event_id.as_str()).collect::<HashSet<_>>().len(),
         split_conversations: more_than_one(&tickets_of),
         merged_tickets: more_than_one(&conversations_of),
+        out_of_order,
         tickets,
         arrivals,
         lost,
