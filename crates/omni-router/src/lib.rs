@@ -548,23 +548,33 @@ impl Router {
         (event, missed)
     }
 
-    /// For a destination that takes file links (see [`Helpdesk::takes_file_links`]): each file
-    /// whose bytes the event carries is kept in the store and replaced by its signed link, valid
-    /// `link_ttl_secs` from when the message was received (so a redelivery carries the same
-    /// link; from now when that is already past). A file the store does not take keeps its bytes.
+    /// Files the destination gets as signed links rather than bytes (`[objects] public_url` and
+    /// `link_secret` set): every file for a destination that takes links (see
+    /// [`Helpdesk::takes_file_links`]), and for a helpdesk with an [`Helpdesk::attachment_limit`]
+    /// the files beyond it, which it would otherwise only name. Each is kept in the store and
+    /// replaced by its link, valid `link_ttl_secs` from when the message was received (so a
+    /// redelivery carries the same link; from now when that is already past). A file the store
+    /// does not take keeps its bytes.
     async fn with_file_links(&self, mut event: ConversationEvent) -> ConversationEvent {
         use omni_proto::v1::attachment::Content;
         let (Some(links), Some(objects)) = (&self.links, &self.objects) else {
             return event;
         };
-        if !self.helpdesk.takes_file_links() {
+        let linked: Vec<bool> = if self.helpdesk.takes_file_links() {
+            vec![true; event.attachments.len()]
+        } else if let Some(limit) = self.helpdesk.attachment_limit() {
+            helpdesk::sent_as_files(&event.attachments, limit)
+                .into_iter()
+                .map(|sent| !sent)
+                .collect()
+        } else {
             return event;
-        }
+        };
         let received = event.received_at.and_then(|at| SystemTime::try_from(at).ok());
         let from = received
             .filter(|at| links.valid_from(*at, SystemTime::now()))
             .unwrap_or_else(SystemTime::now);
-        for file in &mut event.attachments {
+        for (file, _) in event.attachments.iter_mut().zip(linked).filter(|(_, linked)| *linked) {
             let Some(Content::Data(bytes)) = &file.content else { continue };
             match objects.put(bytes).await {
                 Ok(sha256) => {

@@ -151,6 +151,13 @@ pub trait Helpdesk: Send + Sync {
         false
     }
 
+    /// The bytes of files the helpdesk takes with one message, when it has such a limit: the
+    /// files beyond it (in order, see [`split_attachments`]) are listed in the text, and the
+    /// router gives them a signed link to list when `[objects]` links are configured.
+    fn attachment_limit(&self) -> Option<u64> {
+        None
+    }
+
     /// Whether a follow-up for `event_id` was already added to the ticket.
     async fn has_event(&self, ticket: &TicketRef, event_id: &str) -> Result<bool, HelpdeskError>;
 
@@ -210,6 +217,10 @@ impl Helpdesk for RateLimited {
         self.inner.takes_file_links()
     }
 
+    fn attachment_limit(&self) -> Option<u64> {
+        self.inner.attachment_limit()
+    }
+
     async fn has_event(&self, ticket: &TicketRef, event_id: &str) -> Result<bool, HelpdeskError> {
         self.token().await;
         self.inner.has_event(ticket, event_id).await
@@ -243,14 +254,28 @@ pub(crate) fn ticket_tags(event: &ConversationEvent, routing: &Routing, clean: i
 /// The event's attachments split into those sent as files (inline content, at most `limit`
 /// bytes in all, in order) and those only listed in the text.
 pub(crate) fn split_attachments(event: &ConversationEvent, limit: u64) -> (Vec<&Attachment>, Vec<&Attachment>) {
+    let sent = sent_as_files(&event.attachments, limit);
+    let (files, listed): (Vec<_>, Vec<_>) = event.attachments.iter().zip(sent).partition(|(_, sent)| *sent);
+    (
+        files.into_iter().map(|(a, _)| a).collect(),
+        listed.into_iter().map(|(a, _)| a).collect(),
+    )
+}
+
+/// Per attachment, whether it is sent as a file within `limit` bytes in all: those with their
+/// content, in order, while the total stays within the limit.
+pub(crate) fn sent_as_files(attachments: &[Attachment], limit: u64) -> Vec<bool> {
     let mut total = 0u64;
-    event.attachments.iter().partition(|attachment| match &attachment.content {
-        Some(Content::Data(data)) if total + data.len() as u64 <= limit => {
-            total += data.len() as u64;
-            true
-        }
-        _ => false,
-    })
+    attachments
+        .iter()
+        .map(|attachment| match &attachment.content {
+            Some(Content::Data(data)) if total + data.len() as u64 <= limit => {
+                total += data.len() as u64;
+                true
+            }
+            _ => false,
+        })
+        .collect()
 }
 
 /// A file name for an attachment sent as a file: its own, else `attachment`.
@@ -417,5 +442,30 @@ mod tests {
         assert_eq!(inner.0.load(Ordering::SeqCst), 65);
         // Lower bounds only: five calls past the burst need at least ~0.5 s whatever the machine.
         assert!(after - burst >= Duration::from_millis(400), "burst {burst:?}, after {after:?}");
+    }
+
+    #[test]
+    fn files_beyond_a_helpdesks_limit_are_the_ones_not_sent() {
+        let file = |content: Option<Content>| Attachment {
+            content,
+            ..Default::default()
+        };
+        let bytes = |n: usize| Some(Content::Data(vec![0; n]));
+        let attachments = [
+            file(bytes(6)),
+            file(bytes(5)),
+            file(Some(Content::Reference("https://files.example/1".into()))),
+            file(bytes(4)),
+            file(None),
+        ];
+        // In order while the total stays within 10: the 6, not the 5 (11), the 4 (10).
+        assert_eq!(sent_as_files(&attachments, 10), [true, false, false, true, false]);
+        assert_eq!(sent_as_files(&attachments, 0), [false; 5]);
+        let event = ConversationEvent {
+            attachments: attachments.to_vec(),
+            ..Default::default()
+        };
+        let (files, listed) = split_attachments(&event, 10);
+        assert_eq!((files.len(), listed.len()), (2, 3));
     }
 }

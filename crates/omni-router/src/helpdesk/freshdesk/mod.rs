@@ -501,6 +501,10 @@ fn ticket_id(ticket: &Value) -> Option<u64> {
 
 #[async_trait]
 impl Helpdesk for Freshdesk {
+    fn attachment_limit(&self) -> Option<u64> {
+        Some(MAX_ATTACHMENT_BYTES)
+    }
+
     async fn check(&self) -> Result<(), HelpdeskError> {
         let fields = self.send(self.request(reqwest::Method::GET, "/ticket_fields")).await?;
         let names: Vec<&str> = fields

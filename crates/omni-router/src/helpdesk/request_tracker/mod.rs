@@ -245,6 +245,10 @@ fn content_and_files(event: &ConversationEvent) -> (String, Vec<Value>) {
 
 #[async_trait]
 impl Helpdesk for RequestTracker {
+    fn attachment_limit(&self) -> Option<u64> {
+        Some(MAX_ATTACHMENT_BYTES)
+    }
+
     async fn check(&self) -> Result<(), HelpdeskError> {
         let queue = self
             .send(self.request(reqwest::Method::GET, &format!("/queue/{}", self.config.queue)))

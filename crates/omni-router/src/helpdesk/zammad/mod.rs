@@ -330,6 +330,10 @@ fn ticket_id(ticket: &Value) -> Option<u64> {
 
 #[async_trait]
 impl Helpdesk for Zammad {
+    fn attachment_limit(&self) -> Option<u64> {
+        Some(MAX_ATTACHMENT_BYTES)
+    }
+
     async fn check(&self) -> Result<(), HelpdeskError> {
         self.send(self.request(reqwest::Method::GET, "/users/me")).await?;
         let attributes = match self.send(self.request(reqwest::Method::GET, "/object_manager_attributes")).await {
