@@ -1,54 +1,13 @@
-//! The adapter against an in-process fake of Zendesk's Ticketing API v2. What the fake checks and
-//! answers follows Zendesk's published reference:
-//!
-//! - Tickets (JSON format: `external_id`, `metadata`, `priority` values, `custom_fields`,
-//!   `group_id`, `requester`; Create Ticket `POST /api/v2/tickets` answering 201
-//!   `{"ticket", "audit"}`; Update Ticket `PUT /api/v2/tickets/{ticket_id}` answering 200; List
-//!   Tickets `GET /api/v2/tickets?external_id=`; Show Ticket `GET /api/v2/tickets/{ticket_id}`):
-//!   <https://developer.zendesk.com/api-reference/ticketing/tickets/tickets/>
-//! - Idempotency (`Idempotency-Key` on ticket creation, `x-idempotency-lookup: miss|hit`, the
-//!   cached response for the same body and key, keys expiring after two hours, 400
-//!   `IdempotentRequestError` "Request parameters don't match the given idempotency key" for the
-//!   same key with another body):
-//!   <https://developer.zendesk.com/api-reference/ticketing/introduction/#idempotency>
-//! - Setting metadata (up to 1 KB of custom metadata on the audit an update creates, read back
-//!   as `audit.metadata.custom`):
-//!   <https://developer.zendesk.com/documentation/ticketing/managing-tickets/creating-and-updating-tickets/#setting-metadata>
-//! - Ticket Audits (List Audits for a Ticket `GET /api/v2/tickets/{ticket_id}/audits`, oldest
-//!   first, cursor pagination `page[size]`/`page[after]` with `meta.has_more` and
-//!   `meta.after_cursor`):
-//!   <https://developer.zendesk.com/api-reference/ticketing/tickets/ticket_audits/>,
-//!   <https://developer.zendesk.com/api-reference/introduction/pagination/>
-//! - Ticket Comments (`author_id`: shown as the author, the API user stays the updater;
-//!   `public: false` is an internal note; `uploads` tokens):
-//!   <https://developer.zendesk.com/api-reference/ticketing/tickets/ticket_comments/>
-//! - Attachments (Upload Files `POST /api/v2/uploads?filename=` with the file as the body and its
-//!   own Content-Type, answering 201 `{"upload": {"token", "attachment", "attachments"}}`):
-//!   <https://developer.zendesk.com/api-reference/ticketing/tickets/ticket-attachments/>
-//! - Users (Show the Currently Authenticated User `GET /api/v2/users/me`, allowed for anonymous
-//!   users; `role` is `end-user`, `agent` or `admin`), Groups (`GET /api/v2/groups/{group_id}`,
-//!   `GET /api/v2/groups`), Ticket Fields (`GET /api/v2/ticket_fields`, `title`):
-//!   <https://developer.zendesk.com/api-reference/ticketing/users/users/>,
-//!   <https://developer.zendesk.com/api-reference/ticketing/groups/groups/>,
-//!   <https://developer.zendesk.com/api-reference/ticketing/tickets/ticket_fields/>
-//! - Security and authentication (API token as basic auth `{email_address}/token:{api_token}`,
-//!   OAuth access token as `Authorization: Bearer`):
-//!   <https://developer.zendesk.com/api-reference/introduction/security-and-auth/>
-//! - Requests (`Accept: application/json` on all requests, `Content-Type: application/json` on
-//!   PUT and POST; 401 `Couldn't authenticate you`; 422 `RecordInvalid` with `details`):
-//!   <https://developer.zendesk.com/api-reference/introduction/requests/>
-//! - Rate limits (429 with `Retry-After`, Zendesk's example body in text; `ratelimit-remaining`):
-//!   <https://developer.zendesk.com/api-reference/introduction/rate-limits/>,
-//!   <https://developer.zendesk.com/documentation/ticketing/using-the-zendesk-api/best-practices-for-avoiding-rate-limiting/>
+//! The adapter against the shared in-process fake of Zendesk's Ticketing API v2
+//! (`omni_fakes::zendesk`, the one the end-to-end tests use too). What the fake checks and
+//! answers follows Zendesk's published reference; its module docs list every page (tickets,
+//! idempotency, metadata, audits and pagination, comments, attachments, users, groups, ticket
+//! fields, security and authentication, requests, rate limits). A request off that reference is
+//! answered 418 `StubRefused`, so the adapter fails and the test says why.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::collections::BTreeMap;
 
-use axum::body::Bytes;
-use axum::extract::{Query, State};
-use axum::http::{HeaderMap as AxumHeaders, Method as AxumMethod, StatusCode, Uri};
-use axum::response::{IntoResponse, Response};
+use omni_fakes::zendesk::{self as zendesk_fake, Call, Cue, FIELD_ID, GROUP_ID, REQUESTER_ID};
 use omni_proto::v1::{Attachment, Body, Channel, ContactIdentifier, Participant};
 
 use super::*;
@@ -56,363 +15,19 @@ use crate::helpdesk::kit::{self, helpdesk_conformance};
 
 const API_TOKEN_AUTH: &str = "Basic YWdlbnRAZXhhbXBsZS5jb20vdG9rZW46c2VjcmV0LXRva2Vu"; // agent@example.com/token:secret-token
 const OAUTH_AUTH: &str = "Bearer oauth-secret";
-const REQUESTER_ID: u64 = 20978392;
-const GROUP_ID: u64 = 360;
-const FIELD_ID: u64 = 360001;
 
-/// One request the fake received.
-#[derive(Clone, Debug)]
-struct Call {
-    method: String,
-    path: String,
-    query: Vec<(String, String)>,
-    headers: AxumHeaders,
-    body: Bytes,
-}
-
-impl Call {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
-    }
-
-    fn query_pairs(&self) -> Vec<(&str, &str)> {
-        self.query.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
-    }
-}
-
-/// A misbehaviour for the next request of a method and path.
-#[derive(Clone, Copy, Debug)]
-enum Cue {
-    /// Does the work, then no answer: the response is lost.
-    LoseResponse,
-    /// 422 `RecordInvalid`.
-    Invalid,
-}
-
-#[derive(Default)]
-struct Zd {
-    base: String,
-    calls: Vec<Call>,
-    cues: VecDeque<(String, String, Cue)>,
-    role: &'static str,
-    tickets: BTreeMap<u64, Value>,
-    audits: BTreeMap<u64, Vec<Value>>,
-    /// Idempotency key: the create body it was first used with, and the ticket it made.
-    keys: HashMap<String, (Value, u64)>,
-    uploads: u64,
-    next_audit: u64,
-    /// The conformance kit's misbehaviours: the next call's answer, the next write's answer lost.
-    fail_next: Option<kit::Failure>,
-    lose_next_write: bool,
-}
-
-impl Zd {
-    fn audit(&mut self, ticket: u64, custom: Value, comment: Option<&Value>) -> Value {
-        self.next_audit += 1;
-        let events: Vec<Value> = comment
-            .map(|c| {
-                json!({
-                    "id": self.next_audit * 10,
-                    "type": "Comment",
-                    "author_id": c["author_id"].as_u64().unwrap_or(REQUESTER_ID),
-                    "body": c["body"],
-                    "public": c["public"],
-                    "attachments": [],
-                })
-            })
-            .into_iter()
-            .collect();
-        let audit = json!({
-            "id": self.next_audit,
-            "ticket_id": ticket,
-            "created_at": "2026-05-04T10:00:00Z",
-            "author_id": 1,
-            "metadata": { "custom": custom, "system": { "client": "omni-router", "ip_address": "127.0.0.1" } },
-            "via": { "channel": "api" },
-            "events": events,
-        });
-        self.audits.entry(ticket).or_default().push(audit.clone());
-        audit
-    }
-}
-
-type Shared = Arc<Mutex<Zd>>;
-
-fn reply(status: u16, body: Value, headers: &[(&str, &str)]) -> Response {
-    let mut response = (StatusCode::from_u16(status).unwrap(), axum::Json(body)).into_response();
-    for (name, value) in headers {
-        response
-            .headers_mut()
-            .insert(axum::http::HeaderName::from_bytes(name.as_bytes()).unwrap(), value.parse().unwrap());
-    }
-    response.headers_mut().insert("ratelimit-remaining", "699".parse().unwrap());
-    response
-}
-
-fn not_found() -> Response {
-    reply(404, json!({ "error": "RecordNotFound", "description": "Not found" }), &[])
-}
-
-/// A request the reference does not allow: the adapter sees a 418 and the test fails with why.
-fn refuse(why: &str) -> Response {
-    reply(418, json!({ "error": "StubRefused", "description": why }), &[])
-}
-
-async fn handle(
-    State(zd): State<Shared>,
-    method: AxumMethod,
-    uri: Uri,
-    Query(query): Query<Vec<(String, String)>>,
-    headers: AxumHeaders,
-    body: Bytes,
-) -> Response {
-    let call = Call {
-        method: method.to_string(),
-        path: uri.path().to_owned(),
-        query,
-        headers,
-        body,
-    };
-    let (cue, failure, lose_write) = {
-        let mut zd = zd.lock().unwrap();
-        zd.calls.push(call.clone());
-        let cue = zd.cues.iter().position(|(m, p, _)| *m == call.method && *p == call.path);
-        let cue = cue.and_then(|index| zd.cues.remove(index)).map(|(_, _, cue)| cue);
-        let lose_write = call.method != "GET" && std::mem::take(&mut zd.lose_next_write);
-        (cue, zd.fail_next.take(), lose_write)
-    };
-    if let Some(failure) = failure {
-        return failure.response();
-    }
-    let lose = lose_write
-        || match cue {
-            Some(Cue::Invalid) => {
-                return reply(
-                    422,
-                    json!({
-                        "error": "RecordInvalid",
-                        "description": "Record validation errors",
-                        "details": { "base": [{ "description": "Requester: Email is invalid", "error": "InvalidValue" }] },
-                    }),
-                    &[],
-                );
-            }
-            Some(Cue::LoseResponse) => true,
-            None => false,
-        };
-    let response = route(&zd, &call);
-    if lose {
-        tokio::time::sleep(Duration::from_secs(10)).await;
-    }
-    response
-}
-
-fn route(zd: &Shared, call: &Call) -> Response {
-    let auth = call.header("authorization");
-    if call.path == "/api/v2/users/me" && auth.is_none() {
-        return reply(
-            200,
-            json!({ "user": { "id": null, "name": "Anonymous user", "role": "end-user" } }),
-            &[],
-        );
-    }
-    if auth != Some(API_TOKEN_AUTH) && auth != Some(OAUTH_AUTH) {
-        return reply(401, json!({ "error": "Couldn't authenticate you" }), &[]);
-    }
-    if call.header("accept") != Some("application/json") {
-        return refuse("Accept: application/json is required on all requests");
-    }
-    let is_json_write = matches!(call.method.as_str(), "POST" | "PUT") && call.path != "/api/v2/uploads";
-    if is_json_write && call.header("content-type") != Some("application/json") {
-        return refuse("Content-Type: application/json is required on PUT and POST");
-    }
-    if call.method != "POST" && call.header("idempotency-key").is_some() {
-        return refuse("Idempotency-Key is for ticket creation");
-    }
-    let segments: Vec<&str> = call.path.trim_start_matches("/api/v2/").split('/').collect();
-    let mut zd = zd.lock().unwrap();
-    match (call.method.as_str(), segments.as_slice()) {
-        ("GET", ["users", "me"]) => {
-            let role = zd.role;
-            reply(
-                200,
-                json!({ "user": { "id": 1, "name": "omni", "email": "agent@example.com", "role": role } }),
-                &[],
-            )
-        }
-        ("GET", ["groups", id]) if *id == GROUP_ID.to_string() => reply(200, json!({ "group": { "id": GROUP_ID, "name": "Tier 1" } }), &[]),
-        ("GET", ["groups", _]) => not_found(),
-        ("GET", ["groups"]) => cursor_page(
-            call,
-            "groups",
-            vec![json!({ "id": 359, "name": "Billing" }), json!({ "id": GROUP_ID, "name": "Tier 1" })],
-        ),
-        ("GET", ["ticket_fields"]) => cursor_page(
-            call,
-            "ticket_fields",
-            vec![
-                json!({ "id": 1, "title": "Subject", "type": "subject" }),
-                json!({ "id": FIELD_ID, "title": "Country", "type": "text" }),
-            ],
-        ),
-        ("GET", ["tickets"]) => {
-            let external_id = call.query.iter().find(|(k, _)| k == "external_id").map(|(_, v)| v.clone());
-            let tickets: Vec<Value> = zd
-                .tickets
-                .values()
-                .filter(|t| external_id.as_deref().is_none_or(|id| t["external_id"] == id))
-                .cloned()
-                .collect();
-            let count = tickets.len();
-            reply(
-                200,
-                json!({ "tickets": tickets, "next_page": null, "previous_page": null, "count": count }),
-                &[],
-            )
-        }
-        ("GET", ["tickets", id]) => match id.parse::<u64>().ok().and_then(|id| zd.tickets.get(&id)) {
-            Some(ticket) => reply(200, json!({ "ticket": ticket }), &[]),
-            None => not_found(),
-        },
-        ("GET", ["tickets", id, "audits"]) => {
-            let Some(audits) = id.parse::<u64>().ok().and_then(|id| zd.audits.get(&id)) else {
-                return not_found();
-            };
-            cursor_page(call, "audits", audits.clone())
-        }
-        ("POST", ["uploads"]) => {
-            let Some((_, filename)) = call.query.iter().find(|(k, _)| k == "filename") else {
-                return refuse("filename is a required query parameter");
-            };
-            let Some(content_type) = call.header("content-type").filter(|t| *t != "application/json") else {
-                return refuse("the Content-Type must describe the uploaded file");
-            };
-            zd.uploads += 1;
-            let token = format!("tok{}", zd.uploads);
-            let attachment = json!({
-                "id": 498483 + zd.uploads,
-                "file_name": filename,
-                "content_url": format!("{}/attachments/token/{token}/?name={filename}", zd.base),
-                "content_type": content_type,
-                "size": call.body.len(),
-                "thumbnails": [],
-            });
-            reply(
-                201,
-                json!({ "upload": { "token": token, "attachment": attachment, "attachments": [attachment] } }),
-                &[],
-            )
-        }
-        ("POST", ["tickets"]) => create(&mut zd, call),
-        ("PUT", ["tickets", id]) => {
-            let Some(id) = id.parse::<u64>().ok().filter(|id| zd.tickets.contains_key(id)) else {
-                return not_found();
-            };
-            let update = call.json()["ticket"].clone();
-            if let Some(status) = update["status"].as_str() {
-                zd.tickets.get_mut(&id).unwrap()["status"] = json!(status);
-            }
-            let custom = update.get("metadata").cloned().unwrap_or(json!({}));
-            let audit = zd.audit(id, custom, update.get("comment"));
-            let ticket = zd.tickets[&id].clone();
-            reply(200, json!({ "ticket": ticket, "audit": audit }), &[])
-        }
-        _ => reply(404, json!({ "error": "InvalidEndpoint", "description": "Not found" }), &[]),
-    }
-}
-
-fn create(zd: &mut Zd, call: &Call) -> Response {
-    let Some(key) = call.header("idempotency-key").map(str::to_owned) else {
-        return refuse("omni always sends an Idempotency-Key when creating");
-    };
-    let request = call.json();
-    if let Some((first_body, id)) = zd.keys.get(&key).cloned() {
-        if first_body != request {
-            return reply(
-                400,
-                json!({ "error": "IdempotentRequestError", "description": "Request parameters don't match the given idempotency key" }),
-                &[],
-            );
-        }
-        let ticket = zd.tickets[&id].clone();
-        let audit = zd.audits[&id][0].clone();
-        return reply(201, json!({ "ticket": ticket, "audit": audit }), &[("x-idempotency-lookup", "hit")]);
-    }
-    let input = &request["ticket"];
-    let id = 35436 + zd.tickets.len() as u64;
-    let base = zd.base.clone();
-    let ticket = json!({
-        "id": id,
-        "url": format!("{base}/api/v2/tickets/{id}.json"),
-        "external_id": input["external_id"],
-        "subject": input["subject"],
-        "raw_subject": input["subject"],
-        "description": input["comment"]["body"],
-        "status": "new",
-        "priority": input.get("priority").cloned().unwrap_or(Value::Null),
-        "requester_id": REQUESTER_ID,
-        "submitter_id": REQUESTER_ID,
-        "group_id": input.get("group_id").cloned().unwrap_or(Value::Null),
-        "tags": input["tags"],
-        "custom_fields": input.get("custom_fields").cloned().unwrap_or(json!([])),
-        "via": { "channel": "api" },
-        "created_at": "2026-05-04T10:00:00Z",
-        "updated_at": "2026-05-04T10:00:00Z",
-    });
-    zd.tickets.insert(id, ticket.clone());
-    let custom = input.get("metadata").cloned().unwrap_or(json!({}));
-    let audit = zd.audit(id, custom, Some(&input["comment"]));
-    zd.keys.insert(key, (request, id));
-    let location = format!("{base}/api/v2/tickets/{id}.json");
-    reply(
-        201,
-        json!({ "ticket": ticket, "audit": audit }),
-        &[("x-idempotency-lookup", "miss"), ("location", location.as_str())],
-    )
-}
-
-/// A cursor-paginated list answer (`page[size]`, `page[after]`).
-fn cursor_page(call: &Call, key: &str, items: Vec<Value>) -> Response {
-    let param = |name: &str| call.query.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
-    let size: usize = param("page[size]").and_then(|s| s.parse().ok()).unwrap_or(100).min(100);
-    let start: usize = param("page[after]")
-        .and_then(|s| s.strip_prefix("c").and_then(|n| n.parse().ok()))
-        .unwrap_or(0);
-    let end = (start + size).min(items.len());
-    let has_more = end < items.len();
-    let after_cursor = format!("c{end}");
-    reply(
-        200,
-        json!({
-            key: items[start.min(end)..end].to_vec(),
-            "meta": { "has_more": has_more, "after_cursor": if has_more { json!(after_cursor) } else { Value::Null }, "before_cursor": format!("c{start}") },
-            "links": { "next": if has_more { json!(format!("{}?page[after]={after_cursor}", call.path)) } else { Value::Null }, "prev": null },
-        }),
-        &[],
-    )
-}
-
+/// The shared fake, keeping every call, accepting the API token above and the OAuth token.
 struct Fake {
-    zd: Shared,
+    zendesk: zendesk_fake::Zendesk,
     base: String,
 }
 
 impl Fake {
     async fn start() -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let zd = Arc::new(Mutex::new(Zd {
-            base: base.clone(),
-            role: "admin",
-            ..Zd::default()
-        }));
-        let app = axum::Router::new().fallback(handle).with_state(zd.clone());
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        Self { zd, base }
+        let (zendesk, base) = zendesk_fake::Zendesk::start("agent@example.com", "secret-token").await.unwrap();
+        zendesk.accept_oauth_token("oauth-secret");
+        zendesk.record_calls();
+        Self { zendesk, base }
     }
 
     fn config(&self) -> ZendeskConfig {
@@ -433,23 +48,24 @@ impl Fake {
     }
 
     fn cue(&self, method: &str, path: &str, cue: Cue) {
-        self.zd.lock().unwrap().cues.push_back((method.into(), path.into(), cue));
+        self.zendesk.cue(method, path, cue);
     }
 
     fn calls(&self) -> Vec<Call> {
-        self.zd.lock().unwrap().calls.clone()
+        self.zendesk.calls()
     }
 
     fn take_calls(&self) -> Vec<Call> {
-        std::mem::take(&mut self.zd.lock().unwrap().calls)
+        self.zendesk.take_calls()
     }
 
     fn ticket_count(&self) -> usize {
-        self.zd.lock().unwrap().tickets.len()
+        self.zendesk.tickets().len()
     }
 
     fn comments(&self, ticket: u64) -> Vec<Value> {
-        self.zd.lock().unwrap().audits[&ticket]
+        self.zendesk
+            .audits(ticket)
             .iter()
             .flat_map(|a| a["events"].as_array().cloned().unwrap_or_default())
             .filter(|e| e["type"] == "Comment")
@@ -473,11 +89,11 @@ impl kit::Fake for Fake {
     }
 
     fn lose_next_write(&self) {
-        self.zd.lock().unwrap().lose_next_write = true;
+        self.zendesk.lose_next_write();
     }
 
     fn fail_next_call(&self, failure: kit::Failure) {
-        self.zd.lock().unwrap().fail_next = Some(failure);
+        self.zendesk.fail_next_call(failure.response());
     }
 
     fn tickets(&self) -> usize {
@@ -613,14 +229,14 @@ async fn check_needs_an_agent_and_the_default_group() {
     assert_eq!(calls[0].header("authorization"), Some(API_TOKEN_AUTH));
     assert_eq!(calls[0].header("accept"), Some("application/json"));
 
-    fake.zd.lock().unwrap().role = "end-user";
+    fake.zendesk.set_role("end-user");
     let error = fake.adapter().check().await.unwrap_err();
     assert!(
         matches!(&error, HelpdeskError::Misconfigured(m) if m.contains("end-user")),
         "{error:?}"
     );
 
-    fake.zd.lock().unwrap().role = "agent";
+    fake.zendesk.set_role("agent");
     let mut config = fake.config();
     config.group_id = Some(999);
     let error = Zendesk::new(config).unwrap().check().await.unwrap_err();
@@ -750,7 +366,7 @@ async fn a_follow_up_from_the_customer_is_a_public_comment_by_the_requester() {
     let fake = Fake::start().await;
     let zendesk = fake.adapter();
     let ticket = zendesk.create_ticket(&event("ev-1", "first"), &routing()).await.unwrap();
-    fake.zd.lock().unwrap().tickets.get_mut(&35436).unwrap()["status"] = json!("solved");
+    fake.zendesk.set_status(35436, "solved");
     fake.take_calls();
 
     let mut reply = event("ev-2", "Re: still waiting\n> quoted");
@@ -945,12 +561,9 @@ async fn a_follow_up_whose_answer_was_lost_is_found_in_the_audits() {
     let ticket = zendesk.create_ticket(&event("ev-1", "first"), &routing()).await.unwrap();
     assert!(zendesk.has_event(&ticket, "ev-1").await.unwrap(), "the opening event counts");
     assert!(!zendesk.has_event(&ticket, "ev-2").await.unwrap());
-    {
-        // A long ticket: triggers and agents made many audits since.
-        let mut zd = fake.zd.lock().unwrap();
-        for _ in 0..150 {
-            zd.audit(35436, json!({}), None);
-        }
+    // A long ticket: triggers and agents made many audits since.
+    for _ in 0..150 {
+        fake.zendesk.add_audit(35436, json!({}));
     }
 
     // The PUT goes through; its answer does not come back.
