@@ -110,6 +110,16 @@ pub enum NormalizeError {
     UnknownProvider(String),
 }
 
+impl NormalizeError {
+    /// A [`NormalizeError::Malformed`] of `provider`'s payload.
+    pub fn malformed(provider: &'static str, reason: impl Into<String>) -> Self {
+        Self::Malformed {
+            provider,
+            reason: reason.into(),
+        }
+    }
+}
+
 /// Every adapter, explicitly listed: the one registry that the gateway, the normalizer, the fuzz
 /// harness, the load generator and the tests read. Adding an adapter is its folder and one line
 /// here, at the end (the fuzz harness picks adapters by position; see `docs/adding-a-channel.md`).

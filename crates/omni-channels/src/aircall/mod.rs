@@ -300,10 +300,7 @@ fn items(payload: &[u8]) -> Result<(Option<CallEvent>, Vec<Item>), String> {
 }
 
 fn malformed(reason: impl Into<String>) -> NormalizeError {
-    NormalizeError::Malformed {
-        provider: PROVIDER,
-        reason: reason.into(),
-    }
+    NormalizeError::malformed(PROVIDER, reason)
 }
 
 impl Normalize for Aircall {

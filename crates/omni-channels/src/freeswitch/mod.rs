@@ -247,10 +247,7 @@ impl Cdr {
 }
 
 fn malformed(reason: impl Into<String>) -> NormalizeError {
-    NormalizeError::Malformed {
-        provider: PROVIDER,
-        reason: reason.into(),
-    }
+    NormalizeError::malformed(PROVIDER, reason)
 }
 
 /// The hangup cause as words (`ORIGINATOR_CANCEL` -> `originator cancel`).

@@ -183,10 +183,7 @@ fn parse(body: &[u8]) -> Result<Parsed, String> {
 }
 
 fn malformed(reason: impl Into<String>) -> NormalizeError {
-    NormalizeError::Malformed {
-        provider: PROVIDER,
-        reason: reason.into(),
-    }
+    NormalizeError::malformed(PROVIDER, reason)
 }
 
 /// Slack escapes exactly these three characters in message text.

@@ -228,10 +228,7 @@ fn item_id(message: &Message, edited: bool) -> String {
 }
 
 fn malformed(reason: impl Into<String>) -> NormalizeError {
-    NormalizeError::Malformed {
-        provider: PROVIDER,
-        reason: reason.into(),
-    }
+    NormalizeError::malformed(PROVIDER, reason)
 }
 
 fn reference(name: String, media_type: &str, size: Option<u64>, file_id: &str) -> Attachment {

@@ -240,10 +240,7 @@ fn items(payload: &[u8]) -> Result<(CallRequest, Vec<Item>), String> {
 }
 
 fn malformed(reason: impl Into<String>) -> NormalizeError {
-    NormalizeError::Malformed {
-        provider: PROVIDER,
-        reason: reason.into(),
-    }
+    NormalizeError::malformed(PROVIDER, reason)
 }
 
 fn duration(seconds: i64) -> Option<prost_types::Duration> {

@@ -117,10 +117,7 @@ fn parse(body: &[u8]) -> Result<Callback, String> {
 }
 
 fn malformed(reason: impl Into<String>) -> NormalizeError {
-    NormalizeError::Malformed {
-        provider: PROVIDER,
-        reason: reason.into(),
-    }
+    NormalizeError::malformed(PROVIDER, reason)
 }
 
 /// What a message says; `None` for a message with nothing to read.

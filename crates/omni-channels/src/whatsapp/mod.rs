@@ -413,10 +413,7 @@ fn key_fields(found: &Found<'_>) -> Vec<String> {
 }
 
 fn malformed(reason: impl Into<String>) -> NormalizeError {
-    NormalizeError::Malformed {
-        provider: PROVIDER,
-        reason: reason.into(),
-    }
+    NormalizeError::malformed(PROVIDER, reason)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -224,10 +224,7 @@ fn entries(activity: &Activity) -> Result<(String, Vec<Entry<'_>>), String> {
 }
 
 fn malformed(reason: impl Into<String>) -> NormalizeError {
-    NormalizeError::Malformed {
-        provider: PROVIDER,
-        reason: reason.into(),
-    }
+    NormalizeError::malformed(PROVIDER, reason)
 }
 
 /// The answer to a CRC: `sha256=` + base64 HMAC-SHA256 of the token under the consumer secret.
