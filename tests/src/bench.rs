@@ -696,7 +696,7 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
 
 /// The least possible work on the same broker: consume every raw record and produce it to
 /// another topic with the services' producer settings (acks=all, not idempotent, one request in
-/// flight, lz4, linger 5 ms), until `expected` are copied.
+/// flight, `compression`, linger 5 ms), until `expected` are copied.
 async fn baseline(bootstrap: &str, expected: usize, compression: &str) -> anyhow::Result<Stage> {
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
     // Like the raw topics: three partitions (tansu creates no topic on its own).

@@ -171,7 +171,15 @@ impl Validate for KafkaConfig {
     }
 }
 
-const PROTECTED: &[&str] = &["enable.idempotence", "acks", "enable.auto.offset.store", "bootstrap.servers"];
+const PROTECTED: &[&str] = &[
+    "enable.idempotence",
+    "acks",
+    "enable.auto.offset.store",
+    "bootstrap.servers",
+    // `[kafka.producer] compression`.
+    "compression.type",
+    "compression.codec",
+];
 
 impl KafkaConfig {
     /// A librdkafka client config with the brokers and extra properties set.
@@ -213,6 +221,17 @@ mod tests {
         assert_eq!(lz4.unwrap().producer.compression, Compression::Lz4);
         let (zstd, problems) = kafka_with(&[("OMNI__KAFKA__PRODUCER__COMPRESSION", "zstd")]);
         assert!(zstd.is_none() && !problems.is_empty(), "a codec this build lacks is refused");
+    }
+
+    #[test]
+    fn compression_is_not_a_free_property() {
+        let (kafka, _) = kafka_with(&[]);
+        let mut config = kafka.unwrap();
+        config.properties.insert("compression.type".into(), "lz4".into());
+        let mut problems = Problems::default();
+        config.validate("kafka", &mut problems);
+        let listed = format!("{problems:?}");
+        assert!(listed.contains("kafka.properties.compression.type"), "{listed}");
     }
 
     #[test]

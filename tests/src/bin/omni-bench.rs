@@ -40,7 +40,7 @@ struct Args {
     seed: u64,
     /// `[kafka.producer] compression` for the services and the baseline copy (none, lz4, snappy,
     /// gzip); the embedded default is none.
-    #[arg(long, default_value = "none")]
+    #[arg(long, default_value = "none", value_parser = ["none", "lz4", "snappy", "gzip"])]
     compression: String,
     /// Router sweep: the helpdesk stub's delays per request, ms.
     #[arg(long, value_delimiter = ',', default_value = "0,100,300")]

@@ -31,8 +31,9 @@
 //!   `Idempotency-Key` header (required here), answering 201 `{"ticket", "audit"}`:
 //!   <https://developer.zendesk.com/api-reference/ticketing/tickets/tickets/#create-ticket>
 //! - Idempotency ("Idempotency" in the Ticketing API introduction: `Idempotency-Key` on ticket
-//!   creation, `x-idempotency-lookup: miss|hit`, the cached response for the same body and key,
-//!   keys expiring after two hours, 400 `IdempotentRequestError` "Request parameters don't match
+//!   creation, `x-idempotency-lookup: miss|hit`, the cached response for the same body and key
+//!   (Zendesk keeps a key two hours; the fake keeps it for its life), 400
+//!   `IdempotentRequestError` "Request parameters don't match
 //!   the given idempotency key" for the same key with another body):
 //!   <https://developer.zendesk.com/api-reference/ticketing/introduction/#idempotency>
 //! - Setting metadata (up to 1 KB of custom metadata on the audit an update creates, read back
