@@ -307,7 +307,7 @@ fn repeated_create(state: &State, id: u64, same_body: bool) -> Response {
         let refusal = json!({ "error": "IdempotentRequestError", "description": why });
         return reply(400, refusal, &[]);
     }
-    let first_audit = state.audits_json(id).unwrap_or_default().swap_remove(0);
+    let first_audit = state.first_audit_json(id).unwrap_or(Value::Null);
     let answer = json!({ "ticket": state.tickets[&id].json, "audit": first_audit });
     reply(201, answer, &[("x-idempotency-lookup", "hit")])
 }

@@ -67,22 +67,21 @@ pub(super) enum Cued {
 }
 
 impl State {
-    /// Keeps `call` (when recording) and takes the misbehaviours meant for it: a failure for the
-    /// next call wins over a cue for its method and path, which wins over a lost write.
+    /// Keeps `call` (when recording) and takes the one misbehaviour meant for it: a failure for
+    /// the next call wins over a cue for its method and path, which wins over a lost write. Only
+    /// the one applied is used up; the others wait for a later call.
     pub fn take_cued(&mut self, call: &Call) -> Cued {
         if let Some(calls) = &mut self.calls {
             calls.push(call.clone());
         }
-        let cue = self.cues.iter().position(|(m, p, _)| *m == call.method && *p == call.path);
-        let cue = cue.and_then(|index| self.cues.remove(index)).map(|(_, _, cue)| cue);
-        let lose_write = call.method != "GET" && std::mem::take(&mut self.lose_next_write);
         if let Some(answer) = self.fail_next.take() {
             return Cued::Answer(answer);
         }
-        match cue {
+        let cue = self.cues.iter().position(|(m, p, _)| *m == call.method && *p == call.path);
+        match cue.and_then(|index| self.cues.remove(index)).map(|(_, _, cue)| cue) {
             Some(Cue::Invalid) => Cued::Answer(super::api::record_invalid()),
             Some(Cue::LoseResponse) => Cued::LoseAnswer,
-            None if lose_write => Cued::LoseAnswer,
+            None if call.method != "GET" && std::mem::take(&mut self.lose_next_write) => Cued::LoseAnswer,
             None => Cued::Nothing,
         }
     }
@@ -168,6 +167,12 @@ impl State {
         }
         stored.audits.push(audit);
         shown
+    }
+
+    /// A ticket's first audit (the one its creation made) as List Audits shows it.
+    pub fn first_audit_json(&self, ticket: u64) -> Option<Value> {
+        let stored = self.tickets.get(&ticket)?;
+        Some(audit_json(ticket, stored.audits.first()?))
     }
 
     /// A ticket's audits as List Audits shows them, oldest first; `None` for an unknown ticket.
