@@ -66,11 +66,10 @@ pub struct ProducerConfig {
 
 /// `[kafka.producer] compression`: librdkafka's `compression.type` values this build supports
 /// (zstd is not built in).
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum Compression {
     /// Batches as they are.
-    #[default]
     None,
     /// LZ4: fast, a good choice across a network.
     Lz4,
