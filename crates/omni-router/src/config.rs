@@ -28,6 +28,9 @@ pub struct RouterConfig {
     /// different conversations are delivered concurrently, one conversation's in order.
     /// 1 delivers one event at a time.
     pub max_in_flight: usize,
+    /// Bytes of customers' files the replica holds at once over all its destinations (see
+    /// [`crate::budget`]): an event whose files do not fit waits for others to be delivered.
+    pub max_file_bytes_in_flight: u64,
     /// How long the router remembers a delivered event and a conversation's ticket after the
     /// conversation's last event, in seconds (see [`crate::state`]); 0 keeps them forever.
     pub state_retention_secs: u64,
@@ -133,6 +136,11 @@ impl Validate for RouterConfig {
             (1..=10_000).contains(&self.max_in_flight),
             format!("{prefix}.max_in_flight"),
             "must be between 1 and 10000",
+        );
+        problems.check(
+            (1 << 20..=1 << 40).contains(&self.max_file_bytes_in_flight),
+            format!("{prefix}.max_file_bytes_in_flight"),
+            "must be between 1 MiB (1048576) and 1 TiB",
         );
         problems.check(
             self.destinations.contains_key(&self.default_destination),

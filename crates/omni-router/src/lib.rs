@@ -37,6 +37,7 @@
 //! follow `answered_calls` the same way: logged on the customer's existing ticket, opening none;
 //! missed inbound calls and voicemails open one.
 
+mod budget;
 pub mod config;
 pub mod helpdesk;
 pub mod media;
@@ -110,6 +111,7 @@ pub async fn run(config: RouterServiceConfig, context: ServiceContext) -> anyhow
     }
     topics::ensure_topics_until_ready(&config.kafka, &client_id, &context).await?;
     let destinations = destinations(&config.service)?;
+    let file_budget = budget::FileBudget::new(config.service.max_file_bytes_in_flight);
     if let Some(objects) = omni_objects::Objects::open(&config.objects.url)?
         && config.objects.retention_days > 0
     {
@@ -119,9 +121,9 @@ pub async fn run(config: RouterServiceConfig, context: ServiceContext) -> anyhow
     let mut pipelines = tokio::task::JoinSet::new();
     for (name, helpdesk) in destinations {
         let config = config.clone();
-        let context = context.clone();
+        let (context, file_budget) = (context.clone(), file_budget.clone());
         pipelines.spawn(async move {
-            let result = run_destination(&config, &name, helpdesk, &context).await;
+            let result = run_destination(&config, &name, helpdesk, file_budget, &context).await;
             (name, result)
         });
     }
@@ -184,6 +186,7 @@ async fn run_destination(
     config: &RouterServiceConfig,
     destination: &str,
     helpdesk: Arc<dyn Helpdesk>,
+    file_budget: budget::FileBudget,
     context: &ServiceContext,
 ) -> anyhow::Result<()> {
     let (group_id, instance_id) = pipeline_group(&config.service, destination);
@@ -228,6 +231,7 @@ async fn run_destination(
         objects: omni_objects::Objects::open(&config.objects.url)?,
         media: media::Media::new(config.service.media.clone())?,
         links: config.objects.links(),
+        file_budget,
     };
     let result = router.consume(&member, &state, &config.service, context).await;
     router.producer.flush(Duration::from_secs(5)).ok();
@@ -327,6 +331,8 @@ struct Router {
     /// `[router] state_retention_secs`: an event older than that may have been delivered and
     /// forgotten, so it is looked for in the ticket before being appended.
     state_retention: Duration,
+    /// `[router] max_file_bytes_in_flight`, shared with the replica's other destinations.
+    file_budget: budget::FileBudget,
 }
 
 impl Router {
@@ -441,6 +447,11 @@ impl Router {
         }
         tracing::debug!(destination = %self.destination, event_id = %event.event_id, rule = route.rule.as_deref().unwrap_or("(default)"), "event routed by rule");
         // Only for an event this destination delivers: the others' files are not fetched here.
+        // Held until the event is delivered: its files are in memory until then.
+        let max_stored = if self.objects.is_some() { MAX_STORED_FILE_BYTES } else { 0 };
+        let _files = (self.file_budget)
+            .reserve(budget::expected_bytes(&event, self.media.max_file_bytes(), max_stored))
+            .await;
         let (event, missed) = self.with_stored_files(event).await;
         if media::missed::is_retry(&event)
             && let Some(reason) = media::missed::still_missing(&event, &missed)

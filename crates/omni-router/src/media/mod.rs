@@ -87,6 +87,11 @@ impl Media {
         })
     }
 
+    /// `[router.media] max_file_bytes`: the most one fetched file may take.
+    pub fn max_file_bytes(&self) -> u64 {
+        self.checks.max_file_bytes()
+    }
+
     /// The bytes of `file` from the provider of the message, checked; `None` when no fetcher is
     /// configured for it or the file carries no reference.
     pub async fn fetch(&self, provider: &ProviderReference, file: &Attachment) -> Option<Result<Fetched, MediaError>> {
