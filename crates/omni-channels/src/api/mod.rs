@@ -75,10 +75,7 @@ impl Normalize for ApiNormalizer {
 impl ApiNormalizer {
     /// Normalizes one record; every record of this channel is a message.
     pub fn event(&self, raw: &RawRecord, _known: &dyn crate::KnownEvents) -> Result<ConversationEvent, NormalizeError> {
-        let message = parse(&raw.payload).map_err(|problems| NormalizeError::Malformed {
-            provider: PROVIDER,
-            reason: problems.join("; "),
-        })?;
+        let message = parse(&raw.payload).map_err(|problems| NormalizeError::malformed(PROVIDER, problems.join("; ")))?;
         let ids = ids(&raw.account, &message, &raw.payload);
         let reply_to = message
             .customer

@@ -661,10 +661,7 @@ impl Normalize for Asterisk {
     }
 
     fn normalize(&self, raw: &RawRecord, _known: &dyn KnownEvents) -> Result<Option<ConversationEvent>, NormalizeError> {
-        let malformed = |reason: String| NormalizeError::Malformed {
-            provider: PROVIDER,
-            reason,
-        };
+        let malformed = |reason: String| NormalizeError::malformed(PROVIDER, reason);
         if raw.attributes.get(INCOMPLETE_ATTRIBUTE).is_some_and(|v| v == "true") {
             return Err(malformed("the line was never finished (no newline after it)".into()));
         }

@@ -450,10 +450,7 @@ impl EmailNormalizer {
     pub fn event(&self, raw: &RawRecord, known: &dyn crate::KnownEvents) -> Result<ConversationEvent, NormalizeError> {
         let settings = MailboxSettings::of(raw);
         let readable = readable(&raw.payload, settings.default_charset.as_deref());
-        let message = parse(&readable).ok_or_else(|| NormalizeError::Malformed {
-            provider: PROVIDER,
-            reason: "no header field: not an RFC 5322 message".to_owned(),
-        })?;
+        let message = parse(&readable).ok_or_else(|| NormalizeError::malformed(PROVIDER, "no header field: not an RFC 5322 message"))?;
         let ids = ids_of(&raw.account, &message, &raw.payload, known);
         let content = body::content(&message, self.inline_attachment_limit, &claim_checks(raw));
         let automated = automated_kind(&message, &settings);

@@ -296,10 +296,7 @@ impl Messaging {
     }
 
     fn malformed(&self, reason: impl Into<String>) -> NormalizeError {
-        NormalizeError::Malformed {
-            provider: self.provider,
-            reason: reason.into(),
-        }
+        NormalizeError::malformed(self.provider, reason)
     }
 }
 

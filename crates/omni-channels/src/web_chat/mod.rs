@@ -139,10 +139,7 @@ impl Normalize for WebChat {
     }
 
     fn normalize(&self, raw: &RawRecord, _known: &dyn crate::KnownEvents) -> Result<Option<ConversationEvent>, NormalizeError> {
-        let malformed = |reason: String| NormalizeError::Malformed {
-            provider: PROVIDER,
-            reason,
-        };
+        let malformed = |reason: String| NormalizeError::malformed(PROVIDER, reason);
         let message: ChatMessage =
             serde_json::from_slice(&raw.payload).map_err(|error| malformed(format!("not a chat message: {error}")))?;
         if message.visitor.is_empty() || message.client_id.is_empty() || (message.text.trim().is_empty() && message.files.is_empty()) {

@@ -406,19 +406,15 @@ pub fn raw_records(
 pub fn item_index(raw: &RawRecord, provider: &'static str) -> Result<usize, NormalizeError> {
     match raw.attributes.get(ITEM_ATTRIBUTE) {
         None => Ok(0),
-        Some(value) => value.parse().map_err(|_| NormalizeError::Malformed {
-            provider,
-            reason: format!("attribute `{ITEM_ATTRIBUTE}` is not an index: {value:?}"),
-        }),
+        Some(value) => value
+            .parse()
+            .map_err(|_| NormalizeError::malformed(provider, format!("attribute `{ITEM_ATTRIBUTE}` is not an index: {value:?}"))),
     }
 }
 
 /// Parses a JSON payload, or says why not as a [`NormalizeError::Malformed`].
 pub fn parse_json<T: serde::de::DeserializeOwned>(payload: &[u8], provider: &'static str) -> Result<T, NormalizeError> {
-    serde_json::from_slice(payload).map_err(|error| NormalizeError::Malformed {
-        provider,
-        reason: format!("not a {provider} webhook body: {error}"),
-    })
+    serde_json::from_slice(payload).map_err(|error| NormalizeError::malformed(provider, format!("not a {provider} webhook body: {error}")))
 }
 
 /// Parses an `application/x-www-form-urlencoded` body into its pairs (last value wins for a
