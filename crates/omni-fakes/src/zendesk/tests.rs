@@ -102,3 +102,30 @@ async fn a_write_whose_answer_was_lost_is_done_and_a_retry_with_its_key_hits() {
     assert_eq!(api.zendesk.counts(), (3, 1), "all three answered, the first answer lost");
     assert!(api.zendesk.violations().is_empty(), "{:?}", api.zendesk.violations());
 }
+
+#[tokio::test]
+async fn an_upload_carries_its_files_type_json_only_for_a_json_file() {
+    let api = Api::start().await;
+    let upload = |name: &str, content_type: &str| {
+        api.request(Method::POST, "/uploads")
+            .query(&[("filename", name)])
+            .header("content-type", content_type)
+            .body("{\"order\": 1042}")
+    };
+    let order = upload("order.json", "application/json").send().await.unwrap();
+    assert_eq!(order.status(), StatusCode::CREATED, "a customer's .json file");
+    let photo = upload("photo.jpg", "image/jpeg").send().await.unwrap();
+    assert_eq!(photo.status(), StatusCode::CREATED);
+    let mislabelled = upload("photo.jpg", "application/json").send().await.unwrap();
+    assert_eq!(
+        mislabelled.status(),
+        StatusCode::IM_A_TEAPOT,
+        "the API's JSON type on a file that is not JSON"
+    );
+    let violations = api.zendesk.violations();
+    assert_eq!(violations.len(), 1, "{violations:?}");
+    assert!(
+        violations[0].contains("Content-Type must describe the uploaded file"),
+        "{violations:?}"
+    );
+}
