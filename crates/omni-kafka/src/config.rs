@@ -80,7 +80,10 @@ pub enum Compression {
 }
 
 impl Compression {
-    /// The librdkafka property value.
+    /// Every value, in the order the docs list them (for command-line flags that offer them).
+    pub const ALL: [Self; 4] = [Self::None, Self::Lz4, Self::Snappy, Self::Gzip];
+
+    /// The librdkafka property value, and the name in the config.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::None => "none",
@@ -235,7 +238,10 @@ mod tests {
 
     #[test]
     fn librdkafka_takes_every_compression_value() {
-        for compression in [Compression::None, Compression::Lz4, Compression::Snappy, Compression::Gzip] {
+        for compression in Compression::ALL {
+            let name = serde::de::value::StrDeserializer::<serde::de::value::Error>::new(compression.as_str());
+            let named = Compression::deserialize(name).unwrap();
+            assert_eq!(named, compression, "the config name is the property value");
             let created = rdkafka::ClientConfig::new()
                 .set("compression.type", compression.as_str())
                 .create::<BaseProducer>();

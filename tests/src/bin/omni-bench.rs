@@ -5,7 +5,9 @@
 use std::path::PathBuf;
 
 use clap::Parser;
+use clap::builder::PossibleValuesParser;
 use omni_e2e::bench::{self, BenchOptions};
+use omni_kafka::config::Compression;
 
 /// Benchmark the whole pipeline and write a report.
 #[derive(Parser)]
@@ -40,7 +42,7 @@ struct Args {
     seed: u64,
     /// `[kafka.producer] compression` for the services and the baseline copy (none, lz4, snappy,
     /// gzip); the embedded default is none.
-    #[arg(long, default_value = "none", value_parser = ["none", "lz4", "snappy", "gzip"])]
+    #[arg(long, default_value = "none", value_parser = PossibleValuesParser::new(Compression::ALL.map(Compression::as_str)))]
     compression: String,
     /// Router sweep: the helpdesk stub's delays per request, ms.
     #[arg(long, value_delimiter = ',', default_value = "0,100,300")]
