@@ -561,7 +561,7 @@ impl Router {
 
     /// Files the destination gets as signed links rather than bytes (`[objects] public_url` and
     /// `link_secret` set): every file for a destination that takes links (see
-    /// [`Helpdesk::takes_file_links`]), and for a helpdesk with an [`Helpdesk::attachment_limit`]
+    /// [`Helpdesk::takes_file_links`]), and for a helpdesk with an [`Helpdesk::attachment_limits`]
     /// the files beyond it, which it would otherwise only name. Each is kept in the store and
     /// replaced by its link, valid `link_ttl_secs` from when the message was received (so a
     /// redelivery carries the same link; from now when that is already past). A file the store
@@ -573,8 +573,8 @@ impl Router {
         };
         let linked: Vec<bool> = if self.helpdesk.takes_file_links() {
             vec![true; event.attachments.len()]
-        } else if let Some(limit) = self.helpdesk.attachment_limit() {
-            helpdesk::sent_as_files(&event.attachments, limit)
+        } else if let Some(limits) = self.helpdesk.attachment_limits() {
+            helpdesk::sent_as_files(&event.attachments, limits)
                 .into_iter()
                 .map(|sent| !sent)
                 .collect()

@@ -151,10 +151,10 @@ pub trait Helpdesk: Send + Sync {
         false
     }
 
-    /// The bytes of files the helpdesk takes with one message, when it has such a limit: the
-    /// files beyond it (in order, see [`split_attachments`]) are listed in the text, and the
-    /// router gives them a signed link to list when `[objects]` links are configured.
-    fn attachment_limit(&self) -> Option<u64> {
+    /// The files the helpdesk takes with one message, when it has limits: the files beyond them
+    /// (see [`sent_as_files`]) are listed in the text, and the router gives them a signed link to
+    /// list when `[objects]` links are configured. The adapter splits by the same value.
+    fn attachment_limits(&self) -> Option<AttachmentLimits> {
         None
     }
 
@@ -217,8 +217,8 @@ impl Helpdesk for RateLimited {
         self.inner.takes_file_links()
     }
 
-    fn attachment_limit(&self) -> Option<u64> {
-        self.inner.attachment_limit()
+    fn attachment_limits(&self) -> Option<AttachmentLimits> {
+        self.inner.attachment_limits()
     }
 
     async fn has_event(&self, ticket: &TicketRef, event_id: &str) -> Result<bool, HelpdeskError> {
@@ -251,10 +251,37 @@ pub(crate) fn ticket_tags(event: &ConversationEvent, routing: &Routing, clean: i
     tags
 }
 
-/// The event's attachments split into those sent as files (inline content, at most `limit`
-/// bytes in all, in order) and those only listed in the text.
-pub(crate) fn split_attachments(event: &ConversationEvent, limit: u64) -> (Vec<&Attachment>, Vec<&Attachment>) {
-    let sent = sent_as_files(&event.attachments, limit);
+/// The bytes of files a helpdesk takes with one message (see [`Helpdesk::attachment_limits`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AttachmentLimits {
+    /// All of one message's files together.
+    pub per_message: u64,
+    /// Any one file.
+    pub per_file: u64,
+}
+
+impl AttachmentLimits {
+    /// At most `bytes` in all (and so per file).
+    pub const fn per_message(bytes: u64) -> Self {
+        Self {
+            per_message: bytes,
+            per_file: bytes,
+        }
+    }
+
+    /// At most `bytes` per file, any number of them.
+    pub const fn per_file(bytes: u64) -> Self {
+        Self {
+            per_message: u64::MAX,
+            per_file: bytes,
+        }
+    }
+}
+
+/// The event's attachments split into those sent as files (see [`sent_as_files`]) and those
+/// only listed in the text.
+pub(crate) fn split_attachments(event: &ConversationEvent, limits: AttachmentLimits) -> (Vec<&Attachment>, Vec<&Attachment>) {
+    let sent = sent_as_files(&event.attachments, limits);
     let (files, listed): (Vec<_>, Vec<_>) = event.attachments.iter().zip(sent).partition(|(_, sent)| *sent);
     (
         files.into_iter().map(|(a, _)| a).collect(),
@@ -262,16 +289,20 @@ pub(crate) fn split_attachments(event: &ConversationEvent, limit: u64) -> (Vec<&
     )
 }
 
-/// Per attachment, whether it is sent as a file within `limit` bytes in all: those with their
-/// content, in order, while the total stays within the limit.
-pub(crate) fn sent_as_files(attachments: &[Attachment], limit: u64) -> Vec<bool> {
+/// Per attachment, whether it is sent as a file within `limits`: those with their content, in
+/// order, each within the per-file limit while the total stays within the per-message one.
+pub(crate) fn sent_as_files(attachments: &[Attachment], limits: AttachmentLimits) -> Vec<bool> {
     let mut total = 0u64;
     attachments
         .iter()
         .map(|attachment| match &attachment.content {
-            Some(Content::Data(data)) if total + data.len() as u64 <= limit => {
-                total += data.len() as u64;
-                true
+            Some(Content::Data(data)) => {
+                let size = data.len() as u64;
+                let fits = size <= limits.per_file && total.saturating_add(size) <= limits.per_message;
+                if fits {
+                    total += size;
+                }
+                fits
             }
             _ => false,
         })
@@ -459,13 +490,17 @@ mod tests {
             file(None),
         ];
         // In order while the total stays within 10: the 6, not the 5 (11), the 4 (10).
-        assert_eq!(sent_as_files(&attachments, 10), [true, false, false, true, false]);
-        assert_eq!(sent_as_files(&attachments, 0), [false; 5]);
+        let per_message = AttachmentLimits::per_message;
+        assert_eq!(sent_as_files(&attachments, per_message(10)), [true, false, false, true, false]);
+        assert_eq!(sent_as_files(&attachments, per_message(0)), [false; 5]);
+        // Each within 5, however many: not the 6.
+        let per_file = AttachmentLimits::per_file(5);
+        assert_eq!(sent_as_files(&attachments, per_file), [false, true, false, true, false]);
         let event = ConversationEvent {
             attachments: attachments.to_vec(),
             ..Default::default()
         };
-        let (files, listed) = split_attachments(&event, 10);
+        let (files, listed) = split_attachments(&event, per_message(10));
         assert_eq!((files.len(), listed.len()), (2, 3));
     }
 }

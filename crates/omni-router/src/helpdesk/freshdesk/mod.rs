@@ -48,6 +48,8 @@ mod tests;
 
 /// Largest total of attachment bytes sent with one ticket or note (Freshdesk: 20 MB).
 pub const MAX_ATTACHMENT_BYTES: u64 = 20 * 1024 * 1024;
+/// The files sent with one message: [`MAX_ATTACHMENT_BYTES`] in all.
+const LIMITS: super::AttachmentLimits = super::AttachmentLimits::per_message(MAX_ATTACHMENT_BYTES);
 /// Tickets per page of a list (Freshdesk's maximum).
 const PER_PAGE: usize = 100;
 /// Pages of the recent ticket list scanned by `find_ticket`.
@@ -501,8 +503,8 @@ fn ticket_id(ticket: &Value) -> Option<u64> {
 
 #[async_trait]
 impl Helpdesk for Freshdesk {
-    fn attachment_limit(&self) -> Option<u64> {
-        Some(MAX_ATTACHMENT_BYTES)
+    fn attachment_limits(&self) -> Option<super::AttachmentLimits> {
+        Some(LIMITS)
     }
 
     async fn check(&self) -> Result<(), HelpdeskError> {
@@ -594,7 +596,7 @@ impl Helpdesk for Freshdesk {
             status: 0,
             detail: "the event names no customer with an email, phone or platform id".into(),
         })?;
-        let (files, listed) = split_attachments(event, MAX_ATTACHMENT_BYTES);
+        let (files, listed) = split_attachments(event, LIMITS);
         fields.insert("subject".into(), json!(subject(event)));
         fields.insert(
             "description".into(),
@@ -630,7 +632,7 @@ impl Helpdesk for Freshdesk {
     }
 
     async fn append(&self, ticket: &TicketRef, event: &ConversationEvent) -> Result<(), HelpdeskError> {
-        let (files, listed) = split_attachments(event, MAX_ATTACHMENT_BYTES);
+        let (files, listed) = split_attachments(event, LIMITS);
         let mut fields = Map::new();
         fields.insert(
             "body".into(),

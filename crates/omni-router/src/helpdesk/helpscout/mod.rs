@@ -24,7 +24,8 @@
 //! a routing priority other than normal becomes the tag `priority-<level>`.
 //!
 //! Thread text is HTML (escaped text, line breaks as `<br>`). Attachments carried inline within
-//! `max_attachment_bytes` are uploaded with the thread; the others are listed in its text.
+//! `max_attachment_bytes` are uploaded with the thread; the others are listed in its text, with a
+//! signed link to each when `[objects]` links are configured.
 //!
 //! A limit to know: Help Scout's conversation search is an index, updated shortly after a write.
 //! A router that crashed after creating a conversation and restarts within that delay may not
@@ -598,6 +599,11 @@ fn text_to_html(text: &str) -> String {
     escape_html(&text.replace("\r\n", "\n")).replace('\n', "<br>")
 }
 
+/// The files Help Scout takes with a thread: each within `max_attachment_bytes`.
+fn limits(max_attachment_bytes: u64) -> super::AttachmentLimits {
+    super::AttachmentLimits::per_file(max_attachment_bytes)
+}
+
 /// The thread text (HTML, ending with the event marker) and the attachments to upload with it.
 fn thread_text(event: &ConversationEvent, max_attachment_bytes: u64) -> (String, Vec<Value>) {
     let body = event.body.as_ref();
@@ -613,7 +619,8 @@ fn thread_text(event: &ConversationEvent, max_attachment_bytes: u64) -> (String,
     let mut html = text_to_html(if text.trim().is_empty() { "(no text)" } else { text });
     let mut uploads = Vec::new();
     let mut listed = Vec::new();
-    for attachment in &event.attachments {
+    let sent = super::sent_as_files(&event.attachments, limits(max_attachment_bytes));
+    for (attachment, sent) in event.attachments.iter().zip(sent) {
         let name = if attachment.name.is_empty() {
             "attachment"
         } else {
@@ -625,7 +632,7 @@ fn thread_text(event: &ConversationEvent, max_attachment_bytes: u64) -> (String,
             &attachment.media_type
         };
         match &attachment.content {
-            Some(Content::Data(data)) if data.len() as u64 <= max_attachment_bytes => uploads.push(json!({
+            Some(Content::Data(data)) if sent => uploads.push(json!({
                 "fileName": name,
                 "mimeType": media_type,
                 "data": base64::engine::general_purpose::STANDARD.encode(data),
@@ -684,6 +691,10 @@ fn customer(event: &ConversationEvent, email: &str) -> Value {
 
 #[async_trait]
 impl Helpdesk for HelpScout {
+    fn attachment_limits(&self) -> Option<super::AttachmentLimits> {
+        Some(limits(self.config.max_attachment_bytes))
+    }
+
     async fn check(&self) -> Result<(), HelpdeskError> {
         for mailbox in self.mailboxes() {
             let fields = self.mailbox_fields(mailbox.id).await?;

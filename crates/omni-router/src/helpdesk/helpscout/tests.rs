@@ -892,3 +892,40 @@ fn names_text_and_tags() {
     });
     assert_eq!(thread_text(&quoted, 0).0, format!("a &amp; b<br>c{}", marker("e1")));
 }
+
+#[test]
+fn files_above_the_per_file_limit_are_the_ones_the_router_links() {
+    let stub_config = |max_attachment_bytes| HelpScoutConfig {
+        base_url: "https://api.helpscout.net".into(),
+        token_url: None,
+        web_url: "https://secure.helpscout.net".into(),
+        client_id: CLIENT_ID.into(),
+        client_secret: CLIENT_SECRET.into(),
+        mailbox_id: 85,
+        conversation_field_id: 531,
+        origin_event_field_id: 532,
+        mailboxes: BTreeMap::new(),
+        timeout_secs: 1,
+        max_attachment_bytes,
+        reply_secret: None,
+    };
+    let adapter = HelpScout::new(stub_config(5)).unwrap();
+    let file = |name: &str, content| Attachment {
+        name: name.into(),
+        content: Some(content),
+        ..Default::default()
+    };
+    let mut event = email_event("e1");
+    event.attachments = vec![
+        file("small.txt", Content::Data(b"1234".to_vec())),
+        file("large.jpg", Content::Data(vec![0; 6])),
+        file("also-small.txt", Content::Data(b"12345".to_vec())),
+    ];
+    let limits = adapter.attachment_limits().expect("a per-file limit");
+    // Any number of files, each within 5 bytes: the router links the 6-byte one.
+    assert_eq!(super::super::sent_as_files(&event.attachments, limits), [true, false, true]);
+    let (html, uploads) = thread_text(&event, adapter.config.max_attachment_bytes);
+    let uploaded: Vec<&str> = uploads.iter().filter_map(|u| u["fileName"].as_str()).collect();
+    assert_eq!(uploaded, ["small.txt", "also-small.txt"], "the thread uploads the same ones");
+    assert!(html.contains("large.jpg"), "{html}");
+}

@@ -222,12 +222,14 @@ fn as_octets(name: &str) -> String {
 /// RT's default `$MaxAttachmentSize` (10 MB): files whose bytes travel with the event, up to
 /// this much in all, become RT attachments; the rest are listed in the text.
 pub const MAX_ATTACHMENT_BYTES: u64 = 10_000_000;
+/// The files sent with one message: [`MAX_ATTACHMENT_BYTES`] in all.
+const LIMITS: super::AttachmentLimits = super::AttachmentLimits::per_message(MAX_ATTACHMENT_BYTES);
 
 /// The REST2 `Content` and `Attachments` of an event: what the sender wrote, then what came with
 /// it and is not attached (with where to fetch it); the files as `FileName`, `FileType` and
 /// base64 `FileContent`, as REST2's create, correspond and comment take them.
 fn content_and_files(event: &ConversationEvent) -> (String, Vec<Value>) {
-    let (files, listed) = super::split_attachments(event, MAX_ATTACHMENT_BYTES);
+    let (files, listed) = super::split_attachments(event, LIMITS);
     let content = super::text_with_listed_attachments(event, &listed, "(unnamed)");
     let files = files
         .into_iter()
@@ -245,8 +247,8 @@ fn content_and_files(event: &ConversationEvent) -> (String, Vec<Value>) {
 
 #[async_trait]
 impl Helpdesk for RequestTracker {
-    fn attachment_limit(&self) -> Option<u64> {
-        Some(MAX_ATTACHMENT_BYTES)
+    fn attachment_limits(&self) -> Option<super::AttachmentLimits> {
+        Some(LIMITS)
     }
 
     async fn check(&self) -> Result<(), HelpdeskError> {

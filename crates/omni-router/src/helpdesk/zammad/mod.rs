@@ -44,6 +44,8 @@ mod tests;
 
 /// Largest total of attachment bytes sent with one article.
 pub const MAX_ATTACHMENT_BYTES: u64 = 20 * 1024 * 1024;
+/// The files sent with one message: [`MAX_ATTACHMENT_BYTES`] in all.
+const LIMITS: super::AttachmentLimits = super::AttachmentLimits::per_message(MAX_ATTACHMENT_BYTES);
 /// Longest ticket title (Zammad's `title` attribute holds 200 characters).
 const MAX_TITLE_CHARS: usize = 200;
 
@@ -244,7 +246,7 @@ impl Zammad {
     /// The article for an event: the customer's message, or an internal note for what the team
     /// wrote elsewhere; the event marker as its last line.
     fn article(&self, event: &ConversationEvent) -> Map<String, Value> {
-        let (files, listed) = split_attachments(event, MAX_ATTACHMENT_BYTES);
+        let (files, listed) = split_attachments(event, LIMITS);
         let mut article = Map::new();
         if !event.subject.trim().is_empty() {
             article.insert("subject".into(), json!(event.subject));
@@ -330,8 +332,8 @@ fn ticket_id(ticket: &Value) -> Option<u64> {
 
 #[async_trait]
 impl Helpdesk for Zammad {
-    fn attachment_limit(&self) -> Option<u64> {
-        Some(MAX_ATTACHMENT_BYTES)
+    fn attachment_limits(&self) -> Option<super::AttachmentLimits> {
+        Some(LIMITS)
     }
 
     async fn check(&self) -> Result<(), HelpdeskError> {
