@@ -7,7 +7,7 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 
 use crate::helpdesk::Destination;
-use crate::rules::{BusinessHours, RuleConfig, Rules};
+use crate::rules::{RouterHours, RuleConfig, Rules};
 
 /// `[router]` section.
 #[derive(Clone, Debug, Deserialize)]
@@ -41,7 +41,7 @@ pub struct RouterConfig {
     pub rules: Vec<RuleConfig>,
     /// The weekly window `business_hours` conditions refer to.
     #[serde(default)]
-    pub business_hours: Option<BusinessHours>,
+    pub business_hours: Option<RouterHours>,
     /// What becomes of auto-replies and bounces (events tagged `auto-reply` or `bounce`).
     pub automated_messages: AutomatedMessages,
     /// What becomes of what the team already handled or wrote: answered calls, outbound events
@@ -178,7 +178,11 @@ impl Validate for RouterConfig {
 impl RouterConfig {
     /// The routing rules, ready to evaluate.
     pub fn rules(&self) -> Rules {
-        Rules::new(self.rules.clone(), self.default_destination.clone(), self.business_hours.clone())
+        Rules::new(
+            self.rules.clone(),
+            self.default_destination.clone(),
+            self.business_hours.as_ref().map(|hours| hours.0.clone()),
+        )
     }
 }
 

@@ -14,7 +14,7 @@
 //! | `customers` | any customer identifier exactly (email case-insensitively, E.164 phone, platform id) |
 //! | `customer_domains` | the domain of a customer email address (`example.com` also matches `shop.example.com`) |
 //! | `keywords` | text the subject or body contains, case-insensitively (substring: `iade` also matches `iadesi`) |
-//! | `business_hours` | `"inside"` or `"outside"` the `[router.business_hours]` window, at the event's `occurred_at` (an `end` before `start` runs overnight) |
+//! | `business_hours` | `"inside"` or `"outside"` the `[router.business_hours]` hours (see [`RouterHours`]), at the event's `occurred_at` |
 //!
 //! The action: `destinations` (one or several of `[router.destinations]`: several while a team
 //! moves between helpdesks), and what the new ticket gets: `group`, `priority`, `add_tags`,
@@ -25,7 +25,8 @@ use std::collections::BTreeMap;
 use omni_proto::channels;
 use omni_proto::v1::contact_identifier::Kind;
 use omni_proto::v1::{Channel, ConversationEvent, participant::Role};
-use omni_runtime::Problems;
+use omni_runtime::hours::{BusinessHours, BusinessHoursConfig};
+use omni_runtime::{Problems, Validate};
 use serde::Deserialize;
 
 use crate::helpdesk::{Priority, Routing};
@@ -90,80 +91,98 @@ pub enum HoursCondition {
     Outside,
 }
 
-/// `[router.business_hours]`: one weekly window at a fixed UTC offset.
-#[derive(Clone, Debug, Deserialize)]
+/// `[router.business_hours]`: the hours `business_hours` conditions refer to, in the shape of
+/// `[notifier.business_hours]` (`timezone`, `week`, `holidays`; see [`omni_runtime::hours`]).
+/// The router's earlier shape, one window at a fixed offset (`utc_offset`, `days`, `start`,
+/// `end`), is still read, as the same week.
+#[derive(Clone, Debug)]
+pub struct RouterHours(pub BusinessHoursConfig);
+
+/// The router's earlier `[router.business_hours]`: one window on `days` at a fixed offset; an
+/// `end` before `start` runs overnight and belongs to the day it starts on.
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct BusinessHours {
-    /// Fixed offset from UTC, `+03:00`, `-05:00` or `UTC` (no daylight saving rules).
-    pub utc_offset: String,
-    /// Working days: `mon` .. `sun`.
-    pub days: Vec<String>,
-    /// Opening time, `HH:MM`.
-    pub start: String,
-    /// Closing time, `HH:MM` (exclusive).
-    pub end: String,
+struct FixedWindow {
+    utc_offset: String,
+    days: Vec<String>,
+    start: String,
+    end: String,
 }
 
-const DAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+/// `mon` .. `sun` as [`BusinessHoursConfig::week`] names them.
+const DAYS: [(&str, &str); 7] = [
+    ("mon", "monday"),
+    ("tue", "tuesday"),
+    ("wed", "wednesday"),
+    ("thu", "thursday"),
+    ("fri", "friday"),
+    ("sat", "saturday"),
+    ("sun", "sunday"),
+];
 
-impl BusinessHours {
-    fn offset_seconds(&self) -> Option<i64> {
-        let value = self.utc_offset.trim();
-        if value.eq_ignore_ascii_case("utc") || value == "Z" {
-            return Some(0);
+impl FixedWindow {
+    /// The same hours as a week: an overnight window is split at midnight, its morning part on
+    /// the next day. Refused, naming the key, if a time or a day is not one.
+    fn into_week(self) -> Result<BusinessHoursConfig, String> {
+        let time = |value: &str| value.trim().parse::<jiff::civil::Time>().ok();
+        for (key, value) in [("start", &self.start), ("end", &self.end)] {
+            if time(value).is_none() && !(key == "end" && value.trim() == "24:00") {
+                return Err(format!("business_hours.{key}: `{value}` is not HH:MM, for example 09:00"));
+            }
         }
-        let (sign, rest) = match value.as_bytes().first()? {
-            b'+' => (1, &value[1..]),
-            b'-' => (-1, &value[1..]),
-            _ => return None,
-        };
-        Some(sign * minutes(rest)? * 60)
+        if let Some(day) = self
+            .days
+            .iter()
+            .find(|day| !DAYS.iter().any(|(short, _)| day.trim().eq_ignore_ascii_case(short)))
+        {
+            return Err(format!(
+                "business_hours.days: `{day}` is not one of mon, tue, wed, thu, fri, sat, sun"
+            ));
+        }
+        Ok(self.week())
     }
 
-    /// Whether a Unix time falls in the window. A window whose `end` is before its `start`
-    /// (22:00 to 06:00) runs overnight: it belongs to the day it starts on.
-    pub fn contains(&self, unix_seconds: i64) -> bool {
-        let (Some(offset), Some(start), Some(end)) = (self.offset_seconds(), minutes(&self.start), minutes(&self.end)) else {
-            return false;
+    fn week(self) -> BusinessHoursConfig {
+        let timezone = match self.utc_offset.trim() {
+            "Z" | "z" => "UTC".to_owned(),
+            offset if offset.eq_ignore_ascii_case("utc") => "UTC".to_owned(),
+            offset => offset.to_owned(),
         };
-        let local = unix_seconds + offset;
-        // 1970-01-01 was a Thursday (index 3 from Monday).
-        let day_index = (local.div_euclid(86_400) + 3).rem_euclid(7) as usize;
-        let works = |index: usize| self.days.iter().any(|d| d.eq_ignore_ascii_case(DAYS[index]));
-        let minute = local.rem_euclid(86_400) / 60;
-        if start <= end {
-            works(day_index) && minute >= start && minute < end
-        } else {
-            (works(day_index) && minute >= start) || (works((day_index + 6) % 7) && minute < end)
-        }
-    }
-
-    fn validate(&self, prefix: &str, problems: &mut Problems) {
-        problems.check(
-            self.offset_seconds().is_some(),
-            format!("{prefix}.utc_offset"),
-            "use `UTC` or a fixed offset like `+03:00`",
-        );
-        for (field, value) in [("start", &self.start), ("end", &self.end)] {
-            problems.check(
-                minutes(value).is_some(),
-                format!("{prefix}.{field}"),
-                "use HH:MM, for example 09:00",
-            );
-        }
-        problems.check(!self.days.is_empty(), format!("{prefix}.days"), "name at least one day");
-        problems.check(
-            minutes(&self.start) != minutes(&self.end),
-            format!("{prefix}.end"),
-            "must differ from start (an end before the start runs overnight)",
-        );
+        let time = |value: &str| value.trim().parse::<jiff::civil::Time>().ok();
+        let overnight = matches!((time(&self.start), time(&self.end)), (Some(start), Some(end)) if end < start);
+        let mut week: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for day in &self.days {
-            problems.check(
-                DAYS.contains(&day.to_ascii_lowercase().as_str()),
-                format!("{prefix}.days"),
-                format!("`{day}` is not one of mon, tue, wed, thu, fri, sat, sun"),
-            );
+            let day = day.trim().to_ascii_lowercase();
+            let Some(index) = DAYS.iter().position(|(short, _)| *short == day) else {
+                continue;
+            };
+            let (today, tomorrow) = (DAYS[index].1.to_owned(), DAYS[(index + 1) % 7].1.to_owned());
+            if overnight {
+                week.entry(today).or_default().push(format!("{}-24:00", self.start));
+                week.entry(tomorrow).or_default().push(format!("00:00-{}", self.end));
+            } else {
+                week.entry(today).or_default().push(format!("{}-{}", self.start, self.end));
+            }
         }
+        BusinessHoursConfig {
+            timezone,
+            week,
+            holidays: Vec::new(),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for RouterHours {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let table = serde_json::Value::deserialize(deserializer)?;
+        let config = if table.get("utc_offset").is_some() {
+            let window = serde_json::from_value::<FixedWindow>(table).map_err(D::Error::custom)?;
+            window.into_week().map_err(D::Error::custom)?
+        } else {
+            serde_json::from_value::<BusinessHoursConfig>(table).map_err(D::Error::custom)?
+        };
+        Ok(Self(config))
     }
 }
 
@@ -171,13 +190,6 @@ impl BusinessHours {
 /// `İ` lowercases to (so `İade` contains `iade`).
 fn fold(text: &str) -> String {
     text.to_lowercase().replace('\u{307}', "")
-}
-
-/// `HH:MM` as minutes after midnight.
-fn minutes(value: &str) -> Option<i64> {
-    let (hours, mins) = value.trim().split_once(':')?;
-    let (hours, mins): (i64, i64) = (hours.parse().ok()?, mins.parse().ok()?);
-    ((0..=24).contains(&hours) && (0..60).contains(&mins) && hours * 60 + mins <= 24 * 60).then_some(hours * 60 + mins)
 }
 
 /// Where an event goes and what its new tickets get.
@@ -196,7 +208,8 @@ pub struct Route {
 pub struct Rules {
     rules: Vec<RuleConfig>,
     default_destination: String,
-    hours: Option<BusinessHours>,
+    /// `[router.business_hours]` as configured (for validation) and compiled (`None` when invalid).
+    hours: Option<(BusinessHoursConfig, Option<BusinessHours>)>,
 }
 
 /// One line of `omni route --explain`: a rule and why it matched or not.
@@ -212,17 +225,20 @@ pub struct Explanation {
 
 impl Rules {
     /// Rules from config.
-    pub fn new(rules: Vec<RuleConfig>, default_destination: String, hours: Option<BusinessHours>) -> Self {
+    pub fn new(rules: Vec<RuleConfig>, default_destination: String, hours: Option<BusinessHoursConfig>) -> Self {
         Self {
             rules,
             default_destination,
-            hours,
+            hours: hours.map(|config| {
+                let compiled = BusinessHours::new(&config).ok();
+                (config, compiled)
+            }),
         }
     }
 
     /// Checks names, destinations and conditions; `destinations` are the configured ones.
     pub fn validate(&self, prefix: &str, destinations: &[&str], problems: &mut Problems) {
-        if let Some(hours) = &self.hours {
+        if let Some((hours, _)) = &self.hours {
             hours.validate(&format!("{prefix}.business_hours"), problems);
         }
         for (index, rule) in self.rules.iter().enumerate() {
@@ -369,7 +385,12 @@ impl Rules {
         }
         if let Some(wanted) = rule.business_hours {
             let at = event.occurred_at.or(event.received_at).map(|t| t.seconds).unwrap_or_default();
-            let inside = self.hours.as_ref().is_some_and(|h| h.contains(at));
+            let at = jiff::Timestamp::from_second(at).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+            let inside = self
+                .hours
+                .as_ref()
+                .and_then(|(_, compiled)| compiled.as_ref())
+                .is_some_and(|h| h.is_open(at));
             let holds = (wanted == HoursCondition::Inside) == inside;
             if !holds {
                 return Some(format!("the event is {} business hours", if inside { "inside" } else { "outside" }));
@@ -424,13 +445,22 @@ mod tests {
         }
     }
 
-    fn hours() -> BusinessHours {
-        BusinessHours {
-            utc_offset: "+03:00".into(),
-            days: ["mon", "tue", "wed", "thu", "fri"].map(String::from).to_vec(),
-            start: "09:00".into(),
-            end: "18:00".into(),
-        }
+    fn hours() -> BusinessHoursConfig {
+        window("09:00", "18:00")
+    }
+
+    /// Weekdays from `start` to `end` at +03:00, in the router's earlier shape.
+    fn window(start: &str, end: &str) -> BusinessHoursConfig {
+        let days = ["mon", "tue", "wed", "thu", "fri"];
+        let table = serde_json::json!({ "utc_offset": "+03:00", "days": days, "start": start, "end": end });
+        serde_json::from_value::<RouterHours>(table).unwrap().0
+    }
+
+    /// Whether `hours` are open at the Unix time `at`.
+    fn open(hours: &BusinessHoursConfig, at: i64) -> bool {
+        BusinessHours::new(hours)
+            .unwrap()
+            .is_open(jiff::Timestamp::from_second(at).unwrap())
     }
 
     // 2026-11-23 is a Monday. 07:00 UTC = 10:00 at +03:00; 16:00 UTC = 19:00.
@@ -517,22 +547,60 @@ mod tests {
             }
         );
         // Saturday 10:00 local is outside too.
-        assert!(!hours().contains(MONDAY_10_LOCAL + 5 * 86_400));
-        assert!(hours().contains(MONDAY_10_LOCAL + 4 * 86_400), "Friday");
+        assert!(!open(&hours(), MONDAY_10_LOCAL + 5 * 86_400));
+        assert!(open(&hours(), MONDAY_10_LOCAL + 4 * 86_400), "Friday");
         // Overnight: Friday 22:00 to Saturday 06:00 belongs to Friday.
-        let night = BusinessHours {
-            start: "22:00".into(),
-            end: "06:00".into(),
-            ..hours()
-        };
+        let night = window("22:00", "06:00");
         let friday_23 = MONDAY_10_LOCAL + 4 * 86_400 + 13 * 3600;
-        assert!(night.contains(friday_23));
-        assert!(night.contains(friday_23 + 6 * 3600), "Saturday 05:00, Friday's night");
+        assert!(open(&night, friday_23));
+        assert!(open(&night, friday_23 + 6 * 3600), "Saturday 05:00, Friday's night");
         assert!(
-            !night.contains(friday_23 + 30 * 3600),
+            !open(&night, friday_23 + 30 * 3600),
             "Sunday 05:00 follows Saturday, not a working day"
         );
-        assert!(!night.contains(MONDAY_10_LOCAL));
+        assert!(!open(&night, MONDAY_10_LOCAL));
+    }
+
+    #[test]
+    fn business_hours_take_the_notifiers_shape_with_a_time_zone() {
+        let table = serde_json::json!({
+            "timezone": "Europe/Amsterdam",
+            "week": { "monday": ["09:00-18:00"] },
+            "holidays": ["2026-12-28"],
+        });
+        let amsterdam = serde_json::from_value::<RouterHours>(table).unwrap().0;
+        // Mondays 07:30 UTC: 09:30 in summer (CEST), 08:30 in winter (CET).
+        let summer = jiff::Timestamp::from_second(1_783_323_000).unwrap(); // 2026-07-06
+        let winter = jiff::Timestamp::from_second(1_799_047_800).unwrap(); // 2027-01-04
+        let hours = BusinessHours::new(&amsterdam).unwrap();
+        assert!(hours.is_open(summer), "09:30 CEST");
+        assert!(!hours.is_open(winter), "08:30 CET");
+        assert!(!hours.is_open(winter + jiff::SignedDuration::from_hours(-7 * 24 + 2)), "a holiday");
+        // A rule reads them through the same path.
+        let rules = Rules::new(vec![], "rt".into(), Some(amsterdam));
+        let mut problems = Problems::default();
+        rules.validate("router", &["rt"], &mut problems);
+        assert!(problems.items().is_empty(), "{problems:?}");
+    }
+
+    #[test]
+    fn the_earlier_window_shape_names_its_own_keys_when_wrong() {
+        let window = |days: &[&str], start: &str, end: &str| {
+            let table = serde_json::json!({ "utc_offset": "+03:00", "days": days, "start": start, "end": end });
+            serde_json::from_value::<RouterHours>(table).map(|hours| hours.0)
+        };
+        let error = window(&["mon", "funday"], "09:00", "18:00").unwrap_err().to_string();
+        assert!(error.contains("business_hours.days: `funday`"), "{error}");
+        let error = window(&["mon"], "9am", "18:00").unwrap_err().to_string();
+        assert!(error.contains("business_hours.start: `9am`"), "{error}");
+        let until_midnight = window(&["sat"], "10:00", "24:00").unwrap();
+        assert_eq!(until_midnight.week["saturday"], ["10:00-24:00"]);
+        let mut problems = Problems::default();
+        Rules::new(vec![], "rt".into(), Some(hours())).validate("router", &["rt"], &mut problems);
+        assert!(problems.items().is_empty(), "{problems:?}");
+        let mistyped = serde_json::json!({ "utc_offset": "+03:00", "days": ["mon"], "start": "09:00", "ende": "18:00" });
+        let error = serde_json::from_value::<RouterHours>(mistyped).unwrap_err().to_string();
+        assert!(error.contains("ende"), "{error}");
     }
 
     #[test]
@@ -555,14 +623,16 @@ mod tests {
         let mut bad = rules();
         bad.rules[0].destinations.push("freshdesk".into());
         bad.rules[1].channels.push("fax".into());
-        bad.hours.as_mut().unwrap().start = "9am".into();
+        let mut hours = hours();
+        hours.week.insert("monday".into(), vec!["9am-18:00".into()]);
+        let bad = Rules::new(bad.rules, bad.default_destination, Some(hours));
         let mut problems = Problems::default();
         bad.validate("router", &["rt", "zendesk"], &mut problems);
         let keys: Vec<&str> = problems.items().iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(
             keys,
             [
-                "router.business_hours.start",
+                "router.business_hours.week.monday",
                 "router.rules[0].destinations",
                 "router.rules[1].channels"
             ]

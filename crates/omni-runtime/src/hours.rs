@@ -40,7 +40,7 @@ const DAYS: [(&str, Weekday); 7] = [
 #[derive(Clone, Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BusinessHoursConfig {
-    /// IANA time zone of the team, e.g. "Europe/Istanbul".
+    /// IANA time zone of the team, e.g. "Europe/Istanbul", or a fixed offset like "+03:00".
     pub timezone: String,
     /// Opening hours per weekday: keys `monday` .. `sunday` (lowercase English), each a list of
     /// "HH:MM-HH:MM" spans within the day; a day not listed (or an empty list) is closed.
@@ -220,9 +220,13 @@ impl fmt::Display for Opening {
 fn compile(config: &BusinessHoursConfig, prefix: &str, problems: &mut Problems) -> Option<BusinessHours> {
     // `problems` may already hold other sections' problems: only new ones count here.
     let before = problems.items().len();
-    let tz = TimeZone::get(&config.timezone);
+    // An IANA name, or a fixed offset like `+03:00` (no daylight saving rules).
+    let tz = jiff::fmt::temporal::DateTimeParser::new().parse_time_zone(&config.timezone);
     if let Err(error) = &tz {
-        let reason = format!("`{}` is not a known IANA time zone: {error}", config.timezone);
+        let reason = format!(
+            "`{}` is neither a known IANA time zone nor a fixed offset like +03:00: {error}",
+            config.timezone
+        );
         problems.push(format!("{prefix}.timezone"), reason);
     }
     let week = compile_week(&config.week, prefix, problems);
