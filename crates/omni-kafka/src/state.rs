@@ -7,13 +7,14 @@
 //! with tansu), so state must be applied as "last record read wins", which [`read_all`] does.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use rdkafka::consumer::BaseConsumer;
 use rdkafka::error::KafkaError;
 use rdkafka::{Message, Offset};
 
 use crate::config::KafkaConfig;
+use crate::{CloudEvent, ProduceError, Producer};
 
 /// Why state could not be restored.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +36,84 @@ pub enum StateError {
         /// The time allowed.
         timeout: Duration,
     },
+}
+
+/// How often state past a retention of `retention_secs` is looked for: a tenth of it, between
+/// 1 s and an hour; `None` for 0 (kept forever).
+pub fn expiry_interval(retention_secs: u64) -> Option<Duration> {
+    (retention_secs > 0).then(|| Duration::from_secs((retention_secs / 10).clamp(1, 3600)))
+}
+
+/// Writes a tombstone for each of `keys` in the compacted `topic` (records of type `kind`, by
+/// `source`), all at once, and waits until the broker acknowledged every one.
+pub async fn tombstone(producer: &Producer, topic: &str, kind: &str, source: &str, keys: &[String]) -> Result<(), ProduceError> {
+    let mut pending = Vec::with_capacity(keys.len());
+    for key in keys {
+        let headers = CloudEvent {
+            id: key,
+            kind,
+            source,
+            subject: None,
+            time: SystemTime::now(),
+        }
+        .to_headers();
+        pending.push(producer.enqueue_tombstone(topic, key.as_bytes(), headers)?);
+    }
+    for acknowledgement in pending {
+        acknowledgement.acknowledged().await?;
+    }
+    Ok(())
+}
+
+/// Most keys one [`expire_round`] tombstones; a full round is followed by another at once.
+pub const EXPIRE_BATCH: usize = 10_000;
+
+/// A compacted state topic that several replicas write, whose old records expire.
+#[derive(Clone, Copy, Debug)]
+pub struct Expiry<'a> {
+    /// The state topic.
+    pub topic: &'a str,
+    /// The CloudEvents type of its records.
+    pub kind: &'a str,
+    /// This replica's CloudEvents source.
+    pub source: &'a str,
+    /// Longest time to read the topic whole.
+    pub timeout: Duration,
+}
+
+/// Why an expiry round did not finish (the next one tries again).
+#[derive(Debug, thiserror::Error)]
+pub enum ExpireError {
+    /// The topic was not read.
+    #[error(transparent)]
+    Read(#[from] StateError),
+    /// A tombstone was not written.
+    #[error(transparent)]
+    Write(#[from] ProduceError),
+}
+
+/// One expiry round: reads the topic whole (what every replica wrote, not this replica's view,
+/// which is stale for keys other replicas hold), tombstones up to [`EXPIRE_BATCH`] keys whose
+/// latest value `expired` says is past, waits for the broker, and returns those keys for the
+/// caller to forget. A write for one of them racing the round lands after its tombstone, so it
+/// stands: the caller forgets a key only if its own copy is past too.
+pub async fn expire_round(
+    config: &KafkaConfig,
+    client_id: &str,
+    producer: &Producer,
+    expiry: Expiry<'_>,
+    expired: impl Fn(&[u8]) -> bool,
+) -> Result<Vec<String>, ExpireError> {
+    let records = read_all(config, client_id, expiry.topic, expiry.timeout).await?;
+    let keys: Vec<String> = records
+        .iter()
+        .filter(|(_, value)| expired(value))
+        .map(|(key, _)| String::from_utf8_lossy(key).into_owned())
+        .take(EXPIRE_BATCH)
+        .collect();
+    drop(records);
+    tombstone(producer, expiry.topic, expiry.kind, expiry.source, &keys).await?;
+    Ok(keys)
 }
 
 /// Reads `topic` from the beginning to its current end and returns the latest value per key
@@ -115,4 +194,17 @@ fn read_all_blocking(
         "state restored"
     );
     Ok(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expiry_is_looked_for_a_tenth_of_the_retention_apart_within_bounds() {
+        assert_eq!(expiry_interval(0), None, "kept forever");
+        assert_eq!(expiry_interval(4), Some(Duration::from_secs(1)));
+        assert_eq!(expiry_interval(600), Some(Duration::from_secs(60)));
+        assert_eq!(expiry_interval(90 * 86_400), Some(Duration::from_secs(3600)));
+    }
 }

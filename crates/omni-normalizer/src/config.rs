@@ -58,7 +58,7 @@ impl NormalizerConfig {
     /// How often expired known events are looked for: a tenth of the retention, between 1 s and
     /// an hour; `None` when they are kept forever.
     pub fn known_expiry_interval(&self) -> Option<std::time::Duration> {
-        (self.known_retention_secs > 0).then(|| std::time::Duration::from_secs((self.known_retention_secs / 10).clamp(1, 3600)))
+        omni_kafka::state::expiry_interval(self.known_retention_secs)
     }
 }
 

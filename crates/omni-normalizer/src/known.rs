@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
-use omni_kafka::{CloudEvent, ProduceError, Producer, topics};
+use omni_kafka::{ProduceError, Producer, topics};
 use omni_proto::v1::NormalizedEvent;
 use prost::Message as _;
 
@@ -102,25 +102,11 @@ pub async fn expire(
     let Some(cutoff) = now.checked_sub(retention) else {
         return Ok(0);
     };
-    let keys = known.expired(cutoff);
-    let mut pending = Vec::with_capacity(keys.len());
-    for id in &keys {
-        let key = format!("{KEY_PREFIX}{id}");
-        let headers = CloudEvent {
-            id: &key,
-            kind: "omni.v1.NormalizedEvent",
-            source,
-            subject: None,
-            time: SystemTime::now(),
-        }
-        .to_headers();
-        pending.push(producer.enqueue_tombstone(topics::STATE_NORMALIZER, key.as_bytes(), headers)?);
-    }
-    for acknowledgement in pending {
-        acknowledgement.acknowledged().await?;
-    }
-    known.forget(&keys);
-    Ok(keys.len())
+    let ids = known.expired(cutoff);
+    let keys: Vec<String> = ids.iter().map(|id| format!("{KEY_PREFIX}{id}")).collect();
+    omni_kafka::state::tombstone(producer, topics::STATE_NORMALIZER, "omni.v1.NormalizedEvent", source, &keys).await?;
+    known.forget(&ids);
+    Ok(ids.len())
 }
 
 #[cfg(test)]

@@ -71,7 +71,7 @@ impl RouterConfig {
     /// How often expired state is looked for: a tenth of the retention, between 1 s and an hour;
     /// `None` when state is kept forever.
     pub fn state_expiry_interval(&self) -> Option<std::time::Duration> {
-        (self.state_retention_secs > 0).then(|| std::time::Duration::from_secs((self.state_retention_secs / 10).clamp(1, 3600)))
+        omni_kafka::state::expiry_interval(self.state_retention_secs)
     }
 }
 
