@@ -871,3 +871,40 @@ async fn the_agents_files_go_with_an_email_answer_and_the_agent_hears_of_those_t
     .with_context(|| format!("omni-sender log:\n{}", sender.log()))?;
     Ok(())
 }
+
+/// Bounded sender state (`[sender] state_retention_secs`, 3 s here): a conversation's reply
+/// address whose customer has been silent for longer is tombstoned in `omni.state.sender.v1`
+/// and forgotten (`omni_sender_state_expired_total`, `omni_sender_conversations`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_address_past_its_retention_is_tombstoned_and_forgotten() -> anyhow::Result<()> {
+    let _serial = serial().await;
+    let pipeline = Pipeline::start(&[]).await?;
+    let (_replies, sender) = return_path(&pipeline, &[("OMNI__SENDER__STATE_RETENTION_SECS", "3")]).await?;
+    let run = nonce();
+    let body = serde_json::json!({
+        "customer": { "email": format!("retention+{run}@example.com") },
+        "text": "Waar blijft mijn pakket?",
+        "thread_id": run,
+    })
+    .to_string();
+    let event_id = pipeline.post_ok(&body).await?;
+    let conversation = pipeline.delivery_of(&event_id, TIMEOUT).await?.conversation_id;
+    let key = format!("conversation/{conversation}");
+    let bootstrap = pipeline.broker.bootstrap();
+    let values_of = |key: &str| -> Vec<usize> {
+        omni_e2e::read_topic(&bootstrap, omni_kafka::topics::STATE_SENDER)
+            .map(|records| records.iter().filter(|r| r.key == key.as_bytes()).map(|r| r.value.len()).collect())
+            .unwrap_or_default()
+    };
+    eventually("the reply address written, then tombstoned", TIMEOUT, || {
+        let values = values_of(&key);
+        // A record with the address, then one without a value.
+        let done = values.first().is_some_and(|len| *len > 0) && values.last() == Some(&0);
+        async move { Ok(done) }
+    })
+    .await
+    .with_context(|| format!("records of {key}: {:?}\nomni-sender log:\n{}", values_of(&key), sender.log()))?;
+    assert!(sender.metric("omni_sender_state_expired_total").await? >= 1.0);
+    assert_eq!(sender.metric("omni_sender_conversations").await?, 0.0, "forgotten in memory too");
+    Ok(())
+}

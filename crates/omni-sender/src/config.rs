@@ -21,6 +21,9 @@ pub struct SenderConfig {
     pub drain_timeout_secs: u64,
     /// Longest time to read `omni.state.sender.v1` at start-up, in seconds.
     pub state_restore_timeout_secs: u64,
+    /// How long a reply address is kept after its customer's latest message, and an outbox
+    /// entry after its last update, in seconds (see `state::expire`); 0 keeps them forever.
+    pub state_retention_secs: u64,
     /// How long an answer waits for the sender to have read its conversation's customer
     /// message (both topics are read side by side; one may lag), in seconds; then it is a
     /// dead letter.

@@ -260,13 +260,56 @@ async fn run_pipeline(config: &SenderServiceConfig, client_id: &str, context: &S
         shutdown: context.shutdown.clone(),
     };
     context.readiness.ready("pipeline");
+    let sweeper = tokio::spawn(sweep_state(
+        config.clone(),
+        client_id.to_owned(),
+        (worker.producer.clone(), worker.source.clone()),
+        worker.memory.clone(),
+        context.shutdown.clone(),
+    ));
     let result = pump(&member, &worker, config.service.max_in_flight, context, || {
         state::restore(config, client_id)
     })
     .await;
+    sweeper.abort();
     // Dropping the consumer closes it, which commits the offsets stored so far (and only those).
     drop(member);
     result
+}
+
+/// Every `state_retention_secs / 10` (1 s to an hour), one [`state::expire`] round, logged and
+/// counted (`omni_sender_state_expired_total`); a full round is followed by another at once.
+async fn sweep_state(
+    config: SenderServiceConfig,
+    client_id: String,
+    writer: (Producer, String),
+    memory: Arc<Mutex<state::Memory>>,
+    shutdown: CancellationToken,
+) {
+    let Some(every) = omni_kafka::state::expiry_interval(config.service.state_retention_secs) else {
+        return;
+    };
+    let mut ticks = tokio::time::interval(every);
+    ticks.tick().await;
+    metrics::counter!("omni_sender_state_expired_total").increment(0);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        match state::expire(&config, &client_id, (&writer.0, &writer.1), &memory, SystemTime::now()).await {
+            Ok(expired) => {
+                metrics::counter!("omni_sender_state_expired_total").increment(expired as u64);
+                if expired > 0 {
+                    tracing::info!(expired, "sender state past its retention removed");
+                }
+                if expired >= omni_kafka::state::EXPIRE_BATCH {
+                    ticks.reset_immediately();
+                }
+            }
+            Err(error) => tracing::warn!(%error, "sender state not expired this round"),
+        }
+    }
 }
 
 /// Receives the three topics: conversation events update the reply addresses and receipts the

@@ -1,5 +1,13 @@
 //! The sender's state in `omni.state.sender.v1`: where each conversation's customer is answered,
 //! and how far each outbound message got (the outbox).
+//!
+//! Bounded by `[sender] state_retention_secs` ([`expire`]): a reply address whose customer last
+//! wrote longer ago than that, and an outbox entry last updated longer ago, are tombstoned and
+//! forgotten. What that means: an answer to a conversation whose customer has been silent for
+//! longer finds no reply address, waits `conversation_wait_secs` and becomes a dead letter "no
+//! channel to reply on" (the next customer message brings the address back); an answer
+//! redelivered after its outbox entry expired would be sent again, which only a replay of
+//! `omni.outbound.v1` older than the retention can cause.
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
@@ -14,6 +22,9 @@ use crate::SenderServiceConfig;
 
 const CONVERSATION_PREFIX: &str = "conversation/";
 const OUTBOX_PREFIX: &str = "outbox/";
+
+/// The CloudEvents type of the records.
+const KIND: &str = "omni.v1.SenderState";
 
 /// Both maps, restored from the topic at start.
 #[derive(Debug, Default)]
@@ -86,7 +97,7 @@ async fn write(producer: &Producer, source: &str, key: &str, entry: Entry) -> Re
     let value = SenderState { entry: Some(entry) };
     let headers = CloudEvent {
         id: key,
-        kind: "omni.v1.SenderState",
+        kind: KIND,
         source,
         subject: None,
         time: SystemTime::now(),
@@ -96,4 +107,130 @@ async fn write(producer: &Producer, source: &str, key: &str, entry: Entry) -> Re
         .send(topics::STATE_SENDER, key.as_bytes(), &value.encode_to_vec(), headers)
         .await
         .map(|_| ())
+}
+
+/// When an entry was last written for: a reply address by its customer's latest message, an
+/// outbox entry by its last update.
+fn written_at(entry: &Entry) -> Option<SystemTime> {
+    system_time(match entry {
+        Entry::Conversation(address) => address.last_inbound_at,
+        Entry::Outbox(outbox) => outbox.updated_at,
+    })
+}
+
+fn system_time<T>(at: Option<T>) -> Option<SystemTime>
+where
+    SystemTime: TryFrom<T>,
+{
+    at.and_then(|at| SystemTime::try_from(at).ok())
+}
+
+/// Whether a record (its value) was written for before `cutoff`; an entry with no time is kept.
+fn expired(value: &[u8], cutoff: SystemTime) -> bool {
+    let entry = SenderState::decode(value).ok().and_then(|state| state.entry);
+    entry.as_ref().and_then(written_at).is_some_and(|at| at < cutoff)
+}
+
+impl Memory {
+    /// Forgets `keys` that this replica also holds as written for before `cutoff` (one written
+    /// for since, here, stays: its newer record follows the tombstone in the topic).
+    fn forget(&mut self, keys: &[String], cutoff: SystemTime) {
+        let old = |at: Option<SystemTime>| at.is_some_and(|at| at < cutoff);
+        for key in keys {
+            if let Some(id) = key.strip_prefix(CONVERSATION_PREFIX) {
+                if self
+                    .addresses
+                    .get(id)
+                    .is_some_and(|address| old(system_time(address.last_inbound_at)))
+                {
+                    self.addresses.remove(id);
+                }
+            } else if let Some(id) = key.strip_prefix(OUTBOX_PREFIX)
+                && self.outbox.get(id).is_some_and(|entry| old(system_time(entry.updated_at)))
+            {
+                self.outbox.remove(id);
+            }
+        }
+        metrics::gauge!("omni_sender_conversations").set(self.addresses.len() as f64);
+    }
+}
+
+/// One expiry round ([`omni_kafka::state::expire_round`]): what was written for before
+/// `now - retention` is tombstoned, then forgotten here; returns how many keys.
+pub async fn expire(
+    config: &SenderServiceConfig,
+    client_id: &str,
+    writer: (&Producer, &str),
+    memory: &std::sync::Mutex<Memory>,
+    now: SystemTime,
+) -> Result<usize, omni_kafka::state::ExpireError> {
+    let retention = Duration::from_secs(config.service.state_retention_secs);
+    let Some(cutoff) = now.checked_sub(retention) else { return Ok(0) };
+    let (producer, source) = writer;
+    let expiry = omni_kafka::state::Expiry {
+        topic: topics::STATE_SENDER,
+        kind: KIND,
+        source,
+        timeout: Duration::from_secs(config.service.state_restore_timeout_secs),
+    };
+    let keys = omni_kafka::state::expire_round(&config.kafka, client_id, producer, expiry, |value| expired(value, cutoff)).await?;
+    memory.lock().expect("sender memory").forget(&keys, cutoff);
+    Ok(keys.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use omni_proto::v1::OutboxEntry;
+
+    fn record(entry: Entry) -> Vec<u8> {
+        SenderState { entry: Some(entry) }.encode_to_vec()
+    }
+
+    fn address(at: Option<SystemTime>) -> ReplyAddress {
+        ReplyAddress {
+            last_inbound_at: at.map(Into::into),
+            ..ReplyAddress::default()
+        }
+    }
+
+    fn outbox(at: SystemTime) -> OutboxEntry {
+        OutboxEntry {
+            updated_at: Some(at.into()),
+            ..OutboxEntry::default()
+        }
+    }
+
+    #[test]
+    fn only_entries_written_for_before_the_cutoff_expire_here_and_in_memory() {
+        let cutoff = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let (before, after) = (cutoff - Duration::from_secs(1), cutoff + Duration::from_secs(1));
+        let records: HashMap<Vec<u8>, Vec<u8>> = [
+            ("conversation/old", record(Entry::Conversation(address(Some(before))))),
+            ("conversation/new", record(Entry::Conversation(address(Some(after))))),
+            ("conversation/timeless", record(Entry::Conversation(address(None)))),
+            ("outbox/old", record(Entry::Outbox(outbox(before)))),
+            ("outbox/new", record(Entry::Outbox(outbox(after)))),
+        ]
+        .into_iter()
+        .map(|(key, value)| (key.as_bytes().to_vec(), value))
+        .collect();
+        let mut keys: Vec<String> = records
+            .iter()
+            .filter(|(_, value)| expired(value, cutoff))
+            .map(|(key, _)| String::from_utf8_lossy(key).into_owned())
+            .collect();
+        keys.sort();
+        assert_eq!(keys, ["conversation/old", "outbox/old"]);
+
+        // This replica heard from the old conversation's customer since the topic was read.
+        let mut memory = Memory::default();
+        memory.addresses.insert("old".into(), address(Some(after)));
+        memory.addresses.insert("new".into(), address(Some(after)));
+        memory.outbox.insert("old".into(), outbox(before));
+        memory.forget(&keys, cutoff);
+        assert!(memory.addresses.contains_key("old"), "written for since: kept");
+        assert!(!memory.outbox.contains_key("old"));
+        assert_eq!(memory.addresses.len(), 2);
+    }
 }
