@@ -246,3 +246,39 @@ async fn an_arabic_whatsapp_message_gets_one_arabic_acknowledgement_through_the_
     );
     Ok(())
 }
+
+/// A customer's acknowledgement record decides only within `[notifier] window_secs` (3 s here):
+/// past it, it is tombstoned in `omni.state.notifier.v1` (`omni_notifier_state_expired_total`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acknowledgement_record_past_its_window_is_tombstoned() -> anyhow::Result<()> {
+    let _serial = serial().await;
+    let pipeline = Pipeline::start(&[]).await?;
+    let (_sender, notifier) = acknowledging(&pipeline, &[("OMNI__NOTIFIER__WINDOW_SECS", "3")]).await?;
+    let run = nonce();
+    let customer = format!("jan-{run}@example.nl");
+    pipeline.mailbox.deliver(&mail(
+        &format!("Jan de Vries <{customer}>"),
+        &format!("window-{run}@mail.example.nl"),
+        "",
+        "Retour",
+        "Ik wil mijn bestelling retourneren.",
+    ));
+    let bootstrap = pipeline.broker.bootstrap();
+    let values_of = || -> Vec<usize> {
+        omni_e2e::read_topic(&bootstrap, omni_kafka::topics::STATE_NOTIFIER)
+            .map(|records| {
+                let mine = records.iter().filter(|r| String::from_utf8_lossy(&r.key).contains(&customer));
+                mine.map(|r| r.value.len()).collect()
+            })
+            .unwrap_or_default()
+    };
+    eventually("the acknowledgement recorded, then tombstoned", TIMEOUT, || {
+        let values = values_of();
+        let done = values.first().is_some_and(|len| *len > 0) && values.last() == Some(&0);
+        async move { Ok(done) }
+    })
+    .await
+    .map_err(|error| error.context(format!("records: {:?}\nomni-notifier log:\n{}", values_of(), notifier.log())))?;
+    assert!(notifier.metric("omni_notifier_state_expired_total").await? >= 1.0);
+    Ok(())
+}

@@ -97,10 +97,30 @@ async fn run_pipeline(
     };
     let mut memory = state::restore(config, client_id).await?;
     let mut assignments = member.assignments();
+    // Acknowledgements past the window decide nothing: tombstoned a tenth of a window apart
+    // (hourly with no window, when none decides anything).
+    let every = omni_kafka::state::expiry_interval(config.service.window_secs).unwrap_or(Duration::from_secs(3600));
+    let mut expiry = tokio::time::interval(every);
+    expiry.tick().await;
+    metrics::counter!("omni_notifier_state_expired_total").increment(0);
     context.readiness.ready("pipeline");
     loop {
         tokio::select! {
             () = context.shutdown.cancelled() => return Ok(()),
+            _ = expiry.tick() => {
+                match state::expire(config, client_id, (&notifier.producer, &notifier.source), &mut memory).await {
+                    Ok(expired) => {
+                        metrics::counter!("omni_notifier_state_expired_total").increment(expired as u64);
+                        if expired > 0 {
+                            tracing::info!(expired, acknowledged = memory.len(), "acknowledgements past their window removed");
+                        }
+                        if expired >= omni_kafka::state::EXPIRE_BATCH {
+                            expiry.reset_immediately();
+                        }
+                    }
+                    Err(error) => tracing::warn!(%error, "acknowledgements not expired this round"),
+                }
+            }
             stall = member.stalled() => {
                 member.rejoin(stall).map_err(|error| Stopped::fatal("cannot subscribe again", error))?;
             }

@@ -1,4 +1,8 @@
 //! The notifier's state in `omni.state.notifier.v1`: each customer's latest acknowledgement.
+//!
+//! A record only decides within `window_secs` of its acknowledgement, so past it the record is
+//! tombstoned and forgotten ([`expire`]): the topic and memory follow the customers acknowledged
+//! within the window, not every customer ever.
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
@@ -41,11 +45,37 @@ fn within(record: &AcknowledgementRecord, window: Duration) -> bool {
     at.is_some_and(|at| at.elapsed().map_or(true, |age| age < window))
 }
 
+/// The CloudEvents type of the records.
+const KIND: &str = "omni.v1.AcknowledgementRecord";
+
+/// One expiry round ([`omni_kafka::state::expire_round`]): records past the window are
+/// tombstoned, and memory keeps only those within it; returns how many keys were tombstoned.
+pub async fn expire(
+    config: &NotifierServiceConfig,
+    client_id: &str,
+    writer: (&Producer, &str),
+    memory: &mut Memory,
+) -> Result<usize, omni_kafka::state::ExpireError> {
+    let window = Duration::from_secs(config.service.window_secs);
+    let (producer, source) = writer;
+    let expiry = omni_kafka::state::Expiry {
+        topic: topics::STATE_NOTIFIER,
+        kind: KIND,
+        source,
+        timeout: Duration::from_secs(config.service.state_restore_timeout_secs),
+    };
+    // An unreadable record decides nothing either.
+    let past = |value: &[u8]| AcknowledgementRecord::decode(value).map_or(true, |record| !within(&record, window));
+    let keys = omni_kafka::state::expire_round(&config.kafka, client_id, producer, expiry, past).await?;
+    memory.retain(|_, record| within(record, window));
+    Ok(keys.len())
+}
+
 /// Writes a customer's latest acknowledgement and waits for the broker.
 pub async fn write(producer: &Producer, source: &str, key: &str, record: &AcknowledgementRecord) -> Result<(), ProduceError> {
     let headers = CloudEvent {
         id: key,
-        kind: "omni.v1.AcknowledgementRecord",
+        kind: KIND,
         source,
         subject: None,
         time: SystemTime::now(),
@@ -55,4 +85,24 @@ pub async fn write(producer: &Producer, source: &str, key: &str, record: &Acknow
         .send(topics::STATE_NOTIFIER, key.as_bytes(), &record.encode_to_vec(), headers)
         .await
         .map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn acknowledged(ago: Duration) -> AcknowledgementRecord {
+        AcknowledgementRecord {
+            acknowledged_at: Some((SystemTime::now() - ago).into()),
+            ..AcknowledgementRecord::default()
+        }
+    }
+
+    #[test]
+    fn a_record_decides_only_within_the_window() {
+        let hour = Duration::from_secs(3600);
+        assert!(within(&acknowledged(Duration::from_secs(60)), hour));
+        assert!(!within(&acknowledged(2 * hour), hour));
+        assert!(!within(&AcknowledgementRecord::default(), hour), "no time: decides nothing");
+    }
 }
