@@ -3,7 +3,8 @@
 //! lands in the Request Tracker ticket as a real attachment, byte for byte, with the customer's
 //! text; a WhatsApp photo is fetched from the Graph API's media endpoints (a local stand-in,
 //! `omni_e2e::whatsapp_media`) with the account's token and attached the same way, and a Telegram
-//! photo through `getFile` (`omni_e2e::telegram_files`).
+//! photo through `getFile` (`omni_e2e::telegram_files`). A file above RT's 10 MB is listed with a
+//! signed link instead when `[objects]` links are configured.
 
 use std::time::Duration;
 
@@ -63,6 +64,15 @@ async fn a_3_mb_photo_by_email_is_in_the_ticket_byte_for_byte_with_the_text() ->
         .unwrap_or_default()
         .to_owned();
     assert_eq!(subject, "Kapot aangekomen");
+    let text = create_text(rt, &ticket).await?;
+    assert!(text.contains("De vaas is in scherven aangekomen"), "{text}");
+    assert!(!text.contains("imap://"), "the photo is attached, not listed: {text}");
+    Ok(())
+}
+
+/// The text part of the transaction that created `ticket` (what the customer wrote, and the
+/// files listed rather than attached).
+async fn create_text(rt: &omni_e2e::Rt, ticket: &str) -> anyhow::Result<String> {
     let history = rt.get(&format!("/ticket/{ticket}/history?fields=Type&per_page=20")).await?;
     let create = history["items"]
         .as_array()
@@ -89,9 +99,44 @@ async fn a_3_mb_photo_by_email_is_in_the_ticket_byte_for_byte_with_the_text() ->
         .as_str()
         .unwrap_or_default()
         .to_owned();
-    let text = String::from_utf8(base64::engine::general_purpose::STANDARD.decode(text.split_whitespace().collect::<String>())?)?;
+    Ok(String::from_utf8(
+        base64::engine::general_purpose::STANDARD.decode(text.split_whitespace().collect::<String>())?,
+    )?)
+}
+
+/// A file above Request Tracker's 10 MB with `[objects] public_url` and `link_secret` set: not
+/// attached (RT would refuse the message) but listed in the ticket with its signed link, which
+/// serves it byte for byte; the customer's text is there as always.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_above_request_trackers_limit_is_linked_in_the_ticket() -> anyhow::Result<()> {
+    let _serial = serial().await;
+    let mut pipeline = Pipeline::start(&[("OMNI__OBJECTS__LINK_SECRET", "file-links-test-secret-0123456789")]).await?;
+    let gateway = pipeline.gateway_url.clone();
+    pipeline.router.restart_with(&[("OMNI__OBJECTS__PUBLIC_URL", &gateway)]).await?;
+    let run = nonce();
+    let customer = format!("jan-{run}@example.nl");
+    let mut rng = fastrand::Rng::new();
+    let photo: Vec<u8> = (0..11 * 1024 * 1024).map(|_| rng.u8(..)).collect();
+    pipeline.mailbox.deliver(&mail_with_photo(
+        &format!("Jan de Vries <{customer}>"),
+        &format!("large-{run}@mail.example.nl"),
+        &photo,
+    ));
+    let rt = &pipeline.rt;
+    let ticket = rt.only_ticket_of(&customer).await?;
+    let text = create_text(rt, &ticket).await?;
     assert!(text.contains("De vaas is in scherven aangekomen"), "{text}");
-    assert!(!text.contains("imap://"), "the photo is attached, not listed: {text}");
+    assert!(rt.files(&ticket).await?.is_empty(), "not attached");
+    let sha256 = hex::encode(Sha256::digest(&photo));
+    let prefix = format!("{gateway}/files/{sha256}?");
+    let link = text
+        .split_whitespace()
+        .find(|word| word.starts_with(&prefix))
+        .ok_or_else(|| anyhow::anyhow!("no link to the file in: {text}"))?;
+    assert!(text.contains(&format!("vaas.jpg (image/jpeg, {} bytes)", photo.len())), "{text}");
+    let response = reqwest::get(link).await?;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.bytes().await?.as_ref(), photo.as_slice(), "the file byte for byte");
     Ok(())
 }
 
