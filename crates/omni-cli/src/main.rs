@@ -246,8 +246,7 @@ fn deadletter_replay(filter: &ReplayFilter, dry_run: bool) -> anyhow::Result<()>
     let kafka: Option<KafkaConfig> = settings.section("kafka", &mut problems);
     let kafka = kafka.ok_or_else(|| anyhow::anyhow!("invalid configuration:\n{problems}"))?;
     let consumer: BaseConsumer = kafka
-        .client_config("omni-cli")
-        .set("group.id", "omni-cli-replay")
+        .consumer_config("omni-cli", "omni-cli-replay")
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .create()?;
@@ -517,8 +516,7 @@ fn tail(topic: &str, follow: bool, from_end: bool, max: Option<u64>, message_typ
     let kafka: Option<KafkaConfig> = settings.section("kafka", &mut problems);
     let kafka = kafka.ok_or_else(|| anyhow::anyhow!("invalid configuration:\n{problems}"))?;
     let consumer: BaseConsumer = kafka
-        .client_config("omni-cli")
-        .set("group.id", "omni-cli-tail")
+        .consumer_config("omni-cli", "omni-cli-tail")
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .create()?;

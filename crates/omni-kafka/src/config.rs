@@ -102,6 +102,10 @@ pub struct ConsumerConfig {
     pub session_timeout_ms: u32,
     /// Bound on prefetched bytes per partition, in KiB (`queued.max.messages.kbytes`).
     pub queue_max_kbytes: u32,
+    /// Longest time the broker may hold a fetch that has no new record, in ms
+    /// (`fetch.wait.max.ms`). Kafka answers a waiting fetch as soon as a record arrives; tansu
+    /// 0.6 holds it to the end, so on tansu this is how long every hop may wait.
+    pub fetch_wait_max_ms: u32,
     /// A member that has held no partitions for this many seconds while its topics have some
     /// leaves the group and joins again (see `omni_kafka::consumer::GroupMember`); 0 never
     /// does. Longer than a normal rebalance takes.
@@ -131,6 +135,11 @@ impl Validate for KafkaConfig {
             self.topics.replication_factor >= 1,
             format!("{prefix}.topics.replication_factor"),
             "must be at least 1",
+        );
+        problems.check(
+            (10..=300_000).contains(&self.consumer.fetch_wait_max_ms),
+            format!("{prefix}.consumer.fetch_wait_max_ms"),
+            "must be between 10 and 300000",
         );
         problems.check(
             self.producer.message_timeout_ms >= 1000,
@@ -178,6 +187,8 @@ const PROTECTED: &[&str] = &[
     "acks",
     "enable.auto.offset.store",
     "bootstrap.servers",
+    // `[kafka.consumer] fetch_wait_max_ms`.
+    "fetch.wait.max.ms",
     // `[kafka.producer] compression`.
     "compression.type",
     "compression.codec",
@@ -198,6 +209,16 @@ impl KafkaConfig {
         for (key, value) in &self.properties {
             config.set(key, value);
         }
+        config
+    }
+
+    /// The client settings of a consumer in `group_id`: [`Self::client_config`], and how long the
+    /// broker may hold a fetch with no new record (`[kafka.consumer] fetch_wait_max_ms`).
+    pub fn consumer_config(&self, client_id: &str, group_id: &str) -> ClientConfig {
+        let mut config = self.client_config(client_id);
+        config
+            .set("group.id", group_id)
+            .set("fetch.wait.max.ms", self.consumer.fetch_wait_max_ms.to_string());
         config
     }
 }
@@ -234,6 +255,21 @@ mod tests {
         config.validate("kafka", &mut problems);
         let listed = format!("{problems:?}");
         assert!(listed.contains("kafka.properties.compression.type"), "{listed}");
+    }
+
+    #[test]
+    fn consumers_get_the_fetch_wait_and_no_property_overrides_it() {
+        let (kafka, _) = kafka_with(&[("OMNI__KAFKA__CONSUMER__FETCH_WAIT_MAX_MS", "50")]);
+        let mut config = kafka.unwrap();
+        let consumer = config.consumer_config("c", "g");
+        assert_eq!(consumer.get("fetch.wait.max.ms"), Some("50"));
+        assert_eq!(consumer.get("group.id"), Some("g"));
+        assert_eq!(config.client_config("p").get("fetch.wait.max.ms"), None, "not on producers");
+        config.properties.insert("fetch.wait.max.ms".into(), "500".into());
+        let mut problems = Problems::default();
+        config.validate("kafka", &mut problems);
+        let listed = format!("{problems:?}");
+        assert!(listed.contains("kafka.properties.fetch.wait.max.ms"), "{listed}");
     }
 
     #[test]

@@ -203,8 +203,7 @@ fn group_consumer(
 ) -> Result<(GroupConsumer, Arc<AssignmentWatch>), KafkaError> {
     let assignment = Arc::new(AssignmentWatch::new(Instant::now()));
     let consumer: GroupConsumer = config
-        .client_config(client_id)
-        .set("group.id", group_id)
+        .consumer_config(client_id, group_id)
         .set("group.instance.id", instance_id)
         .set("enable.auto.commit", "true")
         .set("auto.commit.interval.ms", "1000")

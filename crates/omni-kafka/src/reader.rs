@@ -77,9 +77,9 @@ pub fn follow_whole_topic(
 ) -> Result<(BaseConsumer, TopicEnds), KafkaError> {
     let name = format!("{client_id}-{purpose}");
     let consumer: BaseConsumer = kafka
-        .client_config(&name)
-        // Required by librdkafka; nothing is committed (every replica reads everything).
-        .set("group.id", &name)
+        // A group id is required by librdkafka; nothing is committed (every replica reads
+        // everything).
+        .consumer_config(&name, &name)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .create()?;

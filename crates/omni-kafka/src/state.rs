@@ -157,8 +157,7 @@ fn read_all_blocking(
     };
     let started = Instant::now();
     let consumer: BaseConsumer = config
-        .client_config(client_id)
-        .set("group.id", format!("{client_id}-state-reader"))
+        .consumer_config(client_id, &format!("{client_id}-state-reader"))
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .create()
