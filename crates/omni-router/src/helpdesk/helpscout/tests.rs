@@ -330,20 +330,7 @@ impl Stub {
     }
 
     fn config(&self) -> HelpScoutConfig {
-        HelpScoutConfig {
-            base_url: self.url.clone(),
-            token_url: None,
-            web_url: "https://secure.helpscout.net".into(),
-            client_id: CLIENT_ID.into(),
-            client_secret: CLIENT_SECRET.into(),
-            mailbox_id: 85,
-            conversation_field_id: 531,
-            origin_event_field_id: 532,
-            mailboxes: BTreeMap::new(),
-            timeout_secs: 1,
-            max_attachment_bytes: 1024,
-            reply_secret: None,
-        }
+        config_at(&self.url)
     }
 
     fn adapter(&self) -> HelpScout {
@@ -361,6 +348,24 @@ impl Stub {
 
     fn misbehave(&self, what: Misbehave) {
         self.fake.lock().unwrap().misbehave.push_back(what);
+    }
+}
+
+/// The adapter's settings against `base_url` (files up to 1 KiB uploaded).
+fn config_at(base_url: &str) -> HelpScoutConfig {
+    HelpScoutConfig {
+        base_url: base_url.into(),
+        token_url: None,
+        web_url: "https://secure.helpscout.net".into(),
+        client_id: CLIENT_ID.into(),
+        client_secret: CLIENT_SECRET.into(),
+        mailbox_id: 85,
+        conversation_field_id: 531,
+        origin_event_field_id: 532,
+        mailboxes: BTreeMap::new(),
+        timeout_secs: 1,
+        max_attachment_bytes: 1024,
+        reply_secret: None,
     }
 }
 
@@ -895,21 +900,11 @@ fn names_text_and_tags() {
 
 #[test]
 fn files_above_the_per_file_limit_are_the_ones_the_router_links() {
-    let stub_config = |max_attachment_bytes| HelpScoutConfig {
-        base_url: "https://api.helpscout.net".into(),
-        token_url: None,
-        web_url: "https://secure.helpscout.net".into(),
-        client_id: CLIENT_ID.into(),
-        client_secret: CLIENT_SECRET.into(),
-        mailbox_id: 85,
-        conversation_field_id: 531,
-        origin_event_field_id: 532,
-        mailboxes: BTreeMap::new(),
-        timeout_secs: 1,
-        max_attachment_bytes,
-        reply_secret: None,
+    let config = HelpScoutConfig {
+        max_attachment_bytes: 5,
+        ..config_at("https://api.helpscout.net")
     };
-    let adapter = HelpScout::new(stub_config(5)).unwrap();
+    let adapter = HelpScout::new(config).unwrap();
     let file = |name: &str, content| Attachment {
         name: name.into(),
         content: Some(content),
