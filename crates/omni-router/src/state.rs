@@ -44,31 +44,6 @@ pub struct StateStore {
     source: String,
     destination: String,
     maps: Mutex<Maps>,
-    /// How the topic is read again for each expiry round (see [`StateStore::expire`]).
-    reader: Reader,
-}
-
-/// What reading the destination's share of the state topic takes.
-struct Reader {
-    kafka: KafkaConfig,
-    client_id: String,
-    timeout: Duration,
-}
-
-impl Reader {
-    /// The destination's share of the topic, read to its current end.
-    async fn maps(&self, destination: &str) -> Result<Maps, omni_kafka::state::StateError> {
-        let prefixes = [ticket_key(destination, ""), event_key(destination, "")];
-        let keep = move |key: &[u8]| prefixes.iter().any(|prefix| key.starts_with(prefix.as_bytes()));
-        let records = omni_kafka::state::read_where(&self.kafka, &self.client_id, topics::STATE_ROUTER, self.timeout, keep).await?;
-        let mut maps = Maps::default();
-        for (key, value) in records {
-            let Ok(key) = String::from_utf8(key) else { continue };
-            maps.apply(&key, &value);
-        }
-        maps.credit_legacy_events();
-        Ok(maps)
-    }
 }
 
 #[derive(Default)]
@@ -201,18 +176,20 @@ impl StateStore {
         destination: &str,
         timeout: Duration,
     ) -> Result<Self, omni_kafka::state::StateError> {
-        let reader = Reader {
-            kafka: kafka.clone(),
-            client_id: client_id.to_owned(),
-            timeout,
-        };
-        let maps = reader.maps(destination).await?;
+        let prefixes = [ticket_key(destination, ""), event_key(destination, "")];
+        let keep = move |key: &[u8]| prefixes.iter().any(|prefix| key.starts_with(prefix.as_bytes()));
+        let records = omni_kafka::state::read_where(kafka, client_id, topics::STATE_ROUTER, timeout, keep).await?;
+        let mut maps = Maps::default();
+        for (key, value) in records {
+            let Ok(key) = String::from_utf8(key) else { continue };
+            maps.apply(&key, &value);
+        }
+        maps.credit_legacy_events();
         Ok(Self {
             producer,
             source,
             destination: destination.to_owned(),
             maps: Mutex::new(maps),
-            reader,
         })
     }
 
@@ -337,17 +314,16 @@ impl StateStore {
         Ok(())
     }
 
-    /// Forgets what was last written before `now - retention` (see the module docs): reads the
-    /// destination's share of the topic again and judges on it (what every replica wrote, not
-    /// this replica's view, which is stale for conversations another replica holds), tombstones
-    /// the keys (acknowledged by the broker), then drops those that are as old in this replica's
-    /// map. Returns how many event and ticket records went. A conversation that had an event
-    /// here meanwhile keeps its ticket in the map (its newer record follows the tombstone).
-    pub async fn expire(&self, retention: Duration, now: SystemTime) -> Result<(usize, usize), omni_kafka::state::ExpireError> {
+    /// Forgets what was last written before `now - retention` (see the module docs): tombstones
+    /// the keys (acknowledged by the broker), then drops them from the map. Returns how many
+    /// event and ticket records went. A conversation that had an event meanwhile keeps its ticket
+    /// in the map (its tombstone is already written: after a restart its ticket is found in the
+    /// helpdesk again).
+    pub async fn expire(&self, retention: Duration, now: SystemTime) -> Result<(usize, usize), ProduceError> {
         let Some(cutoff) = now.checked_sub(retention) else {
             return Ok((0, 0));
         };
-        let (events, tickets) = self.reader.maps(&self.destination).await?.expired(&self.destination, cutoff);
+        let (events, tickets) = self.maps().expired(&self.destination, cutoff);
         let mut pending = Vec::with_capacity(events.len() + tickets.len());
         for key in events.iter().chain(&tickets) {
             pending.push(
@@ -360,9 +336,7 @@ impl StateStore {
         }
         let mut maps = self.maps();
         for key in &events {
-            if maps.events.get(key).is_some_and(|entry| entry.updated < cutoff) {
-                maps.events.remove(key);
-            }
+            maps.events.remove(key);
         }
         for key in &tickets {
             if maps.activity.get(key).is_some_and(|last| *last < cutoff) {
