@@ -1,5 +1,6 @@
-//! `[router] max_file_bytes_in_flight`: how many bytes of customers' files one router replica
-//! holds at once, over all its destinations.
+//! `[router] max_file_bytes_in_flight`: how many bytes of customers' files one destination's
+//! pipeline holds at once (each destination its own, so a helpdesk that is down, its events in
+//! hand holding their files, does not hold up another destination's).
 //!
 //! `max_in_flight` bounds how many conversations wait on a helpdesk at once; this bounds the
 //! memory their files take, so the first can be high (a slow hosted helpdesk needs many events in
@@ -16,11 +17,13 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 /// Permits count KiB, so a budget of up to 4 TiB fits the semaphore's `u32` requests.
 const KIB: u64 = 1024;
 
-/// The replica's budget, shared by its destinations' pipelines.
+/// One destination pipeline's budget.
 #[derive(Clone, Debug)]
 pub(crate) struct FileBudget {
     permits: Arc<Semaphore>,
     total_kib: u32,
+    /// The metrics' `destination` label.
+    destination: String,
 }
 
 /// Bytes reserved by one event; given back when dropped.
@@ -28,15 +31,17 @@ pub(crate) struct FileBudget {
 pub(crate) struct Reserved {
     _permit: OwnedSemaphorePermit,
     kib: u32,
+    in_flight: metrics::Gauge,
 }
 
 impl FileBudget {
-    /// A budget of `max_bytes` (at least 1 KiB).
-    pub(crate) fn new(max_bytes: u64) -> Self {
+    /// A budget of `max_bytes` (at least 1 KiB) for `destination`'s pipeline.
+    pub(crate) fn new(max_bytes: u64, destination: &str) -> Self {
         let total_kib = u32::try_from(max_bytes.div_ceil(KIB)).unwrap_or(u32::MAX).max(1);
         Self {
             permits: Arc::new(Semaphore::new(total_kib as usize)),
             total_kib,
+            destination: destination.to_owned(),
         }
     }
 
@@ -50,7 +55,7 @@ impl FileBudget {
         let permit = match self.permits.clone().try_acquire_many_owned(kib) {
             Ok(permit) => permit,
             Err(_) => {
-                metrics::counter!("omni_router_file_budget_waits_total").increment(1);
+                metrics::counter!("omni_router_file_budget_waits_total", "destination" => self.destination.clone()).increment(1);
                 self.permits
                     .clone()
                     .acquire_many_owned(kib)
@@ -58,30 +63,38 @@ impl FileBudget {
                     .expect("the budget's semaphore is never closed")
             }
         };
-        metrics::gauge!("omni_router_file_bytes_in_flight").increment(f64::from(kib) * KIB as f64);
-        Some(Reserved { _permit: permit, kib })
+        let in_flight = metrics::gauge!("omni_router_file_bytes_in_flight", "destination" => self.destination.clone());
+        in_flight.increment(f64::from(kib) * KIB as f64);
+        Some(Reserved {
+            _permit: permit,
+            kib,
+            in_flight,
+        })
     }
 }
 
 impl Drop for Reserved {
     fn drop(&mut self) {
-        metrics::gauge!("omni_router_file_bytes_in_flight").decrement(f64::from(self.kib) * KIB as f64);
+        self.in_flight.decrement(f64::from(self.kib) * KIB as f64);
     }
 }
 
-/// The most bytes `event`'s files may take while it is delivered: the bytes it carries, and those
-/// it references (their announced size, `max_file_bytes` when none is announced), the referenced
-/// ones at most `max_stored` in all (what the router takes into one event).
+/// The most bytes `event`'s files may take while it is delivered: the bytes it carries (already
+/// in memory with the record: counted so the copies an upload makes are), and those it
+/// references (their announced size, `max_file_bytes` when none is announced), the referenced
+/// ones at most what the router takes into one event: `max_stored` in all, which one file of
+/// unknown size may pass by up to `max_file_bytes`.
 pub(crate) fn expected_bytes(event: &ConversationEvent, max_file_bytes: u64, max_stored: u64) -> u64 {
     let (mut carried, mut referenced) = (0u64, 0u64);
     for file in &event.attachments {
         match &file.content {
             Some(Content::Data(bytes)) => carried += bytes.len() as u64,
-            _ if file.size_bytes > 0 => referenced += file.size_bytes.min(max_file_bytes),
+            _ if file.size_bytes > 0 => referenced += file.size_bytes,
             _ => referenced += max_file_bytes,
         }
     }
-    carried + referenced.min(max_stored)
+    let most_taken = if max_stored == 0 { 0 } else { max_stored + max_file_bytes };
+    carried + referenced.min(most_taken)
 }
 
 #[cfg(test)]
@@ -115,15 +128,30 @@ mod tests {
             "unknown size: the largest allowed"
         );
         assert_eq!(
-            expected_bytes(&event(vec![carried, sized, unannounced.clone(), unannounced]), 1000, 1500),
-            300 + 1500,
-            "referenced files capped at what one event takes"
+            expected_bytes(
+                &event(vec![carried.clone(), sized.clone(), unannounced.clone(), unannounced]),
+                1000,
+                1500
+            ),
+            300 + 1500 + 1000,
+            "referenced files capped at what one event takes, one of unknown size past it"
+        );
+        let stored_large = file(Some(Content::Reference("sha".into())), 5000);
+        assert_eq!(
+            expected_bytes(&event(vec![stored_large]), 1000, 25_000),
+            5000,
+            "a stored file's own size"
+        );
+        assert_eq!(
+            expected_bytes(&event(vec![carried, sized]), 1000, 0),
+            300,
+            "no store: nothing referenced is read"
         );
     }
 
     #[tokio::test]
     async fn an_event_whose_files_do_not_fit_waits_for_another_to_finish() {
-        let budget = FileBudget::new(100 * KIB);
+        let budget = FileBudget::new(100 * KIB, "rt");
         let first = budget.reserve(60 * KIB).await.expect("reserved");
         let text_only = budget.reserve(0).await;
         assert!(text_only.is_none(), "nothing to reserve, no wait");
@@ -143,7 +171,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_event_larger_than_the_budget_goes_alone() {
-        let budget = FileBudget::new(100 * KIB);
+        let budget = FileBudget::new(100 * KIB, "rt");
         let large = tokio::time::timeout(Duration::from_secs(5), budget.reserve(10_000 * KIB))
             .await
             .expect("not stuck waiting for more than there is")

@@ -28,7 +28,7 @@ pub struct RouterConfig {
     /// different conversations are delivered concurrently, one conversation's in order.
     /// 1 delivers one event at a time.
     pub max_in_flight: usize,
-    /// Bytes of customers' files the replica holds at once over all its destinations (see
+    /// Bytes of customers' files each destination's pipeline holds at once (see
     /// [`crate::budget`]): an event whose files do not fit waits for others to be delivered.
     pub max_file_bytes_in_flight: u64,
     /// How long the router remembers a delivered event and a conversation's ticket after the

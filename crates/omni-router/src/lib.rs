@@ -111,7 +111,6 @@ pub async fn run(config: RouterServiceConfig, context: ServiceContext) -> anyhow
     }
     topics::ensure_topics_until_ready(&config.kafka, &client_id, &context).await?;
     let destinations = destinations(&config.service)?;
-    let file_budget = budget::FileBudget::new(config.service.max_file_bytes_in_flight);
     if let Some(objects) = omni_objects::Objects::open(&config.objects.url)?
         && config.objects.retention_days > 0
     {
@@ -121,9 +120,9 @@ pub async fn run(config: RouterServiceConfig, context: ServiceContext) -> anyhow
     let mut pipelines = tokio::task::JoinSet::new();
     for (name, helpdesk) in destinations {
         let config = config.clone();
-        let (context, file_budget) = (context.clone(), file_budget.clone());
+        let context = context.clone();
         pipelines.spawn(async move {
-            let result = run_destination(&config, &name, helpdesk, file_budget, &context).await;
+            let result = run_destination(&config, &name, helpdesk, &context).await;
             (name, result)
         });
     }
@@ -186,7 +185,6 @@ async fn run_destination(
     config: &RouterServiceConfig,
     destination: &str,
     helpdesk: Arc<dyn Helpdesk>,
-    file_budget: budget::FileBudget,
     context: &ServiceContext,
 ) -> anyhow::Result<()> {
     let (group_id, instance_id) = pipeline_group(&config.service, destination);
@@ -231,7 +229,8 @@ async fn run_destination(
         objects: omni_objects::Objects::open(&config.objects.url)?,
         media: media::Media::new(config.service.media.clone())?,
         links: config.objects.links(),
-        file_budget,
+        // Each destination its own: a helpdesk that is down holds only its own pipeline's files.
+        file_budget: budget::FileBudget::new(config.service.max_file_bytes_in_flight, destination),
     };
     let result = router.consume(&member, &state, &config.service, context).await;
     router.producer.flush(Duration::from_secs(5)).ok();
@@ -331,7 +330,7 @@ struct Router {
     /// `[router] state_retention_secs`: an event older than that may have been delivered and
     /// forgotten, so it is looked for in the ticket before being appended.
     state_retention: Duration,
-    /// `[router] max_file_bytes_in_flight`, shared with the replica's other destinations.
+    /// `[router] max_file_bytes_in_flight`: this destination's pipeline's files in memory.
     file_budget: budget::FileBudget,
 }
 
