@@ -95,8 +95,9 @@ pub enum ExpireError {
 /// One expiry round: reads the topic whole (what every replica wrote, not this replica's view,
 /// which is stale for keys other replicas hold), tombstones up to [`EXPIRE_BATCH`] keys whose
 /// latest value `expired` says is past, waits for the broker, and returns those keys for the
-/// caller to forget. A write for one of them racing the round lands after its tombstone, so it
-/// stands: the caller forgets a key only if its own copy is past too.
+/// caller to forget. A write for one of them after the read and before its tombstone is
+/// deleted by it: the caller forgets a key only if its own copy is past too, and writes its
+/// newer copy again.
 pub async fn expire_round(
     config: &KafkaConfig,
     client_id: &str,

@@ -132,31 +132,36 @@ fn expired(value: &[u8], cutoff: SystemTime) -> bool {
 }
 
 impl Memory {
-    /// Forgets `keys` that this replica also holds as written for before `cutoff` (one written
-    /// for since, here, stays: its newer record follows the tombstone in the topic).
-    fn forget(&mut self, keys: &[String], cutoff: SystemTime) {
+    /// After `keys` were tombstoned: forgets every entry written for before `cutoff` (those keys,
+    /// and copies of entries another replica expired first), and returns the tombstoned keys this
+    /// replica holds as written for since (a customer who wrote while the round ran), to be
+    /// written again so that their record follows the tombstone.
+    fn forget(&mut self, keys: &[String], cutoff: SystemTime) -> Vec<(String, Entry)> {
         let old = |at: Option<SystemTime>| at.is_some_and(|at| at < cutoff);
+        let mut newer = Vec::new();
         for key in keys {
-            if let Some(id) = key.strip_prefix(CONVERSATION_PREFIX) {
-                if self
-                    .addresses
-                    .get(id)
-                    .is_some_and(|address| old(system_time(address.last_inbound_at)))
-                {
-                    self.addresses.remove(id);
+            if let Some(address) = key.strip_prefix(CONVERSATION_PREFIX).and_then(|id| self.addresses.get(id)) {
+                if !old(system_time(address.last_inbound_at)) {
+                    newer.push((key.clone(), Entry::Conversation(address.clone())));
                 }
-            } else if let Some(id) = key.strip_prefix(OUTBOX_PREFIX)
-                && self.outbox.get(id).is_some_and(|entry| old(system_time(entry.updated_at)))
+            } else if let Some(entry) = key.strip_prefix(OUTBOX_PREFIX).and_then(|id| self.outbox.get(id))
+                && !old(system_time(entry.updated_at))
             {
-                self.outbox.remove(id);
+                newer.push((key.clone(), Entry::Outbox(entry.clone())));
             }
         }
+        self.addresses.retain(|_, address| !old(system_time(address.last_inbound_at)));
+        self.outbox.retain(|_, entry| !old(system_time(entry.updated_at)));
         metrics::gauge!("omni_sender_conversations").set(self.addresses.len() as f64);
+        newer
     }
 }
 
 /// One expiry round ([`omni_kafka::state::expire_round`]): what was written for before
-/// `now - retention` is tombstoned, then forgotten here; returns how many keys.
+/// `now - retention` is tombstoned, then forgotten here, and what this replica wrote for one of
+/// those keys while the round ran is written again; returns how many keys were tombstoned.
+/// Left: another replica's write in that window (a topic read long) stays in its memory, not
+/// in the topic, until that conversation's next customer message.
 pub async fn expire(
     config: &SenderServiceConfig,
     client_id: &str,
@@ -174,7 +179,10 @@ pub async fn expire(
         timeout: Duration::from_secs(config.service.state_restore_timeout_secs),
     };
     let keys = omni_kafka::state::expire_round(&config.kafka, client_id, producer, expiry, |value| expired(value, cutoff)).await?;
-    memory.lock().expect("sender memory").forget(&keys, cutoff);
+    let newer = memory.lock().expect("sender memory").forget(&keys, cutoff);
+    for (key, entry) in newer {
+        write(producer, source, &key, entry).await?;
+    }
     Ok(keys.len())
 }
 
@@ -228,9 +236,16 @@ mod tests {
         memory.addresses.insert("old".into(), address(Some(after)));
         memory.addresses.insert("new".into(), address(Some(after)));
         memory.outbox.insert("old".into(), outbox(before));
-        memory.forget(&keys, cutoff);
+        memory.addresses.insert("expired-elsewhere".into(), address(Some(before)));
+        let newer = memory.forget(&keys, cutoff);
         assert!(memory.addresses.contains_key("old"), "written for since: kept");
         assert!(!memory.outbox.contains_key("old"));
+        assert!(
+            !memory.addresses.contains_key("expired-elsewhere"),
+            "another replica's tombstone: forgotten too"
+        );
         assert_eq!(memory.addresses.len(), 2);
+        let rewritten: Vec<&str> = newer.iter().map(|(key, _)| key.as_str()).collect();
+        assert_eq!(rewritten, ["conversation/old"], "written again after its tombstone");
     }
 }
