@@ -159,7 +159,9 @@ impl FixedWindow {
             let (today, tomorrow) = (DAYS[index].1.to_owned(), DAYS[(index + 1) % 7].1.to_owned());
             if overnight {
                 week.entry(today).or_default().push(format!("{}-24:00", self.start));
-                week.entry(tomorrow).or_default().push(format!("00:00-{}", self.end));
+                if time(&self.end) != Some(jiff::civil::Time::midnight()) {
+                    week.entry(tomorrow).or_default().push(format!("00:00-{}", self.end));
+                }
             } else {
                 week.entry(today).or_default().push(format!("{}-{}", self.start, self.end));
             }
@@ -595,6 +597,10 @@ mod tests {
         assert!(error.contains("business_hours.start: `9am`"), "{error}");
         let until_midnight = window(&["sat"], "10:00", "24:00").unwrap();
         assert_eq!(until_midnight.week["saturday"], ["10:00-24:00"]);
+        // An end of 00:00 after a later start ran to midnight, and still does.
+        let evening = window(&["fri"], "22:00", "00:00").unwrap();
+        assert_eq!(evening.week["friday"], ["22:00-24:00"]);
+        assert!(!evening.week.contains_key("saturday"), "{:?}", evening.week);
         let mut problems = Problems::default();
         Rules::new(vec![], "rt".into(), Some(hours())).validate("router", &["rt"], &mut problems);
         assert!(problems.items().is_empty(), "{problems:?}");
