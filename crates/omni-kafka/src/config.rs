@@ -137,9 +137,9 @@ impl Validate for KafkaConfig {
             "must be at least 1",
         );
         problems.check(
-            (10..=300_000).contains(&self.consumer.fetch_wait_max_ms),
+            (10..=59_000).contains(&self.consumer.fetch_wait_max_ms),
             format!("{prefix}.consumer.fetch_wait_max_ms"),
-            "must be between 10 and 300000",
+            "must be between 10 and 59000 (below librdkafka's 60 s socket timeout)",
         );
         problems.check(
             self.producer.message_timeout_ms >= 1000,
