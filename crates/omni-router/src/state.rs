@@ -23,8 +23,11 @@ use crate::helpdesk::TicketRef;
 
 /// Most keys one [`StateStore::expire`] call tombstones (the rest wait for the next call, which
 /// the router makes at once after a full batch), so a sweep after a long stop does not fill the
-/// producer's queue.
-pub const EXPIRE_BATCH: usize = 10_000;
+/// producer's queue: the same batch as every state topic's expiry.
+pub use omni_kafka::state::EXPIRE_BATCH;
+
+/// The CloudEvents type of the records.
+const KIND: &str = "omni.v1.RouterState";
 
 /// An event the helpdesk has, to be recorded DONE ([`StateStore::mark_done`]): in `ticket`,
 /// which holds the conversation and was opened by `origin_event_id` (empty when not known).
@@ -286,7 +289,7 @@ impl StateStore {
     fn headers(&self, key: &str) -> rdkafka::message::OwnedHeaders {
         CloudEvent {
             id: key,
-            kind: "omni.v1.RouterState",
+            kind: KIND,
             source: &self.source,
             subject: None,
             time: SystemTime::now(),
@@ -324,16 +327,8 @@ impl StateStore {
             return Ok((0, 0));
         };
         let (events, tickets) = self.maps().expired(&self.destination, cutoff);
-        let mut pending = Vec::with_capacity(events.len() + tickets.len());
-        for key in events.iter().chain(&tickets) {
-            pending.push(
-                self.producer
-                    .enqueue_tombstone(topics::STATE_ROUTER, key.as_bytes(), self.headers(key))?,
-            );
-        }
-        for acknowledgement in pending {
-            acknowledgement.acknowledged().await?;
-        }
+        let keys: Vec<String> = events.iter().chain(&tickets).cloned().collect();
+        omni_kafka::state::tombstone(&self.producer, topics::STATE_ROUTER, KIND, &self.source, &keys).await?;
         let mut maps = self.maps();
         for key in &events {
             maps.events.remove(key);
