@@ -1,4 +1,5 @@
-//! Key-ordered concurrency in the router (`[router] max_in_flight`): a helpdesk stuck on one
+//! Key-ordered concurrency in the router (`[router] max_in_flight`, here through the
+//! destination's `in_flight_limits` entry): a helpdesk stuck on one
 //! conversation holds up only that conversation, whose events still arrive in order; and a
 //! router killed while that conversation is stuck stores no offset past it, so after a restart
 //! it is delivered, and the events finished above it are recognised (not sent twice).
@@ -20,10 +21,18 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 /// Conversations and events per conversation: conversation 0 gets 3, the others 2.
 const OTHERS: usize = 3;
 
+/// Eight events in flight for the stack's destination through its `in_flight_limits` entry, one
+/// for every other: the test fails if the entry is not applied (one at a time, conversation 0's
+/// held write would hold up everything behind it).
+const IN_FLIGHT: &[(&str, &str)] = &[
+    ("OMNI__ROUTER__MAX_IN_FLIGHT", "1"),
+    ("OMNI__ROUTER__IN_FLIGHT_LIMITS__ZENDESK", "8"),
+];
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_conversation_stuck_in_the_helpdesk_holds_up_only_itself_and_keeps_its_order() -> anyhow::Result<()> {
     let _serial = serial().await;
-    let mut stack = Stack::start(&[("OMNI__ROUTER__MAX_IN_FLIGHT", "8")]).await?;
+    let mut stack = Stack::start(IN_FLIGHT).await?;
     let run = nonce();
     stack.zendesk.hold_writes_containing(&format!("sweep-{run} conversation 0 message"));
     let bootstrap = stack.pipeline.broker.bootstrap();
@@ -62,7 +71,7 @@ async fn a_conversation_stuck_in_the_helpdesk_holds_up_only_itself_and_keeps_its
     tokio::time::sleep(Duration::from_millis(1500)).await;
     stack.pipeline.router.sigkill();
     stack.zendesk.release();
-    stack.pipeline.router.restart_with(&[("OMNI__ROUTER__MAX_IN_FLIGHT", "8")]).await?;
+    stack.pipeline.router.restart_with(IN_FLIGHT).await?;
     eventually("conversation 0 in the helpdesk", Duration::from_secs(60), || {
         let done = numbers(&comments(&stack.zendesk, &run), 0) == [0, 1, 2];
         async move { Ok(done) }

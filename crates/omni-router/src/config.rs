@@ -26,8 +26,12 @@ pub struct RouterConfig {
     pub state_restore_timeout_secs: u64,
     /// Events each destination's pipeline holds at once (see [`omni_kafka::keyed`]): events of
     /// different conversations are delivered concurrently, one conversation's in order.
-    /// 1 delivers one event at a time.
+    /// 1 delivers one event at a time. `in_flight_limits` sets it per destination.
     pub max_in_flight: usize,
+    /// `max_in_flight` per destination, where one differs from the rest (a self-hosted helpdesk
+    /// with a few workers beside a hosted API); destinations not listed use `max_in_flight`.
+    #[serde(default)]
+    pub in_flight_limits: BTreeMap<String, usize>,
     /// Bytes of customers' files each destination's pipeline holds at once (see
     /// [`crate::budget`]): an event whose files do not fit waits for others to be delivered.
     pub max_file_bytes_in_flight: u64,
@@ -66,6 +70,12 @@ impl RouterConfig {
     /// `state_retention_secs` as a duration.
     pub fn state_retention(&self) -> std::time::Duration {
         std::time::Duration::from_secs(self.state_retention_secs)
+    }
+
+    /// How many events `destination`'s pipeline holds at once: its `in_flight_limits` entry, else
+    /// `max_in_flight`.
+    pub fn max_in_flight_for(&self, destination: &str) -> usize {
+        self.in_flight_limits.get(destination).copied().unwrap_or(self.max_in_flight)
     }
 
     /// How often expired state is looked for: a tenth of the retention, between 1 s and an hour;
@@ -137,6 +147,15 @@ impl Validate for RouterConfig {
             format!("{prefix}.max_in_flight"),
             "must be between 1 and 10000",
         );
+        for (name, limit) in &self.in_flight_limits {
+            let key = format!("{prefix}.in_flight_limits.{name}");
+            problems.check(
+                self.destinations.contains_key(name),
+                key.clone(),
+                "not one of [router.destinations]",
+            );
+            problems.check((1..=10_000).contains(limit), key, "must be between 1 and 10000");
+        }
         problems.check(
             (1 << 20..=1 << 40).contains(&self.max_file_bytes_in_flight),
             format!("{prefix}.max_file_bytes_in_flight"),
@@ -194,6 +213,37 @@ omni_kafka::service_section!(RouterConfig, "router");
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn load(env: &[(&str, &str)]) -> (Option<RouterServiceConfig>, Problems) {
+        let env = env.iter().map(|(key, value)| ((*key).to_owned(), (*value).to_owned()));
+        let settings = omni_runtime::Settings::load_from(None, env).unwrap();
+        let mut problems = Problems::default();
+        let config = <RouterServiceConfig as omni_runtime::service::ServiceConfig>::from_settings(&settings, &mut problems);
+        (config, problems)
+    }
+
+    #[test]
+    fn a_destination_can_hold_fewer_events_than_the_rest() {
+        let (config, problems) = load(&[("OMNI__ROUTER__IN_FLIGHT_LIMITS__RT", "16")]);
+        assert!(problems.is_empty(), "{problems}");
+        let config = config.unwrap().service;
+        assert_eq!(config.max_in_flight_for("rt"), 16);
+        assert_eq!(config.max_in_flight_for("zendesk"), config.max_in_flight);
+
+        let (_, problems) = load(&[
+            ("OMNI__ROUTER__IN_FLIGHT_LIMITS__NOWHERE", "16"),
+            ("OMNI__ROUTER__IN_FLIGHT_LIMITS__RT", "0"),
+        ]);
+        let problems = problems.to_string();
+        assert!(
+            problems.contains("router.in_flight_limits.nowhere: not one of [router.destinations]"),
+            "{problems}"
+        );
+        assert!(
+            problems.contains("router.in_flight_limits.rt: must be between 1 and 10000"),
+            "{problems}"
+        );
+    }
 
     /// The commented destination examples of `config/default.toml`, uncommented with placeholder
     /// secrets, must deserialize and validate as they are documented.

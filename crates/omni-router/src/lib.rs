@@ -19,8 +19,8 @@
 //! `omni.conversations.v1` (the configured `group_id` for the default destination,
 //! `<group_id>.<destination>` for the others), its own offsets and retries, so a helpdesk that is
 //! down or rate-limiting only delays its own events while the others keep flowing; a pipeline
-//! skips the events routed elsewhere. Within a pipeline up to `max_in_flight` events are in hand
-//! at once: different conversations' concurrently, one conversation's strictly one after the
+//! skips the events routed elsewhere. Within a pipeline up to `max_in_flight` events (per
+//! destination: `in_flight_limits`) are in hand at once: different conversations' concurrently, one conversation's strictly one after the
 //! other in partition order (the record key is the conversation id), so its follow-ups reach the
 //! ticket in order; a partition's offset is stored only up to its lowest unfinished event
 //! ([`omni_kafka::keyed`]). Transient failures (helpdesk down, 429, 5xx, broker unavailable) are
@@ -335,8 +335,8 @@ struct Router {
 }
 
 impl Router {
-    /// Reads the destination's pipeline until shutdown with up to `max_in_flight` records in
-    /// hand (see [`omni_kafka::keyed`]): events of different conversations are delivered
+    /// Reads the destination's pipeline until shutdown with up to its `max_in_flight` (or
+    /// `in_flight_limits` entry) records in hand (see [`omni_kafka::keyed`]): events of different conversations are delivered
     /// concurrently, one conversation's events one after the other in partition order, and a
     /// partition's offset is stored only up to its lowest unfinished record. Shutdown drops the
     /// deliveries in hand (their offsets are not stored: they are delivered again later).
@@ -349,7 +349,9 @@ impl Router {
     ) -> anyhow::Result<()> {
         let destination = self.destination.as_str();
         let in_flight = metrics::gauge!("omni_router_in_flight_events", "destination" => destination.to_owned());
-        let mut held = KeyOrdered::new(config.max_in_flight);
+        let limit = config.max_in_flight_for(destination);
+        metrics::gauge!("omni_router_in_flight_limit", "destination" => destination.to_owned()).set(limit as f64);
+        let mut held = KeyOrdered::new(limit);
         let mut running: InHand<'_, Result<(), ProduceError>> = InHand::default();
         let mut rebalances = member.rebalances();
         let mut expiry = config.state_expiry_interval().map(tokio::time::interval);
