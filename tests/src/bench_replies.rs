@@ -6,7 +6,7 @@
 //! provider's acceptance (the outbox `SENT` record).
 
 use std::collections::{BTreeMap, HashMap};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, SystemTime};
 
 use omni_channels::webhook::signature::{base64, hmac_sha256};
@@ -85,7 +85,7 @@ impl ReturnPath {
     pub async fn start(stack: &Stack) -> anyhow::Result<Self> {
         let sandbox_listen = format!("127.0.0.1:{}", free_port());
         let sandbox = Sandbox(
-            Command::new(bin_dir().join("omni-sandbox"))
+            crate::reaped_with_us(bin_dir().join("omni-sandbox"))
                 .env("OMNI_SANDBOX_LISTEN", &sandbox_listen)
                 .stdout(Stdio::null())
                 .spawn()?,

@@ -153,6 +153,24 @@ where
     }
 }
 
+/// A command for a long-running child (a service, the broker) that the kernel kills when the
+/// test process dies, however it dies: `Drop` only runs on a normal exit, and a test run killed
+/// from outside (a `timeout`, a cancelled CI job) left its services running, holding ports and
+/// serving stale binaries to the next run. `setpriv --pdeathsig` (util-linux) sets the signal and
+/// then becomes the program, so the child's pid is the program's. Linux documents the parent as
+/// the thread that spawned the child, so spawn these from threads that last as long as the test
+/// (its runtime's workers, not `spawn_blocking`). Without setpriv, a plain command.
+pub fn reaped_with_us(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    match which("setpriv") {
+        Some(setpriv) => {
+            let mut command = Command::new(setpriv);
+            command.args(["--pdeathsig", "KILL", "--"]).arg(program);
+            command
+        }
+        None => Command::new(program),
+    }
+}
+
 /// A child process whose output lines are kept.
 struct Process {
     child: Child,
@@ -228,7 +246,7 @@ impl Broker {
         // tansu reads the path of a sqlite:// URL relative to its working directory.
         // OMNI_TEST_TANSU_STORAGE overrides it (memory://tansu/ keeps nothing across restarts).
         let storage = std::env::var("OMNI_TEST_TANSU_STORAGE").unwrap_or_else(|_| "sqlite://tansu.db".into());
-        let mut command = Command::new(tansu);
+        let mut command = reaped_with_us(tansu);
         command
             .arg("broker")
             .args(["--listener-url", &url, "--advertised-listener-url", &url])
@@ -318,7 +336,7 @@ impl Service {
     }
 
     fn launch(&mut self, extra_env: &[(&str, &str)]) {
-        let mut command = Command::new(binary(&format!("omni-{}", self.name)));
+        let mut command = reaped_with_us(binary(&format!("omni-{}", self.name)));
         command
             .env_remove("OMNI_CONFIG")
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
@@ -789,5 +807,58 @@ impl Pipeline {
             .iter()
             .map(|r| Ok(omni_proto::v1::ConversationEvent::decode(r.value.as_slice())?))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Run by the test below in a process of its own: spawns a long sleep and exits at once.
+    #[test]
+    #[ignore = "a helper process of a_child_is_killed_when_the_test_process_goes"]
+    #[allow(clippy::zombie_processes, reason = "left on purpose: what it stands for never waits")]
+    fn spawn_a_sleeper_and_go() {
+        let child = reaped_with_us("sleep")
+            .arg("60")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("sleep");
+        // Once setpriv has become sleep, the signal is set (a parent gone before that would
+        // leave it: a race of the first milliseconds, not of a service running for a test).
+        let comm = format!("/proc/{}/comm", child.id());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::fs::read_to_string(&comm).unwrap_or_default().trim() != "sleep" && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        println!("sleeper {}", child.id());
+    }
+
+    /// A test process that goes without dropping its children (as when killed from outside)
+    /// takes them with it.
+    #[test]
+    fn a_child_is_killed_when_the_test_process_goes() {
+        let output = Command::new(std::env::current_exe().expect("this test binary"))
+            .args(["--ignored", "--exact", "--nocapture", "tests::spawn_a_sleeper_and_go"])
+            .output()
+            .expect("the helper process");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let pid = stdout
+            .lines()
+            .find_map(|line| line.strip_prefix("sleeper "))
+            .unwrap_or_else(|| panic!("no pid in {stdout}"))
+            .trim()
+            .to_owned();
+        // Gone, or a zombie waiting for init to reap it.
+        let alive = || std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| !stat.contains(") Z "));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while alive() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if alive() {
+            let _ = Command::new("kill").arg(&pid).status();
+            panic!("the sleeper {pid} outlived the process that spawned it");
+        }
     }
 }
