@@ -478,16 +478,9 @@ fn reply_address(event: &ConversationEvent) -> Option<ReplyAddress> {
         provider: Some(event.provider.clone()?),
         customer: Some(customer.clone()),
         subject: event.subject.clone(),
-        last_inbound_at: latest(event.occurred_at, event.received_at),
+        last_inbound_at: event.occurred_at.or(event.received_at),
+        received_at: event.received_at,
     })
-}
-
-/// The later of when the customer sent a message and when omni took it in: the retention of a
-/// reply address counts from there, so an old mail read today (a mailbox backfilled, a message
-/// delayed for days) keeps its address for the whole window, not only what is left of it.
-fn latest(sent: Option<prost_types::Timestamp>, received: Option<prost_types::Timestamp>) -> Option<prost_types::Timestamp> {
-    let key = |at: &prost_types::Timestamp| (at.seconds, at.nanos);
-    [sent, received].into_iter().flatten().max_by_key(key)
 }
 
 impl Worker {
@@ -810,19 +803,6 @@ mod tests {
         assert_eq!(address.provider.unwrap().message_id, "m1@x");
         assert_eq!(address.customer.unwrap().display_name, "Jan");
         assert_eq!(address.subject, "Waar?");
-    }
-
-    #[test]
-    fn an_old_message_read_today_keeps_its_address_from_today() {
-        let at = |seconds| Some(prost_types::Timestamp { seconds, nanos: 0 });
-        let mut backfilled = event(Direction::Inbound, &[]);
-        (backfilled.occurred_at, backfilled.received_at) = (at(1_000), at(9_000));
-        assert_eq!(reply_address(&backfilled).unwrap().last_inbound_at, at(9_000));
-        // A sender's clock ahead of ours, or a channel without a receipt time: the message's own.
-        (backfilled.occurred_at, backfilled.received_at) = (at(9_500), at(9_000));
-        assert_eq!(reply_address(&backfilled).unwrap().last_inbound_at, at(9_500));
-        backfilled.received_at = None;
-        assert_eq!(reply_address(&backfilled).unwrap().last_inbound_at, at(9_500));
     }
 
     #[test]

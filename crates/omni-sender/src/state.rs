@@ -112,10 +112,20 @@ async fn write(producer: &Producer, source: &str, key: &str, entry: Entry) -> Re
 /// When an entry was last written for: a reply address by its customer's latest message, an
 /// outbox entry by its last update.
 fn written_at(entry: &Entry) -> Option<SystemTime> {
-    system_time(match entry {
-        Entry::Conversation(address) => address.last_inbound_at,
-        Entry::Outbox(outbox) => outbox.updated_at,
-    })
+    match entry {
+        Entry::Conversation(address) => heard_at(address),
+        Entry::Outbox(outbox) => system_time(outbox.updated_at),
+    }
+}
+
+/// When the customer was last heard from: the later of when their latest message was sent and
+/// when omni took it in, so an old mail read today (a mailbox backfilled, a message delayed for
+/// days) keeps its address for the whole retention, not only what is left of it.
+fn heard_at(address: &ReplyAddress) -> Option<SystemTime> {
+    [address.last_inbound_at, address.received_at]
+        .into_iter()
+        .filter_map(system_time)
+        .max()
 }
 
 fn system_time<T>(at: Option<T>) -> Option<SystemTime>
@@ -141,7 +151,7 @@ impl Memory {
         let mut newer = Vec::new();
         for key in keys {
             if let Some(address) = key.strip_prefix(CONVERSATION_PREFIX).and_then(|id| self.addresses.get(id)) {
-                if !old(system_time(address.last_inbound_at)) {
+                if !old(heard_at(address)) {
                     newer.push((key.clone(), Entry::Conversation(address.clone())));
                 }
             } else if let Some(entry) = key.strip_prefix(OUTBOX_PREFIX).and_then(|id| self.outbox.get(id))
@@ -150,7 +160,7 @@ impl Memory {
                 newer.push((key.clone(), Entry::Outbox(entry.clone())));
             }
         }
-        self.addresses.retain(|_, address| !old(system_time(address.last_inbound_at)));
+        self.addresses.retain(|_, address| !old(heard_at(address)));
         self.outbox.retain(|_, entry| !old(system_time(entry.updated_at)));
         metrics::gauge!("omni_sender_conversations").set(self.addresses.len() as f64);
         newer
@@ -207,6 +217,32 @@ mod tests {
             updated_at: Some(at.into()),
             ..OutboxEntry::default()
         }
+    }
+
+    #[test]
+    fn an_old_message_read_late_keeps_its_address_from_when_it_was_read() {
+        let cutoff = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let (before, after) = (cutoff - Duration::from_secs(86_400), cutoff + Duration::from_secs(1));
+        let read_late = ReplyAddress {
+            received_at: Some(after.into()),
+            ..address(Some(before))
+        };
+        assert!(!expired(&record(Entry::Conversation(read_late.clone())), cutoff));
+        let mut memory = Memory::default();
+        memory.addresses.insert("late".into(), read_late);
+        memory.forget(&[], cutoff);
+        assert!(memory.addresses.contains_key("late"));
+        // A sender's clock ahead of ours counts too; neither time past: kept.
+        let ahead = ReplyAddress {
+            received_at: Some(before.into()),
+            ..address(Some(after))
+        };
+        assert!(!expired(&record(Entry::Conversation(ahead)), cutoff));
+        let both_old = ReplyAddress {
+            received_at: Some(before.into()),
+            ..address(Some(before))
+        };
+        assert!(expired(&record(Entry::Conversation(both_old)), cutoff));
     }
 
     #[test]
