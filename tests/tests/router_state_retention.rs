@@ -11,7 +11,11 @@ use std::time::Duration;
 use omni_e2e::router_sweep::{comments, event, numbers};
 use omni_e2e::stack::Stack;
 use omni_e2e::{eventually, nonce, produce, read_topic, serial};
-use omni_proto::v1::ConversationEvent;
+use std::time::SystemTime;
+
+use omni_proto::v1::event_delivery::Status;
+use omni_proto::v1::router_state::Entry;
+use omni_proto::v1::{ConversationEvent, EventDelivery, RouterState};
 use prost::Message as _;
 
 async fn send(stack: &Stack, event: &ConversationEvent) -> anyhow::Result<()> {
@@ -134,6 +138,56 @@ async fn a_late_copy_of_an_expired_event_is_looked_for_in_its_still_known_ticket
     let arrived = numbers(&comments(&stack.zendesk, &run), 0);
     assert_eq!(arrived, [0, 1, 2], "the copy was not appended again");
     Ok(())
+}
+
+/// A conversation another router replica went on with after this one started: this replica's
+/// own map still has the ticket record's old time, but each expiry round judges on the state
+/// topic read again, so the ticket record the other replica's events keep alive stays; once
+/// they stop, it expires.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conversation_another_replica_keeps_active_is_not_expired_here() -> anyhow::Result<()> {
+    let _serial = serial().await;
+    let stack = Stack::start(&[("OMNI__ROUTER__STATE_RETENTION_SECS", "4")]).await?;
+    let run = nonce();
+    let first = event(&run, 0, 0);
+    send(&stack, &first).await?;
+    wait_for_comments(&stack, &run, &[0]).await?;
+    let ticket_key = format!("ticket/zendesk/{}", first.conversation_id);
+    let bootstrap = stack.pipeline.broker.bootstrap();
+    // What another replica writes as it delivers this conversation's next events: a DONE record
+    // each second, for three retentions.
+    for n in 0..12 {
+        let record = RouterState {
+            entry: Some(Entry::Event(EventDelivery {
+                status: Status::Done as i32,
+                ticket_id: "elsewhere".into(),
+                updated_at: Some(SystemTime::now().into()),
+                conversation_id: first.conversation_id.clone(),
+            })),
+        };
+        let key = format!("event/zendesk/{run}-elsewhere-{n}");
+        produce(
+            &bootstrap,
+            omni_kafka::topics::STATE_ROUTER,
+            key.as_bytes(),
+            &record.encode_to_vec(),
+        )
+        .await?;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(
+            !tombstoned(&stack, &ticket_key),
+            "ticket record tombstoned while the conversation was active ({n} s)"
+        );
+    }
+    eventually(
+        "the ticket record tombstoned once the other replica stopped",
+        Duration::from_secs(30),
+        || {
+            let done = tombstoned(&stack, &ticket_key);
+            async move { Ok(done) }
+        },
+    )
+    .await
 }
 
 /// `make bench-state`: restore time and memory of a large router state, and what the retention

@@ -137,21 +137,41 @@ pub async fn read_where(
     timeout: Duration,
     keep: impl Fn(&[u8]) -> bool + Send + 'static,
 ) -> Result<HashMap<Vec<u8>, Vec<u8>>, StateError> {
+    let latest = move |state: &mut HashMap<Vec<u8>, Vec<u8>>, key: &[u8], value: Option<&[u8]>| {
+        if keep(key) {
+            match value {
+                Some(value) => state.insert(key.to_vec(), value.to_vec()),
+                None => state.remove(key),
+            };
+        }
+    };
+    scan(config, client_id, topic, timeout, HashMap::new(), latest).await
+}
+
+/// Reads `topic` from the beginning to its current end, handing every keyed record in order to
+/// `visit` (`None` for a tombstone) with `state`, and returns `state`: for a caller that needs
+/// less than every key's latest value (a few keys' times), so memory follows what it keeps.
+pub async fn scan<S, F>(config: &KafkaConfig, client_id: &str, topic: &str, timeout: Duration, state: S, visit: F) -> Result<S, StateError>
+where
+    S: Send + 'static,
+    F: Fn(&mut S, &[u8], Option<&[u8]>) + Send + 'static,
+{
     let config = config.clone();
     let client_id = client_id.to_owned();
     let topic = topic.to_owned();
-    tokio::task::spawn_blocking(move || read_all_blocking(&config, &client_id, &topic, timeout, &keep))
+    tokio::task::spawn_blocking(move || scan_blocking(&config, &client_id, &topic, timeout, state, visit))
         .await
         .expect("state reader panicked")
 }
 
-fn read_all_blocking(
+fn scan_blocking<S>(
     config: &KafkaConfig,
     client_id: &str,
     topic: &str,
     timeout: Duration,
-    keep: &dyn Fn(&[u8]) -> bool,
-) -> Result<HashMap<Vec<u8>, Vec<u8>>, StateError> {
+    mut state: S,
+    visit: impl Fn(&mut S, &[u8], Option<&[u8]>),
+) -> Result<S, StateError> {
     let kafka = |source| StateError::Kafka {
         topic: topic.to_owned(),
         source,
@@ -164,7 +184,6 @@ fn read_all_blocking(
         .create()
         .map_err(kafka)?;
     let mut ends = crate::reader::assign_whole_topic(&consumer, topic, Offset::Beginning, timeout).map_err(kafka)?;
-    let mut state = HashMap::new();
     let mut records = 0_u64;
     while !ends.caught_up() {
         if started.elapsed() > timeout {
@@ -178,20 +197,16 @@ fn read_all_blocking(
         };
         let message = result.map_err(kafka)?;
         records += 1;
-        if let Some(key) = message.key().filter(|key| keep(key)) {
-            match message.payload() {
-                Some(value) => state.insert(key.to_vec(), value.to_vec()),
-                None => state.remove(key),
-            };
+        if let Some(key) = message.key() {
+            visit(&mut state, key, message.payload());
         }
         ends.read(message.partition(), message.offset());
     }
     tracing::info!(
         topic,
         records,
-        keys = state.len(),
         elapsed_ms = started.elapsed().as_millis() as u64,
-        "state restored"
+        "state topic read"
     );
     Ok(state)
 }

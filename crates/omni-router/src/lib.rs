@@ -246,8 +246,7 @@ fn state_gauges(destination: &str, state: &StateStore) -> (usize, usize) {
 }
 
 /// One round of [`StateStore::expire`], logged and counted; a failure waits for the next round.
-/// Whether the round was a full batch (more may be waiting).
-async fn expire_state(destination: &str, state: &StateStore, retention: Duration) -> bool {
+async fn expire_state(destination: &str, state: &StateStore, retention: Duration) {
     match state.expire(retention, SystemTime::now()).await {
         Ok((events, tickets)) => {
             for (kind, expired) in [("event", events), ("ticket", tickets)] {
@@ -265,12 +264,8 @@ async fn expire_state(destination: &str, state: &StateStore, retention: Duration
                     "router state past its retention removed"
                 );
             }
-            events + tickets >= state::EXPIRE_BATCH
         }
-        Err(error) => {
-            tracing::warn!(destination, %error, "router state not expired this round");
-            false
-        }
+        Err(error) => tracing::warn!(destination, %error, "router state not expired this round"),
     }
 }
 
@@ -354,7 +349,14 @@ impl Router {
         let mut held = KeyOrdered::new(limit);
         let mut running: InHand<'_, Result<(), ProduceError>> = InHand::default();
         let mut rebalances = member.rebalances();
-        let mut expiry = config.state_expiry_interval().map(tokio::time::interval);
+        let mut expiry = config.state_expiry_interval().map(|period| {
+            let mut interval = tokio::time::interval(period);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            interval
+        });
+        // The expiry round in progress: it reads the state topic (seconds on a large one), so it
+        // runs beside the deliveries, polled here with them, never awaited between them.
+        let mut expiring: Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>>> = None;
         loop {
             in_flight.set(held.in_flight() as f64);
             tokio::select! {
@@ -370,14 +372,10 @@ impl Router {
                         tracing::info!(destination, waiting, cancelled, "events of revoked partitions dropped");
                     }
                 }
-                _ = async { expiry.as_mut().expect("checked").tick().await }, if expiry.is_some() => {
-                    if expire_state(destination, state, config.state_retention()).await
-                        && let Some(expiry) = expiry.as_mut()
-                    {
-                        // A full batch: more is past the retention (after a long stop); go on at once.
-                        expiry.reset_immediately();
-                    }
+                _ = async { expiry.as_mut().expect("checked").tick().await }, if expiry.is_some() && expiring.is_none() => {
+                    expiring = Some(Box::pin(expire_state(destination, state, config.state_retention())));
                 }
+                () = async { expiring.as_mut().expect("checked").await }, if expiring.is_some() => expiring = None,
                 (key, position, outcome) = running.next(), if !running.is_empty() => {
                     if let Some(Err(error)) = outcome {
                         tracing::error!(destination, %error, "event not handled; stopping");

@@ -3,8 +3,9 @@
 //! local map; every change is acknowledged by the broker before the router acts on it.
 //!
 //! Bounded by `[router] state_retention_secs`: an event record older than that, and a
-//! conversation's ticket record when none of the conversation's events is younger, are removed
-//! from the map and tombstoned in the topic ([`StateStore::expire`]), so memory follows the
+//! conversation's ticket record when none of the conversation's events is younger (whichever
+//! replica wrote them), are removed from the map and tombstoned in the topic
+//! ([`StateStore::expire`]), so memory follows the
 //! conversations active within the window, not every event ever routed. What a late copy of an
 //! expired event gets: the router no longer knows it was delivered, finds the conversation's
 //! ticket in the helpdesk by its conversation id (as after a lost state) and looks for the event
@@ -15,16 +16,16 @@ use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use omni_kafka::producer::Pending;
+use omni_kafka::state::ExpireError;
 use omni_kafka::{CloudEvent, KafkaConfig, ProduceError, Producer, topics};
 use omni_proto::v1::{EventDelivery, RouterState, TicketRef as StoredTicket, event_delivery::Status, router_state::Entry};
 use prost::Message as _;
 
 use crate::helpdesk::TicketRef;
 
-/// Most keys one [`StateStore::expire`] call tombstones (the rest wait for the next call, which
-/// the router makes at once after a full batch), so a sweep after a long stop does not fill the
-/// producer's queue: the same batch as every state topic's expiry.
-pub use omni_kafka::state::EXPIRE_BATCH;
+/// Most tombstones on their way at once (a round after a long stop writes them batch after
+/// batch), so they do not fill the producer's queue: the same batch as every state topic's.
+use omni_kafka::state::EXPIRE_BATCH;
 
 /// The CloudEvents type of the records.
 const KIND: &str = "omni.v1.RouterState";
@@ -47,6 +48,15 @@ pub struct StateStore {
     source: String,
     destination: String,
     maps: Mutex<Maps>,
+    /// How the topic is read again for each expiry round.
+    reader: Reader,
+}
+
+/// What reading the state topic takes: the broker, a client id, the longest wait.
+struct Reader {
+    kafka: KafkaConfig,
+    client_id: String,
+    timeout: Duration,
 }
 
 #[derive(Default)]
@@ -142,13 +152,23 @@ impl Maps {
         }
     }
 
+    /// Whether this map's copy of an event record, if any, was last written before `cutoff`.
+    fn event_past(&self, key: &str, cutoff: SystemTime) -> bool {
+        self.events.get(key).is_none_or(|entry| entry.updated < cutoff)
+    }
+
+    /// Whether this map's conversation, if known, last had a record written before `cutoff`.
+    fn ticket_past(&self, key: &str, cutoff: SystemTime) -> bool {
+        self.activity.get(key).is_none_or(|last| *last < cutoff)
+    }
+
     fn touch(&mut self, ticket_key: String, at: SystemTime) {
         let last = self.activity.entry(ticket_key).or_insert(at);
         *last = (*last).max(at);
     }
 
-    /// Keys of `destination` last written before `cutoff`: events, then conversations (their
-    /// ticket records), at most [`EXPIRE_BATCH`] in all.
+    /// Keys of `destination` last written before `cutoff`: events, and conversations (their
+    /// ticket records).
     fn expired(&self, destination: &str, cutoff: SystemTime) -> (Vec<String>, Vec<String>) {
         let events_prefix = event_key(destination, "");
         let tickets_prefix = ticket_key(destination, "");
@@ -157,16 +177,114 @@ impl Maps {
             .iter()
             .filter(|(key, entry)| entry.updated < cutoff && key.starts_with(&events_prefix))
             .map(|(key, _)| key.clone())
-            .take(EXPIRE_BATCH)
             .collect();
         let tickets = self
             .activity
             .iter()
             .filter(|(key, last)| **last < cutoff && key.starts_with(&tickets_prefix))
             .map(|(key, _)| key.clone())
-            .take(EXPIRE_BATCH - events.len())
             .collect();
         (events, tickets)
+    }
+}
+
+impl Reader {
+    /// `destination`'s keys as the topic holds them now: what every replica wrote.
+    async fn read(&self, destination: &str) -> Result<Maps, omni_kafka::state::StateError> {
+        let prefixes = [ticket_key(destination, ""), event_key(destination, "")];
+        let keep = move |key: &[u8]| prefixes.iter().any(|prefix| key.starts_with(prefix.as_bytes()));
+        let records = omni_kafka::state::read_where(&self.kafka, &self.client_id, topics::STATE_ROUTER, self.timeout, keep).await?;
+        let mut maps = Maps::default();
+        for (key, value) in records {
+            let Ok(key) = String::from_utf8(key) else { continue };
+            maps.apply(&key, &value);
+        }
+        maps.credit_legacy_events();
+        Ok(maps)
+    }
+
+    /// When the topic last had a record written for each of `candidates` (events by their own
+    /// record, conversations by their ticket record and their events' records): what every
+    /// replica wrote, keeping only the candidates' times in memory. A key whose latest record is
+    /// a tombstone has no time.
+    async fn last_written(&self, candidates: Candidates) -> Result<Candidates, omni_kafka::state::StateError> {
+        omni_kafka::state::scan(
+            &self.kafka,
+            &self.client_id,
+            topics::STATE_ROUTER,
+            self.timeout,
+            candidates,
+            Candidates::visit,
+        )
+        .await
+    }
+}
+
+/// Keys this replica's map says are past, with when the topic last had them written.
+#[derive(Default)]
+struct Candidates {
+    /// Event key -> its latest record's time.
+    events: HashMap<String, Option<SystemTime>>,
+    /// Ticket key -> its conversation's latest record's time.
+    tickets: HashMap<String, Option<SystemTime>>,
+    /// Conversation id -> its ticket key (events name their conversation, not its key).
+    conversations: HashMap<String, String>,
+}
+
+impl Candidates {
+    fn new(destination: &str, events: Vec<String>, tickets: Vec<String>) -> Self {
+        let prefix = ticket_key(destination, "");
+        let conversations = tickets
+            .iter()
+            .filter_map(|key| Some((key.strip_prefix(&prefix)?.to_owned(), key.clone())))
+            .collect();
+        Self {
+            events: events.into_iter().map(|key| (key, None)).collect(),
+            tickets: tickets.into_iter().map(|key| (key, None)).collect(),
+            conversations,
+        }
+    }
+
+    fn visit(&mut self, key: &[u8], value: Option<&[u8]>) {
+        let Ok(key) = std::str::from_utf8(key) else { return };
+        let (is_event, is_ticket) = (self.events.contains_key(key), self.tickets.contains_key(key));
+        let entry = value
+            .and_then(|value| RouterState::decode(value).ok())
+            .and_then(|state| state.entry);
+        let (time, conversation) = match &entry {
+            Some(Entry::Event(event)) => (Some(time_of(event.updated_at)), Some(event.conversation_id.as_str())),
+            Some(Entry::Ticket(ticket)) => (Some(time_of(ticket.updated_at)), None),
+            None => (None, None),
+        };
+        if is_event {
+            self.events.insert(key.to_owned(), time);
+        }
+        if is_ticket && let Some(time) = time {
+            Self::later(self.tickets.get_mut(key), time);
+        }
+        if let (Some(conversation), Some(time)) = (conversation, time)
+            && let Some(ticket) = self.conversations.get(conversation)
+            && key.split('/').nth(1) == ticket.split('/').nth(1)
+        {
+            Self::later(self.tickets.get_mut(ticket), time);
+        }
+    }
+
+    fn later(last: Option<&mut Option<SystemTime>>, time: SystemTime) {
+        if let Some(last) = last {
+            *last = Some(last.map_or(time, |last| last.max(time)));
+        }
+    }
+
+    /// The candidates the topic agrees are past `cutoff` (or gone).
+    fn past(self, cutoff: SystemTime) -> (Vec<String>, Vec<String>) {
+        let past = |map: HashMap<String, Option<SystemTime>>| -> Vec<String> {
+            map.into_iter()
+                .filter(|(_, last)| last.is_none_or(|last| last < cutoff))
+                .map(|(key, _)| key)
+                .collect()
+        };
+        (past(self.events), past(self.tickets))
     }
 }
 
@@ -179,20 +297,18 @@ impl StateStore {
         destination: &str,
         timeout: Duration,
     ) -> Result<Self, omni_kafka::state::StateError> {
-        let prefixes = [ticket_key(destination, ""), event_key(destination, "")];
-        let keep = move |key: &[u8]| prefixes.iter().any(|prefix| key.starts_with(prefix.as_bytes()));
-        let records = omni_kafka::state::read_where(kafka, client_id, topics::STATE_ROUTER, timeout, keep).await?;
-        let mut maps = Maps::default();
-        for (key, value) in records {
-            let Ok(key) = String::from_utf8(key) else { continue };
-            maps.apply(&key, &value);
-        }
-        maps.credit_legacy_events();
+        let reader = Reader {
+            kafka: kafka.clone(),
+            client_id: client_id.to_owned(),
+            timeout,
+        };
+        let maps = reader.read(destination).await?;
         Ok(Self {
             producer,
             source,
             destination: destination.to_owned(),
             maps: Mutex::new(maps),
+            reader,
         })
     }
 
@@ -317,24 +433,45 @@ impl StateStore {
         Ok(())
     }
 
-    /// Forgets what was last written before `now - retention` (see the module docs): tombstones
-    /// the keys (acknowledged by the broker), then drops them from the map. Returns how many
-    /// event and ticket records went. A conversation that had an event meanwhile keeps its ticket
-    /// in the map (its tombstone is already written: after a restart its ticket is found in the
-    /// helpdesk again).
-    pub async fn expire(&self, retention: Duration, now: SystemTime) -> Result<(usize, usize), ProduceError> {
+    /// Forgets what was last written before `now - retention` (see the module docs). The keys
+    /// this replica's map says are past are only candidates: the map is stale for conversations
+    /// other replicas went on with since it started, so the topic is read again (keeping only
+    /// the candidates' times) and what another replica wrote since keeps its key. What both say
+    /// is past, and is still past in the map (this replica's writes during the read), is
+    /// tombstoned (acknowledged by the broker, a batch at a time) and dropped from the map.
+    /// Returns how many event and ticket records went. No candidates: no read. The read takes
+    /// as long as a restore (the whole topic): run this beside the deliveries, not between them.
+    /// A write for one of the keys between the last check and its tombstone stays in the map
+    /// and is deleted from the topic (after a restart its ticket is found in the helpdesk again,
+    /// its event looked for in the ticket).
+    pub async fn expire(&self, retention: Duration, now: SystemTime) -> Result<(usize, usize), ExpireError> {
         let Some(cutoff) = now.checked_sub(retention) else {
             return Ok((0, 0));
         };
         let (events, tickets) = self.maps().expired(&self.destination, cutoff);
+        if events.is_empty() && tickets.is_empty() {
+            return Ok((0, 0));
+        }
+        let candidates = Candidates::new(&self.destination, events, tickets);
+        let (events, tickets) = self.reader.last_written(candidates).await?.past(cutoff);
+        let (events, tickets) = {
+            let maps = self.maps();
+            let events: Vec<String> = events.into_iter().filter(|key| maps.event_past(key, cutoff)).collect();
+            let tickets: Vec<String> = tickets.into_iter().filter(|key| maps.ticket_past(key, cutoff)).collect();
+            (events, tickets)
+        };
         let keys: Vec<String> = events.iter().chain(&tickets).cloned().collect();
-        omni_kafka::state::tombstone(&self.producer, topics::STATE_ROUTER, KIND, &self.source, &keys).await?;
+        for batch in keys.chunks(EXPIRE_BATCH) {
+            omni_kafka::state::tombstone(&self.producer, topics::STATE_ROUTER, KIND, &self.source, batch).await?;
+        }
         let mut maps = self.maps();
         for key in &events {
-            maps.events.remove(key);
+            if maps.event_past(key, cutoff) {
+                maps.events.remove(key);
+            }
         }
         for key in &tickets {
-            if maps.activity.get(key).is_some_and(|last| *last < cutoff) {
+            if maps.ticket_past(key, cutoff) {
                 maps.activity.remove(key);
                 maps.tickets.remove(key);
             }
@@ -393,6 +530,49 @@ mod tests {
         assert_eq!(tickets, ["ticket/zd/c2"], "c1 had an event at 50");
         let (events, tickets) = maps.expired("zd", at(60));
         assert_eq!((events.len(), tickets.len()), (3, 2));
+    }
+
+    /// Candidates as a replica that started at 0 judges them, after a topic where another
+    /// replica wrote since.
+    fn scanned() -> Candidates {
+        let keys = |keys: &[&str]| keys.iter().map(|key| (*key).to_owned()).collect::<Vec<_>>();
+        let mut candidates = Candidates::new(
+            "zd",
+            keys(&["event/zd/e1", "event/zd/e2", "event/zd/e3"]),
+            keys(&["ticket/zd/c1", "ticket/zd/c2"]),
+        );
+        let records: [(&str, Option<Vec<u8>>); 8] = [
+            ("ticket/zd/c1", Some(ticket(0))),
+            ("ticket/zd/c2", Some(ticket(0))),
+            ("event/zd/e1", Some(event("c1", 0))),
+            ("event/zd/e2", Some(event("c2", 0))),
+            // Written since by another replica: c1's next event, e2 again (its DONE).
+            ("event/zd/e9", Some(event("c1", 50))),
+            ("event/zd/e2", Some(event("c2", 40))),
+            // Another destination's event of c2 does not keep c2 here; e3 was tombstoned.
+            ("event/rt/e5", Some(event("c2", 60))),
+            ("event/zd/e3", None),
+        ];
+        for (key, value) in &records {
+            candidates.visit(key.as_bytes(), value.as_deref());
+        }
+        candidates
+    }
+
+    fn sorted((mut events, mut tickets): (Vec<String>, Vec<String>)) -> (Vec<String>, Vec<String>) {
+        events.sort();
+        tickets.sort();
+        (events, tickets)
+    }
+
+    #[test]
+    fn what_another_replica_wrote_since_keeps_a_candidate() {
+        let (events, tickets) = sorted(scanned().past(at(30)));
+        assert_eq!(events, ["event/zd/e1", "event/zd/e3"], "e2 was written again at 40");
+        assert!(tickets.is_empty(), "c1 had an event at 50, c2 at 40: {tickets:?}");
+        let (events, tickets) = sorted(scanned().past(at(45)));
+        assert_eq!(events, ["event/zd/e1", "event/zd/e2", "event/zd/e3"]);
+        assert_eq!(tickets, ["ticket/zd/c2"], "rt's event of c2 at 60 is not this destination's");
     }
 
     #[test]
