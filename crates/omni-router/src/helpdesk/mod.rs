@@ -418,6 +418,14 @@ pub(crate) fn no_refinement(_: reqwest::StatusCode, _: &reqwest::header::HeaderM
     None
 }
 
+/// The HTTP client an adapter builds on: each request ends after `timeout_secs`, and says it is
+/// omni's router (its version) to the helpdesk's logs.
+pub(crate) fn http_client(timeout_secs: u64) -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(timeout_secs))
+        .user_agent(concat!("omni-router/", env!("CARGO_PKG_VERSION")))
+}
+
 /// Classifies a transport error.
 pub(crate) fn error_for_transport(error: reqwest::Error) -> HelpdeskError {
     // Without the URL: a webhook URL may carry a token in its path or query.

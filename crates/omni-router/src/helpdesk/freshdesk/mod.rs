@@ -186,10 +186,7 @@ enum Part {
 impl Freshdesk {
     /// Creates the adapter (no request is made).
     pub fn new(config: FreshdeskConfig) -> Result<Self, reqwest::Error> {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(config.timeout_secs))
-            .user_agent(concat!("omni-router/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+        let client = super::http_client(config.timeout_secs).build()?;
         let api = format!("{}/api/v2", config.base_url.trim_end_matches('/'));
         Ok(Self {
             config,

@@ -275,10 +275,7 @@ const TOKEN_REFRESH_MARGIN: Duration = Duration::from_secs(300);
 impl HelpScout {
     /// Creates the adapter (no request is made).
     pub fn new(config: HelpScoutConfig) -> Result<Self, reqwest::Error> {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(config.timeout_secs))
-            .user_agent(concat!("omni-router/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+        let client = super::http_client(config.timeout_secs).build()?;
         let api = config.base_url.trim_end_matches('/').to_owned();
         let token_url = config.token_url.clone().unwrap_or_else(|| format!("{api}/v2/oauth2/token"));
         let web_url = config.web_url.trim_end_matches('/').to_owned();

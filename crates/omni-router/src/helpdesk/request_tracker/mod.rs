@@ -20,8 +20,6 @@
 
 pub mod replies;
 
-use std::time::Duration;
-
 use async_trait::async_trait;
 use base64::Engine as _;
 use omni_proto::v1::ConversationEvent;
@@ -135,10 +133,7 @@ pub struct RequestTracker {
 impl RequestTracker {
     /// Creates the adapter (no request is made).
     pub fn new(config: RequestTrackerConfig) -> Result<Self, reqwest::Error> {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(config.timeout_secs))
-            .user_agent(concat!("omni-router/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+        let client = super::http_client(config.timeout_secs).build()?;
         let api = format!("{}/REST/2.0", config.base_url.trim_end_matches('/'));
         Ok(Self {
             config,

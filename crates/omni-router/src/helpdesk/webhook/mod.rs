@@ -71,7 +71,7 @@ pub mod replies;
 mod tests;
 
 use std::fmt;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use hmac::{Hmac, Mac};
@@ -232,9 +232,7 @@ pub struct Webhook {
 impl Webhook {
     /// Creates the adapter (no request is made).
     pub fn new(config: WebhookConfig) -> Result<Self, reqwest::Error> {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(config.timeout_secs))
-            .user_agent(concat!("omni-router/", env!("CARGO_PKG_VERSION")))
+        let client = super::http_client(config.timeout_secs)
             .redirect(reqwest::redirect::Policy::none())
             .build()?;
         Ok(Self { config, client })

@@ -24,7 +24,6 @@
 //! the others are listed in the text.
 
 use std::fmt;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use omni_proto::v1::{Channel, ConversationEvent, Direction, attachment::Content};
@@ -198,10 +197,7 @@ pub struct Zammad {
 impl Zammad {
     /// Creates the adapter (no request is made).
     pub fn new(config: ZammadConfig) -> Result<Self, reqwest::Error> {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(config.timeout_secs))
-            .user_agent(concat!("omni-router/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+        let client = super::http_client(config.timeout_secs).build()?;
         let api = format!("{}/api/v1", config.base_url.trim_end_matches('/'));
         Ok(Self { config, api, client })
     }

@@ -22,7 +22,6 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Mutex;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use omni_proto::v1::attachment::Content;
@@ -173,10 +172,7 @@ pub struct Zendesk {
 impl Zendesk {
     /// Creates the adapter (no request is made).
     pub fn new(config: ZendeskConfig) -> Result<Self, reqwest::Error> {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(config.timeout_secs))
-            .user_agent(concat!("omni-router/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+        let client = super::http_client(config.timeout_secs).build()?;
         let api = format!("{}/api/v2", config.base_url.trim_end_matches('/'));
         Ok(Self {
             config,
