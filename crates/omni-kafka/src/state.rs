@@ -7,6 +7,8 @@
 //! with tansu), so state must be applied as "last record read wins", which [`read_all`] does.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use rdkafka::consumer::BaseConsumer;
@@ -36,6 +38,23 @@ pub enum StateError {
         /// The time allowed.
         timeout: Duration,
     },
+    /// The read was given up by its caller (the future dropped: a shutdown).
+    #[error("reading state topic `{topic}` given up")]
+    Cancelled {
+        /// The state topic.
+        topic: String,
+    },
+}
+
+/// Tells the blocking reader to stop when the future waiting for it is dropped: a blocking task
+/// cannot be aborted, and a runtime shutting down waits for it, so a read of a large topic
+/// would hold up a service's exit for as long as the read takes.
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
 }
 
 /// How often state past a retention of `retention_secs` is looked for: a tenth of it, between
@@ -145,7 +164,9 @@ pub async fn read_where(
             };
         }
     };
-    scan(config, client_id, topic, timeout, HashMap::new(), latest).await
+    let state = scan(config, client_id, topic, timeout, HashMap::new(), latest).await?;
+    tracing::info!(topic, keys = state.len(), "state restored");
+    Ok(state)
 }
 
 /// Reads `topic` from the beginning to its current end, handing every keyed record in order to
@@ -159,16 +180,25 @@ where
     let config = config.clone();
     let client_id = client_id.to_owned();
     let topic = topic.to_owned();
-    tokio::task::spawn_blocking(move || scan_blocking(&config, &client_id, &topic, timeout, state, visit))
+    let cancelled = Arc::new(AtomicBool::new(false));
+    let _cancel = CancelOnDrop(cancelled.clone());
+    let until = Until { timeout, cancelled };
+    tokio::task::spawn_blocking(move || scan_blocking(&config, &client_id, &topic, &until, state, visit))
         .await
         .expect("state reader panicked")
+}
+
+/// How long a read may go on: its time limit, and its caller's giving up.
+struct Until {
+    timeout: Duration,
+    cancelled: Arc<AtomicBool>,
 }
 
 fn scan_blocking<S>(
     config: &KafkaConfig,
     client_id: &str,
     topic: &str,
-    timeout: Duration,
+    until: &Until,
     mut state: S,
     visit: impl Fn(&mut S, &[u8], Option<&[u8]>),
 ) -> Result<S, StateError> {
@@ -183,6 +213,7 @@ fn scan_blocking<S>(
         .set("enable.auto.offset.store", "false")
         .create()
         .map_err(kafka)?;
+    let timeout = until.timeout;
     let mut ends = crate::reader::assign_whole_topic(&consumer, topic, Offset::Beginning, timeout).map_err(kafka)?;
     let mut records = 0_u64;
     while !ends.caught_up() {
@@ -191,6 +222,9 @@ fn scan_blocking<S>(
                 topic: topic.to_owned(),
                 timeout,
             });
+        }
+        if until.cancelled.load(Ordering::Relaxed) {
+            return Err(StateError::Cancelled { topic: topic.to_owned() });
         }
         let Some(result) = consumer.poll(Duration::from_millis(200)) else {
             continue;

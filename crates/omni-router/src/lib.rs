@@ -246,9 +246,10 @@ fn state_gauges(destination: &str, state: &StateStore) -> (usize, usize) {
 }
 
 /// One round of [`StateStore::expire`], logged and counted; a failure waits for the next round.
-async fn expire_state(destination: &str, state: &StateStore, retention: Duration) {
+/// Whether more may be past at once (the round took as many candidates as it may).
+async fn expire_state(destination: &str, state: &StateStore, retention: Duration) -> bool {
     match state.expire(retention, SystemTime::now()).await {
-        Ok((events, tickets)) => {
+        Ok(state::Expired { events, tickets, more }) => {
             for (kind, expired) in [("event", events), ("ticket", tickets)] {
                 metrics::counter!("omni_router_state_expired_total", "destination" => destination.to_owned(), "kind" => kind)
                     .increment(expired as u64);
@@ -264,8 +265,12 @@ async fn expire_state(destination: &str, state: &StateStore, retention: Duration
                     "router state past its retention removed"
                 );
             }
+            more
         }
-        Err(error) => tracing::warn!(destination, %error, "router state not expired this round"),
+        Err(error) => {
+            tracing::warn!(destination, %error, "router state not expired this round");
+            false
+        }
     }
 }
 
@@ -356,7 +361,7 @@ impl Router {
         });
         // The expiry round in progress: it reads the state topic (seconds on a large one), so it
         // runs beside the deliveries, polled here with them, never awaited between them.
-        let mut expiring: Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>>> = None;
+        let mut expiring: Option<std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + '_>>> = None;
         loop {
             in_flight.set(held.in_flight() as f64);
             tokio::select! {
@@ -375,7 +380,14 @@ impl Router {
                 _ = async { expiry.as_mut().expect("checked").tick().await }, if expiry.is_some() && expiring.is_none() => {
                     expiring = Some(Box::pin(expire_state(destination, state, config.state_retention())));
                 }
-                () = async { expiring.as_mut().expect("checked").await }, if expiring.is_some() => expiring = None,
+                more = async { expiring.as_mut().expect("checked").await }, if expiring.is_some() => {
+                    expiring = None;
+                    if let Some(expiry) = expiry.as_mut() {
+                        // The next round a period after this one ended (a read may take longer
+                        // than the period), or at once when more may be past.
+                        if more { expiry.reset_immediately() } else { expiry.reset() }
+                    }
+                }
                 (key, position, outcome) = running.next(), if !running.is_empty() => {
                     if let Some(Err(error)) = outcome {
                         tracing::error!(destination, %error, "event not handled; stopping");

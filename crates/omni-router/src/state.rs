@@ -4,7 +4,7 @@
 //!
 //! Bounded by `[router] state_retention_secs`: an event record older than that, and a
 //! conversation's ticket record when none of the conversation's events is younger (whichever
-//! replica wrote them), are removed from the map and tombstoned in the topic
+//! replica wrote them, as far as the expiry's read of the topic sees), are removed from the map and tombstoned in the topic
 //! ([`StateStore::expire`]), so memory follows the
 //! conversations active within the window, not every event ever routed. What a late copy of an
 //! expired event gets: the router no longer knows it was delivered, finds the conversation's
@@ -26,6 +26,10 @@ use crate::helpdesk::TicketRef;
 /// Most tombstones on their way at once (a round after a long stop writes them batch after
 /// batch), so they do not fill the producer's queue: the same batch as every state topic's.
 use omni_kafka::state::EXPIRE_BATCH;
+
+/// Most keys one expiry round takes as candidates, so that the round's memory stays small beside
+/// the map's (about 16 MB of keys and times) and a long stop's backlog goes in a few reads.
+pub const MAX_CANDIDATES: usize = 10 * EXPIRE_BATCH;
 
 /// The CloudEvents type of the records.
 const KIND: &str = "omni.v1.RouterState";
@@ -152,6 +156,17 @@ impl Maps {
         }
     }
 
+    /// The ticket record of a conversation in the map, as written when it last had activity.
+    fn ticket_record(&self, key: &str) -> Option<Entry> {
+        let entry = self.tickets.get(key)?;
+        Some(Entry::Ticket(StoredTicket {
+            ticket_id: entry.ticket.id.clone(),
+            ticket_url: entry.ticket.url.clone(),
+            updated_at: self.activity.get(key).map(|at| (*at).into()),
+            origin_event_id: entry.origin.clone().unwrap_or_default(),
+        }))
+    }
+
     /// Whether this map's copy of an event record, if any, was last written before `cutoff`.
     fn event_past(&self, key: &str, cutoff: SystemTime) -> bool {
         self.events.get(key).is_none_or(|entry| entry.updated < cutoff)
@@ -167,9 +182,9 @@ impl Maps {
         *last = (*last).max(at);
     }
 
-    /// Keys of `destination` last written before `cutoff`: events, and conversations (their
-    /// ticket records).
-    fn expired(&self, destination: &str, cutoff: SystemTime) -> (Vec<String>, Vec<String>) {
+    /// Keys of `destination` last written before `cutoff`: events, then conversations (their
+    /// ticket records), at most `limit` in all.
+    fn expired(&self, destination: &str, cutoff: SystemTime, limit: usize) -> (Vec<String>, Vec<String>) {
         let events_prefix = event_key(destination, "");
         let tickets_prefix = ticket_key(destination, "");
         let events: Vec<String> = self
@@ -177,12 +192,14 @@ impl Maps {
             .iter()
             .filter(|(key, entry)| entry.updated < cutoff && key.starts_with(&events_prefix))
             .map(|(key, _)| key.clone())
+            .take(limit)
             .collect();
         let tickets = self
             .activity
             .iter()
             .filter(|(key, last)| **last < cutoff && key.starts_with(&tickets_prefix))
             .map(|(key, _)| key.clone())
+            .take(limit - events.len())
             .collect();
         (events, tickets)
     }
@@ -229,6 +246,8 @@ struct Candidates {
     tickets: HashMap<String, Option<SystemTime>>,
     /// Conversation id -> its ticket key (events name their conversation, not its key).
     conversations: HashMap<String, String>,
+    /// `event/<destination>/`: the only other records worth decoding.
+    events_prefix: String,
 }
 
 impl Candidates {
@@ -242,12 +261,16 @@ impl Candidates {
             events: events.into_iter().map(|key| (key, None)).collect(),
             tickets: tickets.into_iter().map(|key| (key, None)).collect(),
             conversations,
+            events_prefix: event_key(destination, ""),
         }
     }
 
     fn visit(&mut self, key: &[u8], value: Option<&[u8]>) {
         let Ok(key) = std::str::from_utf8(key) else { return };
         let (is_event, is_ticket) = (self.events.contains_key(key), self.tickets.contains_key(key));
+        if !is_event && !is_ticket && !key.starts_with(&self.events_prefix) {
+            return;
+        }
         let entry = value
             .and_then(|value| RouterState::decode(value).ok())
             .and_then(|state| state.entry);
@@ -263,8 +286,8 @@ impl Candidates {
             Self::later(self.tickets.get_mut(key), time);
         }
         if let (Some(conversation), Some(time)) = (conversation, time)
+            && key.starts_with(&self.events_prefix)
             && let Some(ticket) = self.conversations.get(conversation)
-            && key.split('/').nth(1) == ticket.split('/').nth(1)
         {
             Self::later(self.tickets.get_mut(ticket), time);
         }
@@ -434,24 +457,28 @@ impl StateStore {
     }
 
     /// Forgets what was last written before `now - retention` (see the module docs). The keys
-    /// this replica's map says are past are only candidates: the map is stale for conversations
-    /// other replicas went on with since it started, so the topic is read again (keeping only
-    /// the candidates' times) and what another replica wrote since keeps its key. What both say
-    /// is past, and is still past in the map (this replica's writes during the read), is
-    /// tombstoned (acknowledged by the broker, a batch at a time) and dropped from the map.
-    /// Returns how many event and ticket records went. No candidates: no read. The read takes
-    /// as long as a restore (the whole topic): run this beside the deliveries, not between them.
-    /// A write for one of the keys between the last check and its tombstone stays in the map
-    /// and is deleted from the topic (after a restart its ticket is found in the helpdesk again,
-    /// its event looked for in the ticket).
-    pub async fn expire(&self, retention: Duration, now: SystemTime) -> Result<(usize, usize), ExpireError> {
+    /// this replica's map says are past (at most [`MAX_CANDIDATES`] a round) are only
+    /// candidates: the map is stale for conversations other replicas went on with since it
+    /// started, so the topic is read again (keeping only the candidates' times) and what another
+    /// replica wrote since keeps its key. What both say is past, and is still past in the map
+    /// (this replica's writes during the read), is tombstoned (acknowledged by the broker, a
+    /// batch at a time) and dropped from the map; a conversation this replica took up again
+    /// meanwhile gets its ticket record written again after its tombstone. No candidates: no
+    /// read. The read takes as long as a restore (the whole topic): run this beside the
+    /// deliveries, not between them. Left: another replica's write during the read (it reads up
+    /// to the ends it found at its start) is not seen, and its key may be tombstoned (that
+    /// replica keeps it in its map; after its restart the ticket is found in the helpdesk
+    /// again); an event record this replica writes between the last check and its tombstone is
+    /// deleted (a late copy of that event is looked for in its ticket).
+    pub async fn expire(&self, retention: Duration, now: SystemTime) -> Result<Expired, ExpireError> {
         let Some(cutoff) = now.checked_sub(retention) else {
-            return Ok((0, 0));
+            return Ok(Expired::default());
         };
-        let (events, tickets) = self.maps().expired(&self.destination, cutoff);
+        let (events, tickets) = self.maps().expired(&self.destination, cutoff, MAX_CANDIDATES);
         if events.is_empty() && tickets.is_empty() {
-            return Ok((0, 0));
+            return Ok(Expired::default());
         }
+        let more = events.len() + tickets.len() >= MAX_CANDIDATES;
         let candidates = Candidates::new(&self.destination, events, tickets);
         let (events, tickets) = self.reader.last_written(candidates).await?.past(cutoff);
         let (events, tickets) = {
@@ -460,25 +487,48 @@ impl StateStore {
             let tickets: Vec<String> = tickets.into_iter().filter(|key| maps.ticket_past(key, cutoff)).collect();
             (events, tickets)
         };
-        let keys: Vec<String> = events.iter().chain(&tickets).cloned().collect();
-        for batch in keys.chunks(EXPIRE_BATCH) {
+        for batch in events.chunks(EXPIRE_BATCH).chain(tickets.chunks(EXPIRE_BATCH)) {
             omni_kafka::state::tombstone(&self.producer, topics::STATE_ROUTER, KIND, &self.source, batch).await?;
         }
-        let mut maps = self.maps();
-        for key in &events {
-            if maps.event_past(key, cutoff) {
-                maps.events.remove(key);
+        let taken_up = {
+            let mut maps = self.maps();
+            for key in &events {
+                if maps.event_past(key, cutoff) {
+                    maps.events.remove(key);
+                }
             }
-        }
-        for key in &tickets {
-            if maps.ticket_past(key, cutoff) {
-                maps.activity.remove(key);
-                maps.tickets.remove(key);
+            let mut taken_up = Vec::new();
+            for key in &tickets {
+                if maps.ticket_past(key, cutoff) {
+                    maps.activity.remove(key);
+                    maps.tickets.remove(key);
+                } else if let Some(entry) = maps.ticket_record(key) {
+                    taken_up.push((key.clone(), entry));
+                }
             }
-        }
-        maps.shrink();
-        Ok((events.len(), tickets.len()))
+            maps.shrink();
+            taken_up
+        };
+        let rewritten = taken_up.len();
+        self.write(taken_up, Vec::new()).await?;
+        Ok(Expired {
+            events: events.len(),
+            tickets: tickets.len() - rewritten,
+            more,
+        })
     }
+}
+
+/// What an expiry round removed.
+#[derive(Debug, Default)]
+pub struct Expired {
+    /// Event records tombstoned.
+    pub events: usize,
+    /// Conversations' ticket records tombstoned (and not written again).
+    pub tickets: usize,
+    /// Whether the round took as many candidates as it may: more may be past (after a long
+    /// stop), so the next round can come at once.
+    pub more: bool,
 }
 
 #[cfg(test)]
@@ -523,13 +573,16 @@ mod tests {
         maps.apply("event/zd/e3", &event("c2", 10));
         // Another destination's keys are not this pipeline's to expire.
         maps.apply("ticket/rt/c9", &ticket(0));
-        let (mut events, mut tickets) = maps.expired("zd", at(20));
+        let (mut events, mut tickets) = maps.expired("zd", at(20), MAX_CANDIDATES);
         events.sort();
         tickets.sort();
         assert_eq!(events, ["event/zd/e1", "event/zd/e3"]);
         assert_eq!(tickets, ["ticket/zd/c2"], "c1 had an event at 50");
-        let (events, tickets) = maps.expired("zd", at(60));
+        let (events, tickets) = maps.expired("zd", at(60), MAX_CANDIDATES);
         assert_eq!((events.len(), tickets.len()), (3, 2));
+        // A round takes at most its limit, events first.
+        let (events, tickets) = maps.expired("zd", at(60), 4);
+        assert_eq!((events.len(), tickets.len()), (3, 1));
     }
 
     /// Candidates as a replica that started at 0 judges them, after a topic where another
@@ -580,7 +633,7 @@ mod tests {
         let mut maps = Maps::default();
         maps.apply("event/zd/old", &event("", 0));
         maps.credit_legacy_events();
-        assert_eq!(maps.expired("zd", at(1)).0, ["event/zd/old"]);
+        assert_eq!(maps.expired("zd", at(1), MAX_CANDIDATES).0, ["event/zd/old"]);
         assert!(maps.activity.is_empty(), "no ticket 7 known");
     }
 
@@ -590,7 +643,10 @@ mod tests {
         maps.apply("ticket/zd/c1", &ticket(0));
         maps.apply("event/zd/late", &event("", 50));
         maps.credit_legacy_events();
-        assert!(maps.expired("zd", at(20)).1.is_empty(), "ticket 7 had an event at 50");
-        assert_eq!(maps.expired("zd", at(60)).1, ["ticket/zd/c1"]);
+        assert!(
+            maps.expired("zd", at(20), MAX_CANDIDATES).1.is_empty(),
+            "ticket 7 had an event at 50"
+        );
+        assert_eq!(maps.expired("zd", at(60), MAX_CANDIDATES).1, ["ticket/zd/c1"]);
     }
 }

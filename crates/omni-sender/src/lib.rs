@@ -798,7 +798,13 @@ mod tests {
 
     #[test]
     fn a_customers_message_is_where_the_answer_goes() {
-        let address = reply_address(&event(Direction::Inbound, &[])).unwrap();
+        let mut read_late = event(Direction::Inbound, &[]);
+        let (sent, received) = (SystemTime::UNIX_EPOCH, SystemTime::now());
+        (read_late.occurred_at, read_late.received_at) = (Some(sent.into()), Some(received.into()));
+        let address = reply_address(&read_late).unwrap();
+        // The reply windows count from the message, the retention from the later of the two.
+        assert_eq!(address.last_inbound_at, Some(sent.into()));
+        assert_eq!(address.received_at, Some(received.into()));
         assert_eq!(address.channel(), Channel::Email);
         assert_eq!(address.provider.unwrap().message_id, "m1@x");
         assert_eq!(address.customer.unwrap().display_name, "Jan");
