@@ -44,6 +44,16 @@ async fn zendesk_state(stack: &Stack, name: &str, kind: &str) -> anyhow::Result<
     stack.pipeline.router.metric(&series).await
 }
 
+/// A stack whose router keeps state `retention` seconds, with a first event in the helpdesk.
+async fn first_event_delivered(retention: &str) -> anyhow::Result<(Stack, String, ConversationEvent)> {
+    let stack = Stack::start(&[("OMNI__ROUTER__STATE_RETENTION_SECS", retention)]).await?;
+    let run = nonce();
+    let first = event(&run, 0, 0);
+    send(&stack, &first).await?;
+    wait_for_comments(&stack, &run, &[0]).await?;
+    Ok((stack, run, first))
+}
+
 /// Whether the state topic holds a tombstone for `key`.
 fn tombstoned(stack: &Stack, key: &str) -> bool {
     read_topic(&stack.pipeline.broker.bootstrap(), omni_kafka::topics::STATE_ROUTER)
@@ -53,11 +63,7 @@ fn tombstoned(stack: &Stack, key: &str) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn state_past_its_retention_is_tombstoned_and_a_late_follow_up_still_joins_its_ticket() -> anyhow::Result<()> {
     let _serial = serial().await;
-    let stack = Stack::start(&[("OMNI__ROUTER__STATE_RETENTION_SECS", "4")]).await?;
-    let run = nonce();
-    let first = event(&run, 0, 0);
-    send(&stack, &first).await?;
-    wait_for_comments(&stack, &run, &[0]).await?;
+    let (stack, run, first) = first_event_delivered("4").await?;
 
     let event_key = format!("event/zendesk/{}", first.event_id);
     let ticket_key = format!("ticket/zendesk/{}", first.conversation_id);
@@ -147,11 +153,7 @@ async fn a_late_copy_of_an_expired_event_is_looked_for_in_its_still_known_ticket
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_conversation_another_replica_keeps_active_is_not_expired_here() -> anyhow::Result<()> {
     let _serial = serial().await;
-    let stack = Stack::start(&[("OMNI__ROUTER__STATE_RETENTION_SECS", "4")]).await?;
-    let run = nonce();
-    let first = event(&run, 0, 0);
-    send(&stack, &first).await?;
-    wait_for_comments(&stack, &run, &[0]).await?;
+    let (stack, run, first) = first_event_delivered("4").await?;
     let ticket_key = format!("ticket/zendesk/{}", first.conversation_id);
     let bootstrap = stack.pipeline.broker.bootstrap();
     // What another replica writes as it delivers this conversation's next events: a DONE record
