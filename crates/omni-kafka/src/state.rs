@@ -16,6 +16,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::{Message, Offset};
 
 use crate::config::KafkaConfig;
+use crate::producer::Pending;
 use crate::{CloudEvent, ProduceError, Producer};
 
 /// Why state could not be restored.
@@ -66,22 +67,29 @@ pub fn expiry_interval(retention_secs: u64) -> Option<Duration> {
 /// Writes a tombstone for each of `keys` in the compacted `topic` (records of type `kind`, by
 /// `source`), all at once, and waits until the broker acknowledged every one.
 pub async fn tombstone(producer: &Producer, topic: &str, kind: &str, source: &str, keys: &[String]) -> Result<(), ProduceError> {
-    let mut pending = Vec::with_capacity(keys.len());
-    for key in keys {
-        let headers = CloudEvent {
-            id: key,
-            kind,
-            source,
-            subject: None,
-            time: SystemTime::now(),
-        }
-        .to_headers();
-        pending.push(producer.enqueue_tombstone(topic, key.as_bytes(), headers)?);
-    }
+    let pending: Vec<Pending> = keys
+        .iter()
+        .map(|key| enqueue_tombstone(producer, topic, kind, source, key))
+        .collect::<Result<_, _>>()?;
     for acknowledgement in pending {
         acknowledgement.acknowledged().await?;
     }
     Ok(())
+}
+
+/// Puts a tombstone for `key` on its way without waiting: a caller that must order it before
+/// later writes of the same key enqueues it while it keeps those writes out (the producer keeps
+/// a partition's order), then waits for the acknowledgement.
+pub fn enqueue_tombstone(producer: &Producer, topic: &str, kind: &str, source: &str, key: &str) -> Result<Pending, ProduceError> {
+    let headers = CloudEvent {
+        id: key,
+        kind,
+        source,
+        subject: None,
+        time: SystemTime::now(),
+    }
+    .to_headers();
+    producer.enqueue_tombstone(topic, key.as_bytes(), headers)
 }
 
 /// Most keys one [`expire_round`] tombstones; a full round is followed by another at once.
@@ -165,7 +173,7 @@ pub async fn read_where(
         }
     };
     let state = scan(config, client_id, topic, timeout, HashMap::new(), latest).await?;
-    tracing::info!(topic, keys = state.len(), "state restored");
+    tracing::info!(topic, keys = state.len(), "state read");
     Ok(state)
 }
 

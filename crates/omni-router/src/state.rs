@@ -72,6 +72,9 @@ struct Maps {
     /// Events recorded before records named their conversation: (ticket id, when), credited to
     /// their ticket's conversation once the restore has read every ticket record.
     legacy: Vec<(String, SystemTime)>,
+    /// Keys with a write on its way (enqueued or about to be, not yet applied here): an expiry
+    /// round leaves them alone, so no tombstone lands after a write it did not see.
+    writing: HashMap<String, usize>,
 }
 
 struct TicketEntry {
@@ -156,15 +159,19 @@ impl Maps {
         }
     }
 
-    /// The ticket record of a conversation in the map, as written when it last had activity.
-    fn ticket_record(&self, key: &str) -> Option<Entry> {
-        let entry = self.tickets.get(key)?;
-        Some(Entry::Ticket(StoredTicket {
-            ticket_id: entry.ticket.id.clone(),
-            ticket_url: entry.ticket.url.clone(),
-            updated_at: self.activity.get(key).map(|at| (*at).into()),
-            origin_event_id: entry.origin.clone().unwrap_or_default(),
-        }))
+    /// Takes in the times the topic has for candidates another replica went on with, so they
+    /// are not candidates again next round.
+    fn refresh(&mut self, judged: &Judged) {
+        for (key, at) in &judged.live_events {
+            if let Some(entry) = self.events.get_mut(key) {
+                entry.updated = entry.updated.max(*at);
+            }
+        }
+        for (key, at) in &judged.live_tickets {
+            if self.activity.contains_key(key) {
+                self.touch(key.clone(), *at);
+            }
+        }
     }
 
     /// Whether this map's copy of an event record, if any, was last written before `cutoff`.
@@ -299,16 +306,40 @@ impl Candidates {
         }
     }
 
-    /// The candidates the topic agrees are past `cutoff` (or gone).
-    fn past(self, cutoff: SystemTime) -> (Vec<String>, Vec<String>) {
-        let past = |map: HashMap<String, Option<SystemTime>>| -> Vec<String> {
-            map.into_iter()
-                .filter(|(_, last)| last.is_none_or(|last| last < cutoff))
-                .map(|(key, _)| key)
-                .collect()
-        };
-        (past(self.events), past(self.tickets))
+    /// The candidates the topic agrees are past `cutoff` (or gone), and those it keeps, with the
+    /// time another replica wrote them at.
+    fn judge(self, cutoff: SystemTime) -> Judged {
+        fn split(map: HashMap<String, Option<SystemTime>>, cutoff: SystemTime) -> (Vec<String>, Vec<(String, SystemTime)>) {
+            let (mut past, mut live) = (Vec::new(), Vec::new());
+            for (key, last) in map {
+                match last {
+                    Some(last) if last >= cutoff => live.push((key, last)),
+                    _ => past.push(key),
+                }
+            }
+            (past, live)
+        }
+        let (events, live_events) = split(self.events, cutoff);
+        let (tickets, live_tickets) = split(self.tickets, cutoff);
+        Judged {
+            events,
+            tickets,
+            live_events,
+            live_tickets,
+        }
     }
+}
+
+/// The candidates of a round, judged on the topic.
+struct Judged {
+    /// Event keys past the cutoff.
+    events: Vec<String>,
+    /// Ticket keys whose conversations are past the cutoff.
+    tickets: Vec<String>,
+    /// Event keys another replica wrote since, with that time.
+    live_events: Vec<(String, SystemTime)>,
+    /// Ticket keys whose conversations another replica went on with, with the latest time.
+    live_tickets: Vec<(String, SystemTime)>,
 }
 
 impl StateStore {
@@ -439,6 +470,7 @@ impl StateStore {
     /// Writes `entries`, waits for their acknowledgements and those of `pending` (records the
     /// caller enqueued to go with them), then applies the entries in memory.
     async fn write(&self, entries: Vec<(String, Entry)>, mut pending: Vec<Pending>) -> Result<(), ProduceError> {
+        let _writing = Writing::start(self, entries.iter().map(|(key, _)| key.clone()).collect());
         let mut encoded = Vec::with_capacity(entries.len());
         for (key, entry) in entries {
             let value = RouterState { entry: Some(entry) }.encode_to_vec();
@@ -459,17 +491,16 @@ impl StateStore {
     /// Forgets what was last written before `now - retention` (see the module docs). The keys
     /// this replica's map says are past (at most [`MAX_CANDIDATES`] a round) are only
     /// candidates: the map is stale for conversations other replicas went on with since it
-    /// started, so the topic is read again (keeping only the candidates' times) and what another
-    /// replica wrote since keeps its key. What both say is past, and is still past in the map
-    /// (this replica's writes during the read), is tombstoned (acknowledged by the broker, a
-    /// batch at a time) and dropped from the map; a conversation this replica took up again
-    /// meanwhile gets its ticket record written again after its tombstone. No candidates: no
-    /// read. The read takes as long as a restore (the whole topic): run this beside the
-    /// deliveries, not between them. Left: another replica's write during the read (it reads up
-    /// to the ends it found at its start) is not seen, and its key may be tombstoned (that
-    /// replica keeps it in its map; after its restart the ticket is found in the helpdesk
-    /// again); an event record this replica writes between the last check and its tombstone is
-    /// deleted (a late copy of that event is looked for in its ticket).
+    /// started, so the topic is read again (keeping only the candidates' times); what another
+    /// replica wrote since keeps its key, and its time is taken into the map. What both say is
+    /// past is tombstoned a batch at a time: under the map's lock each key is checked again
+    /// (still past, no write of this replica on its way), its tombstone enqueued and the key
+    /// dropped from the map, so any later write of it lands after the tombstone. No
+    /// candidates: no read. The read takes as long as a restore (the whole topic): run this
+    /// beside the deliveries, not between them. Left: another replica's write during the read
+    /// (it reads to the ends it found at its start) is not seen, and its key may be tombstoned
+    /// (that replica keeps it in its map; after its restart the ticket is found in the helpdesk
+    /// again).
     pub async fn expire(&self, retention: Duration, now: SystemTime) -> Result<Expired, ExpireError> {
         let Some(cutoff) = now.checked_sub(retention) else {
             return Ok(Expired::default());
@@ -478,56 +509,109 @@ impl StateStore {
         if events.is_empty() && tickets.is_empty() {
             return Ok(Expired::default());
         }
-        let more = events.len() + tickets.len() >= MAX_CANDIDATES;
+        let capped = events.len() + tickets.len() >= MAX_CANDIDATES;
         let candidates = Candidates::new(&self.destination, events, tickets);
-        let (events, tickets) = self.reader.last_written(candidates).await?.past(cutoff);
-        let (events, tickets) = {
-            let maps = self.maps();
-            let events: Vec<String> = events.into_iter().filter(|key| maps.event_past(key, cutoff)).collect();
-            let tickets: Vec<String> = tickets.into_iter().filter(|key| maps.ticket_past(key, cutoff)).collect();
-            (events, tickets)
-        };
-        for batch in events.chunks(EXPIRE_BATCH).chain(tickets.chunks(EXPIRE_BATCH)) {
-            omni_kafka::state::tombstone(&self.producer, topics::STATE_ROUTER, KIND, &self.source, batch).await?;
+        let judged = self.reader.last_written(candidates).await?.judge(cutoff);
+        self.maps().refresh(&judged);
+        let mut expired = Expired::default();
+        for batch in judged.events.chunks(EXPIRE_BATCH) {
+            expired.events += self.tombstone(batch, cutoff, Kind::Event).await?;
         }
-        let taken_up = {
+        for batch in judged.tickets.chunks(EXPIRE_BATCH) {
+            expired.tickets += self.tombstone(batch, cutoff, Kind::Ticket).await?;
+        }
+        expired.more = capped && expired.events + expired.tickets > 0;
+        Ok(expired)
+    }
+
+    /// Tombstones those of `keys` still past `cutoff` in the map and not being written, drops
+    /// them from the map (both under its lock), then waits for the broker. Returns how many
+    /// records went (for tickets: conversations whose ticket the map knew).
+    async fn tombstone(&self, keys: &[String], cutoff: SystemTime, kind: Kind) -> Result<usize, ProduceError> {
+        let (pending, removed) = {
             let mut maps = self.maps();
-            for key in &events {
-                if maps.event_past(key, cutoff) {
-                    maps.events.remove(key);
+            let mut pending = Vec::new();
+            let mut removed = 0;
+            for key in keys {
+                let past = match kind {
+                    Kind::Event => maps.event_past(key, cutoff),
+                    Kind::Ticket => maps.ticket_past(key, cutoff),
+                };
+                if !past || maps.writing.contains_key(key) {
+                    continue;
                 }
-            }
-            let mut taken_up = Vec::new();
-            for key in &tickets {
-                if maps.ticket_past(key, cutoff) {
-                    maps.activity.remove(key);
-                    maps.tickets.remove(key);
-                } else if let Some(entry) = maps.ticket_record(key) {
-                    taken_up.push((key.clone(), entry));
-                }
+                pending.push(omni_kafka::state::enqueue_tombstone(
+                    &self.producer,
+                    topics::STATE_ROUTER,
+                    KIND,
+                    &self.source,
+                    key,
+                )?);
+                removed += usize::from(match kind {
+                    Kind::Event => maps.events.remove(key).is_some(),
+                    Kind::Ticket => {
+                        maps.activity.remove(key);
+                        maps.tickets.remove(key).is_some()
+                    }
+                });
             }
             maps.shrink();
-            taken_up
+            (pending, removed)
         };
-        let rewritten = taken_up.len();
-        self.write(taken_up, Vec::new()).await?;
-        Ok(Expired {
-            events: events.len(),
-            tickets: tickets.len() - rewritten,
-            more,
-        })
+        for acknowledgement in pending {
+            acknowledgement.acknowledged().await?;
+        }
+        Ok(removed)
+    }
+}
+
+/// Which kind of key a batch of tombstones is for.
+#[derive(Clone, Copy)]
+enum Kind {
+    Event,
+    Ticket,
+}
+
+/// Keys being written: marked in the map for as long as this lives (see [`Maps::writing`]).
+struct Writing<'a> {
+    store: &'a StateStore,
+    keys: Vec<String>,
+}
+
+impl<'a> Writing<'a> {
+    fn start(store: &'a StateStore, keys: Vec<String>) -> Self {
+        let mut maps = store.maps();
+        for key in &keys {
+            *maps.writing.entry(key.clone()).or_default() += 1;
+        }
+        drop(maps);
+        Self { store, keys }
+    }
+}
+
+impl Drop for Writing<'_> {
+    fn drop(&mut self) {
+        let mut maps = self.store.maps();
+        for key in &self.keys {
+            if let Some(count) = maps.writing.get_mut(key) {
+                *count -= 1;
+                if *count == 0 {
+                    maps.writing.remove(key);
+                }
+            }
+        }
     }
 }
 
 /// What an expiry round removed.
 #[derive(Debug, Default)]
 pub struct Expired {
-    /// Event records tombstoned.
+    /// Event records tombstoned and forgotten.
     pub events: usize,
-    /// Conversations' ticket records tombstoned (and not written again).
+    /// Conversations whose ticket record was tombstoned and forgotten.
     pub tickets: usize,
-    /// Whether the round took as many candidates as it may: more may be past (after a long
-    /// stop), so the next round can come at once.
+    /// Whether the round took as many candidates as it may and removed some: more may be past
+    /// (after a long stop), so the next round can come at once.
     pub more: bool,
 }
 
@@ -620,12 +704,37 @@ mod tests {
 
     #[test]
     fn what_another_replica_wrote_since_keeps_a_candidate() {
-        let (events, tickets) = sorted(scanned().past(at(30)));
+        let judged = scanned().judge(at(30));
+        let (events, tickets) = sorted((judged.events.clone(), judged.tickets.clone()));
         assert_eq!(events, ["event/zd/e1", "event/zd/e3"], "e2 was written again at 40");
         assert!(tickets.is_empty(), "c1 had an event at 50, c2 at 40: {tickets:?}");
-        let (events, tickets) = sorted(scanned().past(at(45)));
+        let judged = scanned().judge(at(45));
+        let (events, tickets) = sorted((judged.events, judged.tickets));
         assert_eq!(events, ["event/zd/e1", "event/zd/e2", "event/zd/e3"]);
         assert_eq!(tickets, ["ticket/zd/c2"], "rt's event of c2 at 60 is not this destination's");
+    }
+
+    #[test]
+    fn the_topics_newer_times_are_taken_in_so_a_kept_key_is_no_candidate_again() {
+        let mut maps = Maps::default();
+        maps.apply("ticket/zd/c1", &ticket(0));
+        maps.apply("ticket/zd/c2", &ticket(0));
+        maps.apply("event/zd/e1", &event("c1", 0));
+        maps.apply("event/zd/e2", &event("c2", 0));
+        let (events, tickets) = maps.expired("zd", at(30), MAX_CANDIDATES);
+        assert_eq!((events.len(), tickets.len()), (2, 2));
+        let mut candidates = Candidates::new("zd", events, tickets);
+        for (key, value) in [
+            ("ticket/zd/c1", ticket(0)),
+            ("event/zd/e1", event("c1", 40)),
+            ("event/zd/e9", event("c1", 50)),
+        ] {
+            candidates.visit(key.as_bytes(), Some(&value));
+        }
+        maps.refresh(&candidates.judge(at(30)));
+        let (events, tickets) = sorted(maps.expired("zd", at(30), MAX_CANDIDATES));
+        assert_eq!(events, ["event/zd/e2"], "e1 was written again at 40 elsewhere");
+        assert_eq!(tickets, ["ticket/zd/c2"], "c1 went on elsewhere until 50");
     }
 
     #[test]
