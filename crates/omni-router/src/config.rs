@@ -33,7 +33,7 @@ pub struct RouterConfig {
     #[serde(default)]
     pub in_flight_limits: BTreeMap<String, usize>,
     /// Bytes of customers' files each destination's pipeline holds at once (see
-    /// [`crate::budget`]): an event whose files do not fit waits for others to be delivered.
+    /// `crate::budget`): an event whose files do not fit waits for others to be delivered.
     pub max_file_bytes_in_flight: u64,
     /// How long the router remembers a delivered event and a conversation's ticket after the
     /// conversation's last event, in seconds (see [`crate::state`]); 0 keeps them forever.

@@ -20,12 +20,13 @@
 //! `<group_id>.<destination>` for the others), its own offsets and retries, so a helpdesk that is
 //! down or rate-limiting only delays its own events while the others keep flowing; a pipeline
 //! skips the events routed elsewhere. Within a pipeline up to `max_in_flight` events (per
-//! destination: `in_flight_limits`) are in hand at once: different conversations' concurrently, one conversation's strictly one after the
-//! other in partition order (the record key is the conversation id), so its follow-ups reach the
-//! ticket in order; a partition's offset is stored only up to its lowest unfinished event
-//! ([`omni_kafka::keyed`]). Transient failures (helpdesk down, 429, 5xx, broker unavailable) are
-//! retried with jittered exponential backoff, holding up only that conversation; a helpdesk's
-//! permanent refusal (a 4xx other than 401/403/408/429) sends the event to the dead-letter topic.
+//! destination: `in_flight_limits`) are in hand at once: different conversations' concurrently,
+//! one conversation's strictly one after the other in partition order (the record key is the
+//! conversation id), so its follow-ups reach the ticket in order; a partition's offset is stored
+//! only up to its lowest unfinished event ([`omni_kafka::keyed`]). Transient failures (helpdesk
+//! down, 429, 5xx, broker unavailable) are retried with jittered exponential backoff, holding up
+//! only that conversation; a helpdesk's permanent refusal (a 4xx other than 401/403/408/429)
+//! sends the event to the dead-letter topic.
 //!
 //! A conversation with no ticket yet whose subject carries the helpdesk's own ticket reference
 //! (RT: `[rtname #123]`) joins that ticket, so a reply from a client that broke the thread
@@ -336,8 +337,9 @@ struct Router {
 
 impl Router {
     /// Reads the destination's pipeline until shutdown with up to its `max_in_flight` (or
-    /// `in_flight_limits` entry) records in hand (see [`omni_kafka::keyed`]): events of different conversations are delivered
-    /// concurrently, one conversation's events one after the other in partition order, and a
+    /// `in_flight_limits` entry) records in hand (see [`omni_kafka::keyed`]): events of
+    /// different conversations are delivered concurrently, one conversation's events one after
+    /// the other in partition order, and a
     /// partition's offset is stored only up to its lowest unfinished record. Shutdown drops the
     /// deliveries in hand (their offsets are not stored: they are delivered again later).
     async fn consume(

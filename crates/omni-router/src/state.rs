@@ -4,9 +4,9 @@
 //!
 //! Bounded by `[router] state_retention_secs`: an event record older than that, and a
 //! conversation's ticket record when none of the conversation's events is younger (whichever
-//! replica wrote them, as far as the expiry's read of the topic sees), are removed from the map and tombstoned in the topic
-//! ([`StateStore::expire`]), so memory follows the
-//! conversations active within the window, not every event ever routed. What a late copy of an
+//! replica wrote them, as far as the expiry's read of the topic sees), are removed from the map
+//! and tombstoned in the topic ([`StateStore::expire`]), so memory follows the conversations
+//! active within the window, not every event ever routed. What a late copy of an
 //! expired event gets: the router no longer knows it was delivered, finds the conversation's
 //! ticket in the helpdesk by its conversation id (as after a lost state) and looks for the event
 //! in it (`has_event`), so the helpdesks that can say (all but the webhook) still skip it.

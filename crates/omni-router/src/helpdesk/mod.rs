@@ -152,7 +152,7 @@ pub trait Helpdesk: Send + Sync {
     }
 
     /// The files the helpdesk takes with one message, when it has limits: the files beyond them
-    /// (see [`sent_as_files`]) are listed in the text, and the router gives them a signed link to
+    /// (see `sent_as_files`) are listed in the text, and the router gives them a signed link to
     /// list when `[objects]` links are configured. The adapter splits by the same value.
     fn attachment_limits(&self) -> Option<AttachmentLimits> {
         None
