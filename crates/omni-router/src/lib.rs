@@ -275,6 +275,49 @@ async fn expire_state(destination: &str, state: &StateStore, retention: Duration
     }
 }
 
+/// A round of [`expire_state`] in progress.
+type ExpiryRound<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + 'a>>;
+
+/// A pipeline's state expiry: when the next round is due, and the round in progress. A round
+/// reads the state topic (seconds on a large one), so it runs beside the deliveries, polled with
+/// them in the pipeline's loop, never awaited between them.
+struct Expiry<'a> {
+    /// `None` when state is kept forever.
+    interval: Option<tokio::time::Interval>,
+    round: Option<ExpiryRound<'a>>,
+}
+
+impl<'a> Expiry<'a> {
+    fn new(config: &RouterConfig) -> Self {
+        let interval = config.state_expiry_interval().map(|period| {
+            let mut interval = tokio::time::interval(period);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            interval
+        });
+        Self { interval, round: None }
+    }
+
+    /// Waits for the next step: a round due (started with `start`), or the round in progress
+    /// ended (the next one a period later, or at once when more may be past). Pending forever
+    /// without retention. Safe to drop unfinished: the round in progress is kept.
+    async fn step(&mut self, start: impl FnOnce() -> ExpiryRound<'a>) {
+        let Some(interval) = self.interval.as_mut() else {
+            return std::future::pending().await;
+        };
+        match self.round.as_mut() {
+            Some(round) => {
+                let more = round.await;
+                self.round = None;
+                if more { interval.reset_immediately() } else { interval.reset() }
+            }
+            None => {
+                interval.tick().await;
+                self.round = Some(start());
+            }
+        }
+    }
+}
+
 async fn wait_for_helpdesk(name: &str, helpdesk: &dyn Helpdesk, context: &ServiceContext) {
     let check = format!("destination:{name}");
     let mut delay = Duration::from_millis(500);
@@ -356,14 +399,7 @@ impl Router {
         let mut held = KeyOrdered::new(limit);
         let mut running: InHand<'_, Result<(), ProduceError>> = InHand::default();
         let mut rebalances = member.rebalances();
-        let mut expiry = config.state_expiry_interval().map(|period| {
-            let mut interval = tokio::time::interval(period);
-            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            interval
-        });
-        // The expiry round in progress: it reads the state topic (seconds on a large one), so it
-        // runs beside the deliveries, polled here with them, never awaited between them.
-        let mut expiring: Option<std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + '_>>> = None;
+        let mut expiry = Expiry::new(config);
         loop {
             in_flight.set(held.in_flight() as f64);
             tokio::select! {
@@ -379,17 +415,7 @@ impl Router {
                         tracing::info!(destination, waiting, cancelled, "events of revoked partitions dropped");
                     }
                 }
-                _ = async { expiry.as_mut().expect("checked").tick().await }, if expiry.is_some() && expiring.is_none() => {
-                    expiring = Some(Box::pin(expire_state(destination, state, config.state_retention())));
-                }
-                more = async { expiring.as_mut().expect("checked").await }, if expiring.is_some() => {
-                    expiring = None;
-                    if let Some(expiry) = expiry.as_mut() {
-                        // The next round a period after this one ended (a read may take longer
-                        // than the period), or at once when more may be past.
-                        if more { expiry.reset_immediately() } else { expiry.reset() }
-                    }
-                }
+                () = expiry.step(|| Box::pin(expire_state(destination, state, config.state_retention()))) => {}
                 (key, position, outcome) = running.next(), if !running.is_empty() => {
                     if let Some(Err(error)) = outcome {
                         tracing::error!(destination, %error, "event not handled; stopping");
