@@ -1,12 +1,18 @@
-//! The conformance kit for helpdesk adapters (tests only).
+//! The conformance kit for helpdesk adapters (tests, and the `kit` feature).
 //!
 //! Every adapter's tests run the same crash-safety scenarios against that adapter's fake of its
 //! helpdesk's documented API, with one line: `helpdesk_conformance!(MyFake::start());`, where
-//! `MyFake` implements [`Fake`]. The scenarios are what the router's delivery relies on:
+//! `MyFake` implements [`Fake`]. Where the helpdesk itself runs here (Request Tracker), the
+//! end-to-end tests run the kit against it through a fault-injecting proxy, with omni-router's
+//! `kit` feature (`tests/tests/rt_conformance.rs`). The scenarios are what the router's delivery
+//! relies on:
 //!
 //! - a ticket whose creation answer was lost is found by its conversation, with the event that
 //!   opened it (so a retry appends instead of opening a second ticket);
 //! - a follow-up whose answer was lost is found on the ticket (so a retry adds nothing);
+//! - a destination omni cannot ask (the webhook, [`Fake::answers_lookups`] false) finds
+//!   nothing, is sent the same event again and still holds one ticket (its receiver
+//!   deduplicates);
 //! - a closed connection, a 5xx and an unanswered call are transient;
 //! - a 429 is a rate limit that honours `Retry-After`;
 //! - a 403 needs an operator (retried, never dead-lettered); another 4xx is permanent.
@@ -29,14 +35,14 @@ use tokio::io::AsyncReadExt;
 use super::{Helpdesk, HelpdeskError, Routing};
 
 /// The conversation of the kit's events.
-pub(crate) const CONVERSATION: &str = "5d0c9f7e2b8a41c6a3e1f0b2c4d6e8fa";
+pub const CONVERSATION: &str = "5d0c9f7e2b8a41c6a3e1f0b2c4d6e8fa";
 /// The event that opens it.
-pub(crate) const OPENING: &str = "0f3a9c1e7b5d4f2a8c6e1b3d5f7a9c0e";
+pub const OPENING: &str = "0f3a9c1e7b5d4f2a8c6e1b3d5f7a9c0e";
 /// A later event of it.
-pub(crate) const FOLLOW_UP: &str = "a1b2c3d4e5f60718293a4b5c6d7e8f90";
+pub const FOLLOW_UP: &str = "a1b2c3d4e5f60718293a4b5c6d7e8f90";
 
 /// A helpdesk's fake, as the scenarios drive it.
-pub(crate) trait Fake: Send + Sync {
+pub trait Fake: Send + Sync {
     /// The adapter, talking to this fake, with a timeout of a second or so.
     fn adapter(&self) -> Box<dyn Helpdesk>;
     /// The adapter with its API calls sent to `base_url` instead (its sign-in still to the fake).
@@ -45,13 +51,23 @@ pub(crate) trait Fake: Send + Sync {
     fn lose_next_write(&self);
     /// The next API call (a sign-in left out) is answered with `failure` and changes nothing.
     fn fail_next_call(&self, failure: Failure);
-    /// How many tickets the fake holds.
+    /// How many tickets the fake holds (for the kit's conversation).
     fn tickets(&self) -> usize;
+    /// The conversation the scenarios write to: a helpdesk that outlives the test (a real one)
+    /// needs a fresh one per fake.
+    fn conversation(&self) -> String {
+        CONVERSATION.to_owned()
+    }
+    /// Whether the adapter can ask the helpdesk what it holds; false for a receiver that must
+    /// deduplicate by itself (the webhook destination).
+    fn answers_lookups(&self) -> bool {
+        true
+    }
 }
 
 /// The state of a small helpdesk fake served by [`start`] (Freshdesk's, Zammad's): with it,
 /// [`DeskFake`] is that adapter's [`Fake`].
-pub(crate) trait Desk: Send + 'static {
+pub trait Desk: Send + 'static {
     /// The next ticket creation or follow-up is stored, its answer never sent.
     fn lose_next_write(&mut self);
     /// How many tickets it holds.
@@ -59,7 +75,7 @@ pub(crate) trait Desk: Send + 'static {
 }
 
 /// A [`Desk`] on the kit's server, with the adapter that talks to it.
-pub(crate) struct DeskFake<D> {
+pub struct DeskFake<D> {
     /// The server.
     pub served: Served,
     /// The fake's state.
@@ -106,7 +122,7 @@ impl<D: Desk> Fake for DeskFake<D> {
 
 /// An error answer a fake gives instead of doing the work.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Failure {
+pub struct Failure {
     /// HTTP status.
     pub status: u16,
     /// Response headers.
@@ -131,10 +147,15 @@ impl Failure {
 }
 
 /// A customer's message on WhatsApp in the kit's conversation, the customer known by phone and email.
-pub(crate) fn event(event_id: &str, text: &str) -> ConversationEvent {
+pub fn event(event_id: &str, text: &str) -> ConversationEvent {
+    event_in(CONVERSATION, event_id, text)
+}
+
+/// [`event`] in `conversation`.
+pub fn event_in(conversation: &str, event_id: &str, text: &str) -> ConversationEvent {
     ConversationEvent {
         event_id: event_id.into(),
-        conversation_id: CONVERSATION.into(),
+        conversation_id: conversation.into(),
         channel: Channel::Whatsapp as i32,
         direction: Direction::Inbound as i32,
         participants: vec![Participant {
@@ -155,7 +176,7 @@ pub(crate) fn event(event_id: &str, text: &str) -> ConversationEvent {
 }
 
 /// A contact identifier without a platform.
-pub(crate) fn identifier(kind: Kind, value: &str) -> ContactIdentifier {
+pub fn identifier(kind: Kind, value: &str) -> ContactIdentifier {
     ContactIdentifier {
         kind: kind as i32,
         value: value.into(),
@@ -164,6 +185,7 @@ pub(crate) fn identifier(kind: Kind, value: &str) -> ContactIdentifier {
 }
 
 /// Runs every scenario against fresh fakes from `start`, one scenario a test.
+#[macro_export]
 macro_rules! helpdesk_conformance {
     ($start:expr) => {
         /// The helpdesk conformance kit (`helpdesk::kit`) against this adapter's fake.
@@ -193,15 +215,18 @@ macro_rules! helpdesk_conformance {
         }
     };
 }
-pub(crate) use helpdesk_conformance;
+pub use helpdesk_conformance;
 
-/// Creation applied, answer lost; after the restart the router looks the conversation up first.
-pub(crate) async fn a_create_whose_answer_was_lost_is_found_by_its_origin_event(fake: &impl Fake) {
+/// Creation applied, answer lost; after the restart the router looks the conversation up first
+/// (or, with nothing to ask, sends the event again).
+pub async fn a_create_whose_answer_was_lost_is_found_by_its_origin_event(fake: &impl Fake) {
+    let conversation = fake.conversation();
+    let opening = event_in(&conversation, OPENING, "Siparişim nerede?");
     let helpdesk = fake.adapter();
-    assert_eq!(helpdesk.find_ticket(CONVERSATION).await.unwrap(), None, "an empty helpdesk");
+    assert_eq!(helpdesk.find_ticket(&conversation).await.unwrap(), None, "an empty helpdesk");
     fake.lose_next_write();
     let error = helpdesk
-        .create_ticket(&event(OPENING, "Siparişim nerede?"), &Routing::default())
+        .create_ticket(&opening, &Routing::default())
         .await
         .expect_err("a lost answer is transient");
     assert!(
@@ -210,63 +235,88 @@ pub(crate) async fn a_create_whose_answer_was_lost_is_found_by_its_origin_event(
     );
     assert_eq!(fake.tickets(), 1, "the helpdesk made the ticket");
 
-    let found = fake
-        .adapter()
-        .find_ticket(CONVERSATION)
-        .await
-        .unwrap()
-        .expect("the ticket is found");
-    assert_eq!(found.origin_event_id, OPENING);
-    assert!(!found.ticket.id.is_empty());
-    assert_eq!(fake.tickets(), 1, "looking up creates nothing");
+    let helpdesk = fake.adapter();
+    match helpdesk.find_ticket(&conversation).await.unwrap() {
+        Some(found) => {
+            assert_eq!(found.origin_event_id, OPENING);
+            assert!(!found.ticket.id.is_empty());
+        }
+        None => {
+            assert!(!fake.answers_lookups(), "the ticket is found");
+            helpdesk
+                .create_ticket(&opening, &Routing::default())
+                .await
+                .expect("the same event sent again is taken");
+        }
+    }
+    assert_eq!(fake.tickets(), 1, "looking up (or sending again) makes no second ticket");
 }
 
-/// Follow-up applied, answer lost; after the restart the router asks before appending again.
-pub(crate) async fn a_follow_up_whose_answer_was_lost_is_found_on_the_ticket(fake: &impl Fake) {
+/// Follow-up applied, answer lost; after the restart the router asks before appending again
+/// (or, with nothing to ask, appends the same event again).
+pub async fn a_follow_up_whose_answer_was_lost_is_found_on_the_ticket(fake: &impl Fake) {
+    let conversation = fake.conversation();
     let helpdesk = fake.adapter();
     let ticket = helpdesk
-        .create_ticket(&event(OPENING, "Siparişim nerede?"), &Routing::default())
+        .create_ticket(&event_in(&conversation, OPENING, "Siparişim nerede?"), &Routing::default())
         .await
         .unwrap();
     assert!(!helpdesk.has_event(&ticket, FOLLOW_UP).await.unwrap(), "not appended yet");
     fake.lose_next_write();
-    let error = helpdesk
-        .append(&ticket, &event(FOLLOW_UP, "Nog iets"))
-        .await
-        .expect_err("a lost answer is transient");
+    let follow_up = event_in(&conversation, FOLLOW_UP, "Nog iets");
+    let error = helpdesk.append(&ticket, &follow_up).await.expect_err("a lost answer is transient");
     assert!(
         matches!(error, HelpdeskError::Unavailable(_)),
         "a lost answer is transient: {error:?}"
     );
 
     let helpdesk = fake.adapter();
-    assert!(helpdesk.has_event(&ticket, FOLLOW_UP).await.unwrap(), "the follow-up is found");
-    assert!(!helpdesk.has_event(&ticket, "ffffffffffffffffffffffffffffffff").await.unwrap());
+    if fake.answers_lookups() {
+        assert!(helpdesk.has_event(&ticket, FOLLOW_UP).await.unwrap(), "the follow-up is found");
+        assert!(!helpdesk.has_event(&ticket, "ffffffffffffffffffffffffffffffff").await.unwrap());
+    } else {
+        helpdesk
+            .append(&ticket, &follow_up)
+            .await
+            .expect("the same event sent again is taken");
+    }
     assert_eq!(fake.tickets(), 1);
 }
 
+/// The first call the router makes for an event: its lookup, or the delivery itself where the
+/// destination cannot be asked.
+async fn first_call(fake: &impl Fake, helpdesk: &dyn Helpdesk) -> Result<(), HelpdeskError> {
+    let conversation = fake.conversation();
+    if fake.answers_lookups() {
+        helpdesk.find_ticket(&conversation).await.map(drop)
+    } else {
+        let opening = event_in(&conversation, OPENING, "x");
+        helpdesk.create_ticket(&opening, &Routing::default()).await.map(drop)
+    }
+}
+
 /// A server that reads the request and closes the connection; one that never answers in time.
-pub(crate) async fn a_closed_connection_or_no_answer_is_transient(fake: &impl Fake) {
+pub async fn a_closed_connection_or_no_answer_is_transient(fake: &impl Fake) {
     let helpdesk = fake.adapter_at(&closing_server().await);
     let error = helpdesk
-        .create_ticket(&event(OPENING, "x"), &Routing::default())
+        .create_ticket(&event_in(&fake.conversation(), OPENING, "x"), &Routing::default())
         .await
         .expect_err("closed on create");
     assert!(matches!(error, HelpdeskError::Unavailable(_)), "closed on create: {error:?}");
-    let error = helpdesk.find_ticket(CONVERSATION).await.expect_err("closed on find");
+    let error = first_call(fake, &*helpdesk).await.expect_err("closed on find");
     assert!(matches!(error, HelpdeskError::Unavailable(_)), "closed on find: {error:?}");
 
     let (silent, _) = serve(|_| Reply::Hang).await;
     let started = std::time::Instant::now();
-    let error = fake.adapter_at(&silent).find_ticket(CONVERSATION).await.expect_err("no answer");
+    let error = first_call(fake, &*fake.adapter_at(&silent)).await.expect_err("no answer");
     assert!(matches!(error, HelpdeskError::Unavailable(_)), "no answer: {error:?}");
     assert!(started.elapsed() < Duration::from_secs(10), "gave up after {:?}", started.elapsed());
 }
 
 /// 429, 5xx, 403 and 422 on the first call of a creation or a lookup; nothing is created.
-pub(crate) async fn statuses_map_to_retry_operator_or_dead_letter(fake: &impl Fake) {
+pub async fn statuses_map_to_retry_operator_or_dead_letter(fake: &impl Fake) {
     let helpdesk = fake.adapter();
-    let opening = event(OPENING, "Siparişim nerede?");
+    let opening = event_in(&fake.conversation(), OPENING, "Siparişim nerede?");
     fake.fail_next_call(Failure {
         status: 429,
         headers: &[("retry-after", "7"), ("content-type", "application/json")],
@@ -283,7 +333,7 @@ pub(crate) async fn statuses_map_to_retry_operator_or_dead_letter(fake: &impl Fa
 
     for status in [500, 503] {
         fake.fail_next_call(Failure::json(status, r#"{"error":"internal error"}"#));
-        let error = helpdesk.find_ticket(CONVERSATION).await.expect_err("a 5xx is an error");
+        let error = first_call(fake, &*helpdesk).await.expect_err("a 5xx is an error");
         assert!(matches!(error, HelpdeskError::Unavailable(_)), "{status}: {error:?}");
     }
 
@@ -304,7 +354,7 @@ pub(crate) async fn statuses_map_to_retry_operator_or_dead_letter(fake: &impl Fa
 
 /// A request the fake received.
 #[derive(Clone, Debug)]
-pub(crate) struct Call {
+pub struct Call {
     /// HTTP method.
     pub method: String,
     /// URL path.
@@ -344,7 +394,7 @@ impl Call {
 }
 
 /// Checks a JSON API call's method, path and credentials (and content type, for a POST).
-pub(crate) fn assert_api_call(call: &Call, method: &str, path: &str, authorization: &str) {
+pub fn assert_api_call(call: &Call, method: &str, path: &str, authorization: &str) {
     assert_eq!(call.method, method);
     assert_eq!(call.path, path);
     assert_eq!(call.header("authorization"), authorization);
@@ -354,7 +404,7 @@ pub(crate) fn assert_api_call(call: &Call, method: &str, path: &str, authorizati
 }
 
 /// A fake's answer.
-pub(crate) enum Reply {
+pub enum Reply {
     /// A status and a JSON body.
     Json(u16, serde_json::Value),
     /// Never answers (past the adapter's timeout): the response is lost.
@@ -371,10 +421,10 @@ struct Stub {
 }
 
 /// The calls a fake received, in order.
-pub(crate) type Calls = Arc<Mutex<Vec<Call>>>;
+pub type Calls = Arc<Mutex<Vec<Call>>>;
 
 /// A fake running on 127.0.0.1.
-pub(crate) struct Served {
+pub struct Served {
     /// Its base URL.
     pub url: String,
     /// The calls it received.
@@ -422,7 +472,7 @@ fn raw_response(status: u16, headers: &[(&'static str, &'static str)], body: &'s
 }
 
 /// Serves `respond` on 127.0.0.1.
-pub(crate) async fn start(respond: impl Fn(&Call) -> Reply + Send + Sync + 'static) -> Served {
+pub async fn start(respond: impl Fn(&Call) -> Reply + Send + Sync + 'static) -> Served {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let stub = Stub {
@@ -441,13 +491,13 @@ pub(crate) async fn start(respond: impl Fn(&Call) -> Reply + Send + Sync + 'stat
 }
 
 /// Serves `respond` on 127.0.0.1; the base URL and the calls received.
-pub(crate) async fn serve(respond: impl Fn(&Call) -> Reply + Send + Sync + 'static) -> (String, Arc<Mutex<Vec<Call>>>) {
+pub async fn serve(respond: impl Fn(&Call) -> Reply + Send + Sync + 'static) -> (String, Arc<Mutex<Vec<Call>>>) {
     let served = start(respond).await;
     (served.url, served.calls)
 }
 
 /// A server that reads the request and closes the connection without answering.
-pub(crate) async fn closing_server() -> String {
+pub async fn closing_server() -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -460,6 +510,7 @@ pub(crate) async fn closing_server() -> String {
 }
 
 /// The kit fails an adapter that breaks the contract.
+#[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 

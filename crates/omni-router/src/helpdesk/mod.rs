@@ -7,8 +7,8 @@
 
 pub mod freshdesk;
 pub mod helpscout;
-#[cfg(test)]
-pub(crate) mod kit;
+#[cfg(any(test, feature = "kit"))]
+pub mod kit;
 pub mod replies;
 pub mod request_tracker;
 pub mod requester;
