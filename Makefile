@@ -16,7 +16,7 @@ TEST_SERVERS_RESET = deploy/local/rt.sh reset $(TEST_RT_PORT) && deploy/local/do
 TEST_SERVERS_STOP = status=$$?; deploy/local/postfix.sh stop $(TEST_SMTP_PORT); deploy/local/rt.sh stop $(TEST_RT_PORT); \
   deploy/local/dovecot.sh stop $(TEST_IMAP_PORT); exit $$status
 
-.PHONY: help deps build run up down test test-unit test-backfill bench chaos bench-email bench-webhooks bench-chat bench-routing bench-state bench-understand accuracy fuzz fuzz-short lint fmt clean
+.PHONY: help deps build run up down test test-unit test-backfill bench chaos bench-email bench-webhooks bench-chat bench-routing bench-state bench-understand accuracy fuzz fuzz-short lint doc fmt clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -124,6 +124,9 @@ test-unit: ## run the unit tests only (no servers needed)
 lint: ## formatting and clippy, warnings are errors
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
+
+doc: ## the crates' API docs (target/doc), rustdoc warnings are errors (not in CI: a fresh machine checks every dependency again)
+	RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace
 
 fmt: ## format the code
 	cargo fmt --all

@@ -4,7 +4,7 @@
 //! its expiry, 404 for a file no longer in the store; nothing is read from the store before the
 //! signature checked. The file is served as an attachment under the signed name and type, with
 //! `nosniff` and a sandboxing CSP, so an HTML or SVG "photo" never runs in a browser that opens it.
-//! At most [`AT_ONCE`] files go out at once (503 with `Retry-After` beyond).
+//! At most `AT_ONCE` (8) files go out at once (503 with `Retry-After` beyond).
 
 use std::sync::Arc;
 use std::time::SystemTime;

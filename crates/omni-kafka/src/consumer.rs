@@ -122,7 +122,7 @@ impl ClientContext for RebalanceLog {
     /// and the member's position; 0 for partitions it does not hold (librdkafka says -1), so the
     /// sum over a group's members is the group's lag.
     ///
-    /// And in seconds (`omni_kafka_consumer_lag_seconds`, see [`RebalanceLog::lag_seconds`]) for
+    /// And in seconds (`omni_kafka_consumer_lag_seconds`, see `RebalanceLog::lag_seconds`) for
     /// the records read through [`GroupMember::recv`]; the max over a group's members is the
     /// group's.
     fn stats(&self, statistics: rdkafka::Statistics) {
@@ -363,7 +363,7 @@ impl GroupMember {
     }
 
     /// Resolves once the member has held no partitions for `rejoin_after_secs` (see
-    /// [`limit`](Self::limit)) while its topics have partitions; pending forever when
+    /// `limit`) while its topics have partitions; pending forever when
     /// `rejoin_after_secs` is 0. Looks once a second,
     /// however often the caller's loop creates this future anew, and keeps the
     /// `consumer:<group>` readiness check up to date meanwhile.

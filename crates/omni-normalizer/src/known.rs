@@ -18,7 +18,7 @@ use prost::Message as _;
 /// The prefix of every key in `omni.state.normalizer.v1`.
 pub const KEY_PREFIX: &str = "event/";
 
-/// Most keys one [`expire`] round tombstones; a full round is followed by another at once (the
+/// Most keys one `expire` round tombstones; a full round is followed by another at once (the
 /// same batch as every state topic's expiry).
 pub use omni_kafka::state::EXPIRE_BATCH;
 

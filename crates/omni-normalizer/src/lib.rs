@@ -21,7 +21,7 @@
 //! after a crash or a UIDVALIDITY change, or a provider's retried webhook, adds nothing to
 //! `omni.conversations.v1`. Adapters also look up earlier events to thread replies (an email
 //! whose client dropped the thread root joins the conversation of the message it answers).
-//! Known events are kept for `known_retention_secs`, then tombstoned (see [`known`]).
+//! Known events are kept for `known_retention_secs`, then tombstoned (see `known.rs`).
 //!
 //! Delivery: records are handled up to `max_in_flight` at a time, but their outputs are enqueued
 //! in input order (so one conversation's events keep their order) and offsets are stored

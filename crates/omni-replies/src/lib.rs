@@ -9,7 +9,7 @@
 //! `omni.tickets.v1` the same way (before the cursor), for the support KPIs.
 //!
 //! Helpdesks that call omni (Zendesk, Zammad, Help Scout, Freshdesk, the webhook destination)
-//! post to `POST <listen>/replies/<destination>` ([`webhooks`]); their answers are acknowledged
+//! post to `POST <listen>/replies/<destination>` (`webhooks.rs`); their answers are acknowledged
 //! by the broker before the call is answered 200, so a helpdesk that got no 200 calls again.
 
 mod config;

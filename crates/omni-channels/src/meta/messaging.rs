@@ -20,9 +20,9 @@
 //! | `message` with `is_echo` (sent by the page itself) | `mid` | `None` |
 //! | `message` with `is_deleted` (Instagram: the customer unsent it) | `deleted/<mid>` | `None` (a helpdesk cannot retract) |
 //! | `message` with `is_unsupported` (Instagram GIFs, stickers) | `mid` | an event saying so: a customer's message is never dropped silently |
-//! | `message_edit` | `edit/<mid>/<num_edit>` | an event "Edited a message: <text>", `in_reply_to` the edited message |
+//! | `message_edit` | `edit/<mid>/<num_edit>` | an event `Edited a message: <text>`, `in_reply_to` the edited message |
 //! | `postback` (a tapped button, Get Started, an ice breaker) | `postback/<customer>/<timestamp>` | an event with the button's title as text |
-//! | `reaction` `react` | `reaction/<customer>/<timestamp>` | an event "Reacted <emoji> to a message", `in_reply_to` the message (a 👍 often answers "did this solve it?") |
+//! | `reaction` `react` | `reaction/<customer>/<timestamp>` | an event `Reacted <emoji> to a message`, `in_reply_to` the message (a 👍 often answers "did this solve it?") |
 //! | `reaction` `unreact` | same | `None` |
 //! | `read`, `delivery` | `read/…`, `delivery/<customer>/<timestamp or watermark>` | `None` |
 //! | anything else (`referral`, `optin`, handover) | `<field>/<customer>/<timestamp>` | `None` |
