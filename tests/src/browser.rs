@@ -2,7 +2,7 @@
 //! WebDriver (ChromeDriver, `fantoccini`). Each [`ChromeDriver::session`] is a browser of its
 //! own with a fresh profile (ChromeDriver makes a temporary user data directory per session).
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -15,21 +15,46 @@ use crate::free_port;
 pub struct ChromeDriver {
     process: Child,
     url: String,
+    /// Holds the Chromium ChromeDriver starts: [`reaped_chromium`].
+    chromium: (tempfile::TempDir, std::path::PathBuf),
+}
+
+/// A script that runs Debian's Chromium so that it dies with its parent, ChromeDriver (with
+/// ChromeDriver killed, a browser would run on, orphaned; its own children follow it).
+fn reaped_chromium() -> anyhow::Result<(tempfile::TempDir, std::path::PathBuf)> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("chromium");
+    let script = match crate::which("setpriv") {
+        Some(setpriv) => format!(
+            "#!/bin/sh\nexec {} --pdeathsig KILL -- /usr/bin/chromium \"$@\"\n",
+            setpriv.display()
+        ),
+        None => "#!/bin/sh\nexec /usr/bin/chromium \"$@\"\n".to_owned(),
+    };
+    std::fs::write(&path, script)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
+    Ok((dir, path))
 }
 
 impl ChromeDriver {
     /// Starts ChromeDriver on a free port and waits until it answers.
     pub async fn start() -> anyhow::Result<Self> {
         let port = free_port();
-        let process = Command::new("chromedriver")
+        let chromium = reaped_chromium()?;
+        let chromedriver =
+            crate::which("chromedriver").context("chromedriver is not installed: run `make deps` (Debian's chromium-driver)")?;
+        // Killed with the test process too (a test killed from outside has no drop).
+        let process = crate::reaped_with_us(chromedriver)
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .context("chromedriver is not installed: run `make deps` (Debian's chromium-driver)")?;
+            .context("chromedriver did not start")?;
         let driver = Self {
             process,
             url: format!("http://127.0.0.1:{port}"),
+            chromium,
         };
         let http = reqwest::Client::new();
         for _ in 0..100 {
@@ -47,7 +72,7 @@ impl ChromeDriver {
     /// reach here (background services, component updates).
     pub async fn session(&self) -> anyhow::Result<Client> {
         let options = json!({
-            "binary": "/usr/bin/chromium",
+            "binary": self.chromium.1,
             "args": [
                 "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                 "--disable-background-networking", "--disable-component-update", "--disable-sync",

@@ -303,7 +303,7 @@ impl Broker {
     }
 }
 
-fn which(program: &str) -> Option<PathBuf> {
+pub(crate) fn which(program: &str) -> Option<PathBuf> {
     let home_bin = std::env::var("HOME").ok().map(|home| PathBuf::from(home).join(".cargo/bin"));
     std::env::var_os("PATH")
         .map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
