@@ -1,8 +1,9 @@
-//! Files that Slack, Messenger, Instagram and Twilio MMS messages only reference reach the agent:
+//! Files that Slack, Messenger, Instagram, Twilio MMS and Viber messages only reference reach the agent:
 //! each provider's webhook goes through the real gateway, normalizer and router, the router
 //! fetches the file from a local stand-in that checks the request the provider documents
 //! (`omni_e2e::media_files`: Slack's bearer token, Meta's signed CDN URLs and Instagram's
-//! redirect, Twilio's HTTP Basic and its redirect to a CDN that refuses credentials), and the
+//! redirect, Twilio's HTTP Basic and its redirect to a CDN that refuses credentials, Viber's
+//! signed media URLs), and the
 //! Request Tracker ticket has it byte for byte. A file served as something else, on a host or
 //! behind a redirect not allowed, stays listed in the ticket with its reference and is not
 //! fetched (`[router.media.<provider>.<account>] media_hosts` lists the stand-in's origins).
@@ -28,8 +29,9 @@ async fn pipeline(files: &MediaFiles, dir: &tempfile::TempDir) -> anyhow::Result
          [router.media.messenger.default]\nmedia_hosts = [\"{}\"]\n\
          [router.media.instagram.default]\nmedia_hosts = {both}\n\
          [router.media.twilio.default]\naccount_sid = \"{TWILIO_SID}\"\nauth_token = \"{TWILIO_TOKEN}\"\n\
-         api_base_url = \"{}\"\nmedia_hosts = [\"{}\"]\n",
-        files.url, files.url, files.url, files.cdn_url
+         api_base_url = \"{}\"\nmedia_hosts = [\"{}\"]\n\
+         [router.media.viber.default]\nmedia_hosts = [\"{}\"]\n",
+        files.url, files.url, files.url, files.cdn_url, files.url
     );
     let path = dir.path().join("media.toml");
     std::fs::write(&path, config)?;
@@ -301,5 +303,55 @@ async fn twilio_mms_media_are_fetched_with_basic_auth_through_the_cdn_redirect()
         "no credentials to the CDN: {cdn:?}"
     );
     assert!(!pipeline.router.log().contains(TWILIO_TOKEN), "the token is never logged");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viber_picture_is_fetched_from_its_media_url_at_the_size_announced() -> anyhow::Result<()> {
+    let _serial = serial().await;
+    let files = MediaFiles::start().await?;
+    let dir = tempfile::tempdir()?;
+    let pipeline = pipeline(&files, &dir).await?;
+    let run = nonce();
+    let digits: String = run.chars().filter(char::is_ascii_digit).take(8).collect();
+    let sender = format!("Vb{run}");
+    let (photo, video) = (random_bytes(300_000), random_bytes(200_000));
+    let photo_path = format!("/1/share/2/long/vibes/bots/photo/jpg/{run}.jpg?Expires=1735734844&Signature=Ab{run}");
+    let photo_url = files.cdn_file(Listener::Provider, &photo_path, photo.clone(), "image/jpeg");
+    let video_path = format!("/1/share/2/long/vibes/bots/video/mp4/{run}.mp4?Expires=1735734844&Signature=Cd{run}");
+    let video_url = files.cdn_file(Listener::Provider, &video_path, video.clone(), "video/mp4");
+    let callback = |token: &str, kind: &str, url: &str, name: &str, size: usize| -> anyhow::Result<String> {
+        let mut callback: Value = serde_json::from_str(&fixture("viber/fixtures/message-picture.json")?)?;
+        callback["sender"]["id"] = sender.clone().into();
+        callback["message_token"] = Value::from(format!("59{digits:0>8}{token}").parse::<u64>()?);
+        callback["message"]["type"] = kind.into();
+        callback["message"]["media"] = url.into();
+        callback["message"]["file_name"] = name.into();
+        callback["message"]["file_size"] = size.into();
+        Ok(callback.to_string())
+    };
+    let photo_name = format!("IMG_{digits}.jpg");
+    let photo_callback = callback("11111", "picture", &photo_url, &photo_name, photo.len())?;
+    let (status, answer) = pipeline.post_webhook("viber", "application/json", &photo_callback).await?;
+    assert_eq!(status, 200, "{answer}");
+    let rt = &pipeline.rt;
+    let ticket = ticket_of(rt, &format!("{sender}@viber.invalid")).await?;
+    assert_eq!(hashes(rt, &ticket).await?, [(photo_name, sha(&photo))], "the photo, byte for byte");
+
+    // A video whose callback announces another size than the server has: not attached, listed.
+    let video_callback = callback("22222", "video", &video_url, "unboxing.mp4", video.len() + 1)?;
+    let (status, answer) = pipeline.post_webhook("viber", "application/json", &video_callback).await?;
+    assert_eq!(status, 200, "{answer}");
+    eventually("the video listed with its reference", TIMEOUT, || async {
+        Ok(rt.texts(&ticket).await?.iter().any(|t| t.contains(&video_url)))
+    })
+    .await?;
+    assert_eq!(hashes(rt, &ticket).await?.len(), 1, "the video of another size is not attached");
+    let taken = files.taken();
+    assert_eq!(requests_to(&taken, "/1/share/2/long/vibes/bots/photo/").len(), 1, "{taken:?}");
+    assert!(
+        taken.iter().all(|t| t.authorization.is_empty()),
+        "no credentials to Viber's media: {taken:?}"
+    );
     Ok(())
 }

@@ -14,8 +14,8 @@
 //!   written yet).
 //!
 //! Normalization: the text, or the caption of a picture or video; pictures, videos and files
-//! become attachments referencing their `media` URL (Viber keeps it for a limited time: whoever
-//! needs the bytes fetches them soon), a sticker reads `Sent a sticker`, a URL message is its URL,
+//! become attachments referencing their `media` URL (Viber keeps it for a limited time: the
+//! router fetches the bytes when it first delivers the message, see [`media`]), a sticker reads `Sent a sticker`, a URL message is its URL,
 //! locations go to `locations`, contacts to `contacts`. The customer is `sender` (its id as
 //! `PLATFORM_USER_ID`, `name` as display name, `language` as the event's language); the
 //! conversation is one per (viber, account, sender id), and `reply_to` is the sender id, the
@@ -25,6 +25,7 @@
 //! <https://creators.viber.com/docs/bots-api/getting-started/web-hooks>,
 //! <https://creators.viber.com/docs/bots-api/data-models/message>.
 
+pub mod media;
 pub mod send;
 
 use omni_proto::v1::contact_identifier::Kind;

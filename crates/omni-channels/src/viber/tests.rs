@@ -17,7 +17,7 @@ const LOCATION: &str = include_str!("fixtures/message-location.json");
 const CONTACT: &str = include_str!("fixtures/message-contact.json");
 const STICKER: &str = include_str!("fixtures/message-sticker.json");
 
-fn event(body: &str) -> ConversationEvent {
+pub(super) fn event(body: &str) -> ConversationEvent {
     crate::kit::events(&Viber, &Viber.development_account(), "application/json", body.as_bytes())
         .swap_remove(0)
         .expect("a message event")

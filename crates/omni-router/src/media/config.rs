@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use omni_channels::{meta, slack, twilio_sms};
+use omni_channels::{meta, slack, twilio_sms, viber};
 use omni_runtime::{Problems, Validate};
 use serde::Deserialize;
 
@@ -37,6 +37,9 @@ pub struct MediaConfig {
     /// Twilio accounts by `[gateway.webhooks.twilio-sms]` account name (MMS).
     #[serde(default)]
     pub twilio: BTreeMap<String, TwilioMediaConfig>,
+    /// Viber bots by `[gateway.webhooks.viber]` account name.
+    #[serde(default)]
+    pub viber: BTreeMap<String, ViberMediaConfig>,
 }
 
 impl Default for MediaConfig {
@@ -50,6 +53,7 @@ impl Default for MediaConfig {
             messenger: BTreeMap::new(),
             instagram: BTreeMap::new(),
             twilio: BTreeMap::new(),
+            viber: BTreeMap::new(),
         }
     }
 }
@@ -158,6 +162,20 @@ impl std::fmt::Debug for MetaMediaConfig {
     }
 }
 
+/// `[router.media.viber.<account>]`: the table alone (even empty) turns fetching on, since
+/// Viber's media URLs are signed and need no token.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ViberMediaConfig {
+    /// Hosts `media` may be on and redirect to (same forms as Slack's `media_hosts`).
+    #[serde(default = "viber_hosts")]
+    pub media_hosts: Vec<String>,
+}
+
+fn viber_hosts() -> Vec<String> {
+    viber::media::MEDIA_HOSTS.map(str::to_owned).to_vec()
+}
+
 /// `[router.media.twilio.<account>]`.
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -249,6 +267,9 @@ impl Validate for MediaConfig {
         }
         for (account, twilio) in &self.twilio {
             twilio.validate(&format!("{prefix}.twilio.{account}"), problems);
+        }
+        for (account, viber) in &self.viber {
+            check_hosts(&viber.media_hosts, &format!("{prefix}.viber.{account}.media_hosts"), problems);
         }
     }
 }

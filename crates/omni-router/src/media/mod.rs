@@ -10,6 +10,7 @@
 //! | Slack | `slack`: `bot_token` | `url_private` | GET with the bot token as bearer |
 //! | Messenger, Instagram | `messenger`, `instagram`: optional `page_access_token` | `payload.url` (Meta's CDN) | GET |
 //! | Twilio MMS | `twilio`: `account_sid`, `auth_token` | `MediaUrl{N}` | GET with HTTP Basic, redirected to Twilio's CDN |
+//! | Viber | `viber`: nothing required | `media` (a signed URL) | GET |
 //!
 //! Each channel folder builds the requests (`omni_channels::<channel>::media`); `providers.rs`
 //! holds one fetcher per configured account, and `checks.rs` does the HTTP and the checks every
@@ -37,7 +38,9 @@ use backon::{ExponentialBuilder, Retryable as _};
 use omni_proto::v1::{Attachment, ProviderReference};
 
 use checks::Checks;
-pub use config::{MediaConfig, MetaMediaConfig, SlackMediaConfig, TelegramMediaConfig, TwilioMediaConfig, WhatsAppMediaConfig};
+pub use config::{
+    MediaConfig, MetaMediaConfig, SlackMediaConfig, TelegramMediaConfig, TwilioMediaConfig, ViberMediaConfig, WhatsAppMediaConfig,
+};
 
 /// Why a file was not fetched.
 #[derive(Debug, thiserror::Error)]

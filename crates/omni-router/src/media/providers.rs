@@ -7,12 +7,14 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use omni_channels::media::Download;
-use omni_channels::{instagram, messenger, meta, slack, telegram, twilio_sms, whatsapp};
+use omni_channels::{instagram, messenger, meta, slack, telegram, twilio_sms, viber, whatsapp};
 use omni_proto::v1::Attachment;
 use reqwest::StatusCode;
 
 use super::checks::{AllowedHosts, Checks};
-use super::config::{MediaConfig, MetaMediaConfig, SlackMediaConfig, TelegramMediaConfig, TwilioMediaConfig, WhatsAppMediaConfig};
+use super::config::{
+    MediaConfig, MetaMediaConfig, SlackMediaConfig, TelegramMediaConfig, TwilioMediaConfig, ViberMediaConfig, WhatsAppMediaConfig,
+};
 use super::{Fetched, Fetcher, MediaError};
 
 /// Fetchers by provider, then by account.
@@ -27,6 +29,7 @@ pub(crate) fn fetchers(config: &MediaConfig) -> Result<Registry, reqwest::Error>
     add(&mut registry, messenger::PROVIDER, &config.messenger)?;
     add(&mut registry, instagram::PROVIDER, &config.instagram)?;
     add(&mut registry, twilio_sms::PROVIDER, &config.twilio)?;
+    add(&mut registry, viber::PROVIDER, &config.viber)?;
     Ok(registry)
 }
 
@@ -98,6 +101,16 @@ impl Direct for SlackMediaConfig {
 impl Direct for MetaMediaConfig {
     fn download(&self, reference: &str) -> Result<Download, String> {
         meta::media::download(reference, self.page_access_token.as_deref())
+    }
+
+    fn hosts(&self) -> Vec<String> {
+        self.media_hosts.clone()
+    }
+}
+
+impl Direct for ViberMediaConfig {
+    fn download(&self, reference: &str) -> Result<Download, String> {
+        viber::media::download(reference)
     }
 
     fn hosts(&self) -> Vec<String> {
@@ -209,6 +222,7 @@ mod tests {
             [twilio.shop]
             account_sid = "AC3f0b7c1e9d2a4b6c8e0f1a2b3c4d5e6f"
             auth_token = "t"
+            [viber.bot]
             "#,
         );
         let registry = fetchers(&config).unwrap();
@@ -222,7 +236,8 @@ mod tests {
                 ("instagram", "brand"),
                 ("messenger", "shop"),
                 ("slack", "shop"),
-                ("twilio-sms", "shop")
+                ("twilio-sms", "shop"),
+                ("viber", "bot")
             ]
         );
     }
@@ -243,6 +258,23 @@ mod tests {
         let cdn = "https://mms.twiliocdn.com/2010-04-01/Accounts/AC3f0b7c1e9d2a4b6c8e0f1a2b3c4d5e6f/Messages/MM6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c1d/Media/ME0a1b2c3d4e5f60718293a4b5c6d7e8f9";
         assert!(twilio.download(cdn).is_err(), "credentials only to the API");
         assert!(TwilioMediaConfig::not_yet(StatusCode::NOT_FOUND) && !SlackMediaConfig::not_yet(StatusCode::NOT_FOUND));
+    }
+
+    #[test]
+    fn viber_media_comes_from_its_media_host_only_and_without_credentials() {
+        let config: MediaConfig = toml_config("[viber.bot]");
+        let viber = &config.viber["bot"];
+        let hosts = AllowedHosts::parse(&viber.hosts()).unwrap();
+        for (url, ok) in [
+            ("https://dl-media.viber.com/1/share/2/long/vibes/bots/photo/jpg/3f9c.jpg", true),
+            ("http://dl-media.viber.com/1/share/2/long/vibes/bots/photo/jpg/3f9c.jpg", false),
+            ("https://content.cdn.viber.com/stickers/100/40100/00040138.png", false),
+            ("https://evil.example/x", false),
+        ] {
+            assert_eq!(hosts.allows(&reqwest::Url::parse(url).unwrap()), ok, "{url}");
+        }
+        let download = viber.download("https://dl-media.viber.com/1/x.jpg?Expires=1&Signature=a").unwrap();
+        assert_eq!(download.auth, omni_channels::media::Auth::None);
     }
 
     #[test]
