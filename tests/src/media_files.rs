@@ -10,6 +10,11 @@
 //!   takes HTTP Basic `<AccountSid>:<AuthToken>` (else `401` with Twilio's error 20003), may
 //!   answer `404` for a moment after the webhook, then redirects (`307`) to a short-lived CDN URL
 //!   that, like S3's signed URLs, refuses a request that carries credentials too (`400`).
+//! - X DM media (<https://developer.x.com/en/docs/twitter-api/v1/direct-messages/message-attachments/guides/retrieving-media>):
+//!   served only to a `GET` signed with OAuth 1.0a as the account, else `401` with X's error 32.
+//!   The signature is checked here by the recipe of
+//!   <https://developer.x.com/en/docs/authentication/oauth-1-0a/creating-a-signature>, written
+//!   with the `hmac` and `sha1` crates directly (omni signs with the `oauth1-request` crate).
 //!
 //! Every request is recorded with the listener, path and `Authorization` header it came with.
 
@@ -50,6 +55,20 @@ enum Refusal {
     SlackSignIn,
     TwilioUnauthorized,
     SignedUrl,
+    XUnauthorized,
+}
+
+/// The OAuth 1.0a keys an X medium is served for.
+#[derive(Clone, Debug)]
+pub struct OAuth1Keys {
+    /// The app's API key.
+    pub consumer_key: String,
+    /// Its secret.
+    pub consumer_secret: String,
+    /// The account's access token.
+    pub token: String,
+    /// Its secret.
+    pub token_secret: String,
 }
 
 #[derive(Clone)]
@@ -62,6 +81,8 @@ enum Answer {
 struct Entry {
     /// The exact `Authorization` the request must carry; empty: none.
     authorization: String,
+    /// Instead, an OAuth 1.0a signature with these keys.
+    oauth1: Option<OAuth1Keys>,
     refusal: Refusal,
     not_found_first: u32,
     answer: Answer,
@@ -158,6 +179,28 @@ impl MediaFiles {
         format!("{}{path}", self.url)
     }
 
+    /// An X DM medium at `path_and_query` on the provider, served to requests signed with
+    /// `keys`; its URL.
+    pub fn x_medium(&self, path_and_query: &str, bytes: Vec<u8>, content_type: &str, keys: OAuth1Keys) -> String {
+        let answer = Answer::Bytes {
+            bytes,
+            content_type: content_type.to_owned(),
+        };
+        let entry = Entry {
+            authorization: String::new(),
+            oauth1: Some(keys),
+            refusal: Refusal::XUnauthorized,
+            not_found_first: 0,
+            answer,
+        };
+        self.inner
+            .lock()
+            .unwrap()
+            .entries
+            .insert((Listener::Provider, path_and_query.to_owned()), entry);
+        format!("{}{path_and_query}", self.url)
+    }
+
     /// Every request so far.
     pub fn taken(&self) -> Vec<Taken> {
         self.inner.lock().unwrap().taken.clone()
@@ -173,6 +216,7 @@ impl MediaFiles {
     fn put(&self, listener: Listener, path: &str, authorization: String, refusal: Refusal, not_found_first: u32, answer: Answer) {
         let entry = Entry {
             authorization,
+            oauth1: None,
             refusal,
             not_found_first,
             answer,
@@ -184,12 +228,63 @@ impl MediaFiles {
 async fn listen(listener: Listener, inner: Arc<Mutex<Inner>>) -> anyhow::Result<String> {
     let socket = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}", socket.local_addr()?);
-    let app = axum::Router::new().fallback(answer).with_state((listener, inner));
+    let app = axum::Router::new().fallback(answer).with_state((listener, url.clone(), inner));
     tokio::spawn(async move { axum::serve(socket, app).await });
     Ok(url)
 }
 
-async fn answer(State((listener, inner)): State<(Listener, Arc<Mutex<Inner>>)>, request: Request) -> Response {
+/// Whether `authorization` is `keys`' OAuth 1.0a HMAC-SHA1 signature of `GET base_url+path`.
+fn oauth1_signed(authorization: &str, keys: &OAuth1Keys, base_url: &str, path_and_query: &str) -> bool {
+    use hmac::Mac as _;
+    use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+    // RFC 3986 unreserved characters stay; everything else is %XX.
+    const RESERVED: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+    let encode = |value: &str| utf8_percent_encode(value, RESERVED).to_string();
+    let Some(fields) = authorization.strip_prefix("OAuth ") else {
+        return false;
+    };
+    let mut parameters: Vec<(String, String)> = Vec::new();
+    let mut signature = None;
+    for field in fields.split(',') {
+        let Some((name, value)) = field.trim().split_once('=') else {
+            return false;
+        };
+        let value = percent_encoding::percent_decode_str(value.trim_matches('"'))
+            .decode_utf8_lossy()
+            .into_owned();
+        match name {
+            "oauth_signature" => signature = Some(value),
+            "realm" => {}
+            _ => parameters.push((name.to_owned(), value)),
+        }
+    }
+    let given = |name: &str| parameters.iter().any(|(n, v)| n == name && *v == keys_value(keys, name));
+    if !given("oauth_consumer_key") || !given("oauth_token") || !given("oauth_signature_method") {
+        return false;
+    }
+    let (path, query) = path_and_query.split_once('?').unwrap_or((path_and_query, ""));
+    parameters.extend(form_urlencoded::parse(query.as_bytes()).into_owned());
+    let mut encoded: Vec<(String, String)> = parameters.iter().map(|(n, v)| (encode(n), encode(v))).collect();
+    encoded.sort();
+    let parameter_string = encoded.iter().map(|(n, v)| format!("{n}={v}")).collect::<Vec<_>>().join("&");
+    let base_string = format!("GET&{}&{}", encode(&format!("{base_url}{path}")), encode(&parameter_string));
+    let key = format!("{}&{}", encode(&keys.consumer_secret), encode(&keys.token_secret));
+    let mut mac = hmac::Hmac::<sha1::Sha1>::new_from_slice(key.as_bytes()).expect("any key length");
+    mac.update(base_string.as_bytes());
+    let expected = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    signature.as_deref() == Some(expected.as_str())
+}
+
+fn keys_value(keys: &OAuth1Keys, name: &str) -> String {
+    match name {
+        "oauth_consumer_key" => keys.consumer_key.clone(),
+        "oauth_token" => keys.token.clone(),
+        "oauth_signature_method" => "HMAC-SHA1".to_owned(),
+        _ => String::new(),
+    }
+}
+
+async fn answer(State((listener, base_url, inner)): State<(Listener, String, Arc<Mutex<Inner>>)>, request: Request) -> Response {
     let path = request.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/").to_owned();
     let authorization = request
         .headers()
@@ -200,7 +295,12 @@ async fn answer(State((listener, inner)): State<(Listener, Arc<Mutex<Inner>>)>, 
     let mut inner = inner.lock().unwrap();
     let response = match inner.entries.get_mut(&(listener, path.clone())) {
         None => StatusCode::NOT_FOUND.into_response(),
-        Some(entry) if entry.authorization != authorization => refuse(entry.refusal),
+        Some(Entry {
+            oauth1: Some(keys),
+            refusal,
+            ..
+        }) if !oauth1_signed(&authorization, keys, &base_url, &path) => refuse(*refusal),
+        Some(entry) if entry.oauth1.is_none() && entry.authorization != authorization => refuse(entry.refusal),
         Some(entry) if entry.not_found_first > 0 => {
             entry.not_found_first -= 1;
             twilio_error(StatusCode::NOT_FOUND, 20404, "The requested resource was not found")
@@ -232,6 +332,11 @@ fn refuse(refusal: Refusal) -> Response {
         )
             .into_response(),
         Refusal::TwilioUnauthorized => twilio_error(StatusCode::UNAUTHORIZED, 20003, "Authenticate"),
+        Refusal::XUnauthorized => (
+            StatusCode::UNAUTHORIZED,
+            axum::Json(json!({"errors": [{"code": 32, "message": "Could not authenticate you."}]})),
+        )
+            .into_response(),
         Refusal::SignedUrl => (
             StatusCode::BAD_REQUEST,
             [(header::CONTENT_TYPE, "application/xml")],

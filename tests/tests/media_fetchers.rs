@@ -1,16 +1,16 @@
-//! Files that Slack, Messenger, Instagram, Twilio MMS and Viber messages only reference reach the agent:
+//! Files that Slack, Messenger, Instagram, Twilio MMS, Viber and X messages only reference reach the agent:
 //! each provider's webhook goes through the real gateway, normalizer and router, the router
 //! fetches the file from a local stand-in that checks the request the provider documents
 //! (`omni_e2e::media_files`: Slack's bearer token, Meta's signed CDN URLs and Instagram's
 //! redirect, Twilio's HTTP Basic and its redirect to a CDN that refuses credentials, Viber's
-//! signed media URLs), and the
+//! signed media URLs, X's OAuth 1.0a-signed downloads), and the
 //! Request Tracker ticket has it byte for byte. A file served as something else, on a host or
 //! behind a redirect not allowed, stays listed in the ticket with its reference and is not
 //! fetched (`[router.media.<provider>.<account>] media_hosts` lists the stand-in's origins).
 
 use std::time::Duration;
 
-use omni_e2e::media_files::{Listener, MediaFiles, Taken};
+use omni_e2e::media_files::{Listener, MediaFiles, OAuth1Keys, Taken};
 use omni_e2e::{Pipeline, Rt, eventually, nonce, serial};
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
@@ -19,6 +19,31 @@ const TIMEOUT: Duration = Duration::from_secs(90);
 const SLACK_TOKEN: &str = "xoxb-omni-media-test";
 const TWILIO_SID: &str = "AC3f0b7c1e9d2a4b6c8e0f1a2b3c4d5e6f";
 const TWILIO_TOKEN: &str = "omni-media-auth-token";
+/// The X app's keys and the account's access token the router signs media downloads with.
+const X_KEYS: Keys = Keys {
+    consumer_key: "omni-x-media-consumer-key",
+    consumer_secret: "omni-x-media-consumer-secret",
+    token: "4337869213-omni-x-media-token",
+    token_secret: "omni-x-media-token-secret",
+};
+
+struct Keys {
+    consumer_key: &'static str,
+    consumer_secret: &'static str,
+    token: &'static str,
+    token_secret: &'static str,
+}
+
+impl Keys {
+    fn served_for(&self) -> OAuth1Keys {
+        OAuth1Keys {
+            consumer_key: self.consumer_key.into(),
+            consumer_secret: self.consumer_secret.into(),
+            token: self.token.into(),
+            token_secret: self.token_secret.into(),
+        }
+    }
+}
 
 /// The pipeline with every provider's fetcher pointed at the stand-in (lists of hosts cannot
 /// be environment variables: they go in an `OMNI_CONFIG` file).
@@ -30,8 +55,19 @@ async fn pipeline(files: &MediaFiles, dir: &tempfile::TempDir) -> anyhow::Result
          [router.media.instagram.default]\nmedia_hosts = {both}\n\
          [router.media.twilio.default]\naccount_sid = \"{TWILIO_SID}\"\nauth_token = \"{TWILIO_TOKEN}\"\n\
          api_base_url = \"{}\"\nmedia_hosts = [\"{}\"]\n\
-         [router.media.viber.default]\nmedia_hosts = [\"{}\"]\n",
-        files.url, files.url, files.url, files.cdn_url, files.url
+         [router.media.viber.default]\nmedia_hosts = [\"{}\"]\n\
+         [router.media.x.default]\nconsumer_key = \"{}\"\nconsumer_secret = \"{}\"\naccess_token = \"{}\"\n\
+         access_token_secret = \"{}\"\nmedia_hosts = [\"{}\"]\n",
+        files.url,
+        files.url,
+        files.url,
+        files.cdn_url,
+        files.url,
+        X_KEYS.consumer_key,
+        X_KEYS.consumer_secret,
+        X_KEYS.token,
+        X_KEYS.token_secret,
+        files.url
     );
     let path = dir.path().join("media.toml");
     std::fs::write(&path, config)?;
@@ -352,6 +388,82 @@ async fn a_viber_picture_is_fetched_from_its_media_url_at_the_size_announced() -
     assert!(
         taken.iter().all(|t| t.authorization.is_empty()),
         "no credentials to Viber's media: {taken:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn x_dm_media_are_fetched_signed_as_the_account_and_a_wrong_key_gets_nothing() -> anyhow::Result<()> {
+    let _serial = serial().await;
+    let files = MediaFiles::start().await?;
+    let dir = tempfile::tempdir()?;
+    let pipeline = pipeline(&files, &dir).await?;
+    let run = nonce();
+    let digits: String = run.chars().filter(char::is_ascii_digit).take(10).collect();
+    let customer = format!("30{digits:0>10}");
+    let (photo, video) = (random_bytes(500_000), random_bytes(300_000));
+    let photo_path = format!("/1.1/ton/data/dm/108{digits}/109{digits}/kA{run}.jpg");
+    let photo_url = files.x_medium(&photo_path, photo.clone(), "image/jpeg", X_KEYS.served_for());
+    // A video variant: its query is signed among the OAuth parameters.
+    let video_path = format!("/dm_video/109{digits}/vid/640x360/{run}.mp4?tag=1");
+    let video_url = files.x_medium(&video_path, video.clone(), "video/mp4", X_KEYS.served_for());
+    // A medium served for other keys: the router's signature is refused (401), it stays listed.
+    let other_keys = OAuth1Keys {
+        consumer_secret: "not-the-apps-secret".into(),
+        ..X_KEYS.served_for()
+    };
+    let refused_path = format!("/1.1/ton/data/dm/108{digits}/110{digits}/zz{run}.jpg");
+    let refused_url = files.x_medium(&refused_path, b"never served".to_vec(), "image/jpeg", other_keys);
+    let dm = |n: u32, media: Value| -> anyhow::Result<String> {
+        let mut update: Value = serde_json::from_str(&fixture("x/fixtures/dm-media.json")?)?;
+        let event = &mut update["direct_message_events"][0];
+        event["id"] = format!("108{digits}{n}").into();
+        event["message_create"]["sender_id"] = customer.clone().into();
+        let users = update["users"].as_object_mut().unwrap();
+        let mut user = users.remove("3001969357").unwrap();
+        user["id"] = customer.clone().into();
+        users.insert(customer.clone(), user);
+        let attached = &mut update["direct_message_events"][0]["message_create"]["message_data"]["attachment"]["media"];
+        for (key, value) in media.as_object().unwrap() {
+            attached[key] = value.clone();
+        }
+        Ok(update.to_string())
+    };
+    let photo_dm = dm(1, json!({"media_url_https": photo_url, "media_url": photo_url}))?;
+    let video_dm = dm(
+        2,
+        json!({"type": "video", "media_url_https": format!("{}/dm_video_thumb/{run}.jpg", files.url),
+               "video_info": {"variants": [{"bitrate": 832000, "content_type": "video/mp4", "url": video_url}]}}),
+    )?;
+    let refused_dm = dm(3, json!({"media_url_https": refused_url, "media_url": refused_url}))?;
+    let rt = &pipeline.rt;
+    let mut ticket = String::new();
+    for update in [photo_dm, video_dm, refused_dm] {
+        let (status, answer) = pipeline.post_webhook("x", "application/json", &update).await?;
+        assert_eq!(status, 200, "{answer}");
+        if ticket.is_empty() {
+            ticket = ticket_of(rt, &format!("{customer}@x.invalid")).await?;
+        }
+    }
+    eventually("the refused medium listed with its reference", TIMEOUT, || async {
+        Ok(rt.texts(&ticket).await?.iter().any(|t| t.contains(&refused_url)))
+    })
+    .await?;
+    let mut expected = vec![(format!("kA{run}.jpg"), sha(&photo)), (format!("{run}.mp4"), sha(&video))];
+    expected.sort();
+    assert_eq!(hashes(rt, &ticket).await?, expected, "the photo and the video, byte for byte");
+    let taken = files.taken();
+    let refused = requests_to(&taken, &refused_path);
+    assert!(!refused.is_empty() && refused.iter().all(|t| t.status == 401), "{refused:?}");
+    for path in [&photo_path, &video_path] {
+        let served = requests_to(&taken, path);
+        assert!(served.iter().any(|t| t.status == 200), "{path}: {served:?}");
+        assert!(served.iter().all(|t| t.authorization.starts_with("OAuth ")), "{served:?}");
+    }
+    let secrets = [X_KEYS.consumer_secret, X_KEYS.token_secret];
+    assert!(
+        taken.iter().all(|t| secrets.iter().all(|s| !t.authorization.contains(s))),
+        "secrets never sent: {taken:?}"
     );
     Ok(())
 }

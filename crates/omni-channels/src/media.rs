@@ -26,6 +26,9 @@ pub enum Auth {
         /// The password (Twilio: the Auth Token).
         password: String,
     },
+    /// A ready `Authorization` value made for this one request (X: an OAuth 1.0a signature,
+    /// with its nonce and timestamp).
+    Authorization(String),
 }
 
 impl std::fmt::Debug for Auth {
@@ -38,6 +41,7 @@ impl std::fmt::Debug for Auth {
                 .field("user", user)
                 .field("password", &"<redacted>")
                 .finish(),
+            Self::Authorization(_) => f.write_str("Authorization(<redacted>)"),
         }
     }
 }
@@ -72,6 +76,8 @@ mod tests {
             }
         );
         assert!(!bearer.contains("secret") && !basic.contains("secret"), "{bearer} {basic}");
+        let signed = format!("{:?}", Auth::Authorization("OAuth oauth_signature=\"secret\"".into()));
+        assert!(!signed.contains("secret"), "{signed}");
         assert!(basic.contains("AC1"));
     }
 

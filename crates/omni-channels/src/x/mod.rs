@@ -21,14 +21,16 @@
 //! payload's `users` map, `USERNAME` = `screen_name`, display name = `name`); the business is
 //! `for_user_id`; one conversation per (x, account, for_user_id, customer id). t.co links are
 //! replaced by their expanded URL; the t.co link X appends for an attached medium is removed and
-//! the medium becomes an attachment referencing its `media_url_https` (fetching it needs the
-//! account's OAuth 1.0a user token; nothing is fetched here).
+//! the medium becomes an attachment referencing its `media_url_https`, or a video's or GIF's
+//! best `video/mp4` variant, named by it (the router fetches it signed as the account, see
+//! [`media`]).
 //!
 //! Documents followed:
 //! <https://developer.x.com/en/docs/twitter-api/enterprise/account-activity-api/guides/securing-webhooks>,
 //! <https://developer.x.com/en/docs/twitter-api/enterprise/account-activity-api/guides/account-activity-data-objects>,
 //! <https://developer.x.com/en/docs/twitter-api/v1/direct-messages/message-attachments/guides/retrieving-media>.
 
+pub mod media;
 pub mod send;
 
 use std::collections::BTreeMap;
@@ -266,10 +268,11 @@ fn attachment_of(media: &Media) -> Attachment {
         .max_by_key(|v| v.bitrate.unwrap_or(0))
         .map(|v| v.url.clone())
         .unwrap_or_else(|| media.media_url_https.clone());
-    let name = media
-        .media_url_https
-        .rsplit('/')
+    // Named as what is fetched: a video's variant, not its thumbnail.
+    let name = reference
+        .split(['?', '#'])
         .next()
+        .and_then(|path| path.rsplit('/').next())
         .filter(|n| n.contains('.'))
         .map(str::to_owned)
         .unwrap_or_else(|| media.id_str.clone());

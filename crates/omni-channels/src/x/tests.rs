@@ -70,7 +70,7 @@ fn raw(body: &str, index: usize) -> RawRecord {
     crate::kit::records_at(&X, &account(), "application/json", body.as_bytes(), received_at).swap_remove(index)
 }
 
-fn event(body: &str) -> ConversationEvent {
+pub(super) fn event(body: &str) -> ConversationEvent {
     X.normalize(&raw(body, 0), &crate::NoKnownEvents).unwrap().expect("a message event")
 }
 
@@ -264,6 +264,24 @@ fn a_dm_with_a_photo_references_the_medium() {
     );
     let captionless = DM_MEDIA.replace("Kutu ezik geldi https://t.co", "https://t.co");
     assert_eq!(event_text(&captionless), "Sent image/jpeg: kAKLTz4u.jpg");
+}
+
+#[test]
+fn a_dm_video_references_its_best_mp4_variant_and_is_named_by_it() {
+    let variants = r#""type": "video", "video_info": {"variants": [
+        {"content_type": "application/x-mpegURL", "url": "https://video.twimg.com/dm_video/1/pl/a.m3u8?tag=1"},
+        {"bitrate": 256000, "content_type": "video/mp4", "url": "https://video.twimg.com/dm_video/1/vid/320x180/low.mp4?tag=1"},
+        {"bitrate": 832000, "content_type": "video/mp4", "url": "https://video.twimg.com/dm_video/1/vid/640x360/kutu.mp4?tag=1"}]}"#;
+    let event = event(&DM_MEDIA.replace(r#""type": "photo""#, variants));
+    let video = &event.attachments[0];
+    assert_eq!(video.name, "kutu.mp4", "not the thumbnail's name");
+    assert_eq!(video.media_type, "video/mp4");
+    assert_eq!(
+        video.content,
+        Some(Content::Reference(
+            "https://video.twimg.com/dm_video/1/vid/640x360/kutu.mp4?tag=1".into()
+        ))
+    );
 }
 
 fn event_text(body: &str) -> String {

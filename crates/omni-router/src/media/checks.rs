@@ -96,6 +96,7 @@ impl Checks {
             Auth::None => http.get(url),
             Auth::Bearer(token) => http.get(url).bearer_auth(token),
             Auth::Basic { user, password } => http.get(url).basic_auth(user, Some(password)),
+            Auth::Authorization(value) => http.get(url).header(reqwest::header::AUTHORIZATION, value),
         };
         let downloaded = self.read(request.send().await, not_yet).await?;
         self.check_served(file, downloaded)

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use omni_channels::{meta, slack, twilio_sms, viber};
+use omni_channels::{meta, slack, twilio_sms, viber, x};
 use omni_runtime::{Problems, Validate};
 use serde::Deserialize;
 
@@ -40,6 +40,9 @@ pub struct MediaConfig {
     /// Viber bots by `[gateway.webhooks.viber]` account name.
     #[serde(default)]
     pub viber: BTreeMap<String, ViberMediaConfig>,
+    /// X accounts by `[gateway.webhooks.x]` account name.
+    #[serde(default)]
+    pub x: BTreeMap<String, XMediaConfig>,
 }
 
 impl Default for MediaConfig {
@@ -54,6 +57,7 @@ impl Default for MediaConfig {
             instagram: BTreeMap::new(),
             twilio: BTreeMap::new(),
             viber: BTreeMap::new(),
+            x: BTreeMap::new(),
         }
     }
 }
@@ -176,6 +180,40 @@ fn viber_hosts() -> Vec<String> {
     viber::media::MEDIA_HOSTS.map(str::to_owned).to_vec()
 }
 
+/// `[router.media.x.<account>]`: the OAuth 1.0a user context X wants on every DM media
+/// download (the same four as `[sender.x.<account>]`).
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct XMediaConfig {
+    /// The app's API key.
+    pub consumer_key: String,
+    /// The app's API key secret (prefer `OMNI__ROUTER__MEDIA__X__<ACCOUNT>__CONSUMER_SECRET`).
+    pub consumer_secret: String,
+    /// The subscribed account's access token.
+    pub access_token: String,
+    /// Its secret (prefer `OMNI__ROUTER__MEDIA__X__<ACCOUNT>__ACCESS_TOKEN_SECRET`).
+    pub access_token_secret: String,
+    /// Hosts a medium may be on and redirect to (same forms as Slack's `media_hosts`).
+    #[serde(default = "x_hosts")]
+    pub media_hosts: Vec<String>,
+}
+
+fn x_hosts() -> Vec<String> {
+    x::media::MEDIA_HOSTS.map(str::to_owned).to_vec()
+}
+
+impl std::fmt::Debug for XMediaConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("XMediaConfig")
+            .field("consumer_key", &self.consumer_key)
+            .field("consumer_secret", &"<redacted>")
+            .field("access_token", &self.access_token)
+            .field("access_token_secret", &"<redacted>")
+            .field("media_hosts", &self.media_hosts)
+            .finish()
+    }
+}
+
 /// `[router.media.twilio.<account>]`.
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -270,6 +308,18 @@ impl Validate for MediaConfig {
         }
         for (account, viber) in &self.viber {
             check_hosts(&viber.media_hosts, &format!("{prefix}.viber.{account}.media_hosts"), problems);
+        }
+        for (account, x) in &self.x {
+            let key = format!("{prefix}.x.{account}");
+            for (field, value) in [
+                ("consumer_key", &x.consumer_key),
+                ("consumer_secret", &x.consumer_secret),
+                ("access_token", &x.access_token),
+                ("access_token_secret", &x.access_token_secret),
+            ] {
+                not_blank(value, &format!("{key}.{field}"), problems);
+            }
+            check_hosts(&x.media_hosts, &format!("{key}.media_hosts"), problems);
         }
     }
 }

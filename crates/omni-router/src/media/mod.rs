@@ -11,6 +11,7 @@
 //! | Messenger, Instagram | `messenger`, `instagram`: optional `page_access_token` | `payload.url` (Meta's CDN) | GET |
 //! | Twilio MMS | `twilio`: `account_sid`, `auth_token` | `MediaUrl{N}` | GET with HTTP Basic, redirected to Twilio's CDN |
 //! | Viber | `viber`: nothing required | `media` (a signed URL) | GET |
+//! | X | `x`: the app's keys, the account's access token | `media_url_https` or a video variant | GET signed with OAuth 1.0a |
 //!
 //! Each channel folder builds the requests (`omni_channels::<channel>::media`); `providers.rs`
 //! holds one fetcher per configured account, and `checks.rs` does the HTTP and the checks every
@@ -40,6 +41,7 @@ use omni_proto::v1::{Attachment, ProviderReference};
 use checks::Checks;
 pub use config::{
     MediaConfig, MetaMediaConfig, SlackMediaConfig, TelegramMediaConfig, TwilioMediaConfig, ViberMediaConfig, WhatsAppMediaConfig,
+    XMediaConfig,
 };
 
 /// Why a file was not fetched.

@@ -7,13 +7,14 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use omni_channels::media::Download;
-use omni_channels::{instagram, messenger, meta, slack, telegram, twilio_sms, viber, whatsapp};
+use omni_channels::{instagram, messenger, meta, slack, telegram, twilio_sms, viber, whatsapp, x};
 use omni_proto::v1::Attachment;
 use reqwest::StatusCode;
 
 use super::checks::{AllowedHosts, Checks};
 use super::config::{
     MediaConfig, MetaMediaConfig, SlackMediaConfig, TelegramMediaConfig, TwilioMediaConfig, ViberMediaConfig, WhatsAppMediaConfig,
+    XMediaConfig,
 };
 use super::{Fetched, Fetcher, MediaError};
 
@@ -30,6 +31,7 @@ pub(crate) fn fetchers(config: &MediaConfig) -> Result<Registry, reqwest::Error>
     add(&mut registry, instagram::PROVIDER, &config.instagram)?;
     add(&mut registry, twilio_sms::PROVIDER, &config.twilio)?;
     add(&mut registry, viber::PROVIDER, &config.viber)?;
+    add(&mut registry, x::PROVIDER, &config.x)?;
     Ok(registry)
 }
 
@@ -111,6 +113,23 @@ impl Direct for MetaMediaConfig {
 impl Direct for ViberMediaConfig {
     fn download(&self, reference: &str) -> Result<Download, String> {
         viber::media::download(reference)
+    }
+
+    fn hosts(&self) -> Vec<String> {
+        self.media_hosts.clone()
+    }
+}
+
+impl Direct for XMediaConfig {
+    /// Signed when built: the fetcher builds it right before each request, retries included.
+    fn download(&self, reference: &str) -> Result<Download, String> {
+        let credentials = x::send::Credentials {
+            consumer_key: &self.consumer_key,
+            consumer_secret: &self.consumer_secret,
+            access_token: &self.access_token,
+            access_token_secret: &self.access_token_secret,
+        };
+        x::media::download(reference, &credentials)
     }
 
     fn hosts(&self) -> Vec<String> {
@@ -223,6 +242,11 @@ mod tests {
             account_sid = "AC3f0b7c1e9d2a4b6c8e0f1a2b3c4d5e6f"
             auth_token = "t"
             [viber.bot]
+            [x.brand]
+            consumer_key = "ck"
+            consumer_secret = "cs"
+            access_token = "at"
+            access_token_secret = "ats"
             "#,
         );
         let registry = fetchers(&config).unwrap();
@@ -237,7 +261,8 @@ mod tests {
                 ("messenger", "shop"),
                 ("slack", "shop"),
                 ("twilio-sms", "shop"),
-                ("viber", "bot")
+                ("viber", "bot"),
+                ("x", "brand")
             ]
         );
     }
@@ -281,10 +306,13 @@ mod tests {
     fn secrets_do_not_print() {
         let config: MediaConfig = toml_config(
             "[slack.a]\nbot_token = \"xoxb-secret\"\n[messenger.a]\npage_access_token = \"EAAB-secret\"\n\
-             [twilio.a]\naccount_sid = \"AC3f0b7c1e9d2a4b6c8e0f1a2b3c4d5e6f\"\nauth_token = \"tw-secret\"",
+             [twilio.a]\naccount_sid = \"AC3f0b7c1e9d2a4b6c8e0f1a2b3c4d5e6f\"\nauth_token = \"tw-secret\"\n\
+             [x.a]\nconsumer_key = \"ck\"\nconsumer_secret = \"x-secret\"\naccess_token = \"at\"\naccess_token_secret = \"xt-secret\"",
         );
         let printed = format!("{config:?}");
-        assert!(!printed.contains("secret"), "{printed}");
+        for secret in ["xoxb-secret", "EAAB-secret", "tw-secret", "x-secret", "xt-secret"] {
+            assert!(!printed.contains(secret), "{secret} in {printed}");
+        }
         assert!(printed.contains("AC3f0b7c1e9d2a4b6c8e0f1a2b3c4d5e6f"), "the SID is no secret");
     }
 
