@@ -403,6 +403,16 @@ pub fn assert_api_call(call: &Call, method: &str, path: &str, authorization: &st
     }
 }
 
+/// The answer to a write a fake has stored: `201` with `stored`, or none at all (past the
+/// adapter's timeout) when `lose` was set, which it clears.
+pub fn stored(lose: &mut bool, stored: serde_json::Value) -> Reply {
+    if std::mem::take(lose) {
+        Reply::Hang
+    } else {
+        Reply::Json(201, stored)
+    }
+}
+
 /// A fake's answer.
 pub enum Reply {
     /// A status and a JSON body.

@@ -318,20 +318,19 @@ pub(crate) fn attachment_name(attachment: &Attachment) -> &str {
     }
 }
 
+/// What the sender wrote this time: the new part of a mail (`new_text`, without the quoted
+/// thread) where there is one, else the whole text; empty when there is no body.
+pub(crate) fn written_text(event: &ConversationEvent) -> &str {
+    let body = event.body.as_ref();
+    body.map(|b| if b.new_text.is_empty() { &b.text } else { &b.new_text })
+        .map(String::as_str)
+        .unwrap_or_default()
+}
+
 /// What the sender wrote this time (`(no text)` when blank), then the `listed` attachments with
 /// name (`unnamed` when it has none), type, size and where to fetch them.
 pub(crate) fn text_with_listed_attachments(event: &ConversationEvent, listed: &[&Attachment], unnamed: &str) -> String {
-    let text = event
-        .body
-        .as_ref()
-        .map(|b| {
-            if b.new_text.is_empty() {
-                b.text.as_str()
-            } else {
-                b.new_text.as_str()
-            }
-        })
-        .unwrap_or_default();
+    let text = written_text(event);
     let mut content = if text.trim().is_empty() {
         "(no text)".to_owned()
     } else {

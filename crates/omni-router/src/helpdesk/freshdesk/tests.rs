@@ -112,11 +112,7 @@ fn desk_reply(desk: &Mutex<Desk>, call: &Call) -> Reply {
                 custom["cf_omni_origin_event"].as_str().unwrap(),
             );
             desk.tickets.push(ticket.clone());
-            if std::mem::take(&mut desk.lose_next_write) {
-                Reply::Hang
-            } else {
-                Reply::Json(201, ticket)
-            }
+            kit::stored(&mut desk.lose_next_write, ticket)
         }
         ("GET", ["search", "tickets"]) => {
             let query = call.param("query").unwrap();
@@ -158,11 +154,7 @@ fn desk_reply(desk: &Mutex<Desk>, call: &Call) -> Reply {
                 "created_at": "2015-07-09T08:03:09Z", "updated_at": "2015-07-09T08:03:09Z"
             });
             desk.notes.push(note.clone());
-            if std::mem::take(&mut desk.lose_next_write) {
-                Reply::Hang
-            } else {
-                Reply::Json(201, note)
-            }
+            kit::stored(&mut desk.lose_next_write, note)
         }
         ("GET", ["tickets", id, "conversations"]) => {
             let per_page: usize = call.param("per_page").unwrap().parse().unwrap();

@@ -603,26 +603,13 @@ fn limits(max_attachment_bytes: u64) -> super::AttachmentLimits {
 
 /// The thread text (HTML, ending with the event marker) and the attachments to upload with it.
 fn thread_text(event: &ConversationEvent, max_attachment_bytes: u64) -> (String, Vec<Value>) {
-    let body = event.body.as_ref();
-    let text = body
-        .map(|b| {
-            if b.new_text.is_empty() {
-                b.text.as_str()
-            } else {
-                b.new_text.as_str()
-            }
-        })
-        .unwrap_or_default();
+    let text = super::written_text(event);
     let mut html = text_to_html(if text.trim().is_empty() { "(no text)" } else { text });
     let mut uploads = Vec::new();
     let mut listed = Vec::new();
     let sent = super::sent_as_files(&event.attachments, limits(max_attachment_bytes));
     for (attachment, sent) in event.attachments.iter().zip(sent) {
-        let name = if attachment.name.is_empty() {
-            "attachment"
-        } else {
-            &attachment.name
-        };
+        let name = super::attachment_name(attachment);
         let media_type = if attachment.media_type.is_empty() {
             "application/octet-stream"
         } else {

@@ -109,11 +109,7 @@ fn desk_reply(desk: &Mutex<Desk>, call: &Call) -> Reply {
             desk.tickets.push(ticket.clone());
             let article = article_json(desk.articles.len() as u64 + 30, id, &body["article"]);
             desk.articles.push(article);
-            if std::mem::take(&mut desk.lose_next_write) {
-                Reply::Hang
-            } else {
-                Reply::Json(201, ticket)
-            }
+            kit::stored(&mut desk.lose_next_write, ticket)
         }
         ("POST", ["tickets", "search"]) => {
             let condition = &call.json()["condition"]["ticket.omni_conversation"];
@@ -129,11 +125,7 @@ fn desk_reply(desk: &Mutex<Desk>, call: &Call) -> Reply {
             let body = call.json();
             let article = article_json(desk.articles.len() as u64 + 30, body["ticket_id"].as_u64().unwrap(), &body);
             desk.articles.push(article.clone());
-            if std::mem::take(&mut desk.lose_next_write) {
-                Reply::Hang
-            } else {
-                Reply::Json(201, article)
-            }
+            kit::stored(&mut desk.lose_next_write, article)
         }
         ("GET", ["ticket_articles", "by_ticket", id]) => Reply::Json(
             200,
