@@ -5,11 +5,12 @@
 //! a lost creation made is found by omni's custom fields, a lost correspondence is found by its
 //! transaction's field, and RT's statuses are classified as the router needs.
 //!
-//! Each run writes to a fresh conversation (RT keeps its tickets between runs), and counts that
-//! conversation's tickets with RT's own search, as `root`.
+//! A lost answer: RT has done the write and answered, and the proxy cuts the connection before
+//! the body (the adapter sees a transport error, whatever RT's pace). Each run writes to a
+//! fresh conversation (RT keeps its tickets between runs), and counts that conversation's
+//! tickets with RT's own search, as `root`.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -64,15 +65,19 @@ async fn pass(State(proxy): State<Proxy>, request: Request) -> Response {
     let status = answer.status();
     let content_type = answer.headers().get(axum::http::header::CONTENT_TYPE).cloned();
     let bytes = answer.bytes().await.unwrap_or_default();
-    if lose {
-        // RT did the write; the adapter gives up at its timeout, long before this.
-        tokio::time::sleep(Duration::from_secs(60)).await;
-    }
+    // RT has done the write and answered; a lost answer breaks off before its body (the
+    // connection is cut), whatever RT's pace and the adapter's timeout.
+    let body = if lose {
+        let cut = futures::stream::once(async { Err::<axum::body::Bytes, _>(std::io::Error::other("answer lost")) });
+        Body::from_stream(cut)
+    } else {
+        Body::from(bytes)
+    };
     let mut response = Response::builder().status(status);
     if let Some(content_type) = content_type {
         response = response.header(axum::http::header::CONTENT_TYPE, content_type);
     }
-    response.body(Body::from(bytes)).unwrap()
+    response.body(body).unwrap()
 }
 
 /// Request Tracker behind the proxy, as the kit drives a helpdesk.
@@ -85,6 +90,7 @@ struct RtBehindProxy {
 
 impl RtBehindProxy {
     async fn start() -> Self {
+        static STARTED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let rt = Rt::from_env().await;
         let faults = Arc::new(Mutex::new(Faults::default()));
         let proxy = Proxy {
@@ -100,30 +106,42 @@ impl RtBehindProxy {
             rt,
             proxy: url,
             faults,
-            conversation: format!("{:0>32}", omni_e2e::nonce()),
+            conversation: format!(
+                "{:0>32}",
+                format!(
+                    "{}{}",
+                    omni_e2e::nonce(),
+                    STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                )
+            ),
         }
     }
 }
 
+/// omni's own RT user, as config/default.toml has it.
+fn adapter(base_url: &str, timeout_secs: u64) -> Box<dyn Helpdesk> {
+    let config = RequestTrackerConfig {
+        base_url: base_url.to_owned(),
+        username: Some("omni".into()),
+        password: Some("omni-local".into()),
+        token: None,
+        api_user: None,
+        queue: "General".into(),
+        timeout_secs,
+        subject_tag: String::new(),
+    };
+    Box::new(RequestTracker::new(config).unwrap())
+}
+
 impl kit::Fake for RtBehindProxy {
+    /// RT's own pace: a slow answer is no lost one.
     fn adapter(&self) -> Box<dyn Helpdesk> {
-        self.adapter_at(&self.proxy)
+        adapter(&self.proxy, 30)
     }
 
+    /// The kit's silent server must be given up on within its 10 s.
     fn adapter_at(&self, base_url: &str) -> Box<dyn Helpdesk> {
-        // omni's own RT user, as config/default.toml has it; RT answers a write in well under
-        // a second here, so 5 s is a lost answer, not a slow one.
-        let config = RequestTrackerConfig {
-            base_url: base_url.to_owned(),
-            username: Some("omni".into()),
-            password: Some("omni-local".into()),
-            token: None,
-            api_user: None,
-            queue: "General".into(),
-            timeout_secs: 5,
-            subject_tag: String::new(),
-        };
-        Box::new(RequestTracker::new(config).unwrap())
+        adapter(base_url, 3)
     }
 
     fn lose_next_write(&self) {
