@@ -262,6 +262,18 @@ fn oauth1_signed(authorization: &str, keys: &OAuth1Keys, base_url: &str, path_an
     if !given("oauth_consumer_key") || !given("oauth_token") || !given("oauth_signature_method") {
         return false;
     }
+    // A nonce, and a timestamp within five minutes of now (X refuses stale ones).
+    let value = |name: &str| parameters.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let fresh = value("oauth_timestamp")
+        .and_then(|t| t.parse::<u64>().ok())
+        .is_some_and(|t| t.abs_diff(now) <= 300);
+    if !fresh || value("oauth_nonce").is_none_or(str::is_empty) {
+        return false;
+    }
     let (path, query) = path_and_query.split_once('?').unwrap_or((path_and_query, ""));
     parameters.extend(form_urlencoded::parse(query.as_bytes()).into_owned());
     let mut encoded: Vec<(String, String)> = parameters.iter().map(|(n, v)| (encode(n), encode(v))).collect();

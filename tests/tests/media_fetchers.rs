@@ -405,7 +405,7 @@ async fn x_dm_media_are_fetched_signed_as_the_account_and_a_wrong_key_gets_nothi
     let photo_path = format!("/1.1/ton/data/dm/108{digits}/109{digits}/kA{run}.jpg");
     let photo_url = files.x_medium(&photo_path, photo.clone(), "image/jpeg", X_KEYS.served_for());
     // A video variant: its query is signed among the OAuth parameters.
-    let video_path = format!("/dm_video/109{digits}/vid/640x360/{run}.mp4?tag=1");
+    let video_path = format!("/dm_video/109{digits}/vid/640x360/{run}.mp4?tag=1&v=a+b%2Fc");
     let video_url = files.x_medium(&video_path, video.clone(), "video/mp4", X_KEYS.served_for());
     // A medium served for other keys: the router's signature is refused (401), it stays listed.
     let other_keys = OAuth1Keys {

@@ -1,5 +1,7 @@
 //! A customer's file as a download request: what a channel's `media` module
-//! (`slack::media`, `meta::media`, `twilio_sms::media`) makes of the reference an attachment
+//! (`slack::media`, `meta::media`, `twilio_sms::media`, `viber::media`, `x::media`;
+//! `whatsapp::media` and `telegram::media` look the file up through the API first) makes of the
+//! reference an attachment
 //! carries, for the router to fetch. Pure: nothing is fetched here, and the router checks the
 //! host, size, type and hash of what comes back.
 

@@ -1,5 +1,5 @@
 //! The customer's photo, GIF or video from an X DM: the attachment's reference is the medium's
-//! `media_url_https` (on `ton.twitter.com`), or for a video or GIF its best `video/mp4` variant
+//! `media_url_https` (on `ton.twitter.com`), or for a video or GIF its best video file variant
 //! (on `video.twimg.com`). X serves DM media only to a `GET` signed with OAuth 1.0a as the
 //! account that received the DM (HMAC-SHA1, the app's key and secret and the account's access
 //! token and secret), so each download gets a fresh `Authorization` of its own (nonce,
@@ -21,13 +21,15 @@ pub const MEDIA_HOSTS: [&str; 2] = ["ton.twitter.com", "video.twimg.com"];
 
 /// The download of a medium whose reference is its URL, signed for the account.
 pub fn download(reference: &str, credentials: &Credentials<'_>) -> Result<Download, String> {
-    let uri = url_under(reference, "/").map_err(|why| format!("not an X media URL: {why}"))?;
-    // OAuth signs the URL without its query, and the query's parameters among its own.
-    let base = reference.split(['?', '#']).next().unwrap_or(reference);
-    let query: Vec<(String, String)> = uri
-        .query()
-        .map(|query| form_urlencoded::parse(query.as_bytes()).into_owned().collect())
-        .unwrap_or_default();
+    url_under(reference, "/").map_err(|why| format!("not an X media URL: {why}"))?;
+    // Signed as the router's HTTP client sends it (host in lower case, no default port, the path
+    // normalised): OAuth signs the URL without its query, and the query's parameters among its
+    // own (decoded as a form, as OAuth 1.0a section 3.4.1.3.1 says).
+    let mut url = url::Url::parse(reference).map_err(|why| format!("not an X media URL: {why}"))?;
+    let query: Vec<(String, String)> = url.query_pairs().into_owned().collect();
+    url.set_query(None);
+    url.set_fragment(None);
+    let base = url.as_str();
     let token = oauth::Token::from_parts(
         credentials.consumer_key,
         credentials.consumer_secret,

@@ -22,8 +22,8 @@
 //! `for_user_id`; one conversation per (x, account, for_user_id, customer id). t.co links are
 //! replaced by their expanded URL; the t.co link X appends for an attached medium is removed and
 //! the medium becomes an attachment referencing its `media_url_https`, or a video's or GIF's
-//! best `video/mp4` variant, named by it (the router fetches it signed as the account, see
-//! [`media`]).
+//! best video file variant (mp4, not the HLS playlist), named by it (the router fetches it
+//! signed as the account, see [`media`]).
 //!
 //! Documents followed:
 //! <https://developer.x.com/en/docs/twitter-api/enterprise/account-activity-api/guides/securing-webhooks>,
@@ -237,15 +237,20 @@ fn response_token(secret: &str, crc_token: &str) -> String {
     )
 }
 
-/// A medium's type: from its video variants, else its URL's extension, else its kind.
-fn media_type(media: &Media) -> String {
-    if let Some(variant) = media
+/// A video's or GIF's variant to fetch, and to take the type of: the file (`video/mp4`, not the
+/// HLS playlist) of the highest bitrate.
+fn best_variant(media: &Media) -> Option<&Variant> {
+    media
         .video_info
         .iter()
         .flat_map(|info| &info.variants)
-        .filter(|v| !v.content_type.is_empty() && v.content_type != "application/x-mpegURL")
+        .filter(|v| v.content_type.starts_with("video/") && !v.url.is_empty())
         .max_by_key(|v| v.bitrate.unwrap_or(0))
-    {
+}
+
+/// A medium's type: its best variant's, else its URL's extension, else its kind.
+fn media_type(media: &Media) -> String {
+    if let Some(variant) = best_variant(media) {
         return variant.content_type.clone();
     }
     let by_extension = mime_guess::from_path(&media.media_url_https)
@@ -260,14 +265,7 @@ fn media_type(media: &Media) -> String {
 }
 
 fn attachment_of(media: &Media) -> Attachment {
-    let reference = media
-        .video_info
-        .iter()
-        .flat_map(|info| &info.variants)
-        .filter(|v| v.content_type == "video/mp4" && !v.url.is_empty())
-        .max_by_key(|v| v.bitrate.unwrap_or(0))
-        .map(|v| v.url.clone())
-        .unwrap_or_else(|| media.media_url_https.clone());
+    let reference = best_variant(media).map_or_else(|| media.media_url_https.clone(), |v| v.url.clone());
     // Named as what is fetched: a video's variant, not its thumbnail.
     let name = reference
         .split(['?', '#'])

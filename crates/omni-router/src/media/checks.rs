@@ -96,7 +96,13 @@ impl Checks {
             Auth::None => http.get(url),
             Auth::Bearer(token) => http.get(url).bearer_auth(token),
             Auth::Basic { user, password } => http.get(url).basic_auth(user, Some(password)),
-            Auth::Authorization(value) => http.get(url).header(reqwest::header::AUTHORIZATION, value),
+            Auth::Authorization(value) => {
+                let mut value = reqwest::header::HeaderValue::try_from(value)
+                    .map_err(|_| MediaError::Refused("the signed Authorization is no header value".into()))?;
+                // As bearer_auth and basic_auth mark theirs: kept out of debug output.
+                value.set_sensitive(true);
+                http.get(url).header(reqwest::header::AUTHORIZATION, value)
+            }
         };
         let downloaded = self.read(request.send().await, not_yet).await?;
         self.check_served(file, downloaded)
