@@ -48,13 +48,7 @@ mod tests {
     use omni_proto::v1::attachment::Content;
 
     use super::*;
-
-    const CREDENTIALS: Credentials<'static> = Credentials {
-        consumer_key: "ck",
-        consumer_secret: "consumer-secret-of-the-shop",
-        access_token: "at",
-        access_token_secret: "token-secret-of-the-shop",
-    };
+    use crate::x::send::tests::CREDENTIALS;
 
     #[test]
     fn a_dm_photo_downloads_with_a_fresh_signature_and_no_secret() {

@@ -99,7 +99,7 @@ fn problem(answer: &Value) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(in crate::x) mod tests {
     use std::time::Duration;
 
     use omni_proto::v1::ProviderReference;
@@ -107,7 +107,8 @@ mod tests {
     use super::*;
     use crate::outbound::fixtures::answer;
 
-    const CREDENTIALS: Credentials<'static> = Credentials {
+    /// The account's test keys (x::media's tests sign with them too).
+    pub(in crate::x) const CREDENTIALS: Credentials<'static> = Credentials {
         consumer_key: "ck",
         // Secrets longer than the 12-character nonce, with a '-' that no percent-encoded base64
         // signature holds: found in the header, they were sent, not met by chance (two-letter
