@@ -177,7 +177,7 @@ pub struct ViberMediaConfig {
 }
 
 fn viber_hosts() -> Vec<String> {
-    viber::media::MEDIA_HOSTS.map(str::to_owned).to_vec()
+    hosts(&viber::media::MEDIA_HOSTS)
 }
 
 /// `[router.media.x.<account>]`: the OAuth 1.0a user context X wants on every DM media
@@ -199,7 +199,7 @@ pub struct XMediaConfig {
 }
 
 fn x_hosts() -> Vec<String> {
-    x::media::MEDIA_HOSTS.map(str::to_owned).to_vec()
+    hosts(&x::media::MEDIA_HOSTS)
 }
 
 impl std::fmt::Debug for XMediaConfig {
