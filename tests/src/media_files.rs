@@ -77,12 +77,27 @@ enum Answer {
     Redirect(String),
 }
 
+/// What a request must carry to be served.
+#[derive(Clone)]
+enum Credentials {
+    /// Exactly this `Authorization`; empty: none.
+    Exact(String),
+    /// An OAuth 1.0a signature with these keys.
+    OAuth1(OAuth1Keys),
+}
+
+impl Credentials {
+    fn admit(&self, authorization: &str, base_url: &str, path_and_query: &str) -> bool {
+        match self {
+            Self::Exact(expected) => expected == authorization,
+            Self::OAuth1(keys) => oauth1_signed(authorization, keys, base_url, path_and_query),
+        }
+    }
+}
+
 #[derive(Clone)]
 struct Entry {
-    /// The exact `Authorization` the request must carry; empty: none.
-    authorization: String,
-    /// Instead, an OAuth 1.0a signature with these keys.
-    oauth1: Option<OAuth1Keys>,
+    credentials: Credentials,
     refusal: Refusal,
     not_found_first: u32,
     answer: Answer,
@@ -122,7 +137,7 @@ impl MediaFiles {
         self.put(
             Listener::Provider,
             path,
-            format!("Bearer {bot_token}"),
+            Credentials::Exact(format!("Bearer {bot_token}")),
             Refusal::SlackSignIn,
             0,
             answer,
@@ -137,14 +152,28 @@ impl MediaFiles {
             bytes,
             content_type: content_type.to_owned(),
         };
-        self.put(listener, path_and_query, String::new(), Refusal::SignedUrl, 0, answer);
+        self.put(
+            listener,
+            path_and_query,
+            Credentials::Exact(String::new()),
+            Refusal::SignedUrl,
+            0,
+            answer,
+        );
         format!("{}{path_and_query}", self.base(listener))
     }
 
     /// A redirect at `path_and_query` on the provider to `to` (Instagram's lookaside); its URL.
     pub fn cdn_redirect(&self, path_and_query: &str, to: &str) -> String {
         let answer = Answer::Redirect(to.to_owned());
-        self.put(Listener::Provider, path_and_query, String::new(), Refusal::SignedUrl, 0, answer);
+        self.put(
+            Listener::Provider,
+            path_and_query,
+            Credentials::Exact(String::new()),
+            Refusal::SignedUrl,
+            0,
+            answer,
+        );
         format!("{}{path_and_query}", self.url)
     }
 
@@ -171,7 +200,7 @@ impl MediaFiles {
         self.put(
             Listener::Provider,
             &path,
-            basic,
+            Credentials::Exact(basic),
             Refusal::TwilioUnauthorized,
             not_found_first,
             Answer::Redirect(cdn),
@@ -186,18 +215,14 @@ impl MediaFiles {
             bytes,
             content_type: content_type.to_owned(),
         };
-        let entry = Entry {
-            authorization: String::new(),
-            oauth1: Some(keys),
-            refusal: Refusal::XUnauthorized,
-            not_found_first: 0,
+        self.put(
+            Listener::Provider,
+            path_and_query,
+            Credentials::OAuth1(keys),
+            Refusal::XUnauthorized,
+            0,
             answer,
-        };
-        self.inner
-            .lock()
-            .unwrap()
-            .entries
-            .insert((Listener::Provider, path_and_query.to_owned()), entry);
+        );
         format!("{}{path_and_query}", self.url)
     }
 
@@ -213,10 +238,9 @@ impl MediaFiles {
         }
     }
 
-    fn put(&self, listener: Listener, path: &str, authorization: String, refusal: Refusal, not_found_first: u32, answer: Answer) {
+    fn put(&self, listener: Listener, path: &str, credentials: Credentials, refusal: Refusal, not_found_first: u32, answer: Answer) {
         let entry = Entry {
-            authorization,
-            oauth1: None,
+            credentials,
             refusal,
             not_found_first,
             answer,
@@ -307,12 +331,7 @@ async fn answer(State((listener, base_url, inner)): State<(Listener, String, Arc
     let mut inner = inner.lock().unwrap();
     let response = match inner.entries.get_mut(&(listener, path.clone())) {
         None => StatusCode::NOT_FOUND.into_response(),
-        Some(Entry {
-            oauth1: Some(keys),
-            refusal,
-            ..
-        }) if !oauth1_signed(&authorization, keys, &base_url, &path) => refuse(*refusal),
-        Some(entry) if entry.oauth1.is_none() && entry.authorization != authorization => refuse(entry.refusal),
+        Some(entry) if !entry.credentials.admit(&authorization, &base_url, &path) => refuse(entry.refusal),
         Some(entry) if entry.not_found_first > 0 => {
             entry.not_found_first -= 1;
             twilio_error(StatusCode::NOT_FOUND, 20404, "The requested resource was not found")
