@@ -7,6 +7,7 @@
 
 pub mod freshdesk;
 pub mod helpscout;
+mod html;
 #[cfg(any(test, feature = "kit"))]
 pub mod kit;
 pub mod replies;

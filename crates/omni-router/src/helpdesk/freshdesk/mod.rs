@@ -386,23 +386,11 @@ fn requester(event: &ConversationEvent) -> Option<Map<String, Value>> {
 /// The HTML Freshdesk wants for descriptions and notes: the text escaped, line breaks kept, and
 /// the event marker as the last paragraph.
 pub fn html_body(text: &str, event_id: &str) -> String {
-    let mut html = String::with_capacity(text.len() + 64);
-    html.push_str("<div>");
-    for c in text.chars() {
-        match c {
-            '&' => html.push_str("&amp;"),
-            '<' => html.push_str("&lt;"),
-            '>' => html.push_str("&gt;"),
-            '"' => html.push_str("&quot;"),
-            '\n' => html.push_str("<br>"),
-            '\r' => {}
-            c => html.push(c),
-        }
-    }
-    html.push_str("</div><p>");
-    html.push_str(&event_marker(event_id));
-    html.push_str("</p>");
-    html
+    format!(
+        "<div>{}</div><p>{}</p>",
+        super::html::text_to_html(&text.replace('\r', "")),
+        event_marker(event_id)
+    )
 }
 
 /// JSON fields as form parts the way Freshdesk reads them: `tags[]` per tag, `custom_fields[<name>]`.

@@ -51,6 +51,7 @@ use reqwest::header::HeaderMap;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::html::{escape, text_to_html};
 use super::requester::{requestor, subject};
 use super::{Answer, FoundTicket, Helpdesk, HelpdeskError, Priority, Routing, TicketRef, error_for_status, error_for_transport};
 
@@ -575,27 +576,6 @@ fn priority_tag(priority: Priority) -> Option<&'static str> {
     }
 }
 
-/// Text escaped for HTML.
-fn escape_html(text: &str) -> String {
-    let mut escaped = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => escaped.push_str("&amp;"),
-            '<' => escaped.push_str("&lt;"),
-            '>' => escaped.push_str("&gt;"),
-            '"' => escaped.push_str("&quot;"),
-            '\'' => escaped.push_str("&#39;"),
-            c => escaped.push(c),
-        }
-    }
-    escaped
-}
-
-/// Plain text as HTML: escaped, line breaks as `<br>`.
-fn text_to_html(text: &str) -> String {
-    escape_html(&text.replace("\r\n", "\n")).replace('\n', "<br>")
-}
-
 /// The files Help Scout takes with a thread: each within `max_attachment_bytes`.
 fn limits(max_attachment_bytes: u64) -> super::AttachmentLimits {
     super::AttachmentLimits::per_file(max_attachment_bytes)
@@ -636,7 +616,7 @@ fn thread_text(event: &ConversationEvent, max_attachment_bytes: u64) -> (String,
         html.push_str("<br><br>Attachments:<br>");
         html.push_str(&text_to_html(&listed.join("\n")));
     }
-    html.push_str(&format!("<br><br>{EVENT_MARKER}{}", escape_html(&event.event_id)));
+    html.push_str(&format!("<br><br>{EVENT_MARKER}{}", escape(&event.event_id)));
     (html, uploads)
 }
 
@@ -723,7 +703,7 @@ impl Helpdesk for HelpScout {
     }
 
     async fn has_event(&self, ticket: &TicketRef, event_id: &str) -> Result<bool, HelpdeskError> {
-        let marker = format!("{EVENT_MARKER}{}", escape_html(event_id));
+        let marker = format!("{EVENT_MARKER}{}", escape(event_id));
         let path = format!("/v2/conversations/{}/threads", ticket.id);
         let mut page = 1u64;
         loop {
