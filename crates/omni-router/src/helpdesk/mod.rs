@@ -328,8 +328,8 @@ pub(crate) fn written_text(event: &ConversationEvent) -> &str {
         .unwrap_or_default()
 }
 
-/// What the sender wrote this time (`(no text)` when blank), then the `listed` attachments with
-/// name (`unnamed` when it has none), type, size and where to fetch them.
+/// What the sender wrote this time (`(no text)` when blank), then the `listed` attachments (see
+/// [`listed_attachments`]).
 pub(crate) fn text_with_listed_attachments(event: &ConversationEvent, listed: &[&Attachment], unnamed: &str) -> String {
     let text = written_text(event);
     let mut content = if text.trim().is_empty() {
@@ -338,7 +338,18 @@ pub(crate) fn text_with_listed_attachments(event: &ConversationEvent, listed: &[
         text.to_owned()
     };
     if !listed.is_empty() {
-        content.push_str("\n\n-- \nAttachments:");
+        content.push_str("\n\n");
+        content.push_str(&listed_attachments(listed, unnamed));
+    }
+    content
+}
+
+/// The `listed` attachments under a signature separator, one line each with name (`unnamed`
+/// when it has none), type, size and where to fetch them; empty when there are none.
+pub(crate) fn listed_attachments(listed: &[&Attachment], unnamed: &str) -> String {
+    let mut content = String::new();
+    if !listed.is_empty() {
+        content.push_str("-- \nAttachments:");
         for attachment in listed {
             let name = if attachment.name.is_empty() { unnamed } else { &attachment.name };
             content.push_str(&format!("\n- {name} ({}, {} bytes)", attachment.media_type, attachment.size_bytes));

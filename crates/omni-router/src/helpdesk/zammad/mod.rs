@@ -22,19 +22,27 @@
 //! nothing for customer articles); what the team wrote elsewhere (an outbound event) is an
 //! internal note. Inline attachments travel in the article (base64), up to 20 MB per article;
 //! the others are listed in the text.
+//!
+//! A mail whose HTML shows a JPEG or PNG it carries (`<img src="cid:…">`) becomes an HTML
+//! article: the HTML cleaned (see [`super::html::with_inline_images`]), each such image a
+//! `data:` URL in it, which Zammad turns into an inline image of the article
+//! (`HtmlSanitizer.replace_inline_images` when it creates an article, in Zammad's
+//! `app/controllers/application_controller/creates_ticket_articles.rb`); the other files go as
+//! attachments. Any other mail is a text article (`text/plain`), without the quoted thread.
 
 use std::fmt;
 
 use async_trait::async_trait;
-use omni_proto::v1::{Channel, ConversationEvent, Direction, attachment::Content};
+use omni_proto::v1::{Attachment, Channel, ConversationEvent, Direction, attachment::Content};
 use omni_runtime::{Problems, Validate};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
+use super::html::{InlineHtml, escape, jpeg_or_png, text_to_html, with_inline_images};
 use super::requester::{requestor, subject};
 use super::{
-    FoundTicket, Helpdesk, HelpdeskError, Priority, Routing, TicketRef, attachment_name, split_attachments, text_with_listed_attachments,
-    ticket_tags,
+    FoundTicket, Helpdesk, HelpdeskError, Priority, Routing, TicketRef, attachment_name, listed_attachments, split_attachments,
+    text_with_listed_attachments, ticket_tags,
 };
 
 pub mod replies;
@@ -247,15 +255,20 @@ impl Zammad {
         if !event.subject.trim().is_empty() {
             article.insert("subject".into(), json!(event.subject));
         }
-        article.insert(
-            "body".into(),
-            json!(format!(
-                "{}\n\n{}",
-                text_with_listed_attachments(event, &listed, "attachment"),
-                event_marker(&event.event_id)
-            )),
-        );
-        article.insert("content_type".into(), json!("text/plain"));
+        let inline = with_inline_images(event, &files, jpeg_or_png);
+        let (body, content_type) = match &inline {
+            Some(inline) => (html_body(inline, &listed, &event.event_id), "text/html"),
+            None => (
+                format!(
+                    "{}\n\n{}",
+                    text_with_listed_attachments(event, &listed, "attachment"),
+                    event_marker(&event.event_id)
+                ),
+                "text/plain",
+            ),
+        };
+        article.insert("body".into(), json!(body));
+        article.insert("content_type".into(), json!(content_type));
         if event.direction() == Direction::Outbound {
             article.insert("type".into(), json!("note"));
             article.insert("internal".into(), json!(true));
@@ -272,6 +285,13 @@ impl Zammad {
                 article.insert("from".into(), json!(address));
             }
         }
+        let embedded = inline.map(|inline| inline.embedded).unwrap_or_default();
+        let files: Vec<_> = files
+            .iter()
+            .enumerate()
+            .filter(|(index, _)| !embedded.contains(index))
+            .map(|(_, file)| file)
+            .collect();
         if !files.is_empty() {
             let attachments: Vec<Value> = files
                 .iter()
@@ -299,6 +319,17 @@ impl Zammad {
                 .unwrap_or_default(),
         }
     }
+}
+
+/// An HTML article: the mail's cleaned HTML with its images, then the files not sent (as in a
+/// text article), then the event marker as the last paragraph.
+fn html_body(inline: &InlineHtml, listed: &[&Attachment], event_id: &str) -> String {
+    let mut body = inline.html.clone();
+    if !listed.is_empty() {
+        body.push_str(&format!("<p>{}</p>", text_to_html(&listed_attachments(listed, "attachment"))));
+    }
+    body.push_str(&format!("<p>{}</p>", escape(&event_marker(event_id))));
+    body
 }
 
 /// The line recorded at the end of each article: how `has_event` finds an event again.
@@ -386,15 +417,16 @@ impl Helpdesk for Zammad {
     }
 
     async fn has_event(&self, ticket: &TicketRef, event_id: &str) -> Result<bool, HelpdeskError> {
-        let marker = event_marker(event_id);
+        // Escaped as the last paragraph of an HTML article (the same for the ids omni makes).
+        let (marker, in_html) = (event_marker(event_id), escape(&event_marker(event_id)));
         let articles = self
             .send(self.request(reqwest::Method::GET, &format!("/ticket_articles/by_ticket/{}", ticket.id)))
             .await?;
-        Ok(articles
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|article| article["body"].as_str().is_some_and(|body| body.contains(&marker))))
+        Ok(articles.as_array().into_iter().flatten().any(|article| {
+            article["body"]
+                .as_str()
+                .is_some_and(|body| body.contains(&marker) || body.contains(&in_html))
+        }))
     }
 
     async fn create_ticket(&self, event: &ConversationEvent, routing: &Routing) -> Result<TicketRef, HelpdeskError> {

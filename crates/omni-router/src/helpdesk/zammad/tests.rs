@@ -367,6 +367,49 @@ async fn attachments_travel_base64_in_the_article_and_the_rest_is_listed() {
 }
 
 #[tokio::test]
+async fn a_mail_showing_its_photo_is_an_html_article_with_the_photo_inline() {
+    // `content_type: text/html` (the articles page); Zammad stores each `data:image/(jpeg|png)`
+    // `<img>` of an HTML article as an inline file of it (`HtmlSanitizer.replace_inline_images`,
+    // called from `creates_ticket_articles.rb`).
+    let (url, calls, _) = desk().await;
+    let mut mail = event(FOLLOW_UP, "The lid: [image: lid]");
+    let body = mail.body.get_or_insert_default();
+    body.html = r#"<p>The lid:</p><img src="cid:lid@mail" alt="lid" onerror="steal()"><script>x()</script>"#.into();
+    let file = |name: &str, media_type: &str, content: Content, content_id: &str| Attachment {
+        name: name.into(),
+        media_type: media_type.into(),
+        size_bytes: 4,
+        content: Some(content),
+        inline: !content_id.is_empty(),
+        content_id: content_id.into(),
+        ..Default::default()
+    };
+    mail.attachments = vec![
+        file("receipt.pdf", "application/pdf", Content::Data(b"%PDF".to_vec()), ""),
+        file("lid.jpg", "image/jpeg", Content::Data(vec![0xff, 0xd8, 0xff, 0xe0]), "lid@mail"),
+        file("clip.mov", "video/quicktime", Content::Reference("s3://media/clip".into()), ""),
+    ];
+    let zammad = adapter(&url);
+    zammad.append(&zammad.ticket_ref("5"), &mail).await.unwrap();
+    let sent = calls.lock().unwrap()[0].json();
+    assert_eq!(sent["content_type"], "text/html");
+    assert_eq!(
+        sent["body"],
+        format!(
+            "<p>The lid:</p><img src=\"data:image/jpeg;base64,/9j/4A==\" alt=\"lid\">\
+             <p>-- <br>Attachments:<br>- clip.mov (video/quicktime, 4 bytes): s3://media/clip</p>\
+             <p>[omni-event:{FOLLOW_UP}]</p>"
+        )
+    );
+    assert_eq!(
+        sent["attachments"],
+        json!([{ "filename": "receipt.pdf", "data": "JVBERg==", "mime-type": "application/pdf" }]),
+        "the photo travels in the body only"
+    );
+    assert!(zammad.has_event(&zammad.ticket_ref("5"), FOLLOW_UP).await.unwrap());
+}
+
+#[tokio::test]
 async fn check_reads_the_current_user_and_the_ticket_attributes() {
     let attributes = |names: &[&str]| {
         Value::Array(
