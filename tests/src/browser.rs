@@ -20,10 +20,13 @@ pub struct ChromeDriver {
 }
 
 /// A script that runs Debian's Chromium so that it dies with its parent, ChromeDriver (with
-/// ChromeDriver killed, a browser would run on, orphaned; its own children follow it).
+/// ChromeDriver killed, a browser would run on, orphaned; its own children follow it). It lives
+/// beside the test binary, where files may be run (a `/tmp` mounted `noexec` would refuse it).
 fn reaped_chromium() -> anyhow::Result<(tempfile::TempDir, std::path::PathBuf)> {
     use std::os::unix::fs::PermissionsExt as _;
-    let dir = tempfile::tempdir()?;
+    let binary = std::env::current_exe()?;
+    let beside = binary.parent().context("the test binary has no directory")?;
+    let dir = tempfile::Builder::new().prefix("chromium-").tempdir_in(beside)?;
     let path = dir.path().join("chromium");
     let script = match crate::which("setpriv") {
         Some(setpriv) => format!(
