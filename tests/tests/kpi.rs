@@ -215,3 +215,41 @@ async fn contacts_and_first_responses_are_counted_once_through_a_kill_and_a_repl
     assert!(api.fits(sum.round() as i64), "histogram sum {sum} s");
     Ok(())
 }
+
+/// A conversation quiet for longer than `[notifier.kpi] state_retention_secs` (3 s here) leaves
+/// `omni.state.kpi.v1`: its record is tombstoned (`omni_kpi_state_expired_total`), and
+/// `omni kpi` no longer counts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conversation_quiet_past_the_retention_leaves_the_kpi_state() -> anyhow::Result<()> {
+    let _serial = serial().await;
+    let pipeline = Pipeline::start(&[]).await?;
+    let notifier = pipeline
+        .spawn_beside("notifier", &[("OMNI__NOTIFIER__KPI__STATE_RETENTION_SECS", "3")])
+        .await?;
+    let run = nonce();
+    let message = serde_json::json!({"customer": {"email": format!("sanne-{run}@example.nl")},
+        "text": "Waar blijft mijn pakket?", "external_id": format!("kpi-retention-{run}")});
+    let (status, body) = pipeline.post(omni_e2e::DEV_TOKEN, &message.to_string()).await?;
+    assert_eq!(status, 202, "{body}");
+    let bootstrap = pipeline.broker.bootstrap();
+    // Per key of the state topic, the sizes of its records in order (0: a tombstone).
+    let records = || -> std::collections::HashMap<Vec<u8>, Vec<usize>> {
+        let mut keys = std::collections::HashMap::<Vec<u8>, Vec<usize>>::new();
+        for record in omni_e2e::read_topic(&bootstrap, omni_kafka::topics::STATE_KPI).unwrap_or_default() {
+            keys.entry(record.key.clone()).or_default().push(record.value.len());
+        }
+        keys
+    };
+    eventually("the contact recorded, then tombstoned", TIMEOUT, || {
+        let done = records()
+            .values()
+            .any(|sizes| sizes.first().is_some_and(|len| *len > 0) && sizes.last() == Some(&0));
+        async move { Ok(done) }
+    })
+    .await
+    .map_err(|error| error.context(format!("records: {:?}\nomni-notifier log:\n{}", records(), notifier.log())))?;
+    assert!(notifier.metric("omni_kpi_state_expired_total").await? >= 1.0);
+    let report: Value = serde_json::from_str(&pipeline.omni(&["kpi", "--since", "1h", "--json"])?)?;
+    assert_eq!(report["all"]["contacts"], 0, "{report:#}");
+    Ok(())
+}

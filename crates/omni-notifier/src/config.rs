@@ -69,6 +69,9 @@ pub struct KpiConfig {
     /// Conversations with a message or answer within this many days are kept in memory; a
     /// conversation quiet for longer that gets a new message counts as a new contact.
     pub memory_days: u32,
+    /// A conversation quiet for longer (seconds) is tombstoned in `omni.state.kpi.v1` and leaves
+    /// `omni kpi`; 0 keeps every conversation forever.
+    pub state_retention_secs: u64,
 }
 
 /// `[notifier.channels.<channel>]`.

@@ -38,6 +38,8 @@ use apply::Counted;
 
 /// Key prefix of the state records.
 pub const KEY_PREFIX: &str = "conversation/";
+/// The CloudEvents type of the state records.
+const KIND: &str = "omni.v1.ConversationKpi";
 /// How often (in records written) quiet conversations are dropped from memory.
 const PRUNE_EVERY: u64 = 10_000;
 
@@ -71,10 +73,26 @@ pub async fn run_pipeline(
     };
     let mut memory = pipeline.restore(&client_id).await?;
     let mut assignments = member.assignments();
+    let retention = config.service.kpi.state_retention_secs;
+    let mut expiry = tokio::time::interval(omni_kafka::state::expiry_interval(retention).unwrap_or(Duration::from_secs(3600)));
+    expiry.tick().await;
+    metrics::counter!("omni_kpi_state_expired_total").increment(0);
     context.readiness.ready("kpi");
     loop {
         tokio::select! {
             () = context.shutdown.cancelled() => return Ok(()),
+            _ = expiry.tick(), if retention > 0 => match pipeline.expire(&client_id, &mut memory).await {
+                Ok(expired) => {
+                    metrics::counter!("omni_kpi_state_expired_total").increment(expired as u64);
+                    if expired > 0 {
+                        tracing::info!(expired, "KPI records of conversations quiet past the retention removed");
+                    }
+                    if expired >= omni_kafka::state::EXPIRE_BATCH {
+                        expiry.reset_immediately();
+                    }
+                }
+                Err(error) => tracing::warn!(%error, "KPI records not expired this round"),
+            },
             stall = member.stalled() => {
                 member.rejoin(stall).map_err(|error| Stopped::fatal("cannot subscribe again", error))?;
             }
@@ -133,6 +151,33 @@ impl Kpis<'_> {
         Ok(memory)
     }
 
+    /// One expiry round ([`omni_kafka::state::expire_round`]): the records of conversations
+    /// quiet for longer than `state_retention_secs` (and unreadable ones) are tombstoned, and
+    /// memory forgets every conversation that quiet; one this replica wrote again meanwhile (a
+    /// new message after the read) is written once more, after its tombstone.
+    /// Returns how many were tombstoned.
+    async fn expire(&self, client_id: &str, memory: &mut Memory) -> Result<usize, omni_kafka::state::ExpireError> {
+        let retention = Duration::from_secs(self.config.service.kpi.state_retention_secs);
+        let expiry = omni_kafka::state::Expiry {
+            topic: topics::STATE_KPI,
+            kind: KIND,
+            source: &self.source,
+            timeout: Duration::from_secs(self.config.service.state_restore_timeout_secs),
+        };
+        let past = |value: &[u8]| ConversationKpi::decode(value).map_or(true, |kpi| quiet_for(&kpi, retention));
+        let keys = omni_kafka::state::expire_round(&self.config.kafka, client_id, &self.producer, expiry, past).await?;
+        memory.retain(|_, kpi| !quiet_for(kpi, retention));
+        for id in keys.iter().filter_map(|key| key.strip_prefix(KEY_PREFIX)) {
+            if let Some(kpi) = memory.get(id) {
+                (|| self.write(kpi))
+                    .retry(crate::kafka_backoff())
+                    .when(ProduceError::is_transient)
+                    .await?;
+            }
+        }
+        Ok(keys.len())
+    }
+
     /// Applies one record; writes the conversation's record when it counted something.
     async fn handle(&self, memory: &mut Memory, message: &BorrowedMessage<'_>) -> Result<(), ProduceError> {
         let Some(input) = Input::decode(message) else {
@@ -185,7 +230,7 @@ impl Kpis<'_> {
         let key = format!("{KEY_PREFIX}{}", kpi.conversation_id);
         let headers = CloudEvent {
             id: &key,
-            kind: "omni.v1.ConversationKpi",
+            kind: KIND,
             source: &self.source,
             subject: Some(&kpi.conversation_id),
             time: SystemTime::now(),
@@ -292,10 +337,40 @@ impl Input {
     }
 }
 
+/// Whether the conversation has had no message, answer or solve for `retention` (or never had
+/// a time).
+fn quiet_for(kpi: &ConversationKpi, retention: Duration) -> bool {
+    let Ok(retention) = jiff::SignedDuration::try_from(retention) else {
+        return false;
+    };
+    last_activity(kpi).is_none_or(|at| jiff::Timestamp::now().duration_since(at) >= retention)
+}
+
 /// The conversation's latest message or answer.
 fn last_activity(kpi: &ConversationKpi) -> Option<jiff::Timestamp> {
     [kpi.first_message_at, kpi.waiting_since, kpi.last_reply_at, kpi.solved_at]
         .into_iter()
         .filter_map(apply::time_of)
         .max()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn active(ago: Duration) -> ConversationKpi {
+        ConversationKpi {
+            first_message_at: Some((SystemTime::now() - 2 * ago).into()),
+            last_reply_at: Some((SystemTime::now() - ago).into()),
+            ..apply::fresh("c1")
+        }
+    }
+
+    #[test]
+    fn a_conversation_is_quiet_from_its_latest_activity_on() {
+        let day = Duration::from_secs(86_400);
+        assert!(!quiet_for(&active(day), 2 * day), "answered a day ago, kept two");
+        assert!(quiet_for(&active(3 * day), 2 * day), "answered three days ago");
+        assert!(quiet_for(&apply::fresh("c2"), day), "no time at all: nothing to keep");
+    }
 }
