@@ -42,7 +42,8 @@ pub(crate) struct InlineHtml {
 }
 
 /// The event's HTML body made safe for an agent's browser (ammonia's allow-list: no scripts,
-/// styles, event handlers or forms, and no `data:` URL the sender wrote), each `<img src="cid:…">`
+/// styles, event handlers or forms; no `data:` URL the sender wrote, no relative URL, no remote
+/// image), each `<img src="cid:…">`
 /// naming an inline file among `files` whose type `embeds` takes (and whose bytes came with the
 /// event) turned into a `data:` URL of those bytes; a `cid:` image that names none loses its
 /// source and keeps its `alt` text.
@@ -78,14 +79,16 @@ pub(crate) fn with_inline_images(event: &ConversationEvent, files: &[&Attachment
         let (images, shown) = (Arc::clone(&images), Arc::clone(&shown));
         ammonia::Builder::default()
             .add_url_schemes(["cid"])
+            // A relative URL would point into the helpdesk itself, with the agent's session.
+            .url_relative(ammonia::UrlRelative::Deny)
             .attribute_filter(move |element, attribute, value| {
-                let Some(content_id) = cid(value) else {
-                    return Some(Cow::Borrowed(value));
-                };
+                let content_id = cid(value);
                 if element != "img" || attribute != "src" {
-                    return None;
+                    return content_id.is_none().then_some(Cow::Borrowed(value));
                 }
-                let (index, url) = images.get(content_id.as_ref())?;
+                // Only the images the mail carries: a remote one would tell the sender when an
+                // agent opened the ticket, and from where.
+                let (index, url) = images.get(content_id?.as_ref())?;
                 shown.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(*index);
                 Some(Cow::Owned(url.clone()))
             })
@@ -154,7 +157,7 @@ mod tests {
     #[test]
     fn a_cid_image_becomes_a_data_url_and_the_rest_is_cleaned() {
         let event = mail(
-            r#"<p onclick="x()">Broken <b>lid</b>:</p><img alt="lid" src="cid:lid%40mail"><script>alert(1)</script><img src="data:image/png;base64,AAAA"><a href="javascript:x()">x</a>"#,
+            r#"<p onclick="x()" style="position:fixed">Broken <b>lid</b>:</p><img alt="lid" src="cid:lid%40mail"><script>alert(1)</script><img src="data:image/png;base64,AAAA"><a href="javascript:x()">x</a><img src="https://tracker.example/p.gif"><img src="//tracker.example/q.gif"><a href="/api/v1/users">me</a><img srcset="https://tracker.example/r.gif 2x"><a href="cid:lid@mail">lid</a><a href="https://shop.example/order/1">order</a>"#,
             vec![photo("other@mail", "image/png"), photo("lid@mail", "image/JPEG")],
         );
         let inline = inline(&event).expect("the image is shown");
@@ -165,7 +168,24 @@ mod tests {
             inline.html
         );
         assert!(inline.html.contains("<p>Broken <b>lid</b>:</p>"), "{}", inline.html);
-        for gone in ["script", "onclick", "AAAA", "javascript"] {
+        assert!(
+            inline
+                .html
+                .contains(r#"<a href="https://shop.example/order/1" rel="noopener noreferrer">order</a>"#),
+            "{}",
+            inline.html
+        );
+        for gone in [
+            "script",
+            "onclick",
+            "style",
+            "AAAA",
+            "javascript",
+            "tracker",
+            "/api/",
+            "srcset",
+            r#"href="cid"#,
+        ] {
             assert!(!inline.html.contains(gone), "{gone} left in {}", inline.html);
         }
     }

@@ -407,6 +407,17 @@ async fn a_mail_showing_its_photo_is_an_html_article_with_the_photo_inline() {
         "the photo travels in the body only"
     );
     assert!(zammad.has_event(&zammad.ticket_ref("5"), FOLLOW_UP).await.unwrap());
+    // An id HTML escapes is found as the HTML article holds it.
+    let mut odd = mail.clone();
+    odd.event_id = format!("{FOLLOW_UP}&1");
+    zammad.append(&zammad.ticket_ref("6"), &odd).await.unwrap();
+    assert!(
+        calls.lock().unwrap().last().unwrap().json()["body"]
+            .as_str()
+            .unwrap()
+            .ends_with("&amp;1]</p>")
+    );
+    assert!(zammad.has_event(&zammad.ticket_ref("6"), &odd.event_id).await.unwrap());
 }
 
 #[tokio::test]
