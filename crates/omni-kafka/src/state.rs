@@ -144,6 +144,47 @@ pub async fn expire_round(
     Ok(keys)
 }
 
+/// Expiry rounds beside a service's loop: [`ExpiryRounds::finished`] waits for the next tick,
+/// starts a round and returns its keys when it ends, and may be dropped meanwhile (as a
+/// `tokio::select!` branch that lost) without losing the round, which runs on at the next call.
+/// The loop goes on with its records while a round reads the topic whole; so a record it writes
+/// for a key meanwhile may fall before that key's tombstone, and the caller writes its copy again
+/// when the round returns the key (see [`expire_round`]).
+pub struct ExpiryRounds<'a> {
+    ticks: Option<tokio::time::Interval>,
+    running: Option<futures::future::BoxFuture<'a, Result<Vec<String>, ExpireError>>>,
+}
+
+impl<'a> ExpiryRounds<'a> {
+    /// Rounds [`expiry_interval`] apart for a retention of `retention_secs`, the first one an
+    /// interval after now; none for 0 (kept forever).
+    pub fn new(retention_secs: u64) -> Self {
+        let ticks = expiry_interval(retention_secs).map(|every| tokio::time::interval_at(tokio::time::Instant::now() + every, every));
+        Self { ticks, running: None }
+    }
+
+    /// The keys of the next round that ends (`start` begins one at a tick); pending forever
+    /// without rounds. A full round ([`EXPIRE_BATCH`] keys) is followed by another at once.
+    pub async fn finished(
+        &mut self,
+        start: impl FnOnce() -> futures::future::BoxFuture<'a, Result<Vec<String>, ExpireError>>,
+    ) -> Result<Vec<String>, ExpireError> {
+        let Some(ticks) = &mut self.ticks else {
+            return std::future::pending().await;
+        };
+        if self.running.is_none() {
+            ticks.tick().await;
+            self.running = Some(start());
+        }
+        let round = self.running.as_mut().expect("a round was started").await;
+        self.running = None;
+        if round.as_ref().is_ok_and(|keys| keys.len() >= EXPIRE_BATCH) {
+            ticks.reset_immediately();
+        }
+        round
+    }
+}
+
 /// Reads `topic` from the beginning to its current end and returns the latest value per key
 /// (tombstones remove the key).
 pub async fn read_all(
@@ -255,6 +296,10 @@ fn scan_blocking<S>(
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use futures::FutureExt as _;
+
     use super::*;
 
     #[test]
@@ -263,5 +308,61 @@ mod tests {
         assert_eq!(expiry_interval(4), Some(Duration::from_secs(1)));
         assert_eq!(expiry_interval(600), Some(Duration::from_secs(60)));
         assert_eq!(expiry_interval(90 * 86_400), Some(Duration::from_secs(3600)));
+    }
+
+    /// Retention 10 s: rounds a second apart.
+    const RETENTION_SECS: u64 = 10;
+
+    #[tokio::test]
+    async fn a_round_outlives_the_call_that_started_it() {
+        let mut rounds = ExpiryRounds::new(RETENTION_SECS);
+        let started = AtomicUsize::new(0);
+        let (done, waiting) = tokio::sync::oneshot::channel::<()>();
+        let waiting = waiting.shared();
+        let round = || {
+            started.fetch_add(1, Ordering::Relaxed);
+            let waiting = waiting.clone();
+            async move {
+                let _ = waiting.await;
+                Ok(vec!["customer/a".to_owned()])
+            }
+            .boxed()
+        };
+        // The tick comes after a second; the round then waits: the call is given up (a select
+        // branch that lost), the round is not.
+        let given_up = tokio::time::timeout(Duration::from_secs(3), rounds.finished(round)).await;
+        assert!(given_up.is_err());
+        assert_eq!(started.load(Ordering::Relaxed), 1);
+        done.send(()).unwrap();
+        let keys = rounds
+            .finished(|| panic!("the round in hand runs on; none is started"))
+            .await
+            .unwrap();
+        assert_eq!(keys, ["customer/a"]);
+    }
+
+    #[tokio::test]
+    async fn a_full_round_is_followed_by_another_at_once() {
+        let mut rounds = ExpiryRounds::new(RETENTION_SECS);
+        let full = || async { Ok(vec![String::new(); EXPIRE_BATCH]) }.boxed();
+        let started = Instant::now();
+        rounds.finished(full).await.unwrap();
+        assert!(
+            started.elapsed() >= Duration::from_millis(900),
+            "the first round waits for its tick"
+        );
+        let again = tokio::time::timeout(Duration::from_millis(500), rounds.finished(|| async { Ok(Vec::new()) }.boxed())).await;
+        assert!(again.is_ok(), "a full round leaves keys behind: the next one starts at once");
+    }
+
+    #[tokio::test]
+    async fn no_retention_no_rounds() {
+        let mut rounds = ExpiryRounds::new(0);
+        let never = tokio::time::timeout(
+            Duration::from_millis(200),
+            rounds.finished(|| panic!("kept forever: no round starts")),
+        )
+        .await;
+        assert!(never.is_err());
     }
 }

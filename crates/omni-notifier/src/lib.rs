@@ -98,29 +98,29 @@ async fn run_pipeline(
     let mut memory = state::restore(config, client_id).await?;
     let mut assignments = member.assignments();
     // Acknowledgements past the window decide nothing: tombstoned a tenth of a window apart
-    // (hourly with no window, when none decides anything).
-    let every = omni_kafka::state::expiry_interval(config.service.window_secs).unwrap_or(Duration::from_secs(3600));
-    let mut expiry = tokio::time::interval(every);
-    expiry.tick().await;
+    // (hourly with no window, when none decides anything: a tenth of ten hours), beside the loop.
+    let retention = if config.service.window_secs == 0 {
+        36_000
+    } else {
+        config.service.window_secs
+    };
+    let mut rounds = omni_kafka::state::ExpiryRounds::new(retention);
+    let writer = (&notifier.producer, notifier.source.as_str());
     metrics::counter!("omni_notifier_state_expired_total").increment(0);
     context.readiness.ready("pipeline");
     loop {
         tokio::select! {
             () = context.shutdown.cancelled() => return Ok(()),
-            _ = expiry.tick() => {
-                match state::expire(config, client_id, (&notifier.producer, &notifier.source), &mut memory).await {
-                    Ok(expired) => {
-                        metrics::counter!("omni_notifier_state_expired_total").increment(expired as u64);
-                        if expired > 0 {
-                            tracing::info!(expired, acknowledged = memory.len(), "acknowledgements past their window removed");
-                        }
-                        if expired >= omni_kafka::state::EXPIRE_BATCH {
-                            expiry.reset_immediately();
-                        }
+            round = rounds.finished(|| Box::pin(state::expire_round(config, client_id, writer))) => match round {
+                Ok(keys) => {
+                    state::forget_expired(config, writer, &keys, &mut memory).await?;
+                    metrics::counter!("omni_notifier_state_expired_total").increment(keys.len() as u64);
+                    if !keys.is_empty() {
+                        tracing::info!(expired = keys.len(), acknowledged = memory.len(), "acknowledgements past their window removed");
                     }
-                    Err(error) => tracing::warn!(%error, "acknowledgements not expired this round"),
                 }
-            }
+                Err(error) => tracing::warn!(%error, "acknowledgements not expired this round"),
+            },
             stall = member.stalled() => {
                 member.rejoin(stall).map_err(|error| Stopped::fatal("cannot subscribe again", error))?;
             }

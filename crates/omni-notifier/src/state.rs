@@ -1,7 +1,7 @@
 //! The notifier's state in `omni.state.notifier.v1`: each customer's latest acknowledgement.
 //!
 //! A record only decides within `window_secs` of its acknowledgement, so past it the record is
-//! tombstoned and forgotten ([`expire`]): the topic and memory follow the customers acknowledged
+//! tombstoned and forgotten ([`expire_round`], [`forget_expired`]): the topic and memory follow the customers acknowledged
 //! within the window, not every customer ever.
 
 use std::collections::HashMap;
@@ -49,13 +49,12 @@ fn within(record: &AcknowledgementRecord, window: Duration) -> bool {
 const KIND: &str = "omni.v1.AcknowledgementRecord";
 
 /// One expiry round ([`omni_kafka::state::expire_round`]): records past the window are
-/// tombstoned, and memory keeps only those within it; returns how many keys were tombstoned.
-pub async fn expire(
+/// tombstoned; returns their keys for [`forget_expired`].
+pub async fn expire_round(
     config: &NotifierServiceConfig,
     client_id: &str,
     writer: (&Producer, &str),
-    memory: &mut Memory,
-) -> Result<usize, omni_kafka::state::ExpireError> {
+) -> Result<Vec<String>, omni_kafka::state::ExpireError> {
     let window = Duration::from_secs(config.service.window_secs);
     let (producer, source) = writer;
     let expiry = omni_kafka::state::Expiry {
@@ -66,9 +65,26 @@ pub async fn expire(
     };
     // An unreadable record decides nothing either.
     let past = |value: &[u8]| AcknowledgementRecord::decode(value).map_or(true, |record| !within(&record, window));
-    let keys = omni_kafka::state::expire_round(&config.kafka, client_id, producer, expiry, past).await?;
+    omni_kafka::state::expire_round(&config.kafka, client_id, producer, expiry, past).await
+}
+
+/// After a round: memory keeps only the records within the window, and one tombstoned while
+/// this replica's copy is within it (an acknowledgement sent during the round) is written again,
+/// after its tombstone.
+pub async fn forget_expired(
+    config: &NotifierServiceConfig,
+    writer: (&Producer, &str),
+    keys: &[String],
+    memory: &mut Memory,
+) -> Result<(), ProduceError> {
+    let window = Duration::from_secs(config.service.window_secs);
     memory.retain(|_, record| within(record, window));
-    Ok(keys.len())
+    for key in keys {
+        if let Some(record) = memory.get(key) {
+            write(writer.0, writer.1, key, record).await?;
+        }
+    }
+    Ok(())
 }
 
 /// Writes a customer's latest acknowledgement and waits for the broker.

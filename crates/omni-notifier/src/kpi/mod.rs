@@ -16,6 +16,9 @@
 //! The three topics are keyed by conversation id with the same partition count, and librdkafka's
 //! range assignor gives a member the same partitions of each, so several replicas keep apart.
 //! `omni kpi` reads the state topic ([`report`]).
+//!
+//! Bounded: a conversation quiet for longer than `state_retention_secs` is tombstoned by rounds
+//! beside the pipeline ([`omni_kafka::state::ExpiryRounds`]).
 
 pub mod apply;
 pub mod report;
@@ -73,22 +76,18 @@ pub async fn run_pipeline(
     };
     let mut memory = pipeline.restore(&client_id).await?;
     let mut assignments = member.assignments();
-    let retention = config.service.kpi.state_retention_secs;
-    let mut expiry = tokio::time::interval(omni_kafka::state::expiry_interval(retention).unwrap_or(Duration::from_secs(3600)));
-    expiry.tick().await;
+    let mut rounds = omni_kafka::state::ExpiryRounds::new(config.service.kpi.state_retention_secs);
     metrics::counter!("omni_kpi_state_expired_total").increment(0);
     context.readiness.ready("kpi");
     loop {
         tokio::select! {
             () = context.shutdown.cancelled() => return Ok(()),
-            _ = expiry.tick(), if retention > 0 => match pipeline.expire(&client_id, &mut memory).await {
-                Ok(expired) => {
-                    metrics::counter!("omni_kpi_state_expired_total").increment(expired as u64);
-                    if expired > 0 {
-                        tracing::info!(expired, "KPI records of conversations quiet past the retention removed");
-                    }
-                    if expired >= omni_kafka::state::EXPIRE_BATCH {
-                        expiry.reset_immediately();
+            round = rounds.finished(|| Box::pin(pipeline.expire_round(&client_id))) => match round {
+                Ok(keys) => {
+                    pipeline.forget_expired(&keys, &mut memory).await?;
+                    metrics::counter!("omni_kpi_state_expired_total").increment(keys.len() as u64);
+                    if !keys.is_empty() {
+                        tracing::info!(expired = keys.len(), "KPI records of conversations quiet past the retention removed");
                     }
                 }
                 Err(error) => tracing::warn!(%error, "KPI records not expired this round"),
@@ -152,11 +151,9 @@ impl Kpis<'_> {
     }
 
     /// One expiry round ([`omni_kafka::state::expire_round`]): the records of conversations
-    /// quiet for longer than `state_retention_secs` (and unreadable ones) are tombstoned, and
-    /// memory forgets every conversation that quiet; one this replica wrote again meanwhile (a
-    /// new message after the read) is written once more, after its tombstone.
-    /// Returns how many were tombstoned.
-    async fn expire(&self, client_id: &str, memory: &mut Memory) -> Result<usize, omni_kafka::state::ExpireError> {
+    /// quiet for longer than `state_retention_secs` (and unreadable ones) are tombstoned; returns
+    /// their keys for [`Self::forget_expired`].
+    async fn expire_round(&self, client_id: &str) -> Result<Vec<String>, omni_kafka::state::ExpireError> {
         let retention = Duration::from_secs(self.config.service.kpi.state_retention_secs);
         let expiry = omni_kafka::state::Expiry {
             topic: topics::STATE_KPI,
@@ -165,7 +162,14 @@ impl Kpis<'_> {
             timeout: Duration::from_secs(self.config.service.state_restore_timeout_secs),
         };
         let past = |value: &[u8]| ConversationKpi::decode(value).map_or(true, |kpi| quiet_for(&kpi, retention));
-        let keys = omni_kafka::state::expire_round(&self.config.kafka, client_id, &self.producer, expiry, past).await?;
+        omni_kafka::state::expire_round(&self.config.kafka, client_id, &self.producer, expiry, past).await
+    }
+
+    /// After a round: memory forgets every conversation quiet past the retention, and a record
+    /// tombstoned while this replica's copy is newer (a message handled during the round) is
+    /// written again, after its tombstone.
+    async fn forget_expired(&self, keys: &[String], memory: &mut Memory) -> Result<(), ProduceError> {
+        let retention = Duration::from_secs(self.config.service.kpi.state_retention_secs);
         memory.retain(|_, kpi| !quiet_for(kpi, retention));
         for id in keys.iter().filter_map(|key| key.strip_prefix(KEY_PREFIX)) {
             if let Some(kpi) = memory.get(id) {
@@ -175,7 +179,7 @@ impl Kpis<'_> {
                     .await?;
             }
         }
-        Ok(keys.len())
+        Ok(())
     }
 
     /// Applies one record; writes the conversation's record when it counted something.
