@@ -3,10 +3,10 @@
 //! restore state, by `omni tail`, and by the end-to-end tests.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::{Offset, TopicPartitionList};
 
 /// The end offsets (high watermarks) of a topic's partitions when reading began.
@@ -37,14 +37,28 @@ impl TopicEnds {
 }
 
 /// Assigns every partition of `topic` to `consumer`, starting at `start`, and returns where
-/// each non-empty partition ended.
+/// each non-empty partition ended; each broker request may take `timeout`.
 pub fn assign_whole_topic<C: ConsumerContext>(
     consumer: &BaseConsumer<C>,
     topic: &str,
     start: Offset,
     timeout: Duration,
 ) -> Result<TopicEnds, KafkaError> {
-    let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
+    assign_whole_topic_until(consumer, topic, start, Instant::now() + timeout, &|| true)
+}
+
+/// [`assign_whole_topic`] within one `deadline` for all its broker requests, looking at
+/// `go_on` at least every [`SLICE`] while the broker does not answer: a caller that gave up
+/// (a shutdown) is not held for a request per partition, each as long as the whole read may be.
+/// Fails with the broker's timeout error when the deadline passes or `go_on` says stop.
+pub fn assign_whole_topic_until<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+    start: Offset,
+    deadline: Instant,
+    go_on: &dyn Fn() -> bool,
+) -> Result<TopicEnds, KafkaError> {
+    let metadata = in_slices(deadline, go_on, |slice| consumer.fetch_metadata(Some(topic), slice))?;
     let partitions: Vec<i32> = metadata
         .topics()
         .iter()
@@ -53,7 +67,7 @@ pub fn assign_whole_topic<C: ConsumerContext>(
     let mut assignment = TopicPartitionList::new();
     let mut remaining = HashMap::new();
     for partition in &partitions {
-        let (low, high) = consumer.fetch_watermarks(topic, *partition, timeout)?;
+        let (low, high) = in_slices(deadline, go_on, |slice| consumer.fetch_watermarks(topic, *partition, slice))?;
         assignment.add_partition_offset(topic, *partition, start)?;
         if high > low {
             remaining.insert(*partition, high);
@@ -64,6 +78,37 @@ pub fn assign_whole_topic<C: ConsumerContext>(
         partitions: partitions.len(),
         remaining,
     })
+}
+
+/// Longest one broker request of [`assign_whole_topic_until`] waits before its caller's
+/// `go_on` is looked at again.
+pub const SLICE: Duration = Duration::from_secs(1);
+
+/// `request` with at most [`SLICE`] at a time, again after each timeout while `deadline` has
+/// not passed and `go_on` says so.
+fn in_slices<T>(deadline: Instant, go_on: &dyn Fn() -> bool, request: impl Fn(Duration) -> Result<T, KafkaError>) -> Result<T, KafkaError> {
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match request(left.min(SLICE)) {
+            Err(error) if timed_out(&error) && !left.is_zero() && go_on() => continue,
+            answer => return answer,
+        }
+    }
+}
+
+/// Whether a metadata or watermark request ran out of time without an answer (librdkafka names
+/// the last transport failure when the broker could not be reached meanwhile), rather than being
+/// answered with an error.
+fn timed_out(error: &KafkaError) -> bool {
+    matches!(
+        error,
+        KafkaError::MetadataFetch(
+            RDKafkaErrorCode::OperationTimedOut
+                | RDKafkaErrorCode::RequestTimedOut
+                | RDKafkaErrorCode::BrokerTransportFailure
+                | RDKafkaErrorCode::AllBrokersDown
+        )
+    )
 }
 
 /// A consumer of its own (`<client_id>-<purpose>`, committing nothing) that every replica uses to
@@ -104,5 +149,42 @@ mod tests {
         ends.read(0, 1);
         assert!(ends.caught_up());
         assert_eq!(ends.partitions(), 3);
+    }
+
+    /// A consumer of a broker that is not there (nothing listens on port 1).
+    fn stranded() -> BaseConsumer {
+        rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", "127.0.0.1:1")
+            .set("log_level", "0")
+            .create()
+            .expect("a consumer")
+    }
+
+    #[test]
+    fn a_caller_that_gives_up_is_not_held_for_the_whole_deadline() {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopper = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(300));
+                stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            })
+        };
+        let started = Instant::now();
+        let go_on = || !stop.load(std::sync::atomic::Ordering::Relaxed);
+        let read = assign_whole_topic_until(&stranded(), "t", Offset::Beginning, started + Duration::from_secs(300), &go_on);
+        stopper.join().unwrap();
+        assert!(read.is_err());
+        // Given up within a slice or two of the stop, far inside the 300 s deadline.
+        assert!(started.elapsed() < Duration::from_secs(30), "held {:?}", started.elapsed());
+    }
+
+    #[test]
+    fn the_deadline_holds_for_all_requests_together() {
+        let started = Instant::now();
+        let read = assign_whole_topic_until(&stranded(), "t", Offset::Beginning, started + Duration::from_secs(2), &|| true);
+        assert!(read.is_err());
+        let took = started.elapsed();
+        assert!(took >= Duration::from_secs(2) && took < Duration::from_secs(30), "took {took:?}");
     }
 }

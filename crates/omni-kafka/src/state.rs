@@ -263,7 +263,20 @@ fn scan_blocking<S>(
         .create()
         .map_err(kafka)?;
     let timeout = until.timeout;
-    let mut ends = crate::reader::assign_whole_topic(&consumer, topic, Offset::Beginning, timeout).map_err(kafka)?;
+    let go_on = || !until.cancelled.load(Ordering::Relaxed);
+    let mut ends =
+        crate::reader::assign_whole_topic_until(&consumer, topic, Offset::Beginning, started + timeout, &go_on).map_err(|error| {
+            if !go_on() {
+                StateError::Cancelled { topic: topic.to_owned() }
+            } else if started.elapsed() >= timeout {
+                StateError::Timeout {
+                    topic: topic.to_owned(),
+                    timeout,
+                }
+            } else {
+                kafka(error)
+            }
+        })?;
     let mut records = 0_u64;
     while !ends.caught_up() {
         if started.elapsed() > timeout {
