@@ -64,6 +64,8 @@ pub struct BenchOptions {
     pub seed: u64,
     /// `[kafka.producer] compression` of the services and of the baseline copy.
     pub compression: String,
+    /// `[kafka.producer] linger_ms` of the services and of the baseline copy.
+    pub linger_ms: u32,
     /// Router sweep: the stub's delays per request (ms) ...
     pub sweep_delays_ms: Vec<u64>,
     /// ... at each of these `max_in_flight` bounds ...
@@ -99,8 +101,9 @@ impl BenchOptions {
 /// change to the router; no baseline copy, so no ratio. Returns the runs and the problems found
 /// (events not once, conversations out of order).
 pub async fn router_only(options: &BenchOptions) -> anyhow::Result<(Vec<SweepRun>, Vec<String>)> {
+    let linger = options.linger_ms.to_string();
     let mut stack = Stack::start(&[
-        ("OMNI__KAFKA__PRODUCER__LINGER_MS", "5"),
+        ("OMNI__KAFKA__PRODUCER__LINGER_MS", &linger),
         ("OMNI__KAFKA__PRODUCER__COMPRESSION", &options.compression),
     ])
     .await?;
@@ -369,8 +372,9 @@ const BASELINE_TOPIC: &str = "omni.bench.baseline.v1";
 
 /// Runs the benchmark.
 pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
+    let linger = options.linger_ms.to_string();
     let mut stack = Stack::start(&[
-        ("OMNI__KAFKA__PRODUCER__LINGER_MS", "5"),
+        ("OMNI__KAFKA__PRODUCER__LINGER_MS", &linger),
         ("OMNI__KAFKA__PRODUCER__COMPRESSION", &options.compression),
     ])
     .await?;
@@ -501,7 +505,7 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
 
     // 3. Baseline.
     println!("bench: baseline copy of {raw_total} raw records");
-    let baseline = baseline(&stack.pipeline.broker.bootstrap(), raw_total, &options.compression).await?;
+    let baseline = baseline(&stack.pipeline.broker.bootstrap(), raw_total, &options.compression, &linger).await?;
 
     let stage = |name: &str, times: &mut Vec<i64>| {
         times.sort_unstable();
@@ -696,8 +700,8 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
 
 /// The least possible work on the same broker: consume every raw record and produce it to
 /// another topic with the services' producer settings (acks=all, not idempotent, one request in
-/// flight, `compression`, linger 5 ms), until `expected` are copied.
-async fn baseline(bootstrap: &str, expected: usize, compression: &str) -> anyhow::Result<Stage> {
+/// flight, `compression`, `linger` ms), until `expected` are copied.
+async fn baseline(bootstrap: &str, expected: usize, compression: &str, linger: &str) -> anyhow::Result<Stage> {
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
     // Like the raw topics: three partitions (tansu creates no topic on its own).
     let admin: AdminClient<_> = ClientConfig::new().set("bootstrap.servers", bootstrap).create()?;
@@ -709,7 +713,7 @@ async fn baseline(bootstrap: &str, expected: usize, compression: &str) -> anyhow
             bail!("cannot create {name}: {code}");
         }
     }
-    let (bootstrap, compression) = (bootstrap.to_owned(), compression.to_owned());
+    let (bootstrap, compression, linger) = (bootstrap.to_owned(), compression.to_owned(), linger.to_owned());
     tokio::task::spawn_blocking(move || {
         let consumer: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", &bootstrap)
@@ -726,7 +730,7 @@ async fn baseline(bootstrap: &str, expected: usize, compression: &str) -> anyhow
             .set("enable.idempotence", "false")
             .set("max.in.flight.requests.per.connection", "1")
             .set("compression.type", &compression)
-            .set("linger.ms", "5")
+            .set("linger.ms", &linger)
             .create()?;
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         let mut pending = Vec::new();
@@ -821,7 +825,7 @@ impl BenchReport {
         );
         let channels: Vec<String> = self.burst_by_channel.iter().map(|(k, v)| format!("{k} {v}")).collect();
         out.push_str(&format!(
-            "Burst: {} messages ({}), mean {:.1} KiB, {}% follow-ups, {} senders, seed {}. Steady: {}/s for {} s. Producer compression: {}.\n\n",
+            "Burst: {} messages ({}), mean {:.1} KiB, {}% follow-ups, {} senders, seed {}. Steady: {}/s for {} s. Producer compression: {}, linger {} ms.\n\n",
             o.messages,
             channels.join(", "),
             self.burst_mean_bytes / 1024.0,
@@ -830,7 +834,8 @@ impl BenchReport {
             o.seed,
             o.rate,
             o.steady_secs,
-            o.compression
+            o.compression,
+            o.linger_ms
         ));
         out.push_str("## Throughput (burst)\n\n| stage | records | seconds | records/s | x baseline |\n|---|---:|---:|---:|---:|\n");
         for stage in std::iter::once(&self.baseline).chain(&self.stages) {

@@ -44,6 +44,10 @@ struct Args {
     /// gzip); the embedded default is none.
     #[arg(long, default_value = "none", value_parser = PossibleValuesParser::new(Compression::ALL.map(Compression::as_str)))]
     compression: String,
+    /// `[kafka.producer] linger_ms` for the services and the baseline copy (the embedded
+    /// default is 5).
+    #[arg(long, default_value_t = 5)]
+    linger_ms: u32,
     /// Router sweep: the helpdesk stub's delays per request, ms.
     #[arg(long, value_delimiter = ',', default_value = "0,100,300")]
     sweep_delays_ms: Vec<u64>,
@@ -83,6 +87,7 @@ async fn main() -> anyhow::Result<()> {
         burst_webhooks: args.burst_webhooks,
         seed: args.seed,
         compression: args.compression,
+        linger_ms: args.linger_ms,
         sweep_delays_ms: args.sweep_delays_ms,
         sweep_in_flight: args.sweep_in_flight,
         sweep_events: args.sweep_events,
