@@ -117,6 +117,27 @@ pub enum ExpireError {
     /// A tombstone was not written.
     #[error(transparent)]
     Write(#[from] ProduceError),
+    /// Some of a round's tombstones were not acknowledged ([`expire_round`]); any of them may
+    /// have landed.
+    #[error("{source} (tombstoning {} keys)", keys.len())]
+    Tombstones {
+        /// The keys of every tombstone sent.
+        keys: Vec<String>,
+        /// The first failure.
+        #[source]
+        source: ProduceError,
+    },
+}
+
+impl ExpireError {
+    /// The keys a failed round sent tombstones for: the caller writes again what it holds newer
+    /// for them, as after a round that ended well (a tombstone may have landed).
+    pub fn sent_keys(&self) -> &[String] {
+        match self {
+            Self::Tombstones { keys, .. } => keys,
+            Self::Read(_) | Self::Write(_) => &[],
+        }
+    }
 }
 
 /// One expiry round: reads the topic whole (what every replica wrote, not this replica's view,
@@ -124,7 +145,8 @@ pub enum ExpireError {
 /// latest value `expired` says is past, waits for the broker, and returns those keys for the
 /// caller to forget. A write for one of them after the read and before its tombstone is
 /// deleted by it: the caller forgets a key only if its own copy is past too, and writes its
-/// newer copy again.
+/// newer copy again, also after a round that failed on its tombstones
+/// ([`ExpireError::sent_keys`]).
 pub async fn expire_round(
     config: &KafkaConfig,
     client_id: &str,
@@ -140,8 +162,10 @@ pub async fn expire_round(
         .take(EXPIRE_BATCH)
         .collect();
     drop(records);
-    tombstone(producer, expiry.topic, expiry.kind, expiry.source, &keys).await?;
-    Ok(keys)
+    match tombstone(producer, expiry.topic, expiry.kind, expiry.source, &keys).await {
+        Ok(()) => Ok(keys),
+        Err(source) => Err(ExpireError::Tombstones { keys, source }),
+    }
 }
 
 /// Expiry rounds beside a service's loop: [`ExpiryRounds::finished`] waits for the next tick,
@@ -159,7 +183,13 @@ impl<'a> ExpiryRounds<'a> {
     /// Rounds [`expiry_interval`] apart for a retention of `retention_secs`, the first one an
     /// interval after now; none for 0 (kept forever).
     pub fn new(retention_secs: u64) -> Self {
-        let ticks = expiry_interval(retention_secs).map(|every| tokio::time::interval_at(tokio::time::Instant::now() + every, every));
+        let ticks = expiry_interval(retention_secs).map(|every| {
+            let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            // A round longer than the interval (a large topic, a read that timed out) is followed
+            // by the next an interval later, not at once.
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ticks
+        });
         Self { ticks, running: None }
     }
 
@@ -266,15 +296,11 @@ fn scan_blocking<S>(
     let go_on = || !until.cancelled.load(Ordering::Relaxed);
     let mut ends =
         crate::reader::assign_whole_topic_until(&consumer, topic, Offset::Beginning, started + timeout, &go_on).map_err(|error| {
-            if !go_on() {
-                StateError::Cancelled { topic: topic.to_owned() }
-            } else if started.elapsed() >= timeout {
-                StateError::Timeout {
-                    topic: topic.to_owned(),
-                    timeout,
-                }
-            } else {
+            if go_on() {
+                // The broker's own error (an unreachable one: a transport failure).
                 kafka(error)
+            } else {
+                StateError::Cancelled { topic: topic.to_owned() }
             }
         })?;
     let mut records = 0_u64;

@@ -22,7 +22,8 @@ pub struct NotifierConfig {
     pub instance_id: String,
     /// Seconds to finish the delivery in hand after SIGTERM.
     pub drain_timeout_secs: u64,
-    /// Longest time to read `omni.state.notifier.v1` at start-up, in seconds.
+    /// Longest time to read `omni.state.notifier.v1` or `omni.state.kpi.v1`, at start-up and in
+    /// each expiry round, in seconds.
     pub state_restore_timeout_secs: u64,
     /// A customer gets at most one acknowledgement in this many seconds, however many tickets
     /// they open.

@@ -119,7 +119,10 @@ async fn run_pipeline(
                         tracing::info!(expired = keys.len(), acknowledged = memory.len(), "acknowledgements past their window removed");
                     }
                 }
-                Err(error) => tracing::warn!(%error, "acknowledgements not expired this round"),
+                Err(error) => {
+                    state::forget_expired(config, writer, error.sent_keys(), &mut memory).await?;
+                    tracing::warn!(%error, "acknowledgements not expired this round");
+                }
             },
             stall = member.stalled() => {
                 member.rejoin(stall).map_err(|error| Stopped::fatal("cannot subscribe again", error))?;

@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
+use backon::Retryable as _;
 use omni_kafka::state::StateError;
 use omni_kafka::{CloudEvent, ProduceError, Producer, topics};
 use omni_proto::v1::AcknowledgementRecord;
@@ -81,7 +82,10 @@ pub async fn forget_expired(
     memory.retain(|_, record| within(record, window));
     for key in keys {
         if let Some(record) = memory.get(key) {
-            write(writer.0, writer.1, key, record).await?;
+            (|| write(writer.0, writer.1, key, record))
+                .retry(crate::kafka_backoff())
+                .when(ProduceError::is_transient)
+                .await?;
         }
     }
     Ok(())

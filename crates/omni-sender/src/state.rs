@@ -188,12 +188,14 @@ pub async fn expire(
         source,
         timeout: Duration::from_secs(config.service.state_restore_timeout_secs),
     };
-    let keys = omni_kafka::state::expire_round(&config.kafka, client_id, producer, expiry, |value| expired(value, cutoff)).await?;
-    let newer = memory.lock().expect("sender memory").forget(&keys, cutoff);
+    let round = omni_kafka::state::expire_round(&config.kafka, client_id, producer, expiry, |value| expired(value, cutoff)).await;
+    // After a round that failed on its tombstones too: any of them may have landed.
+    let keys = round.as_ref().map_or_else(|error| error.sent_keys(), Vec::as_slice);
+    let newer = memory.lock().expect("sender memory").forget(keys, cutoff);
     for (key, entry) in newer {
         write(producer, source, &key, entry).await?;
     }
-    Ok(keys.len())
+    round.map(|keys| keys.len())
 }
 
 #[cfg(test)]

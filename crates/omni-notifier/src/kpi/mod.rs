@@ -90,7 +90,10 @@ pub async fn run_pipeline(
                         tracing::info!(expired = keys.len(), "KPI records of conversations quiet past the retention removed");
                     }
                 }
-                Err(error) => tracing::warn!(%error, "KPI records not expired this round"),
+                Err(error) => {
+                    pipeline.forget_expired(error.sent_keys(), &mut memory).await?;
+                    tracing::warn!(%error, "KPI records not expired this round");
+                }
             },
             stall = member.stalled() => {
                 member.rejoin(stall).map_err(|error| Stopped::fatal("cannot subscribe again", error))?;
