@@ -37,7 +37,7 @@ impl TopicEnds {
 }
 
 /// Assigns every partition of `topic` to `consumer`, starting at `start`, and returns where
-/// each non-empty partition ended; each broker request may take `timeout`.
+/// each non-empty partition ended; its broker requests take `timeout` in all.
 pub fn assign_whole_topic<C: ConsumerContext>(
     consumer: &BaseConsumer<C>,
     topic: &str,
@@ -48,9 +48,10 @@ pub fn assign_whole_topic<C: ConsumerContext>(
 }
 
 /// [`assign_whole_topic`] within one `deadline` for all its broker requests, looking at
-/// `go_on` at least every [`SLICE`] while the broker does not answer: a caller that gave up
-/// (a shutdown) is not held for a request per partition, each as long as the whole read may be.
-/// Fails with the broker's timeout error when the deadline passes or `go_on` says stop.
+/// `go_on` between tries while the broker does not answer (the first waits [`SLICE`], each next
+/// twice as long): a caller that gave up (a shutdown) is not held for a request per partition,
+/// each as long as the whole read may be. Fails with the broker's last error when the deadline
+/// passes or `go_on` says stop.
 pub fn assign_whole_topic_until<C: ConsumerContext>(
     consumer: &BaseConsumer<C>,
     topic: &str,
@@ -80,17 +81,27 @@ pub fn assign_whole_topic_until<C: ConsumerContext>(
     })
 }
 
-/// Longest one broker request of [`assign_whole_topic_until`] waits before its caller's
-/// `go_on` is looked at again.
+/// How long the first try of a broker request of [`assign_whole_topic_until`] waits before its
+/// caller's `go_on` is looked at; each next try waits twice as long (a broker slower than one
+/// slice still gets to answer).
 pub const SLICE: Duration = Duration::from_secs(1);
 
-/// `request` with at most [`SLICE`] at a time, again after each timeout while `deadline` has
-/// not passed and `go_on` says so.
+/// Least time between two tries (a failure reported at once is not asked again in a spin).
+const PAUSE: Duration = Duration::from_millis(100);
+
+/// `request` with [`SLICE`], then twice as long each time, again after each timeout while
+/// `deadline` has not passed and `go_on` says so.
 fn in_slices<T>(deadline: Instant, go_on: &dyn Fn() -> bool, request: impl Fn(Duration) -> Result<T, KafkaError>) -> Result<T, KafkaError> {
+    let mut slice = SLICE;
     loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match request(left.min(SLICE)) {
-            Err(error) if timed_out(&error) && !left.is_zero() && go_on() => continue,
+        let tried = Instant::now();
+        let left = deadline.saturating_duration_since(tried);
+        match request(left.min(slice)) {
+            Err(error) if timed_out(&error) && !left.is_zero() && go_on() => {
+                let pause = PAUSE.saturating_sub(tried.elapsed());
+                std::thread::sleep(pause.min(deadline.saturating_duration_since(Instant::now())));
+                slice = slice.saturating_mul(2);
+            }
             answer => return answer,
         }
     }

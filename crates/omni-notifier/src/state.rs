@@ -1,8 +1,8 @@
 //! The notifier's state in `omni.state.notifier.v1`: each customer's latest acknowledgement.
 //!
 //! A record only decides within `window_secs` of its acknowledgement, so past it the record is
-//! tombstoned and forgotten ([`expire_round`], [`forget_expired`]): the topic and memory follow the customers acknowledged
-//! within the window, not every customer ever.
+//! tombstoned and forgotten ([`expire_round`], [`forget_expired`]): the topic and memory follow
+//! the customers acknowledged within the window, not every customer ever.
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
