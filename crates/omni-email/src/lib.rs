@@ -86,16 +86,44 @@ pub async fn append_messages(
     messages: impl IntoIterator<Item = Vec<u8>>,
     mut progress: impl FnMut(usize),
 ) -> anyhow::Result<usize> {
-    let mut session = connect::open(mailbox).await?;
+    let mut appender = Appender::open(mailbox).await?;
     let mut appended = 0;
     for message in messages {
-        session
-            .append(folder, None, None, &message)
+        appender
+            .append(folder, &message)
             .await
-            .map_err(|error| anyhow::anyhow!("APPEND to `{folder}` failed after {appended} messages: {error}"))?;
+            .map_err(|error| anyhow::anyhow!("{error:#} (after {appended} messages)"))?;
         appended += 1;
         progress(appended);
     }
-    session.logout().await.ok();
+    appender.logout().await;
     Ok(appended)
+}
+
+/// One logged-in IMAP session that files messages with APPEND, kept open across messages as a
+/// mail client keeps it (a new session per message costs a TCP and login round trip each).
+pub struct Appender {
+    session: connect::ImapSession,
+}
+
+impl Appender {
+    /// Opens a session with the mailbox's security and login.
+    pub async fn open(mailbox: &config::MailboxConfig) -> anyhow::Result<Self> {
+        Ok(Self {
+            session: connect::open(mailbox).await?,
+        })
+    }
+
+    /// Files one message into `folder`. After an error the session may be unusable: open another.
+    pub async fn append(&mut self, folder: &str, message: &[u8]) -> anyhow::Result<()> {
+        self.session
+            .append(folder, None, None, message)
+            .await
+            .map_err(|error| anyhow::anyhow!("APPEND to `{folder}` failed: {error}"))
+    }
+
+    /// Logs out (errors ignored: the server closes the connection either way).
+    pub async fn logout(mut self) {
+        self.session.logout().await.ok();
+    }
 }
