@@ -366,6 +366,9 @@ impl RssSampler {
 }
 
 const BROKER: &str = "broker (tansu)";
+/// The benchmark's own process (on the same cores): the load's senders, the helpdesk stub and
+/// the checks that poll it; not part of the pipeline, listed so its share of the cores shows.
+const BENCH: &str = "load and stub (omni-bench)";
 
 /// Where the baseline copies the raw records (on the benchmark's own broker only).
 const BASELINE_TOPIC: &str = "omni.bench.baseline.v1";
@@ -385,10 +388,12 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
         .filter_map(|name| Some((name.to_string(), stack.service(name).pid()?)))
         .collect();
     pids.extend(stack.pipeline.broker.pid().map(|pid| (BROKER.to_owned(), pid)));
+    pids.push((BENCH.to_owned(), std::process::id()));
     let (rss, sampler) = RssSampler::start(pids);
     let broker_pid = stack.pipeline.broker.pid();
     let mut usage_start: HashMap<&str, Usage> = stack.usage().into_iter().filter_map(|(n, u)| Some((n, u?))).collect();
     usage_start.extend(broker_pid.and_then(Usage::of).map(|u| (BROKER, u)));
+    usage_start.extend(Usage::of(std::process::id()).map(|u| (BENCH, u)));
 
     // 1. Burst.
     let items: Vec<Item> = (0..options.messages)
@@ -416,6 +421,7 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
     wait_delivered(&stack, &steady, &markers, Duration::from_secs(600)).await?;
     let mut usage_end: HashMap<&str, Usage> = stack.usage().into_iter().filter_map(|(n, u)| Some((n, u?))).collect();
     usage_end.extend(broker_pid.and_then(Usage::of).map(|u| (BROKER, u)));
+    usage_end.extend(Usage::of(std::process::id()).map(|u| (BENCH, u)));
 
     // Figures from the topics.
     let seq_of_phase = |seq: u64| if seq < options.messages as u64 { "burst" } else { "steady" };
@@ -659,8 +665,9 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
 
     let total = (burst.len() + steady.len()) as f64;
     let mut services = Vec::new();
-    let usage_final: HashMap<&str, Usage> = stack.usage().into_iter().filter_map(|(n, u)| Some((n, u?))).collect();
-    for name in SERVICES.into_iter().chain([BROKER]) {
+    let mut usage_final: HashMap<&str, Usage> = stack.usage().into_iter().filter_map(|(n, u)| Some((n, u?))).collect();
+    usage_final.extend(Usage::of(std::process::id()).map(|u| (BENCH, u)));
+    for name in SERVICES.into_iter().chain([BROKER, BENCH]) {
         let (Some(start), Some(end)) = (usage_start.get(name), usage_end.get(name)) else {
             continue;
         };

@@ -85,6 +85,20 @@ impl Mailbox {
         self.doveadm(&["save", "-u", "support", "-m", &self.folder], Some(message));
     }
 
+    /// The folder as a mailbox of the email connector's config (account `support`, plain IMAP
+    /// on loopback), for filing with [`omni_email::Appender`].
+    pub fn imap_config(&self) -> omni_email::MailboxConfig {
+        serde_json::from_value(serde_json::json!({
+            "host": "127.0.0.1",
+            "port": self.port,
+            "security": "plain",
+            "username": "support",
+            "password": "support",
+            "folder": self.folder,
+        }))
+        .expect("a valid mailbox config")
+    }
+
     /// Files every message file in `dir` (by name) into the folder over IMAP APPEND, with
     /// `omni mail append`, the command the README gives newcomers.
     pub fn append_dir(&self, dir: &std::path::Path) -> anyhow::Result<()> {

@@ -14,7 +14,7 @@ use omni_kafka::config::Compression;
 #[command(version)]
 struct Args {
     /// Messages in the burst phase.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 3000)]
     messages: usize,
     /// Concurrent senders in the burst phase.
     #[arg(long, default_value_t = 16)]
