@@ -32,9 +32,13 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use futures::StreamExt as _;
+use futures::future::BoxFuture;
+use futures::stream::FuturesOrdered;
 use omni_channels::meta::send::Platform;
 use omni_kafka::consumer::{GroupConsumer, GroupMember};
 use omni_kafka::keyed::{InHand, KeyOrdered, Oldest, Position};
+use omni_kafka::producer::Pending;
 use omni_kafka::{DeadLetterWriter, ProduceError, Producer, Stopped, consumer, topics};
 use omni_proto::v1::outbox_entry::Status;
 use omni_proto::v1::participant::Role;
@@ -312,8 +316,13 @@ async fn sweep_state(
     }
 }
 
-/// Receives the three topics: conversation events update the reply addresses and receipts the
-/// outbox at once (see [`receipts`]); answers are
+/// Conversation events whose reply address write is not acknowledged yet, at most: reading
+/// waits beyond it.
+const MAX_LEARNING: usize = 1024;
+
+/// Receives the three topics: conversation events update the reply addresses at once (their
+/// writes acknowledged behind the reading, up to [`MAX_LEARNING`] outstanding, each event's offset
+/// stored after its write) and receipts the outbox (see [`receipts`]); answers are
 /// handled up to `max_in_flight` at a time ([`omni_kafka::keyed`]): different conversations'
 /// concurrently, one conversation's one after the other in order, an answer's offset stored only
 /// once every answer before it in its partition finished. The answers' partitions are paused
@@ -341,6 +350,9 @@ where
         let key = message.key().unwrap_or_default().to_vec();
         running.push(&key, Position::of(&message), worker.clone().handle(message));
     };
+    // Conversation events whose reply address is being written, in the order read: an event's
+    // offset is stored once its write and every one before it were acknowledged.
+    let mut learning: FuturesOrdered<BoxFuture<'static, (Position, Result<(), ProduceError>)>> = FuturesOrdered::new();
     let mut rebalances = member.rebalances();
     let mut assignments = 0;
     let mut paused = false;
@@ -378,6 +390,10 @@ where
                     _ => {}
                 }
             }
+            Some((position, written)) = learning.next(), if !learning.is_empty() => {
+                written?;
+                consumer::store_next(member.consumer(), &position.topic, position.partition, position.offset);
+            }
             Ok(()) = rebalances.changed() => {
                 // Answers of partitions another member reads now are dropped, not sent twice
                 // side by side: their offsets were not stored, the new owner sends them.
@@ -393,16 +409,28 @@ where
             stall = member.stalled() => {
                 member.rejoin(stall).map_err(|error| Stopped::fatal("cannot subscribe again", error))?;
             }
-            received = member.recv(), if !context.shutdown.is_cancelled() && !stopping => match received {
+            received = member.recv(), if !context.shutdown.is_cancelled() && !stopping && learning.len() < MAX_LEARNING => match received {
                 Ok(message) => {
                     let message = message.detach();
                     if member.assignments() != assignments {
                         assignments = member.assignments();
+                        // What this replica is writing must be in the topic it reads again.
+                        while let Some((position, written)) = learning.next().await {
+                            written?;
+                            consumer::store_next(member.consumer(), &position.topic, position.partition, position.offset);
+                        }
                         *worker.memory.lock().expect("sender memory") = restore().await?;
                     }
                     if message.topic() == topics::CONVERSATIONS {
-                        worker.learn(&message).await?;
-                        consumer::store_next(member.consumer(), message.topic(), message.partition(), message.offset());
+                        let position = Position::of(&message);
+                        let write = worker.learn(&message)?;
+                        learning.push_back(Box::pin(async move {
+                            let written = match write {
+                                Some(write) => write.acknowledged().await.map(drop),
+                                None => Ok(()),
+                            };
+                            (position, written)
+                        }));
                     } else if message.topic() == topics::RECEIPTS {
                         worker.take_receipt(&message).await?;
                         consumer::store_next(member.consumer(), message.topic(), message.partition(), message.offset());
@@ -484,16 +512,21 @@ fn reply_address(event: &ConversationEvent) -> Option<ReplyAddress> {
 }
 
 impl Worker {
-    /// Takes in a conversation event: a customer's message moves where the conversation is answered.
-    async fn learn(&self, message: &OwnedMessage) -> Result<(), ProduceError> {
+    /// Takes in a conversation event: a customer's message moves where the conversation is
+    /// answered, in memory at once (an answer waiting for it goes on) and in the state topic by
+    /// the returned write, whose acknowledgement the caller awaits before it stores the event's
+    /// offset (the event is read again after a crash before that).
+    fn learn(&self, message: &OwnedMessage) -> Result<Option<Pending>, ProduceError> {
         let Ok(event) = ConversationEvent::decode(message.payload().unwrap_or_default()) else {
             tracing::warn!(
                 offset = message.offset(),
                 "unreadable conversation event skipped (the router dead-letters it)"
             );
-            return Ok(());
+            return Ok(None);
         };
-        let Some(mut address) = reply_address(&event) else { return Ok(()) };
+        let Some(mut address) = reply_address(&event) else {
+            return Ok(None);
+        };
         if address.subject.is_empty() {
             // A chat message has no subject: keep the conversation's.
             let memory = self.memory.lock().expect("sender memory");
@@ -503,13 +536,13 @@ impl Worker {
                 .map(|a| a.subject.clone())
                 .unwrap_or_default();
         }
-        state::write_address(&self.producer, &self.source, &event.conversation_id, &address).await?;
+        let write = state::enqueue_address(&self.producer, &self.source, &event.conversation_id, &address)?;
         let mut memory = self.memory.lock().expect("sender memory");
         memory.addresses.insert(event.conversation_id.clone(), address);
         metrics::gauge!("omni_sender_conversations").set(memory.addresses.len() as f64);
         drop(memory);
         self.learned.notify_waiters();
-        Ok(())
+        Ok(Some(write))
     }
 
     /// Delivers one answer, or says why not.

@@ -12,6 +12,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
+use omni_kafka::producer::Pending;
 use omni_kafka::state::StateError;
 use omni_kafka::{CloudEvent, ProduceError, Producer, topics};
 use omni_proto::v1::outbox_entry::Status;
@@ -59,10 +60,11 @@ pub async fn restore(config: &SenderServiceConfig, client_id: &str) -> Result<Me
     Ok(memory)
 }
 
-/// Writes where a conversation's customer is answered.
-pub async fn write_address(producer: &Producer, source: &str, conversation_id: &str, address: &ReplyAddress) -> Result<(), ProduceError> {
+/// Enqueues where a conversation's customer is answered; the caller awaits the broker's
+/// acknowledgement before it stores the offset of the event it learned this from.
+pub fn enqueue_address(producer: &Producer, source: &str, conversation_id: &str, address: &ReplyAddress) -> Result<Pending, ProduceError> {
     let key = format!("{CONVERSATION_PREFIX}{conversation_id}");
-    write(producer, source, &key, Entry::Conversation(address.clone())).await
+    enqueue(producer, source, &key, Entry::Conversation(address.clone()))
 }
 
 /// Writes how far an outbound message got.
@@ -94,6 +96,10 @@ pub async fn write_entry(producer: &Producer, source: &str, outbound_id: &str, e
 }
 
 async fn write(producer: &Producer, source: &str, key: &str, entry: Entry) -> Result<(), ProduceError> {
+    enqueue(producer, source, key, entry)?.acknowledged().await.map(drop)
+}
+
+fn enqueue(producer: &Producer, source: &str, key: &str, entry: Entry) -> Result<Pending, ProduceError> {
     let value = SenderState { entry: Some(entry) };
     let headers = CloudEvent {
         id: key,
@@ -103,10 +109,7 @@ async fn write(producer: &Producer, source: &str, key: &str, entry: Entry) -> Re
         time: SystemTime::now(),
     }
     .to_headers();
-    producer
-        .send(topics::STATE_SENDER, key.as_bytes(), &value.encode_to_vec(), headers)
-        .await
-        .map(|_| ())
+    producer.enqueue(topics::STATE_SENDER, key.as_bytes(), &value.encode_to_vec(), headers)
 }
 
 /// When an entry was last written for: a reply address by its customer's latest message, an
