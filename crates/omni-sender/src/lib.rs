@@ -316,8 +316,8 @@ async fn sweep_state(
     }
 }
 
-/// Conversation events whose reply address write is not acknowledged yet, at most: reading
-/// waits beyond it.
+/// Conversation events read whose offset is not stored yet (their address write, or one before
+/// it, not acknowledged), at most: reading waits beyond it.
 const MAX_LEARNING: usize = 1024;
 
 /// Receives the three topics: conversation events update the reply addresses at once (their
@@ -327,9 +327,14 @@ const MAX_LEARNING: usize = 1024;
 /// concurrently, one conversation's one after the other in order, an answer's offset stored only
 /// once every answer before it in its partition finished. The answers' partitions are paused
 /// while the bound is reached, never the conversations', which an answer may be waiting for.
-/// Whenever partitions were assigned, the state is read again before the next record: another
-/// replica may have written it for them. On shutdown the answers in hand finish (or stop at a
-/// safe point) before it returns.
+/// Whenever partitions were assigned, the state is read again before the next record (after the
+/// address writes in flight were acknowledged): another replica may have written it for them. On
+/// shutdown the answers in hand finish (or stop at a safe point) and the address writes are
+/// acknowledged before it returns.
+///
+/// Not ordered: an address write this replica still retries after its partition moved, against
+/// the new owner's write for the same conversation. The older address may then stay in the topic
+/// (the new owner's memory has the right one until it restarts) until the customer writes again.
 async fn pump<R, Fut>(
     member: &GroupMember,
     worker: &Worker,
@@ -363,7 +368,7 @@ where
             paused = full;
             pause_answers(member.consumer(), paused);
         }
-        if (stopping || context.shutdown.is_cancelled()) && running.is_empty() {
+        if (stopping || context.shutdown.is_cancelled()) && running.is_empty() && learning.is_empty() {
             return Ok(());
         }
         tokio::select! {
@@ -405,7 +410,7 @@ where
                     tracing::info!(waiting, cancelled, "answers of revoked partitions dropped");
                 }
             }
-            () = context.shutdown.cancelled(), if running.is_empty() => return Ok(()),
+            () = context.shutdown.cancelled(), if running.is_empty() && learning.is_empty() => return Ok(()),
             stall = member.stalled() => {
                 member.rejoin(stall).map_err(|error| Stopped::fatal("cannot subscribe again", error))?;
             }
