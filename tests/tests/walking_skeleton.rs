@@ -94,6 +94,13 @@ async fn a_message_becomes_a_ticket_follow_ups_join_it_and_repeats_change_nothin
     assert_eq!(record.header("ce_type"), Some("omni.v1.ConversationEvent"));
     assert_eq!(record.header("content-type"), Some("application/protobuf"));
     assert_eq!(event.body.as_ref().unwrap().text, first_text);
+
+    // The state records written on the way carry no headers (omni_kafka::state::headers).
+    for topic in ["omni.state.normalizer.v1", "omni.state.router.v1"] {
+        let records = pipeline.topic(topic)?;
+        assert!(!records.is_empty(), "{topic} has records");
+        assert!(records.iter().all(|r| r.headers.is_empty()), "{topic} records carry headers");
+    }
     Ok(())
 }
 

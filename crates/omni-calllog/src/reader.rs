@@ -175,14 +175,7 @@ impl FileReader {
     }
 
     async fn save_checkpoint(&self, checkpoint: &CallLogCheckpoint) -> Result<(), ProduceError> {
-        let headers = CloudEvent {
-            id: &self.checkpoint_key,
-            kind: "omni.v1.CallLogCheckpoint",
-            source: &self.source,
-            subject: None,
-            time: SystemTime::now(),
-        }
-        .to_headers();
+        let headers = omni_kafka::state::headers();
         self.producer
             .send(
                 topics::STATE_CALLLOG,

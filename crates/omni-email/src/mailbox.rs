@@ -258,14 +258,7 @@ impl MailboxReader {
             last_uid,
             updated_at: Some(SystemTime::now().into()),
         };
-        let headers = CloudEvent {
-            id: &self.checkpoint_key,
-            kind: "omni.v1.EmailCheckpoint",
-            source: &self.source,
-            subject: None,
-            time: SystemTime::now(),
-        }
-        .to_headers();
+        let headers = omni_kafka::state::headers();
         self.producer
             .send(
                 topics::STATE_EMAIL,

@@ -93,19 +93,13 @@ impl omni_channels::KnownEvents for Known {
 
 /// Tombstones the keys recorded before `now - retention` (acknowledged by the broker), then
 /// forgets them; returns how many. The caller holds the map, so nothing records a key meanwhile.
-pub async fn expire(
-    known: &mut Known,
-    producer: &Producer,
-    source: &str,
-    retention: Duration,
-    now: SystemTime,
-) -> Result<usize, ProduceError> {
+pub async fn expire(known: &mut Known, producer: &Producer, retention: Duration, now: SystemTime) -> Result<usize, ProduceError> {
     let Some(cutoff) = now.checked_sub(retention) else {
         return Ok(0);
     };
     let ids = known.expired(cutoff);
     let keys: Vec<String> = ids.iter().map(|id| format!("{KEY_PREFIX}{id}")).collect();
-    omni_kafka::state::tombstone(producer, topics::STATE_NORMALIZER, "omni.v1.NormalizedEvent", source, &keys).await?;
+    omni_kafka::state::tombstone(producer, topics::STATE_NORMALIZER, &keys).await?;
     known.forget(&ids);
     Ok(ids.len())
 }

@@ -126,8 +126,8 @@ async fn restore_known(config: &NormalizerServiceConfig, client_id: &str) -> Res
 
 /// One round of [`known::expire`], logged and counted; whether it was a full batch (more may be
 /// waiting). A failure waits for the next round.
-async fn expire_known(known: &mut Known, producer: &Producer, source: &str, retention: Duration) -> bool {
-    match known::expire(known, producer, source, retention, SystemTime::now()).await {
+async fn expire_known(known: &mut Known, producer: &Producer, retention: Duration) -> bool {
+    match known::expire(known, producer, retention, SystemTime::now()).await {
         Ok(expired) => {
             metrics::counter!("omni_normalizer_known_expired_total").increment(expired as u64);
             metrics::gauge!("omni_normalizer_known_events").set(known.len() as f64);
@@ -182,7 +182,7 @@ async fn run_pipeline(
             }
             () = context.shutdown.cancelled() => break,
             _ = async { expiry.as_mut().expect("checked").tick().await }, if expiry.is_some() => {
-                if expire_known(&mut known, &producer, &source, retention).await
+                if expire_known(&mut known, &producer, retention).await
                     && let Some(expiry) = expiry.as_mut()
                 {
                     expiry.reset_immediately();
@@ -326,13 +326,10 @@ fn start(
     };
     let dead_letters = dead_letters.clone();
     let producer = producer.clone();
-    let source = source.to_owned();
     Either::Right(Either::Right(async move {
         let outcome = match enqueued {
             Ok((pending, receipt, event, aliases)) => match acknowledged(pending, receipt).await {
-                Ok(()) => record_known(&producer, &source, &event, &aliases)
-                    .await
-                    .map(|()| Handled::Normalized),
+                Ok(()) => record_known(&producer, &event, &aliases).await.map(|()| Handled::Normalized),
                 Err(error) => Err(error),
             },
             Err((fault, reason, event_id)) => dead_letters
@@ -381,7 +378,7 @@ fn enqueue_receipt(producer: &Producer, source: &str, raw: &RawRecord) -> Result
 
 /// Records that `event` was written, in `omni.state.normalizer.v1`, under its event id and the
 /// further keys its adapter says it is known by (`aliases`), all written at once.
-async fn record_known(producer: &Producer, source: &str, event: &ConversationEvent, aliases: &[String]) -> Result<(), ProduceError> {
+async fn record_known(producer: &Producer, event: &ConversationEvent, aliases: &[String]) -> Result<(), ProduceError> {
     let value = NormalizedEvent {
         conversation_id: event.conversation_id.clone(),
         updated_at: Some(SystemTime::now().into()),
@@ -389,16 +386,12 @@ async fn record_known(producer: &Producer, source: &str, event: &ConversationEve
     .encode_to_vec();
     let writes = std::iter::once(&event.event_id).chain(aliases).map(|id| {
         let key = format!("{}{id}", known::KEY_PREFIX);
-        let headers = CloudEvent {
-            id: &key,
-            kind: "omni.v1.NormalizedEvent",
-            source,
-            subject: Some(&event.conversation_id),
-            time: SystemTime::now(),
-        }
-        .to_headers();
         let value = &value;
-        async move { producer.send(topics::STATE_NORMALIZER, key.as_bytes(), value, headers).await }
+        async move {
+            producer
+                .send(topics::STATE_NORMALIZER, key.as_bytes(), value, omni_kafka::state::headers())
+                .await
+        }
     });
     futures::future::try_join_all(writes).await.map(|_| ())
 }

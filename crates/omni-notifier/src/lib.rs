@@ -105,22 +105,22 @@ async fn run_pipeline(
         config.service.window_secs
     };
     let mut rounds = omni_kafka::state::ExpiryRounds::new(retention);
-    let writer = (&notifier.producer, notifier.source.as_str());
+    let producer = &notifier.producer;
     metrics::counter!("omni_notifier_state_expired_total").increment(0);
     context.readiness.ready("pipeline");
     loop {
         tokio::select! {
             () = context.shutdown.cancelled() => return Ok(()),
-            round = rounds.finished(|| Box::pin(state::expire_round(config, client_id, writer))) => match round {
+            round = rounds.finished(|| Box::pin(state::expire_round(config, client_id, producer))) => match round {
                 Ok(keys) => {
-                    state::forget_expired(config, writer, &keys, &mut memory).await?;
+                    state::forget_expired(config, producer, &keys, &mut memory).await?;
                     metrics::counter!("omni_notifier_state_expired_total").increment(keys.len() as u64);
                     if !keys.is_empty() {
                         tracing::info!(expired = keys.len(), acknowledged = memory.len(), "acknowledgements past their window removed");
                     }
                 }
                 Err(error) => {
-                    state::forget_expired(config, writer, error.sent_keys(), &mut memory).await?;
+                    state::forget_expired(config, producer, error.sent_keys(), &mut memory).await?;
                     tracing::warn!(%error, "acknowledgements not expired this round");
                 }
             },
@@ -187,7 +187,7 @@ impl Notifier<'_> {
                     ticket_id: delivery.ticket_id.clone(),
                     acknowledged_at: Some(SystemTime::now().into()),
                 };
-                (|| state::write(&self.producer, &self.source, &ack.customer_key, &record))
+                (|| state::write(&self.producer, &ack.customer_key, &record))
                     .retry(kafka_backoff())
                     .when(ProduceError::is_transient)
                     .await?;

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use backon::Retryable as _;
 use omni_kafka::state::StateError;
-use omni_kafka::{CloudEvent, ProduceError, Producer, topics};
+use omni_kafka::{ProduceError, Producer, topics};
 use omni_proto::v1::AcknowledgementRecord;
 use prost::Message as _;
 
@@ -46,22 +46,16 @@ fn within(record: &AcknowledgementRecord, window: Duration) -> bool {
     at.is_some_and(|at| at.elapsed().map_or(true, |age| age < window))
 }
 
-/// The CloudEvents type of the records.
-const KIND: &str = "omni.v1.AcknowledgementRecord";
-
 /// One expiry round ([`omni_kafka::state::expire_round`]): records past the window are
 /// tombstoned; returns their keys for [`forget_expired`].
 pub async fn expire_round(
     config: &NotifierServiceConfig,
     client_id: &str,
-    writer: (&Producer, &str),
+    producer: &Producer,
 ) -> Result<Vec<String>, omni_kafka::state::ExpireError> {
     let window = Duration::from_secs(config.service.window_secs);
-    let (producer, source) = writer;
     let expiry = omni_kafka::state::Expiry {
         topic: topics::STATE_NOTIFIER,
-        kind: KIND,
-        source,
         timeout: Duration::from_secs(config.service.state_restore_timeout_secs),
     };
     // An unreadable record decides nothing either.
@@ -74,7 +68,7 @@ pub async fn expire_round(
 /// after its tombstone.
 pub async fn forget_expired(
     config: &NotifierServiceConfig,
-    writer: (&Producer, &str),
+    producer: &Producer,
     keys: &[String],
     memory: &mut Memory,
 ) -> Result<(), ProduceError> {
@@ -82,7 +76,7 @@ pub async fn forget_expired(
     memory.retain(|_, record| within(record, window));
     for key in keys {
         if let Some(record) = memory.get(key) {
-            (|| write(writer.0, writer.1, key, record))
+            (|| write(producer, key, record))
                 .retry(crate::kafka_backoff())
                 .when(ProduceError::is_transient)
                 .await?;
@@ -92,15 +86,8 @@ pub async fn forget_expired(
 }
 
 /// Writes a customer's latest acknowledgement and waits for the broker.
-pub async fn write(producer: &Producer, source: &str, key: &str, record: &AcknowledgementRecord) -> Result<(), ProduceError> {
-    let headers = CloudEvent {
-        id: key,
-        kind: KIND,
-        source,
-        subject: None,
-        time: SystemTime::now(),
-    }
-    .to_headers();
+pub async fn write(producer: &Producer, key: &str, record: &AcknowledgementRecord) -> Result<(), ProduceError> {
+    let headers = omni_kafka::state::headers();
     producer
         .send(topics::STATE_NOTIFIER, key.as_bytes(), &record.encode_to_vec(), headers)
         .await

@@ -196,7 +196,7 @@ async fn poll_once(
     }
     let moved = cursor != Some(polled.cursor.as_str());
     if moved {
-        write_cursor(producer, source, destination, &polled.cursor)
+        write_cursor(producer, destination, &polled.cursor)
             .await
             .map_err(PollError::Produce)?;
         cursors.insert(destination.to_owned(), polled.cursor);
@@ -241,20 +241,13 @@ async fn write_status(producer: &Producer, source: &str, record: &TicketStatusCh
         .map(|_| ())
 }
 
-async fn write_cursor(producer: &Producer, source: &str, destination: &str, cursor: &str) -> Result<(), ProduceError> {
+async fn write_cursor(producer: &Producer, destination: &str, cursor: &str) -> Result<(), ProduceError> {
     let key = format!("{CURSOR_KEY_PREFIX}{destination}");
     let value = ReplyCursor {
         last_comment_id: cursor.to_owned(),
         updated_at: Some(SystemTime::now().into()),
     };
-    let headers = CloudEvent {
-        id: &key,
-        kind: "omni.v1.ReplyCursor",
-        source,
-        subject: None,
-        time: SystemTime::now(),
-    }
-    .to_headers();
+    let headers = omni_kafka::state::headers();
     producer
         .send(topics::STATE_REPLIES, key.as_bytes(), &value.encode_to_vec(), headers)
         .await

@@ -196,7 +196,7 @@ async fn run_destination(
     let producer = Producer::new(&config.kafka, &client_id)?;
     let timeout = Duration::from_secs(config.service.state_restore_timeout_secs);
     let restore_started = std::time::Instant::now();
-    let state = StateStore::restore(&config.kafka, &client_id, (producer.clone(), source.clone()), destination, timeout).await?;
+    let state = StateStore::restore(&config.kafka, &client_id, producer.clone(), destination, timeout).await?;
     let (conversations, events) = state.len();
     let restore_secs = restore_started.elapsed().as_secs_f64();
     metrics::gauge!("omni_router_state_restore_seconds", "destination" => destination.to_owned()).set(restore_secs);

@@ -17,7 +17,7 @@ use std::time::{Duration, SystemTime};
 
 use omni_kafka::producer::Pending;
 use omni_kafka::state::ExpireError;
-use omni_kafka::{CloudEvent, KafkaConfig, ProduceError, Producer, topics};
+use omni_kafka::{KafkaConfig, ProduceError, Producer, topics};
 use omni_proto::v1::{EventDelivery, RouterState, TicketRef as StoredTicket, event_delivery::Status, router_state::Entry};
 use prost::Message as _;
 
@@ -30,9 +30,6 @@ use omni_kafka::state::EXPIRE_BATCH;
 /// Most keys one expiry round takes as candidates, so that the round's memory stays small beside
 /// the map's (about 16 MB of keys and times) and a long stop's backlog goes in a few reads.
 pub const MAX_CANDIDATES: usize = 10 * EXPIRE_BATCH;
-
-/// The CloudEvents type of the records.
-const KIND: &str = "omni.v1.RouterState";
 
 /// An event the helpdesk has, to be recorded DONE ([`StateStore::mark_done`]): in `ticket`,
 /// which holds the conversation and was opened by `origin_event_id` (empty when not known).
@@ -49,7 +46,6 @@ pub struct Done {
 /// read or apply an entry, never across a broker write.
 pub struct StateStore {
     producer: Producer,
-    source: String,
     destination: String,
     maps: Mutex<Maps>,
     /// How the topic is read again for each expiry round.
@@ -347,7 +343,7 @@ impl StateStore {
     pub async fn restore(
         kafka: &KafkaConfig,
         client_id: &str,
-        (producer, source): (Producer, String),
+        producer: Producer,
         destination: &str,
         timeout: Duration,
     ) -> Result<Self, omni_kafka::state::StateError> {
@@ -359,7 +355,6 @@ impl StateStore {
         let maps = reader.read(destination).await?;
         Ok(Self {
             producer,
-            source,
             destination: destination.to_owned(),
             maps: Mutex::new(maps),
             reader,
@@ -456,17 +451,6 @@ impl StateStore {
         self.write(entries, alongside.into_iter().collect()).await
     }
 
-    fn headers(&self, key: &str) -> rdkafka::message::OwnedHeaders {
-        CloudEvent {
-            id: key,
-            kind: KIND,
-            source: &self.source,
-            subject: None,
-            time: SystemTime::now(),
-        }
-        .to_headers()
-    }
-
     /// Writes `entries`, waits for their acknowledgements and those of `pending` (records the
     /// caller enqueued to go with them), then applies the entries in memory.
     async fn write(&self, entries: Vec<(String, Entry)>, mut pending: Vec<Pending>) -> Result<(), ProduceError> {
@@ -474,7 +458,7 @@ impl StateStore {
         let mut encoded = Vec::with_capacity(entries.len());
         for (key, entry) in entries {
             let value = RouterState { entry: Some(entry) }.encode_to_vec();
-            let headers = self.headers(&key);
+            let headers = omni_kafka::state::headers();
             pending.push(self.producer.enqueue(topics::STATE_ROUTER, key.as_bytes(), &value, headers)?);
             encoded.push((key, value));
         }
@@ -540,13 +524,7 @@ impl StateStore {
                 if !past || maps.writing.contains_key(key) {
                     continue;
                 }
-                pending.push(omni_kafka::state::enqueue_tombstone(
-                    &self.producer,
-                    topics::STATE_ROUTER,
-                    KIND,
-                    &self.source,
-                    key,
-                )?);
+                pending.push(omni_kafka::state::enqueue_tombstone(&self.producer, topics::STATE_ROUTER, key)?);
                 removed += usize::from(match kind {
                     Kind::Event => maps.events.remove(key).is_some(),
                     Kind::Ticket => {

@@ -267,7 +267,7 @@ async fn run_pipeline(config: &SenderServiceConfig, client_id: &str, context: &S
     let sweeper = tokio::spawn(sweep_state(
         config.clone(),
         client_id.to_owned(),
-        (worker.producer.clone(), worker.source.clone()),
+        worker.producer.clone(),
         worker.memory.clone(),
         context.shutdown.clone(),
     ));
@@ -286,7 +286,7 @@ async fn run_pipeline(config: &SenderServiceConfig, client_id: &str, context: &S
 async fn sweep_state(
     config: SenderServiceConfig,
     client_id: String,
-    writer: (Producer, String),
+    producer: Producer,
     memory: Arc<Mutex<state::Memory>>,
     shutdown: CancellationToken,
 ) {
@@ -301,7 +301,7 @@ async fn sweep_state(
             () = shutdown.cancelled() => return,
             _ = ticks.tick() => {}
         }
-        match state::expire(&config, &client_id, (&writer.0, &writer.1), &memory, SystemTime::now()).await {
+        match state::expire(&config, &client_id, &producer, &memory, SystemTime::now()).await {
             Ok(expired) => {
                 metrics::counter!("omni_sender_state_expired_total").increment(expired as u64);
                 if expired > 0 {
@@ -541,7 +541,7 @@ impl Worker {
                 .map(|a| a.subject.clone())
                 .unwrap_or_default();
         }
-        let write = state::enqueue_address(&self.producer, &self.source, &event.conversation_id, &address)?;
+        let write = state::enqueue_address(&self.producer, &event.conversation_id, &address)?;
         let mut memory = self.memory.lock().expect("sender memory");
         memory.addresses.insert(event.conversation_id.clone(), address);
         metrics::gauge!("omni_sender_conversations").set(memory.addresses.len() as f64);
@@ -649,16 +649,7 @@ impl Worker {
 
     async fn write_outbox(&self, outbound: &OutboundMessage, status: Status, provider_id: &str, reason: &str) -> Result<(), ProduceError> {
         let id = &outbound.outbound_id;
-        let entry = state::write_outbox(
-            &self.producer,
-            &self.source,
-            id,
-            &outbound.conversation_id,
-            status,
-            provider_id,
-            reason,
-        )
-        .await?;
+        let entry = state::write_outbox(&self.producer, id, &outbound.conversation_id, status, provider_id, reason).await?;
         self.memory.lock().expect("sender memory").outbox.insert(id.clone(), entry);
         Ok(())
     }

@@ -133,7 +133,7 @@ impl Worker {
         }
         entry.delivery = receipt.status;
         entry.delivery_at = receipt.occurred_at;
-        state::write_entry(&self.producer, &self.source, &id, &entry).await?;
+        state::write_entry(&self.producer, &id, &entry).await?;
         self.memory.lock().expect("sender memory").outbox.insert(id.clone(), entry);
         count(receipt, "recorded");
         tracing::info!(outbound_id = %id, status = step_name(receipt.status()), provider = %receipt.provider, "delivery receipt");

@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime};
 
 use omni_kafka::producer::Pending;
 use omni_kafka::state::StateError;
-use omni_kafka::{CloudEvent, ProduceError, Producer, topics};
+use omni_kafka::{ProduceError, Producer, topics};
 use omni_proto::v1::outbox_entry::Status;
 use omni_proto::v1::{OutboxEntry, ReplyAddress, SenderState, sender_state::Entry};
 use prost::Message as _;
@@ -23,9 +23,6 @@ use crate::SenderServiceConfig;
 
 const CONVERSATION_PREFIX: &str = "conversation/";
 const OUTBOX_PREFIX: &str = "outbox/";
-
-/// The CloudEvents type of the records.
-const KIND: &str = "omni.v1.SenderState";
 
 /// Both maps, restored from the topic at start.
 #[derive(Debug, Default)]
@@ -62,15 +59,14 @@ pub async fn restore(config: &SenderServiceConfig, client_id: &str) -> Result<Me
 
 /// Enqueues where a conversation's customer is answered; the caller awaits the broker's
 /// acknowledgement before it stores the offset of the event it learned this from.
-pub fn enqueue_address(producer: &Producer, source: &str, conversation_id: &str, address: &ReplyAddress) -> Result<Pending, ProduceError> {
+pub fn enqueue_address(producer: &Producer, conversation_id: &str, address: &ReplyAddress) -> Result<Pending, ProduceError> {
     let key = format!("{CONVERSATION_PREFIX}{conversation_id}");
-    enqueue(producer, source, &key, Entry::Conversation(address.clone()))
+    enqueue(producer, &key, Entry::Conversation(address.clone()))
 }
 
 /// Writes how far an outbound message got.
 pub async fn write_outbox(
     producer: &Producer,
-    source: &str,
     outbound_id: &str,
     conversation_id: &str,
     status: Status,
@@ -85,30 +81,23 @@ pub async fn write_outbox(
         conversation_id: conversation_id.to_owned(),
         ..OutboxEntry::default()
     };
-    write_entry(producer, source, outbound_id, &entry).await?;
+    write_entry(producer, outbound_id, &entry).await?;
     Ok(entry)
 }
 
 /// Writes an outbox entry as it is (a receipt's step added to it).
-pub async fn write_entry(producer: &Producer, source: &str, outbound_id: &str, entry: &OutboxEntry) -> Result<(), ProduceError> {
+pub async fn write_entry(producer: &Producer, outbound_id: &str, entry: &OutboxEntry) -> Result<(), ProduceError> {
     let key = format!("{OUTBOX_PREFIX}{outbound_id}");
-    write(producer, source, &key, Entry::Outbox(entry.clone())).await
+    write(producer, &key, Entry::Outbox(entry.clone())).await
 }
 
-async fn write(producer: &Producer, source: &str, key: &str, entry: Entry) -> Result<(), ProduceError> {
-    enqueue(producer, source, key, entry)?.acknowledged().await.map(drop)
+async fn write(producer: &Producer, key: &str, entry: Entry) -> Result<(), ProduceError> {
+    enqueue(producer, key, entry)?.acknowledged().await.map(drop)
 }
 
-fn enqueue(producer: &Producer, source: &str, key: &str, entry: Entry) -> Result<Pending, ProduceError> {
+fn enqueue(producer: &Producer, key: &str, entry: Entry) -> Result<Pending, ProduceError> {
     let value = SenderState { entry: Some(entry) };
-    let headers = CloudEvent {
-        id: key,
-        kind: KIND,
-        source,
-        subject: None,
-        time: SystemTime::now(),
-    }
-    .to_headers();
+    let headers = omni_kafka::state::headers();
     producer.enqueue(topics::STATE_SENDER, key.as_bytes(), &value.encode_to_vec(), headers)
 }
 
@@ -178,17 +167,14 @@ impl Memory {
 pub async fn expire(
     config: &SenderServiceConfig,
     client_id: &str,
-    writer: (&Producer, &str),
+    producer: &Producer,
     memory: &std::sync::Mutex<Memory>,
     now: SystemTime,
 ) -> Result<usize, omni_kafka::state::ExpireError> {
     let retention = Duration::from_secs(config.service.state_retention_secs);
     let Some(cutoff) = now.checked_sub(retention) else { return Ok(0) };
-    let (producer, source) = writer;
     let expiry = omni_kafka::state::Expiry {
         topic: topics::STATE_SENDER,
-        kind: KIND,
-        source,
         timeout: Duration::from_secs(config.service.state_restore_timeout_secs),
     };
     let round = omni_kafka::state::expire_round(&config.kafka, client_id, producer, expiry, |value| expired(value, cutoff)).await;
@@ -196,7 +182,7 @@ pub async fn expire(
     let keys = round.as_ref().map_or_else(|error| error.sent_keys(), Vec::as_slice);
     let newer = memory.lock().expect("sender memory").forget(keys, cutoff);
     for (key, entry) in newer {
-        write(producer, source, &key, entry).await?;
+        write(producer, &key, entry).await?;
     }
     round.map(|keys| keys.len())
 }

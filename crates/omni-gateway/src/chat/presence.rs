@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use omni_kafka::{CloudEvent, Producer, topics};
+use omni_kafka::{Producer, topics};
 use omni_proto::v1::ChatPresence;
 use prost::Message as _;
 use tokio_util::sync::CancellationToken;
@@ -110,14 +110,7 @@ impl Presence {
     /// (the next change or refresh writes it again).
     fn write(&self, conversation: &str, open_chats: Option<u32>) {
         let key = format!("{conversation}/{}", self.gateway);
-        let headers = CloudEvent {
-            id: &key,
-            kind: "omni.v1.ChatPresence",
-            source: &format!("omni/gateway/{}", self.gateway),
-            subject: Some(conversation),
-            time: SystemTime::now(),
-        }
-        .to_headers();
+        let headers = omni_kafka::state::headers();
         let enqueued = match open_chats {
             Some(open_chats) => {
                 let record = ChatPresence {

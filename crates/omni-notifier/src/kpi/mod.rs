@@ -24,11 +24,11 @@ pub mod apply;
 pub mod report;
 
 use std::collections::HashMap;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use backon::Retryable as _;
 use omni_kafka::consumer::{self, GroupMember};
-use omni_kafka::{CloudEvent, ProduceError, Producer, Stopped, topics};
+use omni_kafka::{ProduceError, Producer, Stopped, topics};
 use omni_proto::v1::{ConversationEvent, ConversationKpi, OutboundMessage, TicketStatusChange};
 use omni_router::rules::channel_name;
 use omni_runtime::ServiceContext;
@@ -41,8 +41,6 @@ use apply::Counted;
 
 /// Key prefix of the state records.
 pub const KEY_PREFIX: &str = "conversation/";
-/// The CloudEvents type of the state records.
-const KIND: &str = "omni.v1.ConversationKpi";
 /// How often (in records written) quiet conversations are dropped from memory.
 const PRUNE_EVERY: u64 = 10_000;
 
@@ -71,7 +69,6 @@ pub async fn run_pipeline(
         config,
         hours,
         producer,
-        source: format!("omni/notifier/{}/kpi", config.service.instance_id),
         written: std::sync::atomic::AtomicU64::new(0),
     };
     let mut memory = pipeline.restore(&client_id).await?;
@@ -123,7 +120,6 @@ struct Kpis<'a> {
     config: &'a NotifierServiceConfig,
     hours: &'a BusinessHours,
     producer: Producer,
-    source: String,
     /// Records written so far (for [`Kpis::forget_quiet`]).
     written: std::sync::atomic::AtomicU64,
 }
@@ -160,8 +156,6 @@ impl Kpis<'_> {
         let retention = Duration::from_secs(self.config.service.kpi.state_retention_secs);
         let expiry = omni_kafka::state::Expiry {
             topic: topics::STATE_KPI,
-            kind: KIND,
-            source: &self.source,
             timeout: Duration::from_secs(self.config.service.state_restore_timeout_secs),
         };
         let past = |value: &[u8]| ConversationKpi::decode(value).map_or(true, |kpi| quiet_for(&kpi, retention));
@@ -235,14 +229,7 @@ impl Kpis<'_> {
 
     async fn write(&self, kpi: &ConversationKpi) -> Result<(), ProduceError> {
         let key = format!("{KEY_PREFIX}{}", kpi.conversation_id);
-        let headers = CloudEvent {
-            id: &key,
-            kind: KIND,
-            source: &self.source,
-            subject: Some(&kpi.conversation_id),
-            time: SystemTime::now(),
-        }
-        .to_headers();
+        let headers = omni_kafka::state::headers();
         self.producer
             .send(topics::STATE_KPI, key.as_bytes(), &kpi.encode_to_vec(), headers)
             .await
@@ -364,6 +351,7 @@ fn last_activity(kpi: &ConversationKpi) -> Option<jiff::Timestamp> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::SystemTime;
 
     fn active(ago: Duration) -> ConversationKpi {
         ConversationKpi {
