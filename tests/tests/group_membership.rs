@@ -45,7 +45,7 @@ async fn a_router_left_without_partitions_rejoins_and_delivers_once_it_holds_the
     let _serial = serial().await;
     let pipeline = Pipeline::start(&[("OMNI__KAFKA__CONSUMER__REJOIN_AFTER_SECS", "12")]).await?;
     pipeline.router.wait_for_log("partitions assigned", Duration::from_secs(30)).await?;
-    let others = OtherMembers::join(&pipeline.broker.bootstrap(), "omni-router", 3)?;
+    let others = OtherMembers::join(&pipeline.broker.bootstrap(), "omni-router", "omni.conversations.v1", 3)?;
 
     pipeline
         .router
@@ -90,14 +90,15 @@ async fn a_router_left_without_partitions_rejoins_and_delivers_once_it_holds_the
     Ok(())
 }
 
-/// Dynamic members of a group, polled on their own thread; they leave the group when dropped.
+/// Dynamic members of a group reading `topic`, polled on their own thread; they leave the group
+/// when dropped.
 struct OtherMembers {
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl OtherMembers {
-    fn join(bootstrap: &str, group: &str, count: usize) -> anyhow::Result<Self> {
+    fn join(bootstrap: &str, group: &str, topic: &str, count: usize) -> anyhow::Result<Self> {
         let consumers = (0..count)
             .map(|i| {
                 // Member ids start with the client id: "0-…" sorts before the router's, so the
@@ -109,7 +110,7 @@ impl OtherMembers {
                     .set("enable.auto.commit", "false")
                     .set("session.timeout.ms", "10000")
                     .create()?;
-                consumer.subscribe(&["omni.conversations.v1"])?;
+                consumer.subscribe(&[topic])?;
                 Ok(consumer)
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
@@ -142,4 +143,81 @@ impl Drop for OtherMembers {
 fn tail(log: &str, lines: usize) -> String {
     let all: Vec<&str> = log.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// A member's work before a revocation (omni-sender flushes its producer there, so that its
+/// address writes land before the partition's next owner writes) runs while the member still
+/// holds the partitions: a second member joining makes the group take them from the first, and
+/// the work sees them still assigned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn work_before_a_revocation_runs_while_the_member_still_holds_the_partitions() -> anyhow::Result<()> {
+    use omni_kafka::consumer::GroupMember;
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    let _serial = serial().await;
+    let broker = Broker::start().await;
+    let bootstrap = broker.bootstrap();
+    let topic = format!("omni-e2e-revoke-{}", nonce());
+    let admin: AdminClient<_> = ClientConfig::new().set("bootstrap.servers", &bootstrap).create()?;
+    let created = admin
+        .create_topics([&NewTopic::new(&topic, 3, TopicReplication::Fixed(1))], &AdminOptions::new())
+        .await?;
+    anyhow::ensure!(created.iter().all(Result::is_ok), "topic not created: {created:?}");
+    let settings = omni_runtime::Settings::load_from(None, [("OMNI__KAFKA__BOOTSTRAP_SERVERS".to_owned(), bootstrap.clone())])?;
+    let mut problems = omni_runtime::Problems::default();
+    let kafka: omni_kafka::KafkaConfig = settings.section("kafka", &mut problems).context("[kafka]")?;
+    let readiness = omni_runtime::Readiness::default();
+    let member = Arc::new(GroupMember::join(
+        &kafka,
+        "revoke-first",
+        "omni-e2e-revoke",
+        "revoke-first",
+        &[&topic],
+        &readiness,
+    )?);
+    // What the member held each time the work ran.
+    let held_at_revocation = Arc::new(std::sync::Mutex::new(Vec::new()));
+    member.before_revoke({
+        let (member, held) = (Arc::downgrade(&member), held_at_revocation.clone());
+        move || {
+            let count = member
+                .upgrade()
+                .and_then(|m| m.consumer().assignment().ok())
+                .map_or(0, |list| list.count());
+            held.lock().expect("held lock").push(count);
+        }
+    });
+    let polling = tokio::spawn({
+        let member = member.clone();
+        async move {
+            loop {
+                let _ = member.recv().await;
+            }
+        }
+    });
+    eventually("the first member holds the partitions", Duration::from_secs(60), || {
+        let assigned = member.assignments();
+        async move { Ok(assigned >= 1) }
+    })
+    .await?;
+    assert!(held_at_revocation.lock().expect("held lock").is_empty(), "no revocation yet");
+
+    let other = OtherMembers::join(&bootstrap, "omni-e2e-revoke", &topic, 1)?;
+    eventually("the work ran before a revocation", Duration::from_secs(90), || {
+        let ran = !held_at_revocation.lock().expect("held lock").is_empty();
+        async move { Ok(ran) }
+    })
+    .await
+    .with_context(|| {
+        let held = member.consumer().assignment().map_or(0, |list| list.count());
+        format!(
+            "assignments {}, holding {held}; broker log (tail):\n{}",
+            member.assignments(),
+            tail(&broker.log(), 40)
+        )
+    })?;
+    let held = held_at_revocation.lock().expect("held lock").clone();
+    assert!(held[0] > 0, "the work ran while the member still held its partitions: {held:?}");
+    polling.abort();
+    tokio::task::spawn_blocking(move || drop(other)).await?;
+    Ok(())
 }

@@ -67,7 +67,6 @@ impl RebalanceLog {
 }
 
 /// Since when a consumer has held no partitions.
-#[derive(Debug)]
 struct AssignmentWatch {
     /// When the consumer last went from some partitions to none (or was created); `None` while
     /// it holds some.
@@ -76,7 +75,12 @@ struct AssignmentWatch {
     assignments: AtomicU64,
     /// Counts every rebalance (assignment or revocation), for loops that must react to one.
     rebalances: tokio::sync::watch::Sender<u64>,
+    /// What runs before partitions are given up ([`GroupMember::before_revoke`]).
+    before_revoke: Mutex<Option<RevokeHook>>,
 }
+
+/// Work a member does before it gives up partitions, while it still holds them.
+type RevokeHook = Arc<dyn Fn() + Send + Sync>;
 
 impl AssignmentWatch {
     fn new(now: Instant) -> Self {
@@ -84,6 +88,7 @@ impl AssignmentWatch {
             unassigned_since: Mutex::new(Some(now)),
             assignments: AtomicU64::new(0),
             rebalances: tokio::sync::watch::Sender::new(0),
+            before_revoke: Mutex::new(None),
         }
     }
 
@@ -150,6 +155,19 @@ impl ClientContext for RebalanceLog {
 }
 
 impl ConsumerContext for RebalanceLog {
+    /// Runs the member's [`GroupMember::before_revoke`] work while it still holds the
+    /// partitions being revoked: the group hands them to another member only after this returns.
+    fn pre_rebalance(&self, _consumer: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(list) = rebalance
+            && list.count() > 0
+        {
+            let hook = self.assignment.before_revoke.lock().expect("revoke hook lock").clone();
+            if let Some(hook) = hook {
+                hook();
+            }
+        }
+    }
+
     fn post_rebalance(&self, consumer: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let describe = |list: &rdkafka::TopicPartitionList| {
             list.elements()
@@ -343,6 +361,14 @@ impl GroupMember {
     /// [`holds`](Self::holds).
     pub fn rebalances(&self) -> tokio::sync::watch::Receiver<u64> {
         self.assignment.rebalances.subscribe()
+    }
+
+    /// Has `hook` run whenever partitions are about to be revoked, before the group may hand them
+    /// to another member (librdkafka's rebalance callback, on the thread that receives records:
+    /// keep it short, bounded by a timeout). A member whose writes in flight must land before
+    /// the partition's new owner writes the same keys flushes its producer here.
+    pub fn before_revoke(&self, hook: impl Fn() + Send + Sync + 'static) {
+        *self.assignment.before_revoke.lock().expect("revoke hook lock") = Some(Arc::new(hook));
     }
 
     /// The partitions the member holds now, as a test for [`crate::keyed`]'s `revoke` and

@@ -246,6 +246,14 @@ async fn run_pipeline(config: &SenderServiceConfig, client_id: &str, context: &S
         &context.readiness,
     )
     .map_err(|e| Stopped::fatal("cannot create consumer", e))?;
+    member.before_revoke({
+        let producer = producer.clone();
+        move || {
+            if let Err(error) = producer.flush(REVOKE_FLUSH) {
+                tracing::warn!(%error, "writes still unacknowledged as partitions are revoked");
+            }
+        }
+    });
     let source = format!("omni/sender/{}", config.service.instance_id);
     let memory = state::restore(config, client_id).await?;
     tracing::info!(
@@ -320,6 +328,9 @@ async fn sweep_state(
 /// it, not acknowledged), at most: reading waits beyond it.
 const MAX_LEARNING: usize = 1024;
 
+/// Longest wait, before partitions are revoked, for the writes on their way to be acknowledged.
+const REVOKE_FLUSH: Duration = Duration::from_secs(10);
+
 /// Receives the three topics: conversation events update the reply addresses at once (their
 /// writes acknowledged behind the reading, up to [`MAX_LEARNING`] outstanding, each event's offset
 /// stored after its write) and receipts the outbox (see [`receipts`]); answers are
@@ -332,9 +343,11 @@ const MAX_LEARNING: usize = 1024;
 /// shutdown the answers in hand finish (or stop at a safe point) and the address writes are
 /// acknowledged before it returns.
 ///
-/// Not ordered: an address write this replica still retries after its partition moved, against
-/// the new owner's write for the same conversation. The older address may then stay in the topic
-/// (the new owner's memory has the right one until it restarts) until the customer writes again.
+/// Before partitions are revoked, the producer is flushed ([`REVOKE_FLUSH`], see
+/// [`run_pipeline`]), so an address write this replica still retries lands before the new owner
+/// writes the same conversation's. Past that wait (a broker down longer) the order is not kept:
+/// the older address may then stay in the topic (the new owner's memory has the right one until
+/// it restarts) until the customer writes again.
 async fn pump<R, Fut>(
     member: &GroupMember,
     worker: &Worker,
