@@ -371,6 +371,12 @@ where
     // Conversation events whose reply address is being written, in the order read: an event's
     // offset is stored once its write and every one before it were acknowledged.
     let mut learning: FuturesOrdered<BoxFuture<'static, (Position, Result<(), ProduceError>)>> = FuturesOrdered::new();
+    // An address write acknowledged (they finish in the order read): its event's offset is free.
+    let learned = |(position, written): (Position, Result<(), ProduceError>)| -> Result<(), Stopped> {
+        written?;
+        consumer::store_next(member.consumer(), &position.topic, position.partition, position.offset);
+        Ok(())
+    };
     let mut rebalances = member.rebalances();
     let mut assignments = 0;
     let mut paused = false;
@@ -408,10 +414,7 @@ where
                     _ => {}
                 }
             }
-            Some((position, written)) = learning.next(), if !learning.is_empty() => {
-                written?;
-                consumer::store_next(member.consumer(), &position.topic, position.partition, position.offset);
-            }
+            Some(done) = learning.next(), if !learning.is_empty() => learned(done)?,
             Ok(()) = rebalances.changed() => {
                 // Answers of partitions another member reads now are dropped, not sent twice
                 // side by side: their offsets were not stored, the new owner sends them.
@@ -433,9 +436,8 @@ where
                     if member.assignments() != assignments {
                         assignments = member.assignments();
                         // What this replica is writing must be in the topic it reads again.
-                        while let Some((position, written)) = learning.next().await {
-                            written?;
-                            consumer::store_next(member.consumer(), &position.topic, position.partition, position.offset);
+                        while let Some(done) = learning.next().await {
+                            learned(done)?;
                         }
                         *worker.memory.lock().expect("sender memory") = restore().await?;
                     }
