@@ -259,6 +259,15 @@ pub struct BenchReport {
     pub replies: crate::bench_replies::RepliesFigures,
 }
 
+/// CPU and memory so far of the services, of the broker (`broker_pid`, when given) and of
+/// omni-bench itself.
+fn usage_now(stack: &mut Stack, broker_pid: Option<u32>) -> HashMap<&'static str, Usage> {
+    let mut usage: HashMap<&str, Usage> = stack.usage().into_iter().filter_map(|(n, u)| Some((n, u?))).collect();
+    usage.extend(broker_pid.and_then(Usage::of).map(|u| (BROKER, u)));
+    usage.extend(Usage::of(std::process::id()).map(|u| (BENCH, u)));
+    usage
+}
+
 fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
 }
@@ -391,9 +400,7 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
     pids.push((BENCH.to_owned(), std::process::id()));
     let (rss, sampler) = RssSampler::start(pids);
     let broker_pid = stack.pipeline.broker.pid();
-    let mut usage_start: HashMap<&str, Usage> = stack.usage().into_iter().filter_map(|(n, u)| Some((n, u?))).collect();
-    usage_start.extend(broker_pid.and_then(Usage::of).map(|u| (BROKER, u)));
-    usage_start.extend(Usage::of(std::process::id()).map(|u| (BENCH, u)));
+    let usage_start = usage_now(&mut stack, broker_pid);
 
     // 1. Burst.
     let items: Vec<Item> = (0..options.messages)
@@ -419,9 +426,7 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
     let all: Vec<&Item> = burst.iter().chain(&steady).map(|(item, _)| item).collect();
     let markers = Markers::new(all.iter().copied());
     wait_delivered(&stack, &steady, &markers, Duration::from_secs(600)).await?;
-    let mut usage_end: HashMap<&str, Usage> = stack.usage().into_iter().filter_map(|(n, u)| Some((n, u?))).collect();
-    usage_end.extend(broker_pid.and_then(Usage::of).map(|u| (BROKER, u)));
-    usage_end.extend(Usage::of(std::process::id()).map(|u| (BENCH, u)));
+    let usage_end = usage_now(&mut stack, broker_pid);
 
     // Figures from the topics.
     let seq_of_phase = |seq: u64| if seq < options.messages as u64 { "burst" } else { "steady" };
@@ -665,8 +670,8 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
 
     let total = (burst.len() + steady.len()) as f64;
     let mut services = Vec::new();
-    let mut usage_final: HashMap<&str, Usage> = stack.usage().into_iter().filter_map(|(n, u)| Some((n, u?))).collect();
-    usage_final.extend(Usage::of(std::process::id()).map(|u| (BENCH, u)));
+    // The broker was restarted since (broker-down phase): its end figures stand.
+    let usage_final = usage_now(&mut stack, None);
     for name in SERVICES.into_iter().chain([BROKER, BENCH]) {
         let (Some(start), Some(end)) = (usage_start.get(name), usage_end.get(name)) else {
             continue;
