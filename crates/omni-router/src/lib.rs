@@ -5,11 +5,14 @@
 //! the compacted topic `omni.state.router.v1`:
 //!
 //! 1. an event marked `DONE` for the destination is skipped (outcome `DUPLICATE`);
-//! 2. before calling the helpdesk, the event is marked `PENDING` (acknowledged by the broker);
+//! 2. before calling the helpdesk, the event's partition is marked started up to past the event
+//!    (acknowledged by the broker; one mark covers [`state::MARK_STEP`] offsets, so it is written
+//!    once per step, not per event);
 //! 3. when the conversation has no known ticket, the helpdesk is searched for one carrying the
 //!    conversation id (so a ticket created just before a crash is found, not created again);
-//! 4. an event found `PENDING` (a crash came after step 2) is looked up in the ticket before
-//!    being appended again;
+//! 4. an event found `PENDING` (at or below the started mark found at restore without a `DONE`
+//!    record: a crash may have come after step 2) is looked up in the ticket before being
+//!    appended again;
 //! 5. after the helpdesk answered, the event is marked `DONE` and the conversation's ticket
 //!    recorded, and the outcome goes to `omni.deliveries.v1`: both written at once, one round
 //!    trip to the broker; only once both are acknowledged is the offset stored.
@@ -196,7 +199,7 @@ async fn run_destination(
     let producer = Producer::new(&config.kafka, &client_id)?;
     let timeout = Duration::from_secs(config.service.state_restore_timeout_secs);
     let restore_started = std::time::Instant::now();
-    let state = StateStore::restore(&config.kafka, &client_id, producer.clone(), destination, timeout).await?;
+    let state = StateStore::restore(&config.kafka, (&client_id, &instance_id), producer.clone(), destination, timeout).await?;
     let (conversations, events) = state.len();
     let restore_secs = restore_started.elapsed().as_secs_f64();
     metrics::gauge!("omni_router_state_restore_seconds", "destination" => destination.to_owned()).set(restore_secs);
@@ -234,6 +237,11 @@ async fn run_destination(
         file_budget: budget::FileBudget::new(config.service.max_file_bytes_in_flight, destination),
     };
     let result = router.consume(&member, &state, &config.service, context).await;
+    if result.is_ok()
+        && let Err(error) = state.settle().await
+    {
+        tracing::warn!(destination, %error, "started marks not moved back: the next start looks up a step more");
+    }
     router.producer.flush(Duration::from_secs(5)).ok();
     result
 }
@@ -695,7 +703,8 @@ impl Router {
             .with_max_delay(Duration::from_secs(30))
             .with_jitter()
             .without_max_times();
-        let result = (|| self.deliver(state, event, target))
+        let at = Position::of(message);
+        let result = (|| self.deliver(state, event, target, &at))
             .retry(backoff)
             .when(DeliverError::is_transient)
             .adjust(|error, delay| match error {
@@ -728,8 +737,15 @@ impl Router {
         Ok(outcome)
     }
 
-    /// One attempt at delivering `event`, following the steps in the crate docs.
-    async fn deliver(&self, state: &StateStore, event: &ConversationEvent, target: &Target<'_>) -> Result<Delivered, DeliverError> {
+    /// One attempt at delivering `event`, read `at` a place in its partition, following the
+    /// steps in the crate docs.
+    async fn deliver(
+        &self,
+        state: &StateStore,
+        event: &ConversationEvent,
+        target: &Target<'_>,
+        at: &Position,
+    ) -> Result<Delivered, DeliverError> {
         let destination = target.name;
         let (event_id, conversation_id) = (event.event_id.as_str(), event.conversation_id.as_str());
         let policy = if is_automated(event) {
@@ -742,7 +758,7 @@ impl Router {
         if policy == AutomatedMessages::Skip {
             return Ok(Delivered::without_record(Outcome::Skipped, None));
         }
-        let status = state.event(destination, event_id);
+        let status = state.event(destination, event_id, at);
         let mut ticket = state.ticket(destination, conversation_id);
         if status == Status::Done
             && let Some(ticket) = ticket
@@ -771,7 +787,7 @@ impl Router {
         match ticket {
             None if policy == AutomatedMessages::AttachToExisting => Ok(Delivered::without_record(Outcome::Skipped, None)),
             None => {
-                state.mark_pending(destination, conversation_id, event_id).await?;
+                state.mark_started(destination, conversation_id, event_id, at).await?;
                 let ticket = target.helpdesk.create_ticket(event, target.routing).await?;
                 fault_point("after_create").await;
                 Ok(Delivered::done(Outcome::Created, ticket, event_id))
@@ -780,9 +796,7 @@ impl Router {
                 if (status == Status::Pending || unknown_to_state) && target.helpdesk.has_event(&ticket, event_id).await? {
                     return Ok(Delivered::done(Outcome::Duplicate, ticket, &origin));
                 }
-                if status != Status::Pending {
-                    state.mark_pending(destination, conversation_id, event_id).await?;
-                }
+                state.mark_started(destination, conversation_id, event_id, at).await?;
                 target.helpdesk.append(&ticket, event).await?;
                 fault_point("after_append").await;
                 Ok(Delivered::done(Outcome::Appended, ticket, &origin))

@@ -1,6 +1,16 @@
-//! The router's durable state: which ticket holds each conversation, and how far each event's
-//! delivery got. Kept in the compacted topic `omni.state.router.v1` (keys in `state.proto`) and a
-//! local map; every change is acknowledged by the broker before the router acts on it.
+//! The router's durable state: which ticket holds each conversation, how far each event's
+//! delivery got, and how far into each partition the helpdesk may have been called. Kept in the
+//! compacted topic `omni.state.router.v1` (keys in `state.proto`) and a local map; every change is
+//! acknowledged by the broker before the router acts on it.
+//!
+//! "About to call the helpdesk" is one record per partition, not per event: a started mark
+//! ([`StateStore::mark_started`]) that runs [`MARK_STEP`] offsets ahead of the events handed to
+//! the helpdesk, moved (and acknowledged) before an event past it starts. An event a run before
+//! this one may have handed over, at or below the mark found at restore and without a DONE
+//! record, counts as PENDING ([`StateStore::event`]) and is looked up in its ticket first. So a
+//! delivery costs one state write (DONE) instead of two, and a restart after a crash looks up at
+//! most the events in hand plus a step per partition; a clean stop moves the marks back to the
+//! last event started ([`StateStore::settle`]), so a rolling restart looks up only those in hand.
 //!
 //! Bounded by `[router] state_retention_secs`: an event record older than that, and a
 //! conversation's ticket record when none of the conversation's events is younger (whichever
@@ -15,10 +25,11 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
+use omni_kafka::keyed::Position;
 use omni_kafka::producer::Pending;
 use omni_kafka::state::ExpireError;
 use omni_kafka::{KafkaConfig, ProduceError, Producer, topics};
-use omni_proto::v1::{EventDelivery, RouterState, TicketRef as StoredTicket, event_delivery::Status, router_state::Entry};
+use omni_proto::v1::{EventDelivery, RouterState, StartedMark, TicketRef as StoredTicket, event_delivery::Status, router_state::Entry};
 use prost::Message as _;
 
 use crate::helpdesk::TicketRef;
@@ -30,6 +41,11 @@ use omni_kafka::state::EXPIRE_BATCH;
 /// Most keys one expiry round takes as candidates, so that the round's memory stays small beside
 /// the map's (about 16 MB of keys and times) and a long stop's backlog goes in a few reads.
 pub const MAX_CANDIDATES: usize = 10 * EXPIRE_BATCH;
+
+/// How far a partition's started mark runs ahead of the events handed to the helpdesk: a mark
+/// write per this many offsets, and at most this many events past those in hand looked up in
+/// their tickets after a crash.
+pub const MARK_STEP: i64 = 64;
 
 /// An event the helpdesk has, to be recorded DONE ([`StateStore::mark_done`]): in `ticket`,
 /// which holds the conversation and was opened by `origin_event_id` (empty when not known).
@@ -50,6 +66,14 @@ pub struct StateStore {
     maps: Mutex<Maps>,
     /// How the topic is read again for each expiry round.
     reader: Reader,
+    /// This replica's `instance_id`, which names its started marks.
+    instance_id: String,
+    /// Partition -> the highest started mark the restore found: a run before this one (of any
+    /// replica) may have handed the events up to it to the helpdesk.
+    recovered: HashMap<i32, i64>,
+    /// Held while a started mark is being moved, so one event moves it and the others wait only
+    /// if they are past it.
+    advancing: tokio::sync::Mutex<()>,
 }
 
 /// What reading the state topic takes: the broker, a client id, the longest wait.
@@ -71,6 +95,10 @@ struct Maps {
     /// Keys with a write on its way (enqueued or about to be, not yet applied here): an expiry
     /// round leaves them alone, so no tombstone lands after a write it did not see.
     writing: HashMap<String, usize>,
+    /// Started mark key (every replica's) -> the offset it stands at (acknowledged).
+    marks: HashMap<String, i64>,
+    /// Partition -> the highest offset this replica handed to the helpdesk in this run.
+    begun: HashMap<i32, i64>,
 }
 
 struct TicketEntry {
@@ -90,6 +118,31 @@ fn ticket_key(destination: &str, conversation_id: &str) -> String {
 
 fn event_key(destination: &str, event_id: &str) -> String {
     format!("event/{destination}/{event_id}")
+}
+
+fn started_prefix(destination: &str) -> String {
+    format!("started/{destination}/")
+}
+
+/// One replica's started mark: each writes its own, so none moves another's back.
+fn started_key(destination: &str, partition: i32, instance_id: &str) -> String {
+    format!("{}{partition}/{instance_id}", started_prefix(destination))
+}
+
+/// Partition -> the highest started mark any replica left for it.
+fn recovered_marks(destination: &str, marks: &HashMap<String, i64>) -> HashMap<i32, i64> {
+    let prefix = started_prefix(destination);
+    let mut recovered = HashMap::new();
+    for (key, offset) in marks {
+        let partition = key
+            .strip_prefix(&prefix)
+            .and_then(|rest| rest.split('/').next()?.parse::<i32>().ok());
+        if let Some(partition) = partition {
+            let mark = recovered.entry(partition).or_insert(*offset);
+            *mark = (*mark).max(*offset);
+        }
+    }
+    recovered
 }
 
 /// A record's time; records without one count as written now (they expire a window from now).
@@ -120,8 +173,26 @@ impl Maps {
                 let status = event.status();
                 self.events.insert(key.to_owned(), EventEntry { status, updated });
             }
+            Ok(Some(Entry::Started(mark))) => {
+                self.marks.insert(key.to_owned(), mark.offset);
+            }
             Ok(None) | Err(_) => tracing::warn!(key, "unreadable state record skipped"),
         }
+    }
+
+    /// This replica's started marks that stand past what it needs on a clean stop, with where
+    /// they go back to: the highest offset it began, or the mark `recovered` for the partition
+    /// if higher.
+    fn settled(&self, destination: &str, instance_id: &str, recovered: &HashMap<i32, i64>) -> Vec<(String, i64)> {
+        let mut settled = Vec::new();
+        for (partition, begun) in &self.begun {
+            let key = started_key(destination, *partition, instance_id);
+            let keep = recovered.get(partition).map_or(*begun, |found| (*found).max(*begun));
+            if self.marks.get(&key).is_some_and(|mark| *mark > keep) {
+                settled.push((key, keep));
+            }
+        }
+        settled
     }
 
     /// Gives memory back once a map holds less than a quarter of what it has room for.
@@ -211,7 +282,7 @@ impl Maps {
 impl Reader {
     /// `destination`'s keys as the topic holds them now: what every replica wrote.
     async fn read(&self, destination: &str) -> Result<Maps, omni_kafka::state::StateError> {
-        let prefixes = [ticket_key(destination, ""), event_key(destination, "")];
+        let prefixes = [ticket_key(destination, ""), event_key(destination, ""), started_prefix(destination)];
         let keep = move |key: &[u8]| prefixes.iter().any(|prefix| key.starts_with(prefix.as_bytes()));
         let records = omni_kafka::state::read_where(&self.kafka, &self.client_id, topics::STATE_ROUTER, self.timeout, keep).await?;
         let mut maps = Maps::default();
@@ -280,7 +351,7 @@ impl Candidates {
         let (time, conversation) = match &entry {
             Some(Entry::Event(event)) => (Some(time_of(event.updated_at)), Some(event.conversation_id.as_str())),
             Some(Entry::Ticket(ticket)) => (Some(time_of(ticket.updated_at)), None),
-            None => (None, None),
+            Some(Entry::Started(_)) | None => (None, None),
         };
         if is_event {
             self.events.insert(key.to_owned(), time);
@@ -339,10 +410,11 @@ struct Judged {
 }
 
 impl StateStore {
-    /// Reads the state topic, keeping `destination`'s keys.
+    /// Reads the state topic, keeping `destination`'s keys; `instance_id` names this replica's
+    /// started marks.
     pub async fn restore(
         kafka: &KafkaConfig,
-        client_id: &str,
+        (client_id, instance_id): (&str, &str),
         producer: Producer,
         destination: &str,
         timeout: Duration,
@@ -356,8 +428,11 @@ impl StateStore {
         Ok(Self {
             producer,
             destination: destination.to_owned(),
+            instance_id: instance_id.to_owned(),
+            recovered: recovered_marks(destination, &maps.marks),
             maps: Mutex::new(maps),
             reader,
+            advancing: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -393,23 +468,70 @@ impl StateStore {
         }
     }
 
-    /// How far delivery of an event to a destination got.
-    pub fn event(&self, destination: &str, event_id: &str) -> Status {
-        self.maps()
-            .events
-            .get(&event_key(destination, event_id))
-            .map_or(Status::Unspecified, |entry| entry.status)
+    /// How far delivery of an event, read `at` a place in its partition, to a destination got.
+    /// One without a record of its own at or below the partition's started mark as the restore
+    /// found it is PENDING: a run before this one may have handed it to the helpdesk.
+    pub fn event(&self, destination: &str, event_id: &str, at: &Position) -> Status {
+        let known = self.maps().events.get(&event_key(destination, event_id)).map(|entry| entry.status);
+        match known {
+            Some(status) if status != Status::Unspecified => status,
+            _ if covered(self.recovered.get(&at.partition), at.offset) => Status::Pending,
+            _ => Status::Unspecified,
+        }
     }
 
-    /// Records that the router is about to call the helpdesk for this event.
-    pub async fn mark_pending(&self, destination: &str, conversation_id: &str, event_id: &str) -> Result<(), ProduceError> {
-        let entry = Entry::Event(EventDelivery {
-            status: Status::Pending as i32,
-            ticket_id: String::new(),
-            updated_at: Some(SystemTime::now().into()),
-            conversation_id: conversation_id.to_owned(),
-        });
-        self.write(vec![(event_key(destination, event_id), entry)], Vec::new()).await
+    /// Records that the router is about to call the helpdesk for this event, read `at` a place
+    /// in its partition: the partition's started mark is moved past it first if need be
+    /// ([`MARK_STEP`]; acknowledged before this returns), and the event is PENDING in memory, so
+    /// a copy read again in this run (after a rebalance dropped it mid-call) is looked up too.
+    pub async fn mark_started(&self, destination: &str, conversation_id: &str, event_id: &str, at: &Position) -> Result<(), ProduceError> {
+        let key = started_key(destination, at.partition, &self.instance_id);
+        self.advance(&key, at.offset).await?;
+        let now = SystemTime::now();
+        let mut maps = self.maps();
+        let begun = maps.begun.entry(at.partition).or_insert(at.offset);
+        *begun = (*begun).max(at.offset);
+        maps.touch(ticket_key(destination, conversation_id), now);
+        let entry = EventEntry {
+            status: Status::Pending,
+            updated: now,
+        };
+        maps.events.insert(event_key(destination, event_id), entry);
+        Ok(())
+    }
+
+    /// Moves the started mark `key` to `offset` + [`MARK_STEP`] when `offset` is within half a
+    /// step of it: waiting for the write when `offset` is past the mark, else only when no other
+    /// event is moving it already (this one is covered either way).
+    async fn advance(&self, key: &str, offset: i64) -> Result<(), ProduceError> {
+        let mark = || self.maps().marks.get(key).copied();
+        if !near(mark(), offset) {
+            return Ok(());
+        }
+        let _advancing = if covered(mark().as_ref(), offset) {
+            match self.advancing.try_lock() {
+                Ok(guard) => guard,
+                Err(_) => return Ok(()),
+            }
+        } else {
+            self.advancing.lock().await
+        };
+        if !near(mark(), offset) {
+            return Ok(());
+        }
+        self.write(vec![(key.to_owned(), started_entry(offset + MARK_STEP))], Vec::new())
+            .await
+    }
+
+    /// On a clean stop, after the last event was started: moves this replica's started marks
+    /// back to the highest offset this run handed to the helpdesk (or the mark the restore
+    /// found, if higher: a run before may have started those), so the next run looks up only
+    /// the events that were in hand, not a step past them.
+    pub async fn settle(&self) -> Result<(), ProduceError> {
+        let _advancing = self.advancing.lock().await;
+        let settled = self.maps().settled(&self.destination, &self.instance_id, &self.recovered);
+        let entries = settled.into_iter().map(|(key, offset)| (key, started_entry(offset))).collect();
+        self.write(entries, Vec::new()).await
     }
 
     /// Records that the helpdesk has the event (`done`) together with `alongside`, a record of
@@ -543,6 +665,23 @@ impl StateStore {
     }
 }
 
+fn started_entry(offset: i64) -> Entry {
+    Entry::Started(StartedMark {
+        offset,
+        updated_at: Some(SystemTime::now().into()),
+    })
+}
+
+/// Whether a started mark covers `offset`.
+fn covered(mark: Option<&i64>, offset: i64) -> bool {
+    mark.is_some_and(|mark| offset <= *mark)
+}
+
+/// Whether an event at `offset` should move the started mark: past it, or within half a step.
+fn near(mark: Option<i64>, offset: i64) -> bool {
+    mark.is_none_or(|mark| offset + MARK_STEP / 2 > mark)
+}
+
 /// Which kind of key a batch of tombstones is for.
 #[derive(Clone, Copy)]
 enum Kind {
@@ -623,6 +762,61 @@ mod tests {
             })),
         }
         .encode_to_vec()
+    }
+
+    fn mark(offset: i64) -> Vec<u8> {
+        RouterState {
+            entry: Some(started_entry(offset)),
+        }
+        .encode_to_vec()
+    }
+
+    #[test]
+    fn the_highest_mark_any_replica_left_counts_for_a_partition() {
+        let mut maps = Maps::default();
+        maps.apply("started/zd/0/router-0", &mark(100));
+        maps.apply("started/zd/0/router-1", &mark(150));
+        maps.apply("started/zd/1/router-0", &mark(10));
+        maps.apply("started/zd/1/router-0", &mark(70));
+        // Another destination's mark is its own pipeline's.
+        maps.apply("started/rt/0/router-0", &mark(999));
+        let recovered = recovered_marks("zd", &maps.marks);
+        assert_eq!(recovered, HashMap::from([(0, 150), (1, 70)]));
+        assert!(covered(recovered.get(&0), 150) && !covered(recovered.get(&0), 151));
+        assert!(!covered(recovered.get(&2), 0), "no mark, nothing started");
+        assert!(maps.events.is_empty() && maps.activity.is_empty(), "marks are not events");
+        assert_eq!(
+            maps.expired("zd", at(1_000_000), MAX_CANDIDATES),
+            (vec![], vec![]),
+            "marks never expire"
+        );
+    }
+
+    #[test]
+    fn a_mark_moves_within_half_a_step_of_an_event_and_not_before() {
+        assert!(near(None, 0), "the first event of a partition writes its mark");
+        assert!(!near(Some(100), 100 - MARK_STEP / 2), "covered with room to spare");
+        assert!(near(Some(100), 101 - MARK_STEP / 2), "covered, but moved ahead now");
+        assert!(near(Some(100), 101), "past it: moved before the event starts");
+    }
+
+    #[test]
+    fn a_clean_stop_moves_this_replicas_marks_back_to_the_last_event_begun() {
+        let mut maps = Maps::default();
+        maps.apply("started/zd/0/router-0", &mark(164));
+        maps.apply("started/zd/1/router-0", &mark(80));
+        maps.apply("started/zd/2/router-0", &mark(90));
+        maps.apply("started/zd/0/router-1", &mark(500));
+        maps.begun = HashMap::from([(0, 100), (1, 20), (2, 90)]);
+        // Partition 1: a crashed run before this one started up to 50.
+        let recovered = HashMap::from([(1, 50)]);
+        let mut settled = maps.settled("zd", "router-0", &recovered);
+        settled.sort();
+        assert_eq!(
+            settled,
+            [("started/zd/0/router-0".to_owned(), 100), ("started/zd/1/router-0".to_owned(), 50)],
+            "partition 2's mark is where it has to be; router-1's is not this replica's"
+        );
     }
 
     #[test]
