@@ -4,12 +4,9 @@
 //!
 //! [`KeyOrdered`] is the bookkeeping only (no tasks, no I/O), so a service keeps its own loop:
 //! read a record while [`has_room`](KeyOrdered::has_room), [`admit`](KeyOrdered::admit) it (it
-//! starts at once unless a record of its key is being handled, then it waits behind it, or
-//! `limit` records run already, then it waits its turn), and on [`finish`](KeyOrdered::finish)
-//! start the record it gives back (the next that may run, in the order read) and store the offset
-//! it returns. Records waiting behind their key do not take running slots: up to
-//! [`HELD_PER_RUNNING`] times `limit` records are held, so a partition where each key has several
-//! records still keeps `limit` keys running. A crash replays every record from the lowest unfinished one: records above it that
+//! starts at once unless a record of its key is being handled, then it waits behind it), and on
+//! [`finish`](KeyOrdered::finish) start the next record of that key and store the offset it
+//! returns. A crash replays every record from the lowest unfinished one: records above it that
 //! had finished are read again, and the stage's own idempotency (the router's `DONE` state)
 //! recognises them without calling the helpdesk again.
 
@@ -52,32 +49,14 @@ pub struct Finished<T> {
     pub handled_up_to: Option<i64>,
 }
 
-/// How many records a [`KeyOrdered`] holds (running or waiting) per running slot.
-pub const HELD_PER_RUNNING: usize = 4;
-
 /// The records a stage holds between reading and finishing them; see the module docs.
 #[derive(Debug)]
 pub struct KeyOrdered<T> {
-    /// Most records running at once.
     limit: usize,
-    running: usize,
-    /// Records held, running or waiting.
-    held: usize,
-    /// Records admitted so far: the order they were read in.
-    read: u64,
-    /// Per key with a record running or ready: the records read behind it, in order.
-    waiting: HashMap<Vec<u8>, VecDeque<Behind<T>>>,
-    /// Records free to run (no record of their key runs), waiting for a slot, by read order.
-    ready: BTreeMap<u64, (Vec<u8>, Behind<T>)>,
+    in_flight: usize,
+    /// Per key with a record being handled: the records read behind it, in order.
+    waiting: HashMap<Vec<u8>, VecDeque<(Position, T)>>,
     partitions: HashMap<(String, i32), Progress>,
-}
-
-/// A record held and not running: its read order, position and item.
-#[derive(Debug)]
-struct Behind<T> {
-    read: u64,
-    position: Position,
-    item: T,
 }
 
 /// One partition's read and finished offsets.
@@ -94,46 +73,31 @@ struct Progress {
 }
 
 impl<T> KeyOrdered<T> {
-    /// At most `limit` records (at least one) running at a time, and [`HELD_PER_RUNNING`] times
-    /// as many held, running or waiting.
+    /// At most `limit` records (at least one) held at a time, running or waiting behind their key.
     pub fn new(limit: usize) -> Self {
         Self {
             limit: limit.max(1),
-            running: 0,
-            held: 0,
-            read: 0,
+            in_flight: 0,
             waiting: HashMap::new(),
-            ready: BTreeMap::new(),
             partitions: HashMap::new(),
         }
     }
 
     /// Whether another record may be read.
     pub fn has_room(&self) -> bool {
-        self.held < self.limit * HELD_PER_RUNNING
+        self.in_flight < self.limit
     }
 
     /// Records held, running or waiting.
     pub fn in_flight(&self) -> usize {
-        self.held
-    }
-
-    /// Records running.
-    pub fn running(&self) -> usize {
-        self.running
+        self.in_flight
     }
 
     /// Takes a record just read. Gives it back when it may start now; keeps it when a record of
-    /// the same key is held before it or `limit` records run (it comes back from a later
-    /// [`finish`](Self::finish)).
+    /// the same key is being handled (it comes back from the [`finish`](Self::finish) of the one
+    /// before it).
     pub fn admit(&mut self, key: &[u8], position: &Position, item: T) -> Option<T> {
-        self.held += 1;
-        self.read += 1;
-        let behind = Behind {
-            read: self.read,
-            position: position.clone(),
-            item,
-        };
+        self.in_flight += 1;
         let progress = self
             .partitions
             .entry((position.topic.clone(), position.partition))
@@ -146,56 +110,36 @@ impl<T> KeyOrdered<T> {
         *progress.unfinished.entry(position.offset).or_default() += 1;
         progress.lowest = progress.lowest.min(position.offset);
         progress.highest = progress.highest.max(position.offset);
-        if let Some(queue) = self.waiting.get_mut(key) {
-            queue.push_back(behind);
-            return None;
+        match self.waiting.get_mut(key) {
+            Some(queue) => {
+                queue.push_back((position.clone(), item));
+                None
+            }
+            None => {
+                self.waiting.insert(key.to_vec(), VecDeque::new());
+                Some(item)
+            }
         }
-        self.waiting.insert(key.to_vec(), VecDeque::new());
-        if self.running < self.limit {
-            self.running += 1;
-            return Some(behind.item);
-        }
-        self.ready.insert(behind.read, (key.to_vec(), behind));
-        None
     }
 
-    /// Marks the running record of `key`, at `position`, finished. The record it gives back
-    /// (`next`) is the first read of those free to run now: the next of the same key, or another
-    /// key's that waited for a slot.
+    /// Marks the running record of `key`, at `position`, finished.
     pub fn finish(&mut self, key: &[u8], position: &Position) -> Finished<T> {
-        self.held = self.held.saturating_sub(1);
-        self.running = self.running.saturating_sub(1);
-        self.free(key);
-        let next = self.start_ready();
+        self.in_flight = self.in_flight.saturating_sub(1);
+        let next = match self.waiting.get_mut(key) {
+            Some(queue) => {
+                let next = queue.pop_front().map(|(_, item)| item);
+                if next.is_none() {
+                    self.waiting.remove(key);
+                }
+                next
+            }
+            None => None,
+        };
         let handled_up_to = self
             .partitions
             .get_mut(&(position.topic.clone(), position.partition))
             .and_then(|progress| progress.finish(position.offset));
         Finished { next, handled_up_to }
-    }
-
-    /// The record of `key` that ran (or was dropped) is gone: the next behind it, if any, is
-    /// ready to run; else the key is free.
-    fn free(&mut self, key: &[u8]) {
-        match self.waiting.get_mut(key).map(VecDeque::pop_front) {
-            Some(Some(next)) => {
-                self.ready.insert(next.read, (key.to_vec(), next));
-            }
-            Some(None) => {
-                self.waiting.remove(key);
-            }
-            None => {}
-        }
-    }
-
-    /// Takes the first record read of those ready, when a slot is free.
-    fn start_ready(&mut self) -> Option<T> {
-        if self.running >= self.limit {
-            return None;
-        }
-        let (_, (_, behind)) = self.ready.pop_first()?;
-        self.running += 1;
-        Some(behind.item)
     }
 }
 
@@ -209,30 +153,12 @@ impl<T> KeyOrdered<T> {
         let mut dropped = 0;
         for queue in self.waiting.values_mut() {
             let before = queue.len();
-            queue.retain(|behind| held(&behind.position.topic, behind.position.partition));
+            queue.retain(|(position, _)| held(&position.topic, position.partition));
             dropped += before - queue.len();
         }
-        let revoked: Vec<u64> = self
-            .ready
-            .iter()
-            .filter(|(_, (_, behind))| !held(&behind.position.topic, behind.position.partition))
-            .map(|(read, _)| *read)
-            .collect();
-        for read in revoked {
-            if let Some((key, _)) = self.ready.remove(&read) {
-                dropped += 1;
-                self.free(&key);
-            }
-        }
-        self.held = self.held.saturating_sub(dropped);
+        self.in_flight = self.in_flight.saturating_sub(dropped);
         self.partitions.retain(|(topic, partition), _| held(topic, *partition));
         dropped
-    }
-
-    /// Records that may run now after a [`revoke`](Self::revoke) freed their key and a slot is
-    /// free (none usually: a revoked key's records are all of the revoked partition).
-    pub fn take_ready(&mut self) -> Vec<T> {
-        std::iter::from_fn(|| self.start_ready()).collect()
     }
 }
 
@@ -450,76 +376,12 @@ mod tests {
     }
 
     #[test]
-    fn records_waiting_behind_their_key_do_not_take_running_slots() {
+    fn the_limit_counts_running_and_waiting_records() {
         let mut held = KeyOrdered::new(2);
-        // a's follow-ups wait behind a0; b still runs beside it; c waits for a slot.
-        assert_eq!(held.admit(b"a", &at(0), "a0"), Some("a0"));
-        assert_eq!(held.admit(b"a", &at(1), "a1"), None);
-        assert_eq!(held.admit(b"a", &at(2), "a2"), None);
-        assert_eq!(held.admit(b"b", &at(3), "b3"), Some("b3"));
-        assert_eq!(held.admit(b"c", &at(4), "c4"), None);
-        assert_eq!((held.running(), held.in_flight()), (2, 5));
-        // A slot goes to the first record read of those free to run: a1 before c4.
-        assert_eq!(held.finish(b"a", &at(0)).next, Some("a1"));
-        assert_eq!(held.finish(b"b", &at(3)).next, Some("c4"));
-        // c's key is taken while c4 waits for its slot or runs: c5 goes behind it.
-        assert_eq!(held.admit(b"c", &at(5), "c5"), None);
-        assert_eq!(held.finish(b"c", &at(4)).next, Some("c5"));
-        assert_eq!(held.finish(b"a", &at(1)).next, Some("a2"));
-        assert_eq!(held.finish(b"c", &at(5)).handled_up_to, None, "a2 runs still");
-        assert_eq!(
-            held.finish(b"a", &at(2)),
-            Finished {
-                next: None,
-                handled_up_to: Some(5)
-            }
-        );
-        assert_eq!((held.running(), held.in_flight()), (0, 0));
-    }
-
-    #[test]
-    fn a_free_slot_goes_to_the_first_record_read_whatever_its_key() {
-        let mut held = KeyOrdered::new(1);
-        assert_eq!(held.admit(b"a", &at(0), "a0"), Some("a0"));
-        assert_eq!(held.admit(b"b", &at(1), "b1"), None);
-        assert_eq!(held.admit(b"a", &at(2), "a2"), None);
-        assert_eq!(held.finish(b"a", &at(0)).next, Some("b1"), "read before a2");
-        assert_eq!(held.finish(b"b", &at(1)).next, Some("a2"));
-    }
-
-    #[test]
-    fn a_revoked_partitions_records_waiting_for_a_slot_are_dropped_and_free_their_key() {
-        let mut held = KeyOrdered::new(1);
-        let other = |offset| Position {
-            partition: 1,
-            ..at(offset)
-        };
-        assert_eq!(held.admit(b"a", &at(0), "a0"), Some("a0"));
-        assert_eq!(held.admit(b"b", &other(0), "b0"), None);
-        assert_eq!(held.admit(b"b", &other(1), "b1"), None);
-        assert_eq!(held.revoke(|_, partition| partition == 0), 2);
-        assert!(held.take_ready().is_empty(), "a0 still runs");
-        assert_eq!(
-            held.finish(b"a", &at(0)),
-            Finished {
-                next: None,
-                handled_up_to: Some(0)
-            }
-        );
-        // b's key is free again when its partition comes back.
-        assert_eq!(held.admit(b"b", &other(0), "b0"), Some("b0"));
-        assert_eq!((held.running(), held.in_flight()), (1, 1));
-    }
-
-    #[test]
-    fn the_held_records_are_bounded_by_a_multiple_of_the_running_ones() {
-        let mut held = KeyOrdered::new(2);
-        for offset in 0..(2 * HELD_PER_RUNNING as i64) {
-            assert!(held.has_room(), "{offset} held");
-            held.admit(b"a", &at(offset), ());
-        }
+        held.admit(b"a", &at(0), ());
+        assert!(held.has_room());
+        held.admit(b"a", &at(1), ());
         assert!(!held.has_room());
-        assert_eq!(held.running(), 1);
         held.finish(b"a", &at(0));
         assert!(held.has_room());
     }

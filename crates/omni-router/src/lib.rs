@@ -422,9 +422,6 @@ impl Router {
                     if waiting + cancelled > 0 {
                         tracing::info!(destination, waiting, cancelled, "events of revoked partitions dropped");
                     }
-                    for message in held.take_ready() {
-                        self.start(state, &mut running, message);
-                    }
                 }
                 () = expiry.step(|| Box::pin(expire_state(destination, state, config.state_retention()))) => {}
                 (key, position, outcome) = running.next(), if !running.is_empty() => {

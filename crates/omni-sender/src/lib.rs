@@ -425,11 +425,6 @@ where
                 if waiting + cancelled > 0 {
                     tracing::info!(waiting, cancelled, "answers of revoked partitions dropped");
                 }
-                if !context.shutdown.is_cancelled() && !stopping {
-                    for next in held.take_ready() {
-                        start(&mut running, next);
-                    }
-                }
             }
             () = context.shutdown.cancelled(), if running.is_empty() && learning.is_empty() => return Ok(()),
             stall = member.stalled() => {
