@@ -237,10 +237,16 @@ async fn run_destination(
         file_budget: budget::FileBudget::new(config.service.max_file_bytes_in_flight, destination),
     };
     let result = router.consume(&member, &state, &config.service, context).await;
-    if result.is_ok()
-        && let Err(error) = state.settle().await
-    {
-        tracing::warn!(destination, %error, "started marks not moved back: the next start looks up a step more");
+    if result.is_ok() {
+        // Bounded like the flush below: a broker that is away must not hold up the stop.
+        let error = match tokio::time::timeout(SETTLE_TIMEOUT, state.settle()).await {
+            Ok(Ok(())) => None,
+            Ok(Err(error)) => Some(error.to_string()),
+            Err(elapsed) => Some(elapsed.to_string()),
+        };
+        if let Some(error) = error {
+            tracing::warn!(destination, %error, "started marks not moved back: the next start looks up a step more");
+        }
     }
     router.producer.flush(Duration::from_secs(5)).ok();
     result
@@ -354,6 +360,9 @@ struct Target<'a> {
     helpdesk: &'a dyn Helpdesk,
     routing: &'a helpdesk::Routing,
 }
+
+/// The longest a clean stop waits for its started marks to be moved back.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The most bytes of stored files taken into one event (the helpdesk adapters apply their own,
 /// lower limits: RT's 10 MB).
@@ -720,6 +729,11 @@ impl Router {
             Ok(delivered) => (delivered, None),
             Err(DeliverError::Kafka(error)) => return Err(error),
             Err(error) => {
+                // The helpdesk may have taken it before refusing: a replay of the dead letter
+                // comes at another offset, past any started mark, so it must find PENDING.
+                if state.event(target.name, &event.event_id, &at) == Status::Pending {
+                    state.keep_pending(target.name, &event.conversation_id, &event.event_id).await?;
+                }
                 let reason = format!("destination `{}`: {error}", target.name);
                 self.dead_letter(message, Fault::External, &reason, &event.event_id).await?;
                 (Delivered::without_record(Outcome::DeadLettered, None), Some(error.to_string()))

@@ -500,6 +500,18 @@ impl StateStore {
         Ok(())
     }
 
+    /// Records the event PENDING in the topic, for a copy that comes at another offset (a dead
+    /// letter's replay, after the helpdesk refused an event it was handed): looked up first.
+    pub async fn keep_pending(&self, destination: &str, conversation_id: &str, event_id: &str) -> Result<(), ProduceError> {
+        let entry = Entry::Event(EventDelivery {
+            status: Status::Pending as i32,
+            ticket_id: String::new(),
+            updated_at: Some(SystemTime::now().into()),
+            conversation_id: conversation_id.to_owned(),
+        });
+        self.write(vec![(event_key(destination, event_id), entry)], Vec::new()).await
+    }
+
     /// Moves the started mark `key` to `offset` + [`MARK_STEP`] when `offset` is within half a
     /// step of it: waiting for the write when `offset` is past the mark, else only when no other
     /// event is moving it already (this one is covered either way).
