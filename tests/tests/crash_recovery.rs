@@ -161,3 +161,60 @@ async fn normalizer_restarted_after_a_kill_resumes_at_the_record_after_the_last_
     assert_eq!(events.iter().filter(|e| e.event_id == second).count(), 1, "the second event once");
     Ok(())
 }
+
+/// The router's started mark for `partition` (its `started/rt/<partition>/...` record) as the
+/// state topic holds it last.
+fn started_mark(pipeline: &Pipeline, partition: i32) -> anyhow::Result<Option<i64>> {
+    use omni_proto::v1::{RouterState, router_state::Entry};
+    use prost::Message as _;
+    let prefix = format!("started/rt/{partition}/");
+    let mut mark = None;
+    for record in pipeline.topic(omni_kafka::topics::STATE_ROUTER)? {
+        if record.key.starts_with(prefix.as_bytes())
+            && let Some(Entry::Started(started)) = RouterState::decode(record.value.as_slice())?.entry
+        {
+            mark = Some(started.offset);
+        }
+    }
+    Ok(mark)
+}
+
+/// The router marks a partition started a step ahead of the event it hands to the helpdesk (so
+/// most events need no write of their own), and a clean stop moves the mark back to that event:
+/// the next start looks up only what was in hand, not a step more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_stop_moves_the_routers_started_mark_back_to_the_last_event_it_started() -> anyhow::Result<()> {
+    let _serial = serial().await;
+    let mut pipeline = Pipeline::start(&[]).await?;
+    let run = nonce();
+    let event_id = pipeline
+        .post_ok(&message(
+            &format!("mila+{run}@example.de"),
+            &format!("rma-{run}"),
+            &format!("f-{run}"),
+            "Umtausch bitte",
+        ))
+        .await?;
+    pipeline.delivery_of(&event_id, TIMEOUT).await?;
+    let record = pipeline
+        .topic("omni.conversations.v1")?
+        .into_iter()
+        .find(|r| r.header("ce_id") == Some(event_id.as_str()))
+        .expect("the event on omni.conversations.v1");
+    let ahead = started_mark(&pipeline, record.partition)?;
+    assert_eq!(
+        ahead,
+        Some(record.offset + omni_router::state::MARK_STEP),
+        "a step ahead while running"
+    );
+    assert!(
+        pipeline.router.sigterm().is_some_and(|status| status.success()),
+        "router stopped cleanly"
+    );
+    assert_eq!(
+        started_mark(&pipeline, record.partition)?,
+        Some(record.offset),
+        "moved back on the stop"
+    );
+    Ok(())
+}
