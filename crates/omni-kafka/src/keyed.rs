@@ -4,11 +4,15 @@
 //!
 //! [`KeyOrdered`] is the bookkeeping only (no tasks, no I/O), so a service keeps its own loop:
 //! read a record while [`has_room`](KeyOrdered::has_room), [`admit`](KeyOrdered::admit) it (it
-//! starts at once unless a record of its key is being handled, then it waits behind it), and on
-//! [`finish`](KeyOrdered::finish) start the next record of that key and store the offset it
-//! returns. A crash replays every record from the lowest unfinished one: records above it that
-//! had finished are read again, and the stage's own idempotency (the router's `DONE` state)
-//! recognises them without calling the helpdesk again.
+//! starts at once unless a record of its key is being handled, then it waits behind it, or
+//! `limit` records run already, then it waits its turn), and on [`finish`](KeyOrdered::finish)
+//! start the record it gives back (the next that may run, in the order read) and store the offset
+//! it returns. Records waiting behind their key do not take running slots: up to
+//! [`HELD_PER_RUNNING`] times `limit` records are held, so a partition where each key has several
+//! records still keeps `limit` keys running; [`weighing`](KeyOrdered::weighing) bounds the bytes
+//! of the waiting ones as well. A crash replays every record from the lowest unfinished one:
+//! records above it that had finished are read again, and the stage's own idempotency (the
+//! router's `DONE` state) recognises them without calling the helpdesk again.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
@@ -42,21 +46,59 @@ impl Position {
 /// What [`KeyOrdered::finish`] found.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Finished<T> {
-    /// The next record of the same key, to start now.
+    /// The record to start now: the next of the same key, or another key's that waited for a
+    /// slot (the first read of those free to run).
     pub next: Option<T>,
     /// Every record of the partition at or below this offset has finished, and this moved since
     /// the last report: store it (the committed offset is the one after it).
     pub handled_up_to: Option<i64>,
 }
 
+/// How many records a [`KeyOrdered`] holds (running or waiting) per running slot.
+pub const HELD_PER_RUNNING: usize = 4;
+
+/// The bytes of records a service's [`KeyOrdered`] keeps waiting (read ahead of the running
+/// ones) before it stops reading: 32 MiB, so a backlog of large events (an email with an inline
+/// file is up to about 1 MiB) does not hold four times the running bound in memory.
+pub const MAX_WAITING_BYTES: usize = 32 << 20;
+
+/// A record's weight for [`KeyOrdered::weighing`]: its key and payload bytes.
+pub fn message_bytes(message: &rdkafka::message::OwnedMessage) -> usize {
+    use rdkafka::Message as _;
+    message.payload().map_or(0, <[u8]>::len) + message.key().map_or(0, <[u8]>::len)
+}
+
 /// The records a stage holds between reading and finishing them; see the module docs.
 #[derive(Debug)]
 pub struct KeyOrdered<T> {
+    /// Most records running at once.
     limit: usize,
-    in_flight: usize,
-    /// Per key with a record being handled: the records read behind it, in order.
-    waiting: HashMap<Vec<u8>, VecDeque<(Position, T)>>,
+    running: usize,
+    /// Records held, running or waiting.
+    held: usize,
+    /// Records admitted so far: the order they were read in.
+    read: u64,
+    /// Per key with a record running or ready: the records read behind it, in order.
+    waiting: HashMap<Vec<u8>, VecDeque<Behind<T>>>,
+    /// Records free to run (no record of their key runs), waiting for a slot, by read order.
+    ready: BTreeMap<u64, (Vec<u8>, Behind<T>)>,
     partitions: HashMap<(String, i32), Progress>,
+    /// How a record's bytes are counted, and the most bytes of waiting records before reading
+    /// stops (see [`weighing`](Self::weighing)).
+    weigh: Option<fn(&T) -> usize>,
+    max_waiting_bytes: usize,
+    /// Bytes of the records waiting (not running).
+    waiting_bytes: usize,
+}
+
+/// A record held and not running: its read order, position and item.
+#[derive(Debug)]
+struct Behind<T> {
+    read: u64,
+    position: Position,
+    /// Its bytes, as counted in `waiting_bytes`.
+    weight: usize,
+    item: T,
 }
 
 /// One partition's read and finished offsets.
@@ -73,31 +115,64 @@ struct Progress {
 }
 
 impl<T> KeyOrdered<T> {
-    /// At most `limit` records (at least one) held at a time, running or waiting behind their key.
+    /// At most `limit` records (at least one) running at a time, and [`HELD_PER_RUNNING`] times
+    /// as many held, running or waiting.
     pub fn new(limit: usize) -> Self {
         Self {
             limit: limit.max(1),
-            in_flight: 0,
+            running: 0,
+            held: 0,
+            read: 0,
             waiting: HashMap::new(),
+            ready: BTreeMap::new(),
             partitions: HashMap::new(),
+            weigh: None,
+            max_waiting_bytes: usize::MAX,
+            waiting_bytes: 0,
         }
+    }
+
+    /// Stops reading while the records waiting (read, not running) weigh `max_bytes` or more by
+    /// `weigh`: the records read ahead of the running ones are bounded in memory, not only in
+    /// number. Running records are bounded by `limit` alone.
+    pub fn weighing(mut self, max_bytes: usize, weigh: fn(&T) -> usize) -> Self {
+        self.weigh = Some(weigh);
+        self.max_waiting_bytes = max_bytes;
+        self
     }
 
     /// Whether another record may be read.
     pub fn has_room(&self) -> bool {
-        self.in_flight < self.limit
+        self.held < self.limit * HELD_PER_RUNNING && self.waiting_bytes < self.max_waiting_bytes
+    }
+
+    /// Bytes of the records waiting (0 unless [`weighing`](Self::weighing)).
+    pub fn waiting_bytes(&self) -> usize {
+        self.waiting_bytes
     }
 
     /// Records held, running or waiting.
     pub fn in_flight(&self) -> usize {
-        self.in_flight
+        self.held
+    }
+
+    /// Records running.
+    pub fn running(&self) -> usize {
+        self.running
     }
 
     /// Takes a record just read. Gives it back when it may start now; keeps it when a record of
-    /// the same key is being handled (it comes back from the [`finish`](Self::finish) of the one
-    /// before it).
+    /// the same key is held before it or `limit` records run (it comes back from a later
+    /// [`finish`](Self::finish)).
     pub fn admit(&mut self, key: &[u8], position: &Position, item: T) -> Option<T> {
-        self.in_flight += 1;
+        self.held += 1;
+        self.read += 1;
+        let behind = Behind {
+            read: self.read,
+            position: position.clone(),
+            weight: 0,
+            item,
+        };
         let progress = self
             .partitions
             .entry((position.topic.clone(), position.partition))
@@ -110,36 +185,89 @@ impl<T> KeyOrdered<T> {
         *progress.unfinished.entry(position.offset).or_default() += 1;
         progress.lowest = progress.lowest.min(position.offset);
         progress.highest = progress.highest.max(position.offset);
+        let runs = !self.waiting.contains_key(key) && self.running < self.limit;
+        if runs {
+            self.waiting.insert(key.to_vec(), VecDeque::new());
+            self.running += 1;
+            return Some(behind.item);
+        }
+        let behind = self.weighed(behind);
         match self.waiting.get_mut(key) {
-            Some(queue) => {
-                queue.push_back((position.clone(), item));
-                None
-            }
+            Some(queue) => queue.push_back(behind),
             None => {
                 self.waiting.insert(key.to_vec(), VecDeque::new());
-                Some(item)
+                self.ready.insert(behind.read, (key.to_vec(), behind));
             }
         }
+        None
     }
 
-    /// Marks the running record of `key`, at `position`, finished.
+    /// A record about to wait, its bytes counted.
+    fn weighed(&mut self, mut behind: Behind<T>) -> Behind<T> {
+        behind.weight = self.weigh.map_or(0, |weigh| weigh(&behind.item));
+        self.waiting_bytes += behind.weight;
+        behind
+    }
+
+    /// A record that waited leaves (it runs, or is dropped): its bytes are no longer counted.
+    fn unweigh(&mut self, behind: &Behind<T>) {
+        self.waiting_bytes = self.waiting_bytes.saturating_sub(behind.weight);
+    }
+
+    /// Marks the running record of `key`, at `position`, finished. The record it gives back
+    /// (`next`) is the first read of those free to run now: the next of the same key, or another
+    /// key's that waited for a slot.
     pub fn finish(&mut self, key: &[u8], position: &Position) -> Finished<T> {
-        self.in_flight = self.in_flight.saturating_sub(1);
-        let next = match self.waiting.get_mut(key) {
-            Some(queue) => {
-                let next = queue.pop_front().map(|(_, item)| item);
-                if next.is_none() {
-                    self.waiting.remove(key);
-                }
-                next
-            }
-            None => None,
-        };
+        let next = self.release(key);
         let handled_up_to = self
             .partitions
             .get_mut(&(position.topic.clone(), position.partition))
             .and_then(|progress| progress.finish(position.offset));
         Finished { next, handled_up_to }
+    }
+
+    /// Marks the running record of `key` cancelled (see [`revoke`](Self::revoke)): its key and
+    /// slot are free, and it reports no offset. Its partition's progress is left alone: revoke
+    /// dropped it, and what stands there now (the partition came back) counts the copies read
+    /// since, one of which may be this record's, still to be handled.
+    pub fn cancelled(&mut self, key: &[u8]) -> Finished<T> {
+        Finished {
+            next: self.release(key),
+            handled_up_to: None,
+        }
+    }
+
+    /// The running record of `key` is gone: its slot and key are free; returns what starts now.
+    fn release(&mut self, key: &[u8]) -> Option<T> {
+        self.held = self.held.saturating_sub(1);
+        self.running = self.running.saturating_sub(1);
+        self.free(key);
+        self.start_ready()
+    }
+
+    /// The record of `key` that ran (or was dropped) is gone: the next behind it, if any, is
+    /// ready to run; else the key is free.
+    fn free(&mut self, key: &[u8]) {
+        match self.waiting.get_mut(key).map(VecDeque::pop_front) {
+            Some(Some(next)) => {
+                self.ready.insert(next.read, (key.to_vec(), next));
+            }
+            Some(None) => {
+                self.waiting.remove(key);
+            }
+            None => {}
+        }
+    }
+
+    /// Takes the first record read of those ready, when a slot is free.
+    fn start_ready(&mut self) -> Option<T> {
+        if self.running >= self.limit {
+            return None;
+        }
+        let (_, (_, behind)) = self.ready.pop_first()?;
+        self.unweigh(&behind);
+        self.running += 1;
+        Some(behind.item)
     }
 }
 
@@ -147,18 +275,45 @@ impl<T> KeyOrdered<T> {
     /// Forgets the partitions `held` no longer accepts (revoked in a rebalance: another member
     /// reads them from their committed offset now): their waiting records are dropped and their
     /// offsets never reported again. Their running records must be cancelled by the caller (see
-    /// [`InHand::cancel_unless`]) and still [`finish`](Self::finish)ed, which frees their key.
-    /// Returns how many waiting records were dropped.
+    /// [`InHand::cancel_unless`]) and, once ended, given to [`cancelled`](Self::cancelled), which
+    /// frees their key. Returns how many waiting records were dropped.
     pub fn revoke(&mut self, held: impl Fn(&str, i32) -> bool) -> usize {
         let mut dropped = 0;
+        let mut dropped_bytes = 0;
         for queue in self.waiting.values_mut() {
-            let before = queue.len();
-            queue.retain(|(position, _)| held(&position.topic, position.partition));
-            dropped += before - queue.len();
+            queue.retain(|behind| {
+                let keep = held(&behind.position.topic, behind.position.partition);
+                if !keep {
+                    dropped += 1;
+                    dropped_bytes += behind.weight;
+                }
+                keep
+            });
         }
-        self.in_flight = self.in_flight.saturating_sub(dropped);
+        self.waiting_bytes = self.waiting_bytes.saturating_sub(dropped_bytes);
+        let revoked: Vec<u64> = self
+            .ready
+            .iter()
+            .filter(|(_, (_, behind))| !held(&behind.position.topic, behind.position.partition))
+            .map(|(read, _)| *read)
+            .collect();
+        for read in revoked {
+            if let Some((key, behind)) = self.ready.remove(&read) {
+                dropped += 1;
+                self.unweigh(&behind);
+                self.free(&key);
+            }
+        }
+        self.held = self.held.saturating_sub(dropped);
         self.partitions.retain(|(topic, partition), _| held(topic, *partition));
         dropped
+    }
+
+    /// Records that may run now after a [`revoke`](Self::revoke) freed their key and a slot is
+    /// free. A safeguard: records wait for a slot only while every slot runs, and a revoke ends
+    /// no running record, so it finds none today.
+    pub fn take_ready(&mut self) -> Vec<T> {
+        std::iter::from_fn(|| self.start_ready()).collect()
     }
 }
 
@@ -376,12 +531,76 @@ mod tests {
     }
 
     #[test]
-    fn the_limit_counts_running_and_waiting_records() {
+    fn records_waiting_behind_their_key_do_not_take_running_slots() {
         let mut held = KeyOrdered::new(2);
-        held.admit(b"a", &at(0), ());
-        assert!(held.has_room());
-        held.admit(b"a", &at(1), ());
+        // a's follow-ups wait behind a0; b still runs beside it; c waits for a slot.
+        assert_eq!(held.admit(b"a", &at(0), "a0"), Some("a0"));
+        assert_eq!(held.admit(b"a", &at(1), "a1"), None);
+        assert_eq!(held.admit(b"a", &at(2), "a2"), None);
+        assert_eq!(held.admit(b"b", &at(3), "b3"), Some("b3"));
+        assert_eq!(held.admit(b"c", &at(4), "c4"), None);
+        assert_eq!((held.running(), held.in_flight()), (2, 5));
+        // A slot goes to the first record read of those free to run: a1 before c4.
+        assert_eq!(held.finish(b"a", &at(0)).next, Some("a1"));
+        assert_eq!(held.finish(b"b", &at(3)).next, Some("c4"));
+        // c's key is taken while c4 waits for its slot or runs: c5 goes behind it.
+        assert_eq!(held.admit(b"c", &at(5), "c5"), None);
+        assert_eq!(held.finish(b"c", &at(4)).next, Some("c5"));
+        assert_eq!(held.finish(b"a", &at(1)).next, Some("a2"));
+        assert_eq!(held.finish(b"c", &at(5)).handled_up_to, None, "a2 runs still");
+        assert_eq!(
+            held.finish(b"a", &at(2)),
+            Finished {
+                next: None,
+                handled_up_to: Some(5)
+            }
+        );
+        assert_eq!((held.running(), held.in_flight()), (0, 0));
+    }
+
+    #[test]
+    fn a_free_slot_goes_to_the_first_record_read_whatever_its_key() {
+        let mut held = KeyOrdered::new(1);
+        assert_eq!(held.admit(b"a", &at(0), "a0"), Some("a0"));
+        assert_eq!(held.admit(b"b", &at(1), "b1"), None);
+        assert_eq!(held.admit(b"a", &at(2), "a2"), None);
+        assert_eq!(held.finish(b"a", &at(0)).next, Some("b1"), "read before a2");
+        assert_eq!(held.finish(b"b", &at(1)).next, Some("a2"));
+    }
+
+    #[test]
+    fn a_revoked_partitions_records_waiting_for_a_slot_are_dropped_and_free_their_key() {
+        let mut held = KeyOrdered::new(1);
+        let other = |offset| Position {
+            partition: 1,
+            ..at(offset)
+        };
+        assert_eq!(held.admit(b"a", &at(0), "a0"), Some("a0"));
+        assert_eq!(held.admit(b"b", &other(0), "b0"), None);
+        assert_eq!(held.admit(b"b", &other(1), "b1"), None);
+        assert_eq!(held.revoke(|_, partition| partition == 0), 2);
+        assert!(held.take_ready().is_empty(), "a0 still runs");
+        assert_eq!(
+            held.finish(b"a", &at(0)),
+            Finished {
+                next: None,
+                handled_up_to: Some(0)
+            }
+        );
+        // b's key is free again when its partition comes back.
+        assert_eq!(held.admit(b"b", &other(0), "b0"), Some("b0"));
+        assert_eq!((held.running(), held.in_flight()), (1, 1));
+    }
+
+    #[test]
+    fn the_held_records_are_bounded_by_a_multiple_of_the_running_ones() {
+        let mut held = KeyOrdered::new(2);
+        for offset in 0..(2 * HELD_PER_RUNNING as i64) {
+            assert!(held.has_room(), "{offset} held");
+            held.admit(b"a", &at(offset), ());
+        }
         assert!(!held.has_room());
+        assert_eq!(held.running(), 1);
         held.finish(b"a", &at(0));
         assert!(held.has_room());
     }
@@ -418,6 +637,41 @@ mod tests {
         assert_eq!(ended[0], (b"a".to_vec(), at(0), None));
         assert_eq!(ended[1].2, Some("done"));
         assert!(in_hand.is_empty());
+    }
+
+    #[test]
+    fn reading_stops_while_the_waiting_records_weigh_the_bound_and_goes_on_as_they_start() {
+        let mut held = KeyOrdered::new(1).weighing(10, |item: &&str| item.len());
+        assert_eq!(held.admit(b"a", &at(0), "running"), Some("running"));
+        // Waiting records count, the running one does not.
+        assert_eq!(held.waiting_bytes(), 0);
+        assert_eq!(held.admit(b"a", &at(1), "six..."), None);
+        assert!(held.has_room());
+        assert_eq!(held.admit(b"b", &at(2), "five."), None);
+        assert_eq!(held.waiting_bytes(), 11);
+        assert!(!held.has_room());
+        // The running record ends: the next of its key starts, and its bytes leave the count.
+        assert_eq!(held.finish(b"a", &at(0)).next, Some("six..."));
+        assert_eq!(held.waiting_bytes(), 5);
+        assert!(held.has_room());
+        // A revoke drops the waiting record and its bytes.
+        assert_eq!(held.revoke(|_, _| false), 1);
+        assert_eq!(held.waiting_bytes(), 0);
+    }
+
+    #[test]
+    fn a_cancelled_record_reports_nothing_for_its_partition_read_again() {
+        let mut held = KeyOrdered::new(10);
+        assert_eq!(held.admit(b"a", &at(7), "first copy"), Some("first copy"));
+        // A rebalance takes the partition away, its call is cancelled, and the partition comes
+        // back before the cancelled call ends: offset 7 is read again and waits behind its key.
+        held.revoke(|_, _| false);
+        assert_eq!(held.admit(b"a", &at(7), "second copy"), None);
+        let ended = held.cancelled(b"a");
+        assert_eq!(ended.next, Some("second copy"));
+        assert_eq!(ended.handled_up_to, None, "the second copy runs still");
+        assert_eq!(held.finish(b"a", &at(7)).handled_up_to, Some(7));
+        assert_eq!(held.in_flight(), 0);
     }
 
     #[test]

@@ -24,7 +24,7 @@ pub struct RouterConfig {
     pub drain_timeout_secs: u64,
     /// Longest time to read the state topic at start-up, in seconds.
     pub state_restore_timeout_secs: u64,
-    /// Events each destination's pipeline holds at once (see [`omni_kafka::keyed`]): events of
+    /// Events each destination's pipeline delivers at once (see [`omni_kafka::keyed`]): events of
     /// different conversations are delivered concurrently, one conversation's in order.
     /// 1 delivers one event at a time. `in_flight_limits` sets it per destination.
     pub max_in_flight: usize,
@@ -72,7 +72,7 @@ impl RouterConfig {
         std::time::Duration::from_secs(self.state_retention_secs)
     }
 
-    /// How many events `destination`'s pipeline holds at once: its `in_flight_limits` entry, else
+    /// How many events `destination`'s pipeline delivers at once: its `in_flight_limits` entry, else
     /// `max_in_flight`.
     pub fn max_in_flight_for(&self, destination: &str) -> usize {
         self.in_flight_limits.get(destination).copied().unwrap_or(self.max_in_flight)

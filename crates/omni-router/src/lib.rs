@@ -23,7 +23,8 @@
 //! `<group_id>.<destination>` for the others), its own offsets and retries, so a helpdesk that is
 //! down or rate-limiting only delays its own events while the others keep flowing; a pipeline
 //! skips the events routed elsewhere. Within a pipeline up to `max_in_flight` events (per
-//! destination: `in_flight_limits`) are in hand at once: different conversations' concurrently,
+//! destination: `in_flight_limits`) are delivered at once, and up to four times as many held
+//! (the rest read ahead, at most 32 MiB of them): different conversations' concurrently,
 //! one conversation's strictly one after the other in partition order (the record key is the
 //! conversation id), so its follow-ups reach the ticket in order; a partition's offset is stored
 //! only up to its lowest unfinished event ([`omni_kafka::keyed`]). Transient failures (helpdesk
@@ -55,7 +56,7 @@ use std::time::{Duration, SystemTime};
 
 use backon::{ExponentialBuilder, Retryable};
 use omni_kafka::consumer::GroupMember;
-use omni_kafka::keyed::{InHand, KeyOrdered, Position};
+use omni_kafka::keyed::{self, InHand, KeyOrdered, Position};
 use omni_kafka::{CloudEvent, DeadLetterWriter, ProduceError, Producer, consumer, topics};
 use omni_proto::v1::{ConversationEvent, Delivery, dead_letter::Fault, delivery::Outcome, event_delivery::Status, participant::Role};
 use omni_runtime::ServiceContext;
@@ -397,7 +398,7 @@ struct Router {
 
 impl Router {
     /// Reads the destination's pipeline until shutdown with up to its `max_in_flight` (or
-    /// `in_flight_limits` entry) records in hand (see [`omni_kafka::keyed`]): events of
+    /// `in_flight_limits` entry) records being delivered (see [`omni_kafka::keyed`]): events of
     /// different conversations are delivered concurrently, one conversation's events one after
     /// the other in partition order, and a
     /// partition's offset is stored only up to its lowest unfinished record. Shutdown drops the
@@ -413,7 +414,7 @@ impl Router {
         let in_flight = metrics::gauge!("omni_router_in_flight_events", "destination" => destination.to_owned());
         let limit = config.max_in_flight_for(destination);
         metrics::gauge!("omni_router_in_flight_limit", "destination" => destination.to_owned()).set(limit as f64);
-        let mut held = KeyOrdered::new(limit);
+        let mut held = KeyOrdered::new(limit).weighing(keyed::MAX_WAITING_BYTES, keyed::message_bytes);
         let mut running: InHand<'_, Result<(), ProduceError>> = InHand::default();
         let mut rebalances = member.rebalances();
         let mut expiry = Expiry::new(config);
@@ -431,6 +432,9 @@ impl Router {
                     if waiting + cancelled > 0 {
                         tracing::info!(destination, waiting, cancelled, "events of revoked partitions dropped");
                     }
+                    for message in held.take_ready() {
+                        self.start(state, &mut running, message);
+                    }
                 }
                 () = expiry.step(|| Box::pin(expire_state(destination, state, config.state_retention()))) => {}
                 (key, position, outcome) = running.next(), if !running.is_empty() => {
@@ -438,8 +442,11 @@ impl Router {
                         tracing::error!(destination, %error, "event not handled; stopping");
                         return Err(error.into());
                     }
-                    // Handled, or cancelled by a rebalance (then its partition reports nothing).
-                    let finished = held.finish(&key, &position);
+                    // Handled, or cancelled by a rebalance (then it reports no offset).
+                    let finished = match outcome {
+                        Some(_) => held.finish(&key, &position),
+                        None => held.cancelled(&key),
+                    };
                     if let Some(next) = finished.next {
                         self.start(state, &mut running, next);
                     }

@@ -37,7 +37,7 @@ use futures::future::BoxFuture;
 use futures::stream::FuturesOrdered;
 use omni_channels::meta::send::Platform;
 use omni_kafka::consumer::{GroupConsumer, GroupMember};
-use omni_kafka::keyed::{InHand, KeyOrdered, Oldest, Position};
+use omni_kafka::keyed::{self, InHand, KeyOrdered, Oldest, Position};
 use omni_kafka::producer::Pending;
 use omni_kafka::{DeadLetterWriter, ProduceError, Producer, Stopped, consumer, topics};
 use omni_proto::v1::outbox_entry::Status;
@@ -337,7 +337,8 @@ const REVOKE_FLUSH: Duration = Duration::from_secs(10);
 /// handled up to `max_in_flight` at a time ([`omni_kafka::keyed`]): different conversations'
 /// concurrently, one conversation's one after the other in order, an answer's offset stored only
 /// once every answer before it in its partition finished. The answers' partitions are paused
-/// while the bound is reached, never the conversations', which an answer may be waiting for.
+/// while four times the bound are held or those read ahead weigh [`keyed::MAX_WAITING_BYTES`],
+/// never the conversations', which an answer may be waiting for.
 /// Whenever partitions were assigned, the state is read again before the next record (after the
 /// address writes in flight were acknowledged): another replica may have written it for them. On
 /// shutdown the answers in hand finish (or stop at a safe point) and the address writes are
@@ -359,7 +360,7 @@ where
     R: Fn() -> Fut,
     Fut: std::future::Future<Output = Result<state::Memory, omni_kafka::state::StateError>>,
 {
-    let mut held: KeyOrdered<OwnedMessage> = KeyOrdered::new(max_in_flight);
+    let mut held: KeyOrdered<OwnedMessage> = KeyOrdered::new(max_in_flight).weighing(keyed::MAX_WAITING_BYTES, keyed::message_bytes);
     // Answers read and not finished, for the outbox age (`omni_sender_oldest_answer_timestamp_seconds`).
     let mut oldest = Oldest::default();
     let show = |oldest: &Oldest| metrics::gauge!("omni_sender_oldest_answer_timestamp_seconds").set(oldest.oldest_seconds());
@@ -393,6 +394,7 @@ where
         tokio::select! {
             biased;
             (key, position, ended) = running.next(), if !running.is_empty() => {
+                let cancelled = ended.is_none();
                 if let Some((message, outcome)) = ended
                     && !finish(&message, outcome)?
                 {
@@ -402,9 +404,13 @@ where
                     stopping = true;
                     continue;
                 }
-                // Handled, or cancelled by a rebalance (then its partition reports nothing).
-                let finished = held.finish(&key, &position);
-                oldest.finish(&position);
+                // Handled, or cancelled by a rebalance (then it reports no offset).
+                let finished = if cancelled { held.cancelled(&key) } else { held.finish(&key, &position) };
+                if !cancelled {
+                    // A cancelled answer left `oldest` at the revoke; a copy read again since
+                    // has its own entry at the same position.
+                    oldest.finish(&position);
+                }
                 show(&oldest);
                 if let Some(offset) = finished.handled_up_to {
                     consumer::store_next(member.consumer(), &position.topic, position.partition, offset);
@@ -424,6 +430,11 @@ where
                 show(&oldest);
                 if waiting + cancelled > 0 {
                     tracing::info!(waiting, cancelled, "answers of revoked partitions dropped");
+                }
+                if !context.shutdown.is_cancelled() && !stopping {
+                    for next in held.take_ready() {
+                        start(&mut running, next);
+                    }
                 }
             }
             () = context.shutdown.cancelled(), if running.is_empty() && learning.is_empty() => return Ok(()),
