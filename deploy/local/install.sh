@@ -2,8 +2,9 @@
 # Installs what the embedded defaults and the tests need, once; later runs find it and return
 # at once. Used by `make run`, `make test` and .ci/run.
 #   - the tansu broker (a Kafka-compatible broker in Rust), built from its published sources with
-#     omni's patch to its group coordinator (deploy/local/tansu/build.sh: ~12 min once, then
-#     cached in ~/.cargo/bin; docs/adr/0001-tansu-group-coordinator.md says why);
+#     omni's patches to its group coordinator and its SQLite statements
+#     (deploy/local/tansu/build.sh: ~12 min once, then cached in ~/.cargo/bin; docs/adr/0001 and
+#     0004 say why);
 #   - Request Tracker 5 with SQLite from Debian's packages (the local helpdesk);
 #   - Dovecot from Debian's packages (the local IMAP mailbox);
 #   - Postfix from Debian's packages (the local SMTP server, deploy/local/postfix.sh; the package's
