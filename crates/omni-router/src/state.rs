@@ -165,19 +165,26 @@ impl Maps {
             Ok(Some(Entry::Event(event))) => {
                 let updated = time_of(event.updated_at);
                 let destination = key.split('/').nth(1).unwrap_or_default();
-                if !event.conversation_id.is_empty() {
-                    self.touch(ticket_key(destination, &event.conversation_id), updated);
-                } else if !event.ticket_id.is_empty() {
+                let conversation = Some(event.conversation_id.as_str()).filter(|id| !id.is_empty());
+                if conversation.is_none() && !event.ticket_id.is_empty() {
                     self.legacy.push((event.ticket_id.clone(), updated));
                 }
-                let status = event.status();
-                self.events.insert(key.to_owned(), EventEntry { status, updated });
+                let conversation = conversation.map(|id| ticket_key(destination, id));
+                self.note_event(key.to_owned(), conversation, event.status(), updated);
             }
             Ok(Some(Entry::Started(mark))) => {
                 self.marks.insert(key.to_owned(), mark.offset);
             }
             Ok(None) | Err(_) => tracing::warn!(key, "unreadable state record skipped"),
         }
+    }
+
+    /// An event's status at `updated`, and its conversation (its ticket key) active then.
+    fn note_event(&mut self, key: String, conversation: Option<String>, status: Status, updated: SystemTime) {
+        if let Some(conversation) = conversation {
+            self.touch(conversation, updated);
+        }
+        self.events.insert(key, EventEntry { status, updated });
     }
 
     /// This replica's started marks that stand past what it needs on a clean stop, with where
@@ -475,7 +482,7 @@ impl StateStore {
         let known = self.maps().events.get(&event_key(destination, event_id)).map(|entry| entry.status);
         match known {
             Some(status) if status != Status::Unspecified => status,
-            _ if covered(self.recovered.get(&at.partition), at.offset) => Status::Pending,
+            _ if covered(self.recovered.get(&at.partition).copied(), at.offset) => Status::Pending,
             _ => Status::Unspecified,
         }
     }
@@ -487,16 +494,16 @@ impl StateStore {
     pub async fn mark_started(&self, destination: &str, conversation_id: &str, event_id: &str, at: &Position) -> Result<(), ProduceError> {
         let key = started_key(destination, at.partition, &self.instance_id);
         self.advance(&key, at.offset).await?;
-        let now = SystemTime::now();
         let mut maps = self.maps();
         let begun = maps.begun.entry(at.partition).or_insert(at.offset);
         *begun = (*begun).max(at.offset);
-        maps.touch(ticket_key(destination, conversation_id), now);
-        let entry = EventEntry {
-            status: Status::Pending,
-            updated: now,
-        };
-        maps.events.insert(event_key(destination, event_id), entry);
+        let conversation = ticket_key(destination, conversation_id);
+        maps.note_event(
+            event_key(destination, event_id),
+            Some(conversation),
+            Status::Pending,
+            SystemTime::now(),
+        );
         Ok(())
     }
 
@@ -517,10 +524,11 @@ impl StateStore {
     /// event is moving it already (this one is covered either way).
     async fn advance(&self, key: &str, offset: i64) -> Result<(), ProduceError> {
         let mark = || self.maps().marks.get(key).copied();
-        if !near(mark(), offset) {
+        let seen = mark();
+        if !near(seen, offset) {
             return Ok(());
         }
-        let _advancing = if covered(mark().as_ref(), offset) {
+        let _advancing = if covered(seen, offset) {
             match self.advancing.try_lock() {
                 Ok(guard) => guard,
                 Err(_) => return Ok(()),
@@ -685,8 +693,8 @@ fn started_entry(offset: i64) -> Entry {
 }
 
 /// Whether a started mark covers `offset`.
-fn covered(mark: Option<&i64>, offset: i64) -> bool {
-    mark.is_some_and(|mark| offset <= *mark)
+fn covered(mark: Option<i64>, offset: i64) -> bool {
+    mark.is_some_and(|mark| offset <= mark)
 }
 
 /// Whether an event at `offset` should move the started mark: past it, or within half a step.
@@ -794,8 +802,8 @@ mod tests {
         maps.apply("started/rt/0/router-0", &mark(999));
         let recovered = recovered_marks("zd", &maps.marks);
         assert_eq!(recovered, HashMap::from([(0, 150), (1, 70)]));
-        assert!(covered(recovered.get(&0), 150) && !covered(recovered.get(&0), 151));
-        assert!(!covered(recovered.get(&2), 0), "no mark, nothing started");
+        assert!(covered(recovered.get(&0).copied(), 150) && !covered(recovered.get(&0).copied(), 151));
+        assert!(!covered(recovered.get(&2).copied(), 0), "no mark, nothing started");
         assert!(maps.events.is_empty() && maps.activity.is_empty(), "marks are not events");
         assert_eq!(
             maps.expired("zd", at(1_000_000), MAX_CANDIDATES),
