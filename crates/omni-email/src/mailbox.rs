@@ -90,6 +90,11 @@ impl MailboxReader {
         tracing::info!(mailbox = %self.name, folder = %self.mailbox.folder, security = %self.mailbox.security, auth = %self.mailbox.auth, uid_validity, last_uid = self.checkpoint.last_uid, idle, "mailbox selected");
         loop {
             self.store_new(&mut session).await?;
+            if announced_new(&session.unsolicited_responses) {
+                // Mail came while those commands ran: the server told us then, and IDLE would
+                // not tell us again (it waited for `idle_renew_secs` before: up to 10 minutes).
+                continue;
+            }
             session = if idle {
                 self.wait_idle(session).await?
             } else {
@@ -284,5 +289,38 @@ impl MailboxReader {
         tokio::time::sleep(Duration::from_secs(self.settings.poll_interval_secs)).await;
         session.noop().await?;
         Ok(session)
+    }
+}
+
+/// Whether the server announced new messages (EXISTS or RECENT) in the responses it sent
+/// unasked since the last call; reads them all. A message delivered while the connector searches
+/// or fetches is announced during that command, not again when IDLE begins.
+fn announced_new(unsolicited: &async_channel::Receiver<async_imap::types::UnsolicitedResponse>) -> bool {
+    use async_imap::types::UnsolicitedResponse;
+    let mut announced = false;
+    while let Ok(response) = unsolicited.try_recv() {
+        announced |= matches!(response, UnsolicitedResponse::Exists(_) | UnsolicitedResponse::Recent(_));
+    }
+    announced
+}
+
+#[cfg(test)]
+mod tests {
+    use async_imap::types::UnsolicitedResponse;
+
+    use super::announced_new;
+
+    #[test]
+    fn new_mail_announced_during_a_command_is_seen_once_and_other_news_is_not_mail() {
+        let (sender, receiver) = async_channel::bounded(100);
+        assert!(!announced_new(&receiver), "nothing announced");
+        sender.try_send(UnsolicitedResponse::Expunge(3)).unwrap();
+        assert!(!announced_new(&receiver), "an expunge is no new mail");
+        sender.try_send(UnsolicitedResponse::Exists(680)).unwrap();
+        sender.try_send(UnsolicitedResponse::Expunge(3)).unwrap();
+        assert!(announced_new(&receiver), "EXISTS among other responses");
+        assert!(!announced_new(&receiver), "read once");
+        sender.try_send(UnsolicitedResponse::Recent(1)).unwrap();
+        assert!(announced_new(&receiver), "RECENT");
     }
 }
