@@ -24,7 +24,7 @@
 //! the others are listed in the text.
 //!
 //! A mail whose HTML shows a JPEG or PNG it carries (`<img src="cid:…">`) becomes an HTML
-//! article: the HTML cleaned (see [`super::html::with_inline_images`]), each such image a
+//! article: the HTML cleaned (see `helpdesk::html::with_inline_images`), each such image a
 //! `data:` URL in it, which Zammad turns into an inline image of the article
 //! (`HtmlSanitizer.replace_inline_images` when it creates an article, in Zammad's
 //! `app/controllers/application_controller/creates_ticket_articles.rb`); the other files go as
