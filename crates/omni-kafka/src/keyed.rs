@@ -237,6 +237,13 @@ impl<T> KeyOrdered<T> {
         }
     }
 
+    /// Marks the running record of `key`, at `position`, ended: [`finish`](Self::finish) when it
+    /// was `handled`, else [`cancelled`](Self::cancelled) (a rebalance cancelled it). What a
+    /// service's loop calls for each record its [`InHand`] gives back.
+    pub fn end(&mut self, key: &[u8], position: &Position, handled: bool) -> Finished<T> {
+        if handled { self.finish(key, position) } else { self.cancelled(key) }
+    }
+
     /// The running record of `key` is gone: its slot and key are free; returns what starts now.
     fn release(&mut self, key: &[u8]) -> Option<T> {
         self.held = self.held.saturating_sub(1);
@@ -590,6 +597,26 @@ mod tests {
         // b's key is free again when its partition comes back.
         assert_eq!(held.admit(b"b", &other(0), "b0"), Some("b0"));
         assert_eq!((held.running(), held.in_flight()), (1, 1));
+    }
+
+    #[test]
+    fn a_revoked_ready_record_hands_its_key_to_the_next_of_a_partition_still_held() {
+        let mut held = KeyOrdered::new(1).weighing(100, |item: &&str| item.len());
+        let other = |offset| Position {
+            partition: 1,
+            ..at(offset)
+        };
+        assert_eq!(held.admit(b"a", &at(0), "a0"), Some("a0"));
+        // b's first record (partition 1) waits for the slot, its second (partition 0) behind it.
+        assert_eq!(held.admit(b"b", &other(0), "b-p1"), None);
+        assert_eq!(held.admit(b"b", &at(1), "b-p0"), None);
+        assert_eq!(held.waiting_bytes(), 8);
+        assert_eq!(held.revoke(|_, partition| partition == 0), 1);
+        assert_eq!(held.waiting_bytes(), 4, "only the dropped record's bytes leave");
+        assert!(held.take_ready().is_empty(), "a0 holds the only slot");
+        assert_eq!(held.finish(b"a", &at(0)).next, Some("b-p0"));
+        assert_eq!(held.finish(b"b", &at(1)).handled_up_to, Some(1));
+        assert_eq!((held.running(), held.in_flight(), held.waiting_bytes()), (0, 0, 0));
     }
 
     #[test]

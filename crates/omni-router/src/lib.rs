@@ -443,10 +443,7 @@ impl Router {
                         return Err(error.into());
                     }
                     // Handled, or cancelled by a rebalance (then it reports no offset).
-                    let finished = match outcome {
-                        Some(_) => held.finish(&key, &position),
-                        None => held.cancelled(&key),
-                    };
+                    let finished = held.end(&key, &position, outcome.is_some());
                     if let Some(next) = finished.next {
                         self.start(state, &mut running, next);
                     }

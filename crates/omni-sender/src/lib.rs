@@ -405,7 +405,7 @@ where
                     continue;
                 }
                 // Handled, or cancelled by a rebalance (then it reports no offset).
-                let finished = if cancelled { held.cancelled(&key) } else { held.finish(&key, &position) };
+                let finished = held.end(&key, &position, !cancelled);
                 if !cancelled {
                     // A cancelled answer left `oldest` at the revoke; a copy read again since
                     // has its own entry at the same position.
