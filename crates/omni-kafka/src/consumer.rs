@@ -372,15 +372,20 @@ impl GroupMember {
     }
 
     /// The partitions the member holds now, as a test for [`crate::keyed`]'s `revoke` and
-    /// `cancel_unless`. When the assignment cannot be read, it holds nothing.
+    /// `cancel_unless`. When the assignment cannot be read, it holds every partition: the records
+    /// in hand are kept. Of a partition really taken away a record may then be handled twice;
+    /// dropping them instead could lose them, as the consumer's position stays past them and a
+    /// later record's offset would be stored over them.
     pub fn holds(&self) -> impl Fn(&str, i32) -> bool + use<> {
         use rdkafka::consumer::Consumer as _;
-        let held: std::collections::HashSet<(String, i32)> = self
-            .consumer
-            .assignment()
-            .map(|list| list.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect())
-            .unwrap_or_default();
-        move |topic: &str, partition: i32| held.contains(&(topic.to_owned(), partition))
+        let held: Option<std::collections::HashSet<(String, i32)>> = match self.consumer.assignment() {
+            Ok(list) => Some(list.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect()),
+            Err(error) => {
+                tracing::warn!(group = %self.group_id, %error, "cannot read the assignment; keeping every record in hand");
+                None
+            }
+        };
+        move |topic: &str, partition: i32| held.as_ref().is_none_or(|held| held.contains(&(topic.to_owned(), partition)))
     }
 
     /// How long the member may hold no partitions before it rejoins (see [`rejoin_wait`]).
