@@ -37,6 +37,12 @@ pub const SERVICES: [&str; 5] = ["gateway", "email", "calllog", "normalizer", "r
 impl Stack {
     /// Starts it all; `extra_env` goes to every service.
     pub async fn start(extra_env: &[(&str, &str)]) -> anyhow::Result<Self> {
+        Self::start_with("", extra_env).await
+    }
+
+    /// Starts it all with `extra_toml` added to the services' config file (for settings no
+    /// environment variable can name, such as a librdkafka property in `[kafka.properties]`).
+    pub async fn start_with(extra_toml: &str, extra_env: &[(&str, &str)]) -> anyhow::Result<Self> {
         let (zendesk, zendesk_url) = Zendesk::start(ZENDESK_EMAIL, ZENDESK_TOKEN).await?;
         let dir = tempfile::tempdir()?;
         let config = dir.path().join("load.toml");
@@ -58,6 +64,7 @@ reply_secret = "{ZENDESK_REPLY_SECRET}"
 
 [replies]
 destinations = ["zendesk"]
+{extra_toml}
 "#
             ),
         )?;

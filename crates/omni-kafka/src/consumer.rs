@@ -388,6 +388,33 @@ impl GroupMember {
         move |topic: &str, partition: i32| held.as_ref().is_none_or(|held| held.contains(&(topic.to_owned(), partition)))
     }
 
+    /// Pauses (or resumes) fetching the partitions of `topic` the member holds now. A loop whose
+    /// records in hand reached their bound pauses here and goes on calling [`recv`](Self::recv),
+    /// rather than not calling it: rebalances are served only from `recv`, and librdkafka takes a
+    /// member out of its group when it is not called for `max.poll.interval.ms` (5 minutes),
+    /// which a helpdesk that is down for longer would otherwise do to the router. A paused
+    /// partition is no longer fetched, and resumes from the record after the last one
+    /// delivered; a record fetched before the pause may still arrive (the caller takes it, a
+    /// little over its bound). Call it again after each rebalance: partitions assigned since are
+    /// not paused yet.
+    pub fn pause_reading(&self, topic: &str, pause: bool) {
+        use rdkafka::consumer::Consumer as _;
+        let Ok(assigned) = self.consumer.assignment() else { return };
+        let mut partitions = rdkafka::TopicPartitionList::new();
+        for element in assigned.elements().iter().filter(|e| e.topic() == topic) {
+            partitions.add_partition(element.topic(), element.partition());
+        }
+        let result = if pause {
+            self.consumer.pause(&partitions)
+        } else {
+            self.consumer.resume(&partitions)
+        };
+        match result {
+            Ok(()) => tracing::debug!(group = %self.group_id, topic, pause, "reading paused or resumed"),
+            Err(error) => tracing::warn!(group = %self.group_id, topic, %error, pause, "cannot pause or resume reading"),
+        }
+    }
+
     /// How long the member may hold no partitions before it rejoins (see [`rejoin_wait`]).
     fn limit(&self, base: Duration) -> Duration {
         rejoin_wait(base, self.rejoins.load(Ordering::Relaxed))

@@ -401,8 +401,11 @@ impl Router {
     /// `in_flight_limits` entry) records being delivered (see [`omni_kafka::keyed`]): events of
     /// different conversations are delivered concurrently, one conversation's events one after
     /// the other in partition order, and a
-    /// partition's offset is stored only up to its lowest unfinished record. Shutdown drops the
-    /// deliveries in hand (their offsets are not stored: they are delivered again later).
+    /// partition's offset is stored only up to its lowest unfinished record. While the records
+    /// held reach their bound the partitions are paused, and the consumer is still polled, so the
+    /// member keeps its place in the group however long the helpdesk takes
+    /// ([`GroupMember::pause_reading`]). Shutdown drops the deliveries in hand (their offsets
+    /// are not stored: they are delivered again later).
     async fn consume(
         &self,
         member: &GroupMember,
@@ -418,8 +421,14 @@ impl Router {
         let mut running: InHand<'_, Result<(), ProduceError>> = InHand::default();
         let mut rebalances = member.rebalances();
         let mut expiry = Expiry::new(config);
+        let mut paused = false;
         loop {
             in_flight.set(held.in_flight() as f64);
+            let full = !held.has_room();
+            if paused != full {
+                paused = full;
+                member.pause_reading(topics::CONVERSATIONS, paused);
+            }
             tokio::select! {
                 () = context.shutdown.cancelled() => return Ok(()),
                 stall = member.stalled() => member.rejoin(stall)?,
@@ -432,6 +441,8 @@ impl Router {
                     if waiting + cancelled > 0 {
                         tracing::info!(destination, waiting, cancelled, "events of revoked partitions dropped");
                     }
+                    // Partitions assigned since the pause are paused too.
+                    member.pause_reading(topics::CONVERSATIONS, paused);
                     for message in held.take_ready() {
                         self.start(state, &mut running, message);
                     }
@@ -451,7 +462,8 @@ impl Router {
                         consumer::store_next(member.consumer(), &position.topic, position.partition, offset);
                     }
                 }
-                received = member.recv(), if held.has_room() => match received {
+                // Called while full too (reading is paused then): rebalances are served here.
+                received = member.recv() => match received {
                     Ok(message) => {
                         let message = message.detach();
                         let key = message.key().unwrap_or_default().to_vec();

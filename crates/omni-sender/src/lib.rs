@@ -36,7 +36,7 @@ use futures::StreamExt as _;
 use futures::future::BoxFuture;
 use futures::stream::FuturesOrdered;
 use omni_channels::meta::send::Platform;
-use omni_kafka::consumer::{GroupConsumer, GroupMember};
+use omni_kafka::consumer::GroupMember;
 use omni_kafka::keyed::{self, InHand, KeyOrdered, Oldest, Position};
 use omni_kafka::producer::Pending;
 use omni_kafka::{DeadLetterWriter, ProduceError, Producer, Stopped, consumer, topics};
@@ -386,7 +386,7 @@ where
         let full = !held.has_room();
         if paused != full {
             paused = full;
-            pause_answers(member.consumer(), paused);
+            member.pause_reading(topics::OUTBOUND, paused);
         }
         if (stopping || context.shutdown.is_cancelled()) && running.is_empty() && learning.is_empty() {
             return Ok(());
@@ -431,6 +431,9 @@ where
                 if waiting + cancelled > 0 {
                     tracing::info!(waiting, cancelled, "answers of revoked partitions dropped");
                 }
+                // Partitions assigned since the pause are paused too (and those assigned back
+                // resumed when reading goes on).
+                member.pause_reading(topics::OUTBOUND, paused);
                 if !context.shutdown.is_cancelled() && !stopping {
                     for next in held.take_ready() {
                         start(&mut running, next);
@@ -483,25 +486,6 @@ where
             },
         }
     }
-}
-
-/// Pauses (or resumes) fetching the answers' partitions this replica holds.
-fn pause_answers(consumer: &GroupConsumer, pause: bool) {
-    use rdkafka::consumer::Consumer as _;
-    let Ok(assigned) = consumer.assignment() else { return };
-    let mut answers = rdkafka::TopicPartitionList::new();
-    for element in assigned.elements().iter().filter(|e| e.topic() == topics::OUTBOUND) {
-        answers.add_partition(element.topic(), element.partition());
-    }
-    let result = if pause {
-        consumer.pause(&answers)
-    } else {
-        consumer.resume(&answers)
-    };
-    if let Err(error) = result {
-        tracing::warn!(%error, pause, "cannot pause or resume the answers' partitions");
-    }
-    tracing::debug!(pause, "answers' partitions paused or resumed");
 }
 
 /// Counts how an answer went; `false` when it was not handled (stopped by shutdown), so its
