@@ -57,7 +57,8 @@ CONF
     # Correspond Notify Requestors and Ccs" for omni's queue: see the README.)
     sqlite3 "$state/rtdb" "UPDATE Scrips SET Disabled = 1 WHERE Description LIKE '%Notify%' OR Description LIKE '%Autoreply%';"
   fi
-  nohup "$server" --port "$port" > "$state/rt.log" 2>&1 &
+  # A session of its own: a Ctrl-C in the terminal of `make run` does not stop it under the router.
+  setsid nohup "$server" --port "$port" > "$state/rt.log" 2>&1 &
   echo $! > "$state/pid"
   for _ in $(seq 120); do
     if answers; then echo "request tracker answers on http://127.0.0.1:$port (root / password)"; return 0; fi

@@ -3,13 +3,16 @@
 # .omni/, so data survives a broker restart), Request Tracker on 127.0.0.1:8099, Dovecot on
 # 127.0.0.1:1143, Postfix on 127.0.0.1:2525 (delivers every message to Dovecot's catch-all
 # customers / customers), and every omni service.
-#   deploy/local/run.sh            foreground; Ctrl-C stops everything
+#   deploy/local/run.sh            foreground; Ctrl-C stops everything: the services first (each
+#                                  drains, up to its drain_timeout_secs), then the broker
 #   deploy/local/run.sh --detach   background; returns once every service is ready (make up)
 #   deploy/local/run.sh --stop     stops what --detach started (make down)
 # Every process it starts carries OMNI_STACK=<state dir> in its environment. A second start sees
 # what is already running: a service still running its current binary is kept, one whose binary
 # was rebuilt since (its /proc/<pid>/exe is "(deleted)") is restarted, and one the pid files lost
 # track of is stopped first. --stop stops every process that carries the mark, pid file or not.
+# Each process runs in a session of its own (setsid): a Ctrl-C in the terminal reaches this script
+# only, which stops the services while the broker they drain into still runs.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/../.." && pwd)
 state=${OMNI_STATE_DIR:-$here/.omni}
@@ -62,10 +65,18 @@ wait_gone() { # tenths pid...
   return 1
 }
 
-stop_pids() { # pid... : TERM, wait up to 10 s, then KILL
+# Seconds a stopped process has to exit before it is killed: longer than the longest
+# drain_timeout_secs in config/default.toml (the router's 15 s).
+stop_wait_secs=${OMNI_STOP_WAIT_SECS:-20}
+
+stop_pids() { # pid... : TERM, wait up to stop_wait_secs, then KILL
   [ $# -gt 0 ] || return 0
   kill "$@" 2>/dev/null || true
-  wait_gone 100 "$@" && return 0
+  wait_gone "$((stop_wait_secs * 10))" "$@" && return 0
+  local pid
+  for pid in "$@"; do
+    kill -0 "$pid" 2>/dev/null && echo "pid $pid ($(cat "/proc/$pid/comm" 2>/dev/null)) still running after ${stop_wait_secs}s; killing it" >&2
+  done
   kill -9 "$@" 2>/dev/null || true
   wait_gone 20 "$@" || true
 }
@@ -95,7 +106,7 @@ start_service() {
       return 0
     fi
   fi
-  OMNI_STACK="$state" nohup "$bin/omni-$name" > "$state/logs/$name.log" 2>&1 &
+  OMNI_STACK="$state" setsid nohup "$bin/omni-$name" > "$state/logs/$name.log" 2>&1 &
   echo $! > "$state/$name.pid"
 }
 
@@ -130,7 +141,7 @@ elif (exec 3<>/dev/tcp/127.0.0.1/9092) 2>/dev/null; then
   echo "a broker this stack did not start listens on 127.0.0.1:9092; using it"
 else
   # tansu reads the path of a sqlite:// URL relative to its working directory.
-  (cd "$state" && OMNI_STACK="$state" exec nohup tansu broker \
+  (cd "$state" && OMNI_STACK="$state" exec setsid nohup tansu broker \
     --listener-url tcp://127.0.0.1:9092 \
     --advertised-listener-url tcp://127.0.0.1:9092 \
     --storage-engine "sqlite://tansu.db" > "$state/logs/broker.log" 2>&1) &
@@ -158,7 +169,7 @@ elif ! command -v prometheus >/dev/null; then
 elif (exec 3<>/dev/tcp/127.0.0.1/9090) 2>/dev/null; then
   echo "something this stack did not start listens on 127.0.0.1:9090; not starting Prometheus"
 else
-  OMNI_STACK="$state" nohup prometheus --config.file="$here/deploy/prometheus/prometheus.yml" \
+  OMNI_STACK="$state" setsid nohup prometheus --config.file="$here/deploy/prometheus/prometheus.yml" \
     --web.listen-address=127.0.0.1:9090 --storage.tsdb.path="$state/prometheus" \
     > "$state/logs/prometheus.log" 2>&1 &
   echo $! > "$state/prometheus.pid"

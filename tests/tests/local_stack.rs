@@ -92,6 +92,93 @@ async fn a_second_start_keeps_what_runs_and_a_stop_leaves_nothing() -> anyhow::R
     Ok(())
 }
 
+/// `make run`'s Ctrl-C: the terminal sends SIGINT to run.sh's whole process group. The services
+/// and the broker are in sessions of their own, so run.sh stops them in order: each service
+/// drains and stops cleanly with the broker still there (no client saw it go away), none is
+/// killed, and the broker goes last. Before, tansu took the SIGINT too and was gone within
+/// milliseconds, while the services drained into it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_stops_every_service_cleanly_before_the_broker() -> anyhow::Result<()> {
+    use std::os::unix::process::CommandExt as _;
+    let _serial = serial().await;
+    let state = tempfile::tempdir()?;
+    let bin = tempfile::tempdir()?;
+    for name in SERVICES {
+        std::fs::copy(bin_dir().join(format!("omni-{name}")), bin.path().join(format!("omni-{name}")))?;
+    }
+    let output = state.path().join("run.out");
+    let mut run = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/local/run.sh"))
+        .env("OMNI_STATE_DIR", state.path())
+        .env("OMNI_BIN_DIR", bin.path())
+        .env_remove("OMNI_CONFIG")
+        .stdout(std::fs::File::create(&output)?)
+        .stderr(std::fs::File::options().append(true).open(&output)?)
+        .process_group(0)
+        .spawn()?;
+    let printed = || std::fs::read_to_string(&output).unwrap_or_default();
+    let outcome = async {
+        let started = std::time::Instant::now();
+        while !printed().contains("Ctrl-C stops everything.") {
+            ensure!(run.try_wait()?.is_none(), "run.sh exited:\n{}", printed());
+            ensure!(
+                started.elapsed() < Duration::from_secs(300),
+                "run.sh not ready in 5 minutes:\n{}",
+                printed()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        // What the terminal does on Ctrl-C: SIGINT to the foreground process group.
+        let sent = Command::new("kill").args(["-s", "INT", "--", &format!("-{}", run.id())]).status()?;
+        ensure!(sent.success(), "kill -INT the process group");
+        let stopping = std::time::Instant::now();
+        let status = loop {
+            if let Some(status) = run.try_wait()? {
+                break status;
+            }
+            ensure!(
+                stopping.elapsed() < Duration::from_secs(90),
+                "run.sh still running 90 s after Ctrl-C:\n{}",
+                printed()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        ensure!(status.success(), "run.sh after Ctrl-C ({status}):\n{}", printed());
+        ensure!(!printed().contains("killing it"), "a process had to be killed:\n{}", printed());
+        for name in &SERVICES[1..] {
+            let log = std::fs::read_to_string(state.path().join(format!("logs/{name}.log")))?;
+            let stopped = log
+                .lines()
+                .any(|line| line.contains("omni_runtime::service") && line.contains(" stopped "));
+            // librdkafka says so at once when the broker goes away under a running client.
+            let broker_gone = log.contains("brokers are down") || log.contains("Connection refused");
+            ensure!(
+                stopped && !log.contains("drain timed out") && !broker_gone,
+                "omni-{name} did not stop cleanly before the broker; its log ends:\n{}",
+                log.lines()
+                    .rev()
+                    .take(15)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    if run.try_wait().ok().flatten().is_none() {
+        let _ = run.kill();
+        let _ = run.wait();
+    }
+    let stopped = run_sh(state.path(), bin.path(), "--stop");
+    outcome?;
+    stopped?;
+    let left = marked(state.path());
+    ensure!(left.is_empty(), "processes of the stack left after Ctrl-C: {left:?}");
+    Ok(())
+}
+
 /// The stack's Prometheus (deploy/prometheus/prometheus.yml) scrapes every service's /metrics
 /// and has loaded omni's alert rules.
 async fn prometheus_scrapes_every_service() -> anyhow::Result<()> {
