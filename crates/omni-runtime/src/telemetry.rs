@@ -1,5 +1,7 @@
 //! Logs through `tracing`, as human-readable text or one JSON object per line.
 
+use std::io::IsTerminal as _;
+
 use serde::Deserialize;
 use tracing_subscriber::EnvFilter;
 
@@ -39,7 +41,11 @@ pub fn init(config: &TelemetryConfig) {
         .ok()
         .and_then(|value| EnvFilter::try_new(value).ok())
         .unwrap_or_else(|| EnvFilter::new(&config.log_filter));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colours only on a terminal: `make run` and the tests write each service's log to a file.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
     let result = match config.log_format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
