@@ -78,17 +78,30 @@ async fn a_second_start_keeps_what_runs_and_a_stop_leaves_nothing() -> anyhow::R
             bail!("port {port} is in use: stop `make run` / `make up` before running this test");
         }
     }
+    let (state, bin) = stack_dirs()?;
+    let result = scenario(state.path(), bin.path()).await;
+    stop_and_check(state.path(), bin.path(), result)
+}
+
+/// A state directory, and a directory with a copy of the service binaries (so a test can
+/// replace one the way cargo does).
+fn stack_dirs() -> anyhow::Result<(tempfile::TempDir, tempfile::TempDir)> {
     let state = tempfile::tempdir()?;
     let bin = tempfile::tempdir()?;
     for name in SERVICES {
         std::fs::copy(bin_dir().join(format!("omni-{name}")), bin.path().join(format!("omni-{name}")))?;
     }
-    let result = scenario(state.path(), bin.path()).await;
-    let stopped = run_sh(state.path(), bin.path(), "--stop");
-    result?;
+    Ok((state, bin))
+}
+
+/// Stops the stack whatever the test's `outcome`, then fails on that outcome, on the stop, or
+/// on any process of the stack left.
+fn stop_and_check(state: &Path, bin: &Path, outcome: anyhow::Result<()>) -> anyhow::Result<()> {
+    let stopped = run_sh(state, bin, "--stop");
+    outcome?;
     stopped?;
-    let left = marked(state.path());
-    assert!(left.is_empty(), "processes of the stack left after --stop: {left:?}");
+    let left = marked(state);
+    ensure!(left.is_empty(), "processes of the stack left: {left:?}");
     Ok(())
 }
 
@@ -101,11 +114,7 @@ async fn a_second_start_keeps_what_runs_and_a_stop_leaves_nothing() -> anyhow::R
 async fn ctrl_c_stops_every_service_cleanly_before_the_broker() -> anyhow::Result<()> {
     use std::os::unix::process::CommandExt as _;
     let _serial = serial().await;
-    let state = tempfile::tempdir()?;
-    let bin = tempfile::tempdir()?;
-    for name in SERVICES {
-        std::fs::copy(bin_dir().join(format!("omni-{name}")), bin.path().join(format!("omni-{name}")))?;
-    }
+    let (state, bin) = stack_dirs()?;
     let output = state.path().join("run.out");
     let mut run = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/local/run.sh"))
         .env("OMNI_STATE_DIR", state.path())
@@ -171,12 +180,7 @@ async fn ctrl_c_stops_every_service_cleanly_before_the_broker() -> anyhow::Resul
         let _ = run.kill();
         let _ = run.wait();
     }
-    let stopped = run_sh(state.path(), bin.path(), "--stop");
-    outcome?;
-    stopped?;
-    let left = marked(state.path());
-    ensure!(left.is_empty(), "processes of the stack left after Ctrl-C: {left:?}");
-    Ok(())
+    stop_and_check(state.path(), bin.path(), outcome)
 }
 
 /// The stack's Prometheus (deploy/prometheus/prometheus.yml) scrapes every service's /metrics
