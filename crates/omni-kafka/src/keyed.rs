@@ -470,6 +470,14 @@ mod tests {
         }
     }
 
+    /// A position in partition 1, beside [`at`]'s partition 0.
+    fn other(offset: i64) -> Position {
+        Position {
+            partition: 1,
+            ..at(offset)
+        }
+    }
+
     #[test]
     fn records_of_one_key_wait_for_each_other_and_others_start_at_once() {
         let mut held = KeyOrdered::new(10);
@@ -530,10 +538,9 @@ mod tests {
     #[test]
     fn partitions_are_tracked_apart() {
         let mut held = KeyOrdered::new(10);
-        let other = Position { partition: 1, ..at(7) };
         held.admit(b"a", &at(5), ());
-        held.admit(b"b", &other, ());
-        assert_eq!(held.finish(b"b", &other).handled_up_to, Some(7));
+        held.admit(b"b", &other(7), ());
+        assert_eq!(held.finish(b"b", &other(7)).handled_up_to, Some(7));
         assert_eq!(held.finish(b"a", &at(5)).handled_up_to, Some(5));
     }
 
@@ -578,10 +585,6 @@ mod tests {
     #[test]
     fn a_revoked_partitions_records_waiting_for_a_slot_are_dropped_and_free_their_key() {
         let mut held = KeyOrdered::new(1);
-        let other = |offset| Position {
-            partition: 1,
-            ..at(offset)
-        };
         assert_eq!(held.admit(b"a", &at(0), "a0"), Some("a0"));
         assert_eq!(held.admit(b"b", &other(0), "b0"), None);
         assert_eq!(held.admit(b"b", &other(1), "b1"), None);
@@ -602,10 +605,6 @@ mod tests {
     #[test]
     fn a_revoked_ready_record_hands_its_key_to_the_next_of_a_partition_still_held() {
         let mut held = KeyOrdered::new(1).weighing(100, |item: &&str| item.len());
-        let other = |offset| Position {
-            partition: 1,
-            ..at(offset)
-        };
         assert_eq!(held.admit(b"a", &at(0), "a0"), Some("a0"));
         // b's first record (partition 1) waits for the slot, its second (partition 0) behind it.
         assert_eq!(held.admit(b"b", &other(0), "b-p1"), None);
@@ -635,10 +634,9 @@ mod tests {
     #[test]
     fn a_revoked_partition_loses_its_waiting_records_and_reports_no_offset() {
         let mut held = KeyOrdered::new(10);
-        let other = Position { partition: 1, ..at(0) };
         held.admit(b"a", &at(0), "a0");
         held.admit(b"a", &at(1), "a1");
-        held.admit(b"b", &other, "b0");
+        held.admit(b"b", &other(0), "b0");
         assert_eq!(held.revoke(|_, partition| partition == 1), 1, "a1 dropped");
         assert_eq!(held.in_flight(), 2);
         // The cancelled a0 ends: nothing of its key waits any more, no offset for partition 0.
@@ -649,7 +647,7 @@ mod tests {
                 handled_up_to: None
             }
         );
-        assert_eq!(held.finish(b"b", &other).handled_up_to, Some(0));
+        assert_eq!(held.finish(b"b", &other(0)).handled_up_to, Some(0));
         assert_eq!(held.in_flight(), 0);
     }
 
@@ -657,7 +655,7 @@ mod tests {
     async fn running_records_of_a_revoked_partition_end_without_an_outcome() {
         let mut in_hand = InHand::default();
         in_hand.push(b"a", at(0), std::future::pending::<&str>());
-        in_hand.push(b"b", Position { partition: 1, ..at(0) }, async { "done" });
+        in_hand.push(b"b", other(0), async { "done" });
         assert_eq!(in_hand.cancel_unless(|_, partition| partition == 1), 1);
         let mut ended = [in_hand.next().await, in_hand.next().await];
         ended.sort_by_key(|(key, _, _)| key.clone());
